@@ -1,0 +1,71 @@
+"""jitgrad: automatic differentiation that compiles.
+
+Eager tape (TensorFlow's GradientTape semantics) and function transforms:
+
+>>> import jitgrad
+>>> w1, w2 = jitgrad.Variable(5.0), jitgrad.Variable(3.0)
+>>> with jitgrad.GradientTape() as tape:
+...     z = 3 * w1 ** 2 + 2 * w1 * w2
+>>> [float(g) for g in tape.gradient(z, [w1, w2])]
+[36.0, 10.0]
+"""
+
+from jitgrad import math, nn
+from jitgrad import testing as test
+from jitgrad.core.dtypes import (
+    bool_ as bool,  # noqa: A004 - TensorFlow's name
+)
+from jitgrad.core.dtypes import (
+    float16,
+    float32,
+    float64,
+    int8,
+    int16,
+    int32,
+    int64,
+    uint8,
+)
+from jitgrad.core.errors import JitgradError, LeakedTracerError, TracerError
+from jitgrad.core.tensor import Tensor, Variable
+from jitgrad.ir.graph import Graph
+from jitgrad.ops import *  # noqa: F403 - the TensorFlow-style top level
+from jitgrad.ops import __all__ as _ops_all
+from jitgrad.ops.nn import (
+    elu,
+    gelu,
+    l2_loss,
+    leaky_relu,
+    log_sigmoid,
+    log_softmax,
+    logsumexp,
+    relu,
+    relu6,
+    selu,
+    sigmoid_cross_entropy_with_logits,
+    silu,
+    softmax,
+    softmax_cross_entropy_with_logits,
+    softsign,
+    sparse_softmax_cross_entropy_with_logits,
+)
+from jitgrad.tape import GradientTape, custom_gradient
+from jitgrad.transforms import (
+    grad,
+    gradients_function,
+    hessian,
+    hvp,
+    jvp,
+    value_and_grad,
+    value_and_gradients_function,
+)
+
+__version__ = "0.1.0"
+
+DType = type(float32)
+
+__all__ = sorted(set(_ops_all) | {
+    "GradientTape", "Graph", "JitgradError", "LeakedTracerError", "Tensor", "TracerError",
+    "Variable", "bool", "custom_gradient", "float16", "float32", "float64", "grad",
+    "gradients_function", "hessian", "hvp", "int8", "int16", "int32", "int64", "jvp", "math",
+    "nn", "test", "uint8", "value_and_grad", "value_and_gradients_function",
+})

@@ -1,0 +1,93 @@
+"""Turning Python values (scalars, nested lists, numpy arrays, tensors) into arrays.
+
+Python floats become float32 and Python ints int32, as in TensorFlow, and so do nested lists
+of them; numpy arrays and numpy scalars keep their dtype; `dtype=` casts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core import dtypes
+from jitgrad.core.errors import with_location
+from jitgrad.core.tensor import Tensor, Tracer
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
+    """`value` as a numpy array of a supported dtype, or a clear TypeError/ValueError."""
+    target = None if dtype is None else dtypes.as_dtype(dtype)
+    if isinstance(value, Tensor):
+        array = value._value
+    elif isinstance(value, Tracer):
+        value._concrete(f"{op}()")
+    elif isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+    elif isinstance(value, bool):
+        array = np.asarray(value)
+    elif isinstance(value, int):
+        array = np.asarray(value, dtype=np.int64 if target is None else target)
+        if target is None:
+            array = _python_int(array, op)
+    elif isinstance(value, float):
+        array = np.asarray(value, dtype=np.float32 if target is None else target)
+    elif isinstance(value, (list, tuple)):
+        array = _from_sequence(value, op)
+    else:
+        raise TypeError(
+            with_location(
+                f"{op}: cannot convert {type(value).__name__} {_describe(value)} to a tensor"
+            )
+        )
+    if array.dtype not in dtypes.SUPPORTED:
+        raise TypeError(
+            with_location(
+                f"{op}: dtype {array.dtype} of {_describe(value)} is not supported "
+                "(jitgrad holds bool, integers and float16/32/64)"
+            )
+        )
+    if target is not None and array.dtype != target:
+        array = array.astype(target)
+    return array
+
+
+def _python_int(array: np.ndarray, op: str) -> np.ndarray:
+    if np.iinfo(np.int32).min <= array.min(initial=0) and array.max(initial=0) <= np.iinfo(
+        np.int32
+    ).max:
+        return array.astype(np.int32)
+    return array
+
+
+def _from_sequence(value, op: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:
+        raise ValueError(
+            with_location(f"{op}: nested list {_describe(value)} is ragged or malformed ({exc})")
+        ) from None
+    if array.dtype == np.float64 and not _has_numpy_leaf(value):
+        array = array.astype(np.float32)
+    elif array.dtype == np.int64 and not _has_numpy_leaf(value):
+        array = _python_int(array, op)
+    elif array.dtype == object or array.dtype.kind in "USc":
+        raise TypeError(
+            with_location(f"{op}: cannot convert {_describe(value)} to a numeric tensor")
+        )
+    return array
+
+
+def _has_numpy_leaf(value) -> bool:
+    """Whether a nested list holds numpy arrays/tensors, whose dtype then wins."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, (np.ndarray, np.generic, Tensor)):
+            return True
+    return False

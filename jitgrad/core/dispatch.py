@@ -1,0 +1,47 @@
+"""`bind`: the single entry point through which every primitive runs.
+
+Eagerly it calls the op's numpy implementation; under a trace it appends a node to the trace's
+graph. Either way every recording tape whose watched values feed the op records the same
+node, so one backprop loop serves the eager tape and the graph transform.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+import numpy as np
+
+from jitgrad.core.errors import LeakedTracerError, with_location
+from jitgrad.core.tensor import Tensor, Tracer
+
+# The innermost active trace (None when eager) and the stack of active tapes (outermost first).
+current_trace: contextvars.ContextVar = contextvars.ContextVar("jitgrad_trace", default=None)
+tape_stack: contextvars.ContextVar = contextvars.ContextVar("jitgrad_tapes", default=())
+
+
+def bind(op, *args, **params):
+    """Run primitive `op` on tensors/tracers `args` (already converted) with static `params`."""
+    trace = current_trace.get()
+    if trace is not None:
+        args = tuple([trace.lift(a) for a in args])
+        out = trace.emit(op, args, params)
+    else:
+        for a in args:
+            if type(a) is Tracer:
+                raise LeakedTracerError(
+                    with_location(
+                        f"{op.name}: a traced value of shape {a.shape} was used outside the jit "
+                        "trace that created it (did a jitted function store it, e.g. in a "
+                        "global or a list?)"
+                    )
+                )
+        aval = op.abstract_eval(*args, **params)
+        value = op.impl(*[a._value for a in args], **params)
+        if type(value) is not np.ndarray or value.dtype != aval.dtype:
+            value = np.asarray(value, dtype=aval.dtype)
+        out = Tensor(value)
+    tapes = tape_stack.get()
+    if tapes:
+        for tape in tapes:
+            tape._maybe_record(op, args, params, out)
+    return out

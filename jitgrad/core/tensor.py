@@ -1,0 +1,353 @@
+"""Tensor (a numpy array), Variable (a mutable one) and Tracer (a symbolic one).
+
+All three share `ArrayMethods`: Python operators, indexing and the TensorFlow-style methods.
+The operators call the public op functions, which live higher up (`jitgrad.ops`); they are
+looked up through `_api`, which `jitgrad.ops` binds at import, so this module stays at the
+bottom of the dependency graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core.aval import AVal
+from jitgrad.core.errors import TracerError, with_location
+
+_api = None  # the `jitgrad.ops` namespace, bound by jitgrad.ops at import
+
+
+def bind_operator_namespace(api) -> None:
+    global _api
+    _api = api
+
+
+class ArrayMethods:
+    """Operators and methods common to eager tensors and tracers."""
+
+    __slots__ = ()
+    __array_priority__ = 100
+    # numpy must defer to our reflected operators (`np_array @ tensor` -> Tensor.__rmatmul__).
+    __array_ufunc__ = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def aval(self) -> AVal:
+        return AVal(self.shape, self.dtype)
+
+    @property
+    def T(self):  # noqa: N802 - numpy's name
+        return _api.transpose(self)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError(with_location("len() of a 0-d tensor"))
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError(with_location("iteration over a 0-d tensor"))
+        return iter(_api.unstack(self, axis=0))
+
+    def __getitem__(self, index):
+        return _api.getitem(self, index)
+
+    def __add__(self, other):
+        return _api.add(self, other)
+
+    def __radd__(self, other):
+        return _api.add(other, self)
+
+    def __sub__(self, other):
+        return _api.subtract(self, other)
+
+    def __rsub__(self, other):
+        return _api.subtract(other, self)
+
+    def __mul__(self, other):
+        return _api.multiply(self, other)
+
+    def __rmul__(self, other):
+        return _api.multiply(other, self)
+
+    def __truediv__(self, other):
+        return _api.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _api.divide(other, self)
+
+    def __floordiv__(self, other):
+        return _api.floordiv(self, other)
+
+    def __rfloordiv__(self, other):
+        return _api.floordiv(other, self)
+
+    def __mod__(self, other):
+        return _api.mod(self, other)
+
+    def __rmod__(self, other):
+        return _api.mod(other, self)
+
+    def __pow__(self, other):
+        return _api.pow(self, other)
+
+    def __rpow__(self, other):
+        return _api.pow(other, self)
+
+    def __matmul__(self, other):
+        return _api.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _api.matmul(other, self)
+
+    def __neg__(self):
+        return _api.negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _api.abs(self)
+
+    def __invert__(self):
+        return _api.logical_not(self)
+
+    def __and__(self, other):
+        return _api.logical_and(self, other)
+
+    def __or__(self, other):
+        return _api.logical_or(self, other)
+
+    def __lt__(self, other):
+        return _api.less(self, other)
+
+    def __le__(self, other):
+        return _api.less_equal(self, other)
+
+    def __gt__(self, other):
+        return _api.greater(self, other)
+
+    def __ge__(self, other):
+        return _api.greater_equal(self, other)
+
+    def __eq__(self, other):
+        return _api.equal(self, other)
+
+    def __ne__(self, other):
+        return _api.not_equal(self, other)
+
+    # Elementwise __eq__ would make tensors unhashable; identity hashing keeps them usable as
+    # dict keys (`{w: ...}`), which is what the tape's users do.
+    __hash__ = object.__hash__
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _api.reshape(self, shape)
+
+    def astype(self, dtype):
+        return _api.cast(self, dtype)
+
+    def sum(self, axis=None, keepdims=False):
+        return _api.reduce_sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _api.reduce_mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _api.reduce_max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _api.reduce_min(self, axis=axis, keepdims=keepdims)
+
+
+class Tensor(ArrayMethods):
+    """An immutable eager tensor: a numpy array plus jitgrad's operators.
+
+    >>> jitgrad.constant([1.0, 2.0]) * 3
+    <jitgrad.Tensor: shape=(2,), dtype=float32, numpy=array([3., 6.], dtype=float32)>
+    """
+
+    __slots__ = ("_value", "__weakref__")
+
+    def __init__(self, value: np.ndarray):
+        self._value = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._value.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._value.dtype
+
+    def numpy(self) -> np.ndarray:
+        """The value as a numpy array (no copy for a Tensor; treat it as read-only)."""
+        return self._value
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and np.dtype(dtype) != self._value.dtype:
+            return self._value.astype(dtype)
+        if copy:
+            return self._value.copy()
+        return self._value
+
+    def _one_element(self, kind: str):
+        if self._value.size != 1:
+            raise TypeError(
+                with_location(
+                    f"{kind}() of a tensor of shape {self.shape}: needs exactly 1 element"
+                )
+            )
+        return self._value.reshape(())[()]
+
+    def __bool__(self) -> bool:
+        return bool(self._one_element("bool"))
+
+    def __float__(self) -> float:
+        return float(self._one_element("float"))
+
+    def __int__(self) -> int:
+        return int(self._one_element("int"))
+
+    def __index__(self) -> int:
+        if self._value.dtype.kind not in "iu":
+            raise TypeError(with_location(f"a {self.dtype} tensor cannot be used as an index"))
+        return int(self._one_element("int"))
+
+    def _numpy_repr(self) -> str:
+        return str(self._value[()]) if self._value.ndim == 0 else repr(self._value)
+
+    def __repr__(self) -> str:
+        return (
+            f"<jitgrad.Tensor: shape={self.shape}, dtype={self.dtype.name}, "
+            f"numpy={self._numpy_repr()}>"
+        )
+
+    def __str__(self) -> str:
+        shown = str(self._value[()] if self._value.ndim == 0 else self._value)
+        return f"jitgrad.Tensor({shown}, shape={self.shape}, dtype={self.dtype.name})"
+
+
+class Variable(Tensor):
+    """A mutable tensor, watched automatically by tapes when read (if trainable).
+
+    >>> w = jitgrad.Variable(5.0); w.assign_add(1.0); float(w)
+    6.0
+    """
+
+    __slots__ = ("name", "trainable")
+    _counter = 0
+
+    def __init__(self, value, name: str | None = None, trainable: bool = True, dtype=None):
+        from jitgrad.core.convert import to_array
+
+        super().__init__(to_array(value, dtype))
+        if name is None:
+            Variable._counter += 1
+            name = f"Variable_{Variable._counter}" if Variable._counter > 1 else "Variable"
+        self.name = name
+        self.trainable = bool(trainable)
+
+    def numpy(self) -> np.ndarray:
+        """A copy of the current value (a Variable changes; its snapshots must not)."""
+        return self._value.copy()
+
+    def value(self) -> Tensor:
+        """The current value as an immutable Tensor."""
+        return Tensor(self._value)
+
+    def read_value(self) -> Tensor:
+        return Tensor(self._value)
+
+    def _new_value(self, value, op: str) -> np.ndarray:
+        from jitgrad.core.convert import to_array
+
+        new = to_array(value, self.dtype)
+        if new.shape != self.shape:
+            raise ValueError(
+                with_location(
+                    f"Variable.{op}: value of shape {new.shape} does not match the variable "
+                    f"'{self.name}' of shape {self.shape}"
+                )
+            )
+        return new
+
+    def assign(self, value):
+        self._value = self._new_value(value, "assign")
+        return self
+
+    def assign_add(self, delta):
+        self._value = self._value + self._new_value(delta, "assign_add")
+        return self
+
+    def assign_sub(self, delta):
+        self._value = self._value - self._new_value(delta, "assign_sub")
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"<jitgrad.Variable '{self.name}:0' shape={self.shape} dtype={self.dtype.name}, "
+            f"numpy={self._numpy_repr()}>"
+        )
+
+
+class Tracer(ArrayMethods):
+    """A symbolic tensor recorded into a graph while a function is traced by `jit`."""
+
+    __slots__ = ("trace", "var", "variable", "__weakref__")
+
+    def __init__(self, trace, var, variable=None):
+        self.trace = trace
+        self.var = var
+        self.variable = variable  # the Variable this input was read from, if any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.var.aval.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.var.aval.dtype
+
+    @property
+    def aval(self) -> AVal:
+        return self.var.aval
+
+    def _concrete(self, what: str):
+        raise TracerError(
+            with_location(
+                f"{what} of a traced value (shape={self.shape}, dtype={self.dtype.name}) "
+                f"while tracing {self.trace.name!r}: its value is not known until the compiled "
+                "function runs. Python control flow on it cannot be compiled; mark the argument "
+                "static (jit(..., static_argnums=...)) or use jitgrad.where for a "
+                "data-dependent choice"
+            )
+        )
+
+    def numpy(self):
+        self._concrete(".numpy()")
+
+    def __array__(self, dtype=None, copy=None):
+        self._concrete("np.asarray()")
+
+    def __bool__(self):
+        self._concrete("bool()")
+
+    def __float__(self):
+        self._concrete("float()")
+
+    def __int__(self):
+        self._concrete("int()")
+
+    def __index__(self):
+        self._concrete("using as an index")
+
+    def __repr__(self) -> str:
+        return f"<jitgrad.Tracer {self.var.aval.short()} in {self.trace.name!r}>"

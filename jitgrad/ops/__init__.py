@@ -1,0 +1,127 @@
+"""The op set: primitives (OpDefs registered at import) and the public functions over them.
+
+Every public function accepts tensors, tracers, numpy arrays, nested lists and Python scalars,
+and has TensorFlow's name and argument names.
+"""
+
+from jitgrad.core.tensor import bind_operator_namespace
+from jitgrad.ops.creation import (
+    constant,
+    convert_to_tensor,
+    eye,
+    fill,
+    lin_space,
+    linspace,
+    ones,
+    ones_like,
+    random,
+    range,
+    set_seed,
+    zeros,
+    zeros_like,
+)
+from jitgrad.ops.elementwise import (
+    abs,
+    add,
+    arccos,
+    arcsin,
+    arctan,
+    cast,
+    ceil,
+    clip_by_value,
+    cos,
+    cosh,
+    divide,
+    equal,
+    erf,
+    exp,
+    expm1,
+    floor,
+    floordiv,
+    greater,
+    greater_equal,
+    less,
+    less_equal,
+    log,
+    log1p,
+    logical_and,
+    logical_not,
+    logical_or,
+    maximum,
+    minimum,
+    mod,
+    multiply,
+    negative,
+    not_equal,
+    pow,
+    round,
+    rsqrt,
+    sigmoid,
+    sign,
+    sin,
+    sinh,
+    softplus,
+    sqrt,
+    square,
+    stop_gradient,
+    subtract,
+    tan,
+    tanh,
+    where,
+)
+from jitgrad.ops.index import gather, gather_nd, getitem, one_hot, take
+from jitgrad.ops.linalg import einsum, matmul, tensordot
+from jitgrad.ops.nn import (
+    bias_add,
+    elu,
+    gelu,
+    l2_loss,
+    leaky_relu,
+    log_sigmoid,
+    log_softmax,
+    logsumexp,
+    moments,
+    relu,
+    relu6,
+    selu,
+    sigmoid_cross_entropy_with_logits,
+    silu,
+    softmax,
+    softmax_cross_entropy_with_logits,
+    softsign,
+    sparse_softmax_cross_entropy_with_logits,
+    swish,
+)
+from jitgrad.ops.reduce import (
+    argmax,
+    argmin,
+    reduce_logsumexp,
+    reduce_max,
+    reduce_mean,
+    reduce_min,
+    reduce_prod,
+    reduce_std,
+    reduce_sum,
+    reduce_variance,
+)
+from jitgrad.ops.shape import (
+    broadcast_to,
+    concat,
+    expand_dims,
+    matrix_transpose,
+    pad,
+    reshape,
+    slice,
+    split,
+    squeeze,
+    stack,
+    tile,
+    transpose,
+    unstack,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_") and name != "bind_operator_namespace"]
+
+import sys as _sys  # noqa: E402
+
+bind_operator_namespace(_sys.modules[__name__])

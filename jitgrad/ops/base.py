@@ -1,0 +1,111 @@
+"""Helpers shared by the op modules: argument conversion, broadcasting, axes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core import dtypes
+from jitgrad.core.convert import to_array
+from jitgrad.core.errors import op_error
+from jitgrad.core.tensor import Tensor, Tracer
+
+VALUE_TYPES = (Tensor, Tracer)
+PYTHON_SCALARS = (bool, int, float)
+
+
+def as_value(x, dtype=None, op: str = "constant"):
+    """A Tensor or Tracer for `x` (tensors pass through; Python/numpy values are converted)."""
+    if isinstance(x, VALUE_TYPES):
+        if dtype is not None and x.dtype != dtypes.as_dtype(dtype):
+            from jitgrad.ops.elementwise import cast
+
+            return cast(x, dtype)
+        return x
+    return Tensor(to_array(x, dtype, op))
+
+
+def scalar_like(value, like) -> Tensor:
+    """A 0-d constant of `like`'s dtype (for weak scalars inside composites and VJP rules)."""
+    return Tensor(np.asarray(value, dtype=like.dtype))
+
+
+def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy's broadcast of `shapes`, or an error naming the op and the shapes."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for i in range(-ndim, 0):
+        dims = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(dims) > 1:
+            listed = " and ".join(str(s) for s in shapes)
+            raise op_error(op, f"shapes {listed} cannot be broadcast together")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def binary_operands(op: str, x, y):
+    """Convert, promote (Python scalars are weak) and broadcast two operands of a binary op."""
+    x_weak = isinstance(x, PYTHON_SCALARS) and not isinstance(y, PYTHON_SCALARS)
+    y_weak = isinstance(y, PYTHON_SCALARS) and not isinstance(x, PYTHON_SCALARS)
+    if x_weak:
+        y = as_value(y, op=op)
+        x = Tensor(to_array(x, dtypes.weak_scalar_dtype(x, y.dtype), op))
+    elif y_weak:
+        x = as_value(x, op=op)
+        y = Tensor(to_array(y, dtypes.weak_scalar_dtype(y, x.dtype), op))
+    else:
+        x, y = as_value(x, op=op), as_value(y, op=op)
+    if x.dtype != y.dtype:
+        from jitgrad.ops.elementwise import cast
+
+        dt = dtypes.promote(x.dtype, y.dtype)
+        x = x if x.dtype == dt else cast(x, dt)
+        y = y if y.dtype == dt else cast(y, dt)
+    return broadcast_all(op, x, y)
+
+
+def broadcast_all(op: str, *xs):
+    """Insert explicit `broadcast_to` nodes so that every operand has the common shape."""
+    shapes = [x.shape for x in xs]
+    first = shapes[0]
+    if all(s == first for s in shapes):
+        return xs
+    from jitgrad.ops.shape import broadcast_to
+
+    shape = broadcast_shapes(op, *shapes)
+    return tuple(x if x.shape == shape else broadcast_to(x, shape) for x in xs)
+
+
+def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:
+    """`axis` (None, int or sequence, negative allowed) as a sorted tuple of distinct axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, VALUE_TYPES):
+        axis = np.asarray(axis).tolist()
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in items:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise op_error(op, f"axis must be an int or a tuple of ints, got {axis!r}", TypeError)
+        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+            raise op_error(op, f"axis {a} is out of range for a tensor of rank {ndim}")
+        out.append(int(a) % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise op_error(op, f"axis {axis!r} repeats an axis")
+    return tuple(sorted(out)) if ndim else ()
+
+
+def normalize_axis(op: str, axis, ndim: int) -> int:
+    """One axis in [0, ndim); `axis` may be negative."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise op_error(op, f"axis must be an int, got {axis!r}", TypeError)
+    if not -ndim <= axis < ndim:
+        raise op_error(op, f"axis {axis} is out of range for a tensor of rank {ndim}")
+    return int(axis) % ndim
+
+
+def require_float(op: str, *xs) -> None:
+    for x in xs:
+        if x.dtype.kind != "f":
+            raise op_error(
+                op, f"expects a float tensor, got {x.dtype.name} of shape {x.shape}", TypeError
+            )

@@ -1,0 +1,136 @@
+"""Creation functions (not differentiable): constants, ranges and random tensors.
+
+Under `jit` they produce constants of the compiled function; random tensors drawn while tracing
+are therefore frozen into the kernel (pass random inputs as arguments instead)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core import dtypes
+from jitgrad.core.convert import to_array
+from jitgrad.core.errors import op_error
+from jitgrad.core.tensor import Tensor
+from jitgrad.ops.base import as_value
+
+
+def _shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(d) for d in np.asarray(shape, dtype=np.int64).reshape(-1))
+
+
+def constant(value, dtype=None, shape=None, name=None) -> Tensor:
+    """A tensor holding `value` (Python floats -> float32, ints -> int32, numpy keeps dtype).
+
+    >>> jitgrad.constant(3.0)
+    <jitgrad.Tensor: shape=(), dtype=float32, numpy=3.0>
+    """
+    array = to_array(value, dtype)
+    if shape is not None:
+        array = np.broadcast_to(array, _shape(shape)).copy() if array.size == 1 else np.reshape(
+            array, _shape(shape))
+    return Tensor(array)
+
+
+convert_to_tensor = constant
+
+
+def zeros(shape, dtype=dtypes.float32, name=None) -> Tensor:
+    return Tensor(np.zeros(_shape(shape), dtypes.as_dtype(dtype)))
+
+
+def ones(shape, dtype=dtypes.float32, name=None) -> Tensor:
+    return Tensor(np.ones(_shape(shape), dtypes.as_dtype(dtype)))
+
+
+def zeros_like(input, dtype=None, name=None) -> Tensor:  # noqa: A002
+    x = as_value(input, op="zeros_like")
+    return zeros(x.shape, dtype or x.dtype)
+
+
+def ones_like(input, dtype=None, name=None) -> Tensor:  # noqa: A002
+    x = as_value(input, op="ones_like")
+    return ones(x.shape, dtype or x.dtype)
+
+
+def fill(dims, value, name=None) -> Tensor:
+    value = to_array(value, op="fill")
+    return Tensor(np.full(_shape(dims), value, value.dtype))
+
+
+def eye(num_rows, num_columns=None, batch_shape=None, dtype=dtypes.float32, name=None) -> Tensor:
+    out = np.eye(num_rows, num_columns, dtype=dtypes.as_dtype(dtype))
+    if batch_shape is not None:
+        out = np.broadcast_to(out, _shape(batch_shape) + out.shape).copy()
+    return Tensor(out)
+
+
+def range(start, limit=None, delta=1, dtype=None, name=None) -> Tensor:  # noqa: A001
+    """TensorFlow's range: int32 for Python ints, float32 if any bound is a Python float."""
+    if limit is None:
+        start, limit = 0, start
+    values = [start, limit, delta]
+    if dtype is None:
+        dtype = dtypes.float32 if any(isinstance(v, float) for v in values) else dtypes.int32
+    if delta == 0:
+        raise op_error("range", "delta must not be 0")
+    return Tensor(np.arange(start, limit, delta, dtype=dtypes.as_dtype(dtype)))
+
+
+def linspace(start, stop, num, name=None, axis=0) -> Tensor:
+    """`num` evenly spaced values from start to stop inclusive (float32 for Python floats)."""
+    start_a, stop_a = to_array(start), to_array(stop)
+    dtype = dtypes.promote(start_a.dtype, stop_a.dtype)
+    if dtype.kind != "f":
+        dtype = dtypes.float32
+    # Computed in float64 then rounded once, so the end points are exact.
+    return Tensor(np.linspace(start_a.astype(np.float64), stop_a.astype(np.float64), int(num),
+                              axis=axis).astype(dtype))
+
+
+lin_space = linspace
+
+
+class _Random:
+    """`jitgrad.random`: seeded normal/uniform draws (numpy's PCG64 generator)."""
+
+    def __init__(self):
+        self._generator = np.random.default_rng()
+
+    def set_seed(self, seed: int) -> None:
+        """Make later draws reproducible."""
+        self._generator = np.random.default_rng(seed)
+
+    def _rng(self, seed):
+        return self._generator if seed is None else np.random.default_rng(seed)
+
+    def normal(self, shape, mean=0.0, stddev=1.0, dtype=dtypes.float32, seed=None, name=None):
+        draw = self._rng(seed).normal(mean, stddev, _shape(shape))
+        return Tensor(draw.astype(dtypes.as_dtype(dtype)))
+
+    def uniform(self, shape, minval=0, maxval=None, dtype=dtypes.float32, seed=None, name=None):
+        dtype = dtypes.as_dtype(dtype)
+        if dtype.kind in "iu":
+            if maxval is None:
+                raise op_error("random.uniform", "integer dtypes need maxval", TypeError)
+            draw = self._rng(seed).integers(minval, maxval, _shape(shape))
+        else:
+            draw = self._rng(seed).uniform(minval, 1.0 if maxval is None else maxval,
+                                           _shape(shape))
+        return Tensor(draw.astype(dtype))
+
+    def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype=dtypes.float32, seed=None,
+                         name=None):
+        """Normal draws redrawn until within two standard deviations."""
+        rng, shape = self._rng(seed), _shape(shape)
+        draw = rng.normal(0.0, 1.0, shape)
+        bad = np.abs(draw) > 2
+        while bad.any():
+            draw[bad] = rng.normal(0.0, 1.0, int(bad.sum()))
+            bad = np.abs(draw) > 2
+        return Tensor((draw * stddev + mean).astype(dtypes.as_dtype(dtype)))
+
+
+random = _Random()
+set_seed = random.set_seed

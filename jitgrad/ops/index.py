@@ -1,0 +1,240 @@
+"""Indexing: gather and its transpose scatter_add (primitives), and `x[...]` built on them and
+on strided slices. Repeated indices accumulate in the gradient."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from jitgrad.core import dtypes
+from jitgrad.core.aval import AVal
+from jitgrad.core.dispatch import bind
+from jitgrad.core.errors import op_error
+from jitgrad.core.opdef import defop
+from jitgrad.core.tensor import Tracer
+from jitgrad.ops import elementwise as ew
+from jitgrad.ops import shape as sh
+from jitgrad.ops.base import VALUE_TYPES, as_value, normalize_axis
+
+
+def _gather_eval(x, idx, *, axis):
+    if idx.dtype.kind not in "iu":
+        raise op_error("gather", f"indices must be integers, got {idx.dtype.name}", TypeError)
+    if not 0 <= axis < x.ndim:
+        raise op_error("gather", f"axis {axis} is out of range for shape {x.shape}")
+    return AVal(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+
+
+def _gather_impl(x, idx, *, axis):
+    n = x.shape[axis]
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
+        raise op_error("gather", f"index {bad} is out of bounds for axis {axis} of size {n} "
+                       f"(shape {x.shape})", IndexError)
+    return np.take(x, idx, axis=axis)
+
+
+def _scatter_add_impl(g, idx, *, axis, shape):
+    out = np.zeros(shape, g.dtype)
+    moved = np.moveaxis(out, axis, 0)
+    g_moved = np.moveaxis(g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1:]), axis, 0)
+    np.add.at(moved, idx.ravel(), g_moved)
+    return out
+
+
+gather_p = defop(
+    "gather", abstract_eval=_gather_eval, impl=_gather_impl,
+    vjp=lambda g, out, x, idx, *, axis: (
+        bind(scatter_add_p, g, idx, axis=axis, shape=x.shape), None),
+    kind="index")
+scatter_add_p = defop(
+    "scatter_add",
+    abstract_eval=lambda g, idx, *, axis, shape: AVal(shape, g.dtype),
+    impl=_scatter_add_impl,
+    vjp=lambda g, out, ct, idx, *, axis, shape: (bind(gather_p, g, idx, axis=axis), None),
+    kind="index", doc="Zeros of `shape` plus `g` added at `idx` along `axis` (gather's VJP).")
+
+
+def _as_indices(indices, op):
+    idx = as_value(indices, op=op)
+    if idx.dtype.kind not in "iu":
+        raise op_error(op, f"indices must be integers, got {idx.dtype.name}", TypeError)
+    return idx
+
+
+def gather(params, indices, axis=None, batch_dims=0, name=None):
+    """Take slices of `params` along `axis` (default 0) at `indices`."""
+    if batch_dims:
+        raise op_error("gather", "batch_dims is not supported")
+    x = as_value(params, op="gather")
+    axis = normalize_axis("gather", 0 if axis is None else axis, x.ndim)
+    return bind(gather_p, x, _as_indices(indices, "gather"), axis=axis)
+
+
+def take(a, indices, axis=None):
+    """numpy's take: like gather, on the flattened array when `axis` is None."""
+    x = as_value(a, op="take")
+    if axis is None:
+        x, axis = sh.reshape(x, (-1,)), 0
+    return gather(x, indices, axis)
+
+
+def gather_nd(params, indices, batch_dims=0, name=None):
+    """Gather slices of `params` addressed by the last axis of `indices` (TensorFlow's rule),
+    as one gather over the flattened leading axes."""
+    if batch_dims:
+        raise op_error("gather_nd", "batch_dims is not supported")
+    x = as_value(params, op="gather_nd")
+    idx = _as_indices(indices, "gather_nd")
+    depth = idx.shape[-1] if idx.ndim else 0
+    if idx.ndim == 0 or depth > x.ndim:
+        raise op_error("gather_nd", f"indices of shape {idx.shape} cannot address params of "
+                       f"shape {x.shape}")
+    lead = x.shape[:depth]
+    strides = np.cumprod((1,) + lead[::-1][:-1])[::-1] if depth else np.zeros(0)
+    flat = ew.cast(idx, dtypes.int64) * np.asarray(strides, np.int64)
+    from jitgrad.ops.reduce import reduce_sum
+
+    flat = reduce_sum(flat, -1)
+    merged = sh.reshape(x, (int(np.prod(lead, dtype=np.int64)),) + x.shape[depth:])
+    return gather(merged, flat, 0)
+
+
+def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None, name=None):
+    """A one-hot encoding of integer `indices`; out-of-range indices give an all-off row."""
+    idx = _as_indices(indices, "one_hot")
+    dtype = dtypes.as_dtype(dtype or dtypes.float32)
+    on = np.asarray(1 if on_value is None else on_value, dtype)
+    off = np.asarray(0 if off_value is None else off_value, dtype)
+    classes = np.arange(int(depth), dtype=idx.dtype)
+    hot = ew.equal(sh.expand_dims(idx, -1), classes)
+    out = ew.where(hot, on, off)
+    if axis is not None and axis != -1:
+        out = sh.transpose(out, _move_last_to(axis, out.ndim))
+    return out
+
+
+def _move_last_to(axis: int, ndim: int) -> list[int]:
+    axis = axis % ndim
+    perm = list(range(ndim - 1))
+    perm.insert(axis, ndim - 1)
+    return perm
+
+
+# ---------------------------------------------------------------------------------------------
+# x[index]
+
+
+def _is_array_index(item) -> bool:
+    if isinstance(item, VALUE_TYPES):
+        return item.ndim > 0 or item.dtype == dtypes.bool_
+    return isinstance(item, (list, np.ndarray))
+
+
+def getitem(x, index):
+    """x[index] with numpy semantics for basic slices, ints, None, `...` and integer arrays
+    (several array indices must sit on adjacent axes). Boolean masks work eagerly only: under
+    `jit` the result's shape would depend on data."""
+    x = as_value(x, op="getitem")
+    items = list(index) if isinstance(index, tuple) else [index]
+    items = _expand_bool_masks(x, items)
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        raise op_error("getitem", "an index can only have a single ellipsis ('...')", IndexError)
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if consumed > x.ndim:
+        raise op_error("getitem", f"too many indices ({consumed}) for a tensor of shape "
+                       f"{x.shape}", IndexError)
+    if Ellipsis in [i if i is Ellipsis else None for i in items]:
+        pos = next(k for k, i in enumerate(items) if i is Ellipsis)
+        items[pos:pos + 1] = [builtins.slice(None)] * (x.ndim - consumed)
+    items += [builtins.slice(None)] * (x.ndim - consumed)
+
+    # Basic part: slices for every consumed axis, then reshape for ints and None.
+    slices, out_shape_ops, arrays, axis = [], [], [], 0
+    for item in items:
+        if item is None:
+            out_shape_ops.append(("new", None))
+            continue
+        dim = x.shape[axis]
+        if _is_array_index(item):
+            slices.append(builtins.slice(None))
+            arrays.append((len(out_shape_ops), axis, item))
+            out_shape_ops.append(("array", axis))
+        elif isinstance(item, builtins.slice):
+            slices.append(item)
+            out_shape_ops.append(("keep", axis))
+        else:
+            i = _static_int(item, dim, axis, x.shape)
+            slices.append(builtins.slice(i, i + 1))
+            out_shape_ops.append(("drop", axis))
+        axis += 1
+    y = sh.strided_slice(x, tuple(slices))
+    shape = []
+    for kind, ax in out_shape_ops:
+        if kind == "new":
+            shape.append(1)
+        elif kind in ("keep", "array"):
+            shape.append(y.shape[ax])
+    # Map source axes to result axes for the array part.
+    result_axis = {}
+    pos = 0
+    for kind, ax in out_shape_ops:
+        if kind in ("keep", "array"):
+            result_axis[ax] = pos
+        if kind != "drop":
+            pos += 1
+    y = sh.reshape(y, tuple(shape))
+    if not arrays:
+        return y
+    return _gather_arrays(y, [(result_axis[ax], item) for _, ax, item in arrays])
+
+
+def _static_int(item, dim, axis, shape) -> int:
+    if isinstance(item, Tracer):
+        item._concrete("indexing with")
+    try:
+        i = int(item)
+    except (TypeError, ValueError):
+        raise op_error("getitem", f"unsupported index {item!r}", TypeError) from None
+    if not -dim <= i < dim:
+        raise op_error("getitem", f"index {i} is out of bounds for axis {axis} of size {dim} "
+                       f"(shape {shape})", IndexError)
+    return i % dim
+
+
+def _expand_bool_masks(x, items):
+    out = []
+    for item in items:
+        mask = item if isinstance(item, (np.ndarray, *VALUE_TYPES)) else None
+        if mask is not None and mask.dtype == dtypes.bool_:
+            if isinstance(mask, Tracer):
+                mask._concrete("boolean-mask indexing with")
+            out.extend(np.nonzero(np.asarray(mask)))
+        else:
+            out.append(item)
+    return out
+
+
+def _gather_arrays(y, arrays):
+    """Apply integer-array indices (already on result axes) with numpy's placement rule."""
+    axes = [ax for ax, _ in arrays]
+    if axes != list(range(axes[0], axes[0] + len(axes))):
+        raise op_error("getitem", "integer-array indices must be on adjacent axes", IndexError)
+    idxs = [_as_indices(item, "getitem") for _, item in arrays]
+    first = axes[0]
+    if len(idxs) == 1:
+        return gather(y, idxs[0], first)
+    # Several arrays: broadcast them and gather on the merged axes with a flat index.
+    from jitgrad.ops.base import broadcast_all
+
+    idxs = broadcast_all("getitem", *[ew.cast(i, dtypes.int64) for i in idxs])
+    dims = [y.shape[a] for a in axes]
+    flat = None
+    for i, d in zip(idxs, dims):
+        if not isinstance(i, Tracer):
+            _gather_impl(np.zeros(d), np.asarray(i), axis=0)  # eager bounds check
+        i = ew.where(ew.less(i, 0), i + d, i)
+        flat = i if flat is None else flat * d + i
+    merged = sh.reshape(y, y.shape[:first] + (int(np.prod(dims)),) + y.shape[axes[-1] + 1:])
+    return gather(merged, flat, first)

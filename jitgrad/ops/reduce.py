@@ -1,0 +1,190 @@
+"""Reduction primitives (sum, max, prod, argmax/argmin) and composites (mean, min, variance,
+std, logsumexp). Primitives reduce without keepdims; the public functions reshape for it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core import dtypes
+from jitgrad.core.aval import AVal
+from jitgrad.core.dispatch import bind
+from jitgrad.core.errors import op_error
+from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
+from jitgrad.ops import elementwise as ew
+from jitgrad.ops import shape as sh
+from jitgrad.ops.base import as_value, normalize_axes, normalize_axis
+
+
+def _reduced_shape(shape, axes):
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _kept_shape(shape, axes):
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def _reduce_eval(name):
+    def abstract_eval(x, *, axes):
+        if x.dtype == dtypes.bool_:
+            raise op_error(name, "expects a numeric tensor, got bool", TypeError)
+        return AVal(_reduced_shape(x.shape, axes), x.dtype)
+
+    return abstract_eval
+
+
+def _expand_back(g, x, axes):
+    """A reduced cotangent broadcast back over the input's shape."""
+    return sh.broadcast_to(sh.reshape(g, _kept_shape(x.shape, axes)), x.shape)
+
+
+reduce_sum_p = defop(
+    "reduce_sum", abstract_eval=_reduce_eval("reduce_sum"),
+    impl=lambda x, *, axes: np.sum(x, axis=axes, dtype=x.dtype),
+    vjp=lambda g, out, x, *, axes: (_expand_back(g, x, axes),), kind="reduce")
+
+
+def _max_impl(x, *, axes):
+    # TensorFlow's identity for an empty reduction: -inf (or the integer minimum).
+    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    return np.max(x, axis=axes, initial=low)
+
+
+def _max_vjp(g, out, x, *, axes):
+    """The gradient is split evenly among the maxima of each slice, as TensorFlow does."""
+    is_max = ew.cast(ew.equal(x, _expand_back(out, x, axes)), x.dtype)
+    count = _expand_back(bind(reduce_sum_p, is_max, axes=axes), x, axes)
+    return (_expand_back(g, x, axes) * is_max / count,)
+
+
+reduce_max_p = defop("reduce_max", abstract_eval=_reduce_eval("reduce_max"), impl=_max_impl,
+                     vjp=_max_vjp, kind="reduce")
+
+
+def _prod_vjp(g, out, x, *, axes):
+    """d prod / dx_i = prod of the others, exact with zeros: no zero -> prod/x_i (computed as
+    the product with zeros replaced by 1, over x_i); one zero -> the product of the others at
+    the zero, 0 elsewhere; two or more zeros -> 0."""
+    is_zero = ew.equal(x, 0.0)
+    zeros = bind(reduce_sum_p, ew.cast(is_zero, x.dtype), axes=axes)
+    ones = ew.where(is_zero, ew.ones_like_value(x), x)
+    prod_nonzero = _expand_back(bind(reduce_prod_p, ones, axes=axes), x, axes)
+    zeros = _expand_back(zeros, x, axes)
+    no_zero = ew.equal(zeros, 0.0)
+    only_this = ew.logical_and(ew.equal(zeros, 1.0), is_zero)
+    grad = ew.where(no_zero, prod_nonzero / ones,
+                    ew.where(only_this, prod_nonzero, ew.zeros_like_value(x)))
+    return (_expand_back(g, x, axes) * grad,)
+
+
+reduce_prod_p = defop("reduce_prod", abstract_eval=_reduce_eval("reduce_prod"),
+                      impl=lambda x, *, axes: np.prod(x, axis=axes, dtype=x.dtype),
+                      vjp=_prod_vjp, kind="reduce")
+
+
+def _arg_eval(name):
+    def abstract_eval(x, *, axis):
+        if x.shape[axis] == 0:
+            raise op_error(name, f"axis {axis} of shape {x.shape} is empty")
+        return AVal(x.shape[:axis] + x.shape[axis + 1:], dtypes.int64)
+
+    return abstract_eval
+
+
+argmax_p = defop("argmax", abstract_eval=_arg_eval("argmax"),
+                 impl=lambda x, *, axis: np.argmax(x, axis=axis), vjp=NOT_DIFFERENTIABLE,
+                 kind="reduce")
+argmin_p = defop("argmin", abstract_eval=_arg_eval("argmin"),
+                 impl=lambda x, *, axis: np.argmin(x, axis=axis), vjp=NOT_DIFFERENTIABLE,
+                 kind="reduce")
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+
+
+def _reduce(prim, name, input_tensor, axis, keepdims):
+    x = as_value(input_tensor, op=name)
+    if x.dtype == dtypes.bool_:
+        x = ew.cast(x, dtypes.int32)
+    axes = normalize_axes(name, axis, x.ndim)
+    out = bind(prim, x, axes=axes) if axes else x
+    return sh.reshape(out, _kept_shape(x.shape, axes)) if keepdims else out
+
+
+def reduce_sum(input_tensor, axis=None, keepdims=False, name=None):
+    """Sum over `axis` (None: all axes; an int or tuple; negative allowed)."""
+    return _reduce(reduce_sum_p, "reduce_sum", input_tensor, axis, keepdims)
+
+
+def reduce_max(input_tensor, axis=None, keepdims=False, name=None):
+    """Maximum over `axis`; the gradient is shared evenly among ties."""
+    return _reduce(reduce_max_p, "reduce_max", input_tensor, axis, keepdims)
+
+
+def reduce_min(input_tensor, axis=None, keepdims=False, name=None):
+    """Minimum over `axis` (-max(-x)); the gradient is shared evenly among ties."""
+    x = as_value(input_tensor, op="reduce_min")
+    if x.dtype.kind != "f":
+        low = _reduce(reduce_max_p, "reduce_min", ew.negative(x), axis, keepdims)
+        return ew.negative(low)
+    return ew.negative(reduce_max(ew.negative(x), axis, keepdims))
+
+
+def reduce_prod(input_tensor, axis=None, keepdims=False, name=None):
+    """Product over `axis`; exact gradients when the slice holds zeros."""
+    return _reduce(reduce_prod_p, "reduce_prod", input_tensor, axis, keepdims)
+
+
+def _count(x, axes) -> int:
+    return int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+
+
+def reduce_mean(input_tensor, axis=None, keepdims=False, name=None):
+    """Mean over `axis` (sum / count; integer tensors truncate, as TensorFlow)."""
+    x = as_value(input_tensor, op="reduce_mean")
+    axes = normalize_axes("reduce_mean", axis, x.ndim)
+    total = reduce_sum(x, axes, keepdims)
+    if x.dtype.kind != "f":
+        return ew.cast(ew.divide(total, _count(x, axes)), x.dtype)
+    return total / float(_count(x, axes))
+
+
+def reduce_variance(input_tensor, axis=None, keepdims=False, name=None):
+    """Population variance mean((x - mean(x))^2) over `axis`."""
+    x = as_value(input_tensor, op="reduce_variance")
+    centered = x - reduce_mean(x, axis, keepdims=True)
+    return reduce_mean(centered * centered, axis, keepdims)
+
+
+def reduce_std(input_tensor, axis=None, keepdims=False, name=None):
+    """sqrt(reduce_variance)."""
+    return ew.sqrt(reduce_variance(input_tensor, axis, keepdims))
+
+
+def reduce_logsumexp(input_tensor, axis=None, keepdims=False, name=None):
+    """log(sum(exp(x))) computed as m + log(sum(exp(x - m))) with m the (finite) maximum, so
+    it neither overflows nor underflows; its gradient is softmax(x)."""
+    x = as_value(input_tensor, op="reduce_logsumexp")
+    axes = normalize_axes("reduce_logsumexp", axis, x.ndim)
+    m = ew.stop_gradient(reduce_max(x, axes, keepdims=True))
+    m = ew.where(ew.less(ew.abs(m), np.inf), m, ew.zeros_like_value(m))
+    out = ew.log(reduce_sum(ew.exp(x - m), axes, keepdims=True)) + m
+    return out if keepdims else sh.reshape(out, _reduced_shape(x.shape, axes))
+
+
+def _arg(prim, name, tensor, axis, output_type):
+    x = as_value(tensor, op=name)
+    if x.ndim == 0:
+        raise op_error(name, "needs a tensor of rank >= 1")
+    axis = normalize_axis(name, 0 if axis is None else axis, x.ndim)
+    out = bind(prim, x, axis=axis)
+    return ew.cast(out, output_type)
+
+
+def argmax(input, axis=None, output_type=dtypes.int64, name=None):  # noqa: A002
+    """Index of the maximum along `axis` (default 0, as TensorFlow); not differentiable."""
+    return _arg(argmax_p, "argmax", input, axis, output_type)
+
+
+def argmin(input, axis=None, output_type=dtypes.int64, name=None):  # noqa: A002
+    """Index of the minimum along `axis` (default 0, as TensorFlow); not differentiable."""
+    return _arg(argmin_p, "argmin", input, axis, output_type)

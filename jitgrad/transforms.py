@@ -1,0 +1,176 @@
+"""Function transforms built on the tape: grad, value_and_grad, hessian, jvp, hvp and the
+tfe-style gradients_function. They work on eager tensors and on tracers alike, so they
+compose with each other and with `jit` in any order."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+from jitgrad.core import pytree
+from jitgrad.core.errors import with_location
+from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.ops.base import as_value
+from jitgrad.tape import GradientTape
+
+_VALUES = (Tensor, Tracer)
+
+
+def _as_tree_of_values(tree):
+    leaves, treedef = pytree.flatten(tree)
+    return pytree.unflatten(treedef, [as_value(x) for x in leaves])
+
+
+def _argnums_tuple(argnums, nargs: int, fn) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for i in nums:
+        if not isinstance(i, int) or not -nargs <= i < nargs:
+            raise ValueError(with_location(
+                f"argnums {argnums!r} of {getattr(fn, '__name__', fn)}: the function was called "
+                f"with {nargs} positional arguments"))
+    return tuple(i % nargs for i in nums)
+
+
+def _value_and_grads(f, args, kwargs, nums, has_aux):
+    args = list(args)
+    with GradientTape(watch_accessed_variables=False) as tape:
+        for i in nums:
+            args[i] = _as_tree_of_values(args[i])
+            tape.watch(args[i])
+        out = f(*args, **kwargs)
+    if has_aux:
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(with_location(
+                f"{f.__name__} was differentiated with has_aux=True, so it must return a pair "
+                "(value, aux)"))
+        value, aux = out
+    else:
+        value, aux = out, None
+    value = as_value(value)
+    grads = tape.gradient(value, [args[i] for i in nums], unconnected_gradients="zero")
+    return value, aux, grads
+
+
+def value_and_grad(f, argnums=0, has_aux=False):
+    """`f` -> a function returning (value, gradient of the sum of value w.r.t. argument(s)
+    `argnums`); arguments may be nested dicts/lists/tuples of arrays and Python scalars.
+
+    >>> jitgrad.value_and_grad(lambda x: x * x)(3.0)[1]
+    <jitgrad.Tensor: shape=(), dtype=float32, numpy=6.0>
+    """
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        nums = _argnums_tuple(argnums, len(args), f)
+        value, aux, grads = _value_and_grads(f, args, kwargs, nums, has_aux)
+        grads = grads[0] if isinstance(argnums, int) else tuple(grads)
+        return ((value, aux) if has_aux else value), grads
+
+    return wrapped
+
+
+def grad(f, argnums=0, has_aux=False):
+    """`f` -> its gradient function (of the sum of its output), JAX-style.
+
+    >>> jitgrad.grad(jitgrad.sin)(0.0)
+    <jitgrad.Tensor: shape=(), dtype=float32, numpy=1.0>
+    """
+    vg = value_and_grad(f, argnums, has_aux)
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        (value, g) = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
+
+    return wrapped
+
+
+def gradients_function(f, params=None):
+    """tfe.gradients_function: `f` -> a function returning the list of derivatives of `f`
+    w.r.t. all its positional arguments (or those numbered in `params`). Non-float arguments
+    get None, like the tape.
+
+    >>> jitgrad.gradients_function(lambda x, y: x * y)(3.0, 2.0)
+    [<jitgrad.Tensor: ...numpy=2.0>, <jitgrad.Tensor: ...numpy=3.0>]
+    """
+    vgf = value_and_gradients_function(f, params)
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        return vgf(*args, **kwargs)[1]
+
+    return wrapped
+
+
+def value_and_gradients_function(f, params=None):
+    """tfe.value_and_gradients_function: returns (value, list of derivatives)."""
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        nums = tuple(range(len(args))) if params is None else _param_nums(f, params, len(args))
+        args = list(args)
+        with GradientTape(watch_accessed_variables=False) as tape:
+            for i in nums:
+                args[i] = _as_tree_of_values(args[i])
+                tape.watch(args[i])
+            value = as_value(f(*args, **kwargs))
+        grads = tape.gradient(value, [args[i] for i in nums])
+        return value, grads
+
+    return wrapped
+
+
+def _param_nums(f, params, nargs):
+    names = list(inspect.signature(f).parameters)
+    nums = []
+    for p in params:
+        nums.append(names.index(p) if isinstance(p, str) else int(p))
+    return tuple(_argnums_tuple(tuple(nums), nargs, f))
+
+
+def hessian(f, argnums=0):
+    """`f` -> its Hessian w.r.t. argument `argnums` (an array): shape x.shape + x.shape."""
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        (i,) = _argnums_tuple(argnums, len(args), f)
+        args = list(args)
+        args[i] = as_value(args[i])
+        with GradientTape(persistent=False, watch_accessed_variables=False) as outer:
+            outer.watch(args[i])
+            g = grad(f, i)(*args, **kwargs)
+        return outer.jacobian(g, args[i], unconnected_gradients="zero")
+
+    return wrapped
+
+
+def jvp(f, primals, tangents):
+    """Forward-mode product J(primals) @ tangents, computed as a VJP of a VJP (the VJP is
+    linear in its cotangent u, so differentiating it w.r.t. u transposes it back).
+    Returns (f(*primals), jvp_out)."""
+    from jitgrad.ops.elementwise import zeros_like_value
+
+    primals = [as_value(p) for p in primals]
+    tangents = [as_value(t, dtype=p.dtype) for p, t in zip(primals, tangents)]
+    if len(primals) != len(tangents):
+        raise ValueError(with_location(f"jvp: {len(primals)} primals but {len(tangents)} "
+                                       "tangents"))
+    with GradientTape(persistent=True, watch_accessed_variables=False) as outer:
+        with GradientTape(watch_accessed_variables=False) as inner:
+            inner.watch(primals)
+            y = as_value(f(*primals))
+        u = zeros_like_value(y)
+        outer.watch(u)
+        pullback = inner.gradient(y, primals, output_gradients=u)
+    connected = [(g, t) for g, t in zip(pullback, tangents) if g is not None]
+    if not connected:
+        return y, zeros_like_value(y)
+    out = outer.gradient([g for g, _ in connected], u,
+                         output_gradients=[t for _, t in connected],
+                         unconnected_gradients="zero")
+    return y, out
+
+
+def hvp(f, x, v):
+    """Hessian-vector product H(x) v of a scalar function of one array, without forming H."""
+    return jvp(grad(f), (x,), (v,))[1]
