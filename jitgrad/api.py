@@ -1,0 +1,493 @@
+"""jit and jit_grad: trace once per signature, optimise, fuse, emit ONE Numba kernel, cache.
+
+This is the one module that ties tracing, autodiff, the passes and the backend together.
+The hot path (`JitFunction.__call__`) is: signature key, dict lookup, kernel call, wrap.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import logging
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from jitgrad.config import config
+from jitgrad.core import pytree
+from jitgrad.core.convert import to_array
+from jitgrad.core.dispatch import current_trace, tape_stack
+from jitgrad.core.errors import JitgradError, with_location
+from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.ir.graph import Graph
+from jitgrad.ir.interpret import replay
+from jitgrad.ir.trace import Trace, tracing
+from jitgrad.transforms import value_and_grad
+
+log = logging.getLogger("jitgrad")
+_ARRAY_TYPES = (np.ndarray, Tensor)
+
+
+def _leaf_array(leaf) -> np.ndarray:
+    """A C-contiguous array for an argument leaf (kernels index arrays as C-contiguous)."""
+    if type(leaf) is np.ndarray:
+        return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
+    if isinstance(leaf, Tensor):
+        value = leaf._value
+        return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+    if isinstance(leaf, Tracer):
+        leaf._concrete("passing to a compiled function")
+    return to_array(leaf, op="jit")
+
+
+class Compiled:
+    """One compiled version: the graph, its kernel, and how to call it."""
+
+    def __init__(self, name, graph: Graph, variables: list, out_tree, lowered_source):
+        self.name = name
+        self.graph = graph
+        self.variables = variables  # Variables read at each call, after the explicit inputs
+        self.out_tree = out_tree
+        self.kernel_source = lowered_source
+        self.kernel = None
+        self.path = None
+
+    def load(self) -> None:
+        from jitgrad.backend.numba.compile import load_kernel
+
+        self.kernel, self.path = load_kernel(self.kernel_source.source, self.name)
+        ks = self.kernel_source
+        self._param_plan = ks.params
+        self._out_plan = ks.outputs
+        self._return_dtypes = ks.returns
+
+    def run(self, arrays: list):
+        """Call the kernel on the explicit inputs' arrays; returns the output tree."""
+        params = []
+        for plan in self._param_plan:
+            kind = plan[0]
+            if kind == "input":
+                k = plan[1]
+                params.append(arrays[k] if k < len(arrays)
+                              else self.variables[k - len(arrays)]._value)
+            elif kind == "const":
+                params.append(plan[1])
+            else:
+                params.append(np.empty(plan[1], plan[2]))
+        for i, p in enumerate(params):
+            if type(p) is np.ndarray and p.ndim == 0:
+                params[i] = p[()]  # 0-d values are scalars in the kernel
+        try:
+            returned = self.kernel(*params)
+        except Exception as exc:
+            raise _kernel_error(self, exc) from exc
+        outs = []
+        for plan in self._out_plan:
+            kind, j = plan
+            if kind == "ret":
+                value = returned[j]
+                if type(value) is not np.ndarray:
+                    value = np.asarray(value, self._return_dtypes[j])
+                outs.append(Tensor(value))
+            elif kind == "param":
+                outs.append(Tensor(params[j] if type(params[j]) is np.ndarray
+                                   else np.asarray(params[j])))
+            elif kind == "input":
+                outs.append(Tensor(np.asarray(params[j])))
+            else:
+                outs.append(Tensor(j))
+        return pytree.unflatten(self.out_tree, outs)
+
+
+def _kernel_error(compiled: Compiled, exc: Exception) -> Exception:
+    if isinstance(exc, (IndexError, ZeroDivisionError)):
+        return type(exc)(with_location(f"{compiled.name}: {exc}"))
+    return JitgradError(
+        f"internal error: the compiled kernel for {compiled.name} failed ({type(exc).__name__}: "
+        f"{exc}). This is a jitgrad bug; please report it with the generated source "
+        f"{compiled.path}")
+
+
+class Lowered:
+    """What `fn.lower(*args)` returns: the optimised graph, fusion groups and source."""
+
+    def __init__(self, compiled: Compiled, traced: Graph):
+        self._compiled = compiled
+        self.traced = traced
+
+    @property
+    def graph(self) -> str:
+        return str(self._compiled.graph)
+
+    @property
+    def source(self) -> str:
+        return self._compiled.kernel_source.source
+
+    @property
+    def kernels(self) -> list:
+        """The fused loop groups: (iteration space, op names) each."""
+        return list(self._compiled.kernel_source.groups)
+
+    def compile(self) -> Compiled:
+        if self._compiled.kernel is None:
+            self._compiled.load()
+        return self._compiled
+
+    def as_dot(self) -> str:
+        from jitgrad.ir.dot import schedule_to_dot
+
+        return schedule_to_dot(self._compiled.schedule)
+
+
+class CacheInfo(collections.namedtuple("CacheInfo", "hits misses versions trace_seconds "
+                                                     "optimize_seconds compile_seconds")):
+    """Counters of a jitted function's signature cache."""
+
+
+class JitFunction:
+    """A function compiled per input signature (see `jit`)."""
+
+    def __init__(self, fn, static_argnums=(), static_argnames=(), fastmath=False,
+                 name=None, variables_mode=False):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "fn")
+        self._signature = _signature_or_none(fn)
+        self._static_argnums = frozenset(
+            (static_argnums,) if isinstance(static_argnums, int) else static_argnums)
+        names = (static_argnames,) if isinstance(static_argnames, str) else static_argnames
+        self._static_argnames = frozenset(names)
+        if self._signature is not None:
+            params = list(self._signature.parameters)
+            for n in self._static_argnames:
+                if n in params:
+                    self._static_argnums |= {params.index(n)}
+        self.fastmath = fastmath
+        self._versions: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+        self._seconds = [0.0, 0.0, 0.0]
+        self._warned_retrace = False
+        functools.update_wrapper(self, fn)
+
+    # -- hot path ----------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            args = self._positional(args, kwargs)
+        if current_trace.get() is not None:
+            return self.fn(*args)  # inside another trace: inline
+        key, arrays = self._key(args)
+        compiled = self._versions.get(key)
+        if compiled is None:
+            compiled = self._compile(key, args)
+        else:
+            self._hits += 1
+        if tape_stack.get() and self._watched_by_tape(arrays, args, compiled):
+            return self._eager(compiled, args)
+        return compiled.run(arrays)
+
+    def _key(self, args):
+        key = []
+        arrays = []
+        static = self._static_argnums
+        for i, a in enumerate(args):
+            if i in static:
+                key.append(_static_key(a, i, self.name))
+                continue
+            if isinstance(a, _ARRAY_TYPES):
+                arr = _leaf_array(a)
+                arrays.append(arr)
+                key.append((arr.shape, arr.dtype.char))
+                continue
+            leaves, tree = pytree.flatten(a)
+            part = [tree]
+            for leaf in leaves:
+                arr = _leaf_array(leaf)
+                arrays.append(arr)
+                part.append((arr.shape, arr.dtype.char))
+            key.append(tuple(part))
+        return tuple(key), arrays
+
+    def _positional(self, args, kwargs):
+        if self._signature is None:
+            raise TypeError(f"{self.name}: keyword arguments need an inspectable signature")
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.args
+
+    # -- misses ------------------------------------------------------------------------------
+    def _compile(self, key, args) -> Compiled:
+        with self._lock:
+            compiled = self._versions.get(key)
+            if compiled is not None:
+                return compiled
+            self._misses += 1
+            compiled, _ = self._build(args)
+            start = time.perf_counter()
+            compiled.load()
+            _, arrays = self._key(args)
+            compiled.run(arrays)  # the first call compiles (or loads from Numba's cache)
+            self._seconds[2] += time.perf_counter() - start
+            self._log(f"compiled {self.name} in {time.perf_counter() - start:.3f} s "
+                      f"({compiled.path})")
+            self._versions[key] = compiled
+            while len(self._versions) > config.max_versions_per_function:
+                self._versions.popitem(last=False)
+            self._check_retracing()
+            return compiled
+
+    def _build(self, args):
+        from jitgrad.backend.numba.emit import emit_kernel
+        from jitgrad.passes import optimize
+        from jitgrad.passes.fuse import fuse
+
+        start = time.perf_counter()
+        traced, variables, out_tree = self._trace(args)
+        t_trace = time.perf_counter()
+        graph = optimize(traced)
+        schedule = fuse(graph)
+        t_opt = time.perf_counter()
+        _check_backend_dtypes(graph, self.name)
+        source = emit_kernel(schedule, self.name, self.fastmath)
+        compiled = Compiled(self.name, graph, variables, out_tree, source)
+        compiled.schedule = schedule
+        self._seconds[0] += t_trace - start
+        self._seconds[1] += t_opt - t_trace
+        self._log(f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
+                  f"{len(traced.eqns)} ops; trace {t_trace - start:.3f} s, optimise+fuse "
+                  f"{t_opt - t_trace:.3f} s -> {len(graph.eqns)} ops in "
+                  f"{len(schedule.steps)} steps")
+        return compiled, traced
+
+    def _trace(self, args):
+        trace = Trace(self.name)
+        with tracing(trace):
+            traced_args = []
+            for i, a in enumerate(args):
+                if i in self._static_argnums:
+                    traced_args.append(a)
+                    continue
+                leaves, tree = pytree.flatten(a)
+                tracers = []
+                for leaf in leaves:
+                    arr = _leaf_array(leaf)
+                    tracers.append(trace.new_input(_aval(arr)))
+                traced_args.append(pytree.unflatten(tree, tracers))
+            out = self.fn(*traced_args)
+            leaves, out_tree = pytree.flatten(out)
+            graph = trace.to_graph(leaves)
+        variables = [v for v, _ in trace.captured]
+        return graph, variables, out_tree
+
+    def _log(self, message: str) -> None:
+        if config.log_compiles:
+            if not log.handlers and not logging.getLogger().handlers:
+                handler = logging.StreamHandler()
+                handler.setFormatter(logging.Formatter("jitgrad: %(message)s"))
+                log.addHandler(handler)
+                log.setLevel(logging.INFO)
+            log.info(message)
+
+    def _check_retracing(self) -> None:
+        if len(self._versions) < config.retrace_warning_after or self._warned_retrace:
+            return
+        keys = list(self._versions)
+        changing = [i for i in range(len(keys[0]))
+                    if len({k[i] if i < len(k) else None for k in keys}) > 1]
+        names = list(self._signature.parameters) if self._signature else []
+        which = ", ".join(names[i] if i < len(names) else f"#{i}" for i in changing)
+        warnings.warn(
+            f"{self.name} has been compiled {len(keys)} times; argument(s) {which or '?'} keep "
+            "changing shape, dtype, structure or static value. Each new signature traces and "
+            "compiles again: pad to fixed shapes or pass changing Python values as arrays",
+            RuntimeWarning, stacklevel=4)
+        self._warned_retrace = True
+
+    # -- tapes -------------------------------------------------------------------------------
+    def _watched_by_tape(self, arrays, args, compiled) -> bool:
+        leaves = [leaf for a in args for leaf in pytree.flatten(a)[0]]
+        for tape in tape_stack.get():
+            if tape._recording and (
+                any(id(x) in tape._tracked for x in leaves)
+                or (tape._watch_accessed and any(v.trainable for v in compiled.variables))):
+                return True
+        return False
+
+    def _eager(self, compiled: Compiled, args):
+        """Run the graph op by op so that the recording tapes see every op."""
+        values = []
+        for i, a in enumerate(args):
+            if i in self._static_argnums:
+                continue
+            values += [leaf if isinstance(leaf, (Tensor, Tracer)) else Tensor(_leaf_array(leaf))
+                       for leaf in pytree.flatten(a)[0]]
+        values += compiled.variables
+        traced, _, _ = self._trace(args)
+        outs = replay(traced, *values)
+        return pytree.unflatten(compiled.out_tree, outs)
+
+    # -- introspection -----------------------------------------------------------------------
+    def lower(self, *args, **kwargs) -> Lowered:
+        """The optimised graph, fusion groups and generated source for these arguments."""
+        if kwargs:
+            args = self._positional(args, kwargs)
+        compiled, traced = self._build(args)
+        return Lowered(compiled, traced)
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self._hits, self._misses, len(self._versions), *self._seconds)
+
+    def clear_cache(self) -> None:
+        self._versions.clear()
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else functools.partial(self, obj)
+
+
+def _aval(arr: np.ndarray):
+    from jitgrad.core.aval import AVal
+
+    return AVal(arr.shape, arr.dtype)
+
+
+def _signature_or_none(fn):
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _static_key(value, index: int, name: str):
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(with_location(
+            f"{name}: static argument #{index} of type {type(value).__name__} is not hashable; "
+            "static arguments select a compiled version by value")) from None
+    return ("static", type(value).__name__, value)
+
+
+def _describe_args(args, static) -> str:
+    parts = []
+    for i, a in enumerate(args):
+        if i in static:
+            parts.append(repr(a))
+            continue
+        leaves, _ = pytree.flatten(a)
+        parts.append(" ".join(f"{np.asarray(x).dtype.name}{list(np.shape(x))}" for x in leaves)
+                     if len(leaves) <= 4 else f"<{len(leaves)} arrays>")
+    return "(" + ", ".join(parts) + ")"
+
+
+_BACKEND_DTYPES = frozenset(np.dtype(d) for d in
+                            ("float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                             "bool"))
+
+
+def _check_backend_dtypes(graph: Graph, name: str) -> None:
+    """Refuse at trace time what the Numba backend cannot compile (e.g. float16)."""
+    for e in graph.eqns:
+        for v in (*e.inputs, e.out):
+            if v.aval.dtype not in _BACKEND_DTYPES:
+                where = f" ({e.source})" if e.source else ""
+                raise TypeError(f"{name}: op {e.op.name} on {v.aval.dtype.name} is not supported "
+                                f"under jit (the Numba backend has no {v.aval.dtype.name} "
+                                f"arithmetic){where}; cast to float32 first")
+
+
+def jit(fn=None, *, static_argnums=(), static_argnames=(), fastmath=False):
+    """Compile `fn` per input signature into one Numba kernel.
+
+    >>> @jitgrad.jit
+    ... def f(x):
+    ...     return jitgrad.tanh(x) * 2.0
+    >>> f(np.ones(3, np.float32))
+    <jitgrad.Tensor: shape=(3,), dtype=float32, numpy=array([1.5231884, ...], dtype=float32)>
+
+    Shapes, dtypes and the pytree structure of the arguments (and the values of static
+    arguments) select the compiled version. Variables read inside `fn` are inputs read at
+    every call; numpy arrays captured by closure are constants frozen at trace time.
+    """
+    if fn is None:
+        return functools.partial(jit, static_argnums=static_argnums,
+                                 static_argnames=static_argnames, fastmath=fastmath)
+    return JitFunction(fn, static_argnums, static_argnames, fastmath)
+
+
+def _wrt_argnums(fn, wrt):
+    if isinstance(wrt, int):
+        return wrt
+    if isinstance(wrt, str):
+        wrt = (wrt,)
+    names = list(inspect.signature(fn).parameters)
+    nums = []
+    for w in wrt:
+        if isinstance(w, str):
+            if w not in names:
+                raise ValueError(with_location(
+                    f"jit_grad: wrt names {w!r}, but {fn.__name__} has arguments {names}"))
+            nums.append(names.index(w))
+        else:
+            nums.append(int(w))
+    return tuple(nums)
+
+
+def jit_grad(fn=None, *, wrt=0, has_aux=False, static_argnums=(), static_argnames=(),
+             fastmath=False):
+    """Compile `fn` and its gradient into ONE kernel: returns `(value, grads)`.
+
+    >>> @jitgrad.jit_grad(wrt=(0, 1))
+    ... def f(w1, w2):
+    ...     return 3 * w1 ** 2 + 2 * w1 * w2
+    >>> value, (g1, g2) = f(5.0, 3.0)   # 105, (36, 10)
+
+    `wrt` is an argument index, a tuple of indices or names, or 'variables' (the trainable
+    Variables `fn` reads). Each differentiated argument may be a nested dict/list/tuple of
+    arrays; `grads` mirrors it (a tuple when `wrt` is a tuple).
+    """
+    if fn is None:
+        return functools.partial(jit_grad, wrt=wrt, has_aux=has_aux,
+                                 static_argnums=static_argnums,
+                                 static_argnames=static_argnames, fastmath=fastmath)
+    if wrt == "variables":
+        target = _value_and_variable_grads(fn, has_aux)
+    else:
+        target = value_and_grad(fn, _wrt_argnums(fn, wrt), has_aux)
+    target.__signature__ = _signature_or_none(fn)
+    jf = JitFunction(target, static_argnums, static_argnames, fastmath,
+                     name=f"jit_grad({getattr(fn, '__name__', 'fn')})")
+    return jf
+
+
+def _value_and_variable_grads(fn, has_aux):
+    """(value, [gradient per trainable Variable read, in first-read order])."""
+    from jitgrad.tape import GradientTape
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with GradientTape() as tape:
+            out = fn(*args)
+        value, aux = out if has_aux else (out, None)
+        variables = tape.watched_variables()
+        grads = tape.gradient(value, list(variables), unconnected_gradients="zero")
+        return ((value, aux) if has_aux else value), grads
+
+    return wrapped
+
+
+def make_graph(fn, static_argnums=()):
+    """`make_graph(fn)(*args)` prints and returns the graph `fn` traces to (unoptimised)."""
+
+    def build(*args):
+        jf = JitFunction(fn, static_argnums)
+        graph, _, _ = jf._trace(args)
+        print(graph)
+        return graph
+
+    return build
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, Variable)

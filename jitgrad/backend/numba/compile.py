@@ -1,0 +1,46 @@
+"""Compile generated source into a callable kernel (the only place that imports modules it
+wrote)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import warnings
+
+from jitgrad.backend.numba import cache
+from jitgrad.config import config
+from jitgrad.core.errors import JitgradError
+
+
+class CompileError(JitgradError):
+    """Numba rejected generated code: a jitgrad bug. The message names the source file."""
+
+
+def load_kernel(source: str, name: str):
+    """The `kernel` dispatcher of `source`, from the on-disk cache when possible."""
+    key = cache.source_key(source)
+    path = None
+    if not config.disable_cache:
+        try:
+            path = cache.write_module(source, key)
+        except cache.CacheUnavailable as exc:
+            warnings.warn(f"jitgrad: the kernel cache is unavailable ({exc}); compiling in "
+                          "memory", RuntimeWarning, stacklevel=3)
+    if path is None:
+        source = source.replace("cache=True", "cache=False")
+        path = os.path.join(cache.memory_dir(), f"k_{key}.py")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(source)
+    module_name = f"jitgrad_kernel_{key}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # generated code that does not import is our bug
+            raise CompileError(f"jitgrad could not load the kernel for {name} ({exc}); "
+                               f"generated source: {path}") from exc
+        sys.modules[module_name] = module
+    return module.kernel, path

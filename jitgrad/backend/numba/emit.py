@@ -1,0 +1,416 @@
+"""Schedule -> Python source of ONE Numba kernel.
+
+Naming in the generated code: `v12` is the array (or, for 0-d values, the scalar) of SSA
+value 12; `x12` is its per-element scalar inside a loop; `acc12` an accumulator; `i0, i1, ...`
+loop indices; `c3` a constant passed in. The kernel's parameters are the graph inputs, then the
+array constants, then the buffers that loops write (allocated by the caller: a parallel loop
+that allocates its own outputs runs 5x slower here, see WORKLOADS.md). 0-d values are plain
+scalars throughout; the kernel returns the 0-d outputs and the arrays no loop wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jitgrad.backend.numba import runtime, vmath
+from jitgrad.ir.graph import Eqn, Graph, Var
+from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, OpStep, Schedule
+
+PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
+
+
+def np_dtype(dtype: np.dtype) -> str:
+    return "np.bool_" if dtype == np.bool_ else f"np.{dtype.name}"
+
+
+def literal(value, dtype: np.dtype) -> str:
+    """A typed constant: a bare `2.0` would promote float32 work to float64 in Numba."""
+    value = np.asarray(value).reshape(-1)[0]
+    if dtype == np.bool_:
+        return repr(bool(value))
+    if dtype.kind == "f":
+        if np.isnan(value):
+            return f"{np_dtype(dtype)}(np.nan)"
+        if np.isinf(value):
+            return f"{np_dtype(dtype)}({'-' if value < 0 else ''}np.inf)"
+        return f"{np_dtype(dtype)}({float(value)!r})"
+    return f"{np_dtype(dtype)}({int(value)})"
+
+
+@dataclass
+class KernelSource:
+    """The generated module and how to call it."""
+
+    source: str
+    name: str
+    params: list  # ('input', k) | ('const', array) | ('buffer', shape, dtype)
+    outputs: list  # per graph output: ('input', k) | ('const', array) | ('param', j) | ('ret', j)
+    returns: list  # dtypes of the returned values (0-d ones are boxed by the caller)
+    parallel: bool
+    groups: list = field(default_factory=list)  # (space, op names) per fused loop
+
+
+class Emitter:
+    def __init__(self, schedule: Schedule, name: str, fastmath: bool):
+        self.schedule = schedule
+        self.graph: Graph = schedule.graph
+        self.name = name
+        self.fastmath = fastmath
+        self.lines: list[str] = []
+        self.names: dict[Var, str] = {}
+        self.params: list = []
+        self.param_names: list[str] = []
+        self.helpers: set[str] = set()  # from vmath
+        self.runtime: set[str] = set()  # from runtime
+        self.parallel = False
+        self.contiguous: set[Var] = set()  # arrays known to be C-contiguous
+
+    # -- names -------------------------------------------------------------------------------
+    def name_of(self, v: Var) -> str:
+        if v not in self.names:
+            self.names[v] = f"v{len(self.names)}"
+        return self.names[v]
+
+    def value(self, v: Var) -> str:
+        """An expression for a whole value: its name, or a literal for a scalar constant."""
+        c = self.graph.consts.get(v)
+        if c is not None and np.asarray(c).size == 1 and v.aval.ndim == 0:
+            return literal(c, v.aval.dtype)
+        return self.name_of(v)
+
+    def emit(self, line: str, depth: int = 1) -> None:
+        self.lines.append("    " * depth + line)
+
+    # -- the module --------------------------------------------------------------------------
+    def build(self) -> KernelSource:
+        g = self.graph
+        for k, v in enumerate(g.inputs):
+            self.params.append(("input", k))
+            self.param_names.append(self.name_of(v))
+            self.contiguous.add(v)  # the caller passes C-contiguous arrays
+        for v, c in g.consts.items():
+            if not (np.asarray(c).size == 1 and v.aval.ndim == 0):
+                self.params.append(("const", np.ascontiguousarray(c)))
+                self.param_names.append(self.name_of(v))
+                self.contiguous.add(v)
+        groups = []
+        for step in self.schedule.steps:
+            if isinstance(step, LoopGroup):
+                self.loop(step)
+                groups.append((step.space, step.op_names()))
+            else:
+                self.op(step.eqn)
+        outputs, returned, returns = [], {}, []
+        buffer_index = {name: j for j, name in enumerate(self.param_names)}
+        for v in g.outputs:
+            if v in g.inputs:
+                outputs.append(("input", g.inputs.index(v)))
+            elif v in g.consts:
+                outputs.append(("const", np.asarray(g.consts[v])))
+            elif v.aval.ndim and self.name_of(v) in buffer_index:
+                outputs.append(("param", buffer_index[self.name_of(v)]))
+            else:
+                if v not in returned:
+                    returned[v] = len(returns)
+                    returns.append(v)
+                outputs.append(("ret", returned[v]))
+        ret = ", ".join(self.value(v) for v in returns)
+        self.emit(f"return ({ret}{',' if len(returns) == 1 else ''})")
+        return KernelSource(self.module_source(), self.name, self.params, outputs,
+                            [v.aval.dtype for v in returns], self.parallel, groups)
+
+    def module_source(self) -> str:
+        flags = "True" if self.fastmath else "{'reassoc', 'contract'}"
+        imports = ""
+        for module, names in ((vmath.SOURCE_MODULE, self.helpers),
+                              (runtime.SOURCE_MODULE, self.runtime)):
+            if names:
+                imports += f"from {module} import {', '.join(sorted(names))}\n"
+        header = (
+            f'"""Generated by jitgrad for {self.name}. Do not edit: it is rebuilt from the '
+            'graph."""\n\n'
+            "import math\n\nimport numba\nimport numpy as np\n"
+            f"{imports}\n\n"
+            f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}, "
+            f"parallel={self.parallel})\n"
+            f"def kernel({', '.join(self.param_names)}):\n"
+        )
+        return header + "\n".join(self.lines) + "\n"
+
+    # -- fused loops -------------------------------------------------------------------------
+    def loop(self, group: LoopGroup) -> None:
+        space = group.space
+        ndim = len(space)
+        size = int(np.prod(space, dtype=np.int64))
+        full_sums = all(e.out.aval.ndim == 0 and e.op.name == "reduce_sum"
+                        for e in group.eqns if e.op.name in REDUCTIONS)
+        partial_on_outer = any(0 in e.params["axes"] and e.out.aval.ndim
+                               for e in group.eqns if e.op.name in REDUCTIONS)
+        parallel = (ndim > 0 and size >= PARALLEL_THRESHOLD and full_sums
+                    and not partial_on_outer)
+        self.parallel |= parallel
+        self.emit(f"# fused {', '.join(group.op_names())} over {space}"
+                  + (" (parallel)" if parallel else ""))
+        outputs = set(group.outputs)
+        for v in outputs:
+            if v.aval.ndim:
+                self.add_buffer(v)
+        # Accumulators and zero-initialised reduction rows.
+        for e in group.eqns:
+            if e.op.name in REDUCTIONS:
+                init = _reduction_identity(e)
+                if e.out.aval.ndim == 0:
+                    self.emit(f"acc{self.name_of(e.out)[1:]} = {init}")
+                else:
+                    self.emit(f"{self.name_of(e.out)}[...] = {init}")
+        idx = [f"i{d}" for d in range(ndim)]
+        depth = 1
+        for d in range(ndim):
+            rng = "numba.prange" if parallel and d == 0 else "range"
+            self.emit(f"for {idx[d]} in {rng}({space[d]}):", depth)
+            depth += 1
+        scalars: dict[Var, str] = {}
+
+        def load(v: Var) -> str:
+            if v in scalars:
+                return scalars[v]
+            if v.aval.ndim == 0 or (v in self.graph.consts and np.asarray(
+                    self.graph.consts[v]).size == 1):
+                expr = self.value(v) if v.aval.ndim == 0 else literal(
+                    self.graph.consts[v], v.aval.dtype)
+                scalars[v] = expr
+                return expr
+            name = f"x{self.name_of(v)[1:]}"
+            self.emit(f"{name} = {self.name_of(v)}[{', '.join(idx)}]", depth)
+            scalars[v] = name
+            return name
+
+        for e in group.eqns:
+            if e.op.name == "broadcast_to":
+                src = e.inputs[0]
+                if src.aval.ndim == 0 or (src in self.graph.consts and np.asarray(
+                        self.graph.consts[src]).size == 1):
+                    scalars[e.out] = load(src)
+                else:
+                    lead = ndim - src.aval.ndim
+                    sub = ", ".join("0" if d == 1 else idx[lead + k]
+                                    for k, d in enumerate(src.aval.shape))
+                    name = f"x{self.name_of(e.out)[1:]}"
+                    self.emit(f"{name} = {self.name_of(src)}[{sub}]", depth)
+                    scalars[e.out] = name
+            elif e.op.name in REDUCTIONS:
+                x = load(e.inputs[0])
+                target = (f"acc{self.name_of(e.out)[1:]}" if e.out.aval.ndim == 0 else
+                          f"{self.name_of(e.out)}[" + ", ".join(
+                              idx[d] for d in range(ndim) if d not in e.params["axes"]) + "]")
+                self.emit(_reduction_update(e.op.name, target, x), depth)
+            else:
+                expr = self.scalar_expr(e, [load(x) for x in e.inputs])
+                name = f"x{self.name_of(e.out)[1:]}"
+                self.emit(f"{name} = {expr}", depth)
+                scalars[e.out] = name
+                if e.out in outputs and ndim:
+                    self.emit(f"{self.name_of(e.out)}[{', '.join(idx)}] = {name}", depth)
+        for e in group.eqns:
+            if e.op.name in REDUCTIONS and e.out.aval.ndim == 0:
+                self.emit(f"{self.name_of(e.out)} = acc{self.name_of(e.out)[1:]}")
+            elif ndim == 0 and e.out in outputs:
+                self.emit(f"{self.name_of(e.out)} = {scalars[e.out]}")
+
+    def add_buffer(self, v: Var) -> None:
+        self.params.append(("buffer", v.aval.shape, v.aval.dtype))
+        self.param_names.append(self.name_of(v))
+        self.contiguous.add(v)
+
+    def scalar_expr(self, e: Eqn, args: list[str]) -> str:
+        op = e.op
+        dtype = e.inputs[0].aval.dtype if e.inputs else e.out.aval.dtype
+        if op.vmath is not None and dtype.name in ("float32", "float64"):
+            fn = vmath.VMATH.get((op.vmath, dtype.name))
+            if fn is not None:
+                self.helpers.add(fn)
+                return f"{fn}({args[0]})"
+        if op.name == "cast":
+            target = e.params["dtype"]
+            if target == np.bool_:
+                return f"({args[0]} != 0)"
+            return f"{np_dtype(target)}({args[0]})"
+        return op.template.format(*args, **{k: v for k, v in e.params.items()})
+
+    # -- structured ops ----------------------------------------------------------------------
+    def op(self, e: Eqn) -> None:
+        emit = getattr(self, f"op_{e.op.name}", None)
+        if emit is None:
+            raise NotImplementedError(f"the Numba backend cannot emit op {e.op.name!r}")
+        self.emit(f"# {e.op.name}")
+        emit(e, *e.inputs)
+
+    def contiguous_expr(self, v: Var) -> str:
+        name = self.name_of(v)
+        return name if v in self.contiguous else f"np.ascontiguousarray({name})"
+
+    def op_reshape(self, e, x):
+        out = self.name_of(e.out)
+        shape = e.params["shape"]
+        if x.aval.ndim == 0:
+            self.emit(f"{out} = np.full({shape!r}, {self.value(x)})")
+            self.contiguous.add(e.out)
+        elif e.out.aval.ndim == 0:
+            self.emit(f"{out} = {self.contiguous_expr(x)}.reshape(-1)[0]")
+        else:
+            self.emit(f"{out} = {self.contiguous_expr(x)}.reshape({shape!r})")
+            self.contiguous.add(e.out)
+
+    def op_transpose(self, e, x):
+        perm = e.params["perm"]
+        expr = (f"{self.name_of(x)}.T" if perm == (1, 0) else
+                f"np.transpose({self.name_of(x)}, {perm!r})")
+        self.emit(f"{self.name_of(e.out)} = {expr}")
+
+    def op_matmul(self, e, a, b):
+        out = self.name_of(e.out)
+        dot = "np.dot"
+        if e.out.aval.dtype.kind != "f":
+            dot = "int_matmul"
+            self.runtime.add(dot)
+        if a.aval.ndim == 2:
+            self.emit(f"{out} = {dot}({self.name_of(a)}, {self.name_of(b)})")
+        else:
+            batch = int(np.prod(a.aval.shape[:-2], dtype=np.int64))
+            m, k = a.aval.shape[-2:]
+            n = b.aval.shape[-1]
+            self.emit(f"{out} = np.empty({e.out.aval.shape!r}, {np_dtype(e.out.aval.dtype)})")
+            self.emit(f"a3 = {self.contiguous_expr(a)}.reshape(({batch}, {m}, {k}))")
+            self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
+            self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
+            self.emit(f"for i0 in range({batch}):")
+            self.emit(f"o3[i0] = {dot}(a3[i0], b3[i0])", 2)
+        self.contiguous.add(e.out)
+
+    def _slices(self, index) -> str:
+        parts = []
+        for start, stop, step in index:
+            stop_text = "" if stop < 0 else str(stop)
+            parts.append(f"{start}:{stop_text}:{step}")
+        return ", ".join(parts)
+
+    def op_slice(self, e, x):
+        self.emit(f"{self.name_of(e.out)} = {self.name_of(x)}[{self._slices(e.params['index'])}]")
+
+    def op_unslice(self, e, g):
+        out = self.name_of(e.out)
+        self.emit(f"{out} = np.zeros({e.params['shape']!r}, {np_dtype(e.out.aval.dtype)})")
+        self.emit(f"{out}[{self._slices(e.params['index'])}] = {self.value(g)}")
+        self.contiguous.add(e.out)
+
+    def op_concat(self, e, *xs):
+        names = ", ".join(self.name_of(x) for x in xs)
+        self.emit(f"{self.name_of(e.out)} = np.concatenate(({names},), axis={e.params['axis']})")
+        self.contiguous.add(e.out)
+
+    def op_pad(self, e, x):
+        out = self.name_of(e.out)
+        fill = literal(e.params["constant"], e.out.aval.dtype)
+        self.emit(f"{out} = np.full({e.out.aval.shape!r}, {fill})")
+        index = [(lo, lo + d, 1) for d, (lo, _) in zip(x.aval.shape, e.params["paddings"])]
+        self.emit(f"{out}[{self._slices(index)}] = {self.name_of(x)}")
+        self.contiguous.add(e.out)
+
+    def _three_axis(self, shape, axis):
+        outer = int(np.prod(shape[:axis], dtype=np.int64))
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        return outer, shape[axis], inner
+
+    def _flat_indices(self, idx: Var) -> str:
+        if idx.aval.ndim == 0:
+            return f"np.array([{self.value(idx)}])"
+        return f"{self.contiguous_expr(idx)}.reshape(-1)"
+
+    def op_gather(self, e, x, idx):
+        axis = e.params["axis"]
+        p, n, q = self._three_axis(x.aval.shape, axis)
+        out = self.name_of(e.out)
+        k = idx.aval.size
+        self.emit(f"src = {self.contiguous_expr(x)}.reshape(({p}, {n}, {q}))")
+        self.emit(f"flat = {self._flat_indices(idx)}")
+        self.emit(f"dst = np.empty(({p}, {k}, {q}), {np_dtype(e.out.aval.dtype)})")
+        self.emit(f"for i1 in range({k}):")
+        self.emit("j = flat[i1]", 2)
+        self.emit(f"if j < -{n} or j >= {n}:", 2)
+        self.emit(f"raise IndexError('gather: index out of bounds for axis {axis} of "
+                  f"size {n}')", 3)
+        self.emit(f"j = j + {n} if j < 0 else j", 2)
+        self.emit(f"for i0 in range({p}):", 2)
+        self.emit("dst[i0, i1, :] = src[i0, j, :]", 3)
+        self.emit_reshaped(e.out, "dst")
+
+    def op_scatter_add(self, e, g, idx):
+        axis = e.params["axis"]
+        shape = e.params["shape"]
+        p, n, q = self._three_axis(shape, axis)
+        k = idx.aval.size
+        out = self.name_of(e.out)
+        self.emit(f"{out} = np.zeros({shape!r}, {np_dtype(e.out.aval.dtype)})")
+        self.emit(f"dst = {out}.reshape(({p}, {n}, {q}))")
+        self.emit(f"src = {self.contiguous_expr(g)}.reshape(({p}, {k}, {q}))")
+        self.emit(f"flat = {self._flat_indices(idx)}")
+        self.emit(f"for i1 in range({k}):")
+        self.emit("j = flat[i1]", 2)
+        self.emit(f"j = j + {n} if j < 0 else j", 2)
+        self.emit(f"for i0 in range({p}):", 2)
+        self.emit("dst[i0, j, :] += src[i0, i1, :]", 3)
+        self.contiguous.add(e.out)
+
+    def _arg_reduce(self, e, x, better: str):
+        axis = e.params["axis"]
+        p, n, q = self._three_axis(x.aval.shape, axis)
+        self.emit(f"src = {self.contiguous_expr(x)}.reshape(({p}, {n}, {q}))")
+        self.emit(f"dst = np.zeros(({p}, {q}), np.int64)")
+        self.emit(f"for i0 in range({p}):")
+        self.emit(f"for i2 in range({q}):", 2)
+        self.emit("best = src[i0, 0, i2]", 3)
+        self.emit(f"for i1 in range(1, {n}):", 3)
+        self.emit("y = src[i0, i1, i2]", 4)
+        # numpy returns the first NaN's position; once best is NaN nothing replaces it.
+        self.emit(f"if (y {better} best or (y != y and best == best)):", 4)
+        self.emit("best = y", 5)
+        self.emit("dst[i0, i2] = i1", 5)
+        self.emit_reshaped(e.out, "dst")
+
+    def op_argmax(self, e, x):
+        self._arg_reduce(e, x, ">")
+
+    def op_argmin(self, e, x):
+        self._arg_reduce(e, x, "<")
+
+    def emit_reshaped(self, v: Var, temp: str) -> None:
+        if v.aval.ndim == 0:
+            self.emit(f"{self.name_of(v)} = {temp}.reshape(-1)[0]")
+        else:
+            self.emit(f"{self.name_of(v)} = {temp}.reshape({v.aval.shape!r})")
+            self.contiguous.add(v)
+
+
+def _reduction_identity(e: Eqn) -> str:
+    dtype = e.out.aval.dtype
+    if e.op.name == "reduce_sum":
+        return literal(0, dtype)
+    if e.op.name == "reduce_prod":
+        return literal(1, dtype)
+    low = -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+    return literal(low, dtype)
+
+
+def _reduction_update(op: str, target: str, x: str) -> str:
+    if op == "reduce_sum":
+        return f"{target} += {x}"
+    if op == "reduce_prod":
+        return f"{target} *= {x}"
+    return f"{target} = np.maximum({target}, {x})"
+
+
+def emit_kernel(schedule: Schedule, name: str, fastmath: bool = False) -> KernelSource:
+    """Generate the source of the one kernel that runs `schedule`."""
+    return Emitter(schedule, name, fastmath).build()

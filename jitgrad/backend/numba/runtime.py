@@ -1,0 +1,21 @@
+"""Small Numba helpers that generated kernels import (kept out of the kernels' source so they
+are compiled once and cached)."""
+
+import numba
+import numpy as np
+
+SOURCE_MODULE = "jitgrad.backend.numba.runtime"
+
+
+@numba.njit(cache=True, nogil=True)
+def int_matmul(a, b):
+    """Integer matrix product (BLAS has none); batch dimensions are flattened by the caller."""
+    m, k = a.shape
+    n = b.shape[1]
+    out = np.zeros((m, n), a.dtype)
+    for i in range(m):
+        for p in range(k):
+            aip = a[i, p]
+            for j in range(n):
+                out[i, j] += aip * b[p, j]
+    return out

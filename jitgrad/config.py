@@ -1,0 +1,33 @@
+"""Runtime settings (`jitgrad.config`), initialised from environment variables.
+
+* `log_compiles` (JITGRAD_LOG=compile): log every trace and compile with its timings.
+* `debug_nans` (JITGRAD_DEBUG_NANS=1): raise at the first op that produces a NaN.
+* `cache_dir` (JITGRAD_CACHE_DIR, default ~/.cache/jitgrad), `disable_cache`
+  (JITGRAD_DISABLE_CACHE=1): the on-disk kernel cache.
+* `num_threads` (NUMBA_NUM_THREADS by default): threads for parallel loops.
+* `max_versions_per_function`: compiled versions a jitted function keeps (LRU).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class Config:
+    def __init__(self):
+        self.log_compiles = "compile" in os.environ.get("JITGRAD_LOG", "").split(",")
+        self.debug_nans = os.environ.get("JITGRAD_DEBUG_NANS", "") not in ("", "0")
+        self.cache_dir = os.environ.get(
+            "JITGRAD_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jitgrad"))
+        self.disable_cache = os.environ.get("JITGRAD_DISABLE_CACHE", "") not in ("", "0")
+        self.num_threads = int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get(
+            "NUMBA_NUM_THREADS") else None
+        self.max_versions_per_function = 64
+        self.retrace_warning_after = 8
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"jitgrad.config({items})"
+
+
+config = Config()

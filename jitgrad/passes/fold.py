@@ -1,0 +1,45 @@
+"""Constant folding.
+
+* An equation whose inputs are all constants is evaluated when its result is small (folding
+  `broadcast_to(0.0, (4096, 4096))` would bake a 64 MB array into the kernel).
+* An elementwise equation whose inputs are all *uniform* (a 0-d constant broadcast to a shape)
+  is evaluated once on the 0-d values and becomes a broadcast of the 0-d result, so
+  `equal(broadcast(2.0), broadcast(0.0))` turns into `broadcast(False)` at any size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core.aval import AVal
+from jitgrad.core.opdef import REGISTRY
+from jitgrad.ir.graph import Eqn, Graph, Var
+
+FOLD_LIMIT = 256  # elements
+
+
+def fold_constants(graph: Graph) -> Graph:
+    consts = dict(graph.consts)
+    uniform: dict[Var, Var] = {}  # broadcast output -> its 0-d constant input
+    eqns = []
+    for e in graph.eqns:
+        if e.op.name == "broadcast_to":
+            if e.inputs[0] in consts and e.inputs[0].aval.ndim == 0:
+                uniform[e.out] = e.inputs[0]
+            eqns.append(e)
+        elif e.out.aval.size <= FOLD_LIMIT and all(v in consts for v in e.inputs):
+            value = e.op.impl(*[consts[v] for v in e.inputs], **e.params)
+            consts[e.out] = np.array(value, dtype=e.out.aval.dtype)
+        elif e.op.kind == "elementwise" and e.inputs and all(
+            v in uniform or (v in consts and v.aval.ndim == 0) for v in e.inputs
+        ):
+            scalars = [consts[uniform.get(v, v)] for v in e.inputs]
+            value = np.array(e.op.impl(*scalars, **e.params), dtype=e.out.aval.dtype)
+            scalar = Var(AVal((), e.out.aval.dtype))
+            consts[scalar] = value
+            uniform[e.out] = scalar
+            eqns.append(Eqn(REGISTRY["broadcast_to"], (scalar,), {"shape": e.out.aval.shape},
+                            e.out, e.source))
+        else:
+            eqns.append(e)
+    return Graph(graph.inputs, tuple(eqns), graph.outputs, consts)

@@ -1,0 +1,235 @@
+"""Algebraic simplification with rewrites that are exact in IEEE arithmetic.
+
+Each rule is a small function registered for one op. It gets the equation and a `Context`
+and returns None (no change), a Var that replaces the equation's output, or a list of new
+equations whose last output replaces it. `x * 0 -> 0` is never done (NaN * 0 is NaN, inf * 0
+is NaN). `x + 0 -> x` holds for every x except that -0.0 + 0.0 is +0.0, a difference in the
+sign of a zero only (it compares equal), which we accept as numpy's own `sum` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core.aval import AVal
+from jitgrad.core.opdef import REGISTRY
+from jitgrad.ir.graph import Eqn, Graph, Var
+
+RULES: dict[str, list] = {}
+MAX_ROUNDS = 8
+
+
+def rule(*ops: str):
+    def register(fn):
+        for op in ops:
+            RULES.setdefault(op, []).append(fn)
+        return fn
+
+    return register
+
+
+class Context:
+    """What rules may ask about the graph: constants and producers."""
+
+    def __init__(self, graph: Graph):
+        self.consts = graph.consts
+        self.producer: dict[Var, Eqn] = {}
+
+    def scalar(self, v: Var):
+        """The value if `v` is a constant with all elements equal (or a broadcast of one)."""
+        if v in self.consts:
+            c = np.asarray(self.consts[v])
+            if c.size and (c.size == 1 or np.all(c == c.reshape(-1)[0])):
+                return c.reshape(-1)[0]
+            return None
+        e = self.producer.get(v)
+        if e is not None and e.op.name == "broadcast_to":
+            return self.scalar(e.inputs[0])
+        return None
+
+    def is_scalar(self, v: Var, value) -> bool:
+        s = self.scalar(v)
+        return s is not None and s == value and not (value == 0 and np.signbit(s))
+
+
+def _new(op: str, inputs, aval: AVal, **params) -> Eqn:
+    return Eqn(REGISTRY[op], tuple(inputs), params, Var(aval))
+
+
+@rule("mul")
+def fold_mul_by_one(e, ctx):
+    """x * 1 = 1 * x = x."""
+    x, y = e.inputs
+    if ctx.is_scalar(y, 1):
+        return x
+    if ctx.is_scalar(x, 1):
+        return y
+    return None
+
+
+@rule("mul")
+def mul_by_minus_one_to_neg(e, ctx):
+    """x * -1 = -x."""
+    x, y = e.inputs
+    for a, b in ((x, y), (y, x)):
+        if ctx.is_scalar(b, -1):
+            return [_new("neg", [a], e.out.aval)]
+    return None
+
+
+@rule("add")
+def fold_add_zero(e, ctx):
+    """x + 0 = 0 + x = x (up to the sign of a zero sum, see the module docstring)."""
+    x, y = e.inputs
+    if ctx.is_scalar(y, 0):
+        return x
+    if ctx.is_scalar(x, 0):
+        return y
+    return None
+
+
+@rule("sub")
+def fold_sub_zero(e, ctx):
+    """x - 0 = x exactly (-0 - 0 = -0)."""
+    x, y = e.inputs
+    return x if ctx.is_scalar(y, 0) else None
+
+
+@rule("sub")
+def sub_from_zero_to_neg(e, ctx):
+    """0 - x = -x (up to the sign of zero)."""
+    x, y = e.inputs
+    return [_new("neg", [y], e.out.aval)] if ctx.is_scalar(x, 0) else None
+
+
+@rule("div")
+def fold_div_by_one(e, ctx):
+    """x / 1 = x."""
+    return e.inputs[0] if ctx.is_scalar(e.inputs[1], 1) else None
+
+
+@rule("neg")
+def fold_double_negation(e, ctx):
+    """-(-x) = x."""
+    p = ctx.producer.get(e.inputs[0])
+    return p.inputs[0] if p is not None and p.op.name == "neg" else None
+
+
+@rule("pow")
+def fold_pow_one(e, ctx):
+    """x ** 1 = x."""
+    return e.inputs[0] if ctx.is_scalar(e.inputs[1], 1) else None
+
+
+@rule("pow")
+def expand_square(e, ctx):
+    """x ** 2 = x * x (exactly rounded either way, and much cheaper)."""
+    x, y = e.inputs
+    return [_new("mul", [x, x], e.out.aval)] if ctx.is_scalar(y, 2) else None
+
+
+@rule("stop_gradient")
+def drop_stop_gradient(e, ctx):
+    """After differentiation stop_gradient is the identity."""
+    return e.inputs[0]
+
+
+@rule("reshape")
+def compose_reshapes(e, ctx):
+    """reshape(reshape(x)) = reshape(x); a reshape to the same shape is x."""
+    x = e.inputs[0]
+    if x.aval.shape == e.out.aval.shape:
+        return x
+    p = ctx.producer.get(x)
+    if p is not None and p.op.name == "reshape":
+        return [_new("reshape", [p.inputs[0]], e.out.aval, shape=e.params["shape"])]
+    return None
+
+
+@rule("transpose")
+def compose_transposes(e, ctx):
+    """transpose(transpose(x, p), q) = transpose(x, p[q]); the identity permutation is x."""
+    perm = e.params["perm"]
+    if perm == tuple(range(len(perm))):
+        return e.inputs[0]
+    p = ctx.producer.get(e.inputs[0])
+    if p is not None and p.op.name == "transpose":
+        inner = p.params["perm"]
+        composed = tuple(inner[i] for i in perm)
+        if composed == tuple(range(len(perm))):
+            return p.inputs[0]
+        return [_new("transpose", [p.inputs[0]], e.out.aval, perm=composed)]
+    return None
+
+
+@rule("broadcast_to")
+def compose_broadcasts(e, ctx):
+    """broadcast_to(broadcast_to(x, s1), s2) = broadcast_to(x, s2); to its own shape, x."""
+    x = e.inputs[0]
+    if x.aval.shape == e.out.aval.shape:
+        return x
+    p = ctx.producer.get(x)
+    if p is not None and p.op.name == "broadcast_to":
+        return [_new("broadcast_to", [p.inputs[0]], e.out.aval, shape=e.params["shape"])]
+    return None
+
+
+@rule("select")
+def fold_uniform_condition(e, ctx):
+    """where(True, x, y) = x and where(False, x, y) = y for a constant condition."""
+    c = ctx.scalar(e.inputs[0])
+    if c is None:
+        return None
+    return e.inputs[1] if bool(c) else e.inputs[2]
+
+
+@rule("select")
+def fold_same_branches(e, ctx):
+    """where(c, x, x) = x."""
+    return e.inputs[1] if e.inputs[1] is e.inputs[2] else None
+
+
+@rule("cast")
+def fold_identity_cast(e, ctx):
+    """cast(x, x.dtype) = x."""
+    return e.inputs[0] if e.inputs[0].aval.dtype == e.params["dtype"] else None
+
+
+def simplify(graph: Graph) -> Graph:
+    """Apply the rules bottom-up (in topological order) until nothing changes."""
+    for _ in range(MAX_ROUNDS):
+        graph, changed = _one_round(graph)
+        if not changed:
+            break
+    return graph
+
+
+def _one_round(graph: Graph):
+    ctx = Context(graph)
+    replace: dict[Var, Var] = {}
+    eqns: list[Eqn] = []
+    changed = False
+    for e in graph.eqns:
+        inputs = tuple(replace.get(v, v) for v in e.inputs)
+        if inputs != e.inputs:
+            e = Eqn(e.op, inputs, e.params, e.out, e.source)
+        result = None
+        for fn in RULES.get(e.op.name, ()):
+            result = fn(e, ctx)
+            if result is not None:
+                break
+        if result is None:
+            eqns.append(e)
+            ctx.producer[e.out] = e
+            continue
+        changed = True
+        if isinstance(result, Var):
+            replace[e.out] = result
+            continue
+        for new in result:
+            new = Eqn(new.op, new.inputs, new.params, new.out, e.source)
+            eqns.append(new)
+            ctx.producer[new.out] = new
+        replace[e.out] = result[-1].out
+    outputs = tuple(replace.get(v, v) for v in graph.outputs)
+    return Graph(graph.inputs, tuple(eqns), outputs, dict(graph.consts)), changed
