@@ -11,9 +11,9 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 """
 
 from jitgrad import math, nn
+from jitgrad import testing as test
 from jitgrad.api import jit, jit_grad, make_graph
 from jitgrad.config import config
-from jitgrad import testing as test
 from jitgrad.core.dtypes import (
     bool_ as bool,  # noqa: A004 - TensorFlow's name
 )
@@ -66,7 +66,8 @@ __version__ = "0.1.0"
 DType = type(float32)
 
 __all__ = sorted(set(_ops_all) | {
-    "GradientTape", "Graph", "config", "jit", "jit_grad", "make_graph", "JitgradError", "LeakedTracerError", "Tensor", "TracerError",
+    "GradientTape", "Graph", "config", "jit", "jit_grad", "make_graph", "JitgradError",
+    "LeakedTracerError", "Tensor", "TracerError",
     "Variable", "bool", "custom_gradient", "float16", "float32", "float64", "grad",
     "gradients_function", "hessian", "hvp", "int8", "int16", "int32", "int64", "jvp", "math",
     "nn", "test", "uint8", "value_and_grad", "value_and_gradients_function",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from jitgrad.core.dispatch import tape_stack
 from jitgrad.core.errors import with_location
 from jitgrad.core.tensor import Tensor, Tracer, Variable
 from jitgrad.ir.graph import Eqn
-from jitgrad.ops.elementwise import ones_like_value, zeros_like_value
+from jitgrad.ops.elementwise import add, ones_like_value, zeros_like_value
 from jitgrad.ops.shape import reshape, stack
 
 _VALUES = (Tensor, Tracer)
@@ -56,12 +58,15 @@ class GradientTape:
             self._recording = was
 
     def reset(self) -> None:
-        """Forget everything recorded so far."""
+        """Forget everything recorded so far, as if this were a new tape."""
         self._eqns: list[Eqn] = []
         self._tracked: set[int] = set()
         self._held: list = []  # keeps watched values alive, so their ids stay theirs
         self._variables: dict[int, Variable] = {}
-        self._aliases: dict[int, Tracer] = {}  # id(Variable) -> its tracer inside a jit trace
+        # id(Variable) -> the values recorded ops read from it: VariableReads eagerly, its
+        # tracer inside a jit trace. A Variable's gradient is the sum over its reads.
+        self._reads: dict[int, list] = {}
+        self._used = False
 
     # -- watching --------------------------------------------------------------------------
     def watch(self, tensor) -> None:
@@ -88,30 +93,46 @@ class GradientTape:
             self._held.append(t)
         if isinstance(t, Variable):
             self._variables[id(t)] = t
+            self._note_read(t, t._read())
+
+    def _note_read(self, var, read) -> None:
+        """Track `read` (a VariableRead or a jit tracer) as a value of Variable `var`."""
+        self._variables[id(var)] = var
+        reads = self._reads.setdefault(id(var), [])
+        if id(read) not in self._tracked:
+            self._tracked.add(id(read))
+            reads.append(read)
 
     def watched_variables(self) -> tuple:
         """The Variables this tape watches, in the order they were first watched."""
         return tuple(self._variables.values())
 
     def _maybe_record(self, op, args, params, out) -> None:
-        """Called by `bind` for every op while this tape is on the stack."""
+        """Called by `bind` for every op while this tape is on the stack.
+
+        A Variable input is recorded as its current read (a snapshot), never as the Variable:
+        the VJP rules run later, and an `assign` in between must not change the values they
+        see (TensorFlow records a read op for the same reason)."""
         if not self._recording or not op.differentiable:
             return
         tracked = self._tracked
         hit = False
-        for a in args:
+        inputs = args
+        for k, a in enumerate(args):
+            if isinstance(a, Variable):
+                if inputs is args:
+                    inputs = list(args)
+                a = inputs[k] = a._read()
             if id(a) in tracked:
                 hit = True
-            elif self._watch_accessed:
-                var = a if type(a) is Variable else getattr(a, "variable", None)
-                if var is not None and var.trainable:
-                    self._watch_one(a)
-                    if a is not var:
-                        self._variables[id(var)] = var
-                        self._aliases[id(var)] = a
-                    hit = True
+                continue
+            var = getattr(a, "variable", None)  # a VariableRead, or a jit tracer of a Variable
+            if var is not None and (id(var) in tracked
+                                    or (self._watch_accessed and var.trainable)):
+                self._note_read(var, a)
+                hit = True
         if hit:
-            self._eqns.append(Eqn(op, args, params, out))
+            self._eqns.append(Eqn(op, tuple(inputs), params, out))
             tracked.add(id(out))
 
     # -- gradients -------------------------------------------------------------------------
@@ -124,18 +145,46 @@ class GradientTape:
                     "GradientTape(persistent=True) to call it several times"
                 )
             )
-        self._used = True
 
-    def _resolve(self, source):
-        return self._aliases.get(id(source), source)
+    def _begin(self) -> None:
+        """Mark the tape used, once the arguments are known to be valid (a call that raised
+        a TypeError leaves a non-persistent tape usable, as in TensorFlow). A non-persistent
+        tape stops recording for good, as TensorFlow pops it: its gradient computed inside
+        the `with` block is recorded only by the enclosing tapes."""
+        self._used = True
+        if not self._persistent:
+            self._recording = False
+
+    def _recorded_values(self, source) -> list:
+        """The values of the recorded graph that stand for `source`: a Variable's reads, the
+        source itself if it is tracked, nothing for a tensor the tape never watched (whose
+        gradient is None even if it fed a recorded op, as in TensorFlow)."""
+        if isinstance(source, Variable):
+            return self._reads.get(id(source), [])
+        return [source] if id(source) in self._tracked else []
+
+    def _as_target(self, target):
+        """A Variable target stands for its current read, credited to it if watched."""
+        if isinstance(target, Variable):
+            read = target._read()
+            if id(target) in self._tracked:
+                self._note_read(target, read)
+            return read
+        return target
 
     def gradient(self, target, sources, output_gradients=None,
                  unconnected_gradients="none"):
-        """d(sum of targets)/d(sources), with `sources`' structure; None where unconnected."""
+        """d(sum of targets)/d(sources), with `sources`' structure; None where unconnected.
+
+        `output_gradients` has the structure of `target` (one cotangent per target tensor,
+        None meaning ones) and weights each target instead of summing it."""
         self._check_usable("gradient")
         if unconnected_gradients not in ("none", "zero"):
             raise ValueError(f"unconnected_gradients must be 'none' or 'zero', got "
                              f"{unconnected_gradients!r}")
+        if target is None:
+            raise TypeError(with_location(
+                "GradientTape.gradient: the target is None (did the function return nothing?)"))
         targets, _ = pytree.flatten(target)
         for t in targets:
             _check_target(t)
@@ -148,29 +197,33 @@ class GradientTape:
                         f"{type(s).__name__} {s!r:.60}"
                     )
                 )
-        if output_gradients is None:
-            seeds = [(t, ones_like_value(t)) for t in targets]
-        else:
-            cts, _ = pytree.flatten(output_gradients)
-            if len(cts) != len(targets):
-                raise ValueError(f"GradientTape.gradient: {len(cts)} output_gradients for "
-                                 f"{len(targets)} targets")
-            from jitgrad.ops.base import as_value
-
-            seeds = [(t, as_value(c, dtype=t.dtype)) for t, c in zip(targets, cts)]
-        grads = self._backprop(seeds, [self._resolve(s) for s in leaves])
+        cts = ([None] * len(targets) if output_gradients is None
+               else _cotangents(target, output_gradients))
+        self._begin()
+        seeds = [(self._as_target(t), ones_like_value(t) if c is None else c)
+                 for t, c in zip(targets, cts)]
+        grads = self._backprop(seeds, leaves)
         if unconnected_gradients == "zero":
             grads = [zeros_like_value(s) if g is None else g for s, g in zip(leaves, grads)]
         if not self._persistent:
             self._release()
         return pytree.unflatten(treedef, grads)
 
-    def _backprop(self, seeds, sources):
-        with self.stop_recording():
-            return backprop(self._eqns, seeds, sources)
+    def _backprop(self, seeds, sources) -> list:
+        """Cotangents of `sources` (None where unconnected or not tracked). A persistent tape
+        called inside its `with` block records this backward pass itself, as TensorFlow's
+        does, so one tape can give a derivative of a derivative."""
+        groups = [self._recorded_values(s) for s in sources]
+        cts = iter(backprop(self._eqns, seeds, [v for g in groups for v in g]))
+        out = []
+        for group in groups:
+            parts = [c for c in [next(cts) for _ in group] if c is not None]
+            out.append(functools.reduce(add, parts) if parts else None)
+        return out
 
     def _release(self) -> None:
-        self._eqns, self._held = [], []
+        self._eqns, self._held, self._reads = [], [], {}
+        self._tracked = set()
 
     def jacobian(self, target, sources, unconnected_gradients="none",
                  parallel_iterations=None, experimental_use_pfor=True):
@@ -178,17 +231,21 @@ class GradientTape:
         self._check_usable("jacobian")
         _check_target(target)
         leaves, treedef = pytree.flatten(sources)
-        resolved = [self._resolve(s) for s in leaves]
+        self._begin()
+        target = self._as_target(target)
         rows = []
         flat_size = int(np.prod(target.shape, dtype=np.int64))
         for k in range(flat_size):
             seed = np.zeros(flat_size, target.dtype)
             seed[k] = 1
-            rows.append(self._backprop([(target, Tensor(seed.reshape(target.shape)))], resolved))
+            rows.append(self._backprop([(target, Tensor(seed.reshape(target.shape)))], leaves))
         out = []
         for i, s in enumerate(leaves):
             column = [r[i] for r in rows]
-            if all(c is None for c in column):
+            # An empty target has an empty (not a missing) Jacobian if it depends on s.
+            connected = (any(c is not None for c in column) if column
+                         else bool(self._recorded_values(s)))
+            if not connected:
                 out.append(zeros_like_value(_jac_zeros(target, s))
                            if unconnected_gradients == "zero" else None)
                 continue
@@ -205,25 +262,27 @@ class GradientTape:
         assuming example b of the target depends only on example b of the source."""
         self._check_usable("batch_jacobian")
         _check_target(target)
-        if target.shape[:1] != source.shape[:1]:
+        if target.ndim == 0 or target.shape[:1] != source.shape[:1]:
             raise ValueError(with_location(
                 f"batch_jacobian: target {target.shape} and source {source.shape} need the same "
                 "first (batch) dimension"))
+        self._begin()
+        target = self._as_target(target)
         inner = int(np.prod(target.shape[1:], dtype=np.int64))
         batch = target.shape[0]
         columns = []
         for k in range(inner):
             seed = np.zeros((batch, inner), target.dtype)
             seed[:, k] = 1
-            (g,) = self._backprop([(target, Tensor(seed.reshape(target.shape)))],
-                                  [self._resolve(source)])
-            if g is None:
-                g = zeros_like_value(source)
+            (g,) = self._backprop([(target, Tensor(seed.reshape(target.shape)))], [source])
             columns.append(g)
+        connected = (any(c is not None for c in columns) if columns
+                     else bool(self._recorded_values(source)))
         if not self._persistent:
             self._release()
-        if all(c is None for c in columns) and unconnected_gradients == "none":
+        if not connected and unconnected_gradients == "none":
             return None
+        columns = [zeros_like_value(source) if c is None else c for c in columns]
         out = stack(columns, axis=1) if columns else _jac_zeros(target[0], source)
         return reshape(out, target.shape + source.shape[1:])
 
@@ -237,6 +296,40 @@ def _index(stack: tuple, tape) -> int:
         if t is tape:
             return i
     return len(stack)
+
+
+def _cotangents(target, output_gradients) -> list:
+    """One cotangent (or None: ones) per leaf of `target`, from `output_gradients` of the same
+    structure. A single-tensor target takes any array-like as its cotangent."""
+    from jitgrad.ops.base import as_value
+
+    if isinstance(target, _VALUES):
+        if output_gradients is None:
+            return [None]
+        ct = as_value(output_gradients, dtype=target.dtype, op="GradientTape.gradient")
+        if (ct.shape != target.shape and isinstance(output_gradients, (list, tuple))
+                and len(output_gradients) == 1):
+            # TensorFlow flattens output_gradients, so `[dy]` for one target is common.
+            ct = as_value(output_gradients[0], dtype=target.dtype, op="GradientTape.gradient")
+        if ct.shape != target.shape:
+            raise ValueError(with_location(
+                f"GradientTape.gradient: output_gradients of shape {ct.shape} for a target of "
+                f"shape {target.shape}; they must have the same shape"))
+        return [ct]
+    if isinstance(target, dict):
+        if not isinstance(output_gradients, dict) or set(output_gradients) != set(target):
+            raise ValueError(with_location(
+                "GradientTape.gradient: output_gradients must be a dict with the target's "
+                f"keys {sorted(target)}"))
+        return [c for k in sorted(target) for c in _cotangents(target[k], output_gradients[k])]
+    if isinstance(target, (list, tuple)):
+        if not isinstance(output_gradients, (list, tuple)) or len(output_gradients) != len(
+                target):
+            raise ValueError(with_location(
+                f"GradientTape.gradient: output_gradients must be a list of {len(target)} "
+                "cotangents (or None), one per target"))
+        return [c for t, g in zip(target, output_gradients) for c in _cotangents(t, g)]
+    return []  # None in the target's structure: no tensor, no cotangent
 
 
 def _check_target(t) -> None:
@@ -256,6 +349,10 @@ def custom_gradient(f):
     >>> @jitgrad.custom_gradient
     ... def clip_grad(x):
     ...     return x, lambda dy: jitgrad.clip_by_value(dy, -1.0, 1.0)
+
+    As in TensorFlow, if `f` reads trainable Variables, `grad_fn` must take a keyword argument
+    `variables` (the list of them) and return `(dxs, dvariables)`: without it their gradients
+    would silently be None.
     """
     from jitgrad.core.opdef import OpDef
     from jitgrad.ops.base import as_value
@@ -266,28 +363,50 @@ def custom_gradient(f):
         tapes = tape_stack.get()
         token = tape_stack.set(())
         try:
-            y, grad_fn = f(*xs)
+            # The only tape on the stack while f runs: it finds the Variables f reads.
+            with GradientTape() as reads:
+                y, grad_fn = f(*xs)
             y = stop_gradient(y)  # a fresh value: the tapes see only the custom node
         finally:
             tape_stack.reset(token)
+        variables = [v for v in reads.watched_variables() if not any(v is x for x in xs)]
+        if variables and not _takes_variables(grad_fn):
+            raise TypeError(with_location(
+                f"custom_gradient of {f.__name__}: the function reads the Variables "
+                f"{[v.name for v in variables]}, so its grad_fn must accept a keyword argument "
+                "'variables' and return (input gradients, variable gradients)"))
 
         def vjp(g, out, *inputs):
-            grads = grad_fn(g)
+            if variables:
+                grads, var_grads = grad_fn(g, variables=variables)
+                var_grads = list(var_grads)
+            else:
+                grads, var_grads = grad_fn(g), []
             grads = list(grads) if isinstance(grads, (list, tuple)) else [grads]
+            grads += var_grads
             if len(grads) != len(inputs):
                 raise ValueError(f"custom_gradient of {f.__name__}: grad_fn returned "
-                                 f"{len(grads)} gradients for {len(inputs)} inputs")
+                                 f"{len(grads)} gradients for {len(inputs) - len(variables)} "
+                                 f"inputs and {len(variables)} variables")
             return tuple(None if gr is None else as_value(gr, dtype=x.dtype)
                          for gr, x in zip(grads, inputs))
 
         op = OpDef(f"custom_gradient[{f.__name__}]", _no_eval, _no_eval, vjp, "other")
         for tape in tapes:
-            tape._maybe_record(op, tuple(xs), {}, y)
+            tape._maybe_record(op, tuple(xs + variables), {}, y)
         return y
 
     wrapper.__name__ = getattr(f, "__name__", "custom_gradient")
     wrapper.__doc__ = f.__doc__
     return wrapper
+
+
+def _takes_variables(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "variables" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _no_eval(*_args, **_params):

@@ -31,11 +31,23 @@ def _argnums_tuple(argnums, nargs: int, fn) -> tuple[int, ...]:
     return tuple(i % nargs for i in nums)
 
 
+def _require_float_leaves(tree, argnum: int, fn) -> None:
+    """grad(f)(3) would otherwise silently return 0: the Python int 3 is an int32 tensor,
+    which has no gradient. JAX refuses integer inputs to grad for the same reason."""
+    for leaf in pytree.flatten(tree)[0]:
+        if leaf.dtype.kind != "f":
+            raise TypeError(with_location(
+                f"{getattr(fn, '__name__', 'function')}: argument {argnum} is differentiated "
+                f"but holds a {leaf.dtype.name} value of shape {leaf.shape}; gradients need "
+                "float inputs (write 3.0, not 3, or cast it)"))
+
+
 def _value_and_grads(f, args, kwargs, nums, has_aux):
     args = list(args)
     with GradientTape(watch_accessed_variables=False) as tape:
         for i in nums:
             args[i] = _as_tree_of_values(args[i])
+            _require_float_leaves(args[i], i, f)
             tape.watch(args[i])
         out = f(*args, **kwargs)
     if has_aux:
@@ -147,28 +159,46 @@ def hessian(f, argnums=0):
 def jvp(f, primals, tangents):
     """Forward-mode product J(primals) @ tangents, computed as a VJP of a VJP (the VJP is
     linear in its cotangent u, so differentiating it w.r.t. u transposes it back).
-    Returns (f(*primals), jvp_out)."""
+    Primals and tangents are sequences of arguments with the same (possibly nested)
+    structure; returns (f(*primals), jvp_out), jvp_out with the structure of f's output.
+
+    >>> jitgrad.jvp(lambda x: x * x, (3.0,), (1.0,))[1]
+    <jitgrad.Tensor: shape=(), dtype=float32, numpy=6.0>
+    """
     from jitgrad.ops.elementwise import zeros_like_value
 
-    primals = [as_value(p) for p in primals]
-    tangents = [as_value(t, dtype=p.dtype) for p, t in zip(primals, tangents)]
-    if len(primals) != len(tangents):
-        raise ValueError(with_location(f"jvp: {len(primals)} primals but {len(tangents)} "
-                                       "tangents"))
+    p_leaves, p_tree = pytree.flatten(tuple(primals))
+    t_leaves, t_tree = pytree.flatten(tuple(tangents))
+    if p_tree != t_tree:
+        raise ValueError(with_location(
+            f"jvp: primals {pytree.describe(p_tree)} and tangents {pytree.describe(t_tree)} "
+            "must have the same structure"))
+    p_leaves = [as_value(p) for p in p_leaves]
+    t_leaves = [as_value(t, dtype=p.dtype) for p, t in zip(p_leaves, t_leaves)]
+    for p, t in zip(p_leaves, t_leaves):
+        if p.shape != t.shape:
+            raise ValueError(with_location(
+                f"jvp: a tangent of shape {t.shape} for a primal of shape {p.shape}"))
     with GradientTape(persistent=True, watch_accessed_variables=False) as outer:
         with GradientTape(watch_accessed_variables=False) as inner:
-            inner.watch(primals)
-            y = as_value(f(*primals))
-        u = zeros_like_value(y)
-        outer.watch(u)
-        pullback = inner.gradient(y, primals, output_gradients=u)
-    connected = [(g, t) for g, t in zip(pullback, tangents) if g is not None]
-    if not connected:
-        return y, zeros_like_value(y)
-    out = outer.gradient([g for g, _ in connected], u,
-                         output_gradients=[t for _, t in connected],
-                         unconnected_gradients="zero")
-    return y, out
+            inner.watch(p_leaves)
+            out = f(*pytree.unflatten(p_tree, p_leaves))
+        y_leaves, y_tree = pytree.flatten(out)
+        y_leaves = [as_value(y) for y in y_leaves]
+        us = [zeros_like_value(y) for y in y_leaves]
+        outer.watch(us)
+        float_ys = [(y, u) for y, u in zip(y_leaves, us) if y.dtype.kind == "f"]
+        pullback = (inner.gradient([y for y, _ in float_ys], p_leaves,
+                                   output_gradients=[u for _, u in float_ys])
+                    if float_ys else [None] * len(p_leaves))
+    connected = [(g, t) for g, t in zip(pullback, t_leaves) if g is not None]
+    if connected:
+        outs = outer.gradient([g for g, _ in connected], us,
+                              output_gradients=[t for _, t in connected],
+                              unconnected_gradients="zero")
+    else:
+        outs = [zeros_like_value(y) for y in y_leaves]
+    return pytree.unflatten(y_tree, y_leaves), pytree.unflatten(y_tree, outs)
 
 
 def hvp(f, x, v):

@@ -30,7 +30,12 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
     elif isinstance(value, bool):
         array = np.asarray(value)
     elif isinstance(value, int):
-        array = np.asarray(value, dtype=np.int64 if target is None else target)
+        try:
+            array = np.asarray(value, dtype=np.int64 if target is None else target)
+        except OverflowError:
+            raise OverflowError(with_location(
+                f"{op}: the Python int {_describe(value)} does not fit in "
+                f"{'int64' if target is None else target}")) from None
         if target is None:
             array = _python_int(array, op)
     elif isinstance(value, float):
@@ -70,24 +75,37 @@ def _from_sequence(value, op: str) -> np.ndarray:
         raise ValueError(
             with_location(f"{op}: nested list {_describe(value)} is ragged or malformed ({exc})")
         ) from None
-    if array.dtype == np.float64 and not _has_numpy_leaf(value):
-        array = array.astype(np.float32)
-    elif array.dtype == np.int64 and not _has_numpy_leaf(value):
-        array = _python_int(array, op)
-    elif array.dtype == object or array.dtype.kind in "USc":
+    if array.dtype == object or array.dtype.kind in "USc":
         raise TypeError(
             with_location(f"{op}: cannot convert {_describe(value)} to a numeric tensor")
         )
+    strong, has_float = _leaf_dtypes(value)
+    if strong is None:
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        elif array.dtype == np.int64:
+            array = _python_int(array, op)
+    else:
+        # numpy's own rule would let a Python float next to a float32 leaf make float64;
+        # jitgrad's rule (dtypes.py) keeps Python scalars weak, as in binary ops.
+        dtype = dtypes.weak_scalar_dtype(1.0, strong) if has_float else strong
+        if array.dtype != dtype:
+            array = array.astype(dtype)
     return array
 
 
-def _has_numpy_leaf(value) -> bool:
-    """Whether a nested list holds numpy arrays/tensors, whose dtype then wins."""
+def _leaf_dtypes(value) -> tuple[np.dtype | None, bool]:
+    """(the promoted dtype of the numpy arrays/tensors in a nested list, or None if it holds
+    only Python scalars; whether it holds a Python float)."""
+    strong, has_float = None, False
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, (list, tuple)):
             stack.extend(item)
         elif isinstance(item, (np.ndarray, np.generic, Tensor)):
-            return True
-    return False
+            dt = np.asarray(item).dtype
+            strong = dt if strong is None else dtypes.promote(strong, dt)
+        elif isinstance(item, float):
+            has_float = True
+    return strong, has_float

@@ -8,6 +8,8 @@ bottom of the dependency graph.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from jitgrad.core.aval import AVal
@@ -221,17 +223,22 @@ class Tensor(ArrayMethods):
             raise TypeError(with_location(f"a {self.dtype} tensor cannot be used as an index"))
         return int(self._one_element("int"))
 
-    def _numpy_repr(self) -> str:
-        return str(self._value[()]) if self._value.ndim == 0 else repr(self._value)
+    def _numpy_text(self, is_repr: bool = True) -> str:
+        """The value as TensorFlow shows it: a multi-line array starts on a new line
+        (`numpy=\narray([[...` in the seeds), so its rows line up."""
+        if self._value.ndim == 0:
+            return str(self._value[()])
+        text = repr(self._value) if is_repr else str(self._value)
+        return "\n" + text if "\n" in text else text
 
     def __repr__(self) -> str:
         return (
             f"<jitgrad.Tensor: shape={self.shape}, dtype={self.dtype.name}, "
-            f"numpy={self._numpy_repr()}>"
+            f"numpy={self._numpy_text()}>"
         )
 
     def __str__(self) -> str:
-        shown = str(self._value[()] if self._value.ndim == 0 else self._value)
+        shown = self._numpy_text(is_repr=False)
         return f"jitgrad.Tensor({shown}, shape={self.shape}, dtype={self.dtype.name})"
 
 
@@ -240,31 +247,45 @@ class Variable(Tensor):
 
     >>> w = jitgrad.Variable(5.0); w.assign_add(1.0); float(w)
     6.0
+
+    A Variable owns its array: it copies a numpy array it is given, and `assign` replaces the
+    array instead of writing into it, so the values a tape recorded stay what they were.
     """
 
-    __slots__ = ("name", "trainable")
+    __slots__ = ("name", "trainable", "_last_read")
     _counter = 0
 
     def __init__(self, value, name: str | None = None, trainable: bool = True, dtype=None):
         from jitgrad.core.convert import to_array
 
-        super().__init__(to_array(value, dtype))
+        super().__init__(_owned(to_array(value, dtype), value))
         if name is None:
             Variable._counter += 1
             name = f"Variable_{Variable._counter}" if Variable._counter > 1 else "Variable"
         self.name = name
         self.trainable = bool(trainable)
+        self._last_read = None
 
     def numpy(self) -> np.ndarray:
         """A copy of the current value (a Variable changes; its snapshots must not)."""
         return self._value.copy()
 
+    def _read(self) -> VariableRead:
+        """The current value as an immutable tensor that remembers this Variable. One object
+        per assigned value, shared by every tape, so ops recorded by an inner tape's backward
+        pass are recognised by the enclosing tapes."""
+        read = self._last_read
+        if read is None or read._value is not self._value:
+            read = self._last_read = VariableRead(self._value, self)
+        return read
+
     def value(self) -> Tensor:
-        """The current value as an immutable Tensor."""
-        return Tensor(self._value)
+        """The current value as an immutable Tensor (tapes that watch this Variable see ops on
+        it as reads of the Variable, as in TensorFlow)."""
+        return self._read()
 
     def read_value(self) -> Tensor:
-        return Tensor(self._value)
+        return self._read()
 
     def _new_value(self, value, op: str) -> np.ndarray:
         from jitgrad.core.convert import to_array
@@ -280,7 +301,7 @@ class Variable(Tensor):
         return new
 
     def assign(self, value):
-        self._value = self._new_value(value, "assign")
+        self._value = _owned(self._new_value(value, "assign"), value)
         return self
 
     def assign_add(self, delta):
@@ -294,8 +315,36 @@ class Variable(Tensor):
     def __repr__(self) -> str:
         return (
             f"<jitgrad.Variable '{self.name}:0' shape={self.shape} dtype={self.dtype.name}, "
-            f"numpy={self._numpy_repr()}>"
+            f"numpy={self._numpy_text()}>"
         )
+
+    # print(v) shows the Variable, not a Tensor, as TensorFlow does.
+    __str__ = __repr__
+
+
+def _owned(array: np.ndarray, source) -> np.ndarray:
+    """`array`, copied if it may be the caller's numpy array (which the caller can mutate)."""
+    if isinstance(source, np.ndarray) and np.may_share_memory(array, source):
+        return array.copy()
+    return array
+
+
+class VariableRead(Tensor):
+    """The value of a Variable at one moment: what a recorded op read. Tapes credit gradients
+    flowing into it to `variable`; a later `assign` makes a new read and leaves this one (and
+    the backward pass that uses it) unchanged."""
+
+    __slots__ = ("_variable",)
+
+    def __init__(self, value: np.ndarray, variable: Variable):
+        super().__init__(value)
+        # A weak reference: the Variable holds its last read, and a cycle would keep a
+        # deleted Variable's array alive until the garbage collector runs.
+        self._variable = weakref.ref(variable)
+
+    @property
+    def variable(self) -> Variable | None:
+        return self._variable()
 
 
 class Tracer(ArrayMethods):

@@ -31,7 +31,7 @@ def source_key(source: str) -> str:
     return digest[:24]
 
 
-class CacheUnavailable(Exception):
+class CacheUnavailableError(Exception):
     """The cache directory cannot be used; compile in memory instead."""
 
 
@@ -42,7 +42,7 @@ def cache_root() -> str:
         if not os.access(root, os.W_OK):
             raise PermissionError(f"{root} is not writable")
     except OSError as exc:
-        raise CacheUnavailable(str(exc)) from exc
+        raise CacheUnavailableError(str(exc)) from exc
     return root
 
 
@@ -66,7 +66,7 @@ def write_module(source: str, key: str) -> str:
             fh.write(source)
         os.replace(tmp, path)
     except OSError as exc:
-        raise CacheUnavailable(str(exc)) from exc
+        raise CacheUnavailableError(str(exc)) from exc
     return path
 
 

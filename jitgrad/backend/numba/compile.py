@@ -24,7 +24,7 @@ def load_kernel(source: str, name: str):
     if not config.disable_cache:
         try:
             path = cache.write_module(source, key)
-        except cache.CacheUnavailable as exc:
+        except cache.CacheUnavailableError as exc:
             warnings.warn(f"jitgrad: the kernel cache is unavailable ({exc}); compiling in "
                           "memory", RuntimeWarning, stacklevel=3)
     if path is None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from jitgrad.backend.numba import runtime, vmath
 from jitgrad.ir.graph import Eqn, Graph, Var
-from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, OpStep, Schedule
+from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, Schedule
 
 PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
 
@@ -331,7 +331,6 @@ class Emitter:
     def op_gather(self, e, x, idx):
         axis = e.params["axis"]
         p, n, q = self._three_axis(x.aval.shape, axis)
-        out = self.name_of(e.out)
         k = idx.aval.size
         self.emit(f"src = {self.contiguous_expr(x)}.reshape(({p}, {n}, {q}))")
         self.emit(f"flat = {self._flat_indices(idx)}")
