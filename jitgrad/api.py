@@ -239,26 +239,14 @@ class JitFunction:
             return compiled
 
     def _build(self, args):
-        from jitgrad.backend.numba.emit import emit_kernel
-        from jitgrad.passes import optimize
-        from jitgrad.passes.fuse import fuse
-
         start = time.perf_counter()
         traced, variables, out_tree = self._trace(args)
-        t_trace = time.perf_counter()
-        graph = optimize(traced)
-        schedule = fuse(graph)
-        t_opt = time.perf_counter()
-        _check_backend_dtypes(graph, self.name)
-        source = emit_kernel(schedule, self.name, self.fastmath)
-        compiled = Compiled(self.name, graph, variables, out_tree, source)
-        compiled.schedule = schedule
-        self._seconds[0] += t_trace - start
-        self._seconds[1] += t_opt - t_trace
+        self._seconds[0] += time.perf_counter() - start
+        compiled = compile_graph(traced, self.name, out_tree, variables, self.fastmath,
+                                 self._seconds)
         self._log(f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
-                  f"{len(traced.eqns)} ops; trace {t_trace - start:.3f} s, optimise+fuse "
-                  f"{t_opt - t_trace:.3f} s -> {len(graph.eqns)} ops in "
-                  f"{len(schedule.steps)} steps")
+                  f"{len(traced.eqns)} ops; trace {time.perf_counter() - start:.3f} s -> "
+                  f"{len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps")
         return compiled, traced
 
     def _trace(self, args):
@@ -346,6 +334,25 @@ class JitFunction:
         return self if obj is None else functools.partial(self, obj)
 
 
+def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=False,
+                  seconds=None) -> Compiled:
+    """Optimise, fuse and emit `graph`; the kernel is loaded by `Compiled.load`."""
+    from jitgrad.backend.numba.emit import emit_kernel
+    from jitgrad.passes import optimize
+    from jitgrad.passes.fuse import fuse
+
+    start = time.perf_counter()
+    optimized = optimize(graph)
+    schedule = fuse(optimized)
+    _check_backend_dtypes(optimized, name)
+    compiled = Compiled(name, optimized, list(variables), out_tree,
+                        emit_kernel(schedule, name, fastmath))
+    compiled.schedule = schedule
+    if seconds is not None:
+        seconds[1] += time.perf_counter() - start
+    return compiled
+
+
 def _aval(arr: np.ndarray):
     from jitgrad.core.aval import AVal
 
@@ -420,7 +427,7 @@ def _wrt_argnums(fn, wrt):
     if isinstance(wrt, int):
         return wrt
     if isinstance(wrt, str):
-        wrt = (wrt,)
+        return _wrt_argnums(fn, (wrt,))[0]
     names = list(inspect.signature(fn).parameters)
     nums = []
     for w in wrt:

@@ -12,7 +12,7 @@ from jitgrad.ir.graph import Graph
 def eval_graph(graph: Graph, *args) -> list[np.ndarray]:
     """Evaluate `graph` on numpy arrays with each op's eager implementation."""
     env = dict(graph.consts)
-    env.update(zip(graph.inputs, (np.asarray(a) for a in args)))
+    env.update((v, np.asarray(a, v.aval.dtype)) for v, a in zip(graph.inputs, args))
     for e in graph.eqns:
         value = e.op.impl(*[env[v] for v in e.inputs], **e.params)
         env[e.out] = np.asarray(value, dtype=e.out.aval.dtype)

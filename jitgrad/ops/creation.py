@@ -10,7 +10,7 @@ import numpy as np
 from jitgrad.core import dtypes
 from jitgrad.core.convert import to_array
 from jitgrad.core.errors import op_error
-from jitgrad.core.tensor import Tensor
+from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.ops.base import as_value
 
 
@@ -44,14 +44,23 @@ def ones(shape, dtype=dtypes.float32, name=None) -> Tensor:
     return Tensor(np.ones(_shape(shape), dtypes.as_dtype(dtype)))
 
 
-def zeros_like(input, dtype=None, name=None) -> Tensor:  # noqa: A002
-    x = as_value(input, op="zeros_like")
-    return zeros(x.shape, dtype or x.dtype)
+def _filled_like(x, value, dtype):
+    """Eagerly a fresh array; under jit a broadcast 0-d constant, so that a kernel never
+    carries a large constant array (and loops read it as a scalar)."""
+    dtype = dtypes.as_dtype(dtype or x.dtype)
+    if isinstance(x, Tracer):
+        from jitgrad.ops.shape import broadcast_to
+
+        return broadcast_to(Tensor(np.asarray(value, dtype)), x.shape)
+    return Tensor(np.full(x.shape, value, dtype))
 
 
-def ones_like(input, dtype=None, name=None) -> Tensor:  # noqa: A002
-    x = as_value(input, op="ones_like")
-    return ones(x.shape, dtype or x.dtype)
+def zeros_like(input, dtype=None, name=None):  # noqa: A002
+    return _filled_like(as_value(input, op="zeros_like"), 0, dtype)
+
+
+def ones_like(input, dtype=None, name=None):  # noqa: A002
+    return _filled_like(as_value(input, op="ones_like"), 1, dtype)
 
 
 def fill(dims, value, name=None) -> Tensor:

@@ -1,0 +1,116 @@
+"""Compiled backward passes for the eager tape.
+
+A training loop records the same graph structure at every step. The first time a structure is
+seen the tape runs its backward op by op (eagerly); the second time its backward graph is
+compiled into one kernel, keyed by the structure, and reused from then on. The kernel takes the
+forward values the tape already holds (nothing is recomputed) and the seed cotangents.
+Nested tapes that must record the backward, traces, and custom gradients keep the eager path.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+from jitgrad.autodiff.backprop import backprop
+from jitgrad.core import pytree
+from jitgrad.core.dispatch import current_trace, tape_stack
+from jitgrad.core.opdef import REGISTRY
+from jitgrad.core.tensor import Tensor
+from jitgrad.ir.graph import Eqn
+from jitgrad.ir.trace import Trace, tracing
+
+MAX_ENTRIES = 256
+_SEEN_ONCE = object()
+_cache: collections.OrderedDict = collections.OrderedDict()
+_lock = threading.Lock()
+stats = {"eager": 0, "compiled": 0, "compiles": 0}
+
+
+def compiled_backprop(eqns, seeds, sources, tape):
+    """Like `backprop`, through a cached kernel; None when this call must run eagerly."""
+    if current_trace.get() is not None or _other_tape_recording(tape):
+        return None
+    structure = _structure(eqns, seeds, sources)
+    if structure is None:
+        return None
+    key, values = structure
+    with _lock:
+        entry = _cache.get(key)
+        if entry is None:
+            _cache[key] = _SEEN_ONCE
+            if len(_cache) > MAX_ENTRIES:
+                _cache.popitem(last=False)
+            return None
+        if entry is _SEEN_ONCE:
+            entry = _compile(eqns, seeds, sources, values)
+            _cache[key] = entry
+            stats["compiles"] += 1
+        _cache.move_to_end(key)
+    compiled, connected = entry
+    stats["compiled"] += 1
+    outs = iter(compiled.run([_leaf_array(v) for v in values]))
+    return [next(outs) if c else None for c in connected]
+
+
+def _leaf_array(v):
+    from jitgrad.api import _leaf_array as leaf_array
+
+    return leaf_array(v)
+
+
+def _other_tape_recording(tape) -> bool:
+    return any(t is not tape and t._recording for t in tape_stack.get())
+
+
+def _structure(eqns, seeds, sources):
+    """A hashable key of the recorded graph (ops, params, wiring, shapes and dtypes) and the
+    values the backward kernel takes, in order: external values, op outputs, seed cotangents."""
+    refs: dict[int, int] = {}
+    values = []
+
+    def ref(v):
+        k = refs.get(id(v))
+        if k is None:
+            if not isinstance(v, Tensor):
+                raise _NotCompilable
+            k = refs[id(v)] = len(values)
+            values.append(v)
+        return k
+
+    parts = []
+    try:
+        for e in eqns:
+            if REGISTRY.get(e.op.name) is not e.op:
+                return None  # custom_gradient nodes
+            ins = tuple(ref(x) for x in e.inputs)
+            parts.append((e.op.name, e.params_key(), ins, ref(e.out)))
+        seed_refs = tuple((ref(t), ref(c)) for t, c in seeds)
+        source_refs = tuple(ref(s) for s in sources)
+    except _NotCompilable:
+        return None
+    avals = tuple((v.shape, v.dtype.char) for v in values)
+    return (tuple(parts), seed_refs, source_refs, avals), values
+
+
+class _NotCompilable(Exception):
+    pass
+
+
+def _compile(eqns, seeds, sources, values):
+    from jitgrad.api import compile_graph
+
+    trace = Trace("tape backward")
+    with tracing(trace):
+        tracers = {id(v): trace.new_input(v.aval) for v in values}
+        symbolic = [Eqn(e.op, tuple(tracers[id(x)] for x in e.inputs), e.params,
+                        tracers[id(e.out)]) for e in eqns]
+        grads = backprop(symbolic, [(tracers[id(t)], tracers[id(c)]) for t, c in seeds],
+                         [tracers[id(s)] for s in sources])
+        connected = [g is not None for g in grads]
+        outputs = [g for g in grads if g is not None]
+        graph = trace.to_graph(outputs)
+    _, out_tree = pytree.flatten([0] * len(outputs))
+    compiled = compile_graph(graph, "tape backward", out_tree)
+    compiled.load()
+    return compiled, connected

@@ -1,0 +1,264 @@
+"""jit / jit_grad: the decorators, signatures, retracing, Variables, errors and introspection."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+
+
+def seed_f(w1, w2):
+    return 3 * w1**2 + 2 * w1 * w2
+
+
+seed_value_and_grads = jg.jit_grad(seed_f, wrt=(0, 1))
+
+
+def test_jit_grad_seed_function():
+    value, (g1, g2) = seed_value_and_grads(5.0, 3.0)
+    assert float(value) == 105.0
+    assert (float(g1), float(g2)) == (36.0, 10.0)
+    assert isinstance(g1, jg.Tensor) and g1.dtype == jg.float32
+
+
+def test_jit_grad_as_bare_decorator_and_by_name():
+    @jg.jit_grad
+    def f(x):
+        return jg.reduce_sum(x * x)
+
+    @jg.jit_grad(wrt="w2")
+    def g(w1, w2):
+        return seed_f(w1, w2)
+
+    value, grad = f(np.array([1.0, 2.0], np.float32))
+    assert float(value) == 5.0
+    np.testing.assert_array_equal(np.asarray(grad), [2.0, 4.0])
+    assert float(g(5.0, 3.0)[1]) == 10.0
+
+
+def test_jit_grad_nested_dict_argument_mirrors_structure():
+    @jg.jit_grad
+    def loss(params, x):
+        return jg.reduce_sum((x @ params["w"] + params["b"]) ** 2)
+
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((3, 2)), "b": np.zeros(2)}
+    x = rng.standard_normal((4, 3))
+    value, grads = loss(params, x)
+    eager_value, eager_grads = jg.value_and_grad(
+        lambda p, x: jg.reduce_sum((x @ p["w"] + p["b"]) ** 2))(params, x)
+    assert set(grads) == {"w", "b"}
+    np.testing.assert_allclose(float(value), float(eager_value), rtol=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(eager_grads[k]), rtol=1e-9)
+
+
+def test_jit_grad_has_aux():
+    @jg.jit_grad(has_aux=True)
+    def f(x):
+        y = jg.reduce_sum(jg.sin(x))
+        return y, {"cos": jg.cos(x)}
+
+    x = np.linspace(0, 1, 5)
+    (value, aux), grad = f(x)
+    np.testing.assert_allclose(np.asarray(aux["cos"]), np.cos(x))
+    np.testing.assert_allclose(np.asarray(grad), np.cos(x))
+    assert float(value) == pytest.approx(np.sin(x).sum())
+
+
+def test_jit_returns_structure_and_zero_copy_tensors():
+    @jg.jit
+    def f(x):
+        return {"double": x * 2.0, "parts": (x + 1.0, jg.reduce_sum(x))}
+
+    out = f(np.arange(3.0))
+    assert set(out) == {"double", "parts"}
+    np.testing.assert_array_equal(out["double"].numpy(), [0.0, 2.0, 4.0])
+    assert float(out["parts"][1]) == 3.0
+    assert np.shares_memory(np.asarray(out["double"]), out["double"].numpy())
+
+
+def test_static_argnums_python_control_flow():
+    """Seed 004: the loop runs over a static value."""
+
+    def f(x, y):
+        output = 1
+        for _ in range(int(y)):
+            output = jg.multiply(output, x)
+        return output
+
+    g = jg.jit_grad(f, static_argnums=1)
+    assert [float(v) for v in g(3.0, 2)] == [9.0, 6.0]
+    assert [float(v) for v in g(4.0, 3)] == [64.0, 48.0]
+    assert g.cache_info().misses == 2
+
+
+def test_signature_selects_versions_and_counts_hits():
+    f = jg.jit(lambda x: (x[0] if isinstance(x, list) else x) + 1.0)
+    f(np.zeros(3, np.float32))
+    f(np.ones(3, np.float32))
+    f(np.zeros(4, np.float32))
+    f(np.zeros(3, np.float64))
+    f([np.zeros(3, np.float32)])
+    info = f.cache_info()
+    assert (info.hits, info.misses, info.versions) == (1, 4, 4)
+    assert info.compile_seconds > 0
+
+
+def test_retracing_warns_and_names_the_changing_argument():
+    def scale(factor, x):
+        return x * factor
+
+    f = jg.jit(scale)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in range(1, 10):
+            f(np.float32(2.0), np.zeros(n, np.float32))
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1
+    assert "scale" in messages[0] and "x" in messages[0] and "factor" not in messages[0]
+
+
+def test_variables_are_read_at_each_call_and_closure_arrays_are_constants():
+    w = jg.Variable(2.0)
+    frozen = np.array(10.0, np.float32)
+
+    @jg.jit
+    def f(x):
+        return x * w + frozen
+
+    assert float(f(1.0)) == 12.0
+    w.assign(3.0)
+    frozen[...] = 100.0  # captured at trace time: no effect
+    assert float(f(1.0)) == 13.0
+
+
+def test_jit_grad_wrt_variables():
+    w = jg.Variable(np.array([1.0, 2.0]), name="w")
+    b = jg.Variable(0.5, name="b", dtype=jg.float64)
+    fixed = jg.Variable(3.0, trainable=False, dtype=jg.float64)
+
+    @jg.jit_grad(wrt="variables")
+    def loss(x):
+        return jg.reduce_sum(x * w + b) * fixed
+
+    value, (gw, gb) = loss(np.array([1.0, 1.0]))
+    assert float(value) == (1 + 2 + 1) * 3
+    np.testing.assert_array_equal(np.asarray(gw), [3.0, 3.0])
+    assert float(gb) == 6.0
+
+
+def test_traced_value_in_python_control_flow_names_function_and_line():
+    def bad(x):
+        if x > 0:  # data-dependent Python control flow
+            return x
+        return -x
+
+    f = jg.jit(bad)
+    with pytest.raises(jg.TracerError) as info:
+        f(1.0)
+    message = str(info.value)
+    assert "bool()" in message and "bad" in message
+    assert "test_jit.py:" in message
+    assert "static_argnums" in message and "jitgrad.where" in message
+
+
+@pytest.mark.parametrize("convert", [float, int, lambda t: t.numpy()])
+def test_concrete_conversions_of_traced_values_raise(convert):
+    f = jg.jit(lambda x: convert(x))
+    with pytest.raises(jg.TracerError, match="while tracing"):
+        f(1.0)
+
+
+def test_leaked_tracer_is_reported():
+    leaked = []
+
+    @jg.jit
+    def f(x):
+        leaked.append(x)
+        return x * 2.0
+
+    f(1.0)
+    with pytest.raises(jg.LeakedTracerError, match="outside the jit trace"):
+        jg.exp(leaked[0])
+
+
+def test_higher_derivatives_compose_with_jit():
+    f = lambda x: jg.reduce_sum(jg.sin(x) ** 2)  # noqa: E731
+    x = np.linspace(-2 * math.pi, 2 * math.pi, 7)
+    third = jg.jit(jg.grad(jg.grad(jg.grad(f))))
+    np.testing.assert_allclose(np.asarray(third(x)), -4 * np.sin(2 * x), atol=1e-12)
+    hess = jg.jit(jg.hessian(lambda v: jg.reduce_sum(v**3)))(np.array([1.0, 2.0]))
+    np.testing.assert_allclose(np.asarray(hess), np.diag([6.0, 12.0]))
+    lowered = jg.jit(jg.grad(jg.grad(jg.grad(f)))).lower(x)
+    assert lowered.source.count("def kernel") == 1
+
+
+def test_jit_grad_equals_jit_of_value_and_grad():
+    f = lambda x: jg.reduce_mean(jg.tanh(x) * x)  # noqa: E731
+    x = np.linspace(-1, 1, 9)
+    a = jg.jit_grad(f)(x)
+    b = jg.jit(jg.value_and_grad(f))(x)
+    assert float(a[0]) == float(b[0])
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+
+
+def test_lower_exposes_graph_source_kernels_and_dot():
+    @jg.jit_grad(wrt=(1, 2))
+    def w2(x, w, b):
+        return jg.reduce_mean(jg.tanh(x * w + b) ** 2)
+
+    args = [np.ones(16, np.float32)] * 3
+    lowered = w2.lower(*args)
+    assert "tanh" in lowered.graph and "reduce_sum" in lowered.graph
+    assert "@numba.njit" in lowered.source and "def kernel" in lowered.source
+    assert "# fused" in lowered.source
+    loops = [names for space, names in lowered.kernels if space == (16,)]
+    assert len(loops) == 1 and "tanh" in loops[0]
+    dot = lowered.as_dot()
+    assert dot.startswith("digraph") and "cluster_" in dot
+    compiled = lowered.compile()
+    value, (dw, db) = compiled.run([np.asarray(a) for a in args])
+    assert float(value) == pytest.approx(np.tanh(2.0) ** 2, rel=1e-6)
+
+
+def test_make_graph_prints_the_traced_graph(capsys):
+    graph = jg.make_graph(lambda x: jg.exp(x) * 2.0)(np.ones(2))
+    printed = capsys.readouterr().out
+    assert "exp" in printed and "mul" in printed
+    assert isinstance(graph, jg.Graph)
+
+
+def test_log_compiles(caplog):
+    jg.config.log_compiles = True
+    try:
+        with caplog.at_level("INFO", logger="jitgrad"):
+            jg.jit(lambda x: x - 1.0)(np.zeros(5))
+    finally:
+        jg.config.log_compiles = False
+    text = caplog.text
+    assert "traced" in text and "float64[5]" in text and "compiled" in text
+
+
+def test_jitted_function_under_a_tape_records_its_ops():
+    f = jg.jit(lambda x: jg.reduce_sum(x * x))
+    x = jg.constant([1.0, 2.0])
+    with jg.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    np.testing.assert_array_equal(np.asarray(tape.gradient(y, x)), [2.0, 4.0])
+
+
+def test_unsupported_dtype_is_refused_at_trace_time():
+    f = jg.jit(lambda x: x * 2.0)
+    with pytest.raises(TypeError, match="float16.*not supported under jit"):
+        f(np.ones(3, np.float16))
+
+
+def test_jit_inside_jit_inlines():
+    inner = jg.jit(lambda x: x * 3.0)
+    outer = jg.jit(lambda x: inner(x) + 1.0)
+    assert float(outer(2.0)) == 7.0
+    assert inner.cache_info().misses == 0
