@@ -73,7 +73,7 @@ def _structure(eqns, seeds, sources):
         k = refs.get(id(v))
         if k is None:
             if not isinstance(v, Tensor):
-                raise _NotCompilable
+                raise _NotCompilableError
             k = refs[id(v)] = len(values)
             values.append(v)
         return k
@@ -87,13 +87,13 @@ def _structure(eqns, seeds, sources):
             parts.append((e.op.name, e.params_key(), ins, ref(e.out)))
         seed_refs = tuple((ref(t), ref(c)) for t, c in seeds)
         source_refs = tuple(ref(s) for s in sources)
-    except _NotCompilable:
+    except _NotCompilableError:
         return None
     avals = tuple((v.shape, v.dtype.char) for v in values)
     return (tuple(parts), seed_refs, source_refs, avals), values
 
 
-class _NotCompilable(Exception):
+class _NotCompilableError(Exception):
     pass
 
 

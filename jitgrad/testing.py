@@ -150,8 +150,9 @@ def check_grads(f, args, order: int = 2, eps: float = 1e-4, rtol: float = 1e-5,
 
     plus, minus = list(args), list(args)
     for i, vi in zip(argnums, v):
-        plus[i] = args[i] + eps * vi
-        minus[i] = args[i] - eps * vi
+        # np.asarray: numpy returns a scalar, not a 0-d array, for 0-d arithmetic.
+        plus[i] = np.asarray(args[i] + eps * vi)
+        minus[i] = np.asarray(args[i] - eps * vi)
     numeric = (projected(plus) - projected(minus)) / (2 * eps)
     make_vjp = grad_fn or _vjp_fn
     grads = list(make_vjp(f, args, u, argnums)(*_tensors(args)))

@@ -134,21 +134,14 @@ def _is_array_index(item) -> bool:
 
 def getitem(x, index):
     """x[index] with numpy semantics for basic slices, ints, None, `...` and integer arrays
-    (several array indices must sit on adjacent axes). Boolean masks work eagerly only: under
-    `jit` the result's shape would depend on data."""
+    (their broadcast axes replace the indexed axes when those are adjacent, else come first).
+    Boolean masks work eagerly only: under `jit` the result's shape would depend on data."""
     x = as_value(x, op="getitem")
     items = list(index) if isinstance(index, tuple) else [index]
-    items = _expand_bool_masks(x, items)
-    if sum(1 for i in items if i is Ellipsis) > 1:
-        raise op_error("getitem", "an index can only have a single ellipsis ('...')", IndexError)
-    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
-    if consumed > x.ndim:
-        raise op_error("getitem", f"too many indices ({consumed}) for a tensor of shape "
-                       f"{x.shape}", IndexError)
-    if Ellipsis in [i if i is Ellipsis else None for i in items]:
-        pos = next(k for k, i in enumerate(items) if i is Ellipsis)
-        items[pos:pos + 1] = [builtins.slice(None)] * (x.ndim - consumed)
-    items += [builtins.slice(None)] * (x.ndim - consumed)
+    items = _expand_ellipsis(x, _expand_bool_masks(x, items))
+    # With an integer array present, integer scalars are advanced indices too (numpy's rule:
+    # they broadcast with the arrays and count in the placement rule), so make them 0-d arrays.
+    advanced = any(_is_array_index(i) for i in items)
 
     # Basic part: slices for every consumed axis, then reshape for ints and None.
     slices, out_shape_ops, arrays, axis = [], [], [], 0
@@ -157,6 +150,8 @@ def getitem(x, index):
             out_shape_ops.append(("new", None))
             continue
         dim = x.shape[axis]
+        if advanced and not isinstance(item, builtins.slice) and not _is_array_index(item):
+            item = np.asarray(_static_int(item, dim, axis, x.shape), dtypes.int64)
         if _is_array_index(item):
             slices.append(builtins.slice(None))
             arrays.append((len(out_shape_ops), axis, item))
@@ -190,6 +185,21 @@ def getitem(x, index):
     return _gather_arrays(y, [(result_axis[ax], item) for _, ax, item in arrays])
 
 
+def _expand_ellipsis(x, items):
+    """The index with `...` (at most one) and the missing trailing axes as full slices."""
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        raise op_error("getitem", "an index can only have a single ellipsis ('...')", IndexError)
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if consumed > x.ndim:
+        raise op_error("getitem", f"too many indices ({consumed}) for a tensor of shape "
+                       f"{x.shape}", IndexError)
+    fill = [builtins.slice(None)] * (x.ndim - consumed)
+    for pos, item in enumerate(items):
+        if item is Ellipsis:
+            return items[:pos] + fill + items[pos + 1:]
+    return items + fill
+
+
 def _static_int(item, dim, axis, shape) -> int:
     if isinstance(item, Tracer):
         item._concrete("indexing with")
@@ -217,10 +227,12 @@ def _expand_bool_masks(x, items):
 
 
 def _gather_arrays(y, arrays):
-    """Apply integer-array indices (already on result axes) with numpy's placement rule."""
+    """Apply integer-array indices (already on result axes) with numpy's placement rule: the
+    broadcast index axes replace the indexed axes if those are adjacent, else they go first."""
     axes = [ax for ax, _ in arrays]
     if axes != list(range(axes[0], axes[0] + len(axes))):
-        raise op_error("getitem", "integer-array indices must be on adjacent axes", IndexError)
+        y = sh.transpose(y, axes + [a for a in range(y.ndim) if a not in axes])
+        axes = list(range(len(axes)))
     idxs = [_as_indices(item, "getitem") for _, item in arrays]
     first = axes[0]
     if len(idxs) == 1:

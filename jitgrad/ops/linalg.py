@@ -87,9 +87,13 @@ def tensordot(a, b, axes, name=None):
                        f"{axes_b} differ in size")
     free_a = [i for i in range(a.ndim) if i not in axes_a]
     free_b = [i for i in range(b.ndim) if i not in axes_b]
-    k = int(np.prod([a.shape[i] for i in axes_a], dtype=np.int64))
-    a2 = sh.reshape(sh.transpose(a, free_a + axes_a), (-1, k))
-    b2 = sh.reshape(sh.transpose(b, axes_b + free_b), (k, -1))
+    def size(x, axes):
+        return int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
+
+    # Explicit sizes, not -1: with an empty axis, -1 would be ambiguous.
+    k = size(a, axes_a)
+    a2 = sh.reshape(sh.transpose(a, free_a + axes_a), (size(a, free_a), k))
+    b2 = sh.reshape(sh.transpose(b, axes_b + free_b), (k, size(b, free_b)))
     out_shape = tuple(a.shape[i] for i in free_a) + tuple(b.shape[i] for i in free_b)
     return sh.reshape(matmul(a2, b2), out_shape)
 

@@ -61,19 +61,30 @@ reduce_max_p = defop("reduce_max", abstract_eval=_reduce_eval("reduce_max"), imp
 
 
 def _prod_vjp(g, out, x, *, axes):
-    """d prod / dx_i = prod of the others, exact with zeros: no zero -> prod/x_i (computed as
-    the product with zeros replaced by 1, over x_i); one zero -> the product of the others at
-    the zero, 0 elsewhere; two or more zeros -> 0."""
+    """d prod / dx_i = prod_{k != i} x_k, exact when the slice holds zeros and differentiable
+    again (a rule that returned a constant 0 off the zero would get the second derivative
+    prod_{k != i, z} x_k wrong).
+
+    Split x = a b with a = x off the zeros (1 on them) and b = x on the zeros (1 off them):
+    prod_{k != i} x_k = (A / a_i) prod_{k != i} b_k with A = prod a, where the last factor is
+    B = prod b off the zeros and, on a zero, the product of the other zeros: 1 if it is the
+    only one; the other zero if there are two, written S - x_i with S the sum over the zeros
+    so that its derivative is right too; 0 from three zeros on. Exact to every order with up
+    to two zeros in a slice, to second order with more."""
     is_zero = ew.equal(x, 0.0)
-    zeros = bind(reduce_sum_p, ew.cast(is_zero, x.dtype), axes=axes)
-    ones = ew.where(is_zero, ew.ones_like_value(x), x)
-    prod_nonzero = _expand_back(bind(reduce_prod_p, ones, axes=axes), x, axes)
-    zeros = _expand_back(zeros, x, axes)
-    no_zero = ew.equal(zeros, 0.0)
-    only_this = ew.logical_and(ew.equal(zeros, 1.0), is_zero)
-    grad = ew.where(no_zero, prod_nonzero / ones,
-                    ew.where(only_this, prod_nonzero, ew.zeros_like_value(x)))
-    return (_expand_back(g, x, axes) * grad,)
+    one, zero = ew.ones_like_value(x), ew.zeros_like_value(x)
+    a = ew.where(is_zero, one, x)
+    b = ew.where(is_zero, x, one)
+
+    def over_slice(prim, v):
+        return _expand_back(bind(prim, v, axes=axes), x, axes)
+
+    count = over_slice(reduce_sum_p, ew.cast(is_zero, x.dtype))
+    other_zero = over_slice(reduce_sum_p, ew.where(is_zero, x, zero)) - x
+    other_zeros = ew.where(ew.equal(count, 1.0), one,
+                           ew.where(ew.equal(count, 2.0), other_zero, zero))
+    rest = ew.where(is_zero, other_zeros, over_slice(reduce_prod_p, b))
+    return (_expand_back(g, x, axes) * (over_slice(reduce_prod_p, a) / a) * rest,)
 
 
 reduce_prod_p = defop("reduce_prod", abstract_eval=_reduce_eval("reduce_prod"),

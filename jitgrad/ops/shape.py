@@ -155,8 +155,18 @@ def _slice_shape(index) -> tuple[int, ...]:
 
 
 def _as_slices(index):
-    # slice.indices() gives stop = -1 for "before the first element" with a negative step.
-    return tuple(_py_slice(start, None if stop < 0 else stop, step) for start, stop, step in index)
+    """Python slices selecting exactly range(start, stop, step) on each axis. The normalized
+    triples of slice.indices() cannot be used as they are: with a negative step, -1 there
+    means "before the first element", but -1 in a slice means the last one."""
+    out = []
+    for start, stop, step in index:
+        picked = range(start, stop, step)
+        if not picked:
+            out.append(_py_slice(0, 0))
+            continue
+        end = picked[-1] + (1 if step > 0 else -1)
+        out.append(_py_slice(picked[0], None if end < 0 else end, step))
+    return tuple(out)
 
 
 def _slice_eval(x, *, index):
@@ -253,9 +263,13 @@ def _pad_vjp(g, out, x, *, paddings, constant):
     return (bind(slice_p, g, index=index),)
 
 
-pad_p = defop("pad", abstract_eval=_pad_eval,
-              impl=lambda x, *, paddings, constant: np.pad(x, paddings, constant_values=constant),
-              vjp=_pad_vjp, kind="shape")
+def _pad_impl(x, *, paddings, constant):
+    if not paddings:  # a 0-d tensor: np.pad refuses an empty pad_width
+        return x.copy()
+    return np.pad(x, paddings, constant_values=constant)
+
+
+pad_p = defop("pad", abstract_eval=_pad_eval, impl=_pad_impl, vjp=_pad_vjp, kind="shape")
 
 
 def pad(tensor, paddings, mode="CONSTANT", constant_values=0, name=None):

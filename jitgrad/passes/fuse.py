@@ -8,7 +8,9 @@ space therefore share one pass over memory: in `mean(tanh(x*w + b)**2)` the valu
 gradients come out of one loop.
 
 Convexity: an equation may join group G only if none of its inputs from outside G depends on
-G (otherwise G would have to run both before and after that input).
+G (otherwise G would have to run both before and after that input). "Depends" is judged on the
+groups as they are when the question is asked: groups keep growing, and a group that gained an
+input after a value was recorded makes that value depend on whatever the new input depends on.
 """
 
 from __future__ import annotations
@@ -55,22 +57,40 @@ def fuse(graph: Graph) -> Schedule:
     steps: list = []
     group_of: dict[Var, LoopGroup] = {}  # loop values (per-element) and the group computing them
     reduced: set[Var] = set()  # reduction results (whole values, not per-element)
-    deps: dict[Var, frozenset] = {}  # groups a value depends on, transitively
+    deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
+    group_deps: dict[LoopGroup, set] = {}  # groups a group reads from, directly or via op steps
     pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
 
     def deps_of(v: Var) -> frozenset:
         return deps.get(v, frozenset())
 
+    def depends_on(v: Var, group: LoopGroup) -> bool:
+        """Whether `v` needs `group` to have run, following the groups' reads as they are now.
+
+        `deps[v]` alone goes stale: with values v <- H and a group H that later joins an
+        equation reading G, v depends on G too, and letting G read v would be a cycle."""
+        seen: set[int] = set()
+        stack = list(deps_of(v))
+        while stack:
+            h = stack.pop()
+            if h is group:
+                return True
+            if id(h) not in seen:
+                seen.add(id(h))
+                stack.extend(group_deps[h])
+        return False
+
     def convex(group: LoopGroup, e: Eqn) -> bool:
         for x in e.inputs:
             inside = group_of.get(x) is group and x not in reduced
-            if not inside and group in deps_of(x):
+            if not inside and depends_on(x, group):
                 return False
         return True
 
     def new_group(space) -> LoopGroup:
         g = LoopGroup(tuple(space))
         steps.append(g)
+        group_deps[g] = set()
         return g
 
     def add_to(group: LoopGroup, e: Eqn) -> None:
@@ -78,6 +98,8 @@ def fuse(graph: Graph) -> Schedule:
             b = pending.get(x)
             if b is not None and b not in group.eqns:
                 group.eqns.append(b)
+            group_deps[group] |= deps_of(x)
+        group_deps[group].discard(group)
         group.eqns.append(e)
         group_of[e.out] = group
 
@@ -88,6 +110,7 @@ def fuse(graph: Graph) -> Schedule:
             g = new_group(b.out.aval.shape)
             g.eqns.append(b)
             group_of[b.out] = g
+            group_deps[g] |= deps_of(b.inputs[0])
             deps[b.out] = deps_of(b.inputs[0]) | {g}
 
     for e in graph.eqns:

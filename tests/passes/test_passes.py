@@ -9,7 +9,7 @@ from jitgrad.ir.graph import format_graph
 from jitgrad.ir.interpret import eval_graph
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ir.verify import verify
-from jitgrad.passes import cse, dce, fold_constants, optimize, simplify
+from jitgrad.passes import cse, dce, fold_constants, optimize
 from jitgrad.passes.fuse import LoopGroup, fuse
 
 F32 = np.dtype("float32")
@@ -79,7 +79,7 @@ def test_fold_keeps_large_broadcasts_symbolic():
         (lambda x: x + 0.0, []),
         (lambda x: x - 0.0, []),
         (lambda x: x / 1.0, []),
-        (lambda x: -(-x), []),
+        (lambda x: jg.negative(jg.negative(x)), []),
         (lambda x: x**1.0, []),
         (lambda x: x**2.0, ["mul"]),
         (lambda x: x * -1.0, ["neg"]),
