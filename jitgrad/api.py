@@ -64,6 +64,11 @@ class Compiled:
         self._out_plan = ks.outputs
         self._return_dtypes = ks.returns
 
+    def loaded_from_disk(self) -> bool:
+        """Whether Numba loaded this kernel's machine code from its cache (no compilation)."""
+        stats = self.kernel.stats
+        return sum(stats.cache_hits.values()) > 0 and not sum(stats.cache_misses.values())
+
     def run(self, arrays: list):
         """Call the kernel on the explicit inputs' arrays; returns the output tree."""
         params = []
@@ -142,9 +147,11 @@ class Lowered:
         return schedule_to_dot(self._compiled.schedule)
 
 
-class CacheInfo(collections.namedtuple("CacheInfo", "hits misses versions trace_seconds "
-                                                     "optimize_seconds compile_seconds")):
-    """Counters of a jitted function's signature cache."""
+class CacheInfo(collections.namedtuple("CacheInfo", "hits misses versions disk_loads "
+                                                     "trace_seconds optimize_seconds "
+                                                     "compile_seconds")):
+    """Counters of a jitted function's signature cache. `disk_loads` counts the versions whose
+    machine code came from the on-disk cache instead of a Numba compilation."""
 
 
 class JitFunction:
@@ -325,7 +332,8 @@ class JitFunction:
         return Lowered(compiled, traced)
 
     def cache_info(self) -> CacheInfo:
-        return CacheInfo(self._hits, self._misses, len(self._versions), *self._seconds)
+        disk = sum(1 for c in self._versions.values() if c.loaded_from_disk())
+        return CacheInfo(self._hits, self._misses, len(self._versions), disk, *self._seconds)
 
     def clear_cache(self) -> None:
         self._versions.clear()

@@ -1,0 +1,100 @@
+"""The on-disk kernel cache: a second process loads the kernel instead of compiling it;
+writes are atomic, corrupted entries are rebuilt, an unusable directory falls back to memory."""
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.backend.numba import cache
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import jitgrad as jg
+
+    @jg.jit_grad(wrt=(1, 2))
+    def w2(x, w, b):
+        return jg.reduce_mean(jg.tanh(x * w + b) ** 2)
+
+    x = np.linspace(-1, 1, 64).astype(np.float32)
+    value, (dw, db) = w2(x, x, x)
+    info = w2.cache_info()
+    print(round(float(value), 6), round(float(np.asarray(dw).sum()), 6), info.disk_loads)
+""")
+
+
+def run_script(env_extra):
+    env = dict(os.environ, **env_extra)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split(), out.stderr
+
+
+def test_second_process_loads_the_kernel_from_disk(tmp_path):
+    env = {"JITGRAD_CACHE_DIR": str(tmp_path)}
+    first, _ = run_script(env)
+    second, _ = run_script(env)
+    assert first[:2] == second[:2]
+    assert first[2] == "0"  # compiled by Numba
+    assert second[2] == "1"  # machine code loaded from the cache: no Numba compilation
+    root = tmp_path / "kernels"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert any(p.suffix == ".py" for p in root.iterdir())
+
+
+def test_disable_cache_writes_nothing(tmp_path):
+    out, _ = run_script({"JITGRAD_CACHE_DIR": str(tmp_path), "JITGRAD_DISABLE_CACHE": "1"})
+    assert out[2] == "0"
+    assert not (tmp_path / "kernels").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
+def test_unwritable_cache_dir_falls_back_to_memory(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        out, err = run_script({"JITGRAD_CACHE_DIR": str(tmp_path / "sub")})
+    finally:
+        tmp_path.chmod(0o700)
+    assert "cache is unavailable" in err
+
+
+def test_unusable_cache_dir_falls_back_to_memory_with_one_warning(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out, err = run_script({"JITGRAD_CACHE_DIR": str(blocker)})
+    assert err.count("cache is unavailable") == 1
+    assert float(out[0]) > 0
+
+
+def test_corrupted_module_is_detected_and_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(jg.config, "cache_dir", str(tmp_path))
+    source = "x = 1\n"
+    key = cache.source_key(source)
+    path = cache.write_module(source, key)
+    with open(path, "w") as fh:
+        fh.write("x = ")  # truncated
+    with pytest.warns(RuntimeWarning, match="corrupted"):
+        again = cache.write_module(source, key)
+    assert again == path
+    with open(path) as fh:
+        assert fh.read() == source
+
+
+def test_cache_key_covers_source_and_versions():
+    assert cache.source_key("a") != cache.source_key("b")
+    assert "numba" in cache.versions() and "jitgrad" in cache.versions()
+
+
+def test_no_temporary_files_left_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(jg.config, "cache_dir", str(tmp_path))
+    for k in range(3):
+        cache.write_module(f"y = {k}\n", cache.source_key(f"y = {k}\n"))
+    names = os.listdir(tmp_path / "kernels")
+    assert len(names) == 3 and not [n for n in names if n.startswith(".tmp_")]
+    np.testing.assert_equal(len(set(names)), 3)
