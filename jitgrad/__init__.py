@@ -51,6 +51,7 @@ from jitgrad.ops.nn import (
     sparse_softmax_cross_entropy_with_logits,
 )
 from jitgrad.tape import GradientTape, custom_gradient
+from jitgrad.train_step import jit_train_step
 from jitgrad.transforms import (
     grad,
     gradients_function,
@@ -66,7 +67,8 @@ __version__ = "0.1.0"
 DType = type(float32)
 
 __all__ = sorted(set(_ops_all) | {
-    "GradientTape", "Graph", "config", "jit", "jit_grad", "make_graph", "JitgradError",
+    "GradientTape", "Graph", "config", "jit", "jit_grad", "jit_train_step", "make_graph",
+    "JitgradError",
     "LeakedTracerError", "Tensor", "TracerError",
     "Variable", "bool", "custom_gradient", "float16", "float32", "float64", "grad",
     "gradients_function", "hessian", "hvp", "int8", "int16", "int32", "int64", "jvp", "math",

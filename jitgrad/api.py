@@ -54,6 +54,7 @@ class Compiled:
         self.kernel_source = lowered_source
         self.kernel = None
         self.path = None
+        self.aliases: dict = {}  # buffer param -> caller array written in place (train steps)
 
     def load(self) -> None:
         from jitgrad.backend.numba.compile import load_kernel
@@ -81,7 +82,8 @@ class Compiled:
             elif kind == "const":
                 params.append(plan[1])
             else:
-                params.append(np.empty(plan[1], plan[2]))
+                alias = self.aliases.get(len(params))
+                params.append(np.empty(plan[1], plan[2]) if alias is None else alias)
         for i, p in enumerate(params):
             if type(p) is np.ndarray and p.ndim == 0:
                 params[i] = p[()]  # 0-d values are scalars in the kernel
@@ -188,11 +190,13 @@ class JitFunction:
         key, arrays = self._key(args)
         compiled = self._versions.get(key)
         if compiled is None:
-            compiled = self._compile(key, args)
-        else:
-            self._hits += 1
-        if tape_stack.get() and self._watched_by_tape(arrays, args, compiled):
+            return self._miss(key, args, arrays)
+        self._hits += 1
+        if tape_stack.get() and self._watched_by_tape(args, compiled):
             return self._eager(compiled, args)
+        return self._run(compiled, arrays)
+
+    def _run(self, compiled: Compiled, arrays: list):
         return compiled.run(arrays)
 
     def _key(self, args):
@@ -225,25 +229,29 @@ class JitFunction:
         return bound.args
 
     # -- misses ------------------------------------------------------------------------------
-    def _compile(self, key, args) -> Compiled:
+    def _miss(self, key, args, arrays):
+        """Trace, optimise, emit and load a new version; its first call compiles it (or loads
+        Numba's machine code from the disk cache). One thread compiles; others wait."""
         with self._lock:
             compiled = self._versions.get(key)
-            if compiled is not None:
-                return compiled
-            self._misses += 1
-            compiled, _ = self._build(args)
-            start = time.perf_counter()
-            compiled.load()
-            _, arrays = self._key(args)
-            compiled.run(arrays)  # the first call compiles (or loads from Numba's cache)
-            self._seconds[2] += time.perf_counter() - start
-            self._log(f"compiled {self.name} in {time.perf_counter() - start:.3f} s "
-                      f"({compiled.path})")
-            self._versions[key] = compiled
-            while len(self._versions) > config.max_versions_per_function:
-                self._versions.popitem(last=False)
-            self._check_retracing()
-            return compiled
+            if compiled is None:
+                self._misses += 1
+                compiled, _ = self._build(args)
+                compiled.load()
+                if tape_stack.get() and self._watched_by_tape(args, compiled):
+                    self._versions[key] = compiled
+                    return self._eager(compiled, args)
+                start = time.perf_counter()
+                result = self._run(compiled, arrays)
+                seconds = time.perf_counter() - start
+                self._seconds[2] += seconds
+                self._log(f"compiled {self.name} in {seconds:.3f} s ({compiled.path})")
+                self._versions[key] = compiled
+                while len(self._versions) > config.max_versions_per_function:
+                    self._versions.popitem(last=False)
+                self._check_retracing()
+                return result
+        return self(*args)
 
     def _build(self, args):
         start = time.perf_counter()
@@ -301,7 +309,7 @@ class JitFunction:
         self._warned_retrace = True
 
     # -- tapes -------------------------------------------------------------------------------
-    def _watched_by_tape(self, arrays, args, compiled) -> bool:
+    def _watched_by_tape(self, args, compiled) -> bool:
         leaves = [leaf for a in args for leaf in pytree.flatten(a)[0]]
         for tape in tape_stack.get():
             if tape._recording and (
