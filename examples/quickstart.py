@@ -25,5 +25,10 @@ print("tape gradients:", gradients)
 # 3. tfe-style gradients_function.
 print("gradients_function:", [float(g) for g in jitgrad.gradients_function(f)(5.0, 3.0)])
 
+# 4. The compiler: value and both gradients from ONE compiled Numba kernel.
+value_and_grads = jitgrad.jit_grad(f, wrt=(0, 1))
+value, (g1, g2) = value_and_grads(5.0, 3.0)
+print(f"jit_grad: value {float(value):g}, gradients ({float(g1):g}, {float(g2):g})")
+
 for name, g, estimate in zip(["df/dw1", "df/dw2"], gradients, fd):
     print(f"{name} = {float(g):g}   (finite differences: {estimate!r})")

@@ -54,7 +54,6 @@ class Compiled:
         self.kernel_source = lowered_source
         self.kernel = None
         self.path = None
-        self.aliases: dict = {}  # buffer param -> caller array written in place (train steps)
 
     def load(self) -> None:
         from jitgrad.backend.numba.compile import load_kernel
@@ -70,8 +69,9 @@ class Compiled:
         stats = self.kernel.stats
         return sum(stats.cache_hits.values()) > 0 and not sum(stats.cache_misses.values())
 
-    def run(self, arrays: list):
-        """Call the kernel on the explicit inputs' arrays; returns the output tree."""
+    def run(self, arrays: list, aliases: dict | None = None):
+        """Call the kernel on the explicit inputs' arrays; returns the output tree. `aliases`
+        maps buffer params to caller arrays that the kernel overwrites (train steps)."""
         params = []
         for plan in self._param_plan:
             kind = plan[0]
@@ -82,7 +82,7 @@ class Compiled:
             elif kind == "const":
                 params.append(plan[1])
             else:
-                alias = self.aliases.get(len(params))
+                alias = aliases.get(len(params)) if aliases else None
                 params.append(np.empty(plan[1], plan[2]) if alias is None else alias)
         for i, p in enumerate(params):
             if type(p) is np.ndarray and p.ndim == 0:

@@ -50,8 +50,7 @@ class TrainStep(JitFunction):
         if plan is None:
             plan = compiled.donation = _donation_plan(compiled, self.has_aux)
         aliases, copies, out_slice = plan
-        compiled.aliases = {j: arrays[k] for j, k in aliases.items()}
-        outputs = compiled.run(arrays)
+        outputs = compiled.run(arrays, {j: arrays[k] for j, k in aliases.items()})
         flat = pytree.flatten(outputs)[0]
         for out_index, in_index in copies:
             target = arrays[in_index]
