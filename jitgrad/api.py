@@ -54,6 +54,8 @@ class Compiled:
         self.kernel_source = lowered_source
         self.kernel = None
         self.path = None
+        # Parallel kernels run one at a time when Numba's threading layer is not thread-safe.
+        self.serialize = lowered_source.parallel and not _threading_layer_is_safe()
 
     def load(self) -> None:
         from jitgrad.backend.numba.compile import load_kernel
@@ -88,7 +90,11 @@ class Compiled:
             if type(p) is np.ndarray and p.ndim == 0:
                 params[i] = p[()]  # 0-d values are scalars in the kernel
         try:
-            returned = self.kernel(*params)
+            if self.serialize:
+                with _PARALLEL_LOCK:
+                    returned = self.kernel(*params)
+            else:
+                returned = self.kernel(*params)
         except Exception as exc:
             raise _kernel_error(self, exc) from exc
         outs = []
@@ -107,6 +113,21 @@ class Compiled:
             else:
                 outs.append(Tensor(j))
         return pytree.unflatten(self.out_tree, outs)
+
+
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _threading_layer_is_safe() -> bool:
+    """Whether parallel kernels may run from several Python threads at once: true with the
+    TBB or OpenMP layers, false with Numba's workqueue (which aborts on concurrent use)."""
+    from numba.np.ufunc import parallel
+
+    try:
+        parallel._launch_threads()
+        return parallel._threading_layer in ("tbb", "omp")
+    except Exception:
+        return False
 
 
 def _kernel_error(compiled: Compiled, exc: Exception) -> Exception:
