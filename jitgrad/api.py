@@ -10,6 +10,7 @@ import collections
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -54,6 +55,7 @@ class Compiled:
         self.kernel_source = lowered_source
         self.kernel = None
         self.path = None
+        self._pools = threading.local()
         # Parallel kernels run one at a time when Numba's threading layer is not thread-safe.
         self.serialize = lowered_source.parallel and not _threading_layer_is_safe()
 
@@ -71,6 +73,17 @@ class Compiled:
         stats = self.kernel.stats
         return sum(stats.cache_hits.values()) > 0 and not sum(stats.cache_misses.values())
 
+    def _buffer(self, index: int, plan) -> np.ndarray:
+        """A buffer for a loop's output: last call's one if nobody else holds it any more
+        (a fresh page-faulting allocation costs as much as the loop), else a new one. Pools
+        are per thread, so concurrent calls never share a buffer."""
+        pool = self._pools.__dict__.setdefault("buffers", {})
+        buf = pool.get(index)
+        # References: the pool, `buf`, getrefcount's argument. More: a caller still holds it.
+        if buf is None or sys.getrefcount(buf) > 3:
+            buf = pool[index] = np.empty(plan[1], plan[2])
+        return buf
+
     def run(self, arrays: list, aliases: dict | None = None):
         """Call the kernel on the explicit inputs' arrays; returns the output tree. `aliases`
         maps buffer params to caller arrays that the kernel overwrites (train steps)."""
@@ -85,7 +98,7 @@ class Compiled:
                 params.append(plan[1])
             else:
                 alias = aliases.get(len(params)) if aliases else None
-                params.append(np.empty(plan[1], plan[2]) if alias is None else alias)
+                params.append(self._buffer(len(params), plan) if alias is None else alias)
         for i, p in enumerate(params):
             if type(p) is np.ndarray and p.ndim == 0:
                 params[i] = p[()]  # 0-d values are scalars in the kernel
