@@ -24,7 +24,7 @@ from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import JitgradError, with_location
 from jitgrad.core.tensor import Tensor, Tracer, Variable
 from jitgrad.ir.graph import Graph
-from jitgrad.ir.interpret import replay
+from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.transforms import value_and_grad
 
@@ -231,7 +231,17 @@ class JitFunction:
         return self._run(compiled, arrays)
 
     def _run(self, compiled: Compiled, arrays: list):
-        return compiled.run(arrays)
+        result = compiled.run(arrays)
+        if config.debug_nans:
+            self._check_nans(compiled, arrays, result)
+        return result
+
+    def _check_nans(self, compiled: Compiled, arrays: list, result) -> None:
+        """Re-run the traced graph op by op (as JAX does) to find where a NaN appeared."""
+        if any(np.isnan(t._value).any() for t in pytree.flatten(result)[0]
+               if t.dtype.kind == "f"):
+            values = arrays + [v._value for v in compiled.variables]
+            locate_nan(compiled.traced, *values)
 
     def _key(self, args):
         key = []
@@ -293,6 +303,7 @@ class JitFunction:
         self._seconds[0] += time.perf_counter() - start
         compiled = compile_graph(traced, self.name, out_tree, variables, self.fastmath,
                                  self._seconds)
+        compiled.traced = traced
         self._log(f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
                   f"{len(traced.eqns)} ops; trace {time.perf_counter() - start:.3f} s -> "
                   f"{len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps")

@@ -11,6 +11,7 @@ import contextvars
 
 import numpy as np
 
+from jitgrad.config import config
 from jitgrad.core.errors import LeakedTracerError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 
@@ -39,9 +40,23 @@ def bind(op, *args, **params):
         value = op.impl(*[a._value for a in args], **params)
         if type(value) is not np.ndarray or value.dtype != aval.dtype:
             value = np.asarray(value, dtype=aval.dtype)
+        if config.debug_nans and value.dtype.kind == "f":
+            check_nans(op.name, [a._value for a in args], value, with_location)
         out = Tensor(value)
     tapes = tape_stack.get()
     if tapes:
         for tape in tapes:
             tape._maybe_record(op, args, params, out)
     return out
+
+
+def check_nans(name: str, inputs, value, locate) -> None:
+    """With `config.debug_nans`: raise at the first op that turns NaN-free inputs into a NaN."""
+    if np.isnan(value).any() and not any(
+        np.asarray(x).dtype.kind == "f" and np.isnan(x).any() for x in inputs
+    ):
+        shapes = ", ".join(f"{np.asarray(x).dtype.name}{list(np.shape(x))}" for x in inputs)
+        raise FloatingPointError(
+            locate(f"{name}: produced NaN from inputs without NaN ({shapes}); "
+                   "jitgrad.config.debug_nans is on")
+        )

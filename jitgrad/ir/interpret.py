@@ -27,3 +27,19 @@ def replay(graph: Graph, *values) -> list:
     for e in graph.eqns:
         env[e.out] = bind(e.op, *[env[v] for v in e.inputs], **e.params)
     return [env[v] for v in graph.outputs]
+
+
+def locate_nan(graph: Graph, *args) -> None:
+    """Evaluate `graph` op by op and raise at the first op that produces a NaN from inputs
+    without one, naming the op and the user's source line recorded at trace time."""
+    from jitgrad.core.dispatch import check_nans
+    from jitgrad.core.errors import with_location
+
+    env = dict(graph.consts)
+    env.update((v, np.asarray(a, v.aval.dtype)) for v, a in zip(graph.inputs, args))
+    for e in graph.eqns:
+        inputs = [env[v] for v in e.inputs]
+        value = np.asarray(e.op.impl(*inputs, **e.params), dtype=e.out.aval.dtype)
+        if value.dtype.kind == "f":
+            check_nans(e.op.name, inputs, value, lambda m, e=e: with_location(m, e.source))
+        env[e.out] = value
