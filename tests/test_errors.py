@@ -1,0 +1,174 @@
+"""Bad input gets a clear error naming the op, the shapes/dtypes and the user's line; never a
+Numba traceback, never a silently wrong number. One case per row."""
+
+import re
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+
+HERE = r"test_errors\.py:\d+"
+
+
+def raises(exc, *fragments):
+    """pytest.raises whose message must contain every fragment (regex) and this file's line."""
+    pattern = "".join(f"(?=[\\s\\S]*(?:{f}))" for f in (*fragments, HERE))
+    return pytest.raises(exc, match=pattern)
+
+
+# -- shapes -----------------------------------------------------------------------------------
+
+
+def test_broadcast_mismatch():
+    with raises(ValueError, "add", re.escape("(3,)"), re.escape("(4,)"), "broadcast"):
+        jg.constant(np.ones(3)) + np.ones(4)
+
+
+def test_matmul_contraction_mismatch():
+    a, b = jg.ones((128, 784)), jg.ones((256, 10))
+    with raises(ValueError, "matmul", re.escape("(128, 784) @ (256, 10)"),
+                "cannot contract 784 with 256"):
+        a @ b
+
+
+def test_concat_shape_mismatch():
+    with raises(ValueError, "concat", r"\[2, 3\]", r"\[2, 4\]", "axis 0"):
+        jg.concat([jg.ones((2, 3)), jg.ones((2, 4))], axis=0)
+
+
+def test_reshape_size_mismatch():
+    with raises(ValueError, "reshape", re.escape("(6,)"), re.escape("(4,)")):
+        jg.reshape(jg.ones(6), (4,))
+
+
+def test_axis_out_of_range():
+    with raises(ValueError, "reduce_sum", "axis 3", "rank 2"):
+        jg.reduce_sum(jg.ones((2, 3)), axis=3)
+
+
+def test_index_out_of_range():
+    with raises(IndexError, "getitem", "index 5", "size 3"):
+        jg.ones(3)[5]
+
+
+def test_gather_index_out_of_range():
+    with raises(IndexError, "gather", "index 7", "size 3"):
+        jg.gather(jg.ones(3), [0, 7])
+
+
+# -- argument types ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["text", object(), 1 + 2j, None, np.array(["a"])])
+def test_unconvertible_arguments(value):
+    with raises(TypeError, "exp", "convert|dtype"):
+        jg.exp(value)
+
+
+def test_complex_array_is_refused():
+    with raises(TypeError, "constant", "complex128"):
+        jg.constant(np.ones(2, np.complex128))
+
+
+def test_ragged_nested_list():
+    with raises(ValueError, "constant", "ragged"):
+        jg.constant([[1.0, 2.0], [3.0]])
+
+
+# -- tapes ------------------------------------------------------------------------------------
+
+
+def test_gradient_of_integer_target():
+    x = jg.Variable(1.0)
+    with jg.GradientTape() as tape:
+        y = jg.cast(x * 2.0, jg.int32)
+    with raises(TypeError, "GradientTape.gradient", "int32", "float"):
+        tape.gradient(y, x)
+
+
+def test_gradient_with_respect_to_a_non_tensor():
+    x = jg.Variable(1.0)
+    with jg.GradientTape() as tape:
+        y = x * 2.0
+    with raises(TypeError, "GradientTape.gradient", "sources", "float"):
+        tape.gradient(y, [x, 3.0])
+
+
+def test_non_persistent_tape_used_twice():
+    x = jg.Variable(1.0)
+    with jg.GradientTape() as tape:
+        y = x * x
+    tape.gradient(y, x)
+    with raises(RuntimeError, "non-persistent", "persistent=True"):
+        tape.gradient(y, x)
+
+
+def test_watch_of_a_non_tensor():
+    with jg.GradientTape() as tape:
+        with raises(ValueError, "watch", "list|float"):
+            tape.watch([1.0])
+
+
+# -- tracing ----------------------------------------------------------------------------------
+
+
+def test_tracer_leaked_after_the_trace():
+    kept = []
+
+    @jg.jit
+    def f(x):
+        kept.append(x)
+        return x + 1.0
+
+    f(1.0)
+    with raises(jg.LeakedTracerError, "mul", "outside the jit trace"):
+        kept[0] * 2.0
+
+
+def test_tracer_from_one_jitted_function_used_in_another():
+    kept = []
+
+    @jg.jit
+    def f(x):
+        kept.append(x)
+        return x + 1.0
+
+    @jg.jit
+    def g(y):
+        return y + kept[0]
+
+    f(1.0)
+    with raises(jg.LeakedTracerError, "traced value", "'f'", "'g'"):
+        g(2.0)
+
+
+@pytest.mark.parametrize("convert", ["bool", "int", "float"])
+def test_python_conversion_of_a_traced_value(convert):
+    fn = {"bool": lambda x: x if x else -x, "int": lambda x: x * int(x),
+          "float": lambda x: x * float(x)}[convert]
+    with raises(jg.TracerError, f"{convert}\\(\\)", "static_argnums", "jitgrad.where"):
+        jg.jit(fn)(1.0)
+
+
+def test_iteration_over_a_traced_scalar():
+    def f(x):
+        return sum(v for v in x)
+
+    with raises(TypeError, "iteration over a 0-d tensor"):
+        jg.jit(f)(1.0)
+
+
+def test_wrt_names_an_argument_that_does_not_exist():
+    with raises(ValueError, "jit_grad", "'z'", r"\['x', 'y'\]"):
+        jg.jit_grad(lambda x, y: x * y, wrt="z")
+
+
+def test_unsupported_dtype_under_jit_raises_at_trace_time():
+    with pytest.raises(TypeError, match="float16.*not supported under jit"):
+        jg.jit(lambda x: jg.exp(x) * 2.0)(np.ones(3, np.float16))
+
+
+def test_static_argument_must_be_hashable():
+    with raises(TypeError, "static argument", "list", "hashable"):
+        jg.jit(lambda x, n: x * len(n), static_argnums=1)(1.0, [1, 2])
