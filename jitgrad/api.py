@@ -226,6 +226,7 @@ class JitFunction:
         if compiled is None:
             return self._miss(key, args, arrays)
         self._hits += 1
+        self._versions.move_to_end(key)  # LRU
         if tape_stack.get() and self._watched_by_tape(args, compiled):
             return self._eager(compiled, args)
         return self._run(compiled, arrays)
