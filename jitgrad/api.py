@@ -59,10 +59,11 @@ class Compiled:
         # Parallel kernels run one at a time when Numba's threading layer is not thread-safe.
         self.serialize = lowered_source.parallel and not _threading_layer_is_safe()
 
-    def load(self) -> None:
-        from jitgrad.backend.numba.compile import load_kernel
+    def load(self, in_memory: bool = False) -> None:
+        from jitgrad.backend.numba.compile import has_disk_index, load_kernel
 
-        self.kernel, self.path = load_kernel(self.kernel_source.source, self.name)
+        self.kernel, self.path = load_kernel(self.kernel_source.source, self.name, in_memory)
+        self.had_disk_index = not in_memory and has_disk_index(self.path)
         ks = self.kernel_source
         self._param_plan = ks.params
         self._out_plan = ks.outputs
@@ -231,6 +232,29 @@ class JitFunction:
             return self._eager(compiled, args)
         return self._run(compiled, arrays)
 
+    def _first_run(self, compiled: Compiled, arrays: list):
+        """The first call compiles, or loads machine code from Numba's disk cache. A cache
+        entry that fails to load (truncated, corrupted) is removed and the kernel compiled in
+        memory, with one warning; an entry Numba rejects as stale (another version) is
+        recompiled by Numba and replaced, with one warning."""
+        from jitgrad.backend.numba.compile import forget_entry
+
+        try:
+            result = self._run(compiled, arrays)
+        except JitgradError as exc:
+            if not compiled.had_disk_index:
+                raise
+            warnings.warn(f"jitgrad: the cache entry {compiled.path} could not be loaded "
+                          f"({exc.__cause__!r:.80}); rebuilding it in memory", RuntimeWarning,
+                          stacklevel=4)
+            forget_entry(compiled.path)
+            compiled.load(in_memory=True)
+            return self._run(compiled, arrays)
+        if compiled.had_disk_index and not compiled.loaded_from_disk():
+            warnings.warn(f"jitgrad: the cache entry {compiled.path} was written by another "
+                          "version and has been recompiled", RuntimeWarning, stacklevel=4)
+        return result
+
     def _run(self, compiled: Compiled, arrays: list):
         result = compiled.run(arrays)
         if config.debug_nans:
@@ -287,7 +311,7 @@ class JitFunction:
                     self._versions[key] = compiled
                     return self._eager(compiled, args)
                 start = time.perf_counter()
-                result = self._run(compiled, arrays)
+                result = self._first_run(compiled, arrays)
                 seconds = time.perf_counter() - start
                 self._seconds[2] += seconds
                 self._log(f"compiled {self.name} in {seconds:.3f} s ({compiled.path})")

@@ -98,3 +98,47 @@ def test_no_temporary_files_left_behind(tmp_path, monkeypatch):
     names = os.listdir(tmp_path / "kernels")
     assert len(names) == 3 and not [n for n in names if n.startswith(".tmp_")]
     np.testing.assert_equal(len(set(names)), 3)
+
+
+def _numba_files(root, suffix):
+    pycache = root / "kernels" / "__pycache__"
+    return [p for p in pycache.iterdir() if p.suffix == suffix]
+
+
+@pytest.mark.parametrize("suffix", [".nbc", ".nbi"])
+def test_truncated_numba_cache_file_falls_back_with_one_warning(tmp_path, suffix):
+    env = {"JITGRAD_CACHE_DIR": str(tmp_path)}
+    first, _ = run_script(env)
+    for f in _numba_files(tmp_path, suffix):
+        f.write_bytes(f.read_bytes()[:20])
+    second, err = run_script(env)
+    assert second[:2] == first[:2]
+    assert err.count("could not be loaded") == 1
+    third, err = run_script(env)  # the entry was rebuilt
+    assert third[:2] == first[:2] and "could not be loaded" not in err
+
+
+def test_cache_entry_from_another_numba_version_is_recompiled_with_one_warning(tmp_path):
+    import pickle
+
+    env = {"JITGRAD_CACHE_DIR": str(tmp_path)}
+    first, _ = run_script(env)
+    for f in _numba_files(tmp_path, ".nbi"):
+        data = f.read_bytes()
+        version_length = len(pickle.dumps(pickle.loads(data)))
+        f.write_bytes(pickle.dumps("0.0.1") + data[version_length:])
+    second, err = run_script(env)
+    assert second[:2] == first[:2]
+    assert err.count("written by another version") == 1
+
+
+def test_two_processes_compiling_into_one_cache_at_once(tmp_path):
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    results = [out.split()[:2] for out, _ in outs]
+    assert results[0] == results[1]
+    third, _ = run_script({"JITGRAD_CACHE_DIR": str(tmp_path)})
+    assert third[:2] == results[0] and third[2] == "1"

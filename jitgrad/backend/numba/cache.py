@@ -59,7 +59,7 @@ def write_module(source: str, key: str) -> str:
             pass
         warnings.warn(f"jitgrad: cache entry {path} was corrupted; rebuilding it",
                       RuntimeWarning, stacklevel=2)
-        _remove_entry(path)
+        remove_entry(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp_", suffix=".py")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -70,7 +70,7 @@ def write_module(source: str, key: str) -> str:
     return path
 
 
-def _remove_entry(path: str) -> None:
+def remove_entry(path: str) -> None:
     """Remove a module and Numba's cache files for it."""
     stem = os.path.splitext(os.path.basename(path))[0]
     pycache = os.path.join(os.path.dirname(path), "__pycache__")

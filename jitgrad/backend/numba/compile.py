@@ -17,11 +17,12 @@ class CompileError(JitgradError):
     """Numba rejected generated code: a jitgrad bug. The message names the source file."""
 
 
-def load_kernel(source: str, name: str):
-    """The `kernel` dispatcher of `source`, from the on-disk cache when possible."""
+def load_kernel(source: str, name: str, in_memory: bool = False):
+    """The `kernel` dispatcher of `source` and its path, from the on-disk cache when possible
+    (unless `in_memory`: the fallback after a corrupted cache entry)."""
     key = cache.source_key(source)
     path = None
-    if not config.disable_cache:
+    if not (config.disable_cache or in_memory):
         try:
             path = cache.write_module(source, key)
         except cache.CacheUnavailableError as exc:
@@ -32,7 +33,7 @@ def load_kernel(source: str, name: str):
         path = os.path.join(cache.memory_dir(), f"k_{key}.py")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(source)
-    module_name = f"jitgrad_kernel_{key}"
+    module_name = f"jitgrad_kernel_{key}" + ("_memory" if in_memory else "")
     module = sys.modules.get(module_name)
     if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)
@@ -44,3 +45,16 @@ def load_kernel(source: str, name: str):
                                f"generated source: {path}") from exc
         sys.modules[module_name] = module
     return module.kernel, path
+
+
+def has_disk_index(path: str) -> bool:
+    """Whether Numba's cache already holds an index for the module at `path`."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    pycache = os.path.join(os.path.dirname(path), "__pycache__")
+    return os.path.isdir(pycache) and any(
+        f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache))
+
+
+def forget_entry(path: str) -> None:
+    """Remove a cache entry that failed to load (module and Numba's files)."""
+    cache.remove_entry(path)
