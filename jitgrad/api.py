@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from jitgrad.call_path import make_caller
 from jitgrad.config import config
 from jitgrad.core import pytree
 from jitgrad.core.convert import to_array
@@ -29,7 +30,12 @@ from jitgrad.ir.trace import Trace, tracing
 from jitgrad.transforms import value_and_grad
 
 log = logging.getLogger("jitgrad")
-_ARRAY_TYPES = (np.ndarray, Tensor)
+# Python scalars follow TensorFlow: float -> float32, int -> int32 (int64 if it does not fit).
+_SCALAR_KEYS = {float: ((), "f"), int: ((), "i"), bool: ((), "?")}
+
+
+def _fits_int32(value: int) -> bool:
+    return -(2**31) <= value < 2**31
 
 
 def _leaf_array(leaf) -> np.ndarray:
@@ -64,10 +70,8 @@ class Compiled:
 
         self.kernel, self.path = load_kernel(self.kernel_source.source, self.name, in_memory)
         self.had_disk_index = not in_memory and has_disk_index(self.path)
-        ks = self.kernel_source
-        self._param_plan = ks.params
-        self._out_plan = ks.outputs
-        self._return_dtypes = ks.returns
+        # `run(arrays, aliases=None) -> outputs`: a generated straight-line wrapper.
+        self.run = make_caller(self, _kernel_error, _PARALLEL_LOCK)
 
     def loaded_from_disk(self) -> bool:
         """Whether Numba loaded this kernel's machine code from its cache (no compilation)."""
@@ -84,50 +88,6 @@ class Compiled:
         if buf is None or sys.getrefcount(buf) > 3:
             buf = pool[index] = np.empty(plan[1], plan[2])
         return buf
-
-    def run(self, arrays: list, aliases: dict | None = None):
-        """Call the kernel on the explicit inputs' arrays; returns the output tree. `aliases`
-        maps buffer params to caller arrays that the kernel overwrites (train steps)."""
-        params = []
-        for plan in self._param_plan:
-            kind = plan[0]
-            if kind == "input":
-                k = plan[1]
-                params.append(arrays[k] if k < len(arrays)
-                              else self.variables[k - len(arrays)]._value)
-            elif kind == "const":
-                params.append(plan[1])
-            else:
-                alias = aliases.get(len(params)) if aliases else None
-                params.append(self._buffer(len(params), plan) if alias is None else alias)
-        for i, p in enumerate(params):
-            if type(p) is np.ndarray and p.ndim == 0:
-                params[i] = p[()]  # 0-d values are scalars in the kernel
-        try:
-            if self.serialize:
-                with _PARALLEL_LOCK:
-                    returned = self.kernel(*params)
-            else:
-                returned = self.kernel(*params)
-        except Exception as exc:
-            raise _kernel_error(self, exc) from exc
-        outs = []
-        for plan in self._out_plan:
-            kind, j = plan
-            if kind == "ret":
-                value = returned[j]
-                if type(value) is not np.ndarray:
-                    value = np.asarray(value, self._return_dtypes[j])
-                outs.append(Tensor(value))
-            elif kind == "param":
-                outs.append(Tensor(params[j] if type(params[j]) is np.ndarray
-                                   else np.asarray(params[j])))
-            elif kind == "input":
-                outs.append(Tensor(np.asarray(params[j])))
-            else:
-                outs.append(Tensor(j))
-        return pytree.unflatten(self.out_tree, outs)
-
 
 _PARALLEL_LOCK = threading.Lock()
 
@@ -269,25 +229,34 @@ class JitFunction:
             locate_nan(compiled.traced, *values)
 
     def _key(self, args):
+        """(signature key, leaf arrays): shapes, dtypes and structure of the arguments, and
+        the values of static ones. Python scalars stay scalars (typed by the caller)."""
         key = []
         arrays = []
         static = self._static_argnums
         for i, a in enumerate(args):
-            if i in static:
+            kind = type(a)
+            if kind is float or kind is int or kind is bool:
+                if i in static:
+                    key.append(_static_key(a, i, self.name))
+                else:
+                    arrays.append(a)
+                    key.append(_SCALAR_KEYS[kind] if kind is not int or _fits_int32(a)
+                               else ((), "l"))
+            elif i in static:
                 key.append(_static_key(a, i, self.name))
-                continue
-            if isinstance(a, _ARRAY_TYPES):
+            elif kind is np.ndarray or kind is Tensor or kind is Variable:
                 arr = _leaf_array(a)
                 arrays.append(arr)
                 key.append((arr.shape, arr.dtype.char))
-                continue
-            leaves, tree = pytree.flatten(a)
-            part = [tree]
-            for leaf in leaves:
-                arr = _leaf_array(leaf)
-                arrays.append(arr)
-                part.append((arr.shape, arr.dtype.char))
-            key.append(tuple(part))
+            else:
+                leaves, tree = pytree.flatten(a)
+                part = [tree]
+                for leaf in leaves:
+                    arr = _leaf_array(leaf)
+                    arrays.append(arr)
+                    part.append((arr.shape, arr.dtype.char))
+                key.append(tuple(part))
         return tuple(key), arrays
 
     def _positional(self, args, kwargs):
