@@ -10,7 +10,7 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 [36.0, 10.0]
 """
 
-from jitgrad import math, nn
+from jitgrad import checkpoint, data, math, nn, optim
 from jitgrad import testing as test
 from jitgrad.api import jit, jit_grad, make_graph
 from jitgrad.config import config
@@ -72,5 +72,6 @@ __all__ = sorted(set(_ops_all) | {
     "LeakedTracerError", "Tensor", "TracerError",
     "Variable", "bool", "custom_gradient", "float16", "float32", "float64", "grad",
     "gradients_function", "hessian", "hvp", "int8", "int16", "int32", "int64", "jvp", "math",
-    "nn", "test", "uint8", "value_and_grad", "value_and_gradients_function",
+    "nn", "test", "uint8", "checkpoint", "data", "optim", "value_and_grad",
+    "value_and_gradients_function",
 })

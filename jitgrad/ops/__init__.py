@@ -4,6 +4,8 @@ Every public function accepts tensors, tracers, numpy arrays, nested lists and P
 and has TensorFlow's name and argument names.
 """
 
+import types as _types
+
 from jitgrad.core.tensor import bind_operator_namespace
 from jitgrad.ops.creation import (
     constant,
@@ -120,7 +122,9 @@ from jitgrad.ops.shape import (
     unstack,
 )
 
-__all__ = [name for name in dir() if not name.startswith("_") and name != "bind_operator_namespace"]
+__all__ = [name for name, value in list(globals().items())
+           if not name.startswith("_") and name != "bind_operator_namespace"
+           and not isinstance(value, _types.ModuleType)]
 
 import sys as _sys  # noqa: E402
 

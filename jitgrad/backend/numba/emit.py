@@ -154,7 +154,7 @@ class Emitter:
         self.emit(f"# fused {', '.join(group.op_names())} over {space}"
                   + (" (parallel)" if parallel else ""))
         outputs = set(group.outputs)
-        for v in outputs:
+        for v in group.outputs:  # list order: the generated source must be deterministic
             if v.aval.ndim:
                 self.add_buffer(v)
         # Accumulators and zero-initialised reduction rows.
@@ -206,13 +206,17 @@ class Emitter:
                           f"{self.name_of(e.out)}[" + ", ".join(
                               idx[d] for d in range(ndim) if d not in e.params["axes"]) + "]")
                 self.emit(_reduction_update(e.op.name, target, x), depth)
+                continue
             else:
                 expr = self.scalar_expr(e, [load(x) for x in e.inputs])
                 name = f"x{self.name_of(e.out)[1:]}"
                 self.emit(f"{name} = {expr}", depth)
                 scalars[e.out] = name
-                if e.out in outputs and ndim:
-                    self.emit(f"{self.name_of(e.out)}[{', '.join(idx)}] = {name}", depth)
+            # A broadcast is stored too when it is needed outside the loop: a materialised
+            # broadcast (e.g. the zero gradient of `sign`, a graph output) is a group of its
+            # own whose only job is this store.
+            if e.out in outputs and ndim:
+                self.emit(f"{self.name_of(e.out)}[{', '.join(idx)}] = {scalars[e.out]}", depth)
         for e in group.eqns:
             if e.op.name in REDUCTIONS and e.out.aval.ndim == 0:
                 self.emit(f"{self.name_of(e.out)} = acc{self.name_of(e.out)[1:]}")
