@@ -1,0 +1,44 @@
+"""Every example runs (with a reduced step count) and prints what it promises."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_example(name, *args, timeout=600):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args],
+                         capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_quickstart():
+    out = run_example("quickstart.py")
+    assert "36.0>" in out and "10.0>" in out
+    assert "36.000003007075065" in out and "10.000000003174137" in out
+    assert "jit_grad: value 105, gradients (36, 10)" in out
+
+
+def test_higher_order(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "ho.png"
+    out = run_example("higher_order.py", "--out", str(png))
+    assert png.stat().st_size > 1000
+    errors = [float(line.rsplit("=", 1)[1]) for line in out.splitlines() if "max |" in line]
+    assert len(errors) == 5 and max(errors) < 1e-5
+
+
+@pytest.mark.slow
+def test_train_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    png = tmp_path / "curve.png"
+    out = run_example("train_digits.py", "--epochs", "12", "--plot", str(png))
+    accuracy = float(out.rsplit("test accuracy:", 1)[1].split()[0])
+    assert accuracy >= 0.95
+    assert "time to first step" in out and "us/step" in out
+    assert png.stat().st_size > 1000
