@@ -214,7 +214,13 @@ class GradientTape:
         called inside its `with` block records this backward pass itself, as TensorFlow's
         does, so one tape can give a derivative of a derivative."""
         groups = [self._recorded_values(s) for s in sources]
-        cts = iter(backprop(self._eqns, seeds, [v for g in groups for v in g]))
+        flat = [v for g in groups for v in g]
+        cts = None
+        if not self._recording:  # a recording tape must see its own backward ops
+            from jitgrad.tape_backward import compiled_backprop
+
+            cts = compiled_backprop(self._eqns, seeds, flat, self)
+        cts = iter(backprop(self._eqns, seeds, flat) if cts is None else cts)
         out = []
         for group in groups:
             parts = [c for c in [next(cts) for _ in group] if c is not None]
@@ -350,9 +356,9 @@ def custom_gradient(f):
     ... def clip_grad(x):
     ...     return x, lambda dy: jitgrad.clip_by_value(dy, -1.0, 1.0)
 
-    As in TensorFlow, if `f` reads trainable Variables, `grad_fn` must take a keyword argument
-    `variables` (the list of them) and return `(dxs, dvariables)`: without it their gradients
-    would silently be None.
+    `y` is a single tensor (a node of the graph has one output). As in TensorFlow, if `f`
+    reads trainable Variables, `grad_fn` must take a keyword argument `variables` (the list
+    of them) and return `(dxs, dvariables)`: without it their gradients would silently be None.
     """
     from jitgrad.core.opdef import OpDef
     from jitgrad.ops.base import as_value
@@ -366,6 +372,11 @@ def custom_gradient(f):
             # The only tape on the stack while f runs: it finds the Variables f reads.
             with GradientTape() as reads:
                 y, grad_fn = f(*xs)
+            if isinstance(y, (list, tuple, dict)):
+                # A node has one output; converting a tuple would silently stack it.
+                raise TypeError(with_location(
+                    f"custom_gradient of {f.__name__}: the function must return (y, grad_fn) "
+                    f"with y a single tensor, got a {type(y).__name__}"))
             y = stop_gradient(y)  # a fresh value: the tapes see only the custom node
         finally:
             tape_stack.reset(token)

@@ -30,9 +30,11 @@ stats = {"eager": 0, "compiled": 0, "compiles": 0}
 def compiled_backprop(eqns, seeds, sources, tape):
     """Like `backprop`, through a cached kernel; None when this call must run eagerly."""
     if current_trace.get() is not None or _other_tape_recording(tape):
+        stats["eager"] += 1
         return None
     structure = _structure(eqns, seeds, sources)
     if structure is None:
+        stats["eager"] += 1
         return None
     key, values = structure
     with _lock:
@@ -41,6 +43,7 @@ def compiled_backprop(eqns, seeds, sources, tape):
             _cache[key] = _SEEN_ONCE
             if len(_cache) > MAX_ENTRIES:
                 _cache.popitem(last=False)
+            stats["eager"] += 1
             return None
         if entry is _SEEN_ONCE:
             entry = _compile(eqns, seeds, sources, values)
