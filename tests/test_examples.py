@@ -42,3 +42,14 @@ def test_train_digits(tmp_path):
     assert accuracy >= 0.95
     assert "time to first step" in out and "us/step" in out
     assert png.stat().st_size > 1000
+
+
+def test_logistic_regression_tape():
+    out = run_example("logistic_regression_tape.py", "--steps", "20")
+    assert "1 eager, 19 compiled" in out
+    assert float(out.rsplit("training accuracy:", 1)[1]) > 0.8
+
+
+def test_jax_style():
+    out = run_example("jax_style.py", "--steps", "200")
+    assert float(out.rsplit("final mse:", 1)[1]) < 0.05
