@@ -10,6 +10,8 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 [36.0, 10.0]
 """
 
+import numpy as np
+
 from jitgrad import checkpoint, data, math, nn, optim
 from jitgrad import testing as test
 from jitgrad.api import jit, jit_grad, make_graph
@@ -64,7 +66,7 @@ from jitgrad.transforms import (
 
 __version__ = "0.1.0"
 
-DType = type(float32)
+DType = np.dtype  # jitgrad's dtypes are numpy dtypes
 
 __all__ = sorted(set(_ops_all) | {
     "GradientTape", "Graph", "config", "jit", "jit_grad", "jit_train_step", "make_graph",

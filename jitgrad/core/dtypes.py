@@ -7,7 +7,10 @@ unchanged. Promotion between two tensors:
   (int32 + float32 -> float32, unlike numpy's float64, like JAX);
 * two of the same kind -> the wider (numpy's rule);
 * a Python scalar is *weak*: it takes the tensor's dtype (`2.0 * x32` stays float32);
-  a Python float meeting an integer tensor gives float32.
+  a Python float meeting an integer tensor gives float32. So are the Python scalars of a
+  nested list next to tensors (`constant([x32, 2.0])` is float32);
+* numpy arrays and numpy scalars are not weak: they keep their dtype (`np.ones(3) * x32` is
+  float64), as `constant` keeps it.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
 
 def binary_operands(op: str, x, y):
     """Convert, promote (Python scalars are weak) and broadcast two operands of a binary op."""
-    x_weak = isinstance(x, PYTHON_SCALARS) and not isinstance(y, PYTHON_SCALARS)
-    y_weak = isinstance(y, PYTHON_SCALARS) and not isinstance(x, PYTHON_SCALARS)
+    # type(), not isinstance: np.float64 subclasses float but is a strong numpy scalar.
+    x_weak = type(x) in PYTHON_SCALARS and type(y) not in PYTHON_SCALARS
+    y_weak = type(y) in PYTHON_SCALARS and type(x) not in PYTHON_SCALARS
     if x_weak:
         y = as_value(y, op=op)
         x = Tensor(to_array(x, dtypes.weak_scalar_dtype(x, y.dtype), op))

@@ -102,9 +102,13 @@ def gather_nd(params, indices, batch_dims=0, name=None):
 
 
 def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None, name=None):
-    """A one-hot encoding of integer `indices`; out-of-range indices give an all-off row."""
+    """A one-hot encoding of integer `indices`; out-of-range indices give an all-off row.
+    Without `dtype`, the dtype of `on_value` (or `off_value`), else float32, as TensorFlow."""
     idx = _as_indices(indices, "one_hot")
-    dtype = dtypes.as_dtype(dtype or dtypes.float32)
+    if dtype is None:
+        given = [v for v in (on_value, off_value) if v is not None]
+        dtype = as_value(given[0], op="one_hot").dtype if given else dtypes.float32
+    dtype = dtypes.as_dtype(dtype)
     on = np.asarray(1 if on_value is None else on_value, dtype)
     off = np.asarray(0 if off_value is None else off_value, dtype)
     classes = np.arange(int(depth), dtype=idx.dtype)
@@ -127,6 +131,8 @@ def _move_last_to(axis: int, ndim: int) -> list[int]:
 
 
 def _is_array_index(item) -> bool:
+    if isinstance(item, Tracer) and item.dtype != dtypes.bool_:
+        return True  # value unknown at trace time: a gather (exact for a 0-d index too)
     if isinstance(item, VALUE_TYPES):
         return item.ndim > 0 or item.dtype == dtypes.bool_
     return isinstance(item, (list, np.ndarray))
@@ -203,6 +209,10 @@ def _expand_ellipsis(x, items):
 def _static_int(item, dim, axis, shape) -> int:
     if isinstance(item, Tracer):
         item._concrete("indexing with")
+    if not (isinstance(item, (int, np.integer)) or getattr(item, "dtype", None) is not None
+            and np.dtype(item.dtype).kind in "iu"):
+        raise op_error("getitem", f"only integers, slices, None, ... and integer arrays are "
+                       f"valid indices, got {item!r}", IndexError)
     try:
         i = int(item)
     except (TypeError, ValueError):
