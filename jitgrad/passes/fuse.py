@@ -60,6 +60,7 @@ def fuse(graph: Graph) -> Schedule:
     deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
     group_deps: dict[LoopGroup, set] = {}  # groups a group reads from, directly or via op steps
     pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
+    by_space: dict[tuple, list] = {}  # loop groups per iteration space, in creation order
 
     def deps_of(v: Var) -> frozenset:
         return deps.get(v, frozenset())
@@ -91,6 +92,7 @@ def fuse(graph: Graph) -> Schedule:
         g = LoopGroup(tuple(space))
         steps.append(g)
         group_deps[g] = set()
+        by_space.setdefault(g.space, []).append(g)
         return g
 
     def add_to(group: LoopGroup, e: Eqn) -> None:
@@ -122,7 +124,11 @@ def fuse(graph: Graph) -> Schedule:
             space = e.out.aval.shape
             candidates = [group_of[x] for x in e.inputs
                           if x in group_of and x not in reduced and group_of[x].space == space]
-            target = next((g for g in reversed(candidates) if convex(g, e)), None)
+            # Then any other loop over the same space, most recent first: independent work
+            # over one space shares a pass (Adam's moment and parameter updates, say).
+            candidates = list(reversed(candidates)) + [
+                g for g in reversed(by_space.get(space, [])) if g not in candidates]
+            target = next((g for g in candidates if convex(g, e)), None)
             add_to(target or new_group(space), e)
         elif e.op.name in REDUCTIONS:
             x = e.inputs[0]
@@ -145,7 +151,10 @@ def fuse(graph: Graph) -> Schedule:
         used_outside = set(graph.outputs).union(
             *(reads for key, reads in external.items() if key != id(g)))
         g.inputs = list(external[id(g)])
-        g.outputs = [e.out for e in g.eqns if e.out in used_outside]
+        # A broadcast inlined as an index map is not this group's output even when it is
+        # needed outside: the group that materialised it writes it (writing it from every group
+        # that inlines it would give one buffer several writers).
+        g.outputs = [e.out for e in g.eqns if e.out in used_outside and group_of.get(e.out) is g]
     return Schedule(graph, _order(steps))
 
 
