@@ -275,10 +275,8 @@ class Emitter:
 
     def op_matmul(self, e, a, b):
         out = self.name_of(e.out)
-        dot = "np.dot"
-        if e.out.aval.dtype.kind != "f":
-            dot = "int_matmul"
-            self.runtime.add(dot)
+        dot = "matmul" if e.out.aval.dtype.kind == "f" else "int_matmul"
+        self.runtime.add(dot)
         if a.aval.ndim == 2:
             self.emit(f"{out} = {dot}({self.name_of(a)}, {self.name_of(b)})")
         else:
@@ -290,7 +288,13 @@ class Emitter:
             self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
             self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
             self.emit(f"for i0 in range({batch}):")
-            self.emit(f"o3[i0] = {dot}(a3[i0], b3[i0])", 2)
+            if dot == "np.dot":
+                # BLAS writes each product straight into the output: no temporary and no
+                # array-to-slice copy, whose generic broadcasting setitem also costs Numba
+                # seconds of compile time per kernel.
+                self.emit("np.dot(a3[i0], b3[i0], o3[i0])", 2)
+            else:
+                self.emit(f"o3[i0] = {dot}(a3[i0], b3[i0])", 2)
         self.contiguous.add(e.out)
 
     def _slices(self, index) -> str:

@@ -8,6 +8,13 @@ SOURCE_MODULE = "jitgrad.backend.numba.runtime"
 
 
 @numba.njit(cache=True, nogil=True)
+def matmul(a, b):
+    """np.dot behind a cached dispatcher: Numba compiles its BLAS wrapper once per layout
+    combination and caches it with jitgrad's package, not once per kernel and process."""
+    return np.dot(a, b)
+
+
+@numba.njit(cache=True, nogil=True)
 def int_matmul(a, b):
     """Integer matrix product (BLAS has none); batch dimensions are flattened by the caller."""
     m, k = a.shape

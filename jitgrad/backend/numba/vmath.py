@@ -31,7 +31,7 @@ from numba import njit
 
 SOURCE_MODULE = "jitgrad.backend.numba.vmath"
 
-_JIT = {"fastmath": {"contract"}, "error_model": "numpy"}
+_JIT = {"fastmath": {"contract"}, "error_model": "numpy", "cache": True}
 
 # Polynomial coefficients, lowest degree first.  Fitted by Remez exchange in 60-digit arithmetic
 # to the relative error of the final result.
