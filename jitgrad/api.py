@@ -199,8 +199,13 @@ class JitFunction:
         recompiled by Numba and replaced, with one warning."""
         from jitgrad.backend.numba.compile import forget_entry
 
+        # Typed 0-d arrays, so that Numba compiles float32 (not float64) for Python floats.
+        arrays = [_leaf_array(a) if type(a) in _SCALAR_KEYS else a for a in arrays]
         try:
             result = self._run(compiled, arrays)
+            # From now on Numba converts arguments to the compiled types instead of compiling
+            # new specialisations (Python floats -> float32 at dispatch, no Python conversion).
+            compiled.kernel.disable_compile()
         except JitgradError as exc:
             if not compiled.had_disk_index:
                 raise

@@ -18,7 +18,8 @@ def make_caller(compiled, kernel_error, lock):
     ks = compiled.kernel_source
     graph = compiled.graph
     n_explicit = len(graph.inputs) - len(compiled.variables)
-    env = {"Tensor": Tensor, "asarray": np.asarray, "kernel": compiled.kernel,
+    env = {"Tensor": Tensor, "asarray": np.asarray, "ndarray": np.ndarray,
+           "kernel": compiled.kernel,
            "buffer": compiled._buffer, "variables": compiled.variables,
            "kernel_error": kernel_error, "compiled": compiled, "lock": lock}
     lines = ["def call(arrays, aliases=None):"]
@@ -32,10 +33,12 @@ def make_caller(compiled, kernel_error, lock):
             aval = graph.inputs[k].aval
             source = (f"arrays[{k}]" if k < n_explicit
                       else f"variables[{k - n_explicit}]._value")
-            if aval.ndim == 0:
-                env[f"dt{j}"] = aval.dtype.type
-                source = f"dt{j}({source})"  # 0-d values are typed scalars in the kernel
             lines.append(f"    {name} = {source}")
+            if aval.ndim == 0:
+                # 0-d values are scalars in the kernel; Numba converts Python scalars to the
+                # compiled scalar type itself (its dispatcher no longer compiles new types).
+                lines.append(f"    if type({name}) is ndarray:")
+                lines.append(f"        {name} = {name}[()]")
         elif kind == "const":
             env[f"const{j}"] = plan[1]
             lines.append(f"    {name} = const{j}")
@@ -56,8 +59,8 @@ def make_caller(compiled, kernel_error, lock):
     leaves = []
     for k, (kind, j) in enumerate(ks.outputs):
         if kind == "ret":
-            env[f"rt{j}"] = ks.returns[j]
-            leaves.append(f"Tensor(asarray(r[{j}], rt{j}))")
+            env[f"rt{j}"] = ks.returns[j].type
+            leaves.append(f"Tensor(rt{j}(r[{j}]))")  # a numpy scalar: cheaper than a 0-d array
         elif kind == "param":
             leaves.append(f"Tensor(p{j})")
         elif kind == "input":

@@ -189,16 +189,20 @@ class Tensor(ArrayMethods):
     def dtype(self) -> np.dtype:
         return self._value.dtype
 
-    def numpy(self) -> np.ndarray:
-        """The value as a numpy array (no copy for a Tensor; treat it as read-only)."""
-        return self._value
+    def numpy(self):
+        """The value as a numpy array (no copy; treat it as read-only), or a numpy scalar for
+        a 0-d tensor, as TensorFlow returns."""
+        value = self._value
+        return value[()] if value.ndim == 0 else value
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is not None and np.dtype(dtype) != self._value.dtype:
-            return self._value.astype(dtype)
-        if copy:
-            return self._value.copy()
-        return self._value
+        # `_value` is an ndarray, or a numpy scalar for 0-d outputs of compiled functions.
+        value = self._value
+        if dtype is not None and np.dtype(dtype) != value.dtype:
+            value = value.astype(dtype)
+        elif copy:
+            value = value.copy()
+        return value if type(value) is np.ndarray else np.asarray(value)
 
     def _one_element(self, kind: str):
         if self._value.size != 1:
