@@ -6,6 +6,7 @@ import numpy as np
 
 from jitgrad.core import dtypes
 from jitgrad.core.convert import to_array
+from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import op_error
 from jitgrad.core.tensor import Tensor, Tracer
 
@@ -49,10 +50,10 @@ def binary_operands(op: str, x, y):
     y_weak = type(y) in PYTHON_SCALARS and type(x) not in PYTHON_SCALARS
     if x_weak:
         y = as_value(y, op=op)
-        x = Tensor(to_array(x, dtypes.weak_scalar_dtype(x, y.dtype), op))
+        x = _weak_constant(x, y, op)
     elif y_weak:
         x = as_value(x, op=op)
-        y = Tensor(to_array(y, dtypes.weak_scalar_dtype(y, x.dtype), op))
+        y = _weak_constant(y, x, op)
     else:
         x, y = as_value(x, op=op), as_value(y, op=op)
     if x.dtype != y.dtype:
@@ -62,6 +63,16 @@ def binary_operands(op: str, x, y):
         x = x if x.dtype == dt else cast(x, dt)
         y = y if y.dtype == dt else cast(y, dt)
     return broadcast_all(op, x, y)
+
+
+def _weak_constant(value, other, op: str) -> Tensor:
+    """A Python scalar as a tensor next to `other`. Eagerly it is made at `other`'s shape
+    directly (a broadcast view: no recorded broadcast op, which no tape could need since the
+    constant is fresh); under a trace it stays 0-d, so kernels read it as a literal."""
+    array = to_array(value, dtypes.weak_scalar_dtype(value, other.dtype), op)
+    if other.shape and current_trace.get() is None and array.dtype == other.dtype:
+        array = np.broadcast_to(array, other.shape)
+    return Tensor(array)
 
 
 def broadcast_all(op: str, *xs):

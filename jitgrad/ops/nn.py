@@ -99,9 +99,14 @@ def softmax(logits, axis=-1, name=None):
 
 
 def log_softmax(logits, axis=-1, name=None):
-    """x - logsumexp(x) along `axis`, without overflow."""
+    """(x - m) - log(sum(exp(x - m))) along `axis`, m the (finite) maximum: no overflow, and
+    no cancellation: x - logsumexp(x) would round m + log(...) first, losing the low digits
+    (at x = 1000 in float32, a relative error of 5e-5). The gradient does not depend on m."""
     x = _float(logits, "log_softmax")
-    return x - reduce.reduce_logsumexp(x, axis, keepdims=True)
+    m = ew.stop_gradient(reduce.reduce_max(x, axis, keepdims=True))
+    m = ew.where(ew.less(ew.abs(m), math.inf), m, ew.zeros_like_value(m))
+    shifted = x - m
+    return shifted - ew.log(reduce.reduce_sum(ew.exp(shifted), axis, keepdims=True))
 
 
 def logsumexp(x, axis=None, keepdims=False, name=None):

@@ -131,13 +131,19 @@ def reduce_max(input_tensor, axis=None, keepdims=False, name=None):
     return _reduce(reduce_max_p, "reduce_max", input_tensor, axis, keepdims)
 
 
+def _flip(x):
+    """An order-reversing bijection: -x for floats; ~x = -x - 1 for integers, which (unlike -x)
+    does not overflow at the minimum of a signed type nor wrap 0 of an unsigned one."""
+    return ew.negative(x) if x.dtype.kind == "f" else ew.negative(x) - 1
+
+
 def reduce_min(input_tensor, axis=None, keepdims=False, name=None):
-    """Minimum over `axis` (-max(-x)); the gradient is shared evenly among ties."""
+    """Minimum over `axis`, as flip(max(flip(x))); the gradient is shared evenly among ties.
+    The minimum of nothing is +inf (or the integer maximum), as TensorFlow."""
     x = as_value(input_tensor, op="reduce_min")
-    if x.dtype.kind != "f":
-        low = _reduce(reduce_max_p, "reduce_min", ew.negative(x), axis, keepdims)
-        return ew.negative(low)
-    return ew.negative(reduce_max(ew.negative(x), axis, keepdims))
+    if x.dtype == dtypes.bool_:
+        x = ew.cast(x, dtypes.int32)
+    return _flip(_reduce(reduce_max_p, "reduce_min", _flip(x), axis, keepdims))
 
 
 def reduce_prod(input_tensor, axis=None, keepdims=False, name=None):

@@ -1,0 +1,935 @@
+"""The op case table: one `Case` per op (primitive or public composite) and per interesting way
+of calling it. A case holds the function built from jitgrad ops, a sampler that draws shapes,
+axes and values inside the op's smooth domain, a numpy reference for the value, the order to
+which its derivatives are checked, and the tolerances.
+
+Samplers take a `Draw`: shapes, axes and other structure come from hypothesis (so failures
+shrink to small shapes), values from a numpy generator seeded by hypothesis (fast). Values stay
+away from kinks and ties by construction (a gap of at least 0.05, far more than the 1e-4 steps
+of the finite differences), so every checked point is a smooth one; the singular points
+themselves are pinned down exactly in test_conventions.py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.special
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import jitgrad as jg
+from jitgrad.core.dispatch import bind
+from jitgrad.ops.index import gather_p, scatter_add_p
+from jitgrad.ops.shape import unslice_p
+
+# Example counts are multiplied by $JITGRAD_FUZZ (default 1) for longer bug hunts.
+FUZZ = max(1, int(os.environ.get("JITGRAD_FUZZ", "1")))
+
+
+def examples(n: int) -> int:
+    return n * FUZZ
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing examples
+
+
+class Draw:
+    """Draws for one example: structure from hypothesis, values from a seeded numpy rng."""
+
+    def __init__(self, data):
+        self._data = data
+        self.seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, strategy, label=None):
+        return self._data.draw(strategy, label=label)
+
+    # -- structure ----------------------------------------------------------------------------
+    def shape(self, min_dims=0, max_dims=3, min_side=0, max_side=4) -> tuple[int, ...]:
+        return self(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                                     max_side=max_side), "shape")
+
+    def shapes(self, n=2, min_dims=0, max_dims=3, min_side=0, max_side=4) -> list:
+        """`n` mutually broadcastable shapes (size-1 axes, missing axes, empty axes)."""
+        drawn = self(hnp.mutually_broadcastable_shapes(
+            num_shapes=n, min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+            max_side=max_side), "shapes")
+        return list(drawn.input_shapes)
+
+    def int(self, lo, hi) -> int:
+        return self(st.integers(lo, hi))
+
+    def bool(self) -> bool:
+        return self(st.booleans())
+
+    def choice(self, options):
+        return self(st.sampled_from(list(options)))
+
+    def axis(self, ndim: int, tuples: bool = True, none: bool = True):
+        """None, an int or a tuple of distinct axes; each axis possibly negative."""
+        kinds = (["none"] if none or ndim == 0 else []) + (["int"] if ndim else [])
+        kinds += ["tuple"] if tuples and ndim else []
+        kind = self.choice(kinds)
+        if kind == "none":
+            return None
+        if kind == "int":
+            return self.int(-ndim, ndim - 1)
+        axes = self(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
+        return tuple(a - ndim if self.bool() else a for a in axes)
+
+    def reduction(self, min_dims=0, max_dims=3, nonempty=True, min_count=1):
+        """(shape, axis, keepdims): the reduced axes hold at least `min_count` elements when
+        `nonempty` (max/mean/... of nothing is -inf/NaN); other axes may be empty."""
+        shape = list(self.shape(min_dims=min_dims, max_dims=max_dims))
+        axis = self.axis(len(shape))
+        axes = _axes(axis, len(shape))
+        if nonempty:
+            for a in axes:
+                shape[a] = max(shape[a], 1)
+            if axes and math.prod(shape[a] for a in axes) < min_count:
+                shape[axes[0]] = max(shape[axes[0]], min_count)
+        return tuple(shape), axis, self.bool()
+
+    # -- values -------------------------------------------------------------------------------
+    def uniform(self, shape, lo=-2.0, hi=2.0) -> np.ndarray:
+        return self.rng.uniform(lo, hi, shape)
+
+    def signed(self, shape, lo=0.5, hi=2.0) -> np.ndarray:
+        """Magnitudes in (lo, hi) with random signs: divisors, away from 0."""
+        return self.rng.uniform(lo, hi, shape) * self.rng.choice([-1.0, 1.0], shape)
+
+    def away(self, shape, lo, hi, kinks=(), gap=0.05) -> np.ndarray:
+        """Uniform on (lo, hi), redrawn where within `gap` of a kink."""
+        x = self.rng.uniform(lo, hi, shape)
+        for _ in range(100):
+            bad = np.zeros(x.shape, bool)
+            for k in kinks:
+                bad |= np.abs(x - k) < gap
+            if not bad.any():
+                return x
+            x[bad] = self.rng.uniform(lo, hi, int(bad.sum()))
+        raise AssertionError("could not sample away from the kinks")
+
+    def grid(self, shape, lo=-10, hi=10, offset=0.0, step=0.2) -> np.ndarray:
+        """Multiples of `step` plus `offset`: two grids offset by step/2 never tie."""
+        return self.rng.integers(lo, hi + 1, shape) * step + offset
+
+    def distinct(self, shape, lo=-2.0, hi=2.0) -> np.ndarray:
+        """Values pairwise at least (hi - lo) / (4 size) apart: no ties for max/min/sort."""
+        n = math.prod(shape)
+        grid = np.linspace(lo, hi, max(n, 1))[:n]
+        spacing = (hi - lo) / max(n, 1)
+        jitter = self.rng.uniform(-spacing / 4, spacing / 4, n)
+        return (self.rng.permutation(grid) + jitter).reshape(shape)
+
+    def indices(self, shape, n: int, negative: bool = True) -> np.ndarray:
+        """Integer indices into an axis of size n (with repeats; negative ones too)."""
+        if n == 0:  # nothing to index: the only valid index array is an empty one
+            shape = (0,) + tuple(shape[1:])
+        lo = -n if negative else 0
+        return self.rng.integers(lo, n, shape).astype(self.choice([np.int32, np.int64]))
+
+
+def _axes(axis, ndim) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    return tuple(sorted(a % ndim for a in items))
+
+
+# ---------------------------------------------------------------------------------------------
+# The case record
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the table.
+
+    `fn(*arrays, **params)` builds the function from jitgrad ops; `draw(d) -> (arrays,
+    params)` samples inside the smooth domain; `ref(*arrays, **params)` is numpy's value;
+    `prims` are primitives that every example binds (the registry test relies on it);
+    `order` is the derivative order checked (0: not differentiable, values only)."""
+
+    name: str
+    fn: Callable
+    draw: Callable
+    ref: Callable | None = None
+    prims: tuple[str, ...] = ()
+    order: int = 2
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    eps: float = 1e-4
+    tags: frozenset = field(default_factory=frozenset)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+CASES: list[Case] = []
+
+
+def case(name, fn, draw, ref=None, **kw) -> Case:
+    c = Case(name, fn, draw, ref, **kw)
+    if any(other.name == name for other in CASES):
+        raise ValueError(f"case {name!r} defined twice")
+    CASES.append(c)
+    return c
+
+
+def one(draw_array):
+    """A sampler of one array of a drawn shape."""
+    def draw(d):
+        return [draw_array(d, d.shape())], {}
+
+    return draw
+
+
+# ---------------------------------------------------------------------------------------------
+# Unary elementwise primitives (through their public functions)
+
+
+def np_log_softmax(x, axis=-1):
+    """numpy's reference, defined on empty axes too (scipy's refuses them)."""
+    m = np.max(x, axis, keepdims=True, initial=-np.inf)
+    shifted = x - np.where(np.isfinite(m), m, 0)
+    return shifted - np.log(np.sum(np.exp(shifted), axis, keepdims=True))
+
+
+def np_softmax(x, axis=-1):
+    return np.exp(np_log_softmax(x, axis))
+
+
+def np_logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis, keepdims=True, initial=-np.inf)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis if axis is not None else None)
+
+
+def _unary(name, fn, ref, lo, hi, kinks=(), prim=None, **kw):
+    case(name, lambda x: fn(x), one(lambda d, s: d.away(s, lo, hi, kinks)),
+         ref=lambda x: ref(x), prims=(prim or name,), **kw)
+
+
+_unary("neg", jg.negative, np.negative, -3, 3)
+_unary("exp", jg.exp, np.exp, -2, 2)
+_unary("expm1", jg.expm1, np.expm1, -2, 2)
+_unary("log", jg.math.log, np.log, 0.5, 3)
+_unary("log1p", jg.math.log1p, np.log1p, -0.5, 3)
+_unary("sin", jg.sin, np.sin, -3, 3)
+_unary("cos", jg.cos, np.cos, -3, 3)
+_unary("tan", jg.tan, np.tan, -1.2, 1.2)
+_unary("tanh", jg.tanh, np.tanh, -3, 3)
+_unary("sinh", jg.sinh, np.sinh, -2, 2)
+_unary("cosh", jg.cosh, np.cosh, -2, 2)
+_unary("arcsin", jg.math.asin, np.arcsin, -0.9, 0.9)
+_unary("arccos", jg.math.acos, np.arccos, -0.9, 0.9)
+_unary("arctan", jg.math.atan, np.arctan, -3, 3)
+_unary("sqrt", jg.sqrt, np.sqrt, 0.5, 3)
+_unary("erf", jg.erf, scipy.special.erf, -2, 2)
+_unary("abs", jg.abs, np.abs, -2, 2, kinks=(0,))
+_unary("sign", jg.sign, np.sign, -2, 2, kinks=(0,))
+_unary("floor", jg.floor, np.floor, -3, 3, kinks=range(-3, 4))
+_unary("ceil", jg.ceil, np.ceil, -3, 3, kinks=range(-3, 4))
+_unary("round", jg.round, np.round, -3, 3, kinks=np.arange(-3.5, 4))
+_unary("sigmoid", jg.sigmoid, scipy.special.expit, -4, 4)
+_unary("softplus", jg.nn.softplus, lambda x: np.logaddexp(x, 0), -4, 4)
+_unary("square", jg.square, np.square, -2, 2, prim="mul")
+_unary("rsqrt", jg.rsqrt, lambda x: 1 / np.sqrt(x), 0.5, 3, prim="sqrt")
+_unary("operator_abs", lambda x: abs(x), np.abs, -2, 2, kinks=(0,), prim="abs")
+
+
+def _other_float(x):
+    return jg.float32 if x.dtype == jg.float64 else jg.float64
+
+
+# cast to the other precision (float64 <-> float32). The function is linear, so central
+# differences are exact for any step; a step of 0.5 keeps float32's rounding (~6e-8 |x|)
+# far below the tolerance once divided by the step.
+case("cast", lambda x: jg.cast(x, _other_float(x)), one(lambda d, s: d.uniform(s)),
+     ref=lambda x: x.astype(np.float32 if x.dtype == np.float64 else np.float64),
+     prims=("cast",), eps=0.5, tags=frozenset({"mixed_dtype"}))
+case("cast_roundtrip_int", lambda x: x * jg.cast(jg.cast(x, jg.int32), x.dtype),
+     one(lambda d, s: d.away(s, -3, 3, kinks=range(-3, 4))),
+     ref=lambda x: x * np.trunc(x), prims=("cast", "mul"))
+
+# ---------------------------------------------------------------------------------------------
+# Binary elementwise primitives, with broadcasting between the operands
+
+
+def _binary(name, fn, ref, draw_xy, prim=None, **kw):
+    def draw(d):
+        sx, sy = d.shapes(2)
+        return list(draw_xy(d, sx, sy)), {}
+
+    case(name, fn, draw, ref=ref, prims=(prim or name,), **kw)
+
+
+def _plain(d, sx, sy):
+    return d.uniform(sx), d.uniform(sy)
+
+
+def _no_ties(d, sx, sy):
+    # x on the grid 0.2 k, y on the grid 0.2 k + 0.1: |x - y| >= 0.1 everywhere.
+    return d.grid(sx), d.grid(sy, offset=0.1)
+
+
+_binary("add", jg.add, np.add, _plain)
+_binary("sub", jg.subtract, np.subtract, _plain)
+_binary("mul", jg.multiply, np.multiply, _plain)
+_binary("div", jg.divide, np.divide, lambda d, sx, sy: (d.uniform(sx), d.signed(sy)))
+_binary("pow", jg.pow, np.power,
+        lambda d, sx, sy: (d.uniform(sx, 0.5, 2.0), d.uniform(sy, -2.0, 2.0)))
+_binary("maximum", jg.maximum, np.maximum, _no_ties)
+_binary("minimum", jg.minimum, np.minimum, _no_ties)
+
+
+def _mod_draw(d):
+    # y broadcasts to x's shape; x / y = k + f with f in (0.1, 0.9), away from the jumps at
+    # integer quotients.
+    sx = d.shape()
+    sy = tuple(1 if d.bool() else n for n in sx[d.int(0, len(sx)):])
+    y = d.signed(sy)
+    x = (d.rng.integers(-3, 3, sx) + d.rng.uniform(0.1, 0.9, sx)) * np.broadcast_to(y, sx)
+    return [x, y], {}
+
+
+case("mod", jg.math.floormod, _mod_draw, ref=np.mod, prims=("mod",))
+_binary("operators", lambda x, y: (x + 1.5) * y - x / (y * y + 1.0) + 2 ** x - x ** 2,
+        lambda x, y: (x + 1.5) * y - x / (y * y + 1.0) + 2 ** x - x ** 2, _plain, prim="pow")
+_binary("rpow_scalar_base", lambda x, y: 3.0 ** (x * y), lambda x, y: 3.0 ** (x * y), _plain,
+        prim="pow")
+_binary("pow_integer_exponent", lambda x, y: (x * y) ** 3, lambda x, y: (x * y) ** 3, _plain,
+        prim="pow")
+
+
+def _where_draw(d):
+    sc, sx, sy = d.shapes(3)
+    return [d.rng.random(sc) < 0.5, d.uniform(sx), d.uniform(sy)], {}
+
+
+case("where", lambda c, x, y: jg.where(c, x, y), _where_draw, ref=np.where, prims=("select",))
+
+
+def _clip_draw(d):
+    # t on the grid 0.2 k; the bounds on the grid 0.2 k + 0.1, lo < 0 < hi: never a tie.
+    st_, slo, shi = d.shapes(3)
+    return [d.grid(st_), d.grid(slo, -5, -1, 0.1), d.grid(shi, 0, 5, 0.1)], {}
+
+
+case("clip_by_value", lambda t, lo, hi: jg.clip_by_value(t, lo, hi), _clip_draw,
+     ref=lambda t, lo, hi: np.minimum(np.maximum(t, lo), hi), prims=("maximum", "minimum"))
+case("clip_by_value_scalars", lambda t: jg.clip_by_value(t, -0.5, 0.7),
+     one(lambda d, s: d.away(s, -2, 2, kinks=(-0.5, 0.7))), ref=lambda t: np.clip(t, -0.5, 0.7))
+
+# ---------------------------------------------------------------------------------------------
+# Neural-network composites
+
+
+def _nn(name, fn, ref, lo=-3, hi=3, kinks=(), **kw):
+    case(name, fn, one(lambda d, s: d.away(s, lo, hi, kinks)), ref=ref, **kw)
+
+
+_SELU_A, _SELU_S = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+_nn("relu", jg.nn.relu, lambda x: np.maximum(x, 0), kinks=(0,))
+_nn("relu6", jg.nn.relu6, lambda x: np.clip(x, 0, 6), -2, 8, kinks=(0, 6))
+_nn("leaky_relu", jg.nn.leaky_relu, lambda x: np.where(x > 0, x, 0.2 * x), kinks=(0,))
+_nn("leaky_relu_alpha", lambda x: jg.nn.leaky_relu(x, alpha=0.01),
+    lambda x: np.where(x > 0, x, 0.01 * x), kinks=(0,))
+_nn("elu", jg.nn.elu, lambda x: np.where(x > 0, x, np.expm1(x)), kinks=(0,))
+_nn("selu", jg.nn.selu, lambda x: _SELU_S * np.where(x > 0, x, _SELU_A * np.expm1(x)),
+    kinks=(0,))
+_nn("gelu", jg.nn.gelu, lambda x: 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2))))
+_nn("gelu_tanh", lambda x: jg.nn.gelu(x, approximate=True),
+    lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))))
+_nn("log_sigmoid", jg.nn.log_sigmoid, lambda x: -np.logaddexp(0, -x), -6, 6)
+_nn("softsign", jg.nn.softsign, lambda x: x / (1 + np.abs(x)), kinks=(0,))
+_nn("silu", jg.nn.silu, lambda x: x * scipy.special.expit(x))
+_nn("swish_beta", lambda x: jg.nn.swish(x, beta=1.5), lambda x: x * scipy.special.expit(1.5 * x))
+
+
+def _softmax_draw(d):
+    shape = d.shape(min_dims=1)
+    return [d.uniform(shape, -3, 3)], {"axis": d.int(-len(shape), len(shape) - 1)}
+
+
+case("softmax", lambda x, axis: jg.nn.softmax(x, axis=axis), _softmax_draw,
+     ref=lambda x, axis: np_softmax(x, axis))
+case("log_softmax", lambda x, axis: jg.nn.log_softmax(x, axis=axis), _softmax_draw,
+     ref=lambda x, axis: np_log_softmax(x, axis))
+
+
+def _sparse_xent_draw(d):
+    batch = d.shape(max_dims=2)
+    classes = d.int(1, 4)
+    logits = d.uniform(batch + (classes,), -3, 3)
+    return [d.rng.integers(0, classes, batch).astype(d.choice([np.int32, np.int64])),
+            logits], {}
+
+
+def _sparse_xent_ref(labels, logits):
+    logp = np_log_softmax(logits)
+    return -np.take_along_axis(logp, labels[..., None].astype(np.int64), -1)[..., 0]
+
+
+case("sparse_softmax_cross_entropy_with_logits",
+     lambda y, z: jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z),
+     _sparse_xent_draw, ref=_sparse_xent_ref)
+
+
+def _xent_draw(d):
+    shape = d.shape(min_dims=1)
+    labels = d.rng.dirichlet(np.ones(shape[-1]), shape[:-1]) if shape[-1] else np.zeros(shape)
+    return [labels, d.uniform(shape, -3, 3)], {}
+
+
+case("softmax_cross_entropy_with_logits",
+     lambda y, z: jg.nn.softmax_cross_entropy_with_logits(labels=y, logits=z), _xent_draw,
+     ref=lambda y, z: -np.sum(y * np_log_softmax(z), axis=-1))
+
+
+def _sigmoid_xent_draw(d):
+    shape = d.shape()
+    return [d.uniform(shape, 0, 1), d.uniform(shape, -4, 4)], {}
+
+
+case("sigmoid_cross_entropy_with_logits",
+     lambda y, z: jg.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z),
+     _sigmoid_xent_draw,
+     ref=lambda y, z: np.logaddexp(0, z) - z * y)
+case("l2_loss", jg.nn.l2_loss, one(lambda d, s: d.uniform(s)), ref=lambda x: np.sum(x * x) / 2)
+
+
+def _bias_add_draw(d):
+    shape = d.shape(min_dims=1)
+    return [d.uniform(shape), d.uniform(shape[-1:])], {}
+
+
+case("bias_add", jg.nn.bias_add, _bias_add_draw, ref=np.add)
+
+
+def _moments(x, axes):
+    mean, var = jg.nn.moments(x, axes)
+    return [mean, var]
+
+
+def _moments_draw(d):
+    shape, axis, _ = d.reduction(min_dims=1)
+    return [d.uniform(shape)], {"axes": list(_axes(axis, len(shape)))}
+
+
+case("moments", _moments, _moments_draw,
+     ref=lambda x, axes: [np.mean(x, tuple(axes)), np.var(x, tuple(axes))])
+
+# ---------------------------------------------------------------------------------------------
+# Reductions: axis None / int / tuple / negative, keepdims
+
+
+def _reduction_case(name, fn, ref, values, nonempty, prim=None, min_count=1, **kw):
+    def draw(d):
+        shape, axis, keepdims = d.reduction(min_dims=1 if prim or min_count > 1 else 0,
+                                            nonempty=nonempty, min_count=min_count)
+        return [values(d, shape)], {"axis": axis, "keepdims": keepdims}
+
+    case(name, lambda x, axis, keepdims: fn(x, axis=axis, keepdims=keepdims), draw,
+         ref=lambda x, axis, keepdims: ref(x, axis=axis, keepdims=keepdims),
+         prims=(prim,) if prim else (), **kw)
+
+
+def _prod_values(d, shape):
+    return d.signed(shape, 0.5, 1.5)
+
+
+def _with_zeros(d, shape):
+    x = d.signed(shape, 0.5, 1.5)
+    x[d.rng.random(shape) < 0.35] = 0.0
+    return x
+
+
+_reduction_case("reduce_sum", jg.reduce_sum, np.sum, lambda d, s: d.uniform(s), False,
+                "reduce_sum")
+_reduction_case("reduce_mean", jg.reduce_mean, np.mean, lambda d, s: d.uniform(s), True)
+_reduction_case("reduce_prod", jg.reduce_prod, np.prod, _prod_values, False, "reduce_prod")
+_reduction_case("reduce_prod_with_zeros", jg.reduce_prod, np.prod, _with_zeros, False,
+                "reduce_prod")
+_reduction_case("reduce_max", jg.reduce_max, np.max, lambda d, s: d.distinct(s), True,
+                "reduce_max")
+_reduction_case("reduce_min", jg.reduce_min, np.min, lambda d, s: d.distinct(s), True,
+                "reduce_max")
+_reduction_case("reduce_variance", jg.reduce_variance, np.var, lambda d, s: d.uniform(s), True)
+_reduction_case("reduce_std", jg.reduce_std, np.std, lambda d, s: d.distinct(s), True,
+                min_count=2)
+_reduction_case("reduce_logsumexp", jg.reduce_logsumexp, np_logsumexp,
+                lambda d, s: d.uniform(s, -3, 3), True)
+_reduction_case("logsumexp", jg.nn.logsumexp, np_logsumexp,
+                lambda d, s: d.uniform(s, -3, 3), True)
+_reduction_case("method_sum", lambda x, axis, keepdims: x.sum(axis, keepdims), np.sum,
+                lambda d, s: d.uniform(s), False)
+_reduction_case("method_mean", lambda x, axis, keepdims: x.mean(axis, keepdims), np.mean,
+                lambda d, s: d.uniform(s), True)
+_reduction_case("method_max", lambda x, axis, keepdims: x.max(axis, keepdims), np.max,
+                lambda d, s: d.distinct(s), True)
+_reduction_case("method_min", lambda x, axis, keepdims: x.min(axis, keepdims), np.min,
+                lambda d, s: d.distinct(s), True)
+
+# ---------------------------------------------------------------------------------------------
+# Linear algebra
+
+
+def _matmul_draw(d):
+    ba, bb = d.shapes(2, max_dims=2, max_side=3)
+    n, k, m = d.int(0, 3), d.int(0, 3), d.int(0, 3)
+    vec_a, vec_b = d.choice([False, False, True]), d.choice([False, False, True])
+    sa = (k,) if vec_a else ba + (n, k)
+    sb = (k,) if vec_b else bb + (k, m)
+    return [d.uniform(sa), d.uniform(sb)], {}
+
+
+case("matmul", lambda a, b: jg.matmul(a, b), _matmul_draw, ref=np.matmul, prims=("matmul",))
+case("matmul_operator", lambda a, b: a @ b, _matmul_draw, ref=np.matmul, prims=("matmul",))
+
+
+def _matmul_t_draw(d):
+    batch = d.shape(max_dims=1, max_side=3)
+    n, k, m = d.int(0, 3), d.int(1, 3), d.int(0, 3)
+    ta, tb = d.bool(), d.bool()
+    sa = batch + ((k, n) if ta else (n, k))
+    sb = batch + ((m, k) if tb else (k, m))
+    return [d.uniform(sa), d.uniform(sb)], {"transpose_a": ta, "transpose_b": tb}
+
+
+def _matmul_t_ref(a, b, transpose_a, transpose_b):
+    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a,
+                     np.swapaxes(b, -1, -2) if transpose_b else b)
+
+
+case("matmul_transposed", lambda a, b, **p: jg.matmul(a, b, **p), _matmul_t_draw,
+     ref=_matmul_t_ref, prims=("matmul",))
+
+
+def _tensordot_draw(d):
+    form = d.choice(["int", "lists"])
+    if form == "int":
+        n = d.int(0, 2)
+        shared = d.shape(min_dims=n, max_dims=n, max_side=3)
+        sa = d.shape(max_dims=2, max_side=3) + shared
+        sb = shared + d.shape(max_dims=2, max_side=3)
+        return [d.uniform(sa), d.uniform(sb)], {"axes": n}
+    sa = d.shape(min_dims=2, max_dims=3, max_side=3)
+    ia = d(st.permutations(range(len(sa))))[:2]
+    sb = [sa[ia[0]], d.int(0, 3), sa[ia[1]]]
+    order = d(st.permutations(range(3)))
+    sb = tuple(sb[o] for o in order)
+    ib = [order.index(0), order.index(2)]
+    ia = [a - len(sa) if d.bool() else a for a in ia]
+    return [d.uniform(sa), d.uniform(sb)], {"axes": [ia, ib]}
+
+
+case("tensordot", lambda a, b, axes: jg.tensordot(a, b, axes), _tensordot_draw,
+     ref=lambda a, b, axes: np.tensordot(a, b, axes))
+
+EINSUM_PATTERNS = ["ij,jk->ik", "bij,bjk->bik", "i,i->", "i,j->ij", "ij->ji", "ij->j",
+                   "bhqd,bhkd->bhqk", "ij,ij->ij", "ij,ij->", "ijk->kji", "ij,j->i", "ik,jk"]
+
+
+def _einsum_draw(d):
+    eq = d.choice(EINSUM_PATTERNS)
+    letters = sorted(set(eq) - set(",->"))
+    sizes = {c: d.int(0, 3) for c in letters}
+    terms = eq.split("->")[0].split(",")
+    return [d.uniform(tuple(sizes[c] for c in t)) for t in terms], {"equation": eq}
+
+
+case("einsum", lambda *xs, equation: jg.einsum(equation, *xs), _einsum_draw,
+     ref=lambda *xs, equation: np.einsum(equation, *xs))
+
+# ---------------------------------------------------------------------------------------------
+# Shapes
+
+
+def _broadcast_draw(d):
+    target = d.shape(min_dims=1)
+    rank = d.int(0, len(target) - 1)  # at least one leading axis is created
+    src = tuple(1 if d.bool() else t for t in target[len(target) - rank:])
+    return [d.uniform(src)], {"shape": target}
+
+
+case("broadcast_to", lambda x, shape: jg.broadcast_to(x, shape), _broadcast_draw,
+     ref=lambda x, shape: np.broadcast_to(x, shape), prims=("broadcast_to",))
+
+
+def _reshape_draw(d):
+    shape = d.shape(min_dims=1)
+    size = math.prod(shape)
+    options = [(size,) if len(shape) != 1 else (1, size), shape[::-1] + (1,),
+               (1,) + shape, (-1,) if len(shape) != 1 else (-1, 1)]
+    if size:
+        options.append((shape[0], -1, 1, 1))
+    return [d.uniform(shape)], {"shape": d.choice(options)}
+
+
+case("reshape", lambda x, shape: jg.reshape(x, shape), _reshape_draw,
+     ref=lambda x, shape: np.reshape(x, shape), prims=("reshape",))
+case("method_reshape", lambda x, shape: x.reshape(shape), _reshape_draw,
+     ref=lambda x, shape: np.reshape(x, shape), prims=("reshape",))
+
+
+def _transpose_draw(d):
+    shape = d.shape(min_dims=2)
+    perm = list(d(st.permutations(range(len(shape)))))
+    if perm == sorted(perm):
+        perm = perm[::-1]
+    perm = [p - len(shape) if d.bool() else p for p in perm]
+    return [d.uniform(shape)], {"perm": perm}
+
+
+case("transpose", lambda x, perm: jg.transpose(x, perm), _transpose_draw,
+     ref=lambda x, perm: np.transpose(x, perm), prims=("transpose",))
+case("transpose_default", jg.transpose, one(lambda d, s: d.uniform(s)), ref=np.transpose)
+case("matrix_transpose", jg.matrix_transpose,
+     lambda d: ([d.uniform(d.shape(min_dims=2))], {}), ref=lambda x: np.swapaxes(x, -1, -2),
+     prims=("transpose",))
+case("T", lambda x: x.T, one(lambda d, s: d.uniform(s)), ref=lambda x: x.T)
+
+
+def _expand_draw(d):
+    shape = d.shape()
+    return [d.uniform(shape)], {"axis": d.int(-len(shape) - 1, len(shape))}
+
+
+case("expand_dims", lambda x, axis: jg.expand_dims(x, axis), _expand_draw,
+     ref=lambda x, axis: np.expand_dims(x, axis), prims=("reshape",))
+
+
+def _squeeze_draw(d):
+    shape = tuple(1 if d.bool() else s for s in d.shape(min_dims=1))
+    ones = [i for i, s in enumerate(shape) if s == 1]
+    axis = None
+    if ones and d.bool():
+        picked = d(st.lists(st.sampled_from(ones), min_size=1, unique=True))
+        axis = [a - len(shape) if d.bool() else a for a in picked]
+    return [d.uniform(shape)], {"axis": axis}
+
+
+case("squeeze", lambda x, axis: jg.squeeze(x, axis), _squeeze_draw,
+     ref=lambda x, axis: np.squeeze(x, None if axis is None else tuple(axis)))
+
+
+def _concat_draw(d):
+    shape = list(d.shape(min_dims=1))
+    axis = d.int(-len(shape), len(shape) - 1)
+    xs = []
+    for _ in range(d.int(2, 3)):
+        shape[axis] = d.int(0, 3)
+        xs.append(d.uniform(tuple(shape)))
+    return xs, {"axis": axis}
+
+
+case("concat", lambda *xs, axis: jg.concat(list(xs), axis), _concat_draw,
+     ref=lambda *xs, axis: np.concatenate(xs, axis), prims=("concat",))
+
+
+def _stack_draw(d):
+    shape = d.shape()
+    xs = [d.uniform(shape) for _ in range(d.int(1, 3))]
+    return xs, {"axis": d.int(-len(shape) - 1, len(shape))}
+
+
+case("stack", lambda *xs, axis: jg.stack(list(xs), axis), _stack_draw,
+     ref=lambda *xs, axis: np.stack(xs, axis))
+
+
+def _unstack_draw(d):
+    shape = d.shape(min_dims=1)
+    return [d.uniform(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
+
+
+case("unstack", lambda x, axis: jg.unstack(x, axis=axis), _unstack_draw,
+     ref=lambda x, axis: [np.take(x, i, axis) for i in range(x.shape[axis])])
+
+
+def _split_draw(d):
+    shape = list(d.shape(min_dims=1))
+    axis = d.int(-len(shape), len(shape) - 1)
+    if d.bool():
+        parts = d.int(1, 3)
+        shape[axis] = parts * d.int(0, 2)
+        return [d.uniform(tuple(shape))], {"splits": parts, "axis": axis}
+    sizes = d(st.lists(st.integers(0, 3), min_size=1, max_size=3))
+    shape[axis] = sum(sizes)
+    if d.bool():
+        sizes[d.int(0, len(sizes) - 1)] = -1
+    return [d.uniform(tuple(shape))], {"splits": sizes, "axis": axis}
+
+
+def _split_ref(x, splits, axis):
+    if isinstance(splits, int):
+        return np.split(x, splits, axis)
+    sizes = list(splits)
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+    return np.split(x, np.cumsum(sizes)[:-1], axis)
+
+
+case("split", lambda x, splits, axis: jg.split(x, splits, axis), _split_draw, ref=_split_ref)
+
+
+def _tile_draw(d):
+    shape = d.shape(max_side=3)
+    return [d.uniform(shape)], {"multiples": [d.int(0, 3) for _ in shape]}
+
+
+case("tile", lambda x, multiples: jg.tile(x, multiples), _tile_draw,
+     ref=lambda x, multiples: np.tile(x, multiples))
+
+
+def _pad_draw(d):
+    shape = d.shape()
+    paddings = [[d.int(0, 2), d.int(0, 2)] for _ in shape]
+    return [d.uniform(shape)], {"paddings": paddings, "value": d.choice([0, 1.5])}
+
+
+case("pad", lambda x, paddings, value: jg.pad(x, paddings, constant_values=value), _pad_draw,
+     ref=lambda x, paddings, value: np.pad(x, paddings, constant_values=value) if paddings
+     else x,
+     prims=("pad",))
+
+# ---------------------------------------------------------------------------------------------
+# Slices and indexing
+
+
+def _slice_item(d, n):
+    step = d.choice([None, 1, 2, -1, -2, 3])
+    bound = st.one_of(st.none(), st.integers(-n - 2, n + 2))
+    return slice(d(bound), d(bound), step)
+
+
+def _tf_slice_draw(d):
+    shape = d.shape(min_dims=1, min_side=1)
+    begin = [d.int(0, n) for n in shape]
+    size = [d.choice([-1, d.int(0, n - b)]) for n, b in zip(shape, begin)]
+    if all(b == 0 and s in (-1, n) for b, s, n in zip(begin, size, shape)):
+        begin[0], size[0] = shape[0], -1  # at least one real slice: an empty one
+    return [d.uniform(shape)], {"begin": begin, "size": size}
+
+
+def _tf_slice_ref(x, begin, size):
+    return x[tuple(slice(b, None if s == -1 else b + s) for b, s in zip(begin, size))]
+
+
+case("slice", lambda x, begin, size: jg.slice(x, begin, size), _tf_slice_draw,
+     ref=_tf_slice_ref, prims=("slice",))
+case("reverse", lambda x: x[::-1], lambda d: ([d.uniform(d.shape(min_dims=1))], {}),
+     ref=lambda x: x[::-1], prims=("slice",))
+
+
+def _basic_index_draw(d):
+    shape = d.shape(min_dims=1, max_dims=4)
+    items = []
+    for n in shape:
+        kind = d.choice(["slice", "slice", "int"] if n else ["slice"])
+        items.append(d.int(-n, n - 1) if kind == "int" else _slice_item(d, n))
+    for _ in range(d.int(0, 2)):
+        items.insert(d.int(0, len(items)), None)
+    if d.bool():  # replace a run of leading/trailing full slices by `...`
+        cut = d.int(0, len(items))
+        items = items[:cut] + [Ellipsis] if d.bool() else [Ellipsis] + items[cut:]
+    return [d.uniform(shape)], {"index": tuple(items)}
+
+
+def _getitem(x, index, arrays=()):
+    # Integer arrays travel as extra case arguments (they are not differentiated).
+    arrays = list(arrays)
+    index = tuple(arrays.pop(0) if i is _ARRAY else i for i in index)
+    return x[index]
+
+
+_ARRAY = object()  # placeholder in an index for the next integer-array argument
+
+
+def _getitem_fn(x, *arrays, index):
+    return _getitem(x, index, arrays)
+
+
+case("getitem_basic", _getitem_fn, _basic_index_draw, ref=_getitem_fn)
+
+
+def _array_index_draw(d):
+    shape = d.shape(min_dims=1, max_dims=3, min_side=1)
+    n_arrays = d.int(1, min(2, len(shape)))
+    first = d.int(0, len(shape) - n_arrays)
+    index_shapes = d.shapes(n_arrays, max_dims=2, min_side=0, max_side=3)
+    items, arrays = [], []
+    for axis, n in enumerate(shape):
+        k = axis - first
+        if 0 <= k < n_arrays:
+            arrays.append(d.indices(index_shapes[k], n))
+            items.append(_ARRAY)
+        else:
+            items.append(d.choice([slice(None), slice(None, None, -1), slice(1, None),
+                                   d.int(-n, n - 1)]))
+    if d.bool():  # trailing full slices become `...`
+        while items and items[-1] is not _ARRAY and items[-1] == slice(None):
+            items.pop()
+        items.append(Ellipsis)
+    return [d.uniform(shape), *arrays], {"index": tuple(items)}
+
+
+case("getitem_arrays", _getitem_fn, _array_index_draw, ref=_getitem_fn, prims=("gather",))
+
+
+def _unslice_draw(d):
+    shape = d.shape(min_dims=1)
+    index = tuple(_slice_item(d, n).indices(n) for n in shape)
+    out = tuple(len(range(*i)) for i in index)
+    return [d.uniform(out)], {"index": index, "shape": shape}
+
+
+def _unslice_ref(g, index, shape):
+    out = np.zeros(shape, g.dtype)
+    grids = np.ix_(*[np.arange(*i) for i in index])
+    out[grids] = g
+    return out
+
+
+case("unslice", lambda g, index, shape: bind(unslice_p, g, index=index, shape=shape),
+     _unslice_draw, ref=_unslice_ref, prims=("unslice",))
+
+
+def _gather_draw(d):
+    shape = d.shape(min_dims=1, max_dims=3)
+    axis = d.int(-len(shape), len(shape) - 1)
+    index_shape = d.shape(max_dims=2, max_side=5)
+    return [d.uniform(shape), d.indices(index_shape, shape[axis])], {"axis": axis}
+
+
+case("gather", lambda x, i, axis: jg.gather(x, i, axis=axis), _gather_draw,
+     ref=lambda x, i, axis: np.take(x, i, axis=axis), prims=("gather",))
+
+
+def _take_draw(d):
+    shape = d.shape(max_dims=3)
+    size = math.prod(shape)
+    axis = d.choice([None] + list(range(-len(shape), len(shape))))
+    n = size if axis is None else shape[axis]
+    return [d.uniform(shape), d.indices(d.shape(max_dims=2), n)], {"axis": axis}
+
+
+case("take", lambda x, i, axis: jg.take(x, i, axis=axis), _take_draw,
+     ref=lambda x, i, axis: np.take(x, i, axis=axis), prims=("gather",))
+
+
+def _scatter_draw(d):
+    shape = d.shape(min_dims=1, max_dims=3)
+    axis = d.int(0, len(shape) - 1)
+    idx = d.indices(d.shape(max_dims=2, max_side=5), shape[axis])
+    g_shape = shape[:axis] + idx.shape + shape[axis + 1:]
+    return [d.uniform(g_shape), idx], {"axis": axis, "shape": shape}
+
+
+def _scatter_ref(g, idx, axis, shape):
+    out = np.zeros(shape, g.dtype)
+    flat = g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1:])
+    np.add.at(np.moveaxis(out, axis, 0), idx.ravel(), np.moveaxis(flat, axis, 0))
+    return out
+
+
+case("scatter_add", lambda g, i, axis, shape: bind(scatter_add_p, g, i, axis=axis, shape=shape),
+     _scatter_draw, ref=_scatter_ref, prims=("scatter_add",))
+case("gather_primitive", lambda x, i, axis: bind(gather_p, x, i, axis=axis),
+     lambda d: (lambda a, p: (a, {"axis": p["axis"] % a[0].ndim}))(*_gather_draw(d)),
+     ref=lambda x, i, axis: np.take(x, i, axis=axis), prims=("gather",))
+
+
+def _gather_nd_draw(d):
+    shape = d.shape(min_dims=1, max_dims=3, min_side=1)
+    depth = d.int(0, len(shape))
+    batch = d.shape(max_dims=2, max_side=3)
+    idx = np.stack([d.rng.integers(0, n, batch) for n in shape[:depth]], -1) if depth else \
+        np.zeros(batch + (0,), np.int64)
+    return [d.uniform(shape), idx.astype(np.int64)], {}
+
+
+def _gather_nd_ref(x, idx):
+    depth = idx.shape[-1]
+    return x[tuple(idx[..., k] for k in range(depth))] if depth else \
+        np.broadcast_to(x, idx.shape[:-1] + x.shape)
+
+
+case("gather_nd", lambda x, i: jg.gather_nd(x, i), _gather_nd_draw, ref=_gather_nd_ref,
+     prims=("gather",))
+
+
+def _one_hot_draw(d):
+    depth = d.int(0, 4)
+    labels = d.rng.integers(-1, depth + 1, d.shape(max_dims=2)).astype(np.int32)
+    axis = d.choice([None, -1, 0])
+    return [d.uniform(labels.shape + (depth,)), labels], {"depth": depth, "axis": axis}
+
+
+def _one_hot(x, labels, depth, axis):
+    hot = jg.one_hot(labels, depth, axis=axis, dtype=x.dtype)
+    if axis == 0:
+        hot = jg.transpose(hot, list(range(1, hot.ndim)) + [0])
+    return x * hot
+
+
+def _one_hot_ref(x, labels, depth, axis):
+    return x * (labels[..., None] == np.arange(depth))
+
+
+case("one_hot", _one_hot, _one_hot_draw, ref=_one_hot_ref)
+
+# ---------------------------------------------------------------------------------------------
+# Not differentiable: values and shape rules only (order 0)
+
+
+def _compare_draw(d):
+    sx, sy = d.shapes(2)
+    return [d.grid(sx, -3, 3), d.grid(sy, -3, 3)], {}
+
+
+for _name, _fn, _ref in [
+    ("equal", jg.equal, np.equal), ("not_equal", jg.not_equal, np.not_equal),
+    ("less", jg.less, np.less), ("less_equal", jg.less_equal, np.less_equal),
+    ("greater", jg.greater, np.greater), ("greater_equal", jg.greater_equal, np.greater_equal),
+    ("floordiv", jg.floordiv, np.floor_divide),
+]:
+    case(_name, _fn, _compare_draw if _name != "floordiv" else
+         (lambda d: (lambda s: ([d.uniform(s[0]), d.signed(s[1])], {}))(d.shapes(2))),
+         ref=_ref, prims=(_name,), order=0)
+
+
+def _logical_draw(d):
+    sx, sy = d.shapes(2)
+    return [d.rng.random(sx) < 0.5, d.rng.random(sy) < 0.5], {}
+
+
+case("logical_and", jg.logical_and, _logical_draw, ref=np.logical_and, prims=("logical_and",),
+     order=0)
+case("logical_or", jg.logical_or, _logical_draw, ref=np.logical_or, prims=("logical_or",),
+     order=0)
+case("logical_not", lambda c, _: jg.logical_not(c), _logical_draw,
+     ref=lambda c, _: np.logical_not(c), prims=("logical_not",), order=0)
+
+
+def _arg_draw(d):
+    shape = d.shape(min_dims=1, min_side=1)
+    return [d.distinct(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
+
+
+case("argmax", lambda x, axis: jg.argmax(x, axis), _arg_draw,
+     ref=lambda x, axis: np.argmax(x, axis), prims=("argmax",), order=0)
+case("argmin", lambda x, axis: jg.argmin(x, axis), _arg_draw,
+     ref=lambda x, axis: np.argmin(x, axis), prims=("argmin",), order=0)
+case("stop_gradient", lambda x: x * jg.stop_gradient(x), one(lambda d, s: d.uniform(s)),
+     ref=lambda x: x * x, prims=("stop_gradient",), order=0)
+
+CASES_BY_NAME = {c.name: c for c in CASES}
