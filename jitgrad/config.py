@@ -6,6 +6,9 @@
   (JITGRAD_DISABLE_CACHE=1): the on-disk kernel cache.
 * `num_threads` (NUMBA_NUM_THREADS by default): threads for parallel loops.
 * `max_versions_per_function`: compiled versions a jitted function keeps (LRU).
+* `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
+  the eager tape compiles the backward pass of a graph structure it has recorded this many
+  times (2: the first backward runs eagerly, the second compiles).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class Config:
         self.num_threads = int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get(
             "NUMBA_NUM_THREADS") else None
         self.max_versions_per_function = 64
+        self.compile_tape_backward = os.environ.get("JITGRAD_TAPE_COMPILE", "1") != "0"
+        self.tape_compile_after = 2
         self.retrace_warning_after = 8
 
     def __repr__(self) -> str:

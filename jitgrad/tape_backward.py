@@ -1,9 +1,10 @@
 """Compiled backward passes for the eager tape.
 
 A training loop records the same graph structure at every step. The first time a structure is
-seen the tape runs its backward op by op (eagerly); the second time its backward graph is
-compiled into one kernel, keyed by the structure, and reused from then on. The kernel takes the
-forward values the tape already holds (nothing is recomputed) and the seed cotangents.
+seen the tape runs its backward op by op (eagerly); the second time (`config.tape_compile_after`)
+its backward graph is compiled into one kernel, keyed by the structure, and reused from then on.
+The kernel takes the forward values the tape already holds (nothing is recomputed) and the seed
+cotangents.
 Nested tapes that must record the backward, traces, and custom gradients keep the eager path.
 """
 
@@ -13,6 +14,7 @@ import collections
 import threading
 
 from jitgrad.autodiff.backprop import backprop
+from jitgrad.config import config
 from jitgrad.core import pytree
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.opdef import REGISTRY
@@ -21,7 +23,6 @@ from jitgrad.ir.graph import Eqn
 from jitgrad.ir.trace import Trace, tracing
 
 MAX_ENTRIES = 256
-_SEEN_ONCE = object()
 _cache: collections.OrderedDict = collections.OrderedDict()
 _lock = threading.Lock()
 stats = {"eager": 0, "compiled": 0, "compiles": 0}
@@ -29,7 +30,8 @@ stats = {"eager": 0, "compiled": 0, "compiles": 0}
 
 def compiled_backprop(eqns, seeds, sources, tape):
     """Like `backprop`, through a cached kernel; None when this call must run eagerly."""
-    if current_trace.get() is not None or _other_tape_recording(tape):
+    if (not config.compile_tape_backward or current_trace.get() is not None
+            or _other_tape_recording(tape)):
         stats["eager"] += 1
         return None
     structure = _structure(eqns, seeds, sources)
@@ -38,14 +40,15 @@ def compiled_backprop(eqns, seeds, sources, tape):
         return None
     key, values = structure
     with _lock:
-        entry = _cache.get(key)
-        if entry is None:
-            _cache[key] = _SEEN_ONCE
-            if len(_cache) > MAX_ENTRIES:
-                _cache.popitem(last=False)
-            stats["eager"] += 1
-            return None
-        if entry is _SEEN_ONCE:
+        entry = _cache.get(key, 0)
+        if isinstance(entry, int):
+            entry += 1
+            if entry < config.tape_compile_after:
+                _cache[key] = entry  # seen `entry` times: still eager
+                if len(_cache) > MAX_ENTRIES:
+                    _cache.popitem(last=False)
+                stats["eager"] += 1
+                return None
             entry = _compile(eqns, seeds, sources, values)
             _cache[key] = entry
             stats["compiles"] += 1

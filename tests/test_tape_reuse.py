@@ -78,3 +78,14 @@ def test_custom_gradients_stay_eager():
         with jg.GradientTape() as tape:
             y = jg.reduce_sum(clipped(x) * 3.0)
         np.testing.assert_array_equal(np.asarray(tape.gradient(y, x)), [0.5, 0.5])
+
+
+def test_compiled_backward_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(jg.config, "compile_tape_backward", False)
+    w = jg.Variable(rng.standard_normal(5))
+    b = jg.Variable(0.0, dtype=jg.float64)
+    before = dict(tape_backward.stats)
+    for _ in range(3):
+        loss_and_grads(w, b, X[:6])
+    assert tape_backward.stats["compiled"] == before["compiled"]
+    assert tape_backward.stats["eager"] - before["eager"] == 3

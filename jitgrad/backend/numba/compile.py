@@ -3,6 +3,7 @@ wrote)."""
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import os
 import sys
@@ -34,7 +35,7 @@ def load_kernel(source: str, name: str, in_memory: bool = False):
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(source)
     module_name = f"jitgrad_kernel_{key}" + ("_memory" if in_memory else "")
-    module = sys.modules.get(module_name)
+    module = _modules.get(module_name)
     if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
@@ -43,8 +44,17 @@ def load_kernel(source: str, name: str, in_memory: bool = False):
         except Exception as exc:  # generated code that does not import is our bug
             raise CompileError(f"jitgrad could not load the kernel for {name} ({exc}); "
                                f"generated source: {path}") from exc
-        sys.modules[module_name] = module
+        _modules[module_name] = sys.modules[module_name] = module  # Numba's cache imports it
+        while len(_modules) > MAX_MODULES:
+            sys.modules.pop(_modules.popitem(last=False)[0], None)
+    _modules.move_to_end(module_name)
     return module.kernel, path
+
+
+# Loaded kernel modules, shared by functions that generate the same source; bounded so that
+# evicted versions (and their machine code) can be freed: eviction also leaves sys.modules.
+MAX_MODULES = 512
+_modules: collections.OrderedDict = collections.OrderedDict()
 
 
 def has_disk_index(path: str) -> bool:
