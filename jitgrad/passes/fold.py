@@ -24,8 +24,14 @@ def fold_constants(graph: Graph) -> Graph:
     eqns = []
     for e in graph.eqns:
         if e.op.name == "broadcast_to":
-            if e.inputs[0] in consts and e.inputs[0].aval.ndim == 0:
-                uniform[e.out] = e.inputs[0]
+            src = e.inputs[0]
+            if src in consts and np.asarray(consts[src]).size == 1:
+                if src.aval.ndim:  # a broadcast one-element array is a broadcast scalar
+                    scalar = Var(AVal((), src.aval.dtype))
+                    consts[scalar] = np.asarray(consts[src]).reshape(())
+                    e = Eqn(e.op, (scalar,), e.params, e.out, e.source)
+                    src = scalar
+                uniform[e.out] = src
             eqns.append(e)
         elif e.out.aval.size <= FOLD_LIMIT and all(v in consts for v in e.inputs):
             value = e.op.impl(*[consts[v] for v in e.inputs], **e.params)
