@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.config import config
 from jitgrad.core.tensor import Tensor
 
 
@@ -48,6 +49,13 @@ def make_caller(compiled, kernel_error, lock):
             lines.append(f"    if {name} is None:")
             lines.append(f"        {name} = buffer({j}, plan{j})")
     call = f"kernel({', '.join(names)})"
+    if ks.parallel:
+        # Numba's thread count is per calling thread: apply jitgrad.config.num_threads here.
+        from numba import set_num_threads
+
+        env.update(config=config, set_num_threads=set_num_threads)
+        lines.append("    if config.num_threads:")
+        lines.append("        set_num_threads(config.num_threads)")
     lines.append("    try:")
     if compiled.serialize:
         lines.append("        with lock:")

@@ -4,6 +4,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 import jitgrad as jg
 
@@ -64,3 +65,15 @@ def test_concurrent_first_calls_compile_once():
         np.testing.assert_allclose(out, np.sin(x) * 2.0)
     info = f.cache_info()
     assert info.misses == 1 and info.hits == 7
+
+
+def test_num_threads_setting_is_applied(monkeypatch):
+    import numba
+
+    x = np.ones(1 << 18, np.float32)
+    monkeypatch.setattr(jg.config, "num_threads", 1)
+    value, _ = w2_loss(x, x, x)
+    assert numba.get_num_threads() == 1
+    monkeypatch.setattr(jg.config, "num_threads", numba.config.NUMBA_NUM_THREADS)
+    value2, _ = w2_loss(x, x, x)
+    assert float(value) == pytest.approx(float(value2), rel=1e-6)
