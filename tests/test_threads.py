@@ -76,4 +76,5 @@ def test_num_threads_setting_is_applied(monkeypatch):
     assert numba.get_num_threads() == 1
     monkeypatch.setattr(jg.config, "num_threads", numba.config.NUMBA_NUM_THREADS)
     value2, _ = w2_loss(x, x, x)
-    assert float(value) == pytest.approx(float(value2), rel=1e-6)
+    # Another thread count sums 2**18 float32 terms in another order: ~sqrt(n) eps apart.
+    assert float(value) == pytest.approx(float(value2), rel=1e-4)
