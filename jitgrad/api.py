@@ -395,19 +395,28 @@ class JitFunction:
 
 
 def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=False,
-                  seconds=None) -> Compiled:
-    """Optimise, fuse and emit `graph`; the kernel is loaded by `Compiled.load`."""
+                  seconds=None, prune_inputs=False) -> Compiled:
+    """Optimise, fuse and emit `graph`; the kernel is loaded by `Compiled.load`. With
+    `prune_inputs`, inputs the optimised graph no longer reads are dropped from the kernel and
+    `compiled.input_indices` lists the ones kept (the tape passes only those)."""
     from jitgrad.backend.numba.emit import emit_kernel
     from jitgrad.passes import optimize
     from jitgrad.passes.fuse import fuse
 
     start = time.perf_counter()
     optimized = optimize(graph)
+    indices = list(range(len(graph.inputs)))
+    if prune_inputs:
+        read = {v for e in optimized.eqns for v in e.inputs} | set(optimized.outputs)
+        indices = [k for k, v in enumerate(optimized.inputs) if v in read]
+        optimized = Graph(tuple(optimized.inputs[k] for k in indices), optimized.eqns,
+                          optimized.outputs, optimized.consts)
     schedule = fuse(optimized)
     _check_backend_dtypes(optimized, name)
     compiled = Compiled(name, optimized, list(variables), out_tree,
                         emit_kernel(schedule, name, fastmath))
     compiled.schedule = schedule
+    compiled.input_indices = indices
     if seconds is not None:
         seconds[1] += time.perf_counter() - start
     return compiled

@@ -53,9 +53,9 @@ def compiled_backprop(eqns, seeds, sources, tape):
             _cache[key] = entry
             stats["compiles"] += 1
         _cache.move_to_end(key)
-    compiled, connected = entry
+    compiled, connected, used = entry
     stats["compiled"] += 1
-    outs = iter(compiled.run([_leaf_array(v) for v in values]))
+    outs = iter(compiled.run([_leaf_array(values[k]) for k in used]))
     return [next(outs) if c else None for c in connected]
 
 
@@ -90,12 +90,13 @@ def _structure(eqns, seeds, sources):
             if REGISTRY.get(e.op.name) is not e.op:
                 return None  # custom_gradient nodes
             ins = tuple(ref(x) for x in e.inputs)
-            parts.append((e.op.name, e.params_key(), ins, ref(e.out)))
+            # Param values are hashable and their order is fixed by each op's call site.
+            parts.append((e.op.name, tuple(e.params.items()), ins, ref(e.out)))
         seed_refs = tuple((ref(t), ref(c)) for t, c in seeds)
         source_refs = tuple(ref(s) for s in sources)
     except _NotCompilableError:
         return None
-    avals = tuple((v.shape, v.dtype.char) for v in values)
+    avals = tuple((a.shape, a.dtype.char) for a in (v._value for v in values))
     return (tuple(parts), seed_refs, source_refs, avals), values
 
 
@@ -117,6 +118,6 @@ def _compile(eqns, seeds, sources, values):
         outputs = [g for g in grads if g is not None]
         graph = trace.to_graph(outputs)
     _, out_tree = pytree.flatten([0] * len(outputs))
-    compiled = compile_graph(graph, "tape backward", out_tree)
+    compiled = compile_graph(graph, "tape backward", out_tree, prune_inputs=True)
     compiled.load()
-    return compiled, connected
+    return compiled, connected, compiled.input_indices

@@ -189,6 +189,10 @@ class Tensor(ArrayMethods):
     def dtype(self) -> np.dtype:
         return self._value.dtype
 
+    @property
+    def size(self) -> int:
+        return self._value.size
+
     def numpy(self):
         """The value as a numpy array (no copy; treat it as read-only), or a numpy scalar for
         a 0-d tensor, as TensorFlow returns."""
