@@ -69,7 +69,10 @@ class Compiled:
         from jitgrad.backend.numba.compile import has_disk_index, load_kernel
 
         self.kernel, self.path = load_kernel(self.kernel_source.source, self.name, in_memory)
-        self.had_disk_index = not in_memory and has_disk_index(self.path)
+        # A dispatcher that already has machine code is shared with an earlier version in this
+        # process (same source and signature): nothing to load, nothing to warn about.
+        self.had_disk_index = (not in_memory and not self.kernel.signatures
+                               and has_disk_index(self.path))
         # `run(arrays, aliases=None) -> outputs`: a generated straight-line wrapper.
         self.run = make_caller(self, _kernel_error, _PARALLEL_LOCK)
 
@@ -413,8 +416,12 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
                           optimized.outputs, optimized.consts)
     schedule = fuse(optimized)
     _check_backend_dtypes(optimized, name)
-    compiled = Compiled(name, optimized, list(variables), out_tree,
-                        emit_kernel(schedule, name, fastmath))
+    source = emit_kernel(schedule, name, fastmath)
+    # One module per signature: a module's dispatcher stops compiling after its first call, so
+    # the same source for other dtypes must be another module (and another cache entry).
+    signature = ", ".join(v.aval.short() for v in optimized.inputs)
+    source.source = f"# signature: ({signature})\n" + source.source
+    compiled = Compiled(name, optimized, list(variables), out_tree, source)
     compiled.schedule = schedule
     compiled.input_indices = indices
     if seconds is not None:
