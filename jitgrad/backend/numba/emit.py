@@ -241,7 +241,14 @@ class Emitter:
             if target == np.bool_:
                 return f"({args[0]} != 0)"
             return f"{np_dtype(target)}({args[0]})"
-        return op.template.format(*args, **{k: v for k, v in e.params.items()})
+        expr = op.template.format(*args, **{k: v for k, v in e.params.items()})
+        out = e.out.aval.dtype
+        if out.kind == "f" and out.itemsize < 8 and ("math." in expr or "np." in expr
+                                                      or "**" in expr or "%" in expr):
+            # Numba computes some of these in float64 (np.round, math.erf, ...) for float32
+            # arguments: keep float32 values float32 (vector width, and accumulator types).
+            expr = f"{np_dtype(out)}({expr})"
+        return expr
 
     # -- structured ops ----------------------------------------------------------------------
     def op(self, e: Eqn) -> None:
@@ -288,13 +295,7 @@ class Emitter:
             self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
             self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
             self.emit(f"for i0 in range({batch}):")
-            if dot == "np.dot":
-                # BLAS writes each product straight into the output: no temporary and no
-                # array-to-slice copy, whose generic broadcasting setitem also costs Numba
-                # seconds of compile time per kernel.
-                self.emit("np.dot(a3[i0], b3[i0], o3[i0])", 2)
-            else:
-                self.emit(f"o3[i0] = {dot}(a3[i0], b3[i0])", 2)
+            self.emit(f"o3[i0] = {dot}(a3[i0], b3[i0])", 2)
         self.contiguous.add(e.out)
 
     def _slices(self, index) -> str:

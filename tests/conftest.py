@@ -1,0 +1,28 @@
+"""Compiled kernels go to a fresh temporary cache directory, not the user's ~/.cache/jitgrad
+(unless JITGRAD_CACHE_DIR is set: then runs can reuse it and skip Numba compiles).
+
+Hypothesis profiles (tests that set their own `max_examples` keep it):
+* "ci", the default: bounded and derandomized, so a CI run checks the same examples every
+  time (reproducible, and with JITGRAD_CACHE_DIR set, reruns load the fuzzer's kernels from
+  disk instead of compiling them). The differential fuzzer (tests/fuzz) runs its 150 examples.
+* "long": `pytest -m fuzz --hypothesis-profile=long` runs thousands of fresh random examples.
+"""
+
+import os
+
+import pytest
+from hypothesis import settings
+
+import jitgrad as jg
+
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
+                          print_blob=True)
+settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True)
+settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_cache_dir(tmp_path_factory):
+    if not os.environ.get("JITGRAD_CACHE_DIR"):
+        jg.config.cache_dir = str(tmp_path_factory.mktemp("jitgrad-cache"))
+    yield

@@ -1,0 +1,95 @@
+"""Differential fuzzing (issue 5): random well-typed programs over the op set, each checked for
+eager value == compiled value, eager gradients == compiled gradients, gradients == finite
+differences in float64 where the function is smooth, and (one example in four) compiled second
+derivatives == eager ones. The generator and the checks are in programs.py.
+
+Cost model: every example compiles ONE Numba kernel (~0.2-3 s on a busy machine, a few take
+10-40 s), so each example groups 1-3 independent sub-programs into one function, and picks
+which kernel to build (about 1 in 4 each):
+  value  `jit` of the program;
+  grad   `jit_grad` of its random-weighted loss, the outputs as aux (values and gradients);
+  grad2  `jit_grad` of <u, grad loss>, outputs, loss and gradients as aux (values, first and
+         second derivatives);
+  tape   the eager tape's compiled backward (the second time it records a structure).
+Each compiled function is called twice (at x and near x), so the hot path and output-buffer
+reuse are checked too. Finite differences run eagerly, so every example checks first and
+second derivatives against them at no compile cost.
+
+The number of examples comes from the hypothesis profile (tests/conftest.py): "ci" (the
+default) runs 150 in about 3 minutes; `pytest -m fuzz --hypothesis-profile=long` runs
+thousands. A failing program is printed as Python source with its inputs (`note`; its repr in
+the falsifying example rebuilds it), and each one found goes to test_regressions.py.
+`--hypothesis-show-statistics` shows the kernels built and how many finite-difference checks
+ran or were skipped at points that are not smooth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+
+from fuzz.programs import (
+    Program,
+    assert_close,
+    check_program,
+    cycle,
+    finite_difference_check,
+    programs,
+)
+
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+
+
+@pytest.mark.fuzz
+@settings(deadline=None, suppress_health_check=SLOW_OK)
+@given(program=programs(), mode=cycle(["grad", "value", "grad2", "tape"]),
+       seed=st.integers(0, 2**16))
+def test_eager_equals_compiled_equals_finite_differences(program, mode, seed):
+    note(f"check_program(program, mode={mode!r}, seed={seed}) with program =\n{program}")
+    event(f"kernel: {mode}, {program.dtype.name}")
+    report = check_program(program, mode=mode, seed=seed)
+    for what, result in report.items():
+        event(f"{what}: {result}")
+    if not program.differentiable:
+        event("finite differences: not run (stop_gradient)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks themselves catch what they are meant to catch.
+
+
+def test_a_wrong_gradient_fails_the_finite_difference_check():
+    """x * stop_gradient(x) has autodiff derivative x but true derivative 2x: to the checker
+    it looks exactly like a wrong VJP rule, and must be reported."""
+    source = """def program(x0):
+    v0 = x0 * jg.stop_gradient(x0)
+    return (v0,)
+"""
+    wrong = Program(source, [np.array([0.5, -1.25, 2.0])], differentiable=True)
+    with pytest.raises(AssertionError, match="finite differences"):
+        check_program(wrong, mode="value")
+
+
+def test_finite_differences_skip_a_kink_and_check_a_smooth_point():
+    def abs_sum(xs):
+        return float(np.sum(np.abs(xs[0])))
+
+    v = [np.array([1.0, 1.0])]
+    smooth = [np.array([0.5, -1.0])]
+    assert finite_difference_check(abs_sum, 0.0, smooth, v, 1.0, "abs") == "checked"
+    with pytest.raises(AssertionError, match="autodiff 0.5 vs finite differences"):
+        finite_difference_check(abs_sum, 0.5, smooth, v, 1.0, "abs")
+    # |x| 2e-4 from its kink: the steps 1e-4 and 1e-3 straddle it and disagree
+    near_kink = [np.array([2e-4, -1.0])]
+    assert finite_difference_check(abs_sum, 0.0, near_kink, v, 1.0, "abs") == "kink"
+
+
+def test_compiled_and_eager_must_agree_to_rtol():
+    eager = np.array([1.0, -2.0, 3.0])
+    assert_close(eager * (1 + 1e-12), eager, 1e-9, 0.0, "close")
+    with pytest.raises(AssertionError, match="compiled != eager at 1 of 3"):
+        assert_close(eager + np.array([0.0, 0.0, 1e-7]), eager, 1e-9, 0.0, "off")
+    with pytest.raises(AssertionError, match="float32"):
+        assert_close(eager.astype(np.float32), eager, 1e-5, 0.0, "dtype")
