@@ -32,7 +32,6 @@ def test_higher_order(tmp_path):
     assert len(errors) == 5 and max(errors) < 1e-5
 
 
-@pytest.mark.slow
 def test_train_digits(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")

@@ -4,7 +4,6 @@ import gc
 import weakref
 
 import numpy as np
-import pytest
 
 import jitgrad as jg
 
@@ -38,7 +37,6 @@ def _growth(step, n):
     return rss_bytes() - before
 
 
-@pytest.mark.slow
 def test_eager_tape_loop_memory_is_flat():
     w = jg.Variable(np.zeros(20, np.float32))
     b = jg.Variable(0.0)
@@ -53,7 +51,6 @@ def test_eager_tape_loop_memory_is_flat():
     assert _growth(step, 10_000) < 8 * 2**20
 
 
-@pytest.mark.slow
 def test_compiled_loop_memory_is_flat():
     f = jg.jit_grad(logistic_loss, wrt=(0, 1))
     params = [np.zeros(20, np.float32), np.float32(0.0)]
