@@ -570,7 +570,3 @@ def make_graph(fn, static_argnums=()):
         return graph
 
     return build
-
-
-def _is_variable(x) -> bool:
-    return isinstance(x, Variable)
