@@ -93,6 +93,9 @@ class Program:
         return (f"Program({self.source!r}, [{', '.join(self.literals)}], "
                 f"np.dtype({self.dtype.name!r}))")
 
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))  # hypothesis's printer: the repr, not the dataclass fields
+
     @property
     def tag(self) -> str:
         """A hash of the source, dtype and input shapes, in the function's name: the kernels
@@ -490,10 +493,17 @@ def op_matmul(b: Builder) -> None:
 
 
 def _matmul_shape(sa, sb):
+    """numpy's matmul shape rule, or None when the shapes do not contract."""
+    if not sa or not sb:
+        return None
+    a, b = (sa if len(sa) > 1 else (1,) + sa), (sb if len(sb) > 1 else sb + (1,))
+    if a[-1] != b[-2]:
+        return None
     try:
-        return np.matmul(np.empty(sa), np.empty(sb)).shape
+        batch = np.broadcast_shapes(a[:-2], b[:-2])
     except ValueError:
         return None
+    return batch + (a[-2],) * (len(sa) > 1) + (b[-1],) * (len(sb) > 1)
 
 
 def op_einsum(b: Builder) -> None:
