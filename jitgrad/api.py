@@ -285,7 +285,8 @@ class JitFunction:
                 compiled, _ = self._build(args)
                 compiled.load()
                 if tape_stack.get() and self._watched_by_tape(args, compiled):
-                    self._versions[key] = compiled
+                    # Not cached: the kernel's first call (typed arguments, then compile
+                    # disabled) must go through _first_run.
                     return self._eager(compiled, args)
                 start = time.perf_counter()
                 result = self._first_run(compiled, arrays)
