@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from jitgrad.call_path import make_caller
+from jitgrad.call_path import make_caller, make_entry
 from jitgrad.config import config
 from jitgrad.core import pytree
 from jitgrad.core.convert import to_array
@@ -62,6 +62,7 @@ class Compiled:
         self.kernel = None
         self.path = None
         self._pools = threading.local()
+        self.entries: dict = {}  # argument leaf types -> fast entry (call_path.make_entry)
         # Parallel kernels run one at a time when Numba's threading layer is not thread-safe.
         self.serialize = lowered_source.parallel and not _threading_layer_is_safe()
 
@@ -75,6 +76,20 @@ class Compiled:
                                and has_disk_index(self.path))
         # `run(arrays, aliases=None) -> outputs`: a generated straight-line wrapper.
         self.run = make_caller(self, _kernel_error, _PARALLEL_LOCK)
+
+    def compile_kernel(self) -> None:
+        """Compile (or load from Numba's cache) the kernel's one signature, then stop Numba
+        from compiling others: it converts arguments instead (Python floats to float32 at
+        dispatch). Array inputs are typed read-only, which also accepts writeable arrays."""
+        from jitgrad.backend.numba.signature import kernel_signature
+
+        if self.kernel.signatures:  # shared with an earlier version (same source): compiled
+            return
+        try:
+            self.kernel.compile(kernel_signature(self.kernel_source, self.graph))
+        except Exception as exc:
+            raise _kernel_error(self, exc) from exc
+        self.kernel.disable_compile()
 
     def loaded_from_disk(self) -> bool:
         """Whether Numba loaded this kernel's machine code from its cache (no compilation)."""
@@ -175,12 +190,28 @@ class JitFunction:
         self._versions: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = 0
+        self._fast_hits = [0]  # counted by the fast entries
         self._seconds = [0.0, 0.0, 0.0]
         self._warned_retrace = False
         functools.update_wrapper(self, fn)
+        self.__class__ = type(type(self).__name__, (type(self),), {"__module__": __name__})
 
     # -- hot path ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        # Replaced, per instance, by the fast entry of the last signature called (see
+        # `_use_entry`), which falls back to `_call`.
+        return self._call(args, kwargs)
+
+    def _use_entry(self, entry) -> None:
+        """Make `entry` (call_path.make_entry) this function's `__call__`. Each JitFunction has
+        its own class for this: one Python frame less per call than delegating to it."""
+        if entry is None:
+            entry = JitFunction.__call__
+        if type(self).__call__ is not entry:
+            type(self).__call__ = entry
+
+    def _call(self, args, kwargs):
+        """The general path: signature key, version lookup (or a miss), tapes, traces."""
         if kwargs:
             args = self._positional(args, kwargs)
         if current_trace.get() is not None:
@@ -191,9 +222,30 @@ class JitFunction:
             return self._miss(key, args, arrays)
         self._hits += 1
         self._versions.move_to_end(key)  # LRU
-        if tape_stack.get() and self._watched_by_tape(args, compiled):
-            return self._eager(compiled, args)
+        if tape_stack.get():
+            if self._watched_by_tape(args, compiled):
+                return self._eager(compiled, args)
+        elif not config.debug_nans:
+            self._use_entry(self._entry_for(compiled, args))
         return self._run(compiled, arrays)
+
+    def _entry_for(self, compiled: Compiled, args):
+        """The fast entry for calls shaped like `args` (built once per leaf types)."""
+        leaf_types = tuple((type(leaf), type(leaf._value)) if isinstance(leaf, Tensor)
+                           else type(leaf)
+                           for i, a in enumerate(args) if i not in self._static_argnums
+                           for leaf in pytree.flatten(a)[0])
+        if leaf_types in compiled.entries:
+            entry = compiled.entries[leaf_types]
+        else:
+            entry = compiled.entries[leaf_types] = make_entry(
+                compiled, args, self._static_argnums, _kernel_error, _PARALLEL_LOCK,
+                self._fast_hits, self._in_place(compiled))
+        return entry
+
+    def _in_place(self, compiled: Compiled):
+        """How a call writes into its arguments (see TrainStep); plain functions do not."""
+        return None
 
     def _first_run(self, compiled: Compiled, arrays: list):
         """The first call compiles, or loads machine code from Numba's disk cache. A cache
@@ -202,13 +254,9 @@ class JitFunction:
         recompiled by Numba and replaced, with one warning."""
         from jitgrad.backend.numba.compile import forget_entry
 
-        # Typed 0-d arrays, so that Numba compiles float32 (not float64) for Python floats.
-        arrays = [_leaf_array(a) if type(a) in _SCALAR_KEYS else a for a in arrays]
         try:
+            compiled.compile_kernel()
             result = self._run(compiled, arrays)
-            # From now on Numba converts arguments to the compiled types instead of compiling
-            # new specialisations (Python floats -> float32 at dispatch, no Python conversion).
-            compiled.kernel.disable_compile()
         except JitgradError as exc:
             if not compiled.had_disk_index:
                 raise
@@ -217,6 +265,7 @@ class JitFunction:
                           stacklevel=4)
             forget_entry(compiled.path)
             compiled.load(in_memory=True)
+            compiled.compile_kernel()
             return self._run(compiled, arrays)
         if compiled.had_disk_index and not compiled.loaded_from_disk():
             warnings.warn(f"jitgrad: the cache entry {compiled.path} was written by another "
@@ -297,6 +346,8 @@ class JitFunction:
                 while len(self._versions) > config.max_versions_per_function:
                     self._versions.popitem(last=False)
                 self._check_retracing()
+                if not tape_stack.get() and not config.debug_nans:
+                    self._use_entry(self._entry_for(compiled, args))
                 return result
         return self(*args)
 
@@ -389,10 +440,12 @@ class JitFunction:
 
     def cache_info(self) -> CacheInfo:
         disk = sum(1 for c in self._versions.values() if c.loaded_from_disk())
-        return CacheInfo(self._hits, self._misses, len(self._versions), disk, *self._seconds)
+        return CacheInfo(self._hits + self._fast_hits[0], self._misses, len(self._versions),
+                         disk, *self._seconds)
 
     def clear_cache(self) -> None:
         self._versions.clear()
+        self._use_entry(None)
 
     def __get__(self, obj, objtype=None):
         return self if obj is None else functools.partial(self, obj)

@@ -1,9 +1,16 @@
-"""The per-version Python wrapper around a kernel, generated as straight-line code.
+"""The per-version Python code around a kernel, generated as straight-line functions.
 
-A jitted call must cost little more than the Numba dispatch itself (W1 is ~0.6 us of kernel),
+A jitted call must cost little more than the Numba dispatch itself (W1 is ~0.2 us of kernel),
 so instead of interpreting a plan of parameters and outputs on every call, each compiled
-version gets a small generated function: unpack, convert 0-d inputs to typed scalars, take
-buffers, call the kernel, wrap the outputs in the function's own structure.
+version gets small generated functions:
+
+- `call(arrays, aliases=None)`: the general wrapper: take the leaf arrays, convert 0-d inputs
+  to scalars, take buffers, call the kernel, wrap the outputs in the function's structure.
+- `__call__(self, *args, **kwargs)`: the fast path for one argument signature (types, shapes,
+  dtypes, structure, static values) seen before, installed as the JitFunction's `__call__`: a
+  guard that checks exactly that signature, then the same body reading the leaves straight out
+  of `args`. When anything differs (or a tape or trace is active) it takes the general path,
+  `self._call(args, kwargs)`.
 """
 
 from __future__ import annotations
@@ -11,76 +18,249 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad.config import config
-from jitgrad.core.tensor import Tensor
+from jitgrad.core.dispatch import current_trace, tape_stack
+from jitgrad.core.tensor import Tensor, compiled_scalar_type
+
+_FALLBACK = "return self._call(args, kwargs)"  # what the entry does when its guard fails
+_STATIC_TYPES = (int, float, bool, str, type(None))
+_INT32 = (-(2**31), 2**31)
+
+
+class _Body:
+    """Lines of one generated function: parameter setup, the kernel call, output wrapping."""
+
+    def __init__(self, compiled, kernel_error, lock):
+        self.compiled = compiled
+        self.env = {"Tensor": Tensor, "asarray": np.asarray, "ndarray": np.ndarray,
+                    "kernel": compiled.kernel, "buffer": compiled._buffer,
+                    "variables": compiled.variables, "kernel_error": kernel_error,
+                    "compiled": compiled, "lock": lock}
+        self.lines: list[str] = []
+
+    def add(self, line: str, depth: int = 1) -> None:
+        self.lines.append("    " * depth + line)
+
+    def params(self, source_of_input, alias_of_buffer) -> list[str]:
+        """Set up p0, p1, ...: `source_of_input(k)` gives (expression, is a scalar) for
+        explicit input k; `alias_of_buffer(j)` an expression for the array that buffer param j
+        writes into, None for a pooled buffer, "optional" to look it up in `aliases`."""
+        ks = self.compiled.kernel_source
+        graph = self.compiled.graph
+        n_explicit = len(graph.inputs) - len(self.compiled.variables)
+        names = []
+        for j, plan in enumerate(ks.params):
+            name = f"p{j}"
+            names.append(name)
+            kind = plan[0]
+            if kind == "input":
+                k = plan[1]
+                if k < n_explicit:
+                    source, scalar = source_of_input(k)
+                else:
+                    source, scalar = f"variables[{k - n_explicit}]._value", False
+                self.add(f"{name} = {source}")
+                if graph.inputs[k].aval.ndim == 0 and not scalar:
+                    # 0-d values are scalars in the kernel; Numba converts Python scalars to
+                    # the compiled scalar type itself (its dispatcher compiles no new types).
+                    self.add(f"if type({name}) is ndarray:")
+                    self.add(f"    {name} = {name}[()]")
+            elif kind == "const":
+                self.env[f"const{j}"] = plan[1]
+                self.add(f"{name} = const{j}")
+            else:
+                self.env[f"plan{j}"] = plan
+                alias = alias_of_buffer(j)
+                if alias is None:
+                    self.add(f"{name} = buffer({j}, plan{j})")
+                elif alias == "optional":
+                    self.add(f"{name} = aliases.get({j}) if aliases else None")
+                    self.add(f"if {name} is None:")
+                    self.add(f"    {name} = buffer({j}, plan{j})")
+                else:
+                    self.add(f"{name} = {alias}")
+        return names
+
+    def call_kernel(self, names, retry_on_type_error=False) -> None:
+        ks = self.compiled.kernel_source
+        call = f"kernel({', '.join(names)})"
+        if ks.returns:
+            call = "r = " + call
+        if ks.parallel:
+            # Numba's thread count is per calling thread: apply jitgrad.config.num_threads.
+            from numba import set_num_threads
+
+            self.env.update(config=config, set_num_threads=set_num_threads)
+            self.add("if config.num_threads:")
+            self.add("    set_num_threads(config.num_threads)")
+        self.add("try:")
+        if self.compiled.serialize:
+            self.add("with lock:", 2)
+            self.add(call, 3)
+        else:
+            self.add(call, 2)
+        if retry_on_type_error:
+            # The dispatcher refused an argument (a non-contiguous or read-only array where
+            # the kernel writes): the general path converts it, or explains.
+            self.add("except TypeError:")
+            self.add(f"    {_FALLBACK}")
+        self.add("except Exception as exc:")
+        self.add("    raise kernel_error(compiled, exc) from exc")
+
+    def output_values(self) -> list[tuple[str, str]]:
+        """(expression, wrapper class) for each output leaf: arrays become Tensors; 0-d
+        results stay the Python numbers Numba returns, in a CompiledScalar of their dtype."""
+        ks = self.compiled.kernel_source
+        graph = self.compiled.graph
+        values = []
+        for k, (kind, j) in enumerate(ks.outputs):
+            if kind == "ret":
+                if graph.outputs[k].aval.ndim == 0:
+                    self.env[f"S{j}"] = compiled_scalar_type(ks.returns[j])
+                    values.append((f"r[{j}]", f"S{j}"))
+                else:
+                    values.append((f"r[{j}]", "Tensor"))
+            elif kind == "param":
+                values.append((f"p{j}", "Tensor"))
+            elif kind == "input":
+                values.append((f"asarray(p{j})", "Tensor"))
+            else:
+                self.env[f"out{k}"] = j
+                values.append((f"out{k}", "Tensor"))
+        return values
+
+    def build(self, header: str, name: str):
+        source = header + "\n" + "\n".join(self.lines)
+        exec(source, self.env)  # noqa: S102 - our own generated wrapper
+        fn = self.env[name]
+        fn.source = source
+        return fn
 
 
 def make_caller(compiled, kernel_error, lock):
     """`call(arrays, aliases=None) -> output tree` for `compiled` (an api.Compiled)."""
-    ks = compiled.kernel_source
-    graph = compiled.graph
-    n_explicit = len(graph.inputs) - len(compiled.variables)
-    env = {"Tensor": Tensor, "asarray": np.asarray, "ndarray": np.ndarray,
-           "kernel": compiled.kernel,
-           "buffer": compiled._buffer, "variables": compiled.variables,
-           "kernel_error": kernel_error, "compiled": compiled, "lock": lock}
-    lines = ["def call(arrays, aliases=None):"]
-    names = []
-    for j, plan in enumerate(ks.params):
-        name = f"p{j}"
-        names.append(name)
-        kind = plan[0]
-        if kind == "input":
-            k = plan[1]
-            aval = graph.inputs[k].aval
-            source = (f"arrays[{k}]" if k < n_explicit
-                      else f"variables[{k - n_explicit}]._value")
-            lines.append(f"    {name} = {source}")
-            if aval.ndim == 0:
-                # 0-d values are scalars in the kernel; Numba converts Python scalars to the
-                # compiled scalar type itself (its dispatcher no longer compiles new types).
-                lines.append(f"    if type({name}) is ndarray:")
-                lines.append(f"        {name} = {name}[()]")
-        elif kind == "const":
-            env[f"const{j}"] = plan[1]
-            lines.append(f"    {name} = const{j}")
-        else:
-            env[f"plan{j}"] = plan
-            lines.append(f"    {name} = aliases.get({j}) if aliases else None")
-            lines.append(f"    if {name} is None:")
-            lines.append(f"        {name} = buffer({j}, plan{j})")
-    call = f"kernel({', '.join(names)})"
-    if ks.parallel:
-        # Numba's thread count is per calling thread: apply jitgrad.config.num_threads here.
-        from numba import set_num_threads
+    body = _Body(compiled, kernel_error, lock)
+    names = body.params(lambda k: (f"arrays[{k}]", False), lambda j: "optional")
+    body.call_kernel(names)
+    leaves = [f"{wrap}({v})" for v, wrap in body.output_values()]
+    body.add(f"return {_structure(compiled.out_tree, iter(leaves))}")
+    return body.build("def call(arrays, aliases=None):", "call")
 
-        env.update(config=config, set_num_threads=set_num_threads)
-        lines.append("    if config.num_threads:")
-        lines.append("        set_num_threads(config.num_threads)")
-    lines.append("    try:")
-    if compiled.serialize:
-        lines.append("        with lock:")
-        lines.append(f"            r = {call}")
-    else:
-        lines.append(f"        r = {call}")
-    lines.append("    except Exception as exc:")
-    lines.append("        raise kernel_error(compiled, exc) from exc")
-    leaves = []
-    for k, (kind, j) in enumerate(ks.outputs):
-        if kind == "ret":
-            env[f"rt{j}"] = ks.returns[j].type
-            leaves.append(f"Tensor(rt{j}(r[{j}]))")  # a numpy scalar: cheaper than a 0-d array
-        elif kind == "param":
-            leaves.append(f"Tensor(p{j})")
-        elif kind == "input":
-            leaves.append(f"Tensor(asarray(p{j}))")
-        else:
-            env[f"out{k}"] = j
-            leaves.append(f"Tensor(out{k})")
-    lines.append(f"    return {_structure(compiled.out_tree, iter(leaves))}")
-    exec("\n".join(lines), env)  # noqa: S102 - our own generated wrapper
-    call_fn = env["call"]
-    call_fn.source = "\n".join(lines)
-    return call_fn
+
+def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_place=None):
+    """The fast `__call__` for calls shaped exactly like `args`, or None when `args`
+    holds something a guard cannot check cheaply (an unhashable static value, an exotic leaf).
+
+    `in_place` (TrainStep): ({kernel buffer param j: explicit leaf k} for update loops that
+    write straight into the caller's array k, [(output leaf, input leaf)] to copy back); the
+    entry then returns only the first output (the loss)."""
+    body = _Body(compiled, kernel_error, lock)
+    body.env.update(tape_stack=tape_stack, current_trace=current_trace, config=config,
+                    hits=hits)
+    guard = _Guard(body)
+    for i, a in enumerate(args):
+        if i in static_argnums:
+            if type(a) not in _STATIC_TYPES:
+                return None
+            body.env[f"static{i}"] = a
+            guard.check(f"type(a{i}) is {type(a).__name__} and a{i} == static{i}")
+        elif not guard.tree(f"a{i}", a):
+            return None
+    aliases, copies = in_place if in_place else ({}, [])
+    for _, k in copies:
+        guard.check(f"l{k}.flags.writeable")
+    n = len(args)
+    body.lines = [
+        f"    if kwargs or len(args) != {n}:",
+        f"        {_FALLBACK}",
+        f"    {', '.join(f'a{i}' for i in range(n))}{',' if n == 1 else ''} = args" if n else "",
+        "    try:",
+        *["    " + line for line in guard.lines],
+        "    except (KeyError, IndexError, TypeError, AttributeError):",
+        f"        {_FALLBACK}",
+        "    if tape_stack.get() or current_trace.get() is not None or config.debug_nans:",
+        f"        {_FALLBACK}",
+    ]
+    names = body.params(lambda k: guard.leaf_sources[k],
+                        lambda j: f"l{aliases[j]}" if j in aliases else None)
+    body.call_kernel(names, retry_on_type_error=True)
+    body.add("hits[0] += 1")
+    values = body.output_values()
+    for out_index, k in copies:
+        value = values[out_index][0]
+        body.add(f"if {value} is not l{k}:")
+        body.add(f"    l{k}[...] = {value}")
+    tree = compiled.out_tree
+    if in_place is not None:
+        tree = tree[2][0]  # a train step returns its loss (and aux), the first output
+    leaves = iter(f"{wrap}({v})" for v, wrap in values)
+    body.add(f"return {_structure(tree, leaves)}")
+    return body.build("def __call__(self, *args, **kwargs):", "__call__")
+
+
+class _Guard:
+    """Checks, as generated lines, that a call's arguments match the ones seen."""
+
+    def __init__(self, body: _Body):
+        self.body = body
+        self.lines: list[str] = []
+        self.leaf_sources: list[tuple[str, bool]] = []  # (expression, is already a scalar)
+
+    def check(self, condition: str) -> None:
+        self.lines += [f"    if not ({condition}):", f"        {_FALLBACK}"]
+
+    def tree(self, expr: str, value) -> bool:
+        """Guard lines for argument subtree `value` at `expr`; False if it cannot be guarded."""
+        if isinstance(value, dict):
+            keys = sorted(value)  # pytree order
+            self.check(f"type({expr}) is dict and len({expr}) == {len(keys)}")
+            return all(self.tree(f"{expr}[{k!r}]", value[k]) for k in keys)
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            kind = type(value).__name__
+            if type(value) not in (list, tuple):
+                return False
+            self.check(f"type({expr}) is {kind} and len({expr}) == {len(value)}")
+            return all(self.tree(f"{expr}[{n}]", v) for n, v in enumerate(value))
+        if value is None:
+            self.check(f"{expr} is None")
+            return True
+        return self.leaf(expr, value)
+
+    def leaf(self, expr: str, value) -> bool:
+        k = len(self.leaf_sources)
+        name = f"l{k}"
+        env = self.body.env
+        self.lines.append(f"    {name} = {expr}")
+        kind = type(value)
+        if kind is float or kind is bool:
+            self.check(f"type({name}) is {kind.__name__}")
+            self.leaf_sources.append((name, True))
+            return True
+        if kind is int:
+            if not _INT32[0] <= value < _INT32[1]:
+                return False
+            self.check(f"type({name}) is int and {_INT32[0]} <= {name} < {_INT32[1]}")
+            self.leaf_sources.append((name, True))
+            return True
+        if isinstance(value, Tensor):
+            env[f"T{k}"] = kind
+            self.check(f"type({name}) is T{k}")
+            self.lines.append(f"    {name} = {name}._value")
+            value = value._value
+        if type(value) is np.ndarray:
+            env[f"d{k}"] = value.dtype
+            self.check(f"type({name}) is ndarray and {name}.shape == {value.shape!r} "
+                       f"and {name}.dtype is d{k}")
+            self.leaf_sources.append((name, False))
+            return True
+        if isinstance(value, np.generic) and type(value) in _NUMPY_SCALARS:
+            env[f"S{k}"] = type(value)
+            self.check(f"type({name}) is S{k}")
+            self.leaf_sources.append((name, True))
+            return True
+        return False
+
+
+_NUMPY_SCALARS = frozenset(np.dtype(c).type for c in "fdbhilqBH?")
 
 
 def _structure(treedef, leaves) -> str:
@@ -95,3 +275,4 @@ def _structure(treedef, leaves) -> str:
     if kind == "list":
         return "[" + ", ".join(items) + "]"
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+

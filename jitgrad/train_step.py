@@ -35,21 +35,31 @@ class TrainStep(JitFunction):
         super().__init__(step, tuple(i + 2 for i in _as_tuple(static_argnums)), (), fastmath,
                          name=f"jit_train_step({getattr(loss_fn, '__name__', 'loss')})")
 
-    def __call__(self, params, opt_state, *batch):
-        for name, tree in (("params", params), ("opt_state", opt_state)):
+    def _call(self, args, kwargs):
+        if kwargs or len(args) < 2:
+            raise TypeError(with_location(f"{self.name}: call it as step(params, opt_state, "
+                                          "*batch), positionally"))
+        for name, tree in (("params", args[0]), ("opt_state", args[1])):
             for leaf in pytree.flatten(tree)[0]:
                 if not (isinstance(leaf, np.ndarray) and leaf.flags.c_contiguous
                         and leaf.flags.writeable):
                     raise TypeError(with_location(
                         f"{self.name}: {name} must hold writeable C-contiguous numpy arrays "
                         f"(updated in place), got {type(leaf).__name__}"))
-        return super().__call__(params, opt_state, *batch)
+        return super()._call(args, kwargs)
 
-    def _run(self, compiled: Compiled, arrays: list):
+    def _in_place(self, compiled: Compiled):
+        aliases, copies, _ = self._donation(compiled)
+        return aliases, copies
+
+    def _donation(self, compiled: Compiled):
         plan = getattr(compiled, "donation", None)
         if plan is None:
             plan = compiled.donation = _donation_plan(compiled, self.has_aux)
-        aliases, copies, out_slice = plan
+        return plan
+
+    def _run(self, compiled: Compiled, arrays: list):
+        aliases, copies, _ = self._donation(compiled)
         outputs = compiled.run(arrays, {j: arrays[k] for j, k in aliases.items()})
         flat = pytree.flatten(outputs)[0]
         for out_index, in_index in copies:

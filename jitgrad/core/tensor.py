@@ -250,6 +250,42 @@ class Tensor(ArrayMethods):
         return f"jitgrad.Tensor({shown}, shape={self.shape}, dtype={self.dtype.name})"
 
 
+class CompiledScalar(Tensor):
+    """A 0-d result of a compiled call, kept as the Python number the kernel returned.
+
+    Making a numpy scalar costs more than the whole kernel call of a scalar function (W1), so
+    the numpy scalar of the result's dtype is made when the value is used, not when returned.
+    One subclass per dtype (`compiled_scalar_type`) holds the numpy scalar type.
+    """
+
+    __slots__ = ("_number",)
+    _scalar_type: type = np.float32
+
+    def __init__(self, number):
+        self._number = number
+
+    @property
+    def _value(self):
+        return self._scalar_type(self._number)
+
+    def __float__(self) -> float:
+        return float(self._number)
+
+
+_COMPILED_SCALAR_TYPES: dict = {}
+
+
+def compiled_scalar_type(dtype) -> type:
+    """The CompiledScalar subclass for `dtype`."""
+    dtype = np.dtype(dtype)
+    cls = _COMPILED_SCALAR_TYPES.get(dtype)
+    if cls is None:
+        cls = _COMPILED_SCALAR_TYPES[dtype] = type(
+            f"CompiledScalar_{dtype.name}", (CompiledScalar,),
+            {"__slots__": (), "_scalar_type": dtype.type, "__module__": __name__})
+    return cls
+
+
 class Variable(Tensor):
     """A mutable tensor, watched automatically by tapes when read (if trainable).
 

@@ -1,0 +1,170 @@
+"""The generated call path: the per-signature fast entry, its guards and fallbacks, and the
+0-d results kept as Python numbers (CompiledScalar)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+
+
+@jg.jit
+def scale_sum(x, y, scale):
+    return jg.reduce_sum(x * y) * scale, x * scale
+
+
+X = np.arange(6, dtype=np.float32).reshape(2, 3)
+Y = np.ones((2, 3), np.float32)
+
+
+def expected(x, y, scale):
+    return np.float32((x * y).sum() * np.float32(scale)), x * np.float32(scale)
+
+
+def check(out, x, y, scale):
+    total, scaled = out
+    want_total, want_scaled = expected(x, y, scale)
+    assert float(total) == pytest.approx(float(want_total), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(scaled), want_scaled, rtol=1e-6)
+
+
+def test_fast_entry_is_installed_and_counts_hits():
+    f = jg.jit(lambda x, y: x * y)
+    f(X, Y)
+    assert "if not (" in type(f).__call__.source  # the guarded fast path
+    before = f.cache_info().hits
+    for _ in range(3):
+        f(X, Y)
+    assert f.cache_info().hits == before + 3
+    assert type(jg.jit(lambda x: x)).__call__ is not type(f).__call__  # one class each
+
+
+@pytest.mark.parametrize("args", [
+    (X, Y, 2.0),                                       # the signature the entry was built for
+    (X, Y, 3),                                         # int instead of float: another version
+    (X[:, ::-1], Y, 2.0),                              # non-contiguous array
+    (np.asfortranarray(X), Y, 2.0),                    # Fortran order
+    (X.astype(np.float64), Y, 2.0),                    # another dtype
+    (X[:1], Y[:1], 2.0),                               # another shape
+    (jg.constant(X), Y, 2.0),                          # a Tensor
+    (X, Y, np.float32(2.0)),                           # a numpy scalar
+    (X, Y, jg.constant(2.0)),                          # a 0-d Tensor
+])
+def test_every_call_shape_after_the_fast_entry_is_right(args):
+    scale_sum(X, Y, 2.0)  # installs the entry for (array, array, float)
+    check(scale_sum(*args), *(np.asarray(a) for a in args))
+    check(scale_sum(X, Y, 2.0), X, Y, 2.0)  # and back
+
+
+def test_read_only_arrays_are_accepted_before_and_after_writeable_ones():
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    f = jg.jit(lambda x: x + 1.0)
+    np.testing.assert_array_equal(np.asarray(f(X)), X + 1)
+    np.testing.assert_array_equal(np.asarray(f(frozen)), X + 1)
+    g = jg.jit(lambda x: x + 1.0)
+    np.testing.assert_array_equal(np.asarray(g(frozen)), X + 1)
+    np.testing.assert_array_equal(np.asarray(g(X)), X + 1)
+
+
+def test_pytree_arguments_guard_their_structure():
+    @jg.jit
+    def f(params, x):
+        return params["w"] * x + params["b"]
+
+    params = {"w": np.float32(2.0) * Y, "b": Y}
+    np.testing.assert_array_equal(np.asarray(f(params, X)), 2 * X + 1)
+    np.testing.assert_array_equal(np.asarray(f(params, X)), 2 * X + 1)
+    more = dict(params, c=Y)  # an extra key is another structure: a new version
+    np.testing.assert_array_equal(np.asarray(f({"w": Y, "b": Y}, X)), X + 1)
+    with pytest.raises(KeyError):
+        f({"w": Y, "c": Y}, X)  # the function itself reads params["b"]
+    assert np.asarray(f(more, X)).shape == (2, 3)
+    assert f.cache_info().versions == 2
+
+
+def test_static_arguments_are_part_of_the_guard():
+    @jg.jit(static_argnums=1)
+    def power(x, n):
+        return x**n
+
+    np.testing.assert_array_equal(np.asarray(power(X, 2)), X**2)
+    np.testing.assert_array_equal(np.asarray(power(X, 2)), X**2)
+    np.testing.assert_array_equal(np.asarray(power(X, 3)), X**3)
+    np.testing.assert_array_equal(np.asarray(power(X, 2)), X**2)
+    assert power.cache_info().versions == 2
+
+
+def test_keyword_and_wrong_arity_calls_take_the_general_path():
+    f = jg.jit(lambda x, y: x - y)
+    f(X, Y)
+    np.testing.assert_array_equal(np.asarray(f(x=X, y=Y)), X - Y)
+    np.testing.assert_array_equal(np.asarray(f(X, y=Y)), X - Y)
+    with pytest.raises(TypeError):
+        f(X)
+
+
+def test_tapes_and_traces_bypass_the_fast_entry():
+    f = jg.jit(lambda x: x * x)
+    x = jg.constant(3.0)
+    f(x)
+    f(x)  # the fast entry exists now
+    with jg.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    assert float(tape.gradient(y, x)) == 6.0
+    assert float(jg.grad(lambda v: f(v))(3.0)) == 6.0
+
+
+def test_debug_nans_bypasses_the_fast_entry(monkeypatch):
+    f = jg.jit(lambda x: jg.log(x))
+    f(np.ones(3, np.float32))
+    f(np.ones(3, np.float32))
+    monkeypatch.setattr(jg.config, "debug_nans", True)
+    with pytest.raises(FloatingPointError):
+        f(-np.ones(3, np.float32))
+
+
+def test_compiled_scalars_behave_like_tensors():
+    value, (g1, g2) = jg.jit_grad(lambda a, b: a * b * 2.0, wrt=(0, 1))(3.0, 4.0)
+    assert isinstance(value, jg.Tensor)
+    assert value.dtype == np.float32 and value.shape == ()
+    assert type(value.numpy()) is np.float32 and value.numpy() == 24.0
+    assert float(value) == 24.0 and int(g1) == 8 and bool(g2)
+    assert float(value * 2 + g1) == 56.0
+    assert repr(value) == "<jitgrad.Tensor: shape=(), dtype=float32, numpy=24.0>"
+    assert np.asarray(value).dtype == np.float32
+    assert float(jg.constant(value)) == 24.0
+    f64 = jg.jit(lambda x: jg.reduce_sum(x))(np.ones(3))
+    assert f64.dtype == np.float64 and f64.numpy() == 3.0
+    count = jg.jit(lambda x: jg.reduce_sum(x))(np.ones(3, np.int32))
+    assert count.dtype == np.int32 and int(count) == 3
+
+
+def test_compiled_scalars_feed_compiled_functions():
+    f = jg.jit(lambda x: x * 2.0)
+    y = f(1.5)
+    assert float(f(y)) == 6.0
+    assert float(f(f(y))) == 12.0
+
+
+def test_fast_entries_are_thread_safe():
+    f = jg.jit_grad(lambda w, x: jg.reduce_sum(jg.tanh(w * x)), wrt=0)
+    xs = [np.full(64, k, np.float32) for k in range(4)]
+    w = np.linspace(-1, 1, 64).astype(np.float32)
+    want = [np.asarray(f(w, x)[1]).copy() for x in xs]
+    errors = []
+
+    def work(k):
+        for _ in range(200):
+            got = np.asarray(f(w, xs[k])[1])
+            if not np.array_equal(got, want[k]):
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
