@@ -32,8 +32,14 @@ class Context:
     """What rules may ask about the graph: constants and producers."""
 
     def __init__(self, graph: Graph):
-        self.consts = graph.consts
+        self.consts = dict(graph.consts)  # rules may add constants
         self.producer: dict[Var, Eqn] = {}
+
+    def filled(self, value, aval: AVal):
+        """Eqns (or a Var) for a new constant of `aval` with every element `value`."""
+        scalar = Var(AVal((), aval.dtype))
+        self.consts[scalar] = np.asarray(value, aval.dtype)
+        return [_new("broadcast_to", [scalar], aval, shape=aval.shape)] if aval.shape else scalar
 
     def scalar(self, v: Var):
         """The value if `v` is a constant with all elements equal (or a broadcast of one)."""
@@ -119,6 +125,12 @@ def fold_double_negation(e, ctx):
 def fold_pow_one(e, ctx):
     """x ** 1 = x."""
     return e.inputs[0] if ctx.is_scalar(e.inputs[1], 1) else None
+
+
+@rule("pow")
+def fold_pow_zero(e, ctx):
+    """x ** 0 = 1 for every x, NaN and inf included (C99 and numpy agree)."""
+    return ctx.filled(1, e.out.aval) if ctx.is_scalar(e.inputs[1], 0) else None
 
 
 @rule("pow")
@@ -232,4 +244,4 @@ def _one_round(graph: Graph):
             ctx.producer[new.out] = new
         replace[e.out] = result[-1].out
     outputs = tuple(replace.get(v, v) for v in graph.outputs)
-    return Graph(graph.inputs, tuple(eqns), outputs, dict(graph.consts)), changed
+    return Graph(graph.inputs, tuple(eqns), outputs, ctx.consts), changed

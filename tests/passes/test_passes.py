@@ -82,6 +82,8 @@ def test_fold_keeps_large_broadcasts_symbolic():
         (lambda x: jg.negative(jg.negative(x)), []),
         (lambda x: x**1.0, []),
         (lambda x: x**2.0, ["mul"]),
+        (lambda x: x * x**0.0, []),
+        (lambda x: x**0.0, ["broadcast_to"]),
         (lambda x: x * -1.0, ["neg"]),
         (lambda x: jg.stop_gradient(x), []),
         (lambda x: jg.transpose(jg.transpose(x, (1, 0)), (1, 0)), []),
@@ -100,6 +102,14 @@ def test_simplify_never_folds_multiplication_by_zero():
     assert "mul" in ops(g)  # nan * 0 is nan, inf * 0 is nan
     out = eval_graph(g, np.array([np.nan, np.inf, 1.0], np.float32))[0]
     assert np.isnan(out[0]) and np.isnan(out[1]) and out[2] == 0
+
+
+def test_simplify_pow_zero_is_one_even_for_nan_and_inf():
+    g = optimize(trace(lambda x: x**0.0, (4,)))
+    assert "pow" not in ops(g)
+    out = eval_graph(g, np.array([np.nan, np.inf, -np.inf, 0.0], np.float32))[0]
+    np.testing.assert_array_equal(out, np.power(np.array([np.nan, np.inf, -np.inf, 0.0],
+                                                         np.float32), np.float32(0)))
 
 
 def test_simplify_where_with_constant_condition():
