@@ -12,10 +12,12 @@ from jitgrad.autodiff.backprop import backprop
 from jitgrad.core import pytree
 from jitgrad.core.dispatch import tape_stack
 from jitgrad.core.errors import with_location
+from jitgrad.core.opdef import NOT_DIFFERENTIABLE
 from jitgrad.core.tensor import Tensor, Tracer, Variable
 from jitgrad.ir.graph import Eqn
 from jitgrad.ops.elementwise import add, ones_like_value, zeros_like_value
 from jitgrad.ops.shape import reshape, stack
+from jitgrad.tape_backward import RecordedStructure
 
 _VALUES = (Tensor, Tracer)
 
@@ -60,6 +62,7 @@ class GradientTape:
     def reset(self) -> None:
         """Forget everything recorded so far, as if this were a new tape."""
         self._eqns: list[Eqn] = []
+        self._structure = RecordedStructure()  # the cache key of a compiled backward
         self._tracked: set[int] = set()
         self._held: list = []  # keeps watched values alive, so their ids stay theirs
         self._variables: dict[int, Variable] = {}
@@ -113,7 +116,7 @@ class GradientTape:
         A Variable input is recorded as its current read (a snapshot), never as the Variable:
         the VJP rules run later, and an `assign` in between must not change the values they
         see (TensorFlow records a read op for the same reason)."""
-        if not self._recording or not op.differentiable:
+        if not self._recording or op.vjp is NOT_DIFFERENTIABLE:
             return
         tracked = self._tracked
         hit = False
@@ -126,13 +129,15 @@ class GradientTape:
             if id(a) in tracked:
                 hit = True
                 continue
-            var = getattr(a, "variable", None)  # a VariableRead, or a jit tracer of a Variable
+            var = a.variable  # set for a VariableRead, or a jit tracer of a Variable
             if var is not None and (id(var) in tracked
                                     or (self._watch_accessed and var.trainable)):
                 self._note_read(var, a)
                 hit = True
         if hit:
-            self._eqns.append(Eqn(op, tuple(inputs), params, out))
+            inputs = tuple(inputs)
+            self._eqns.append(Eqn(op, inputs, params, out))
+            self._structure.add(op, inputs, params, out)
             tracked.add(id(out))
 
     # -- gradients -------------------------------------------------------------------------
@@ -229,6 +234,7 @@ class GradientTape:
 
     def _release(self) -> None:
         self._eqns, self._held, self._reads = [], [], {}
+        self._structure = RecordedStructure()
         self._tracked = set()
 
     def jacobian(self, target, sources, unconnected_gradients="none",

@@ -34,7 +34,7 @@ def compiled_backprop(eqns, seeds, sources, tape):
             or _other_tape_recording(tape)):
         stats["eager"] += 1
         return None
-    structure = _structure(eqns, seeds, sources)
+    structure = tape._structure.key(seeds, sources)
     if structure is None:
         stats["eager"] += 1
         return None
@@ -69,39 +69,68 @@ def _other_tape_recording(tape) -> bool:
     return any(t is not tape and t._recording for t in tape_stack.get())
 
 
-def _structure(eqns, seeds, sources):
-    """A hashable key of the recorded graph (ops, params, wiring, shapes and dtypes) and the
-    values the backward kernel takes, in order: external values, op outputs, seed cotangents."""
-    refs: dict[int, int] = {}
-    values = []
+class RecordedStructure:
+    """The shape of what a tape recorded, built op by op as the tape records (cheap there: the
+    ids are at hand) so that `gradient` only adds the seeds and sources to get a cache key.
 
-    def ref(v):
-        k = refs.get(id(v))
-        if k is None:
-            if not isinstance(v, Tensor):
-                raise _NotCompilableError
-            k = refs[id(v)] = len(values)
-            values.append(v)
-        return k
+    Values are numbered in order of first appearance; an op is (op, params, input numbers).
+    Only values that no recorded op produced (the external ones) need their shapes and dtypes
+    in the key: every other shape follows from the ops."""
 
-    parts = []
-    try:
-        for e in eqns:
-            if REGISTRY.get(e.op.name) is not e.op:
-                return None  # custom_gradient nodes
-            ins = tuple(ref(x) for x in e.inputs)
-            # Param values are hashable and their order is fixed by each op's call site.
-            parts.append((e.op.name, tuple(e.params.items()), ins, ref(e.out)))
-        seed_refs = tuple((ref(t), ref(c)) for t, c in seeds)
-        source_refs = tuple(ref(s) for s in sources)
-    except _NotCompilableError:
-        return None
-    avals = tuple((a.shape, a.dtype.char) for a in (v._value for v in values))
-    return (tuple(parts), seed_refs, source_refs, avals), values
+    __slots__ = ("refs", "values", "ops", "external", "compilable")
 
+    def __init__(self):
+        self.refs: dict[int, int] = {}  # id(value) -> number
+        self.values: list = []  # by number
+        self.ops: list = []
+        self.external: list = []  # numbers of the values no recorded op produced
+        self.compilable = True
 
-class _NotCompilableError(Exception):
-    pass
+    def add(self, op, inputs, params, out) -> None:
+        if not self.compilable:
+            return
+        if REGISTRY.get(op.name) is not op or type(out) is not Tensor:
+            self.compilable = False  # custom_gradient nodes, tracers
+            return
+        refs = self.refs
+        numbers = []
+        for x in inputs:
+            k = refs.get(id(x))
+            if k is None:
+                k = refs[id(x)] = len(self.values)
+                self.values.append(x)
+                self.external.append(k)
+            numbers.append(k)
+        # Param values are hashable and their order is fixed by each op's call site.
+        self.ops.append((op, tuple(params.items()) if params else (), tuple(numbers)))
+        refs[id(out)] = len(self.values)
+        self.values.append(out)
+
+    def key(self, seeds, sources):
+        """(hashable key, values in number order), or None if this graph cannot be compiled."""
+        if not self.compilable:
+            return None
+        refs = self.refs
+        external = list(self.external)
+        values = self.values
+        n_recorded = len(values)
+        extra = []
+
+        def number(v):
+            k = refs.get(id(v))
+            if k is None:
+                k = n_recorded + len(extra)
+                extra.append(v)
+                external.append(k)
+            return k
+
+        ends = tuple([(number(t), number(c)) for t, c in seeds])
+        starts = tuple([number(s) for s in sources])
+        values = values + extra if extra else values
+        if any(not isinstance(values[k], Tensor) for k in external):
+            return None
+        avals = tuple([(values[k].shape, values[k].dtype.char) for k in external])
+        return (tuple(self.ops), ends, starts, avals), values
 
 
 def _compile(eqns, seeds, sources, values):

@@ -36,18 +36,44 @@ def bind(op, *args, **params):
                         "global or a list?)"
                     )
                 )
-        aval = op.abstract_eval(*args, **params)
-        value = op.impl(*[a._value for a in args], **params)
+        values = [a._value for a in args]
+        aval = _eager_aval(op, args, values, params)
+        value = op.impl(*values, **params)
         if type(value) is not np.ndarray or value.dtype != aval.dtype:
             value = np.asarray(value, dtype=aval.dtype)
         if config.debug_nans and value.dtype.kind == "f":
-            check_nans(op.name, [a._value for a in args], value, with_location)
+            check_nans(op.name, values, value, with_location)
         out = Tensor(value)
     tapes = tape_stack.get()
     if tapes:
         for tape in tapes:
             tape._maybe_record(op, args, params, out)
     return out
+
+
+_MAX_EAGER_AVALS = 4096  # signatures remembered per op
+
+
+def _eager_aval(op, args, values, params):
+    """`op.abstract_eval` of these inputs, remembered per input shapes, dtypes and params.
+    Only successful checks are remembered: an invalid call raises its error every time."""
+    if len(values) == 2:  # most ops: a flat key hashes fastest
+        a, b = values
+        key = (a.shape, a.dtype, b.shape, b.dtype)
+    else:
+        key = tuple([(v.shape, v.dtype) for v in values])
+    if params:
+        key = (key, tuple(params.items()))
+    cache = op.eager_avals
+    try:
+        aval = cache.get(key)
+    except TypeError:  # an unhashable param value
+        return op.abstract_eval(*args, **params)
+    if aval is None:
+        aval = op.abstract_eval(*args, **params)
+        if len(cache) < _MAX_EAGER_AVALS:
+            cache[key] = aval
+    return aval
 
 
 def check_nans(name: str, inputs, value, locate) -> None:

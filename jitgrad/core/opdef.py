@@ -39,6 +39,9 @@ class OpDef:
     # Elementwise ops that need a helper from the vectorisable math module, per dtype.
     vmath: str | None = None
     doc: str = field(default="", repr=False)
+    # Eager calls: (input shapes and dtypes, params) -> the AVal abstract_eval returned. The
+    # rule runs once per signature, not per call (it costs more than most numpy calls).
+    eager_avals: dict = field(default_factory=dict, repr=False)
 
     @property
     def differentiable(self) -> bool:

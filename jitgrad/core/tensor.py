@@ -177,6 +177,7 @@ class Tensor(ArrayMethods):
     """
 
     __slots__ = ("_value", "__weakref__")
+    variable = None  # the Variable this value was read from (see VariableRead)
 
     def __init__(self, value: np.ndarray):
         self._value = value
@@ -188,6 +189,10 @@ class Tensor(ArrayMethods):
     @property
     def dtype(self) -> np.dtype:
         return self._value.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self._value.ndim
 
     @property
     def size(self) -> int:

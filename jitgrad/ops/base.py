@@ -45,6 +45,9 @@ def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
 
 def binary_operands(op: str, x, y):
     """Convert, promote (Python scalars are weak) and broadcast two operands of a binary op."""
+    if (isinstance(x, VALUE_TYPES) and isinstance(y, VALUE_TYPES) and x.shape == y.shape
+            and x.dtype == y.dtype):
+        return x, y  # the common case, first: nothing to do
     # type(), not isinstance: np.float64 subclasses float but is a strong numpy scalar.
     x_weak = type(x) in PYTHON_SCALARS and type(y) not in PYTHON_SCALARS
     y_weak = type(y) in PYTHON_SCALARS and type(x) not in PYTHON_SCALARS
@@ -71,7 +74,9 @@ def _weak_constant(value, other, op: str) -> Tensor:
     constant is fresh); under a trace it stays 0-d, so kernels read it as a literal."""
     array = to_array(value, dtypes.weak_scalar_dtype(value, other.dtype), op)
     if other.shape and current_trace.get() is None and array.dtype == other.dtype:
-        array = np.broadcast_to(array, other.shape)
+        from jitgrad.ops.shape import broadcast_array
+
+        array = broadcast_array(array, other.shape)
     return Tensor(array)
 
 

@@ -60,9 +60,11 @@ def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
     if a2.shape[-1] != b2.shape[-2]:
         raise op_error("matmul", f"{_describe(a, b)} cannot contract {a2.shape[-1]} with "
                        f"{b2.shape[-2]}")
-    batch = broadcast_shapes("matmul", a2.shape[:-2], b2.shape[:-2])
-    a2 = sh.broadcast_to(a2, batch + a2.shape[-2:])
-    b2 = sh.broadcast_to(b2, batch + b2.shape[-2:])
+    batch = a2.shape[:-2]
+    if batch or b2.ndim > 2:
+        batch = broadcast_shapes("matmul", batch, b2.shape[:-2])
+        a2 = sh.broadcast_to(a2, batch + a2.shape[-2:])
+        b2 = sh.broadcast_to(b2, batch + b2.shape[-2:])
     out = bind(matmul_p, a2, b2)
     if vec_a or vec_b:
         shape = batch + ((a2.shape[-2],) if not vec_a else ()) + ((b2.shape[-1],) if not vec_b

@@ -3,6 +3,8 @@ std, logsumexp). Primitives reduce without keepdims; the public functions reshap
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from jitgrad.core import dtypes
@@ -152,14 +154,15 @@ def reduce_prod(input_tensor, axis=None, keepdims=False, name=None):
 
 
 def _count(x, axes) -> int:
-    return int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    shape = x.shape
+    return math.prod([shape[a] for a in axes])
 
 
 def reduce_mean(input_tensor, axis=None, keepdims=False, name=None):
     """Mean over `axis` (sum / count; integer tensors truncate, as TensorFlow)."""
     x = as_value(input_tensor, op="reduce_mean")
     axes = normalize_axes("reduce_mean", axis, x.ndim)
-    total = reduce_sum(x, axes, keepdims)
+    total = _reduce(reduce_sum_p, "reduce_mean", x, axes, keepdims)
     if x.dtype.kind != "f":
         return ew.cast(ew.divide(total, _count(x, axes)), x.dtype)
     return total / float(_count(x, axes))
