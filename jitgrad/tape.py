@@ -17,7 +17,7 @@ from jitgrad.core.tensor import Tensor, Tracer, Variable
 from jitgrad.ir.graph import Eqn
 from jitgrad.ops.elementwise import add, ones_like_value, zeros_like_value
 from jitgrad.ops.shape import reshape, stack
-from jitgrad.tape_backward import RecordedStructure
+from jitgrad.tape_backward import Recording
 
 _VALUES = (Tensor, Tracer)
 
@@ -61,8 +61,7 @@ class GradientTape:
 
     def reset(self) -> None:
         """Forget everything recorded so far, as if this were a new tape."""
-        self._eqns: list[Eqn] = []
-        self._structure = RecordedStructure()  # the cache key of a compiled backward
+        self._recorded = Recording()  # the recorded ops (see tape_backward.Recording)
         self._tracked: set[int] = set()
         self._held: list = []  # keeps watched values alive, so their ids stay theirs
         self._variables: dict[int, Variable] = {}
@@ -136,9 +135,13 @@ class GradientTape:
                 hit = True
         if hit:
             inputs = tuple(inputs)
-            self._eqns.append(Eqn(op, inputs, params, out))
-            self._structure.add(op, inputs, params, out)
+            self._recorded.add(op, inputs, params, out)
             tracked.add(id(out))
+
+    @property
+    def _eqns(self) -> list[Eqn]:
+        """The recorded ops, in order (for the op-by-op backward)."""
+        return self._recorded.eqns()
 
     # -- gradients -------------------------------------------------------------------------
     def _check_usable(self, what: str) -> None:
@@ -224,7 +227,7 @@ class GradientTape:
         if not self._recording:  # a recording tape must see its own backward ops
             from jitgrad.tape_backward import compiled_backprop
 
-            cts = compiled_backprop(self._eqns, seeds, flat, self)
+            cts = compiled_backprop(seeds, flat, self)
         cts = iter(backprop(self._eqns, seeds, flat) if cts is None else cts)
         out = []
         for group in groups:
@@ -233,8 +236,8 @@ class GradientTape:
         return out
 
     def _release(self) -> None:
-        self._eqns, self._held, self._reads = [], [], {}
-        self._structure = RecordedStructure()
+        self._held, self._reads = [], {}
+        self._recorded = Recording()
         self._tracked = set()
 
     def jacobian(self, target, sources, unconnected_gradients="none",

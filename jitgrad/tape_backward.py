@@ -28,13 +28,13 @@ _lock = threading.Lock()
 stats = {"eager": 0, "compiled": 0, "compiles": 0}
 
 
-def compiled_backprop(eqns, seeds, sources, tape):
+def compiled_backprop(seeds, sources, tape):
     """Like `backprop`, through a cached kernel; None when this call must run eagerly."""
     if (not config.compile_tape_backward or current_trace.get() is not None
             or _other_tape_recording(tape)):
         stats["eager"] += 1
         return None
-    structure = tape._structure.key(seeds, sources)
+    structure = tape._recorded.key(seeds, sources)
     if structure is None:
         stats["eager"] += 1
         return None
@@ -49,7 +49,7 @@ def compiled_backprop(eqns, seeds, sources, tape):
                     _cache.popitem(last=False)
                 stats["eager"] += 1
                 return None
-            entry = _compile(eqns, seeds, sources, values)
+            entry = _compile(tape._eqns, seeds, sources, values)
             _cache[key] = entry
             stats["compiles"] += 1
         _cache.move_to_end(key)
@@ -69,11 +69,12 @@ def _other_tape_recording(tape) -> bool:
     return any(t is not tape and t._recording for t in tape_stack.get())
 
 
-class RecordedStructure:
-    """The shape of what a tape recorded, built op by op as the tape records (cheap there: the
-    ids are at hand) so that `gradient` only adds the seeds and sources to get a cache key.
+class Recording:
+    """What a tape recorded, kept in the form that makes the compiled backward's cache key
+    cheap: values numbered in order of first appearance, each op as (op, params, input
+    numbers, output number). The tape's Eqns are materialised from it only when the backward
+    runs op by op.
 
-    Values are numbered in order of first appearance; an op is (op, params, input numbers).
     Only values that no recorded op produced (the external ones) need their shapes and dtypes
     in the key: every other shape follows from the ops."""
 
@@ -81,30 +82,32 @@ class RecordedStructure:
 
     def __init__(self):
         self.refs: dict[int, int] = {}  # id(value) -> number
-        self.values: list = []  # by number
+        self.values: list = []  # by number; holds the recorded values alive
         self.ops: list = []
         self.external: list = []  # numbers of the values no recorded op produced
         self.compilable = True
 
     def add(self, op, inputs, params, out) -> None:
-        if not self.compilable:
-            return
-        if REGISTRY.get(op.name) is not op or type(out) is not Tensor:
-            self.compilable = False  # custom_gradient nodes, tracers
-            return
         refs = self.refs
+        values = self.values
         numbers = []
         for x in inputs:
             k = refs.get(id(x))
             if k is None:
-                k = refs[id(x)] = len(self.values)
-                self.values.append(x)
+                k = refs[id(x)] = len(values)
+                values.append(x)
                 self.external.append(k)
             numbers.append(k)
-        # Param values are hashable and their order is fixed by each op's call site.
-        self.ops.append((op, tuple(params.items()) if params else (), tuple(numbers)))
-        refs[id(out)] = len(self.values)
-        self.values.append(out)
+        self.ops.append((op, params, tuple(numbers), len(values)))
+        refs[id(out)] = len(values)
+        values.append(out)
+        if type(out) is not Tensor or REGISTRY.get(op.name) is not op:
+            self.compilable = False  # tracers, custom_gradient nodes
+
+    def eqns(self) -> list[Eqn]:
+        values = self.values
+        return [Eqn(op, tuple([values[k] for k in numbers]), params, values[out])
+                for op, params, numbers, out in self.ops]
 
     def key(self, seeds, sources):
         """(hashable key, values in number order), or None if this graph cannot be compiled."""
@@ -129,8 +132,11 @@ class RecordedStructure:
         values = values + extra if extra else values
         if any(not isinstance(values[k], Tensor) for k in external):
             return None
+        # Param values are hashable and their order is fixed by each op's call site.
+        ops = tuple([(op, tuple(params.items()) if params else (), numbers)
+                     for op, params, numbers, _ in self.ops])
         avals = tuple([(values[k].shape, values[k].dtype.char) for k in external])
-        return (tuple(self.ops), ends, starts, avals), values
+        return (ops, ends, starts, avals), values
 
 
 def _compile(eqns, seeds, sources, values):

@@ -262,3 +262,21 @@ def test_jit_inside_jit_inlines():
     outer = jg.jit(lambda x: inner(x) + 1.0)
     assert float(outer(2.0)) == 7.0
     assert inner.cache_info().misses == 0
+
+
+@pytest.mark.parametrize("shapes", [((5, 4), (4,)), ((4,), (4, 3)), ((4,), (4,))])
+def test_products_with_a_vector_are_one_matmul(shapes):
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+    graph = jg.make_graph(lambda x, y: x @ y)
+    ops = [e.op.name for e in graph(a, b).eqns]
+    assert ops == ["matmul"]
+    value, grads = jg.jit_grad(lambda x, y: jg.reduce_sum(jg.sin(x @ y)), wrt=(0, 1))(a, b)
+    with jg.GradientTape() as tape:
+        x, y = jg.constant(a), jg.constant(b)
+        tape.watch([x, y])
+        eager = jg.reduce_sum(jg.sin(x @ y))
+    for got, want in zip(grads, tape.gradient(eager, [x, y])):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    ai, bi = (np.arange(np.prod(s), dtype=np.int32).reshape(s) for s in shapes)
+    np.testing.assert_array_equal(np.asarray(jg.jit(lambda x, y: x @ y)(ai, bi)), ai @ bi)

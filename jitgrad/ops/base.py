@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad.core import dtypes
-from jitgrad.core.convert import to_array
+from jitgrad.core.convert import fill, to_array
 from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import op_error
 from jitgrad.core.tensor import Tensor, Tracer
@@ -74,9 +74,7 @@ def _weak_constant(value, other, op: str) -> Tensor:
     constant is fresh); under a trace it stays 0-d, so kernels read it as a literal."""
     array = to_array(value, dtypes.weak_scalar_dtype(value, other.dtype), op)
     if other.shape and current_trace.get() is None and array.dtype == other.dtype:
-        from jitgrad.ops.shape import broadcast_array
-
-        array = broadcast_array(array, other.shape)
+        array = fill(array, other.shape)
     return Tensor(array)
 
 

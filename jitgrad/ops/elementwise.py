@@ -9,7 +9,7 @@ import scipy.special
 
 from jitgrad.core import dtypes
 from jitgrad.core.aval import AVal
-from jitgrad.core.dispatch import bind
+from jitgrad.core.dispatch import bind, eager_elementwise
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
 from jitgrad.ops.base import as_value, binary_operands, require_float, scalar_like
@@ -258,6 +258,9 @@ stop_gradient_p = defop("stop_gradient", abstract_eval=lambda x: AVal(x.shape, x
 
 def _unary_fn(prim, public_name, floats_only=True):
     def fn(x, name=None):
+        out = eager_elementwise(prim, x)
+        if out is not None:
+            return out
         x = as_value(x, op=public_name)
         if floats_only and x.dtype.kind in "biu":
             # TensorFlow refuses tf.exp(int); we follow numpy and compute in float32.
@@ -312,6 +315,9 @@ def square(x, name=None):
 
 def _binary_fn(prim, public_name):
     def fn(x, y, name=None):
+        out = eager_elementwise(prim, x, y)
+        if out is not None:
+            return out
         x, y = binary_operands(public_name, x, y)
         return bind(prim, x, y)
 
@@ -347,6 +353,9 @@ def _to_float(*xs):
 
 def divide(x, y, name=None):
     """x / y; integer operands are divided in float (TensorFlow's truediv)."""
+    out = eager_elementwise(div_p, x, y)
+    if out is not None:
+        return out
     x, y = binary_operands("divide", x, y)
     x, y = _to_float(x, y)
     return bind(div_p, x, y)
@@ -354,6 +363,9 @@ def divide(x, y, name=None):
 
 def pow(x, y, name=None):  # noqa: A001 - TensorFlow's name
     """x ** y. Integer tensors raised to integer powers stay integer."""
+    out = eager_elementwise(pow_p, x, y)
+    if out is not None:
+        return out
     x, y = binary_operands("pow", x, y)
     if x.dtype.kind in "biu":
         return cast(pow(*_to_float(x, y)), x.dtype)

@@ -20,19 +20,36 @@ def _describe(a, b) -> str:
 
 
 def _matmul_eval(a, b):
-    if a.ndim < 2 or a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2] or a.dtype != b.dtype:
+    # Matrices with equal batch dimensions, or (unbatched) a vector on either side or both,
+    # as numpy does: the vector's axis is contracted and does not appear in the result.
+    vector = a.ndim == 1 or b.ndim == 1
+    if (a.ndim == 0 or b.ndim == 0 or a.dtype != b.dtype
+            or (vector and max(a.ndim, b.ndim) > 2)
+            or (not vector and (a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2]))):
         raise op_error("matmul", f"{_describe(a, b)}: operands need equal batch dimensions and "
                        f"dtypes ({a.dtype.name}, {b.dtype.name})")
-    if a.shape[-1] != b.shape[-2]:
+    contracted_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if a.shape[-1] != contracted_b:
         raise op_error("matmul", f"{_describe(a, b)} cannot contract {a.shape[-1]} with "
-                       f"{b.shape[-2]}")
+                       f"{contracted_b}")
     if a.dtype.kind == "b":
         raise op_error("matmul", "bool operands are not supported", TypeError)
-    return AVal(a.shape[:-1] + b.shape[-1:], a.dtype)
+    return AVal(a.shape[:-1] + (b.shape[-1:] if b.ndim > 1 else ()), a.dtype)
 
 
 def _matmul_vjp(g, out, a, b):
-    # C = A B:  dA = G B^T,  dB = A^T G
+    # C = A B:  dA = G B^T,  dB = A^T G; with a vector operand the "transpose" of the vector
+    # side is an outer product, and a vector-vector product (a dot) scales the other vector.
+    if a.ndim == 1 and b.ndim == 1:
+        return (lambda: g * b, lambda: g * a)
+    if b.ndim == 1:  # (m, k) @ (k,)
+        return (lambda: bind(matmul_p, sh.reshape(g, g.shape + (1,)),
+                             sh.reshape(b, (1,) + b.shape)),
+                lambda: bind(matmul_p, sh.matrix_transpose(a), g))
+    if a.ndim == 1:  # (k,) @ (k, n)
+        return (lambda: bind(matmul_p, b, g),
+                lambda: bind(matmul_p, sh.reshape(a, a.shape + (1,)),
+                             sh.reshape(g, (1,) + g.shape)))
     return (lambda: bind(matmul_p, g, sh.matrix_transpose(b)),
             lambda: bind(matmul_p, sh.matrix_transpose(a), g))
 
@@ -55,6 +72,8 @@ def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
         dt = promote(a.dtype, b.dtype)
         a, b = cast(a, dt), cast(b, dt)
     vec_a, vec_b = a.ndim == 1, b.ndim == 1
+    if (vec_a or vec_b) and a.ndim <= 2 and b.ndim <= 2:
+        return bind(matmul_p, a, b)  # one op: matrix-vector, vector-matrix or dot
     a2 = sh.reshape(a, (1,) + a.shape) if vec_a else a
     b2 = sh.reshape(b, b.shape + (1,)) if vec_b else b
     if a2.shape[-1] != b2.shape[-2]:

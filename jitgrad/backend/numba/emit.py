@@ -286,8 +286,21 @@ class Emitter:
         out = self.name_of(e.out)
         dot = "matmul" if e.out.aval.dtype.kind == "f" else "int_matmul"
         self.runtime.add(dot)
-        if a.aval.ndim == 2:
+        if a.aval.ndim == 2 and b.aval.ndim == 2:
             self.emit(f"{out} = {dot}({self.name_of(a)}, {self.name_of(b)})")
+        elif a.aval.ndim == 1 or b.aval.ndim == 1:
+            # Vectors are made contiguous (np.dot needs it), matrices are passed as in the
+            # matrix case (transposes as views); the integer loops take matrices only.
+            x, y = (self.name_of(v) if v.aval.ndim == 2 else self.contiguous_expr(v)
+                    for v in (a, b))
+            if dot == "matmul":
+                self.emit(f"{out} = matmul({x}, {y})")
+            else:
+                x = f"{x}.reshape((1, {a.aval.shape[0]}))" if a.aval.ndim == 1 else x
+                y = f"{y}.reshape(({b.aval.shape[0]}, 1))" if b.aval.ndim == 1 else y
+                shape = e.out.aval.shape
+                self.emit(f"{out} = int_matmul({x}, {y}).reshape({shape!r})"
+                          if shape else f"{out} = int_matmul({x}, {y})[0, 0]")
         else:
             batch = int(np.prod(a.aval.shape[:-2], dtype=np.int64))
             m, k = a.aval.shape[-2:]
