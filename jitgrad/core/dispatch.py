@@ -12,7 +12,6 @@ import contextvars
 import numpy as np
 
 from jitgrad.config import config
-from jitgrad.core.convert import fill
 from jitgrad.core.errors import LeakedTracerError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 
@@ -50,66 +49,6 @@ def bind(op, *args, **params):
         for tape in tapes:
             tape._maybe_record(op, args, params, out)
     return out
-
-
-_UNARY = object()
-_WEAK = (float, int)  # Python scalars (bool is not int here: `type(y) in`)
-
-
-def eager_elementwise(op, x, y=_UNARY):
-    """The fast lane of the elementwise ops: `op` on float tensors of one shape and dtype, or
-    on a float tensor and a Python scalar (either side), outside any trace. None when the call
-    is not that: the op then takes the general path (conversion, promotion, broadcasting, bind).
-
-    Such calls are valid by construction, so the shape rule is skipped: in a training step of
-    small ops the general path's layers cost more than the numpy work."""
-    if current_trace.get() is not None:
-        return None
-    if y is _UNARY:
-        if not isinstance(x, Tensor) or x._value.dtype.kind != "f":
-            return None
-        args, value = (x,), op.impl(x._value)
-    elif isinstance(x, Tensor) and isinstance(y, Tensor):
-        xv, yv = x._value, y._value
-        if xv.dtype is not yv.dtype or xv.dtype.kind != "f" or xv.shape != yv.shape:
-            return None
-        args, value = (x, y), op.impl(xv, yv)
-    elif isinstance(x, Tensor) and type(y) in _WEAK:
-        y, args = _weak_operand(y, x)
-        if args is None:
-            return None
-        value = op.impl(x._value, y)
-        args = (x, args)
-    elif isinstance(y, Tensor) and type(x) in _WEAK:
-        x, args = _weak_operand(x, y)
-        if args is None:
-            return None
-        value = op.impl(x, y._value)
-        args = (args, y)
-    else:
-        return None
-    if type(value) is not np.ndarray:
-        value = np.asarray(value)
-    if config.debug_nans and value.dtype.kind == "f":
-        check_nans(op.name, [a._value for a in args], value, with_location)
-    out = Tensor(value)
-    tapes = tape_stack.get()
-    if tapes:
-        for tape in tapes:
-            tape._maybe_record(op, args, {}, out)
-    return out
-
-
-def _weak_operand(scalar, tensor):
-    """(numpy scalar for impl, Tensor to record) for a Python scalar next to a float tensor;
-    (None, None) if the tensor is not float. The recorded constant has the tensor's shape
-    (recorded elementwise ops have operands of equal shapes); untaped, numpy broadcasts."""
-    array = tensor._value
-    if array.dtype.kind != "f":
-        return None, None
-    value = np.asarray(scalar, array.dtype)
-    recorded = fill(value, array.shape) if tape_stack.get() and array.shape else value
-    return value, Tensor(recorded)
 
 
 _MAX_EAGER_AVALS = 4096  # signatures remembered per op

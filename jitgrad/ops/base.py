@@ -1,13 +1,15 @@
-"""Helpers shared by the op modules: argument conversion, broadcasting, axes."""
+"""Helpers shared by the op modules: argument conversion, broadcasting, axes, and the eager
+fast lane of the elementwise ops."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.config import config
 from jitgrad.core import dtypes
 from jitgrad.core.convert import fill, to_array
-from jitgrad.core.dispatch import current_trace
-from jitgrad.core.errors import op_error
+from jitgrad.core.dispatch import bind, check_nans, current_trace, tape_stack
+from jitgrad.core.errors import op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 
 VALUE_TYPES = (Tensor, Tracer)
@@ -41,6 +43,83 @@ def broadcast_shapes(op: str, *shapes: tuple[int, ...]) -> tuple[int, ...]:
             raise op_error(op, f"shapes {listed} cannot be broadcast together")
         out.append(dims.pop() if dims else 1)
     return tuple(out)
+
+
+_UNARY = object()
+_WEAK = (float, int)  # Python scalars (bool is not int here: `type(y) in`)
+
+
+def eager_elementwise(op, x, y=_UNARY):
+    """The fast lane of the elementwise ops: `op` on float tensors of one shape and dtype, or
+    on a float tensor and a Python scalar (either side), outside any trace. None when the call
+    is not that: the op then takes the general path (conversion, promotion, broadcasting, bind).
+
+    Such calls are valid by construction, so the shape rule is skipped: in a training step of
+    small ops the general path's layers cost more than the numpy work."""
+    if current_trace.get() is not None:
+        return None
+    if y is _UNARY:
+        if not isinstance(x, Tensor) or x._value.dtype.kind != "f":
+            return None
+        args, value = (x,), op.impl(x._value)
+    elif isinstance(x, Tensor) and isinstance(y, Tensor):
+        xv, yv = x._value, y._value
+        if xv.dtype is not yv.dtype or xv.dtype.kind != "f":
+            return None
+        if xv.shape != yv.shape:
+            if yv.ndim == 0:
+                y = _scalar_operand(y, xv.shape)
+            elif xv.ndim == 0:
+                x = _scalar_operand(x, yv.shape)
+            else:
+                return None
+        args, value = (x, y), op.impl(xv, yv)
+    elif isinstance(x, Tensor) and type(y) in _WEAK:
+        y, args = _weak_operand(y, x)
+        if args is None:
+            return None
+        value = op.impl(x._value, y)
+        args = (x, args)
+    elif isinstance(y, Tensor) and type(x) in _WEAK:
+        x, args = _weak_operand(x, y)
+        if args is None:
+            return None
+        value = op.impl(x, y._value)
+        args = (args, y)
+    else:
+        return None
+    if type(value) is not np.ndarray:
+        value = np.asarray(value)
+    if config.debug_nans and value.dtype.kind == "f":
+        check_nans(op.name, [a._value for a in args], value, with_location)
+    out = Tensor(value)
+    tapes = tape_stack.get()
+    if tapes:
+        for tape in tapes:
+            tape._maybe_record(op, args, {}, out)
+    return out
+
+
+def _scalar_operand(tensor, shape):
+    """A 0-d tensor next to one of `shape`: broadcast by a recorded op when a tape records
+    (recorded elementwise ops have operands of equal shapes), else left to numpy."""
+    if not tape_stack.get():
+        return tensor
+    from jitgrad.ops.shape import broadcast_to_p
+
+    return bind(broadcast_to_p, tensor, shape=shape)
+
+
+def _weak_operand(scalar, tensor):
+    """(numpy scalar for impl, Tensor to record) for a Python scalar next to a float tensor;
+    (None, None) if the tensor is not float. The recorded constant has the tensor's shape
+    (recorded elementwise ops have operands of equal shapes); untaped, numpy broadcasts."""
+    array = tensor._value
+    if array.dtype.kind != "f":
+        return None, None
+    value = np.asarray(scalar, array.dtype)
+    recorded = fill(value, array.shape) if tape_stack.get() and array.shape else value
+    return value, Tensor(recorded)
 
 
 def binary_operands(op: str, x, y):

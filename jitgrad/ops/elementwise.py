@@ -9,10 +9,16 @@ import scipy.special
 
 from jitgrad.core import dtypes
 from jitgrad.core.aval import AVal
-from jitgrad.core.dispatch import bind, eager_elementwise
+from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
-from jitgrad.ops.base import as_value, binary_operands, require_float, scalar_like
+from jitgrad.ops.base import (
+    as_value,
+    binary_operands,
+    eager_elementwise,
+    require_float,
+    scalar_like,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Shape/dtype rules
