@@ -720,3 +720,25 @@ def test_a_non_persistent_tape_frees_its_record_after_gradient():
     gc.collect()
     assert refs[0]() is None
     assert tape.watched_variables() == (x,)
+
+
+@pytest.mark.parametrize("form", [
+    lambda x, s: x * 0.5 + 2 * x - x / 4.0 + 1.0 - (3 - x) + x ** 2.0 + 2.0 ** x,
+    lambda x, s: x * s + s - x / s + (s - x) * (x + s),
+    lambda x, s: s * x - x * s + jitgrad.exp(x) * s,
+])
+def test_eager_fast_lane_gradients_match_the_compiled_ones(form):
+    """Float tensors with Python scalars and 0-d tensors take the eager fast lane: the values
+    and the gradients (w.r.t. the vector and the 0-d tensor) must match jit_grad's."""
+    xv = np.linspace(-1, 1, 5).astype(np.float32)
+    sv = np.float32(1.5)
+    x, s = jitgrad.Variable(xv), jitgrad.Variable(sv)
+    with jitgrad.GradientTape() as tape:
+        y = jitgrad.reduce_sum(form(x, s))
+    gx, gs = tape.gradient(y, [x, s], unconnected_gradients="zero")
+    value, (cx, cs) = jitgrad.jit_grad(lambda a, b: jitgrad.reduce_sum(form(a, b)), wrt=(0, 1))(xv, sv)
+    np.testing.assert_allclose(float(y), float(value), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(gx), np.asarray(cx), rtol=1e-5)
+    np.testing.assert_allclose(float(gs), float(cs), rtol=1e-5)
+    untaped = form(jitgrad.constant(xv), jitgrad.constant(sv))
+    np.testing.assert_allclose(np.asarray(untaped), np.asarray(form(x, s)), rtol=1e-6)
