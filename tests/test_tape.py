@@ -736,7 +736,8 @@ def test_eager_fast_lane_gradients_match_the_compiled_ones(form):
     with jitgrad.GradientTape() as tape:
         y = jitgrad.reduce_sum(form(x, s))
     gx, gs = tape.gradient(y, [x, s], unconnected_gradients="zero")
-    value, (cx, cs) = jitgrad.jit_grad(lambda a, b: jitgrad.reduce_sum(form(a, b)), wrt=(0, 1))(xv, sv)
+    compiled = jitgrad.jit_grad(lambda a, b: jitgrad.reduce_sum(form(a, b)), wrt=(0, 1))
+    value, (cx, cs) = compiled(xv, sv)
     np.testing.assert_allclose(float(y), float(value), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(gx), np.asarray(cx), rtol=1e-5)
     np.testing.assert_allclose(float(gs), float(cs), rtol=1e-5)
