@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.special
 
 from jitgrad.core import dtypes
 from jitgrad.core.aval import AVal
@@ -108,7 +107,18 @@ arctan_p = _unary("arctan", np.arctan, lambda g, out, x: (g / (x * x + 1.0),), "
 # d sqrt = 1/(2 sqrt x): +inf at 0, as TensorFlow.
 sqrt_p = _unary("sqrt", np.sqrt, lambda g, out, x: (g / (out * 2.0),), "math.sqrt({0})")
 # d erf = 2/sqrt(pi) exp(-x^2)
-erf_p = _unary("erf", scipy.special.erf,
+def _scipy_special(name):
+    """A scipy.special ufunc, imported on first use: scipy.special takes 0.25 s to import, a
+    third of a warm process start, and most programs never call erf or an eager sigmoid."""
+    def impl(x):
+        import scipy.special
+
+        return getattr(scipy.special, name)(x)
+
+    return impl
+
+
+erf_p = _unary("erf", _scipy_special("erf"),
                lambda g, out, x: (g * (2.0 / math.sqrt(math.pi)) * exp(negative(x * x)),),
                "math.erf({0})")
 # abs'(0) = 0, as TensorFlow: sign(0) = 0.
@@ -126,7 +136,7 @@ ceil_p = _unary("ceil", np.ceil, _zero_vjp, "np.ceil({0})")
 round_p = _unary("round", np.round, _zero_vjp, "np.round({0})",
                  doc="Rounds half to even, like numpy and TensorFlow.")
 # sigma' = sigma (1 - sigma); a primitive for the vectorised kernel and the cheap VJP.
-sigmoid_p = _unary("sigmoid", lambda x: scipy.special.expit(x),
+sigmoid_p = _unary("sigmoid", _scipy_special("expit"),
                    lambda g, out, x: (g * (out * (1.0 - out)),),
                    "(1.0 / (1.0 + math.exp(-{0})))", vmath="sigmoid")
 
