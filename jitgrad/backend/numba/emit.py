@@ -284,33 +284,49 @@ class Emitter:
 
     def op_matmul(self, e, a, b):
         out = self.name_of(e.out)
-        dot = "matmul" if e.out.aval.dtype.kind == "f" else "int_matmul"
-        self.runtime.add(dot)
-        if a.aval.ndim == 2 and b.aval.ndim == 2:
-            self.emit(f"{out} = {dot}({self.name_of(a)}, {self.name_of(b)})")
-        elif a.aval.ndim == 1 or b.aval.ndim == 1:
+        floats = e.out.aval.dtype.kind == "f"
+        if a.aval.ndim == 1 or b.aval.ndim == 1:
             # Vectors are made contiguous (np.dot needs it), matrices are passed as in the
             # matrix case (transposes as views); the integer loops take matrices only.
             x, y = (self.name_of(v) if v.aval.ndim == 2 else self.contiguous_expr(v)
                     for v in (a, b))
-            if dot == "matmul":
+            if floats:
+                self.runtime.add("matmul")
                 self.emit(f"{out} = matmul({x}, {y})")
             else:
+                self.runtime.add("int_matmul")
                 x = f"{x}.reshape((1, {a.aval.shape[0]}))" if a.aval.ndim == 1 else x
                 y = f"{y}.reshape(({b.aval.shape[0]}, 1))" if b.aval.ndim == 1 else y
                 shape = e.out.aval.shape
                 self.emit(f"{out} = int_matmul({x}, {y}).reshape({shape!r})"
                           if shape else f"{out} = int_matmul({x}, {y})[0, 0]")
+        elif a.aval.ndim == 2:
+            if floats:
+                # Into a caller-allocated buffer: a fresh result of a few hundred KB costs its
+                # page faults on every call, as much as the product itself (W3's dW1).
+                self.runtime.add("matmul_into")
+                self.add_buffer(e.out)
+                self.emit(f"matmul_into({self.name_of(a)}, {self.name_of(b)}, {out})")
+            else:
+                self.runtime.add("int_matmul")
+                self.emit(f"{out} = int_matmul({self.name_of(a)}, {self.name_of(b)})")
         else:
             batch = int(np.prod(a.aval.shape[:-2], dtype=np.int64))
             m, k = a.aval.shape[-2:]
             n = b.aval.shape[-1]
-            self.emit(f"{out} = np.empty({e.out.aval.shape!r}, {np_dtype(e.out.aval.dtype)})")
+            if floats:
+                self.runtime.add("matmul_into")
+                self.add_buffer(e.out)
+            else:
+                self.runtime.add("int_matmul")
+                self.emit(f"{out} = np.empty({e.out.aval.shape!r}, "
+                          f"{np_dtype(e.out.aval.dtype)})")
             self.emit(f"a3 = {self.contiguous_expr(a)}.reshape(({batch}, {m}, {k}))")
             self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
             self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
             self.emit(f"for i0 in range({batch}):")
-            self.emit(f"o3[i0] = {dot}(a3[i0], b3[i0])", 2)
+            self.emit("matmul_into(a3[i0], b3[i0], o3[i0])" if floats
+                      else "o3[i0] = int_matmul(a3[i0], b3[i0])", 2)
         self.contiguous.add(e.out)
 
     def _slices(self, index) -> str:

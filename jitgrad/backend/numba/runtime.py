@@ -15,6 +15,12 @@ def matmul(a, b):
 
 
 @numba.njit(cache=True, nogil=True)
+def matmul_into(a, b, out):
+    """np.dot(a, b) written into `out` (C-contiguous, the right shape and dtype)."""
+    np.dot(a, b, out)
+
+
+@numba.njit(cache=True, nogil=True)
 def int_matmul(a, b):
     """Integer matrix product (BLAS has none); batch dimensions are flattened by the caller."""
     m, k = a.shape
