@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import threading
 
+import numpy as np
+
 from jitgrad.autodiff.backprop import backprop
 from jitgrad.config import config
 from jitgrad.core import pytree
@@ -55,14 +57,16 @@ def compiled_backprop(seeds, sources, tape):
         _cache.move_to_end(key)
     compiled, connected, used = entry
     stats["compiled"] += 1
-    outs = iter(compiled.run([_leaf_array(values[k]) for k in used]))
+    outs = iter(compiled.run([_contiguous(values[k]._value) for k in used]))
     return [next(outs) if c else None for c in connected]
 
 
-def _leaf_array(v):
-    from jitgrad.api import _leaf_array as leaf_array
-
-    return leaf_array(v)
+def _contiguous(value):
+    """The array (or numpy scalar) the kernel takes for a recorded value: eager views such as
+    transposes and large broadcasts are not C-contiguous."""
+    if type(value) is np.ndarray and not value.flags.c_contiguous:
+        return np.ascontiguousarray(value)
+    return value
 
 
 def _other_tape_recording(tape) -> bool:
@@ -78,12 +82,13 @@ class Recording:
     Only values that no recorded op produced (the external ones) need their shapes and dtypes
     in the key: every other shape follows from the ops."""
 
-    __slots__ = ("refs", "values", "ops", "external", "compilable")
+    __slots__ = ("refs", "values", "ops", "op_keys", "external", "compilable")
 
     def __init__(self):
         self.refs: dict[int, int] = {}  # id(value) -> number
         self.values: list = []  # by number; holds the recorded values alive
-        self.ops: list = []
+        self.ops: list = []  # (op, params, input numbers, output number)
+        self.op_keys: list = []  # (op, params as a tuple, input numbers): hashable
         self.external: list = []  # numbers of the values no recorded op produced
         self.compilable = True
 
@@ -98,7 +103,10 @@ class Recording:
                 values.append(x)
                 self.external.append(k)
             numbers.append(k)
-        self.ops.append((op, params, tuple(numbers), len(values)))
+        numbers = tuple(numbers)
+        self.ops.append((op, params, numbers, len(values)))
+        # Param values are hashable and their order is fixed by each op's call site.
+        self.op_keys.append((op, tuple(params.items()) if params else (), numbers))
         refs[id(out)] = len(values)
         values.append(out)
         if type(out) is not Tensor or REGISTRY.get(op.name) is not op:
@@ -132,11 +140,8 @@ class Recording:
         values = values + extra if extra else values
         if any(not isinstance(values[k], Tensor) for k in external):
             return None
-        # Param values are hashable and their order is fixed by each op's call site.
-        ops = tuple([(op, tuple(params.items()) if params else (), numbers)
-                     for op, params, numbers, _ in self.ops])
         avals = tuple([(values[k].shape, values[k].dtype.char) for k in external])
-        return (ops, ends, starts, avals), values
+        return (tuple(self.op_keys), ends, starts, avals), values
 
 
 def _compile(eqns, seeds, sources, values):
