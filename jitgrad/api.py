@@ -10,7 +10,6 @@ import collections
 import functools
 import inspect
 import logging
-import sys
 import threading
 import time
 import warnings
@@ -61,7 +60,7 @@ class Compiled:
         self.kernel_source = lowered_source
         self.kernel = None
         self.path = None
-        self._pools = threading.local()
+        self.pools = threading.local()  # buffers of the loops' outputs (see call_path)
         self.entries: dict = {}  # argument leaf types -> fast entry (call_path.make_entry)
         # Parallel kernels run one at a time when Numba's threading layer is not thread-safe.
         self.serialize = lowered_source.parallel and not _threading_layer_is_safe()
@@ -96,16 +95,6 @@ class Compiled:
         stats = self.kernel.stats
         return sum(stats.cache_hits.values()) > 0 and not sum(stats.cache_misses.values())
 
-    def _buffer(self, index: int, plan) -> np.ndarray:
-        """A buffer for a loop's output: last call's one if nobody else holds it any more
-        (a fresh page-faulting allocation costs as much as the loop), else a new one. Pools
-        are per thread, so concurrent calls never share a buffer."""
-        pool = self._pools.__dict__.setdefault("buffers", {})
-        buf = pool.get(index)
-        # References: the pool, `buf`, getrefcount's argument. More: a caller still holds it.
-        if buf is None or sys.getrefcount(buf) > 3:
-            buf = pool[index] = np.empty(plan[1], plan[2])
-        return buf
 
 _PARALLEL_LOCK = threading.Lock()
 

@@ -15,6 +15,8 @@ version gets small generated functions:
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from jitgrad.config import config
@@ -32,7 +34,8 @@ class _Body:
     def __init__(self, compiled, kernel_error, lock):
         self.compiled = compiled
         self.env = {"Tensor": Tensor, "asarray": np.asarray, "ndarray": np.ndarray,
-                    "kernel": compiled.kernel, "buffer": compiled._buffer,
+                    "kernel": compiled.kernel, "pools": compiled.pools,
+                    "getrefcount": sys.getrefcount, "empty": np.empty,
                     "variables": compiled.variables, "kernel_error": kernel_error,
                     "compiled": compiled, "lock": lock}
         self.lines: list[str] = []
@@ -48,6 +51,7 @@ class _Body:
         graph = self.compiled.graph
         n_explicit = len(graph.inputs) - len(self.compiled.variables)
         names = []
+        self.pool_line, self.has_pool = len(self.lines), False
         for j, plan in enumerate(ks.params):
             name = f"p{j}"
             names.append(name)
@@ -68,17 +72,31 @@ class _Body:
                 self.env[f"const{j}"] = plan[1]
                 self.add(f"{name} = const{j}")
             else:
-                self.env[f"plan{j}"] = plan
                 alias = alias_of_buffer(j)
                 if alias is None:
-                    self.add(f"{name} = buffer({j}, plan{j})")
+                    self.pooled_buffer(name, j, plan)
                 elif alias == "optional":
                     self.add(f"{name} = aliases.get({j}) if aliases else None")
                     self.add(f"if {name} is None:")
-                    self.add(f"    {name} = buffer({j}, plan{j})")
+                    self.pooled_buffer(name, j, plan, depth=2)
                 else:
                     self.add(f"{name} = {alias}")
         return names
+
+    def pooled_buffer(self, name: str, j: int, plan, depth: int = 1) -> None:
+        """`name` = last call's buffer for param j if nobody else holds it any more (a fresh
+        page-faulting allocation costs as much as the loop that fills it), else a new one.
+        Pools are per thread, so concurrent calls never share a buffer."""
+        if not self.has_pool:
+            self.has_pool = True
+            self.lines[self.pool_line:self.pool_line] = [
+                "    try:", "        pool = pools.buffers", "    except AttributeError:",
+                "        pool = pools.buffers = {}"]
+        self.env[f"shape{j}"], self.env[f"dtype{j}"] = plan[1], plan[2]
+        self.add(f"{name} = pool.get({j})", depth)
+        # References to a free buffer: the pool, `name` and getrefcount's argument.
+        self.add(f"if {name} is None or getrefcount({name}) > 3:", depth)
+        self.add(f"    {name} = pool[{j}] = empty(shape{j}, dtype{j})", depth)
 
     def call_kernel(self, names, retry_on_type_error=False) -> None:
         ks = self.compiled.kernel_source
