@@ -743,3 +743,17 @@ def test_eager_fast_lane_gradients_match_the_compiled_ones(form):
     np.testing.assert_allclose(float(gs), float(cs), rtol=1e-5)
     untaped = form(jitgrad.constant(xv), jitgrad.constant(sv))
     np.testing.assert_allclose(np.asarray(untaped), np.asarray(form(x, s)), rtol=1e-6)
+
+
+def test_eager_square_is_exact_with_and_without_a_tape():
+    """numpy's power is exactly rounded for a scalar (or stride-0) exponent 2 but not for a
+    contiguous array of 2s: the eager weak-scalar path must keep the former."""
+    x = np.random.default_rng(0).uniform(0.5, 2.0, 1000).astype(np.float32)
+    t = jitgrad.constant(x)
+    np.testing.assert_array_equal(np.asarray(t**2.0), x * x)
+    np.testing.assert_array_equal(np.asarray(jitgrad.pow(t, jitgrad.constant(2.0))), x * x)
+    with jitgrad.GradientTape() as tape:
+        tape.watch(t)
+        y = t**2.0
+    np.testing.assert_array_equal(np.asarray(y), x * x)
+    np.testing.assert_array_equal(np.asarray(tape.gradient(y, t)), 2 * x)

@@ -7,7 +7,7 @@ import numpy as np
 
 from jitgrad.config import config
 from jitgrad.core import dtypes
-from jitgrad.core.convert import fill, to_array
+from jitgrad.core.convert import broadcast, to_array
 from jitgrad.core.dispatch import bind, check_nans, current_trace, tape_stack
 from jitgrad.core.errors import op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
@@ -118,7 +118,7 @@ def _weak_operand(scalar, tensor):
     if array.dtype.kind != "f":
         return None, None
     value = np.asarray(scalar, array.dtype)
-    recorded = fill(value, array.shape) if tape_stack.get() and array.shape else value
+    recorded = broadcast(value, array.shape) if tape_stack.get() and array.shape else value
     return value, Tensor(recorded)
 
 
@@ -153,7 +153,7 @@ def _weak_constant(value, other, op: str) -> Tensor:
     constant is fresh); under a trace it stays 0-d, so kernels read it as a literal."""
     array = to_array(value, dtypes.weak_scalar_dtype(value, other.dtype), op)
     if other.shape and current_trace.get() is None and array.dtype == other.dtype:
-        array = fill(array, other.shape)
+        array = broadcast(array, other.shape)
     return Tensor(array)
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from jitgrad.core.aval import AVal
-from jitgrad.core.convert import fill
+from jitgrad.core.convert import broadcast
 from jitgrad.core.dispatch import bind
 from jitgrad.core.dtypes import promote
 from jitgrad.core.errors import op_error
@@ -45,7 +45,7 @@ def _broadcast_vjp(g, out, x, *, shape):
 
 
 broadcast_to_p = defop("broadcast_to", abstract_eval=_broadcast_eval,
-                       impl=fill,
+                       impl=broadcast,
                        vjp=_broadcast_vjp, kind="shape")
 
 
