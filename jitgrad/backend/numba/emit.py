@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jitgrad.backend.numba import runtime, vmath
+from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, Schedule
 
@@ -96,8 +97,11 @@ class Emitter:
                 self.param_names.append(self.name_of(v))
                 self.contiguous.add(v)
         groups = []
-        for step in self.schedule.steps:
-            if isinstance(step, LoopGroup):
+        for step in plan_row_loops(self.schedule.steps, self.is_parallel, self.contiguous):
+            if isinstance(step, RowLoop):
+                self.row_loop(step)
+                groups += [(g.space, g.op_names()) for g in step.groups]
+            elif isinstance(step, LoopGroup):
                 self.loop(step)
                 groups.append((step.space, step.op_names()))
             else:
@@ -140,24 +144,51 @@ class Emitter:
         return header + "\n".join(self.lines) + "\n"
 
     # -- fused loops -------------------------------------------------------------------------
-    def loop(self, group: LoopGroup) -> None:
-        space = group.space
-        ndim = len(space)
-        size = int(np.prod(space, dtype=np.int64))
+    def is_parallel(self, group: LoopGroup) -> bool:
+        """Large loops whose reductions are full sums run as prange loops."""
+        size = int(np.prod(group.space, dtype=np.int64))
         full_sums = all(e.out.aval.ndim == 0 and e.op.name == "reduce_sum"
                         for e in group.eqns if e.op.name in REDUCTIONS)
         partial_on_outer = any(0 in e.params["axes"] and e.out.aval.ndim
                                for e in group.eqns if e.op.name in REDUCTIONS)
-        parallel = (ndim > 0 and size >= PARALLEL_THRESHOLD and full_sums
-                    and not partial_on_outer)
+        return (len(group.space) > 0 and size >= PARALLEL_THRESHOLD and full_sums
+                and not partial_on_outer)
+
+    def loop(self, group: LoopGroup) -> None:
+        parallel = self.is_parallel(group)
         self.parallel |= parallel
-        self.emit(f"# fused {', '.join(group.op_names())} over {space}"
-                  + (" (parallel)" if parallel else ""))
-        outputs = set(group.outputs)
+        self.loop_header(group, " (parallel)" if parallel else "")
+        depth = 1
+        for d, extent in enumerate(group.space):
+            rng = "numba.prange" if parallel and d == 0 else "range"
+            self.emit(f"for i{d} in {rng}({extent}):", depth)
+            depth += 1
+        self.loop_footer(group, self.loop_body(group, depth))
+
+    def row_loop(self, row: RowLoop) -> None:
+        """Several groups in one loop over their shared leading dimension (see rows.py)."""
+        for group in row.groups:
+            self.loop_header(group, " (in the row loop below)")
+        for view in row.views:
+            self.op(view.eqn)
+        self.emit(f"# one loop over the {row.rows} rows for the {len(row.groups)} groups above")
+        self.emit(f"for i0 in range({row.rows}):")
+        bodies = []
+        for group in row.groups:
+            depth = 2
+            for d in range(1, len(group.space)):
+                self.emit(f"for i{d} in range({group.space[d]}):", depth)
+                depth += 1
+            bodies.append(self.loop_body(group, depth))
+        for group, scalars in zip(row.groups, bodies):
+            self.loop_footer(group, scalars)
+
+    def loop_header(self, group: LoopGroup, note: str) -> None:
+        """The comment, the output buffers, accumulators and reduction rows' initial values."""
+        self.emit(f"# fused {', '.join(group.op_names())} over {group.space}{note}")
         for v in group.outputs:  # list order: the generated source must be deterministic
             if v.aval.ndim:
                 self.add_buffer(v)
-        # Accumulators and zero-initialised reduction rows.
         for e in group.eqns:
             if e.op.name in REDUCTIONS:
                 init = _reduction_identity(e)
@@ -165,12 +196,13 @@ class Emitter:
                     self.emit(f"acc{self.name_of(e.out)[1:]} = {init}")
                 else:
                     self.emit(f"{self.name_of(e.out)}[...] = {init}")
+
+    def loop_body(self, group: LoopGroup, depth: int) -> dict:
+        """One element's work, inside the loops over `group.space` (indices i0, i1, ...);
+        returns the scalar expression of each value."""
+        ndim = len(group.space)
+        outputs = set(group.outputs)
         idx = [f"i{d}" for d in range(ndim)]
-        depth = 1
-        for d in range(ndim):
-            rng = "numba.prange" if parallel and d == 0 else "range"
-            self.emit(f"for {idx[d]} in {rng}({space[d]}):", depth)
-            depth += 1
         scalars: dict[Var, str] = {}
 
         def load(v: Var) -> str:
@@ -217,10 +249,14 @@ class Emitter:
             # own whose only job is this store.
             if e.out in outputs and ndim:
                 self.emit(f"{self.name_of(e.out)}[{', '.join(idx)}] = {scalars[e.out]}", depth)
+        return scalars
+
+    def loop_footer(self, group: LoopGroup, scalars: dict) -> None:
+        """Full reductions and 0-d results, once the loops are done."""
         for e in group.eqns:
             if e.op.name in REDUCTIONS and e.out.aval.ndim == 0:
                 self.emit(f"{self.name_of(e.out)} = acc{self.name_of(e.out)[1:]}")
-            elif ndim == 0 and e.out in outputs:
+            elif not group.space and e.out in group.outputs:
                 self.emit(f"{self.name_of(e.out)} = {scalars[e.out]}")
 
     def add_buffer(self, v: Var) -> None:
