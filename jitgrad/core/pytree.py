@@ -27,8 +27,6 @@ def _flatten(tree, leaves):
 
 def unflatten(treedef, leaves):
     """Rebuild the structure `treedef` with `leaves` in order."""
-    if type(treedef) is tuple and treedef[0] != "dict" and all(c == LEAF for c in treedef[2]):
-        return list(leaves) if treedef[0] == "list" else tuple(leaves)  # flat: the common case
     it = iter(leaves)
     out = _unflatten(treedef, it)
     return out

@@ -3,9 +3,11 @@
 Naming in the generated code: `v12` is the array (or, for 0-d values, the scalar) of SSA
 value 12; `x12` is its per-element scalar inside a loop; `acc12` an accumulator; `i0, i1, ...`
 loop indices; `c3` a constant passed in. The kernel's parameters are the graph inputs, then the
-array constants, then the buffers that loops write (allocated by the caller: a parallel loop
-that allocates its own outputs runs 5x slower here, see WORKLOADS.md). 0-d values are plain
-scalars throughout; the kernel returns the 0-d outputs and the arrays no loop wrote.
+array constants, then the buffers that loops and float matrix products write (allocated by the
+caller: a parallel loop that allocates its own outputs runs 5x slower here, see WORKLOADS.md).
+0-d values are plain scalars throughout; the kernel returns the 0-d outputs and the arrays
+nothing wrote into a buffer. Loops that depend on each other only row by row share one loop
+over the rows (rows.py).
 """
 
 from __future__ import annotations
