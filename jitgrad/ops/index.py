@@ -11,7 +11,7 @@ from jitgrad.core import dtypes
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
-from jitgrad.core.opdef import defop
+from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
 from jitgrad.core.tensor import Tracer
 from jitgrad.ops import elementwise as ew
 from jitgrad.ops import shape as sh
@@ -26,21 +26,59 @@ def _gather_eval(x, idx, *, axis):
     return AVal(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
 
 
+def out_of_bounds(idx: np.ndarray, n: int, negative: bool) -> np.ndarray:
+    """Which entries of `idx` do not address an axis of size `n` (`negative`: numpy's -n..-1
+    count from the end)."""
+    low = -n if negative else 0
+    return (idx < low) | (idx >= n)
+
+
+def check_bounds(op: str, idx: np.ndarray, n: int, axis: int, shape, negative=True) -> None:
+    """Raise IndexError naming `op`, the first bad index, the axis and its size."""
+    if idx.size:
+        bad = out_of_bounds(idx, n, negative)
+        if bad.any():
+            raise op_error(op, f"index {idx[bad].ravel()[0]} is out of bounds for axis {axis} "
+                           f"of size {n} (shape {tuple(shape)})", IndexError)
+
+
 def _gather_impl(x, idx, *, axis):
-    n = x.shape[axis]
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
-        raise op_error("gather", f"index {bad} is out of bounds for axis {axis} of size {n} "
-                       f"(shape {x.shape})", IndexError)
+    check_bounds("gather", idx, x.shape[axis], axis, x.shape)
     return np.take(x, idx, axis=axis)
 
 
 def _scatter_add_impl(g, idx, *, axis, shape):
+    check_bounds("scatter_add (the gradient of gather)", idx, shape[axis], axis, shape)
     out = np.zeros(shape, g.dtype)
     moved = np.moveaxis(out, axis, 0)
     g_moved = np.moveaxis(g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1:]), axis, 0)
     np.add.at(moved, idx.ravel(), g_moved)
     return out
+
+
+def _check_index_eval(idx, *, sizes, caller, what, axis, negative):
+    if idx.dtype.kind not in "iu":
+        raise op_error(caller, f"{what}s must be integers, got {idx.dtype.name}", TypeError)
+    if len(sizes) > 1 and (idx.ndim == 0 or idx.shape[-1] != len(sizes)):
+        raise op_error(caller, f"{what}s of shape {idx.shape} cannot address {len(sizes)} axes")
+    return AVal(idx.shape, idx.dtype)
+
+
+def _check_index_impl(idx, *, sizes, caller, what, axis, negative):
+    columns = [idx] if len(sizes) == 1 else [idx[..., d] for d in range(len(sizes))]
+    for d, (column, n) in enumerate(zip(columns, sizes)):
+        bad = out_of_bounds(column, n, negative)
+        if bad.any():
+            raise op_error(caller, f"{what} {column[bad].ravel()[0]} "
+                           f"{index_range(axis + d, n, negative, what)}", IndexError)
+    return idx
+
+
+def index_range(axis: int, n: int, negative: bool, what: str) -> str:
+    """The end of an index error: numpy's wording for indices, TensorFlow's for labels."""
+    if what == "index":
+        return f"is out of bounds for axis {axis} of size {n}"
+    return f"is outside the valid range [{-n if negative else 0}, {n})"
 
 
 gather_p = defop(
@@ -54,6 +92,14 @@ scatter_add_p = defop(
     impl=_scatter_add_impl,
     vjp=lambda g, out, ct, idx, *, axis, shape: (bind(gather_p, g, idx, axis=axis), None),
     kind="index", doc="Zeros of `shape` plus `g` added at `idx` along `axis` (gather's VJP).")
+check_index_p = defop(
+    "check_index", abstract_eval=_check_index_eval, impl=_check_index_impl,
+    vjp=NOT_DIFFERENTIABLE, kind="index",
+    doc="`idx` itself, once every entry is checked to lie in [0, size) ([-size, size) with "
+        "`negative`): one size for all entries, or one per position of the last axis "
+        "(gather_nd's rows). Raises IndexError naming `caller` (the public op), eagerly and "
+        "in compiled code, where an out-of-range index would otherwise read a wrong element "
+        "(composite indices, labels).")
 
 
 def _as_indices(indices, op):
@@ -70,6 +116,16 @@ def gather(params, indices, axis=None, batch_dims=0, name=None):
     x = as_value(params, op="gather")
     axis = normalize_axis("gather", 0 if axis is None else axis, x.ndim)
     return bind(gather_p, x, _as_indices(indices, "gather"), axis=axis)
+
+
+def check_index(indices, sizes, op: str, what: str = "index", axis: int = 0,
+                negative: bool = False):
+    """`indices` (integers), checked to lie in [0, size) (or [-size, size) with `negative`)
+    for `sizes`: one size for every entry, or one per position of the last axis (then for
+    axes axis, axis+1, ...). IndexError naming `op` and the bad `what` otherwise."""
+    idx = _as_indices(indices, op)
+    return bind(check_index_p, idx, sizes=tuple(int(n) for n in sizes), caller=op, what=what,
+                axis=axis, negative=negative)
 
 
 def take(a, indices, axis=None):
@@ -92,6 +148,9 @@ def gather_nd(params, indices, batch_dims=0, name=None):
         raise op_error("gather_nd", f"indices of shape {idx.shape} cannot address params of "
                        f"shape {x.shape}")
     lead = x.shape[:depth]
+    if depth:
+        # [0, 4] on a 3x3 input would otherwise flatten to 4, a valid but wrong element.
+        idx = check_index(idx, lead, "gather_nd")
     strides = np.cumprod((1,) + lead[::-1][:-1])[::-1] if depth else np.zeros(0)
     flat = ew.cast(idx, dtypes.int64) * np.asarray(strides, np.int64)
     from jitgrad.ops.reduce import reduce_sum
@@ -253,9 +312,9 @@ def _gather_arrays(y, arrays):
     idxs = broadcast_all("getitem", *[ew.cast(i, dtypes.int64) for i in idxs])
     dims = [y.shape[a] for a in axes]
     flat = None
-    for i, d in zip(idxs, dims):
-        if not isinstance(i, Tracer):
-            _gather_impl(np.zeros(d), np.asarray(i), axis=0)  # eager bounds check
+    for axis, (i, d) in enumerate(zip(idxs, dims), start=first):
+        # Checked before merging: [0, 4] on 3x3 would flatten to the valid index 4.
+        i = check_index(i, (d,), "getitem", axis=axis, negative=True)
         i = ew.where(ew.less(i, 0), i + d, i)
         flat = i if flat is None else flat * d + i
     merged = sh.reshape(y, y.shape[:first] + (int(np.prod(dims)),) + y.shape[axes[-1] + 1:])

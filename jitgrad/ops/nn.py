@@ -13,7 +13,7 @@ from jitgrad.ops import reduce
 from jitgrad.ops import shape as sh
 from jitgrad.ops.base import as_value
 from jitgrad.ops.elementwise import sigmoid, softplus  # noqa: F401 - re-exported names
-from jitgrad.ops.index import one_hot
+from jitgrad.ops.index import check_index, one_hot
 
 
 def _float(x, op):
@@ -124,6 +124,9 @@ def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None
     if y.shape != z.shape[:-1]:
         raise op_error("sparse_softmax_cross_entropy_with_logits",
                        f"labels of shape {y.shape} do not match logits of shape {z.shape}")
+    # TensorFlow raises for a label outside [0, classes); one_hot alone would give the row an
+    # all-off mask and a silent loss of 0.
+    y = check_index(y, (z.shape[-1],), "sparse_softmax_cross_entropy_with_logits", "label")
     picked = one_hot(y, z.shape[-1], on_value=True, off_value=False, dtype=dtypes.bool_)
     logp = log_softmax(z, -1)
     return ew.negative(reduce.reduce_sum(ew.where(picked, logp, ew.zeros_like_value(logp)), -1))

@@ -381,7 +381,7 @@ def _sparse_xent_ref(labels, logits):
 
 case("sparse_softmax_cross_entropy_with_logits",
      lambda y, z: jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z),
-     _sparse_xent_draw, ref=_sparse_xent_ref)
+     _sparse_xent_draw, ref=_sparse_xent_ref, prims=("check_index",))
 
 
 def _xent_draw(d):
