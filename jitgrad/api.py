@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import warnings
+import weakref
 
 import numpy as np
 
@@ -35,6 +36,12 @@ _SCALAR_KEYS = {float: ((), "f"), int: ((), "i"), bool: ((), "?")}
 
 def _fits_int32(value: int) -> bool:
     return -(2**31) <= value < 2**31
+
+
+def _flatten_argument(arg) -> tuple[list, object]:
+    """An argument's leaves and structure; a list of Python numbers is one leaf, the array
+    `jitgrad.constant` makes of it (see `jit`)."""
+    return pytree.flatten(arg, is_leaf=pytree.is_number_list)
 
 
 def _leaf_array(leaf) -> np.ndarray:
@@ -82,13 +89,15 @@ class Compiled:
         dispatch). Array inputs are typed read-only, which also accepts writeable arrays."""
         from jitgrad.backend.numba.signature import kernel_signature
 
-        if self.kernel.signatures:  # shared with an earlier version (same source): compiled
-            return
-        try:
-            self.kernel.compile(kernel_signature(self.kernel_source, self.graph))
-        except Exception as exc:
-            raise _kernel_error(self, exc) from exc
-        self.kernel.disable_compile()
+        with _compile_lock(self.kernel):
+            if self.kernel.signatures:  # shared with another version (same source): compiled
+                self.had_disk_index = False  # nothing was loaded for this one
+                return
+            try:
+                self.kernel.compile(kernel_signature(self.kernel_source, self.graph))
+            except Exception as exc:
+                raise _kernel_error(self, exc) from exc
+            self.kernel.disable_compile()
 
     def loaded_from_disk(self) -> bool:
         """Whether Numba loaded this kernel's machine code from its cache (no compilation)."""
@@ -97,6 +106,22 @@ class Compiled:
 
 
 _PARALLEL_LOCK = threading.Lock()
+# One lock per kernel dispatcher. load_kernel gives every function whose generated source is the
+# same the same dispatcher; compiling its signature and disabling compilation must be one step
+# for all of them: a thread that calls it in between would compile a second signature (a
+# float64 one for a Python float), and one that compiles after it would find compilation
+# disabled.
+_COMPILE_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_COMPILE_LOCKS_LOCK = threading.Lock()
+
+
+def _compile_lock(kernel) -> threading.Lock:
+    """The lock that serialises `Compiled.compile_kernel` for `kernel`, whoever shares it."""
+    with _COMPILE_LOCKS_LOCK:
+        lock = _COMPILE_LOCKS.get(kernel)
+        if lock is None:
+            lock = _COMPILE_LOCKS[kernel] = threading.Lock()
+        return lock
 
 
 def _threading_layer_is_safe() -> bool:
@@ -296,7 +321,7 @@ class JitFunction:
                 arrays.append(arr)
                 key.append((arr.shape, arr.dtype.char))
             else:
-                leaves, tree = pytree.flatten(a)
+                leaves, tree = _flatten_argument(a)
                 part = [tree]
                 for leaf in leaves:
                     arr = _leaf_array(leaf)
@@ -360,7 +385,7 @@ class JitFunction:
                 if i in self._static_argnums:
                     traced_args.append(a)
                     continue
-                leaves, tree = pytree.flatten(a)
+                leaves, tree = _flatten_argument(a)
                 tracers = []
                 for leaf in leaves:
                     arr = _leaf_array(leaf)
@@ -413,7 +438,7 @@ class JitFunction:
             if i in self._static_argnums:
                 continue
             values += [leaf if isinstance(leaf, (Tensor, Tracer)) else Tensor(_leaf_array(leaf))
-                       for leaf in pytree.flatten(a)[0]]
+                       for leaf in _flatten_argument(a)[0]]
         values += compiled.variables
         traced, _, _ = self._trace(args)
         outs = replay(traced, *values)
@@ -535,6 +560,14 @@ def jit(fn=None, *, static_argnums=(), static_argnames=(), fastmath=False):
     Shapes, dtypes and the pytree structure of the arguments (and the values of static
     arguments) select the compiled version. Variables read inside `fn` are inputs read at
     every call; numpy arrays captured by closure are constants frozen at trace time.
+
+    Arguments are pytrees: dicts (in sorted-key order), lists, tuples and namedtuples (rebuilt
+    as the same type) of arrays, tensors and Python numbers. A list whose leaves are all Python
+    numbers (nested, rectangular) is data, not structure: one array, converted as
+    `jitgrad.constant` would (float -> float32, int -> int32), so `f([1.0, 2.0])` works like
+    `f(np.float32([1, 2]))` and its gradient is one array. A tuple always stays a structure (as
+    in JAX and TensorFlow): `jit_grad(f)((w, b))` returns a tuple of gradients, and a tuple of
+    scalars passes each as its own scalar input.
     """
     if fn is None:
         return functools.partial(jit, static_argnums=static_argnums,

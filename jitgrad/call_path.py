@@ -20,6 +20,8 @@ import sys
 import numpy as np
 
 from jitgrad.config import config
+from jitgrad.core import pytree
+from jitgrad.core.convert import to_array
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.tensor import Tensor, compiled_scalar_type
 
@@ -160,7 +162,7 @@ def make_caller(compiled, kernel_error, lock):
     names = body.params(lambda k: (f"arrays[{k}]", False), lambda j: "optional")
     body.call_kernel(names)
     leaves = [f"{wrap}({v})" for v, wrap in body.output_values()]
-    body.add(f"return {_structure(compiled.out_tree, iter(leaves))}")
+    body.add(f"return {_structure(compiled.out_tree, iter(leaves), body.env)}")
     return body.build("def call(arrays, aliases=None):", "call")
 
 
@@ -168,9 +170,14 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
     """The fast `__call__` for calls shaped exactly like `args`, or None when `args`
     holds something a guard cannot check cheaply (an unhashable static value, an exotic leaf).
 
-    `in_place` (TrainStep): ({kernel buffer param j: explicit leaf k} for update loops that
-    write straight into the caller's array k, [(output leaf, input leaf)] to copy back); the
-    entry then returns only the first output (the loss)."""
+    `in_place` (TrainStep, a train_step.InPlace): `aliases` {kernel buffer param j: explicit
+    leaf k} for update loops that write straight into the caller's array k, `copies`
+    [(output leaf, input leaf)] to copy back; the entry then returns only the first output
+    (the loss). Before the kernel runs, the entry checks that the first `updated` leaves are
+    the objects it last passed to `check(self, params, opt_state)` (which raises for arrays
+    that share memory), and calls `check` again when they are not: an `is` per leaf (an array
+    object never moves its memory) instead of comparing memory ranges at every call. It
+    keeps the last checked arrays alive."""
     body = _Body(compiled, kernel_error, lock)
     body.env.update(tape_stack=tape_stack, current_trace=current_trace, config=config,
                     hits=hits)
@@ -183,21 +190,32 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
             guard.check(f"type(a{i}) is {type(a).__name__} and a{i} == static{i}")
         elif not guard.tree(f"a{i}", a):
             return None
-    aliases, copies = in_place if in_place else ({}, [])
+    aliases, copies = (in_place.aliases, in_place.copies) if in_place else ({}, [])
     for _, k in copies:
         guard.check(f"l{k}.flags.writeable")
     n = len(args)
-    body.lines = [
-        f"    if kwargs or len(args) != {n}:",
-        f"        {_FALLBACK}",
-        f"    {', '.join(f'a{i}' for i in range(n))}{',' if n == 1 else ''} = args" if n else "",
+    guarded = [
         "    try:",
         *["    " + line for line in guard.lines],
         "    except (KeyError, IndexError, TypeError, AttributeError):",
         f"        {_FALLBACK}",
+    ]
+    body.lines = [
+        f"    if kwargs or len(args) != {n}:",
+        f"        {_FALLBACK}",
+        f"    {', '.join(f'a{i}' for i in range(n))}{',' if n == 1 else ''} = args" if n else "",
+        *(guarded if guard.lines else []),  # a function without arguments has nothing to check
         "    if tape_stack.get() or current_trace.get() is not None or config.debug_nans:",
         f"        {_FALLBACK}",
     ]
+    if in_place and in_place.updated:
+        seen = [f"seen{k}" for k in range(in_place.updated)]
+        leaves = [f"l{k}" for k in range(in_place.updated)]
+        body.env.update(dict.fromkeys(seen), check_updated=in_place.check)
+        body.lines[:0] = [f"    global {', '.join(seen)}"]
+        body.add(f"if not ({' and '.join(f'{x} is {y}' for x, y in zip(leaves, seen))}):")
+        body.add("    check_updated(self, a0, a1)")
+        body.add(f"    {', '.join(seen)} = {', '.join(leaves)},")
     names = body.params(lambda k: guard.leaf_sources[k],
                         lambda j: f"l{aliases[j]}" if j in aliases else None)
     body.call_kernel(names, retry_on_type_error=True)
@@ -211,7 +229,7 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
     if in_place is not None:
         tree = tree[2][0]  # a train step returns its loss (and aux), the first output
     leaves = iter(f"{wrap}({v})" for v, wrap in values)
-    body.add(f"return {_structure(tree, leaves)}")
+    body.add(f"return {_structure(tree, leaves, body.env)}")
     return body.build("def __call__(self, *args, **kwargs):", "__call__")
 
 
@@ -222,17 +240,28 @@ class _Guard:
         self.body = body
         self.lines: list[str] = []
         self.leaf_sources: list[tuple[str, bool]] = []  # (expression, is already a scalar)
+        self.node_types = 0  # namedtuple types named in the environment
 
     def check(self, condition: str) -> None:
         self.lines += [f"    if not ({condition}):", f"        {_FALLBACK}"]
 
     def tree(self, expr: str, value) -> bool:
-        """Guard lines for argument subtree `value` at `expr`; False if it cannot be guarded."""
+        """Guard lines for argument subtree `value` at `expr`; False if it cannot be guarded.
+        The walk mirrors api._flatten_argument, so leaves come in the kernel's order."""
         if isinstance(value, dict):
-            keys = sorted(value)  # pytree order
+            keys = pytree.sorted_keys(value)
             self.check(f"type({expr}) is dict and len({expr}) == {len(keys)}")
             return all(self.tree(f"{expr}[{k!r}]", value[k]) for k in keys)
-        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        if pytree.is_number_list(value):
+            return self.number_list(expr, value)
+        if isinstance(value, tuple) and hasattr(type(value), "_fields"):
+            # The exact type: another namedtuple with the same fields is another structure.
+            name = f"N{self.node_types}"
+            self.node_types += 1
+            self.body.env[name] = type(value)
+            self.check(f"type({expr}) is {name}")
+            return all(self.tree(f"{expr}[{n}]", v) for n, v in enumerate(value))
+        if isinstance(value, (list, tuple)):
             kind = type(value).__name__
             if type(value) not in (list, tuple):
                 return False
@@ -277,19 +306,39 @@ class _Guard:
             return True
         return False
 
+    def number_list(self, expr: str, value) -> bool:
+        """A list of Python numbers is one array leaf: converted at each call (as eager ops
+        convert it), then checked like an array argument."""
+        self.body.env["number_list_array"] = _number_list_array
+        return self.leaf(f"number_list_array({expr})", _number_list_array(value))
+
+
+def _number_list_array(value) -> np.ndarray:
+    """The array a list of Python numbers stands for (api._flatten_argument); a TypeError,
+    which sends the call to the general path, for anything else."""
+    if not pytree.is_number_list(value):
+        raise TypeError("not a list of Python numbers")
+    return to_array(value, op="jit")
+
 
 _NUMPY_SCALARS = frozenset(np.dtype(c).type for c in "fdbhilqBH?")
 
 
-def _structure(treedef, leaves) -> str:
+def _structure(treedef, leaves, env: dict) -> str:
+    """An expression that builds `treedef` from the `leaves` expressions (the types of
+    namedtuples go into `env`)."""
     if treedef == "*":
         return next(leaves)
     if treedef is None:
         return "None"
     kind, meta, children = treedef
-    items = [_structure(c, leaves) for c in children]
+    items = [_structure(c, leaves, env) for c in children]
     if kind == "dict":
         return "{" + ", ".join(f"{k!r}: {v}" for k, v in zip(meta, items)) + "}"
+    if kind == "namedtuple":
+        name = f"namedtuple{len(env)}"
+        env[name] = meta
+        return f"{name}({', '.join(items)})"
     if kind == "list":
         return "[" + ", ".join(items) + "]"
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"

@@ -1,6 +1,7 @@
 """The generated call path: the per-signature fast entry, its guards and fallbacks, and the
 0-d results kept as Python numbers (CompiledScalar)."""
 
+import collections
 import threading
 
 import numpy as np
@@ -168,3 +169,31 @@ def test_fast_entries_are_thread_safe():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_function_without_arguments_has_a_fast_entry():
+    v = jg.Variable(np.arange(3, dtype=np.float32))
+    f = jg.jit(lambda: v * 2.0)
+    for _ in range(3):
+        np.testing.assert_array_equal(np.asarray(f()), [0.0, 2.0, 4.0])
+    assert f.cache_info().hits == 2
+    v.assign([1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(f()), [2.0, 2.0, 2.0])
+
+
+Pair = collections.namedtuple("Pair", "a b")
+SamePair = collections.namedtuple("SamePair", "a b")
+
+
+def test_fast_entry_guards_namedtuple_types_and_lists_of_numbers():
+    f = jg.jit(lambda p, xs: (p.a * xs[0] + xs[1], p))
+    for _ in range(3):
+        total, p = f(Pair(2.0, 3.0), [1.0, 2.0])
+        assert type(p) is Pair and float(total) == 4.0
+    assert f.cache_info().hits == 2  # lists of numbers take the fast entry too
+    assert type(f(SamePair(2.0, 3.0), [1.0, 2.0])[1]) is SamePair  # the exact type
+    assert f(Pair(2, 3), [1, 2])[0].dtype == np.int32
+    # numpy scalars are not Python numbers: a list of them is a structure, two scalar inputs
+    assert float(f(Pair(2.0, 3.0), [np.float32(1.0), np.float32(2.0)])[0]) == 4.0
+    assert f.cache_info().versions == 4
+    assert float(f(Pair(2.0, 3.0), [1.0, 2.0])[0]) == 4.0

@@ -172,3 +172,24 @@ def test_unsupported_dtype_under_jit_raises_at_trace_time():
 def test_static_argument_must_be_hashable():
     with raises(TypeError, "static argument", "list", "hashable"):
         jg.jit(lambda x, n: x * len(n), static_argnums=1)(1.0, [1, 2])
+
+# -- jit arguments and outputs (safety issue, item 11) ----------------------------------------
+
+
+def test_jit_dict_keys_that_cannot_be_ordered():
+    with raises(TypeError, "dict keys", re.escape("(1, 'a')"), "deterministic order"):
+        jg.jit(lambda d: d[(1, 2)])({(1, 2): 1.0, (1, "a"): 2.0})
+
+
+def test_jit_output_that_is_not_a_tensor():
+    def label(x):
+        return "abc"
+
+    with raises(TypeError, "label output", "cannot convert str 'abc'"):
+        jg.jit(label)(1.0)
+
+
+def test_jit_ragged_list_argument():
+    with raises(ValueError, "jit", "ragged", re.escape("[[1.0], [2.0, 3.0]]")):
+        jg.jit(jg.sin)([[1.0], [2.0, 3.0]])
+

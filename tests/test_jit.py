@@ -1,5 +1,6 @@
 """jit / jit_grad: the decorators, signatures, retracing, Variables, errors and introspection."""
 
+import collections
 import math
 import warnings
 
@@ -280,3 +281,99 @@ def test_products_with_a_vector_are_one_matmul(shapes):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
     ai, bi = (np.arange(np.prod(s), dtype=np.int32).reshape(s) for s in shapes)
     np.testing.assert_array_equal(np.asarray(jg.jit(lambda x, y: x @ y)(ai, bi)), ai @ bi)
+
+
+# -- argument and output kinds ----------------------------------------------------------------
+
+Params = collections.namedtuple("Params", "w b")
+OtherParams = collections.namedtuple("OtherParams", "w b")
+
+
+def test_constant_output_is_a_float32_tensor_like_constant():
+    f = jg.jit(lambda x: 3.0)
+    for _ in range(2):  # the general path, then the fast entry
+        out = f(1.0)
+        assert out.dtype == np.float32 and out.shape == () and float(out) == 3.0
+    value, aux = jg.jit_grad(lambda x: (x * x, 7), has_aux=True)(2.0)[0]
+    assert float(value) == 4.0 and aux.dtype == np.int32 and int(aux) == 7
+
+
+def test_list_of_numbers_is_one_array_like_eager_and_a_tuple_stays_a_structure():
+    f = jg.jit(lambda x: jg.sin(x) * 2.0)
+    for _ in range(2):
+        out = f([1.0, 2.0])
+        assert out.dtype == np.float32 and out.shape == (2,)
+        np.testing.assert_allclose(np.asarray(out), np.sin([1.0, 2.0]) * 2, rtol=1e-6)
+    nested = jg.jit(lambda x: x * 2)([[1, 2], [3, 4]])
+    assert nested.dtype == np.int32 and nested.shape == (2, 2)
+    np.testing.assert_array_equal(np.asarray(nested), [[2, 4], [6, 8]])
+    assert f.cache_info().versions == 1
+    _, grad = jg.jit_grad(lambda x: jg.reduce_sum(x * x))([1.0, 2.0, 3.0])
+    assert grad.shape == (3,)  # one array, as for jitgrad.constant([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(np.asarray(grad), [2.0, 4.0, 6.0])
+    value, grads = jg.jit_grad(lambda p: p[0] * p[1])((2.0, 3.0))
+    assert float(value) == 6.0 and type(grads) is tuple
+    assert [float(g) for g in grads] == [3.0, 2.0]
+
+
+def test_list_of_numbers_under_a_tape_runs_eagerly():
+    w = jg.Variable(2.0)
+    f = jg.jit(lambda xs: jg.reduce_sum(xs) * w)
+    with jg.GradientTape() as tape:
+        y = f([1.0, 2.0, 3.0])
+    assert float(y) == 12.0 and float(tape.gradient(y, w)) == 6.0
+
+
+def test_namedtuples_are_structures_rebuilt_with_their_type():
+    @jg.jit_grad
+    def loss(p, x):
+        return jg.reduce_sum(p.w * x + p.b)
+
+    x = np.arange(3, dtype=np.float32)
+    value, grads = loss(Params(np.ones(3, np.float32), 1.0), x)
+    assert float(value) == 6.0 and type(grads) is Params
+    np.testing.assert_array_equal(np.asarray(grads.w), x)
+    assert float(grads.b) == 3.0
+    out = jg.jit(lambda p: Params(p.b, p.w))(Params(1.0, 2.0))
+    assert type(out) is Params and float(out.w) == 2.0 and float(out.b) == 1.0
+
+
+def test_namedtuple_types_with_the_same_fields_are_different_versions():
+    f = jg.jit(lambda p: p)
+    assert type(f(Params(1.0, 2.0))) is Params
+    assert type(f(OtherParams(1.0, 2.0))) is OtherParams
+    assert type(f(Params(1.0, 2.0))) is Params
+    assert f.cache_info().versions == 2
+
+
+def test_dict_with_mixed_key_types_is_ordered_deterministically():
+    f = jg.jit(lambda d: d[1] * 10.0 + d["a"])
+    assert float(f({1: 1.0, "a": 2.0})) == 12.0
+    assert float(f({"a": 2.0, 1: 1.0})) == 12.0  # insertion order does not matter
+    assert f.cache_info().versions == 1
+    out = jg.jit(lambda d: d)({"b": 1.0, 2: 2.0, 1: 3.0})
+    assert list(out) == [1, 2, "b"]  # int keys (by value), then str keys
+
+
+def test_non_contiguous_variable_works_in_every_reader():
+    """A Variable assigned a transposed or strided value: jit, jit_grad(wrt='variables'), the
+    tape, before and after the fast entry is installed."""
+    v = jg.Variable(np.ones((2, 3), np.float32))
+    x = np.ones((2, 3), np.float32)
+    scaled = jg.jit(lambda x: v * x)
+    loss = jg.jit_grad(lambda x: jg.reduce_sum(v * v * x), wrt="variables")
+    scaled(x), loss(x)  # install the fast entries for a C-contiguous value
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for value in (jg.transpose(jg.constant(base[:, :2])), jg.constant(base)[:2, 1:]):
+        v.assign(value)
+        want = np.asarray(value)
+        for _ in range(2):
+            np.testing.assert_array_equal(np.asarray(scaled(x)), want)
+            total, (grad,) = loss(x)
+            assert float(total) == float((want * want).sum())
+            np.testing.assert_array_equal(np.asarray(grad), 2 * want)
+        with jg.GradientTape() as tape:
+            y = jg.reduce_sum(scaled(x) * v)
+        np.testing.assert_array_equal(np.asarray(tape.gradient(y, v)), 2 * want)
+    fortran = jg.Variable(jg.transpose(jg.constant(base)))
+    np.testing.assert_array_equal(np.asarray(jg.jit(lambda x: fortran * x)(1.0)), base.T)

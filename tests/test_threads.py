@@ -78,3 +78,27 @@ def test_num_threads_setting_is_applied(monkeypatch):
     value2, _ = w2_loss(x, x, x)
     # Another thread count sums 2**18 float32 terms in another order: ~sqrt(n) eps apart.
     assert float(value) == pytest.approx(float(value2), rel=1e-4)
+
+
+def _triple_sin_plus(x, y):
+    return jg.sin(x) * 3.0 + y  # used by this test only: its kernel is compiled here, first
+
+
+def test_first_calls_of_functions_that_share_a_kernel():
+    """Eight jit objects of one function generate the same source, so they share one Numba
+    dispatcher; their first calls, released together, compile it once and all use it."""
+    functions = [jg.jit(_triple_sin_plus) for _ in range(8)]
+    x = np.linspace(0, 1, 33, dtype=np.float32)
+    barrier = threading.Barrier(8)
+
+    def work(f):
+        barrier.wait()
+        return np.asarray(f(x, 0.5))  # a Python float: typed float32 by the one signature
+
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(work, functions))
+    for out in outs:
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, np.sin(x) * 3 + 0.5, rtol=1e-6)
+    kernels = {f.lower(x, 0.5).compile().kernel for f in functions}
+    assert len(kernels) == 1 and len(kernels.pop().signatures) == 1

@@ -298,7 +298,10 @@ class Variable(Tensor):
     6.0
 
     A Variable owns its array: it copies a numpy array it is given, and `assign` replaces the
-    array instead of writing into it, so the values a tape recorded stay what they were.
+    array instead of writing into it, so the values a tape recorded stay what they were. The
+    array is always C-contiguous (a transposed value is copied once, when assigned; `assign_add`
+    of one gives a C-ordered sum, as numpy orders the result of a C and an F operand): compiled
+    kernels read it as one on every call, with no check on the fast path.
     """
 
     __slots__ = ("name", "trainable", "_last_read")
@@ -372,7 +375,10 @@ class Variable(Tensor):
 
 
 def _owned(array: np.ndarray, source) -> np.ndarray:
-    """`array`, copied if it may be the caller's numpy array (which the caller can mutate)."""
+    """`array` as a C-contiguous array, copied if it may be the caller's numpy array (which the
+    caller can mutate)."""
+    if not array.flags.c_contiguous:
+        return np.ascontiguousarray(array)
     if isinstance(source, np.ndarray) and np.may_share_memory(array, source):
         return array.copy()
     return array

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from jitgrad.core.aval import AVal
+from jitgrad.core.convert import to_array
 from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import LeakedTracerError, user_frame, with_location
 from jitgrad.core.tensor import Tensor, Tracer, Variable
@@ -61,8 +62,11 @@ class Trace:
         return Tracer(self, out)
 
     def to_graph(self, outputs) -> Graph:
-        """The finished graph: explicit inputs, then the Variables it read, as inputs."""
-        out_vars = tuple(self.lift(o if isinstance(o, (Tensor, Tracer)) else Tensor(o)).var
+        """The finished graph: explicit inputs, then the Variables it read, as inputs. Outputs
+        that are not tensors (`lambda x: 3.0`, a numpy array) are constants, converted as
+        `jitgrad.constant` would (3.0 is a 0-d float32)."""
+        out_vars = tuple(self.lift(o if isinstance(o, (Tensor, Tracer))
+                                   else Tensor(to_array(o, op=f"{self.name} output"))).var
                          for o in outputs)
         inputs = tuple(self.inputs) + tuple(t.var for _, t in self.captured)
         return Graph(inputs, tuple(self.eqns), out_vars, dict(self.consts))
