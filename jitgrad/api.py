@@ -137,6 +137,9 @@ def _threading_layer_is_safe() -> bool:
 
 
 def _kernel_error(compiled: Compiled, exc: Exception) -> Exception:
+    if isinstance(exc, IndexError) and len(exc.args) > 1 and isinstance(exc.args[0], str):
+        # A generated bounds check: (template naming the op and the user's line, values).
+        return IndexError(exc.args[0].format(*exc.args[1:]))
     if isinstance(exc, (IndexError, ZeroDivisionError)):
         return type(exc)(with_location(f"{compiled.name}: {exc}"))
     return JitgradError(
@@ -470,7 +473,7 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
     """Optimise, fuse and emit `graph`; the kernel is loaded by `Compiled.load`. With
     `prune_inputs`, inputs the optimised graph no longer reads are dropped from the kernel and
     `compiled.input_indices` lists the ones kept (the tape passes only those)."""
-    from jitgrad.backend.numba.emit import emit_kernel
+    from jitgrad.backend.numba.kernels import kernel_source
     from jitgrad.passes import optimize
     from jitgrad.passes.fuse import fuse
 
@@ -484,11 +487,7 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
                           optimized.outputs, optimized.consts)
     schedule = fuse(optimized)
     _check_backend_dtypes(optimized, name)
-    source = emit_kernel(schedule, name, fastmath)
-    # One module per signature: a module's dispatcher stops compiling after its first call, so
-    # the same source for other dtypes must be another module (and another cache entry).
-    signature = ", ".join(v.aval.short() for v in optimized.inputs)
-    source.source = f"# signature: ({signature})\n" + source.source
+    source = kernel_source(schedule, name, fastmath)
     compiled = Compiled(name, optimized, list(variables), out_tree, source)
     compiled.schedule = schedule
     compiled.input_indices = indices

@@ -70,8 +70,9 @@ class _Body:
                     # the compiled scalar type itself (its dispatcher compiles no new types).
                     self.add(f"if type({name}) is ndarray:")
                     self.add(f"    {name} = {name}[()]")
-            elif kind == "const":
-                self.env[f"const{j}"] = plan[1]
+            elif kind == "const" or kind == "scalar":
+                # A scalar constant is a parameter of shape-polymorphic kernels only.
+                self.env[f"const{j}"] = plan[1] if kind == "const" else plan[1][()]
                 self.add(f"{name} = const{j}")
             else:
                 alias = alias_of_buffer(j)
@@ -150,7 +151,10 @@ class _Body:
 
     def build(self, header: str, name: str):
         source = header + "\n" + "\n".join(self.lines)
-        exec(source, self.env)  # noqa: S102 - our own generated wrapper
+        # A file name that error locations skip (core.errors.user_frame): the user's line is
+        # the one that called the jitted function, not a line of this wrapper.
+        code = compile(source, f"<jitgrad call path of {self.compiled.name}>", "exec")
+        exec(code, self.env)  # noqa: S102 - our own generated wrapper
         fn = self.env[name]
         fn.source = source
         return fn

@@ -22,6 +22,8 @@ from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, Schedule
 
 PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
+# Integer ops whose Numba result is 64 bits wide whatever the operands' width.
+WIDENING_INTEGER_OPS = frozenset({"neg", "add", "sub", "mul", "floordiv", "mod"})
 
 
 def np_dtype(dtype: np.dtype) -> str:
@@ -42,21 +44,73 @@ def literal(value, dtype: np.dtype) -> str:
     return f"{np_dtype(dtype)}({int(value)})"
 
 
+class Sizes:
+    """How the kernel's source spells array sizes.
+
+    A kernel for one signature writes numbers. A shape-polymorphic kernel writes a number that
+    equals a dimension of an input array, or a product of consecutive dimensions of one, as
+    that dimension read at run time (`n0_1` = `v0.shape[1]`), so that one source serves every
+    input shape of the same structure. This is sound whichever dimension a number is matched
+    to: every version emits its source from its own trace and shares a kernel only when that
+    source is identical, so each size expression evaluates to that version's own number."""
+
+    def __init__(self, generic: bool):
+        self.generic = generic
+        self.expressions: dict[int, str] = {}  # number -> its expression (first match wins)
+        self.definitions: dict[str, str] = {}  # symbol -> `v0.shape[1]`, in parameter order
+        self.used: set[str] = set()
+
+    def add_array(self, name: str, shape: tuple) -> None:
+        """Make the dimensions of parameter array `name` (and their products) available."""
+        if not self.generic:
+            return
+        symbols = [f"n{name[1:]}_{d}" for d in range(len(shape))]
+        for d, symbol in enumerate(symbols):
+            self.definitions[symbol] = f"{name}.shape[{d}]"
+            self._offer(shape[d], (symbol,))
+        for lo in range(len(shape)):
+            for hi in range(lo + 2, len(shape) + 1):
+                self._offer(int(np.prod(shape[lo:hi], dtype=np.int64)), tuple(symbols[lo:hi]))
+
+    def _offer(self, n: int, symbols: tuple) -> None:
+        # 0 and 1 stay numbers: they decide the code's structure (broadcasts, empty loops).
+        if n > 1 and n not in self.expressions:
+            self.expressions[n] = symbols
+
+    def __call__(self, n: int) -> str:
+        symbols = self.expressions.get(n)
+        if symbols is None:
+            return str(n)
+        self.used.update(symbols)
+        return " * ".join(symbols) if len(symbols) == 1 else f"({' * '.join(symbols)})"
+
+    def shape(self, shape: tuple) -> str:
+        """A shape tuple's text."""
+        items = [self(n) for n in shape]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+    def prologue(self) -> list[str]:
+        """The lines that read the sizes the kernel uses from its arrays."""
+        return [f"{s} = {d}" for s, d in self.definitions.items() if s in self.used]
+
+
 @dataclass
 class KernelSource:
     """The generated module and how to call it."""
 
     source: str
     name: str
-    params: list  # ('input', k) | ('const', array) | ('buffer', shape, dtype)
+    # ('input', k) | ('const', array) | ('scalar', 0-d array) | ('buffer', shape, dtype)
+    params: list
     outputs: list  # per graph output: ('input', k) | ('const', array) | ('param', j) | ('ret', j)
     returns: list  # dtypes of the returned values (0-d ones are boxed by the caller)
     parallel: bool
     groups: list = field(default_factory=list)  # (space, op names) per fused loop
+    generic: bool = False  # shape-polymorphic (see Sizes)
 
 
 class Emitter:
-    def __init__(self, schedule: Schedule, name: str, fastmath: bool):
+    def __init__(self, schedule: Schedule, name: str, fastmath: bool, generic: bool = False):
         self.schedule = schedule
         self.graph: Graph = schedule.graph
         self.name = name
@@ -69,6 +123,10 @@ class Emitter:
         self.runtime: set[str] = set()  # from runtime
         self.parallel = False
         self.contiguous: set[Var] = set()  # arrays known to be C-contiguous
+        # A shape-polymorphic kernel also takes scalar constants as parameters: their values
+        # (a mean's 1/n, say) may differ between the shapes it serves.
+        self.generic = generic
+        self.size = Sizes(generic)
 
     # -- names -------------------------------------------------------------------------------
     def name_of(self, v: Var) -> str:
@@ -79,9 +137,17 @@ class Emitter:
     def value(self, v: Var) -> str:
         """An expression for a whole value: its name, or a literal for a scalar constant."""
         c = self.graph.consts.get(v)
-        if c is not None and np.asarray(c).size == 1 and v.aval.ndim == 0:
+        if c is not None and v.aval.ndim == 0 and not self.generic:
             return literal(c, v.aval.dtype)
         return self.name_of(v)
+
+    def element(self, v: Var) -> str:
+        """The one element of a size-1 constant, as a scalar expression."""
+        if not self.generic:
+            return literal(self.graph.consts[v], v.aval.dtype)
+        if v.aval.ndim == 0:
+            return self.name_of(v)
+        return f"{self.name_of(v)}[{', '.join('0' * v.aval.ndim)}]"
 
     def emit(self, line: str, depth: int = 1) -> None:
         self.lines.append("    " * depth + line)
@@ -93,11 +159,17 @@ class Emitter:
             self.params.append(("input", k))
             self.param_names.append(self.name_of(v))
             self.contiguous.add(v)  # the caller passes C-contiguous arrays
+            self.size.add_array(self.name_of(v), v.aval.shape)
         for v, c in g.consts.items():
-            if not (np.asarray(c).size == 1 and v.aval.ndim == 0):
+            if v.aval.ndim:
                 self.params.append(("const", np.ascontiguousarray(c)))
-                self.param_names.append(self.name_of(v))
-                self.contiguous.add(v)
+                self.size.add_array(self.name_of(v), v.aval.shape)
+            elif self.generic:
+                self.params.append(("scalar", np.asarray(c, v.aval.dtype)))
+            else:
+                continue
+            self.param_names.append(self.name_of(v))
+            self.contiguous.add(v)
         groups = []
         for step in plan_row_loops(self.schedule.steps, self.is_parallel, self.contiguous):
             if isinstance(step, RowLoop):
@@ -125,7 +197,8 @@ class Emitter:
         ret = ", ".join(self.value(v) for v in returns)
         self.emit(f"return ({ret}{',' if len(returns) == 1 else ''})")
         return KernelSource(self.module_source(), self.name, self.params, outputs,
-                            [v.aval.dtype for v in returns], self.parallel, groups)
+                            [v.aval.dtype for v in returns], self.parallel, groups,
+                            self.generic)
 
     def module_source(self) -> str:
         flags = "True" if self.fastmath else "{'reassoc', 'contract'}"
@@ -143,7 +216,11 @@ class Emitter:
             f"parallel={self.parallel})\n"
             f"def kernel({', '.join(self.param_names)}):\n"
         )
-        return header + "\n".join(self.lines) + "\n"
+        prologue = self.size.prologue()
+        if prologue:
+            prologue = ["    # sizes read from the arrays: this kernel serves every shape of "
+                        "its structure"] + ["    " + line for line in prologue]
+        return header + "\n".join(prologue + self.lines) + "\n"
 
     # -- fused loops -------------------------------------------------------------------------
     def is_parallel(self, group: LoopGroup) -> bool:
@@ -163,7 +240,7 @@ class Emitter:
         depth = 1
         for d, extent in enumerate(group.space):
             rng = "numba.prange" if parallel and d == 0 else "range"
-            self.emit(f"for i{d} in {rng}({extent}):", depth)
+            self.emit(f"for i{d} in {rng}({self.size(extent)}):", depth)
             depth += 1
         self.loop_footer(group, self.loop_body(group, depth))
 
@@ -173,13 +250,14 @@ class Emitter:
             self.loop_header(group, " (in the row loop below)")
         for view in row.views:
             self.op(view.eqn)
-        self.emit(f"# one loop over the {row.rows} rows for the {len(row.groups)} groups above")
-        self.emit(f"for i0 in range({row.rows}):")
+        rows = self.size(row.rows)
+        self.emit(f"# one loop over the {rows} rows for the {len(row.groups)} groups above")
+        self.emit(f"for i0 in range({rows}):")
         bodies = []
         for group in row.groups:
             depth = 2
             for d in range(1, len(group.space)):
-                self.emit(f"for i{d} in range({group.space[d]}):", depth)
+                self.emit(f"for i{d} in range({self.size(group.space[d])}):", depth)
                 depth += 1
             bodies.append(self.loop_body(group, depth))
         for group, scalars in zip(row.groups, bodies):
@@ -187,16 +265,18 @@ class Emitter:
 
     def loop_header(self, group: LoopGroup, note: str) -> None:
         """The comment, the output buffers, accumulators and reduction rows' initial values."""
-        self.emit(f"# fused {', '.join(group.op_names())} over {group.space}{note}")
+        space = self.size.shape(group.space) if group.space else "()"
+        self.emit(f"# fused {', '.join(group.op_names())} over {space}{note}")
         for v in group.outputs:  # list order: the generated source must be deterministic
             if v.aval.ndim:
                 self.add_buffer(v)
         for e in group.eqns:
             if e.op.name in REDUCTIONS:
-                init = _reduction_identity(e)
                 if e.out.aval.ndim == 0:
+                    init = _reduction_identity(e.op.name, accumulator_dtype(e))
                     self.emit(f"acc{self.name_of(e.out)[1:]} = {init}")
                 else:
+                    init = _reduction_identity(e.op.name, e.out.aval.dtype)
                     self.emit(f"{self.name_of(e.out)}[...] = {init}")
 
     def loop_body(self, group: LoopGroup, depth: int) -> dict:
@@ -212,8 +292,7 @@ class Emitter:
                 return scalars[v]
             if v.aval.ndim == 0 or (v in self.graph.consts and np.asarray(
                     self.graph.consts[v]).size == 1):
-                expr = self.value(v) if v.aval.ndim == 0 else literal(
-                    self.graph.consts[v], v.aval.dtype)
+                expr = self.value(v) if v.aval.ndim == 0 else self.element(v)
                 scalars[v] = expr
                 return expr
             name = f"x{self.name_of(v)[1:]}"
@@ -257,7 +336,10 @@ class Emitter:
         """Full reductions and 0-d results, once the loops are done."""
         for e in group.eqns:
             if e.op.name in REDUCTIONS and e.out.aval.ndim == 0:
-                self.emit(f"{self.name_of(e.out)} = acc{self.name_of(e.out)[1:]}")
+                acc = f"acc{self.name_of(e.out)[1:]}"
+                if accumulator_dtype(e) != e.out.aval.dtype:
+                    acc = f"{np_dtype(e.out.aval.dtype)}({acc})"  # rounded (or wrapped) once
+                self.emit(f"{self.name_of(e.out)} = {acc}")
             elif not group.space and e.out in group.outputs:
                 self.emit(f"{self.name_of(e.out)} = {scalars[e.out]}")
 
@@ -279,12 +361,17 @@ class Emitter:
             if target == np.bool_:
                 return f"({args[0]} != 0)"
             return f"{np_dtype(target)}({args[0]})"
-        expr = op.template.format(*args, **{k: v for k, v in e.params.items()})
         out = e.out.aval.dtype
-        if out.kind == "f" and out.itemsize < 8 and ("math." in expr or "np." in expr
-                                                      or "**" in expr or "%" in expr):
+        expr = op.template.format(*args, dtype=np_dtype(out), **e.params)
+        if out.kind in "iu" and out.itemsize < 8 and op.name in WIDENING_INTEGER_OPS:
+            # Numba computes these in 64 bits (int32 + int32 is int64, uint8 - uint8 uint64):
+            # the cast back wraps around exactly as numpy's arithmetic in the narrow type.
+            return f"{np_dtype(out)}({expr})"
+        if out.kind == "f" and out.itemsize < 8 and any(
+                call in op.template for call in ("math.", "np.", "**", "%")):
             # Numba computes some of these in float64 (np.round, math.erf, ...) for float32
             # arguments: keep float32 values float32 (vector width, and accumulator types).
+            # The template decides: a typed literal argument (np.float32(2.0)) needs no cast.
             expr = f"{np_dtype(out)}({expr})"
         return expr
 
@@ -306,12 +393,12 @@ class Emitter:
         out = self.name_of(e.out)
         shape = e.params["shape"]
         if x.aval.ndim == 0:
-            self.emit(f"{out} = np.full({shape!r}, {self.value(x)})")
+            self.emit(f"{out} = np.full({self.size.shape(shape)}, {self.value(x)})")
             self.contiguous.add(e.out)
         elif e.out.aval.ndim == 0:
             self.emit(f"{out} = {self.contiguous_expr(x)}.reshape(-1)[0]")
         else:
-            self.emit(f"{out} = {self.contiguous_expr(x)}.reshape({shape!r})")
+            self.emit(f"{out} = {self.contiguous_expr(x)}.reshape({self.size.shape(shape)})")
             self.contiguous.add(e.out)
 
     def op_transpose(self, e, x):
@@ -333,10 +420,10 @@ class Emitter:
                 self.emit(f"{out} = matmul({x}, {y})")
             else:
                 self.runtime.add("int_matmul")
-                x = f"{x}.reshape((1, {a.aval.shape[0]}))" if a.aval.ndim == 1 else x
-                y = f"{y}.reshape(({b.aval.shape[0]}, 1))" if b.aval.ndim == 1 else y
+                x = f"{x}.reshape((1, {self.size(a.aval.shape[0])}))" if a.aval.ndim == 1 else x
+                y = f"{y}.reshape(({self.size(b.aval.shape[0])}, 1))" if b.aval.ndim == 1 else y
                 shape = e.out.aval.shape
-                self.emit(f"{out} = int_matmul({x}, {y}).reshape({shape!r})"
+                self.emit(f"{out} = int_matmul({x}, {y}).reshape({self.size.shape(shape)})"
                           if shape else f"{out} = int_matmul({x}, {y})[0, 0]")
         elif a.aval.ndim == 2:
             if floats:
@@ -349,15 +436,15 @@ class Emitter:
                 self.runtime.add("int_matmul")
                 self.emit(f"{out} = int_matmul({self.name_of(a)}, {self.name_of(b)})")
         else:
-            batch = int(np.prod(a.aval.shape[:-2], dtype=np.int64))
-            m, k = a.aval.shape[-2:]
-            n = b.aval.shape[-1]
+            batch = self.size(int(np.prod(a.aval.shape[:-2], dtype=np.int64)))
+            m, k = (self.size(d) for d in a.aval.shape[-2:])
+            n = self.size(b.aval.shape[-1])
             if floats:
                 self.runtime.add("matmul_into")
                 self.add_buffer(e.out)
             else:
                 self.runtime.add("int_matmul")
-                self.emit(f"{out} = np.empty({e.out.aval.shape!r}, "
+                self.emit(f"{out} = np.empty({self.size.shape(e.out.aval.shape)}, "
                           f"{np_dtype(e.out.aval.dtype)})")
             self.emit(f"a3 = {self.contiguous_expr(a)}.reshape(({batch}, {m}, {k}))")
             self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
@@ -370,8 +457,8 @@ class Emitter:
     def _slices(self, index) -> str:
         parts = []
         for start, stop, step in index:
-            stop_text = "" if stop < 0 else str(stop)
-            parts.append(f"{start}:{stop_text}:{step}")
+            stop_text = "" if stop < 0 else self.size(stop)
+            parts.append(f"{self.size(start)}:{stop_text}:{step}")
         return ", ".join(parts)
 
     def op_slice(self, e, x):
@@ -379,7 +466,8 @@ class Emitter:
 
     def op_unslice(self, e, g):
         out = self.name_of(e.out)
-        self.emit(f"{out} = np.zeros({e.params['shape']!r}, {np_dtype(e.out.aval.dtype)})")
+        shape = self.size.shape(e.params["shape"])
+        self.emit(f"{out} = np.zeros({shape}, {np_dtype(e.out.aval.dtype)})")
         self.emit(f"{out}[{self._slices(e.params['index'])}] = {self.value(g)}")
         self.contiguous.add(e.out)
 
@@ -391,15 +479,18 @@ class Emitter:
     def op_pad(self, e, x):
         out = self.name_of(e.out)
         fill = literal(e.params["constant"], e.out.aval.dtype)
-        self.emit(f"{out} = np.full({e.out.aval.shape!r}, {fill})")
-        index = [(lo, lo + d, 1) for d, (lo, _) in zip(x.aval.shape, e.params["paddings"])]
-        self.emit(f"{out}[{self._slices(index)}] = {self.name_of(x)}")
+        self.emit(f"{out} = np.full({self.size.shape(e.out.aval.shape)}, {fill})")
+        # The input's block starts at `lo` and spans the input's own size.
+        index = ", ".join(f"{lo}:{lo} + {self.size(d)}" if lo else f":{self.size(d)}"
+                          for d, (lo, _) in zip(x.aval.shape, e.params["paddings"]))
+        self.emit(f"{out}[{index}] = {self.name_of(x)}")
         self.contiguous.add(e.out)
 
     def _three_axis(self, shape, axis):
+        """(outer, axis, inner) extents of `shape` around `axis`, as source text."""
         outer = int(np.prod(shape[:axis], dtype=np.int64))
         inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
-        return outer, shape[axis], inner
+        return self.size(outer), self.size(shape[axis]), self.size(inner)
 
     def _flat_indices(self, idx: Var) -> str:
         if idx.aval.ndim == 0:
@@ -409,16 +500,12 @@ class Emitter:
     def op_gather(self, e, x, idx):
         axis = e.params["axis"]
         p, n, q = self._three_axis(x.aval.shape, axis)
-        k = idx.aval.size
+        k = self.size(idx.aval.size)
         self.emit(f"src = {self.contiguous_expr(x)}.reshape(({p}, {n}, {q}))")
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"dst = np.empty(({p}, {k}, {q}), {np_dtype(e.out.aval.dtype)})")
         self.emit(f"for i1 in range({k}):")
-        self.emit("j = flat[i1]", 2)
-        self.emit(f"if j < -{n} or j >= {n}:", 2)
-        self.emit(f"raise IndexError('gather: index out of bounds for axis {axis} of "
-                  f"size {n}')", 3)
-        self.emit(f"j = j + {n} if j < 0 else j", 2)
+        self.emit_checked_index(e, "gather", "flat[i1]", n, axis, depth=2)
         self.emit(f"for i0 in range({p}):", 2)
         self.emit("dst[i0, i1, :] = src[i0, j, :]", 3)
         self.emit_reshaped(e.out, "dst")
@@ -427,18 +514,52 @@ class Emitter:
         axis = e.params["axis"]
         shape = e.params["shape"]
         p, n, q = self._three_axis(shape, axis)
-        k = idx.aval.size
+        k = self.size(idx.aval.size)
         out = self.name_of(e.out)
-        self.emit(f"{out} = np.zeros({shape!r}, {np_dtype(e.out.aval.dtype)})")
+        self.emit(f"{out} = np.zeros({self.size.shape(shape)}, {np_dtype(e.out.aval.dtype)})")
         self.emit(f"dst = {out}.reshape(({p}, {n}, {q}))")
         self.emit(f"src = {self.contiguous_expr(g)}.reshape(({p}, {k}, {q}))")
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"for i1 in range({k}):")
-        self.emit("j = flat[i1]", 2)
-        self.emit(f"j = j + {n} if j < 0 else j", 2)
+        # Checked here too: under jit(grad(f)) the forward gather is dead code.
+        self.emit_checked_index(e, "scatter_add (the gradient of gather)", "flat[i1]", n, axis,
+                                depth=2)
         self.emit(f"for i0 in range({p}):", 2)
         self.emit("dst[i0, j, :] += src[i0, i1, :]", 3)
         self.contiguous.add(e.out)
+
+    def emit_checked_index(self, e, caller: str, index: str, n: str, axis: int, depth: int):
+        """`j = index`, raising IndexError unless -n <= j < n, then wrapped to 0 <= j < n."""
+        self.emit(f"j = {index}", depth)
+        self.emit(f"if j < -{n} or j >= {n}:", depth)
+        self.emit(raise_index_error(e, f"{caller}: index {{}} is out of bounds for axis {axis} "
+                                    "of size {}", "j", n), depth + 1)
+        self.emit("if j < 0:", depth)
+        self.emit(f"j += {n}", depth + 1)
+
+    def op_check_index(self, e, idx):
+        sizes, what, negative = e.params["sizes"], e.params["what"], e.params["negative"]
+        caller, axis = e.params["caller"], e.params["axis"]
+        depth = 1
+        if idx.aval.ndim == 0:
+            columns = [self.value(idx)]
+        else:
+            rows = f"{self.contiguous_expr(idx)}.reshape((-1, {len(sizes)}))"
+            self.emit(f"rows = {rows}")
+            self.emit("for i0 in range(rows.shape[0]):")
+            columns, depth = [f"rows[i0, {d}]" for d in range(len(sizes))], 2
+        for d, (column, size) in enumerate(zip(columns, sizes)):
+            n = self.size(size)
+            low = f"-{n}" if negative else "0"
+            tail = (f"is out of bounds for axis {axis + d} of size {{}}" if what == "index"
+                    else f"is outside the valid range [{'-{}' if negative else 0}, {{}})")
+            self.emit(f"j = {column}", depth)
+            self.emit(f"if j < {low} or j >= {n}:", depth)
+            values = ("j", n, n) if negative and what != "index" else ("j", n)
+            self.emit(raise_index_error(e, f"{caller}: {what} {{}} {tail}", *values), depth + 1)
+        self.emit(f"{self.name_of(e.out)} = {self.value(idx)}")
+        if idx in self.contiguous:
+            self.contiguous.add(e.out)
 
     def _arg_reduce(self, e, x, better: str):
         axis = e.params["axis"]
@@ -466,15 +587,38 @@ class Emitter:
         if v.aval.ndim == 0:
             self.emit(f"{self.name_of(v)} = {temp}.reshape(-1)[0]")
         else:
-            self.emit(f"{self.name_of(v)} = {temp}.reshape({v.aval.shape!r})")
+            self.emit(f"{self.name_of(v)} = {temp}.reshape({self.size.shape(v.aval.shape)})")
             self.contiguous.add(v)
 
 
-def _reduction_identity(e: Eqn) -> str:
+def raise_index_error(e: Eqn, template: str, *values: str) -> str:
+    """`raise IndexError(template, *values)`, the user's line appended to the template. Numba
+    raises with runtime values but cannot format text: the caller of the kernel formats the
+    message (`template.format(*values)`, see api._kernel_error)."""
+    where = f" ({e.source})".replace("{", "{{").replace("}", "}}") if e.source else ""
+    return f"raise IndexError({template + where!r}, {', '.join(values)})"
+
+
+def accumulator_dtype(e: Eqn) -> np.dtype:
+    """The dtype a full reduction accumulates in before the result is rounded once.
+
+    float32 (and float16) sums accumulate in float64: float32 partial sums lose digits once
+    the total dwarfs the terms (2**24 terms of 0.1 are off by 1e-3), and a float64 add on
+    converted lanes still vectorises. Integer sums and products of narrow types accumulate in
+    int64, where Numba computes them anyway: arithmetic mod 2**64 wraps to the same result
+    mod 2**32 (or 2**8...) as numpy's, once, at the end."""
     dtype = e.out.aval.dtype
-    if e.op.name == "reduce_sum":
+    if e.op.name == "reduce_sum" and dtype.kind == "f" and dtype.itemsize < 8:
+        return np.dtype(np.float64)
+    if e.op.name != "reduce_max" and dtype.kind in "iu" and dtype.itemsize < 8:
+        return np.dtype(np.int64)
+    return dtype
+
+
+def _reduction_identity(op: str, dtype: np.dtype) -> str:
+    if op == "reduce_sum":
         return literal(0, dtype)
-    if e.op.name == "reduce_prod":
+    if op == "reduce_prod":
         return literal(1, dtype)
     low = -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
     return literal(low, dtype)
@@ -485,9 +629,12 @@ def _reduction_update(op: str, target: str, x: str) -> str:
         return f"{target} += {x}"
     if op == "reduce_prod":
         return f"{target} *= {x}"
-    return f"{target} = np.maximum({target}, {x})"
+    # numpy's maximum: NaN wins, and on ties the later value (it tells -0.0 from +0.0).
+    return f"{target} = {x} if {x} >= {target} or {x} != {x} else {target}"
 
 
-def emit_kernel(schedule: Schedule, name: str, fastmath: bool = False) -> KernelSource:
-    """Generate the source of the one kernel that runs `schedule`."""
-    return Emitter(schedule, name, fastmath).build()
+def emit_kernel(schedule: Schedule, name: str, fastmath: bool = False,
+                generic: bool = False) -> KernelSource:
+    """Generate the source of the one kernel that runs `schedule`; `generic`: sizes read from
+    the arrays and scalar constants as parameters (see Sizes)."""
+    return Emitter(schedule, name, fastmath, generic).build()

@@ -20,10 +20,10 @@ def kernel_signature(kernel_source, graph) -> tuple:
             scalar = from_dtype(aval.dtype)
             sig.append(scalar if aval.ndim == 0
                        else types.Array(scalar, aval.ndim, "C", readonly=True))
+        elif kind == "scalar":
+            sig.append(from_dtype(plan[1].dtype))
         elif kind == "const":
             sig.append(types.Array(from_dtype(plan[1].dtype), plan[1].ndim, "C", readonly=True))
-        elif kind == "buffer":
+        else:  # a buffer the kernel writes
             sig.append(types.Array(from_dtype(plan[2]), len(plan[1]), "C"))
-        else:  # scalars
-            sig.append(types.Array(from_dtype(plan[1]), 1, "C"))
     return tuple(sig)
