@@ -2,8 +2,9 @@
 
 * `log_compiles` (JITGRAD_LOG=compile): log every trace and compile with its timings.
 * `debug_nans` (JITGRAD_DEBUG_NANS=1): raise at the first op that produces a NaN.
-* `cache_dir` (JITGRAD_CACHE_DIR, default ~/.cache/jitgrad), `disable_cache`
-  (JITGRAD_DISABLE_CACHE=1): the on-disk kernel cache.
+* `cache_dir` (JITGRAD_CACHE_DIR, default ~/.cache/jitgrad, also when empty), `disable_cache`
+  (JITGRAD_DISABLE_CACHE=1): the on-disk kernel cache. jitgrad uses the directory only if it
+  belongs to the current user and nobody else can write to it (it imports code from there).
 * `num_threads` (NUMBA_NUM_THREADS by default): threads for parallel loops.
 * `max_versions_per_function`: compiled versions a jitted function keeps (LRU).
 * `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
@@ -20,8 +21,9 @@ class Config:
     def __init__(self):
         self.log_compiles = "compile" in os.environ.get("JITGRAD_LOG", "").split(",")
         self.debug_nans = os.environ.get("JITGRAD_DEBUG_NANS", "") not in ("", "0")
-        self.cache_dir = os.environ.get(
-            "JITGRAD_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jitgrad"))
+        # An empty JITGRAD_CACHE_DIR means unset: as a path it would be the working directory.
+        self.cache_dir = os.environ.get("JITGRAD_CACHE_DIR") or os.path.join(
+            os.path.expanduser("~"), ".cache", "jitgrad")
         self.disable_cache = os.environ.get("JITGRAD_DISABLE_CACHE", "") not in ("", "0")
         self.num_threads = int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get(
             "NUMBA_NUM_THREADS") else None

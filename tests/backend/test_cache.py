@@ -1,7 +1,10 @@
 """The on-disk kernel cache: a second process loads the kernel instead of compiling it;
-writes are atomic, corrupted entries are rebuilt, an unusable directory falls back to memory."""
+writes are atomic, corrupted entries are rebuilt, an unusable directory falls back to memory,
+an edited backend helper invalidates the kernels that inline it. Permissions, ownership and
+full disks: test_cache_security.py."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -91,11 +94,46 @@ def test_cache_key_covers_source_and_versions():
     assert "numba" in cache.versions() and "jitgrad" in cache.versions()
 
 
+TANH_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import jitgrad as jg
+
+    print(float(jg.jit(jg.tanh)(np.full(4, 0.5, np.float32))[0]))
+""")
+
+CONSTANT_TANH = textwrap.dedent("""
+
+    @njit(**_JIT)
+    def vtanh_f32(x):
+        return np.float32(7.0)
+""")
+
+
+def test_editing_a_backend_helper_recompiles_cached_kernels(tmp_path):
+    """Kernels inline vmath's helpers into their machine code: after an edit of vmath (an
+    editable install), a kernel cached before must not keep running the old helper."""
+    package = tmp_path / "copy" / "jitgrad"
+    shutil.copytree(os.path.dirname(jg.__file__), package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(package.parent), JITGRAD_CACHE_DIR=str(tmp_path))
+
+    def tanh_of_half():
+        out = subprocess.run([sys.executable, "-c", TANH_SCRIPT], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return float(out.stdout)
+
+    assert tanh_of_half() == pytest.approx(np.tanh(0.5))
+    with open(package / "backend" / "numba" / "vmath.py", "a") as fh:
+        fh.write(CONSTANT_TANH)
+    assert tanh_of_half() == 7.0
+
+
 def test_no_temporary_files_left_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(jg.config, "cache_dir", str(tmp_path))
     for k in range(3):
         cache.write_module(f"y = {k}\n", cache.source_key(f"y = {k}\n"))
-    names = os.listdir(tmp_path / "kernels")
+    names = [n for n in os.listdir(tmp_path / "kernels") if n != "__pycache__"]
     assert len(names) == 3 and not [n for n in names if n.startswith(".tmp_")]
     np.testing.assert_equal(len(set(names)), 3)
 

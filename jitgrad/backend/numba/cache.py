@@ -1,12 +1,22 @@
 """The on-disk kernel cache: generated modules written atomically under a user-only directory,
 keyed by a hash of the source and of the versions that compiled it. Numba's own cache
 (`cache=True`) then stores the machine code beside each module, so a second process loads the
-kernel instead of compiling it."""
+kernel instead of compiling it.
+
+The cache is a code-execution surface: the modules are imported and Numba unpickles its index
+and data files. So every directory jitgrad uses (the configured one, the directories it creates
+on the way to it, `kernels` and its `__pycache__`) is created 0700 whatever the umask, and is
+used only if it belongs to the current user and nobody else can write to it; files are written
+0600. A directory that fails the check, or a write that fails (full or read-only disk, quota),
+makes kernels compile in memory, with one warning."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -20,10 +30,22 @@ def versions() -> str:
     import llvmlite
     import numba
 
-    from jitgrad import __version__
-
     return (f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}"
-            f", llvmlite {llvmlite.__version__}, jitgrad {__version__}")
+            f", llvmlite {llvmlite.__version__}, jitgrad backend {backend_hash()}")
+
+
+@functools.cache
+def backend_hash() -> str:
+    """A hash of this backend's sources, read once per process. Kernels inline helpers such as
+    vmath into their machine code, and Numba keys its cache on the kernel's own file only: an
+    edited helper (an editable install) must change the key, or the old code keeps running."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            with open(os.path.join(package, name), "rb") as fh:
+                digest.update(name.encode() + b"\0" + fh.read() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def source_key(source: str) -> str:
@@ -36,14 +58,73 @@ class CacheUnavailableError(Exception):
 
 
 def cache_root() -> str:
-    root = os.path.join(config.cache_dir, "kernels")
-    try:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        if not os.access(root, os.W_OK):
-            raise PermissionError(f"{root} is not writable")
-    except OSError as exc:
-        raise CacheUnavailableError(str(exc)) from exc
+    """The `kernels` directory, with the configured directory above it and the `__pycache__`
+    (where Numba unpickles) below it created and checked: once per directory and process."""
+    root = os.path.join(os.path.abspath(config.cache_dir), "kernels")
+    for directory in (os.path.dirname(root), root, pycache_dir(root)):
+        private_dir(directory)
     return root
+
+
+def pycache_dir(root: str) -> str:
+    """Where Numba keeps the machine code of the modules in `root`."""
+    return os.path.join(root, "__pycache__")
+
+
+def private_dir(path: str) -> None:
+    """Create `path` (and missing parents) 0700, then raise CacheUnavailableError unless it is
+    safe to load code from. The verdict is kept: the checks run once per directory."""
+    if path not in _DIR_VERDICTS:
+        try:
+            checked = _make_private_dirs(path) or [path]
+            _DIR_VERDICTS[path] = next(filter(None, map(_unsafe_reason, checked)), None)
+        except OSError as exc:  # not kept: a full disk may have room again later
+            raise CacheUnavailableError(f"cannot create {path}: {exc.strerror}") from exc
+    if _DIR_VERDICTS[path]:
+        raise CacheUnavailableError(_DIR_VERDICTS[path])
+
+
+def _make_private_dirs(path: str) -> list[str]:
+    """Create the missing directories of `path`, top down, 0700 whatever the umask; return
+    them (`path` last), created here or not: another user may have created one first."""
+    missing = []
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)  # a umask such as 0o277 takes bits from the owner too
+    return missing[::-1]
+
+
+def _unsafe_reason(path: str) -> str | None:
+    """Why code in directory `path` could have been written by someone else, or None. A
+    symlink counts as its owner's, and its target is checked too."""
+    if os.name != "posix":  # no owners and modes to check
+        return None
+    uid = os.geteuid()
+    link = os.lstat(path)
+    info = os.stat(path)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid != uid:
+        problem = f"is a symlink owned by uid {link.st_uid}, not by the current user ({uid})"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif info.st_uid != uid:
+        problem = f"is owned by uid {info.st_uid}, not by the current user ({uid})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"is group- or world-writable (mode {stat.S_IMODE(info.st_mode):o})"
+    elif not os.access(path, os.W_OK):
+        problem = "is not writable"
+    else:
+        return None
+    return f"{path} {problem}"
+
+
+# Cache directory -> why it must not be used (None: it is safe), checked once per process.
+_DIR_VERDICTS: dict[str, str | None] = {}
 
 
 def write_module(source: str, key: str) -> str:
@@ -61,19 +142,46 @@ def write_module(source: str, key: str) -> str:
                       RuntimeWarning, stacklevel=2)
         remove_entry(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp_", suffix=".py")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(source)
-        os.replace(tmp, path)
+        with private_writer(path) as fh:
+            fh.write(source.encode("utf-8"))
     except OSError as exc:
-        raise CacheUnavailableError(str(exc)) from exc
+        raise CacheUnavailableError(f"cannot write {path}: {exc.strerror}") from exc
     return path
+
+
+@contextlib.contextmanager
+def private_writer(path: str):
+    """A binary file whose content replaces `path` atomically when the block ends, with mode
+    0600 whatever the umask. On any error (a full disk, a failed rename) the temporary file is
+    removed, so no `.tmp_*` is left behind."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o600)
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def warn_unavailable(reason: str) -> None:
+    """Warn that kernels compile in memory, and why: once per process and cache directory (a
+    full disk would otherwise warn at every new kernel)."""
+    if config.cache_dir not in _WARNED:
+        _WARNED.add(config.cache_dir)
+        warnings.warn(f"jitgrad: the kernel cache is unavailable ({reason}); compiling in "
+                      "memory", RuntimeWarning, stacklevel=4)
+
+
+_WARNED: set[str] = set()
 
 
 def remove_entry(path: str) -> None:
     """Remove a module and Numba's cache files for it."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    pycache = os.path.join(os.path.dirname(path), "__pycache__")
+    pycache = pycache_dir(os.path.dirname(path))
     candidates = [path]
     if os.path.isdir(pycache):
         candidates += [os.path.join(pycache, f) for f in os.listdir(pycache)

@@ -4,10 +4,13 @@ wrote)."""
 from __future__ import annotations
 
 import collections
-import importlib.util
+import contextlib
+import linecache
 import os
 import sys
-import warnings
+import types
+
+from numba.core import caching
 
 from jitgrad.backend.numba import cache
 from jitgrad.config import config
@@ -22,33 +25,66 @@ def load_kernel(source: str, name: str, in_memory: bool = False):
     """The `kernel` dispatcher of `source` and its path, from the on-disk cache when possible
     (unless `in_memory`: the fallback after a corrupted cache entry)."""
     key = cache.source_key(source)
-    path = None
-    if not (config.disable_cache or in_memory):
-        try:
-            path = cache.write_module(source, key)
-        except cache.CacheUnavailableError as exc:
-            warnings.warn(f"jitgrad: the kernel cache is unavailable ({exc}); compiling in "
-                          "memory", RuntimeWarning, stacklevel=3)
-    if path is None:
-        source = source.replace("cache=True", "cache=False")
-        path = os.path.join(cache.memory_dir(), f"k_{key}.py")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(source)
+    path = None if config.disable_cache or in_memory else _disk_module(source, key)
     module_name = f"jitgrad_kernel_{key}" + ("_memory" if in_memory else "")
     module = _modules.get(module_name)
     if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:  # generated code that does not import is our bug
-            raise CompileError(f"jitgrad could not load the kernel for {name} ({exc}); "
-                               f"generated source: {path}") from exc
+        module = _run_module(module_name, path or _memory_module(source, key), source, name)
+        if path is not None:
+            _attach_disk_cache(module.kernel)
         _modules[module_name] = sys.modules[module_name] = module  # Numba's cache imports it
         while len(_modules) > MAX_MODULES:
             sys.modules.pop(_modules.popitem(last=False)[0], None)
     _modules.move_to_end(module_name)
-    return module.kernel, path
+    return module.kernel, module.__file__
+
+
+def _disk_module(source: str, key: str) -> str | None:
+    """The cached module's path, or None (with one warning) when the cache cannot be used."""
+    try:
+        return cache.write_module(source, key)
+    except cache.CacheUnavailableError as exc:
+        cache.warn_unavailable(str(exc))
+        return None
+
+
+def _attach_disk_cache(kernel) -> None:
+    """Give `kernel` jitgrad's Numba cache; a module that vanished since it was written (another
+    process removed a corrupted entry) leaves the kernel compiling in memory."""
+    try:
+        kernel._cache = KernelCache(kernel.py_func)
+    except OSError as exc:
+        cache.warn_unavailable(f"cannot read {kernel.py_func.__code__.co_filename}: "
+                               f"{exc.strerror}")
+
+
+def _memory_module(source: str, key: str) -> str:
+    """A file name for a kernel kept out of the cache: a private temporary file, so that
+    tracebacks and pdb can show the code; if even that cannot be written (a full disk), a
+    pseudo-file that only the traceback machinery (linecache) knows."""
+    try:
+        path = os.path.join(cache.memory_dir(), f"k_{key}.py")
+        with cache.private_writer(path) as fh:
+            fh.write(source.encode("utf-8"))
+    except OSError:
+        path = f"<jitgrad kernel k_{key}>"
+        linecache.cache[path] = (len(source), None, source.splitlines(True), path)
+    return path
+
+
+def _run_module(module_name: str, path: str, source: str, name: str) -> types.ModuleType:
+    """Run the kernel module `source` (its file: `path`) with Numba's caching off: Numba would
+    choose a cache directory itself, falling back to ones jitgrad does not check
+    (~/.cache/numba); load_kernel attaches a KernelCache to kernels kept on disk instead."""
+    module = types.ModuleType(module_name)
+    module.__file__ = path
+    try:
+        code = compile(source.replace("cache=True", "cache=False"), path, "exec")
+        exec(code, module.__dict__)
+    except Exception as exc:  # generated code that does not import is our bug
+        raise CompileError(f"jitgrad could not load the kernel for {name} ({exc}); "
+                           f"generated source: {path}") from exc
+    return module
 
 
 # Loaded kernel modules, shared by functions that generate the same source; bounded so that
@@ -57,10 +93,54 @@ MAX_MODULES = 512
 _modules: collections.OrderedDict = collections.OrderedDict()
 
 
+class _KernelLocator(caching.InTreeCacheLocator):
+    """Numba's files for a kernel go to the `__pycache__` beside its module, which
+    cache.cache_root created and checked, and never to Numba's fallback directories."""
+
+    def ensure_cache_path(self):
+        """Nothing to do: Numba's version would create the directory with the umask's mode."""
+
+
+class _KernelCacheImpl(caching.CompileResultCacheImpl):
+    """Numba's compile-result cache, located by _KernelLocator only."""
+
+    _locator_classes = [_KernelLocator]
+
+
+class _PrivateCacheFile(caching.IndexDataCacheFile):
+    """Numba's index and data files, written 0600 whatever the umask, leaving no temporary
+    file behind when a write fails."""
+
+    @contextlib.contextmanager
+    def _open_for_write(self, filepath):
+        with cache.private_writer(filepath) as fh:
+            yield fh
+
+
+class KernelCache(caching.FunctionCache):
+    """Numba's cache for a kernel module in jitgrad's cache: private files, and a failed write
+    (full or read-only disk, quota, permissions) costs only the disk copy, with one warning."""
+
+    _impl_class = _KernelCacheImpl
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file = _PrivateCacheFile(self._cache_path, self._impl.filename_base,
+                                             self._impl.locator.get_source_stamp())
+
+    def save_overload(self, sig, data):
+        """Numba calls this after compiling, with the kernel already in memory: a write
+        error must not fail the compilation."""
+        try:
+            super().save_overload(sig, data)
+        except OSError as exc:
+            cache.warn_unavailable(f"cannot write to {self._cache_path}: {exc.strerror}")
+
+
 def has_disk_index(path: str) -> bool:
     """Whether Numba's cache already holds an index for the module at `path`."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    pycache = os.path.join(os.path.dirname(path), "__pycache__")
+    pycache = cache.pycache_dir(os.path.dirname(path))
     return os.path.isdir(pycache) and any(
         f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache))
 
