@@ -410,7 +410,11 @@ class JitFunction:
             log.info(message)
 
     def _check_retracing(self) -> None:
-        if len(self._versions) < config.retrace_warning_after or self._warned_retrace:
+        """Warn once when the versions keep needing kernels of their own. New shapes alone do
+        not: from the second one on they share one shape-polymorphic kernel and cost only a
+        trace (backend/numba/kernels.py)."""
+        kernels = {id(c.kernel) for c in self._versions.values()}
+        if len(kernels) < config.retrace_warning_after or self._warned_retrace:
             return
         keys = list(self._versions)
         changing = [i for i in range(len(keys[0]))
@@ -418,9 +422,10 @@ class JitFunction:
         names = list(self._signature.parameters) if self._signature else []
         which = ", ".join(names[i] if i < len(names) else f"#{i}" for i in changing)
         warnings.warn(
-            f"{self.name} has been compiled {len(keys)} times; argument(s) {which or '?'} keep "
-            "changing shape, dtype, structure or static value. Each new signature traces and "
-            "compiles again: pad to fixed shapes or pass changing Python values as arrays",
+            f"{self.name} has compiled {len(kernels)} kernels; argument(s) {which or '?'} keep "
+            "changing dtype, structure or a static value that changes the computation. Each "
+            "such signature traces and compiles again: pass changing Python values as arrays "
+            "(or non-static arguments)",
             RuntimeWarning, stacklevel=4)
         self._warned_retrace = True
 

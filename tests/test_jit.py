@@ -109,17 +109,32 @@ def test_signature_selects_versions_and_counts_hits():
 
 
 def test_retracing_warns_and_names_the_changing_argument():
-    def scale(factor, x):
-        return x * factor
+    def power(x, k):
+        for _ in range(k):  # a static k changes the graph's structure
+            x = x * x
+        return x
 
-    f = jg.jit(scale)
+    f = jg.jit(power, static_argnums=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for n in range(1, 10):
-            f(np.float32(2.0), np.zeros(n, np.float32))
+        for k in range(1, 10):
+            f(np.zeros(3, np.float32), k)
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1
-    assert "scale" in messages[0] and "x" in messages[0] and "factor" not in messages[0]
+    assert "power" in messages[0] and "k" in messages[0] and "x" not in messages[0]
+
+
+def test_new_shapes_share_one_kernel_and_do_not_warn():
+    def scale(factor, x):
+        return jg.reduce_mean(x * factor)
+
+    f = jg.jit(scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in range(2, 12):  # (size 1 is a structure of its own: it broadcasts)
+            assert float(f(np.float32(2.0), np.ones(n, np.float32))) == 2.0
+    kernels = {id(c.kernel) for c in f._versions.values()}
+    assert len(kernels) == 2  # the first shape's own kernel, then one for every other shape
 
 
 def test_variables_are_read_at_each_call_and_closure_arrays_are_constants():
