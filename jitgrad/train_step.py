@@ -5,17 +5,50 @@ In place means the kernel's update loops write the new values straight into the 
 arrays (the input buffer is passed as the output buffer), when that is safe: the loop that
 writes a parameter reads it elementwise, and nothing after that loop reads the old value.
 Otherwise the new value is copied into the caller's array after the call.
+
+A step that raises leaves the parameters and the state as they were: the only errors a kernel
+raises are index errors (gather, its gradient, index checks), and no loop writes into a
+caller's array before the last step that can raise (`_donation_plan`); the copies come after
+the kernel returned, and cannot fail (same shapes and dtypes; the step count is int64).
+
+The optimizer's numeric settings are kernel inputs read at every call, and changing a schedule
+or a flag retraces (see `jitgrad.optim.hyperparameters`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from jitgrad.api import Compiled, JitFunction
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
+from jitgrad.optim.state import leaf_paths
 from jitgrad.passes.fuse import REDUCTIONS, LoopGroup
 from jitgrad.transforms import value_and_grad
+
+# The ops whose kernel code can raise (IndexError; emit.py's emit_checked_index and
+# raise_index_error): no update may write into a caller's array before the last of them.
+RAISING_OPS = frozenset({"gather", "scatter_add", "check_index"})
+
+
+@dataclass(frozen=True)
+class InPlace:
+    """How a train step's fast entry (call_path.make_entry) writes into its arguments.
+
+    `aliases`: kernel buffer param j -> explicit leaf k that its loop writes in place;
+    `copies`: (output leaf, input leaf) pairs copied into the caller's arrays after the call;
+    `updated`: the number of leading leaves (params, then state) that the step updates, and
+    `check(step, params, opt_state)` raises if they cannot be updated in place (the entry calls
+    it whenever those leaves are not the very objects it last checked). An unbound function:
+    the entry, cached by the step, must not hold the step itself."""
+
+    aliases: dict
+    copies: list
+    updated: int
+    check: Callable
 
 
 class TrainStep(JitFunction):
@@ -34,23 +67,47 @@ class TrainStep(JitFunction):
 
         super().__init__(step, tuple(i + 2 for i in _as_tuple(static_argnums)), (), fastmath,
                          name=f"jit_train_step({getattr(loss_fn, '__name__', 'loss')})")
+        retrace_on_change = getattr(optimizer, "retrace_on_change", None)
+        if retrace_on_change is not None:
+            retrace_on_change(self)
 
     def _call(self, args, kwargs):
         if kwargs or len(args) < 2:
             raise TypeError(with_location(f"{self.name}: call it as step(params, opt_state, "
                                           "*batch), positionally"))
-        for name, tree in (("params", args[0]), ("opt_state", args[1])):
-            for leaf in pytree.flatten(tree)[0]:
+        self._check_updated(args[0], args[1])
+        return super()._call(args, kwargs)
+
+    def _check_updated(self, params, opt_state) -> None:
+        """Raise unless every leaf of params and opt_state is a writeable C-contiguous array of
+        its own: leaves that share memory (tied weights: one array passed twice) would each be
+        written in place, and all but one update would be lost."""
+        leaves, paths = [], []
+        for name, tree in (("params", params), ("opt_state", opt_state)):
+            tree_leaves, treedef = pytree.flatten(tree)
+            for leaf in tree_leaves:
                 if not (isinstance(leaf, np.ndarray) and leaf.flags.c_contiguous
                         and leaf.flags.writeable):
                     raise TypeError(with_location(
                         f"{self.name}: {name} must hold writeable C-contiguous numpy arrays "
                         f"(updated in place), got {type(leaf).__name__}"))
-        return super()._call(args, kwargs)
+            leaves += tree_leaves
+            paths += leaf_paths(name, treedef)
+        self._refuse_shared_memory(leaves, paths)
 
-    def _in_place(self, compiled: Compiled):
-        aliases, copies, _ = self._donation(compiled)
-        return aliases, copies
+    def _refuse_shared_memory(self, leaves: list, paths: list) -> None:
+        shared = _first_overlap(leaves)
+        if shared is not None:
+            first, second = (paths[i] for i in shared)
+            raise ValueError(with_location(
+                f"{self.name}: {first} and {second} share memory (one array passed twice, or "
+                "views of one array); both are updated in place, so one update would be lost. "
+                "Pass separate arrays, or tie weights inside the loss function by using one "
+                "parameter in both places"))
+
+    def _in_place(self, compiled: Compiled) -> InPlace:
+        aliases, copies, updated = self._donation(compiled)
+        return InPlace(aliases, copies, updated, TrainStep._check_updated)
 
     def _donation(self, compiled: Compiled):
         plan = getattr(compiled, "donation", None)
@@ -74,17 +131,33 @@ def _as_tuple(x):
     return (x,) if isinstance(x, int) else tuple(x)
 
 
+def _first_overlap(leaves: list) -> tuple[int, int] | None:
+    """Indices (in order) of two arrays whose memory overlaps, or None. Each C-contiguous
+    array occupies one byte range; sorted by start, if any two ranges overlap then two
+    neighbours do."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, i)
+                   for i, a in enumerate(leaves) if a.nbytes)
+    for (start, size, i), (next_start, _, j) in zip(spans, spans[1:]):
+        if next_start < start + size:
+            return min(i, j), max(i, j)
+    return None
+
+
 def _donation_plan(compiled: Compiled, has_aux: bool):
-    """(kernel buffer param -> input index written in place, outputs to copy back, ...).
+    """(kernel buffer param -> input index written in place, outputs to copy back, number of
+    updated leaves).
 
     Output leaves are: loss [, aux leaves], new params, new state; input leaves start with
-    params then state, in the same order, so new leaf i updates input leaf i."""
+    params then state, in the same order, so new leaf i updates input leaf i. A loop may
+    write into the caller's array only after the last step that can raise: a step that
+    raises then leaves every parameter and state array as it was."""
     graph = compiled.graph
     schedule = compiled.schedule
     n_updated = _count_updated(compiled)
     first = len(graph.outputs) - n_updated
     last_read = {}
     writer = {}
+    last_raise = -1
     for position, step in enumerate(schedule.steps):
         eqns = step.eqns if isinstance(step, LoopGroup) else [step.eqn]
         for e in eqns:
@@ -92,6 +165,8 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
                 last_read[x] = position
             if isinstance(step, LoopGroup) and e.op.name not in REDUCTIONS:
                 writer[e.out] = position
+            if e.op.name in RAISING_OPS:
+                last_raise = position
     out_plan = compiled.kernel_source.outputs
     aliases, copies = {}, []
     used_inputs = set(graph.outputs)
@@ -100,13 +175,13 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
         new, old = graph.outputs[out_index], graph.inputs[in_index]
         kind, j = out_plan[out_index]
         safe = (kind == "param" and new in writer and old not in used_inputs
-                and last_read.get(old, -1) <= writer[new]
+                and last_read.get(old, -1) <= writer[new] and writer[new] > last_raise
                 and graph.outputs.count(new) == 1)
         if safe:
             aliases[j] = in_index
         else:
             copies.append((out_index, in_index))
-    return aliases, copies, first
+    return aliases, copies, n_updated
 
 
 def _count_updated(compiled: Compiled) -> int:

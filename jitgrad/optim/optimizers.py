@@ -6,7 +6,7 @@ dicts/lists/tuples of arrays. `update` is written with jitgrad ops only (no Pyth
 value, no mutation), so `jitgrad.jit(opt.update)` compiles it, alone or inside a train step:
 
 >>> opt = Adam(1e-3)
->>> state = opt.init(params)        # {'step': 0-d int32, 'm': like params, 'v': like params}
+>>> state = opt.init(params)        # {'step': 0-d int64, 'm': like params, 'v': like params}
 >>> params, state = opt.update(params, grads, state)
 
 TensorFlow style: `opt.apply_gradients(zip(grads, variables))` assigns the new values to the
@@ -15,11 +15,19 @@ Variables, keeps each Variable's slots (keyed by the Variable object) and counts
 
 The rules and defaults are Keras 3's; `global_clipnorm` clips all gradients of an update by
 their joint norm first. The scalar coefficients (learning rate, bias corrections) are float32.
-A Python-float learning rate is a constant of a compiled update (changing it later needs a new
-trace); a schedule is evaluated at the traced step count, so it costs no recompilation.
+
+Numeric settings (learning rate, betas, epsilon, momentum, rho, weight decay, clip norm) are
+read by a compiled update at every call (see `hyperparameters`): `opt.learning_rate = 1e-4`
+between steps takes effect at the next step, compiled or eager. A schedule is evaluated at the
+traced step count, so it costs no recompilation either; replacing it by another schedule or a
+number (or changing a flag such as `nesterov`) retraces the train steps built from `opt`. A
+`jit` of your own around `update` reads the numbers too but does not see a replaced schedule
+or flag: call its `clear_cache()`. The step count is int64: it cannot overflow.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -28,6 +36,8 @@ from jitgrad.core import pytree
 from jitgrad.core.convert import to_array
 from jitgrad.core.tensor import Variable
 from jitgrad.ops.base import as_value
+from jitgrad.optim.hyperparameters import Hyperparameter, hyperparameters
+from jitgrad.optim.state import check_state, layout
 
 
 def clip_by_global_norm(grads, max_norm):
@@ -39,45 +49,111 @@ def clip_by_global_norm(grads, max_norm):
     leaves, treedef = pytree.flatten(grads)
     leaves = [as_value(g) for g in leaves]
     norm = ops.sqrt(sum(ops.reduce_sum(ops.square(g)) for g in leaves))
+    max_norm = _like(max_norm, norm)
     scale = max_norm / ops.maximum(norm, max_norm)
     clipped = [g * ops.cast(scale, g.dtype) for g in leaves]
     return pytree.unflatten(treedef, clipped), norm
 
 
 def _like(scalar, p):
-    """A per-step scalar in the parameter's dtype (a Python float is weakly typed already)."""
+    """A scalar in `p`'s dtype (a Python float is weakly typed already). Settings are float64
+    Variables: casting them where a Python float would have been rounded to p's dtype gives
+    the same bits as the plain float did."""
     return ops.cast(scalar, p.dtype) if hasattr(scalar, "dtype") else scalar
 
 
-def _zeros_like(leaf) -> np.ndarray:
+def _float32(scalar):
+    """A scalar as float32: the dtype of the per-step coefficients."""
+    return ops.cast(scalar, np.float32) if hasattr(scalar, "dtype") else scalar
+
+
+class _Spec:
+    """The shape and dtype of an array of the state: enough to check a state, without zeros."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+
+def _spec_like(leaf) -> _Spec:
     if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
         leaf = to_array(leaf)
-    return np.zeros(leaf.shape, leaf.dtype)
+    return _Spec(leaf.shape, leaf.dtype)
 
 
 class Optimizer:
-    """The base class: subclasses name their per-parameter `slots` and define `_update_leaf`
-    (and `_coefficients` for per-step scalars)."""
+    """The base class: subclasses name their per-parameter `slots`, declare their numeric
+    settings as `Hyperparameter`s, and define `_update_leaf` (and `_coefficients` for per-step
+    scalars). The update reads a setting through `self._traced(name)`."""
 
     slots: tuple[str, ...] = ()
+    learning_rate = Hyperparameter()
+    global_clipnorm = Hyperparameter()
 
     def __init__(self, learning_rate, global_clipnorm: float | None = None):
         self.learning_rate = learning_rate
         self.global_clipnorm = global_clipnorm
-        self.iterations = Variable(np.int32(0), name="iterations", trainable=False)
+        self.iterations = Variable(np.int64(0), name="iterations", trainable=False)
         self._slot_values: dict[int, tuple[Variable, dict]] = {}
+        self._compiled_users = weakref.WeakSet()
+
+    # -- settings --------------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        """Set an attribute; if that changes the code of the traced update (a schedule replaced,
+        a flag flipped, a slot added), the compiled steps built from this optimizer retrace."""
+        users = self.__dict__.get("_compiled_users")
+        before = self._code_key() if users else None
+        super().__setattr__(name, value)
+        if users and self._code_key() != before:
+            for fn in list(users):
+                fn.clear_cache()
+
+    def _code_key(self) -> tuple:
+        """Everything the traced update's code depends on besides the numbers it reads at every
+        call: which settings are numbers, which schedule objects, the slots, the flags."""
+        return (tuple(h.kind(self) for h in hyperparameters(type(self))), self.slots,
+                self._flags())
+
+    def _flags(self) -> tuple:
+        """Python flags that select the update's code (subclasses with flags override)."""
+        return ()
+
+    def _traced(self, name: str):
+        """Setting `name` as the update computes with it (a Variable for a number)."""
+        return getattr(type(self), name).traced(self)
+
+    def retrace_on_change(self, compiled) -> None:
+        """Call `compiled.clear_cache()` whenever a change of this optimizer changes its traced
+        update's code (jit_train_step registers itself); held by a weak reference."""
+        self._compiled_users.add(compiled)
+
+    def __getstate__(self) -> dict:
+        """A copy or pickle has no compiled steps of its own yet (and weak sets do not pickle)."""
+        state = dict(self.__dict__)
+        del state["_compiled_users"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _compiled_users=weakref.WeakSet())
 
     # -- functional ------------------------------------------------------------------------------
     def init(self, params) -> dict:
-        """The initial state: a 0-d int32 step counter and one zero tree per slot.
+        """The initial state: a 0-d int64 step counter and one zero tree per slot.
 
         >>> SGD(0.1, momentum=0.9).init({"w": np.ones(3, np.float32)})
-        {'step': array(0, dtype=int32), 'momentum': {'w': array([0., 0., 0.], dtype=float32)}}
+        {'step': array(0), 'momentum': {'w': array([0., 0., 0.], dtype=float32)}}
         """
+        specs, treedef = pytree.flatten(self._state_specs(params))
+        return pytree.unflatten(treedef, [np.zeros(s.shape, s.dtype) for s in specs])
+
+    def _state_specs(self, params) -> dict:
+        """The state `init(params)` makes, with a _Spec in place of each array."""
         leaves, treedef = pytree.flatten(params)
-        state = {"step": np.zeros((), np.int32)}
+        specs = [_spec_like(p) for p in leaves]
+        state = {"step": _Spec((), np.int64)}
         for name in self.slots:
-            state[name] = pytree.unflatten(treedef, [_zeros_like(p) for p in leaves])
+            state[name] = pytree.unflatten(treedef, specs)
         return state
 
     def update(self, params, grads, state):
@@ -90,11 +166,13 @@ class Optimizer:
         if g_treedef != treedef:
             raise ValueError(f"{type(self).__name__}.update: grads {pytree.describe(g_treedef)} "
                              f"do not match params {pytree.describe(treedef)}")
+        check_state(type(self).__name__, layout(self._state_specs(params)), state)
         g_leaves = [as_value(g) for g in g_leaves]
         if self.global_clipnorm is not None:
-            g_leaves, _ = clip_by_global_norm(g_leaves, self.global_clipnorm)
+            g_leaves, _ = clip_by_global_norm(g_leaves, self._traced("global_clipnorm"))
         step = as_value(state["step"])
-        lr = self.learning_rate(step) if callable(self.learning_rate) else self.learning_rate
+        lr = self._traced("learning_rate")
+        lr = lr(step) if callable(lr) else lr
         coefficients = self._coefficients(lr, ops.cast(step + 1, np.float32))
         slot_leaves = {name: [as_value(s) for s in pytree.flatten(state[name])[0]]
                        for name in self.slots}
@@ -165,6 +243,8 @@ class SGD(Optimizer):
     >>> opt = SGD(0.1, momentum=0.9, nesterov=True)
     """
 
+    momentum = Hyperparameter()
+
     def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
                  global_clipnorm: float | None = None):
         super().__init__(learning_rate, global_clipnorm)
@@ -172,14 +252,21 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
         self.momentum = float(momentum)
         self.nesterov = nesterov
-        self.slots = ("momentum",) if momentum else ()
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return ("momentum",) if self.momentum else ()
+
+    def _flags(self) -> tuple:
+        return (bool(self.nesterov),)
 
     def _update_leaf(self, p, g, slots, c):
         lr = _like(c["lr"], p)
         if not self.momentum:
             return p - g * lr, {}
-        m = slots["momentum"] * self.momentum - g * lr
-        step = m * self.momentum - g * lr if self.nesterov else m
+        momentum = _like(self._traced("momentum"), p)
+        m = slots["momentum"] * momentum - g * lr
+        step = m * momentum - g * lr if self.nesterov else m
         return p + step, {"momentum": m}
 
 
@@ -191,6 +278,9 @@ class Adam(Optimizer):
     """
 
     slots = ("m", "v")
+    beta_1 = Hyperparameter()
+    beta_2 = Hyperparameter()
+    epsilon = Hyperparameter()
 
     def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, global_clipnorm: float | None = None):
@@ -198,14 +288,19 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def _coefficients(self, lr, t):
-        b1_power = ops.pow(np.float32(self.beta_1), t)
-        b2_power = ops.pow(np.float32(self.beta_2), t)
-        return {"lr": lr, "alpha": ops.sqrt(1.0 - b2_power) / (1.0 - b1_power) * lr}
+        beta_1, beta_2 = self._traced("beta_1"), self._traced("beta_2")
+        b1_power = ops.pow(_float32(beta_1), t)
+        b2_power = ops.pow(_float32(beta_2), t)
+        alpha = ops.sqrt(1.0 - b2_power) / (1.0 - b1_power) * _float32(lr)
+        # The complements in float64, as Python computed them from plain floats.
+        return {"lr": lr, "alpha": alpha, "one_minus_beta_1": 1.0 - beta_1,
+                "one_minus_beta_2": 1.0 - beta_2, "epsilon": self._traced("epsilon")}
 
     def _update_leaf(self, p, g, slots, c):
-        m = slots["m"] + (g - slots["m"]) * (1.0 - self.beta_1)
-        v = slots["v"] + (ops.square(g) - slots["v"]) * (1.0 - self.beta_2)
-        return p - _like(c["alpha"], p) * m / (ops.sqrt(v) + self.epsilon), {"m": m, "v": v}
+        m = slots["m"] + (g - slots["m"]) * _like(c["one_minus_beta_1"], p)
+        v = slots["v"] + (ops.square(g) - slots["v"]) * _like(c["one_minus_beta_2"], p)
+        new_p = p - _like(c["alpha"], p) * m / (ops.sqrt(v) + _like(c["epsilon"], p))
+        return new_p, {"m": m, "v": v}
 
 
 class AdamW(Adam):
@@ -214,6 +309,8 @@ class AdamW(Adam):
     >>> opt = AdamW(1e-3, weight_decay=0.01)
     """
 
+    weight_decay = Hyperparameter()
+
     def __init__(self, learning_rate=0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-7,
                  global_clipnorm: float | None = None):
@@ -221,7 +318,8 @@ class AdamW(Adam):
         self.weight_decay = float(weight_decay)
 
     def _update_leaf(self, p, g, slots, c):
-        return super()._update_leaf(p - p * self.weight_decay * _like(c["lr"], p), g, slots, c)
+        decay = _like(self._traced("weight_decay"), p)
+        return super()._update_leaf(p - p * decay * _like(c["lr"], p), g, slots, c)
 
 
 class RMSprop(Optimizer):
@@ -232,24 +330,36 @@ class RMSprop(Optimizer):
     >>> opt = RMSprop(1e-3, momentum=0.9, centered=True)
     """
 
+    rho = Hyperparameter()
+    momentum = Hyperparameter()
+    epsilon = Hyperparameter()
+
     def __init__(self, learning_rate=0.001, rho: float = 0.9, momentum: float = 0.0,
                  epsilon: float = 1e-7, centered: bool = False,
                  global_clipnorm: float | None = None):
         super().__init__(learning_rate, global_clipnorm)
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
         self.centered = centered
-        self.slots = ("velocity",) + (("momentum",) if momentum else ()) + \
-            (("average_gradient",) if centered else ())
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return ("velocity",) + (("momentum",) if self.momentum else ()) + \
+            (("average_gradient",) if self.centered else ())
+
+    def _flags(self) -> tuple:
+        return (bool(self.centered),)
 
     def _update_leaf(self, p, g, slots, c):
-        rho = self.rho
-        new = {"velocity": slots["velocity"] * rho + ops.square(g) * (1.0 - rho)}
+        rho = self._traced("rho")
+        rho_p, one_minus_rho = _like(rho, p), _like(1.0 - rho, p)
+        new = {"velocity": slots["velocity"] * rho_p + ops.square(g) * one_minus_rho}
         denominator = new["velocity"]
         if self.centered:
-            new["average_gradient"] = slots["average_gradient"] * rho + g * (1.0 - rho)
+            new["average_gradient"] = slots["average_gradient"] * rho_p + g * one_minus_rho
             denominator = denominator - ops.square(new["average_gradient"])
-        increment = g * _like(c["lr"], p) / ops.sqrt(denominator + self.epsilon)
+        epsilon = _like(self._traced("epsilon"), p)
+        increment = g * _like(c["lr"], p) / ops.sqrt(denominator + epsilon)
         if self.momentum:
-            new["momentum"] = slots["momentum"] * self.momentum + increment
+            new["momentum"] = slots["momentum"] * _like(self._traced("momentum"), p) + increment
             increment = new["momentum"]
         return p - increment, new

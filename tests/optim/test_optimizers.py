@@ -2,6 +2,8 @@
 the TensorFlow-style interface against the functional one, global-norm clipping, purity, and
 `jit(update)` == eager (one kernel for all optimizers)."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -87,7 +89,7 @@ def test_update_matches_numpy_reference_over_several_steps(name):
     for ours, ref in zip(_leaves(params), expected):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=1e-6)
-    assert int(state["step"]) == len(GRADS) and state["step"].dtype == np.int32
+    assert int(state["step"]) == len(GRADS) and state["step"].dtype == np.int64
 
 
 def test_adamw_decay_is_decoupled_from_the_gradient():
@@ -109,7 +111,7 @@ def test_apply_gradients_on_variables_equals_the_functional_update(name):
     params, state = _functional(make())
     for v, leaf in zip(variables, _leaves(params)):
         np.testing.assert_array_equal(v.numpy(), leaf)
-    assert int(opt.iterations) == len(GRADS)
+    assert int(opt.iterations) == len(GRADS) and opt.iterations.dtype == np.int64
     slot = opt.slots[0]
     np.testing.assert_array_equal(np.asarray(opt.get_slot(variables[0], slot)),
                                   np.asarray(state[slot]["w"]))
@@ -129,7 +131,7 @@ def test_init_state_and_purity():
     opt = optim.Adam()
     state = opt.init(PARAMS)
     assert set(state) == {"step", "m", "v"}
-    assert state["step"].shape == () and state["step"].dtype == np.int32
+    assert state["step"].shape == () and state["step"].dtype == np.int64
     assert isinstance(state["m"]["b"], list) and state["m"]["w"].dtype == np.float32
     before = {k: np.copy(v) for k, v in [("w", PARAMS["w"]), ("b", PARAMS["b"][0])]}
     opt.update(PARAMS, GRADS[0], state)
@@ -201,3 +203,44 @@ def test_jit_update_equals_eager_for_every_optimizer():
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
     assert [int(s["step"]) for s in compiled_states] == [3] * len(opts)
     assert compiled.cache_info().versions == 1
+
+
+def test_jit_update_reads_changed_hyperparameters_at_every_call():
+    """Numbers are kernel inputs (Variables), not constants frozen at the first trace."""
+    opt = optim.Adam(0.01)
+    update = jg.jit(opt.update)
+    state = opt.init(PARAMS)
+    update(PARAMS, GRADS[0], state)
+    opt.learning_rate, opt.beta_1, opt.epsilon = 0.5, 0.2, 0.1
+    compiled, _ = update(PARAMS, GRADS[0], state)
+    eager, _ = opt.update(PARAMS, GRADS[0], state)
+    for a, b in zip(_leaves(compiled), _leaves(eager)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert (opt.learning_rate, opt.beta_1, opt.epsilon) == (0.5, 0.2, 0.1)
+    assert update.cache_info().versions == 1
+    assert pickle.loads(pickle.dumps(opt)).beta_1 == 0.2
+
+
+def test_update_names_the_state_it_expected():
+    opt = optim.RMSprop(0.01, centered=True)
+    state = opt.init(PARAMS)
+    del state["average_gradient"]
+    with pytest.raises(ValueError, match=r"RMSprop.update: opt_state has the structure "
+                                         r"\{'step': array, 'velocity': .*\}, but "
+                                         r"RMSprop.init\(params\) makes \{'average_gradient'"):
+        opt.update(PARAMS, GRADS[0], state)
+    state = opt.init(PARAMS)
+    state["velocity"]["w"] = np.zeros((1, 2), np.float32)  # would broadcast silently
+    with pytest.raises(TypeError, match=r"opt_state\['velocity'\]\['w'\] is float32\[1, 2\], "
+                                        r"but init\(params\) makes float32\[3, 2\]"):
+        opt.update(PARAMS, GRADS[0], state)
+
+
+def test_momentum_turned_on_later_needs_a_state_with_its_slot():
+    opt = optim.SGD(0.1)
+    state = opt.init(PARAMS)
+    opt.momentum = 0.9
+    assert opt.slots == ("momentum",)
+    with pytest.raises(ValueError, match=r"makes \{'momentum': "):
+        opt.update(PARAMS, GRADS[0], state)
+    opt.update(PARAMS, GRADS[0], opt.init(PARAMS))
