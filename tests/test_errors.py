@@ -173,6 +173,7 @@ def test_static_argument_must_be_hashable():
     with raises(TypeError, "static argument", "list", "hashable"):
         jg.jit(lambda x, n: x * len(n), static_argnums=1)(1.0, [1, 2])
 
+
 # -- jit arguments and outputs (safety issue, item 11) ----------------------------------------
 
 
@@ -193,3 +194,36 @@ def test_jit_ragged_list_argument():
     with raises(ValueError, "jit", "ragged", re.escape("[[1.0], [2.0, 3.0]]")):
         jg.jit(jg.sin)([[1.0], [2.0, 3.0]])
 
+
+# -- numerics: a compiled result is numpy's number, never an OverflowError nor another number --
+
+
+def test_compiled_integer_overflow_wraps_instead_of_raising():
+    out = np.asarray(jg.jit(lambda x, y: x + y)(np.int32(2**31 - 1), np.int32(1)))
+    assert out.dtype == np.int32 and int(out) == -(2**31)
+
+
+def test_compiled_maximum_with_nan_is_nan_not_the_number():
+    assert np.isnan(np.asarray(jg.jit(jg.maximum)(np.float32(1.0), np.float32(np.nan))))
+
+
+# -- indices and labels in compiled code (safety issue, items 1 and 2) --------------------------
+
+
+def test_compiled_gradient_of_gather_index_out_of_range():
+    d = jg.jit(jg.grad(lambda x, i: jg.reduce_sum(jg.gather(x, i))))
+    with raises(IndexError, "scatter_add", "gradient of gather", "index 7", "axis 0",
+                "size 5"):
+        d(np.arange(5, dtype=np.float32), np.array([7], np.int32))
+
+
+def test_compiled_gather_nd_component_out_of_range():
+    with raises(IndexError, "gather_nd", "index 4", "axis 1", "size 3"):
+        jg.jit(jg.gather_nd)(np.zeros((3, 3)), np.array([[0, 4]]))
+
+
+def test_compiled_label_out_of_range():
+    loss = jg.jit(lambda y, z: jg.nn.sparse_softmax_cross_entropy(y, z))
+    with raises(IndexError, "sparse_softmax_cross_entropy_with_logits", "label 10",
+                re.escape("[0, 10)")):
+        loss(np.array([10]), np.zeros((1, 10), np.float32))

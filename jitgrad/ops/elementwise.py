@@ -130,7 +130,10 @@ def _zero_vjp(g, out, x):
     return (zeros_like_value(x),)
 
 
-sign_p = _unary("sign", np.sign, _zero_vjp, "np.sign({0})", floats_only=False)
+# numpy's sign: +0.0 at both zeros, NaN at NaN, 0/1 for unsigned integers (Numba's np.sign
+# returns -0.0 at -0.0 and 255 for a uint8 >= 128).
+sign_p = _unary("sign", np.sign, _zero_vjp,
+                "({dtype}(({0} > 0) - ({0} < 0)) if {0} == {0} else {0})", floats_only=False)
 floor_p = _unary("floor", np.floor, _zero_vjp, "np.floor({0})")
 ceil_p = _unary("ceil", np.ceil, _zero_vjp, "np.ceil({0})")
 round_p = _unary("round", np.round, _zero_vjp, "np.round({0})",
@@ -201,10 +204,12 @@ def _max_min_vjp(compare):
     return vjp
 
 
+# numpy's maximum and minimum: NaN if either operand is NaN, the second operand on ties (so
+# maximum(-0.0, 0.0) is +0.0 and maximum(0.0, -0.0) is -0.0). Python's max(1.0, nan) is 1.0.
 maximum_p = _binary("maximum", np.maximum, _max_min_vjp(lambda x, y: greater_equal(x, y)),
-                    "max({0}, {1})")
+                    "({0} if {0} > {1} or {0} != {0} else {1})")
 minimum_p = _binary("minimum", np.minimum, _max_min_vjp(lambda x, y: less_equal(x, y)),
-                    "min({0}, {1})")
+                    "({0} if {0} < {1} or {0} != {0} else {1})")
 floordiv_p = _binary("floordiv", np.floor_divide, NOT_DIFFERENTIABLE, "({0} // {1})")
 # x mod y = x - floor(x/y) y: (g, -g floor(x/y)), as TensorFlow's FloorMod.
 mod_p = _binary("mod", np.mod,

@@ -2,9 +2,11 @@
 
 Each rule is a small function registered for one op. It gets the equation and a `Context`
 and returns None (no change), a Var that replaces the equation's output, or a list of new
-equations whose last output replaces it. `x * 0 -> 0` is never done (NaN * 0 is NaN, inf * 0
-is NaN). `x + 0 -> x` holds for every x except that -0.0 + 0.0 is +0.0, a difference in the
-sign of a zero only (it compares equal), which we accept as numpy's own `sum` does.
+equations whose last output replaces it. "Exact" means bit for bit equal to what the eager
+ops (numpy) compute, for every input: -0.0, infinities, NaN (any NaN for a NaN), denormals
+and results that overflow included. So `x * 0 -> 0` is never done (NaN * 0 is NaN, inf * 0
+is NaN), `x + 0.0 -> x` neither (-0.0 + 0.0 is +0.0): only `x + (-0.0) -> x` is, and
+`x * a * b -> x * (a * b)` neither (x * 1e38 overflows before * 1e-38 can bring it back).
 """
 
 from __future__ import annotations
@@ -41,12 +43,21 @@ class Context:
         self.consts[scalar] = np.asarray(value, aval.dtype)
         return [_new("broadcast_to", [scalar], aval, shape=aval.shape)] if aval.shape else scalar
 
+    def with_filled(self, value, aval: AVal, use) -> list:
+        """Eqns for a constant of `aval` filled with `value`, then `use(constant)`'s eqn."""
+        made = self.filled(value, aval)
+        if isinstance(made, Var):
+            return [use(made)]
+        return made + [use(made[-1].out)]
+
     def scalar(self, v: Var):
         """The value if `v` is a constant with all elements equal (or a broadcast of one)."""
         if v in self.consts:
             c = np.asarray(self.consts[v])
-            if c.size and (c.size == 1 or np.all(c == c.reshape(-1)[0])):
-                return c.reshape(-1)[0]
+            first = c.reshape(-1)[0] if c.size else None
+            # equal as values AND in sign: [-0.0, 0.0] is not uniform
+            if c.size and np.all((c == first) & (np.signbit(c) == np.signbit(first))):
+                return first
             return None
         e = self.producer.get(v)
         if e is not None and e.op.name == "broadcast_to":
@@ -54,8 +65,15 @@ class Context:
         return None
 
     def is_scalar(self, v: Var, value) -> bool:
+        """Whether every element of `v` is `value` (for 0, +0: not -0.0)."""
         s = self.scalar(v)
         return s is not None and s == value and not (value == 0 and np.signbit(s))
+
+    def is_additive_zero(self, v: Var) -> bool:
+        """Whether every element of `v` is the zero z with x + z = x for every x: -0.0 for
+        floats (x + (+0.0) is +0.0 at x = -0.0), 0 for integers."""
+        s = self.scalar(v)
+        return s is not None and s == 0 and (v.aval.dtype.kind != "f" or bool(np.signbit(s)))
 
 
 def _new(op: str, inputs, aval: AVal, **params) -> Eqn:
@@ -85,27 +103,29 @@ def mul_by_minus_one_to_neg(e, ctx):
 
 @rule("add")
 def fold_add_zero(e, ctx):
-    """x + 0 = 0 + x = x (up to the sign of a zero sum, see the module docstring)."""
+    """x + (-0.0) = -0.0 + x = x for every x (-0.0 + -0.0 = -0.0); integers: x + 0 = x. Not
+    x + 0.0: -0.0 + 0.0 = +0.0."""
     x, y = e.inputs
-    if ctx.is_scalar(y, 0):
+    if ctx.is_additive_zero(y):
         return x
-    if ctx.is_scalar(x, 0):
+    if ctx.is_additive_zero(x):
         return y
     return None
 
 
 @rule("sub")
 def fold_sub_zero(e, ctx):
-    """x - 0 = x exactly (-0 - 0 = -0)."""
+    """x - 0.0 = x + (-0.0) = x exactly (-0.0 - 0.0 = -0.0). Not x - (-0.0): that is x + 0.0."""
     x, y = e.inputs
     return x if ctx.is_scalar(y, 0) else None
 
 
 @rule("sub")
 def sub_from_zero_to_neg(e, ctx):
-    """0 - x = -x (up to the sign of zero)."""
+    """-0.0 - x = -x exactly (at x = +0.0: -0.0; at -0.0: +0.0); integers: 0 - x = -x, with
+    the same wraparound. Not 0.0 - x: 0.0 - 0.0 is +0.0 but -(0.0) is -0.0."""
     x, y = e.inputs
-    return [_new("neg", [y], e.out.aval)] if ctx.is_scalar(x, 0) else None
+    return [_new("neg", [y], e.out.aval)] if ctx.is_additive_zero(x) else None
 
 
 @rule("div")
@@ -135,9 +155,28 @@ def fold_pow_zero(e, ctx):
 
 @rule("pow")
 def expand_square(e, ctx):
-    """x ** 2 = x * x (exactly rounded either way, and much cheaper)."""
+    """x ** 2 = x * x: numpy computes a power with a scalar exponent 2 as a square (as it
+    does for -1 and 0.5 below: its exact shortcuts, which the eager ops take since a weak
+    scalar exponent is a stride-0 broadcast); C's pow would agree here, and is costlier."""
     x, y = e.inputs
     return [_new("mul", [x, x], e.out.aval)] if ctx.is_scalar(y, 2) else None
+
+
+@rule("pow")
+def pow_minus_one_to_reciprocal(e, ctx):
+    """x ** -1 = 1 / x, numpy's shortcut (exactly rounded; C's pow may be off by an ulp)."""
+    x, y = e.inputs
+    if not ctx.is_scalar(y, -1):
+        return None
+    return ctx.with_filled(1, e.out.aval, lambda one: _new("div", [one, x], e.out.aval))
+
+
+@rule("pow")
+def pow_half_to_sqrt(e, ctx):
+    """x ** 0.5 = sqrt(x), numpy's shortcut. Not C's pow, which differs at -0.0 (pow: +0.0,
+    sqrt: -0.0) and -inf (pow: +inf, sqrt: NaN); the eager ops compute the square root."""
+    x, y = e.inputs
+    return [_new("sqrt", [x], e.out.aval)] if ctx.is_scalar(y, 0.5) else None
 
 
 @rule("stop_gradient")

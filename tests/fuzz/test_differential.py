@@ -15,6 +15,10 @@ Each compiled function is called twice (at x and near x), so the hot path and ou
 reuse are checked too. Finite differences run eagerly, so every example checks first and
 second derivatives against them at no compile cost.
 
+One example in five is instead an exact program (exact.py): integer dtypes, or IEEE special
+values (-0.0, +-inf, NaN, denormals, overflowing magnitudes) through exactly rounded ops, whose
+`jit` results must equal the eager ones bit for bit (one small `value` kernel each).
+
 The number of examples comes from the hypothesis profile (tests/conftest.py): "ci" (the
 default) runs 150 in about 3 minutes; `pytest -m fuzz --hypothesis-profile=long` runs
 thousands. A failing program is printed as Python source with its inputs (`note`; its repr in
@@ -30,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+from fuzz.exact import ExactProgram, assert_same_bits, check_exact, exact_programs
 from fuzz.programs import (
     Program,
     assert_close,
@@ -44,9 +49,15 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 
 @pytest.mark.fuzz
 @settings(deadline=None, suppress_health_check=SLOW_OK)
-@given(program=programs(), mode=cycle(["grad", "value", "grad2", "tape", "grad2"]),
-       seed=st.integers(0, 2**16))
+@given(program=cycle([False] * 4 + [True]).flatmap(
+           lambda exact: exact_programs() if exact else programs()),
+       mode=cycle(["grad", "value", "grad2", "tape", "grad2"]), seed=st.integers(0, 2**16))
 def test_eager_equals_compiled_equals_finite_differences(program, mode, seed):
+    if isinstance(program, ExactProgram):
+        note(f"check_exact(program) with program =\n{program}")
+        event(f"kernel: exact, {program.dtype.name}")
+        check_exact(program)
+        return
     note(f"check_program(program, mode={mode!r}, seed={seed}) with program =\n{program}")
     event(f"kernel: {mode}, {program.dtype.name}")
     report = check_program(program, mode=mode, seed=seed)
@@ -93,3 +104,11 @@ def test_compiled_and_eager_must_agree_to_rtol():
         assert_close(eager + np.array([0.0, 0.0, 1e-7]), eager, 1e-9, 0.0, "off")
     with pytest.raises(AssertionError, match="float32"):
         assert_close(eager.astype(np.float32), eager, 1e-5, 0.0, "dtype")
+
+
+def test_exact_check_tells_zeros_apart_and_matches_any_nan():
+    assert_same_bits(np.array([np.nan, 1.0]), np.array([-np.nan, 1.0]), "nan")
+    with pytest.raises(AssertionError, match="bit for bit at 1 of 2"):
+        assert_same_bits(np.array([-0.0, 1.0]), np.array([0.0, 1.0]), "zero")
+    with pytest.raises(AssertionError, match="int32"):
+        assert_same_bits(np.int64(1), np.int32(1), "dtype")

@@ -76,12 +76,19 @@ def test_fold_keeps_large_broadcasts_symbolic():
     [
         (lambda x: x * 1.0, []),
         (lambda x: 1.0 * x, []),
-        (lambda x: x + 0.0, []),
+        (lambda x: x + -0.0, []),
+        (lambda x: -0.0 + x, []),
+        (lambda x: x + 0.0, ["broadcast_to", "add"]),  # -0.0 + 0.0 is +0.0
         (lambda x: x - 0.0, []),
+        (lambda x: x - -0.0, ["broadcast_to", "sub"]),
+        (lambda x: -0.0 - x, ["neg"]),
+        (lambda x: 0.0 - x, ["broadcast_to", "sub"]),  # 0.0 - 0.0 is +0.0, -(0.0) is -0.0
         (lambda x: x / 1.0, []),
         (lambda x: jg.negative(jg.negative(x)), []),
         (lambda x: x**1.0, []),
         (lambda x: x**2.0, ["mul"]),
+        (lambda x: x**0.5, ["sqrt"]),
+        (lambda x: x**-1.0, ["broadcast_to", "div"]),
         (lambda x: x * x**0.0, []),
         (lambda x: x**0.0, ["broadcast_to"]),
         (lambda x: x * -1.0, ["neg"]),
