@@ -168,3 +168,17 @@ def test_one_hot_keeps_tensorflows_all_off_rows():
     np.testing.assert_array_equal(jg.one_hot([1, -1, 3], 3).numpy(), expected)
     compiled = jg.jit(lambda i: jg.one_hot(i, 3))(np.array([1, -1, 3]))
     np.testing.assert_array_equal(compiled.numpy(), expected)
+
+
+def test_gradient_of_one_element_gathered_from_a_vector():
+    """A 0-d gather's cotangent is a scalar inside the kernel; the scatter-add used to call
+    `.copy()` on it (a Numba typing error in the tape's compiled backward; found by
+    tests/fuzz/test_indices.py)."""
+    x = jg.constant(np.arange(4.0))
+    for _ in range(3):  # the tape compiles its backward on the second recording
+        with jg.GradientTape() as tape:
+            tape.watch(x)
+            y = jg.gather(x, np.array(2)) * 3.0
+        np.testing.assert_array_equal(tape.gradient(y, x).numpy(), [0.0, 0.0, 3.0, 0.0])
+    _, grad = jg.jit_grad(lambda x: jg.gather(x, np.array(-1)) * 3.0)(np.arange(4.0))
+    np.testing.assert_array_equal(grad.numpy(), [0.0, 0.0, 0.0, 3.0])

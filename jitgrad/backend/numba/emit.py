@@ -518,7 +518,10 @@ class Emitter:
         out = self.name_of(e.out)
         self.emit(f"{out} = np.zeros({self.size.shape(shape)}, {np_dtype(e.out.aval.dtype)})")
         self.emit(f"dst = {out}.reshape(({p}, {n}, {q}))")
-        self.emit(f"src = {self.contiguous_expr(g)}.reshape(({p}, {k}, {q}))")
+        if g.aval.ndim:
+            self.emit(f"src = {self.contiguous_expr(g)}.reshape(({p}, {k}, {q}))")
+        else:  # one element gathered from a vector: its cotangent is a scalar in the kernel
+            self.emit(f"src = np.full((1, 1, 1), {self.value(g)})")
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"for i1 in range({k}):")
         # Checked here too: under jit(grad(f)) the forward gather is dead code.
