@@ -22,6 +22,10 @@ from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, Schedule
 
 PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
+# Elements a partial sum of a 1-D loop spans before it is added in float64 (see
+# Emitter.open_innermost_loop): 2**24 float32 terms of 0.1 sum to within 2 ulps, as eager's
+# pairwise sum does.
+SUM_BLOCK = 1024
 # Integer ops whose Numba result is 64 bits wide whatever the operands' width.
 WIDENING_INTEGER_OPS = frozenset({"neg", "add", "sub", "mul", "floordiv", "mod"})
 
@@ -201,7 +205,7 @@ class Emitter:
                             self.generic)
 
     def module_source(self) -> str:
-        flags = "True" if self.fastmath else "{'reassoc', 'contract'}"
+        flags = "True" if self.fastmath else "False"
         imports = ""
         for module, names in ((vmath.SOURCE_MODULE, self.helpers),
                               (runtime.SOURCE_MODULE, self.runtime)):
@@ -237,12 +241,57 @@ class Emitter:
         parallel = self.is_parallel(group)
         self.parallel |= parallel
         self.loop_header(group, " (parallel)" if parallel else "")
+        partials = float_sums(group)
         depth = 1
-        for d, extent in enumerate(group.space):
+        for d, extent in enumerate(group.space[:-1]):
             rng = "numba.prange" if parallel and d == 0 else "range"
             self.emit(f"for i{d} in {rng}({self.size(extent)}):", depth)
             depth += 1
-        self.loop_footer(group, self.loop_body(group, depth))
+        if not group.space:
+            self.loop_footer(group, self.loop_body(group, depth))
+            return
+        last = len(group.space) - 1
+        rng = "numba.prange" if parallel and last == 0 else "range"
+        flush, depth = self.open_innermost_loop(last, group.space[last], rng, depth, partials,
+                                                blocked=last == 0)
+        scalars = self.loop_body(group, depth, partials)
+        self.close_partials(partials, flush)
+        self.loop_footer(group, scalars)
+
+    def open_innermost_loop(self, d: int, extent: int, rng: str, depth: int, partials: list,
+                            blocked: bool) -> tuple[int, int]:
+        """The `for` line(s) of a group's innermost loop over index `i{d}`; returns (the depth
+        at which partial sums are added up, the body's depth).
+
+        Float sums (`partials`) add up in a partial sum of their own dtype inside the innermost
+        loop, through runtime.sum_step (the kernel's one reassociable addition, so that the
+        loop vectorises at the values' width), and the partial sums in float64: a float64
+        accumulator in the loop itself would make LLVM vectorise the whole fused loop at
+        float64 width (W2: ~1.4x slower), while one float32 accumulator over millions of terms
+        loses digits (2**24 terms of 0.1: 1e-3 relative). A 1-D loop (`blocked`) runs over
+        blocks of SUM_BLOCK elements, with unsigned indices: a signed computed index keeps
+        Numba's negative-index wraparound, which stops LLVM vectorising (6x slower)."""
+        n = self.size(extent)
+        if not partials:
+            self.emit(f"for i{d} in {rng}({n}):", depth)
+            return depth, depth + 1
+        if blocked:
+            self.emit(f"for b{d} in {rng}(({n} + {SUM_BLOCK - 1}) // {SUM_BLOCK}):", depth)
+            depth += 1
+            self.emit(f"start{d} = np.uint64(b{d}) * np.uint64({SUM_BLOCK})", depth)
+        for e in partials:
+            self.emit(f"part{self.name_of(e.out)[1:]} = {literal(0, e.out.aval.dtype)}", depth)
+        if blocked:
+            self.emit(f"for i{d} in range(start{d}, min(np.uint64({n}), start{d} + "
+                      f"np.uint64({SUM_BLOCK}))):", depth)
+        else:
+            self.emit(f"for i{d} in {rng}({n}):", depth)
+        return depth, depth + 1
+
+    def close_partials(self, partials: list, depth: int) -> None:
+        for e in partials:
+            number = self.name_of(e.out)[1:]
+            self.emit(f"acc{number} += np.float64(part{number})", depth)
 
     def row_loop(self, row: RowLoop) -> None:
         """Several groups in one loop over their shared leading dimension (see rows.py)."""
@@ -256,10 +305,18 @@ class Emitter:
         bodies = []
         for group in row.groups:
             depth = 2
-            for d in range(1, len(group.space)):
+            last = len(group.space) - 1
+            # A row-level sum (a 1-D group) adds one term a row: straight into float64.
+            partials = float_sums(group) if last else []
+            for d in range(1, last):
                 self.emit(f"for i{d} in range({self.size(group.space[d])}):", depth)
                 depth += 1
-            bodies.append(self.loop_body(group, depth))
+            flush = None
+            if last:
+                flush, depth = self.open_innermost_loop(last, group.space[last], "range",
+                                                        depth, partials, blocked=False)
+            bodies.append(self.loop_body(group, depth, partials))
+            self.close_partials(partials, flush)
         for group, scalars in zip(row.groups, bodies):
             self.loop_footer(group, scalars)
 
@@ -279,9 +336,10 @@ class Emitter:
                     init = _reduction_identity(e.op.name, e.out.aval.dtype)
                     self.emit(f"{self.name_of(e.out)}[...] = {init}")
 
-    def loop_body(self, group: LoopGroup, depth: int) -> dict:
+    def loop_body(self, group: LoopGroup, depth: int, partials=()) -> dict:
         """One element's work, inside the loops over `group.space` (indices i0, i1, ...);
-        returns the scalar expression of each value."""
+        returns the scalar expression of each value. Full sums in `partials` add into their
+        partial sum `partN` (see open_innermost_loop), other full reductions into `accN`."""
         ndim = len(group.space)
         outputs = set(group.outputs)
         idx = [f"i{d}" for d in range(ndim)]
@@ -315,10 +373,15 @@ class Emitter:
                     scalars[e.out] = name
             elif e.op.name in REDUCTIONS:
                 x = load(e.inputs[0])
-                target = (f"acc{self.name_of(e.out)[1:]}" if e.out.aval.ndim == 0 else
+                accumulator = "part" if e in partials else "acc"
+                target = (f"{accumulator}{self.name_of(e.out)[1:]}" if e.out.aval.ndim == 0 else
                           f"{self.name_of(e.out)}[" + ", ".join(
                               idx[d] for d in range(ndim) if d not in e.params["axes"]) + "]")
-                self.emit(_reduction_update(e.op.name, target, x), depth)
+                if e in partials:
+                    self.runtime.add("sum_step")
+                    self.emit(f"{target} = sum_step({target}, {x})", depth)
+                else:
+                    self.emit(_reduction_update(e.op.name, target, x), depth)
                 continue
             else:
                 expr = self.scalar_expr(e, [load(x) for x in e.inputs])
@@ -607,12 +670,21 @@ def accumulator_dtype(e: Eqn) -> np.dtype:
 
     Integer sums and products of narrow types accumulate in int64, where Numba computes them
     anyway: arithmetic mod 2**64 wraps to the same result mod 2**32 (or 2**8, ...) as numpy's.
-    float32 sums stay float32: a float64 accumulator makes LLVM vectorise the whole fused loop
-    at the float64 width (W2: 2.4 -> 3.2 ms)."""
+    float32 sums add up in float64, from float32 partial sums of at most one innermost row or
+    SUM_BLOCK elements (Emitter.open_innermost_loop)."""
     dtype = e.out.aval.dtype
     if e.op.name != "reduce_max" and dtype.kind in "iu" and dtype.itemsize < 8:
         return np.dtype(np.int64)
+    if e.op.name == "reduce_sum" and dtype.kind == "f" and dtype.itemsize < 8:
+        return np.dtype(np.float64)
     return dtype
+
+
+def float_sums(group: LoopGroup) -> list[Eqn]:
+    """The group's full sums of floats: partial sums in the loop, added in float64 (see
+    Emitter.open_innermost_loop)."""
+    return [e for e in group.eqns if e.op.name == "reduce_sum" and e.out.aval.ndim == 0
+            and e.out.aval.dtype.kind == "f"]
 
 
 def _reduction_identity(op: str, dtype: np.dtype) -> str:

@@ -7,6 +7,15 @@ import numpy as np
 SOURCE_MODULE = "jitgrad.backend.numba.runtime"
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def sum_step(partial, x):
+    """partial + x, the one addition of a kernel that may be reassociated: kernels are compiled
+    without fast-math flags (IEEE results, the same as eager: (x * 1e38) * 1e-38 must
+    overflow), and LLVM vectorises a sum only if it may reorder it. LLVM keeps the flag when
+    it inlines this into the kernel's loop; Numba's own inlining would not."""
+    return partial + x
+
+
 @numba.njit(cache=True, nogil=True)
 def matmul(a, b):
     """np.dot behind a cached dispatcher: Numba compiles its BLAS wrapper once per layout
