@@ -28,9 +28,6 @@ uint8 = np.dtype("uint8")
 bool_ = np.dtype("bool")
 
 SUPPORTED = frozenset({float16, float32, float64, int8, int16, int32, int64, uint8, bool_})
-FLOATS = frozenset({float16, float32, float64})
-
-
 def as_dtype(dtype) -> np.dtype:
     """Normalise `dtype` (a numpy dtype, type or name) and reject what jitgrad cannot hold."""
     try:
@@ -42,14 +39,6 @@ def as_dtype(dtype) -> np.dtype:
             f"dtype {dt} is not supported (jitgrad holds bool, integers and float16/32/64)"
         )
     return dt
-
-
-def is_float(dtype: np.dtype) -> bool:
-    return dtype.kind == "f"
-
-
-def is_integer(dtype: np.dtype) -> bool:
-    return dtype.kind in "iu"
 
 
 def promote(a: np.dtype, b: np.dtype) -> np.dtype:

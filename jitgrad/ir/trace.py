@@ -22,7 +22,6 @@ class Trace:
         self.consts: dict[Var, object] = {}
         self.captured: list[tuple[Variable, Tracer]] = []  # Variables read: inputs at each call
         self._lifted: dict[int, tuple[object, Tracer]] = {}
-        self.active = True
 
     def new_input(self, aval: AVal) -> Tracer:
         var = Var(aval)
@@ -80,4 +79,3 @@ def tracing(trace: Trace):
         yield trace
     finally:
         current_trace.reset(token)
-        trace.active = False
