@@ -14,63 +14,51 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jitgrad.call_path import make_caller, make_entry
 from jitgrad.config import config
 from jitgrad.core import pytree
-from jitgrad.core.convert import to_array
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import JitgradError, with_location
-from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.trace import Trace, tracing
+from jitgrad.signature import call_key, entry_key, flatten_argument, leaf_array
 from jitgrad.transforms import value_and_grad
 
+if TYPE_CHECKING:
+    from jitgrad.backend.numba.emit import KernelSource
+    from jitgrad.passes.fuse import Schedule
+
 log = logging.getLogger("jitgrad")
-# Python scalars follow TensorFlow: float -> float32, int -> int32 (int64 if it does not fit).
-_SCALAR_KEYS = {float: ((), "f"), int: ((), "i"), bool: ((), "?")}
 
 
-def _fits_int32(value: int) -> bool:
-    return -(2**31) <= value < 2**31
-
-
-def _flatten_argument(arg) -> tuple[list, object]:
-    """An argument's leaves and structure; a list of Python numbers is one leaf, the array
-    `jitgrad.constant` makes of it (see `jit`)."""
-    return pytree.flatten(arg, is_leaf=pytree.is_number_list)
-
-
-def _leaf_array(leaf) -> np.ndarray:
-    """A C-contiguous array for an argument leaf (kernels index arrays as C-contiguous)."""
-    if type(leaf) is np.ndarray:
-        return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
-    if isinstance(leaf, Tensor):
-        value = leaf._value
-        return value if value.flags.c_contiguous else np.ascontiguousarray(value)
-    if isinstance(leaf, Tracer):
-        leaf._concrete("passing to a compiled function")
-    return to_array(leaf, op="jit")
-
-
+@dataclass(eq=False)
 class Compiled:
-    """One compiled version: the graph, its kernel, and how to call it."""
+    """One compiled version: the graph, its kernel, and how to call it. Made by
+    `compile_graph` only; `load` fills the kernel fields, which stay None until then."""
 
-    def __init__(self, name, graph: Graph, variables: list, out_tree, lowered_source):
-        self.name = name
-        self.graph = graph
-        self.variables = variables  # Variables read at each call, after the explicit inputs
-        self.out_tree = out_tree
-        self.kernel_source = lowered_source
-        self.kernel = None
-        self.path = None
-        self.pools = threading.local()  # buffers of the loops' outputs (see call_path)
-        self.entries: dict = {}  # argument leaf types -> fast entry (call_path.make_entry)
-        # Parallel kernels run one at a time when Numba's threading layer is not thread-safe.
-        self.serialize = lowered_source.parallel and not _threading_layer_is_safe()
+    name: str
+    traced: Graph  # as traced: debug_nans replays it op by op
+    graph: Graph  # optimised
+    schedule: Schedule  # fused loop groups and calls (train_step plans donations from it)
+    kernel_source: KernelSource
+    variables: list  # Variables read at each call, after the explicit inputs
+    out_tree: object
+    input_indices: list  # the traced inputs the kernel takes (see compile_graph)
+    serialize: bool  # run parallel kernels one at a time (Numba's layer is not thread-safe)
+    kernel: object = None  # the Numba dispatcher
+    path: str | None = None  # its generated module
+    had_disk_index: bool = False  # whether Numba's disk cache had an index for it when loaded
+    run: Callable | None = None  # `run(arrays, aliases=None) -> outputs` (call_path.make_caller)
+    pools: threading.local = field(default_factory=threading.local)  # buffers (call_path)
+    entries: dict = field(default_factory=dict)  # signature.entry_key -> fast entry
 
     def load(self, in_memory: bool = False) -> None:
         from jitgrad.backend.numba.compile import has_disk_index, load_kernel
@@ -189,8 +177,7 @@ class CacheInfo(collections.namedtuple("CacheInfo", "hits misses versions disk_l
 class JitFunction:
     """A function compiled per input signature (see `jit`)."""
 
-    def __init__(self, fn, static_argnums=(), static_argnames=(), fastmath=False,
-                 name=None, variables_mode=False):
+    def __init__(self, fn, static_argnums=(), static_argnames=(), fastmath=False, name=None):
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "fn")
         self._signature = _signature_or_none(fn)
@@ -233,7 +220,7 @@ class JitFunction:
             args = self._positional(args, kwargs)
         if current_trace.get() is not None:
             return self.fn(*args)  # inside another trace: inline
-        key, arrays = self._key(args)
+        key, arrays = call_key(args, self._static_argnums, self.name)
         compiled = self._versions.get(key)
         if compiled is None:
             return self._miss(key, args, arrays)
@@ -248,10 +235,7 @@ class JitFunction:
 
     def _entry_for(self, compiled: Compiled, args):
         """The fast entry for calls shaped like `args` (built once per leaf types)."""
-        leaf_types = tuple((type(leaf), type(leaf._value)) if isinstance(leaf, Tensor)
-                           else type(leaf)
-                           for i, a in enumerate(args) if i not in self._static_argnums
-                           for leaf in pytree.flatten(a)[0])
+        leaf_types = entry_key(args, self._static_argnums)
         if leaf_types in compiled.entries:
             entry = compiled.entries[leaf_types]
         else:
@@ -302,37 +286,6 @@ class JitFunction:
             values = arrays + [v._value for v in compiled.variables]
             locate_nan(compiled.traced, *values)
 
-    def _key(self, args):
-        """(signature key, leaf arrays): shapes, dtypes and structure of the arguments, and
-        the values of static ones. Python scalars stay scalars (typed by the caller)."""
-        key = []
-        arrays = []
-        static = self._static_argnums
-        for i, a in enumerate(args):
-            kind = type(a)
-            if kind is float or kind is int or kind is bool:
-                if i in static:
-                    key.append(_static_key(a, i, self.name))
-                else:
-                    arrays.append(a)
-                    key.append(_SCALAR_KEYS[kind] if kind is not int or _fits_int32(a)
-                               else ((), "l"))
-            elif i in static:
-                key.append(_static_key(a, i, self.name))
-            elif kind is np.ndarray or kind is Tensor or kind is Variable:
-                arr = _leaf_array(a)
-                arrays.append(arr)
-                key.append((arr.shape, arr.dtype.char))
-            else:
-                leaves, tree = _flatten_argument(a)
-                part = [tree]
-                for leaf in leaves:
-                    arr = _leaf_array(leaf)
-                    arrays.append(arr)
-                    part.append((arr.shape, arr.dtype.char))
-                key.append(tuple(part))
-        return tuple(key), arrays
-
     def _positional(self, args, kwargs):
         if self._signature is None:
             raise TypeError(f"{self.name}: keyword arguments need an inspectable signature")
@@ -374,7 +327,6 @@ class JitFunction:
         self._seconds[0] += time.perf_counter() - start
         compiled = compile_graph(traced, self.name, out_tree, variables, self.fastmath,
                                  self._seconds)
-        compiled.traced = traced
         self._log(f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
                   f"{len(traced.eqns)} ops; trace {time.perf_counter() - start:.3f} s -> "
                   f"{len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps")
@@ -388,10 +340,10 @@ class JitFunction:
                 if i in self._static_argnums:
                     traced_args.append(a)
                     continue
-                leaves, tree = _flatten_argument(a)
+                leaves, tree = flatten_argument(a)
                 tracers = []
                 for leaf in leaves:
-                    arr = _leaf_array(leaf)
+                    arr = leaf_array(leaf)
                     tracers.append(trace.new_input(_aval(arr)))
                 traced_args.append(pytree.unflatten(tree, tracers))
             out = self.fn(*traced_args)
@@ -445,8 +397,8 @@ class JitFunction:
         for i, a in enumerate(args):
             if i in self._static_argnums:
                 continue
-            values += [leaf if isinstance(leaf, (Tensor, Tracer)) else Tensor(_leaf_array(leaf))
-                       for leaf in _flatten_argument(a)[0]]
+            values += [leaf if isinstance(leaf, (Tensor, Tracer)) else Tensor(leaf_array(leaf))
+                       for leaf in flatten_argument(a)[0]]
         values += compiled.variables
         traced, _, _ = self._trace(args)
         outs = replay(traced, *values)
@@ -493,9 +445,8 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
     schedule = fuse(optimized)
     _check_backend_dtypes(optimized, name)
     source = kernel_source(schedule, name, fastmath)
-    compiled = Compiled(name, optimized, list(variables), out_tree, source)
-    compiled.schedule = schedule
-    compiled.input_indices = indices
+    compiled = Compiled(name, graph, optimized, schedule, source, list(variables), out_tree,
+                        indices, source.parallel and not _threading_layer_is_safe())
     if seconds is not None:
         seconds[1] += time.perf_counter() - start
     return compiled
@@ -512,16 +463,6 @@ def _signature_or_none(fn):
         return inspect.signature(fn)
     except (TypeError, ValueError):
         return None
-
-
-def _static_key(value, index: int, name: str):
-    try:
-        hash(value)
-    except TypeError:
-        raise TypeError(with_location(
-            f"{name}: static argument #{index} of type {type(value).__name__} is not hashable; "
-            "static arguments select a compiled version by value")) from None
-    return ("static", type(value).__name__, value)
 
 
 def _describe_args(args, static) -> str:

@@ -20,14 +20,40 @@ import sys
 import numpy as np
 
 from jitgrad.config import config
-from jitgrad.core import pytree
-from jitgrad.core.convert import to_array
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.tensor import Tensor, compiled_scalar_type
+from jitgrad.signature import Guard
 
 _FALLBACK = "return self._call(args, kwargs)"  # what the entry does when its guard fails
-_STATIC_TYPES = (int, float, bool, str, type(None))
-_INT32 = (-(2**31), 2**31)
+
+
+# Buffer reuse. Last call's output buffer for a kernel parameter is reused only when
+# `getrefcount` reports no reference beyond those a buffer nobody else holds has: the pool's
+# dict entry, the generated local, and whatever the interpreter counts for the call itself.
+# That last part is an implementation detail (CPython 3.14 stopped counting some stack
+# references), so `_FREE_REFS` is measured, not assumed: `_free_buffer_refs` runs the very two
+# generated lines (`_TAKE_BUFFER`, `_COUNT_REFS`) on a buffer only a pool holds. Everything a
+# caller can keep of an output adds a reference the count sees: the returned Tensor holds the
+# array, `.numpy()` is that array, any numpy view holds it (or its base chain) through `.base`,
+# and a memoryview or buffer export holds it too; so a held output makes the count exceed
+# `_FREE_REFS` and the call allocates a new buffer. Fresh arrays are never immortal nor use
+# deferred counting, so the count can only over-report, and over-reporting only costs a reuse.
+# tests/test_call_path.py checks that held outputs survive later calls and that a dropped one
+# is reused.
+_TAKE_BUFFER = "{name} = pool.get({j})"
+_COUNT_REFS = "getrefcount({name})"
+
+
+def _free_buffer_refs() -> int:
+    """What `_COUNT_REFS` reports, in generated code, for a buffer held only by its pool."""
+    source = "\n    ".join(("def probe(pool):", _TAKE_BUFFER.format(name="p0", j=0),
+                             "return " + _COUNT_REFS.format(name="p0")))
+    env = {"getrefcount": sys.getrefcount}
+    exec(compile(source, "<jitgrad buffer probe>", "exec"), env)  # noqa: S102 - our own code
+    return env["probe"]({0: np.empty(1)})
+
+
+_FREE_REFS = _free_buffer_refs()
 
 
 class _Body:
@@ -89,16 +115,16 @@ class _Body:
     def pooled_buffer(self, name: str, j: int, plan, depth: int = 1) -> None:
         """`name` = last call's buffer for param j if nobody else holds it any more (a fresh
         page-faulting allocation costs as much as the loop that fills it), else a new one.
-        Pools are per thread, so concurrent calls never share a buffer."""
+        Pools are per thread, so concurrent calls never share a buffer (see `_FREE_REFS` for
+        why a held buffer is never reused)."""
         if not self.has_pool:
             self.has_pool = True
             self.lines[self.pool_line:self.pool_line] = [
                 "    try:", "        pool = pools.buffers", "    except AttributeError:",
                 "        pool = pools.buffers = {}"]
         self.env[f"shape{j}"], self.env[f"dtype{j}"] = plan[1], plan[2]
-        self.add(f"{name} = pool.get({j})", depth)
-        # References to a free buffer: the pool, `name` and getrefcount's argument.
-        self.add(f"if {name} is None or getrefcount({name}) > 3:", depth)
+        self.add(_TAKE_BUFFER.format(name=name, j=j), depth)
+        self.add(f"if {name} is None or {_COUNT_REFS.format(name=name)} > {_FREE_REFS}:", depth)
         self.add(f"    {name} = pool[{j}] = empty(shape{j}, dtype{j})", depth)
 
     def call_kernel(self, names, retry_on_type_error=False) -> None:
@@ -185,15 +211,9 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
     body = _Body(compiled, kernel_error, lock)
     body.env.update(tape_stack=tape_stack, current_trace=current_trace, config=config,
                     hits=hits)
-    guard = _Guard(body)
-    for i, a in enumerate(args):
-        if i in static_argnums:
-            if type(a) not in _STATIC_TYPES:
-                return None
-            body.env[f"static{i}"] = a
-            guard.check(f"type(a{i}) is {type(a).__name__} and a{i} == static{i}")
-        elif not guard.tree(f"a{i}", a):
-            return None
+    guard = Guard(body.env, _FALLBACK)
+    if not guard.arguments(args, static_argnums):
+        return None
     aliases, copies = (in_place.aliases, in_place.copies) if in_place else ({}, [])
     for _, k in copies:
         guard.check(f"l{k}.flags.writeable")
@@ -235,97 +255,6 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
     leaves = iter(f"{wrap}({v})" for v, wrap in values)
     body.add(f"return {_structure(tree, leaves, body.env)}")
     return body.build("def __call__(self, *args, **kwargs):", "__call__")
-
-
-class _Guard:
-    """Checks, as generated lines, that a call's arguments match the ones seen."""
-
-    def __init__(self, body: _Body):
-        self.body = body
-        self.lines: list[str] = []
-        self.leaf_sources: list[tuple[str, bool]] = []  # (expression, is already a scalar)
-        self.node_types = 0  # namedtuple types named in the environment
-
-    def check(self, condition: str) -> None:
-        self.lines += [f"    if not ({condition}):", f"        {_FALLBACK}"]
-
-    def tree(self, expr: str, value) -> bool:
-        """Guard lines for argument subtree `value` at `expr`; False if it cannot be guarded.
-        The walk mirrors api._flatten_argument, so leaves come in the kernel's order."""
-        if isinstance(value, dict):
-            keys = pytree.sorted_keys(value)
-            self.check(f"type({expr}) is dict and len({expr}) == {len(keys)}")
-            return all(self.tree(f"{expr}[{k!r}]", value[k]) for k in keys)
-        if pytree.is_number_list(value):
-            return self.number_list(expr, value)
-        if isinstance(value, tuple) and hasattr(type(value), "_fields"):
-            # The exact type: another namedtuple with the same fields is another structure.
-            name = f"N{self.node_types}"
-            self.node_types += 1
-            self.body.env[name] = type(value)
-            self.check(f"type({expr}) is {name}")
-            return all(self.tree(f"{expr}[{n}]", v) for n, v in enumerate(value))
-        if isinstance(value, (list, tuple)):
-            kind = type(value).__name__
-            if type(value) not in (list, tuple):
-                return False
-            self.check(f"type({expr}) is {kind} and len({expr}) == {len(value)}")
-            return all(self.tree(f"{expr}[{n}]", v) for n, v in enumerate(value))
-        if value is None:
-            self.check(f"{expr} is None")
-            return True
-        return self.leaf(expr, value)
-
-    def leaf(self, expr: str, value) -> bool:
-        k = len(self.leaf_sources)
-        name = f"l{k}"
-        env = self.body.env
-        self.lines.append(f"    {name} = {expr}")
-        kind = type(value)
-        if kind is float or kind is bool:
-            self.check(f"type({name}) is {kind.__name__}")
-            self.leaf_sources.append((name, True))
-            return True
-        if kind is int:
-            if not _INT32[0] <= value < _INT32[1]:
-                return False
-            self.check(f"type({name}) is int and {_INT32[0]} <= {name} < {_INT32[1]}")
-            self.leaf_sources.append((name, True))
-            return True
-        if isinstance(value, Tensor):
-            env[f"T{k}"] = kind
-            self.check(f"type({name}) is T{k}")
-            self.lines.append(f"    {name} = {name}._value")
-            value = value._value
-        if type(value) is np.ndarray:
-            env[f"d{k}"] = value.dtype
-            self.check(f"type({name}) is ndarray and {name}.shape == {value.shape!r} "
-                       f"and {name}.dtype is d{k}")
-            self.leaf_sources.append((name, False))
-            return True
-        if isinstance(value, np.generic) and type(value) in _NUMPY_SCALARS:
-            env[f"S{k}"] = type(value)
-            self.check(f"type({name}) is S{k}")
-            self.leaf_sources.append((name, True))
-            return True
-        return False
-
-    def number_list(self, expr: str, value) -> bool:
-        """A list of Python numbers is one array leaf: converted at each call (as eager ops
-        convert it), then checked like an array argument."""
-        self.body.env["number_list_array"] = _number_list_array
-        return self.leaf(f"number_list_array({expr})", _number_list_array(value))
-
-
-def _number_list_array(value) -> np.ndarray:
-    """The array a list of Python numbers stands for (api._flatten_argument); a TypeError,
-    which sends the call to the general path, for anything else."""
-    if not pytree.is_number_list(value):
-        raise TypeError("not a list of Python numbers")
-    return to_array(value, op="jit")
-
-
-_NUMPY_SCALARS = frozenset(np.dtype(c).type for c in "fdbhilqBH?")
 
 
 def _structure(treedef, leaves, env: dict) -> str:

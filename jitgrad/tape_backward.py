@@ -23,6 +23,7 @@ from jitgrad.core.opdef import REGISTRY
 from jitgrad.core.tensor import Tensor
 from jitgrad.ir.graph import Eqn
 from jitgrad.ir.trace import Trace, tracing
+from jitgrad.signature import aval_key
 
 MAX_ENTRIES = 256
 _cache: collections.OrderedDict = collections.OrderedDict()
@@ -140,7 +141,7 @@ class Recording:
         values = values + extra if extra else values
         if any(not isinstance(values[k], Tensor) for k in external):
             return None
-        avals = tuple([(values[k].shape, values[k].dtype.char) for k in external])
+        avals = tuple([aval_key(values[k]) for k in external])
         return (tuple(self.op_keys), ends, starts, avals), values
 
 

@@ -17,6 +17,7 @@ or a flag retraces (see `jitgrad.optim.hyperparameters`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from jitgrad.transforms import value_and_grad
 # The ops whose kernel code can raise (IndexError; emit.py's emit_checked_index and
 # raise_index_error): no update may write into a caller's array before the last of them.
 RAISING_OPS = frozenset({"gather", "scatter_add", "check_index"})
+# Compiled version -> its `_donation_plan`, computed once; a version belongs to one train step.
+_DONATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,9 @@ class TrainStep(JitFunction):
         return InPlace(aliases, copies, updated, TrainStep._check_updated)
 
     def _donation(self, compiled: Compiled):
-        plan = getattr(compiled, "donation", None)
+        plan = _DONATIONS.get(compiled)
         if plan is None:
-            plan = compiled.donation = _donation_plan(compiled, self.has_aux)
+            plan = _DONATIONS[compiled] = _donation_plan(compiled, self.has_aux)
         return plan
 
     def _run(self, compiled: Compiled, arrays: list):

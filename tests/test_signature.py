@@ -1,0 +1,60 @@
+"""The call signature: a fast entry's guard passes exactly the calls whose version key and
+leaf types equal those of the call it was generated for."""
+
+import collections
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.signature import Guard, call_key, entry_key
+
+Pair = collections.namedtuple("Pair", "a b")
+X = np.arange(6, dtype=np.float32).reshape(2, 3)
+
+# Contiguous leaves only: the kernel's dispatcher, not the guard, refuses other layouts.
+SAMPLES = [
+    1.0, 2.0, 3, 4, 2**31, True, False, np.float32(1.0), np.float64(1.0), np.int32(3),
+    X, X + 1, X.astype(np.float64), X[:1], jg.constant(X), jg.Variable(X), jg.constant(2.0),
+    (1.0, X), (2.0, X), (X, 1.0), [1.0, 2.0], [3.0, 4.0], [1, 2], [1.0, 2.0, 3.0],
+    [[1.0], [2.0]], {"a": X, "b": 1.0}, {"a": X, "c": 1.0}, Pair(1.0, X), (1.0, None),
+    [X, X], (X, X),
+]
+
+
+def guard(args):
+    """The guard for calls shaped like `args` as a function, or None if it has none."""
+    env = {"ndarray": np.ndarray}
+    g = Guard(env, "return False")
+    if not g.arguments(args, frozenset()):
+        return None
+    names = "".join(f"a{i}, " for i in range(len(args)))
+    source = "\n".join([f"def passes({names}):", "    try:", *("    " + x for x in g.lines),
+                        "    except (KeyError, IndexError, TypeError, AttributeError):",
+                        "        return False", "    return True"])
+    exec(source, env)
+    return env["passes"]
+
+
+def signature(args):
+    return call_key(args, frozenset(), "f")[0], entry_key(args, frozenset())
+
+
+@pytest.mark.parametrize("seen", SAMPLES, ids=repr)
+def test_a_guard_passes_exactly_the_calls_of_its_signature(seen):
+    passes = guard((seen,))
+    if passes is None:
+        assert seen == 2**31  # an int64 scalar: served by the general path
+        return
+    for call in SAMPLES:
+        assert passes(call) == (signature((seen,)) == signature((call,))), call
+
+
+def test_static_arguments_are_guarded_by_value():
+    env = {"ndarray": np.ndarray}
+    g = Guard(env, "return False")
+    assert g.arguments((X, "mean"), frozenset({1}))
+    source = "\n".join(["def passes(a0, a1):", *g.lines, "    return True"])
+    exec(source, env)
+    assert env["passes"](X, "mean") and not env["passes"](X, "sum")
+    assert not Guard({}, "").arguments(([1],), frozenset({0}))  # unhashable: no entry
