@@ -30,7 +30,7 @@ from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.signature import call_key, entry_key, flatten_argument, leaf_array
-from jitgrad.transforms import value_and_grad
+from jitgrad.transforms import value_and_grad, value_and_variable_grads
 
 if TYPE_CHECKING:
     from jitgrad.backend.numba.emit import KernelSource
@@ -556,29 +556,13 @@ def jit_grad(fn=None, *, wrt=0, has_aux=False, static_argnums=(), static_argname
                                  static_argnums=static_argnums,
                                  static_argnames=static_argnames, fastmath=fastmath)
     if wrt == "variables":
-        target = _value_and_variable_grads(fn, has_aux)
+        target = value_and_variable_grads(fn, has_aux)
     else:
         target = value_and_grad(fn, _wrt_argnums(fn, wrt), has_aux)
     target.__signature__ = _signature_or_none(fn)
     jf = JitFunction(target, static_argnums, static_argnames, fastmath,
                      name=f"jit_grad({getattr(fn, '__name__', 'fn')})")
     return jf
-
-
-def _value_and_variable_grads(fn, has_aux):
-    """(value, [gradient per trainable Variable read, in first-read order])."""
-    from jitgrad.tape import GradientTape
-
-    @functools.wraps(fn)
-    def wrapped(*args):
-        with GradientTape() as tape:
-            out = fn(*args)
-        value, aux = out if has_aux else (out, None)
-        variables = tape.watched_variables()
-        grads = tape.gradient(value, list(variables), unconnected_gradients="zero")
-        return ((value, aux) if has_aux else value), grads
-
-    return wrapped
 
 
 def make_graph(fn, static_argnums=()):

@@ -10,7 +10,7 @@ import numpy as np
 
 from jitgrad.autodiff.backprop import backprop
 from jitgrad.core import pytree
-from jitgrad.core.dispatch import tape_stack
+from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import with_location
 from jitgrad.core.opdef import NOT_DIFFERENTIABLE
 from jitgrad.core.tensor import Tensor, Tracer, Variable
@@ -414,6 +414,9 @@ def custom_gradient(f):
         op = OpDef(f"custom_gradient[{f.__name__}]", _no_eval, _no_eval, vjp, "other")
         for tape in tapes:
             tape._maybe_record(op, tuple(xs + variables), {}, y)
+        trace = current_trace.get()
+        if trace is not None:  # for the graph transform (autodiff.vjp)
+            trace.note_custom_vjp(op, xs + variables, y)
         return y
 
     wrapper.__name__ = getattr(f, "__name__", "custom_gradient")

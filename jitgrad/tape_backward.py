@@ -15,14 +15,13 @@ import threading
 
 import numpy as np
 
-from jitgrad.autodiff.backprop import backprop
+from jitgrad.autodiff.vjp import joint_graph
 from jitgrad.config import config
 from jitgrad.core import pytree
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.opdef import REGISTRY
 from jitgrad.core.tensor import Tensor
-from jitgrad.ir.graph import Eqn
-from jitgrad.ir.trace import Trace, tracing
+from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.signature import aval_key
 
 MAX_ENTRIES = 256
@@ -146,19 +145,24 @@ class Recording:
 
 
 def _compile(eqns, seeds, sources, values):
+    """(kernel, connected, value numbers of its inputs) for the backward of the recorded
+    `eqns`: their joint graph, reading the forward values the tape holds (no recomputation)."""
     from jitgrad.api import compile_graph
 
-    trace = Trace("tape backward")
-    with tracing(trace):
-        tracers = {id(v): trace.new_input(v.aval) for v in values}
-        symbolic = [Eqn(e.op, tuple(tracers[id(x)] for x in e.inputs), e.params,
-                        tracers[id(e.out)]) for e in eqns]
-        grads = backprop(symbolic, [(tracers[id(t)], tracers[id(c)]) for t, c in seeds],
-                         [tracers[id(s)] for s in sources])
-        connected = [g is not None for g in grads]
-        outputs = [g for g in grads if g is not None]
-        graph = trace.to_graph(outputs)
-    _, out_tree = pytree.flatten([0] * len(outputs))
-    compiled = compile_graph(graph, "tape backward", out_tree, prune_inputs=True)
+    number = {}
+    for k, v in enumerate(values):  # a value numbered twice (a seed used twice) is read once
+        number.setdefault(id(v), k)
+    var = {i: Var(values[k].aval) for i, k in number.items()}
+    produced = {id(e.out) for e in eqns}
+    external = [k for i, k in number.items() if i not in produced]
+    graph = Graph(tuple(var[id(values[k])] for k in external),
+                  tuple(Eqn(e.op, tuple(var[id(x)] for x in e.inputs), e.params, var[id(e.out)])
+                        for e in eqns), ())
+    joint, connected = joint_graph(graph, [var[id(t)] for t, _ in seeds],
+                                   [var[id(s)] for s in sources],
+                                   [var[id(c)] for _, c in seeds], recompute=False)
+    numbers = external + [number[id(e.out)] for e in eqns]  # of the joint graph's inputs
+    _, out_tree = pytree.flatten([0] * len(joint.outputs))
+    compiled = compile_graph(joint, "tape backward", out_tree, prune_inputs=True)
     compiled.load()
-    return compiled, connected, compiled.input_indices
+    return compiled, connected, [numbers[k] for k in compiled.input_indices]

@@ -110,9 +110,9 @@ def _vjp_fn(f, args, u, argnums):
 
 def graph_vjp_fn(f, args, u, argnums):
     """Like the tape's VJP, but by graph autodiff: trace x -> <u, f(x)> into the IR, build
-    its joint graph (`vjp_graph`), verify it and run it with the reference interpreter.
+    its joint graph (`joint_graph`), verify it and run it with the reference interpreter.
     On tracers (when a higher order is checked) the joint graph is replayed into the trace."""
-    from jitgrad.autodiff.vjp import vjp_graph
+    from jitgrad.autodiff.vjp import joint_graph
     from jitgrad.ir.interpret import eval_graph, replay
     from jitgrad.ir.trace import Trace, tracing
     from jitgrad.ir.verify import verify
@@ -125,12 +125,16 @@ def graph_vjp_fn(f, args, u, argnums):
         if total is None:
             total = zeros_like_value(Tensor(np.zeros((), np.float64)))
         graph = verify(trace.to_graph([total]))
-    joint = verify(vjp_graph(graph, tuple(argnums)))
+    joint, connected = joint_graph(graph, graph.outputs, [graph.inputs[i] for i in argnums])
+    joint = verify(joint)
 
     def g(*xs):
         if any(isinstance(x, Tracer) for x in xs):
-            return replay(joint, *[as_value(x) for x in xs])[1:]
-        return _tensors(eval_graph(joint, *[np.asarray(x) for x in xs])[1:])
+            grads = iter(replay(joint, *[as_value(x) for x in xs])[1:])
+        else:
+            grads = iter(_tensors(eval_graph(joint, *[np.asarray(x) for x in xs])[1:]))
+        return [next(grads) if c else zeros_like_value(as_value(xs[i]))
+                for i, c in zip(argnums, connected)]
 
     g.__name__ = f"vjp({getattr(f, '__name__', 'f')})"
     return g

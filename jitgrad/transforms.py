@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 
+from jitgrad.autodiff.vjp import append_backward
 from jitgrad.core import pytree
+from jitgrad.core.aval import AVal
+from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import with_location
-from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ops.base import as_value
-from jitgrad.tape import GradientTape
+from jitgrad.ops.elementwise import zeros_like_value
+from jitgrad.tape import GradientTape, _check_target
 
 _VALUES = (Tensor, Tracer)
+VARIABLES = "variables"  # `wrt` of `_value_and_grads`: the trainable Variables read
 
 
 def _as_tree_of_values(tree):
@@ -42,25 +49,97 @@ def _require_float_leaves(tree, argnum: int, fn) -> None:
                 "float inputs (write 3.0, not 3, or cast it)"))
 
 
-def _value_and_grads(f, args, kwargs, nums, has_aux):
+def _split_aux(out, has_aux: bool, f):
+    """(value, aux) of `f`'s output."""
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(with_location(
+            f"{f.__name__} was differentiated with has_aux=True, so it must return a pair "
+            "(value, aux)"))
+    return out[0], out[1]
+
+
+def _watched_args(f, args, nums, require_float: bool) -> list:
+    """`args` with the differentiated ones as trees of tensors (or tracers)."""
     args = list(args)
-    with GradientTape(watch_accessed_variables=False) as tape:
-        for i in nums:
-            args[i] = _as_tree_of_values(args[i])
+    for i in nums:
+        args[i] = _as_tree_of_values(args[i])
+        if require_float:
             _require_float_leaves(args[i], i, f)
-            tape.watch(args[i])
-        out = f(*args, **kwargs)
-    if has_aux:
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise TypeError(with_location(
-                f"{f.__name__} was differentiated with has_aux=True, so it must return a pair "
-                "(value, aux)"))
-        value, aux = out
-    else:
-        value, aux = out, None
+    return args
+
+
+def _value_and_grads(f, args, kwargs, wrt, has_aux, unconnected="zero"):
+    """(value, aux, gradients of value w.r.t. `wrt`): the one "watch, run, gradient" helper.
+
+    `wrt` is a tuple of argument numbers (each gradient has its argument's structure) or
+    VARIABLES (a list: one per trainable Variable `f` reads, in first-read order). Eagerly
+    the tape records `f`; under a trace (jit_grad, jit_train_step, jit(grad(f))) `f` is
+    traced into a graph and its joint graph appended, so the compiler gets a plain graph."""
+    if current_trace.get() is not None:
+        return _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected)
+    variables = wrt == VARIABLES
+    with GradientTape(watch_accessed_variables=variables) as tape:
+        if not variables:
+            tape.watch([args[i] for i in wrt])
+        value, aux = _split_aux(f(*args, **kwargs), has_aux, f)
     value = as_value(value)
-    grads = tape.gradient(value, [args[i] for i in nums], unconnected_gradients="zero")
-    return value, aux, grads
+    sources = list(tape.watched_variables()) if variables else [args[i] for i in wrt]
+    return value, aux, tape.gradient(value, sources, unconnected_gradients=unconnected)
+
+
+def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
+    """`_value_and_grads` under a trace: `f` is traced in a nested trace (its inputs the
+    differentiated leaves; everything else it uses is captured), then `append_backward`
+    adds the graph and its backward to the current trace."""
+    sub = Trace(getattr(f, "__name__", "f"), parent=current_trace.get())
+    variables = wrt == VARIABLES
+    leaves, trees = zip(*[pytree.flatten(args[i]) for i in wrt]) if not variables else ((), ())
+    flat = [x for arg_leaves in leaves for x in arg_leaves]
+    ends = list(itertools.accumulate(map(len, leaves)))
+    token = tape_stack.set(())  # the enclosing tapes see the replay, not the nested trace
+    try:
+        with tracing(sub):
+            inner = [sub.new_input(AVal(x.shape, x.dtype)) for x in flat]
+            sub_args = list(args)
+            for k, i in enumerate(() if variables else wrt):
+                sub_args[i] = pytree.unflatten(trees[k], inner[ends[k] - len(leaves[k]):ends[k]])
+            value, aux = _split_aux(f(*sub_args, **kwargs), has_aux, f)
+            value = as_value(value)
+            _check_target(value)
+            aux_leaves, aux_tree = pytree.flatten(aux)
+            traced_aux = [k for k, x in enumerate(aux_leaves) if isinstance(x, _VALUES)]
+            graph = sub.to_graph([value] + [aux_leaves[k] for k in traced_aux])
+    finally:
+        tape_stack.reset(token)
+    sources = (_variables_read(sub, graph) if variables
+               else graph.inputs[:len(flat)])
+    values = flat + [v for v, _ in sub.captured]
+    outs, grads = append_backward(graph, values, [graph.outputs[0]], sources)
+    for k, out in zip(traced_aux, outs[1:]):
+        aux_leaves[k] = out
+    if unconnected == "zero":
+        by_var = dict(zip(graph.inputs, values))
+        grads = [zeros_like_value(by_var[x]) if g is None else g
+                 for x, g in zip(sources, grads)]
+    if not variables:
+        grads = [pytree.unflatten(tree, grads[end - len(part):end])
+                 for tree, part, end in zip(trees, leaves, ends)]
+    return outs[0], pytree.unflatten(aux_tree, aux_leaves) if has_aux else None, grads
+
+
+def _variables_read(trace: Trace, graph) -> list:
+    """The inputs of `graph` for the trainable Variables it reads, in the order of their
+    first read by a differentiable op (the order in which a tape starts watching them)."""
+    of_variable = {t.var for v, t in trace.captured if isinstance(v, Variable) and v.trainable}
+    read = {}
+    for e in graph.eqns:
+        custom = graph.custom_vjps.get(e.out)
+        for node in (e, custom) if custom is not None else (e,):
+            if node.op.differentiable:
+                read.update((x, None) for x in node.inputs if x in of_variable)
+    return list(read)
 
 
 def value_and_grad(f, argnums=0, has_aux=False):
@@ -74,8 +153,22 @@ def value_and_grad(f, argnums=0, has_aux=False):
     @functools.wraps(f)
     def wrapped(*args, **kwargs):
         nums = _argnums_tuple(argnums, len(args), f)
+        args = _watched_args(f, args, nums, require_float=True)
         value, aux, grads = _value_and_grads(f, args, kwargs, nums, has_aux)
         grads = grads[0] if isinstance(argnums, int) else tuple(grads)
+        return ((value, aux) if has_aux else value), grads
+
+    return wrapped
+
+
+def value_and_variable_grads(f, has_aux=False):
+    """`f` -> a function returning (value, [gradient per trainable Variable `f` reads, in
+    first-read order; zeros for those the value does not depend on]): jit_grad's
+    wrt='variables'."""
+
+    @functools.wraps(f)
+    def wrapped(*args):
+        value, aux, grads = _value_and_grads(f, args, {}, VARIABLES, has_aux)
         return ((value, aux) if has_aux else value), grads
 
     return wrapped
@@ -120,13 +213,8 @@ def value_and_gradients_function(f, params=None):
     @functools.wraps(f)
     def wrapped(*args, **kwargs):
         nums = tuple(range(len(args))) if params is None else _param_nums(f, params, len(args))
-        args = list(args)
-        with GradientTape(watch_accessed_variables=False) as tape:
-            for i in nums:
-                args[i] = _as_tree_of_values(args[i])
-                tape.watch(args[i])
-            value = as_value(f(*args, **kwargs))
-        grads = tape.gradient(value, [args[i] for i in nums])
+        args = _watched_args(f, args, nums, require_float=False)
+        value, _, grads = _value_and_grads(f, args, kwargs, nums, False, unconnected="none")
         return value, grads
 
     return wrapped
@@ -165,8 +253,6 @@ def jvp(f, primals, tangents):
     >>> jitgrad.jvp(lambda x: x * x, (3.0,), (1.0,))[1]
     <jitgrad.Tensor: shape=(), dtype=float32, numpy=6.0>
     """
-    from jitgrad.ops.elementwise import zeros_like_value
-
     p_leaves, p_tree = pytree.flatten(tuple(primals))
     t_leaves, t_tree = pytree.flatten(tuple(tangents))
     if p_tree != t_tree:

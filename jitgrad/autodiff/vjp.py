@@ -1,28 +1,84 @@
-"""Reverse mode as a graph-to-graph transform, built on the same backprop loop as the tape."""
+"""Reverse mode as a graph-to-graph transform, built on the same backprop loop as the tape.
+
+`joint_graph` is the one joint-graph builder: jit_grad and jit_train_step (through
+`transforms.value_and_grad` under a trace), the tape's compiled backward and the gradient
+checks all build their gradients with it, or with `append_backward`, its body, which appends
+the same joint graph to the trace in progress.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 from jitgrad.autodiff.backprop import backprop
-from jitgrad.ir.graph import Graph
-from jitgrad.ir.interpret import replay
+from jitgrad.core.dispatch import bind, current_trace, tape_stack
+from jitgrad.core.tensor import Tensor
+from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.ir.trace import Trace, tracing
-from jitgrad.ops.elementwise import ones_like_value, zeros_like_value
+from jitgrad.ops.elementwise import ones_like_value
 
 
-def vjp_graph(graph: Graph, wrt: tuple[int, ...], output: int = 0) -> Graph:
-    """A graph computing the outputs of `graph` followed by the gradients of the sum of output
-    `output` with respect to the inputs numbered `wrt` (zeros where there is no path).
-    Applying it again gives higher derivatives."""
-    from jitgrad.tape import GradientTape
+def joint_graph(graph: Graph, outputs: Sequence[Var], wrt: Sequence[Var],
+                seeds: Sequence[Var | None] | None = None, *,
+                recompute: bool = True) -> tuple[Graph, list[bool]]:
+    """(joint graph, connected): a graph computing `graph`'s outputs followed by the gradient
+    of the values `outputs` (weighted by the cotangents `seeds`, values of `graph`; None or
+    no seeds: ones) with respect to each value of `wrt` that they depend on, and for each
+    `wrt` value whether it does (`connected`; the others have no output).
 
-    trace = Trace("vjp")
+    Its inputs are `graph`'s, then, with `recompute=False`, each equation's output in order:
+    the backward then reads the forward values instead of computing them (the tape holds
+    them). Applying it again gives higher derivatives."""
+    trace = Trace("joint")
     with tracing(trace):
         inputs = [trace.new_input(v.aval) for v in graph.inputs]
-        with GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch([inputs[i] for i in wrt])
-            outputs = replay(graph, *inputs)
-        target = outputs[output]
-        grads = backprop(tape._eqns, [(target, ones_like_value(target))],
-                         [inputs[i] for i in wrt])
-        grads = [zeros_like_value(inputs[i]) if g is None else g for i, g in zip(wrt, grads)]
-        return trace.to_graph(outputs + grads)
+        outs, grads = append_backward(graph, inputs, outputs, wrt, seeds, recompute=recompute)
+        joint = trace.to_graph(outs + [g for g in grads if g is not None])
+    return joint, [g is not None for g in grads]
+
+
+def append_backward(graph: Graph, values: Sequence, outputs: Sequence[Var], wrt: Sequence[Var],
+                    seeds: Sequence[Var | None] | None = None, *,
+                    recompute: bool = True) -> tuple[list, list]:
+    """Replay `graph` on `values` into the current trace, then its backward pass (see
+    `joint_graph`): (its outputs, the gradients, None where unconnected). The replay goes
+    through `bind`, so recording tapes see the forward and backward ops (higher orders)."""
+    env, eqns = _replay(graph, values, recompute)
+    seeds = [None] * len(outputs) if seeds is None else seeds
+    seeded = [(env[y], ones_like_value(env[y]) if s is None else env[s])
+              for y, s in zip(outputs, seeds)]
+    grads = backprop(eqns, seeded, [env[x] for x in wrt])
+    return [env[v] for v in graph.outputs], grads
+
+
+def _replay(graph: Graph, values: Sequence, recompute: bool) -> tuple[dict, list[Eqn]]:
+    """(Var -> value, the equations over values for `backprop`): a custom VJP node follows
+    the op it stands for, and is recorded by the tapes as custom_gradient records it."""
+    env = {v: Tensor(c) for v, c in graph.consts.items()}
+    env.update(zip(graph.inputs, values))
+    eqns = []
+    for e in graph.eqns:
+        inputs = tuple(env[v] for v in e.inputs)
+        if recompute:
+            out = env[e.out] = bind(e.op, *inputs, **e.params)
+            _keep_source(out, e.source)
+        else:
+            out = env[e.out] = current_trace.get().new_input(e.out.aval)
+        eqns.append(Eqn(e.op, inputs, e.params, out))
+        custom = graph.custom_vjps.get(e.out)
+        if custom is not None:
+            custom_inputs = tuple(env[v] for v in custom.inputs)
+            eqns.append(Eqn(custom.op, custom_inputs, {}, out))
+            for tape in tape_stack.get():
+                tape._maybe_record(custom.op, custom_inputs, {}, out)
+    return env, eqns
+
+
+def _keep_source(out, source: str | None) -> None:
+    """Give the equation `bind` just traced for `out` the user's line of the original, so
+    that errors found later (compile, index checks) name it, not the line that took the
+    gradient."""
+    trace = current_trace.get()
+    if source is not None and trace.eqns and trace.eqns[-1].out is out.var:
+        trace.eqns[-1] = dataclasses.replace(trace.eqns[-1], source=source)

@@ -54,6 +54,10 @@ class Graph:
     eqns: tuple[Eqn, ...]
     outputs: tuple[Var, ...]
     consts: dict = field(default_factory=dict)  # Var -> np.ndarray
+    # Var -> the Eqn whose VJP stands for the op defining Var (custom_gradient: the forward is
+    # a stop_gradient of the body's value, the user's rule its gradient). Only autodiff reads
+    # it; passes drop it.
+    custom_vjps: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
         return format_graph(self)

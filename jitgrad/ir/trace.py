@@ -15,12 +15,16 @@ from jitgrad.ir.graph import Eqn, Graph, Var
 class Trace:
     """The graph under construction while a function runs on tracers."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, parent: Trace | None = None):
         self.name = name
+        self.parent = parent  # the trace a nested one (autodiff's) was started in, if any
         self.inputs: list[Var] = []
         self.eqns: list[Eqn] = []
         self.consts: dict[Var, object] = {}
-        self.captured: list[tuple[Variable, Tracer]] = []  # Variables read: inputs at each call
+        # Inputs supplied by the caller at each call: the Variables read, and in a nested trace
+        # the enclosing traces' values a closure uses: (that Variable or value, its tracer).
+        self.captured: list[tuple[Variable | Tracer, Tracer]] = []
+        self.custom_vjps: dict[Var, Eqn] = {}  # see Graph.custom_vjps
         self._lifted: dict[int, tuple[object, Tracer]] = {}
 
     def new_input(self, aval: AVal) -> Tracer:
@@ -34,6 +38,8 @@ class Trace:
         if type(value) is Tracer:
             if value.trace is self:
                 return value
+            if self._encloses(value.trace):
+                return self._capture(value, getattr(value, "variable", None))
             raise LeakedTracerError(
                 with_location(
                     f"a traced value of shape {value.shape} from {value.trace.name!r} was used "
@@ -41,18 +47,38 @@ class Trace:
                     "(pass it as an argument instead)"
                 )
             )
+        if isinstance(value, Variable):
+            return self._capture(value, value)
         entry = self._lifted.get(id(value))
         if entry is not None:
             return entry[1]
-        var = Var(AVal(value.shape, value.dtype))
-        if isinstance(value, Variable):
-            tracer = Tracer(self, var, variable=value)
-            self.captured.append((value, tracer))
-        else:
-            tracer = Tracer(self, var)
-            self.consts[var] = value._value
+        tracer = Tracer(self, Var(AVal(value.shape, value.dtype)))
+        self.consts[tracer.var] = value._value
         self._lifted[id(value)] = (value, tracer)
         return tracer
+
+    def _capture(self, value, variable) -> Tracer:
+        """The input standing for `value` (a Variable, or an enclosing trace's tracer)."""
+        entry = self._lifted.get(id(value))
+        if entry is not None:
+            return entry[1]
+        tracer = Tracer(self, Var(AVal(value.shape, value.dtype)), variable=variable)
+        self.captured.append((value, tracer))
+        self._lifted[id(value)] = (value, tracer)
+        return tracer
+
+    def _encloses(self, other: Trace) -> bool:
+        """Whether `other` is a trace this one was started in (so its values are closures)."""
+        trace = self.parent
+        while trace is not None and trace is not other:
+            trace = trace.parent
+        return trace is other
+
+    def note_custom_vjp(self, op, inputs, out: Tracer) -> None:
+        """Record that `op`'s VJP (a custom_gradient rule over `inputs`) stands for the op
+        that defined `out`, so that the graph transform differentiates it like the tape."""
+        inputs = [self.lift(x) for x in inputs]
+        self.custom_vjps[out.var] = Eqn(op, tuple(x.var for x in inputs), {}, out.var)
 
     def emit(self, op, args, params) -> Tracer:
         aval = op.abstract_eval(*args, **params)
@@ -68,7 +94,8 @@ class Trace:
                                    else Tensor(to_array(o, op=f"{self.name} output"))).var
                          for o in outputs)
         inputs = tuple(self.inputs) + tuple(t.var for _, t in self.captured)
-        return Graph(inputs, tuple(self.eqns), out_vars, dict(self.consts))
+        return Graph(inputs, tuple(self.eqns), out_vars, dict(self.consts),
+                     dict(self.custom_vjps))
 
 
 @contextlib.contextmanager
