@@ -73,7 +73,8 @@ def _param_text(value) -> str:
     return repr(value)
 
 
-def _letters(n: int) -> str:
+def letters(n: int) -> str:
+    """The printer's name of value number `n`: a, b, ..., z, aa, ab, ..."""
     name = ""
     n += 1
     while n:
@@ -82,13 +83,23 @@ def _letters(n: int) -> str:
     return name
 
 
+def value_numbers(graph: Graph) -> dict[Var, int]:
+    """Each value's number, in the printer's order: the inputs, the constants, then each
+    equation's output. `str(graph)` names value `n` `letters(n)`; the Numba kernel calls it
+    `v{n}` (and names its legend after this function)."""
+    numbers: dict[Var, int] = {}
+    for v in (*graph.inputs, *graph.consts, *(e.out for e in graph.eqns)):
+        numbers.setdefault(v, len(numbers))
+    return numbers
+
+
 def format_graph(graph: Graph) -> str:
     """The graph as text, one equation a line, like a jaxpr."""
-    names: dict[Var, str] = {}
+    names = {v: letters(n) for v, n in value_numbers(graph).items()}
 
     def name(v: Var) -> str:
-        if v not in names:
-            names[v] = _letters(len(names))
+        if v not in names:  # read but never defined: only in a graph the verifier rejects
+            names[v] = letters(len(names))
         return names[v]
 
     def typed(v: Var) -> str:

@@ -136,7 +136,9 @@ sign_p = _unary("sign", np.sign, _zero_vjp,
                 "({dtype}(({0} > 0) - ({0} < 0)) if {0} == {0} else {0})", floats_only=False)
 floor_p = _unary("floor", np.floor, _zero_vjp, "np.floor({0})")
 ceil_p = _unary("ceil", np.ceil, _zero_vjp, "np.ceil({0})")
-round_p = _unary("round", np.round, _zero_vjp, "np.round({0})",
+# np.rint is np.round to 0 decimals (half to even); Numba types it float32 -> float32, where its
+# np.round returns float64 (a cast back in every kernel).
+round_p = _unary("round", np.round, _zero_vjp, "np.rint({0})",
                  doc="Rounds half to even, like numpy and TensorFlow.")
 # sigma' = sigma (1 - sigma); a primitive for the vectorised kernel and the cheap VJP.
 sigmoid_p = _unary("sigmoid", _scipy_special("expit"),

@@ -172,7 +172,8 @@ def one_hot(indices, depth, on_value=None, off_value=None, axis=None, dtype=None
     off = np.asarray(0 if off_value is None else off_value, dtype)
     classes = np.arange(int(depth), dtype=idx.dtype)
     hot = ew.equal(sh.expand_dims(idx, -1), classes)
-    out = ew.where(hot, on, off)
+    # A boolean mask is `hot` itself (not `where(hot, True, False)`, a select in the kernel).
+    out = hot if dtype == dtypes.bool_ and on and not off else ew.where(hot, on, off)
     if axis is not None and axis != -1:
         out = sh.transpose(out, _move_last_to(axis, out.ndim))
     return out

@@ -18,7 +18,7 @@ import numpy as np
 
 from jitgrad.backend.numba import runtime, vmath
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
-from jitgrad.ir.graph import Eqn, Graph, Var
+from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
 from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, Schedule
 
 PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
@@ -121,6 +121,7 @@ class Emitter:
         self.fastmath = fastmath
         self.lines: list[str] = []
         self.names: dict[Var, str] = {}
+        self.numbers = value_numbers(self.graph)  # `v12` is the graph's value 12 (its letter)
         self.params: list = []
         self.param_names: list[str] = []
         self.helpers: set[str] = set()  # from vmath
@@ -135,7 +136,7 @@ class Emitter:
     # -- names -------------------------------------------------------------------------------
     def name_of(self, v: Var) -> str:
         if v not in self.names:
-            self.names[v] = f"v{len(self.names)}"
+            self.names[v] = f"v{self.numbers.setdefault(v, len(self.numbers))}"
         return self.names[v]
 
     def value(self, v: Var) -> str:
@@ -224,7 +225,22 @@ class Emitter:
         if prologue:
             prologue = ["    # sizes read from the arrays: this kernel serves every shape of "
                         "its structure"] + ["    " + line for line in prologue]
-        return header + "\n".join(prologue + self.lines) + "\n"
+        return header + "\n".join(self.legend() + prologue + self.lines) + "\n"
+
+    def legend(self) -> list[str]:
+        """Comment lines naming the kernel's values after their letters in the printed graph
+        (`lowered.graph`); both count values with `value_numbers`."""
+        numbers = sorted(self.numbers[v] for v in self.names)
+        lines = ["    # legend: kernel value = graph letter (lowered.graph); xN is an element "
+                 "of vN,", "    # accN and partN are its sums"]
+        line = "    #  "
+        for n in numbers:
+            item = f" v{n}={letters(n)}"
+            if len(line) + len(item) > 99:
+                lines.append(line)
+                line = "    #  "
+            line += item
+        return lines + [line]
 
     # -- fused loops -------------------------------------------------------------------------
     def is_parallel(self, group: LoopGroup) -> bool:
@@ -241,19 +257,24 @@ class Emitter:
         parallel = self.is_parallel(group)
         self.parallel |= parallel
         self.loop_header(group, " (parallel)" if parallel else "")
-        partials = float_sums(group)
-        depth = 1
-        for d, extent in enumerate(group.space[:-1]):
-            rng = "numba.prange" if parallel and d == 0 else "range"
-            self.emit(f"for i{d} in {rng}({self.size(extent)}):", depth)
-            depth += 1
-        if not group.space:
-            self.loop_footer(group, self.loop_body(group, depth))
+        space = group.space
+        # A size-1 dimension gets no loop (loop_body indexes it with 0), except a parallel
+        # loop's first, which holds the prange.
+        dims = [d for d, n in enumerate(space) if n != 1 or (parallel and d == 0)]
+        if not dims:
+            self.loop_footer(group, self.loop_body(group, 1))
             return
-        last = len(group.space) - 1
+        # Partial sums span an innermost row; a row of one element adds straight into float64.
+        partials = float_sums(group) if space[-1] != 1 else []
+        depth = 1
+        for d in dims[:-1]:
+            rng = "numba.prange" if parallel and d == 0 else "range"
+            self.emit(f"for i{d} in {rng}({self.size(space[d])}):", depth)
+            depth += 1
+        last = dims[-1]
         rng = "numba.prange" if parallel and last == 0 else "range"
-        flush, depth = self.open_innermost_loop(last, group.space[last], rng, depth, partials,
-                                                blocked=last == 0)
+        flush, depth = self.open_innermost_loop(last, space[last], rng, depth, partials,
+                                                blocked=len(space) == 1)
         scalars = self.loop_body(group, depth, partials)
         self.close_partials(partials, flush)
         self.loop_footer(group, scalars)
@@ -300,20 +321,25 @@ class Emitter:
         for view in row.views:
             self.op(view.eqn)
         rows = self.size(row.rows)
-        self.emit(f"# one loop over the {rows} rows for the {len(row.groups)} groups above")
-        self.emit(f"for i0 in range({rows}):")
+        row_depth = 1
+        if row.rows != 1:  # one row: no loop, loop_body indexes it with 0
+            self.emit(f"# one loop over the {rows} rows for the {len(row.groups)} groups above")
+            self.emit(f"for i0 in range({rows}):")
+            row_depth = 2
         bodies = []
         for group in row.groups:
-            depth = 2
-            last = len(group.space) - 1
-            # A row-level sum (a 1-D group) adds one term a row: straight into float64.
-            partials = float_sums(group) if last else []
-            for d in range(1, last):
-                self.emit(f"for i{d} in range({self.size(group.space[d])}):", depth)
+            depth = row_depth
+            space = group.space
+            dims = [d for d in range(1, len(space)) if space[d] != 1]  # as in `loop`
+            # A row-level sum (a 1-D group, or rows of one element) adds one term a row:
+            # straight into float64.
+            partials = float_sums(group) if len(space) > 1 and space[-1] != 1 else []
+            for d in dims[:-1]:
+                self.emit(f"for i{d} in range({self.size(space[d])}):", depth)
                 depth += 1
             flush = None
-            if last:
-                flush, depth = self.open_innermost_loop(last, group.space[last], "range",
+            if dims:
+                flush, depth = self.open_innermost_loop(dims[-1], space[dims[-1]], "range",
                                                         depth, partials, blocked=False)
             bodies.append(self.loop_body(group, depth, partials))
             self.close_partials(partials, flush)
@@ -342,7 +368,7 @@ class Emitter:
         partial sum `partN` (see open_innermost_loop), other full reductions into `accN`."""
         ndim = len(group.space)
         outputs = set(group.outputs)
-        idx = [f"i{d}" for d in range(ndim)]
+        idx = ["0" if n == 1 else f"i{d}" for d, n in enumerate(group.space)]  # see `loop`
         scalars: dict[Var, str] = {}
 
         def load(v: Var) -> str:
@@ -385,7 +411,9 @@ class Emitter:
                 continue
             else:
                 expr = self.scalar_expr(e, [load(x) for x in e.inputs])
-                name = f"x{self.name_of(e.out)[1:]}"
+                # No loop (0-d values): an output is its kernel value itself.
+                name = (self.name_of(e.out) if not ndim and e.out in outputs else
+                        f"x{self.name_of(e.out)[1:]}")
                 self.emit(f"{name} = {expr}", depth)
                 scalars[e.out] = name
             # A broadcast is stored too when it is needed outside the loop: a materialised
@@ -403,7 +431,8 @@ class Emitter:
                 if accumulator_dtype(e) != e.out.aval.dtype:
                     acc = f"{np_dtype(e.out.aval.dtype)}({acc})"  # rounded (or wrapped) once
                 self.emit(f"{self.name_of(e.out)} = {acc}")
-            elif not group.space and e.out in group.outputs:
+            elif (not group.space and e.out in group.outputs
+                  and scalars[e.out] != self.name_of(e.out)):
                 self.emit(f"{self.name_of(e.out)} = {scalars[e.out]}")
 
     def add_buffer(self, v: Var) -> None:
@@ -430,12 +459,9 @@ class Emitter:
             # Numba computes these in 64 bits (int32 + int32 is int64, uint8 - uint8 uint64):
             # the cast back wraps around exactly as numpy's arithmetic in the narrow type.
             return f"{np_dtype(out)}({expr})"
-        if out.kind == "f" and out.itemsize < 8 and any(
-                call in op.template for call in ("math.", "np.", "**", "%")):
-            # Numba computes some of these in float64 (np.round, math.erf, ...) for float32
-            # arguments: keep float32 values float32 (vector width, and accumulator types).
-            # The template decides: a typed literal argument (np.float32(2.0)) needs no cast.
-            expr = f"{np_dtype(out)}({expr})"
+        # Float templates keep float32 float32 without a cast (vector width, accumulator
+        # types): they call functions Numba types float32 -> float32 (math.erf, np.rint) and
+        # take typed literals (np.float32(2.0)); test_golden.py checks every template.
         return expr
 
     # -- structured ops ----------------------------------------------------------------------
