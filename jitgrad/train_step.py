@@ -27,12 +27,9 @@ from jitgrad.api import Compiled, JitFunction
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
 from jitgrad.optim.state import leaf_paths
-from jitgrad.passes.fuse import REDUCTIONS, LoopGroup
+from jitgrad.passes.fuse import LoopGroup
 from jitgrad.transforms import value_and_grad
 
-# The ops whose kernel code can raise (IndexError; emit.py's emit_checked_index and
-# raise_index_error): no update may write into a caller's array before the last of them.
-RAISING_OPS = frozenset({"gather", "scatter_add", "check_index"})
 # Compiled version -> its `_donation_plan`, computed once; a version belongs to one train step.
 _DONATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -166,9 +163,9 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
         for e in eqns:
             for x in e.inputs:
                 last_read[x] = position
-            if isinstance(step, LoopGroup) and e.op.name not in REDUCTIONS:
+            if isinstance(step, LoopGroup) and e.op.reduction is None:
                 writer[e.out] = position
-            if e.op.name in RAISING_OPS:
+            if e.op.raises:  # OpDef.raises: its kernel code can raise an IndexError
                 last_raise = position
     out_plan = compiled.kernel_source.outputs
     aliases, copies = {}, []

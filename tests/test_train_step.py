@@ -292,16 +292,15 @@ def test_an_out_of_range_index_leaves_params_and_state_bitwise_unchanged(first_c
     _assert_unchanged(before, params, state)
 
 
-def test_raising_ops_lists_every_op_whose_kernel_code_raises():
-    """The in-place plan keeps writes after the last step that can raise: it must know them
-    all. An emitter method that writes a raise names its op."""
+def test_every_op_whose_kernel_code_raises_is_marked_raises():
+    """The in-place plan keeps writes after the last step that can raise (OpDef.raises): it
+    must know them all. An emitter that writes a raise is its op's."""
     import inspect
 
-    from jitgrad.backend.numba.emit import Emitter
-    from jitgrad.train_step import RAISING_OPS
+    from jitgrad.backend.numba.emit import EMITTERS
+    from jitgrad.core.opdef import REGISTRY
 
-    raising = {name.removeprefix("op_") for name, method in vars(Emitter).items()
-               if name.startswith("op_") and callable(method)
-               and any(word in inspect.getsource(method)
-                       for word in ("raise_index_error", "emit_checked_index", "raise "))}
-    assert raising and raising <= RAISING_OPS
+    raising = {name for name, method in EMITTERS.items()
+               if any(word in inspect.getsource(method)
+                      for word in ("raise_index_error", "emit_checked_index", "raise "))}
+    assert raising and raising <= {name for name, op in REGISTRY.items() if op.raises}

@@ -9,8 +9,15 @@ A primitive carries every facet the pipeline needs, side by side:
   jitgrad's own ops so the rule runs on tensors, on tracers, and is differentiable again.
   `NOT_DIFFERENTIABLE` marks ops whose gradient is None (comparisons, argmax, ...);
 * `kind` and `template`: how the Numba backend emits it. For `elementwise` ops the template is a
-  scalar expression over `{0}`, `{1}`, ... (e.g. `({0} * {1})`); other kinds are emitted by the
-  backend's emitter for that kind. The op layer never imports numba.
+  scalar expression over `{0}`, `{1}`, ... (e.g. `({0} * {1})`). The op layer never imports
+  numba: the other facets a backend needs are data, checked here or when the backend loads;
+* `reduction`: for the reductions that fuse into loops (sum, max, prod), how a loop accumulates
+  them (`Reduction`: the identity element per dtype and the combine's name);
+* every other non-elementwise op (reshape, gather, matmul, ...) is a structured op: the backend
+  registers an emitter against its name and, when it loads, refuses to run without one for
+  every such op in the registry (see `jitgrad.passes.fuse.is_structured`);
+* `raises`: the op's kernel code can raise (an index out of bounds), which a train step that
+  writes into the caller's arrays must know (`jitgrad.train_step`).
 """
 
 from __future__ import annotations
@@ -21,11 +28,24 @@ from dataclasses import dataclass, field
 KINDS = frozenset(
     {"elementwise", "reduce", "shape", "linalg", "index", "other"}
 )
+# How a fused reduction folds an element into its accumulator: `acc + x`, `acc * x`, or
+# numpy's maximum (NaN wins; on ties the later value, which tells -0.0 from +0.0).
+COMBINES = frozenset({"add", "mul", "max"})
 
 
 def NOT_DIFFERENTIABLE(*_args, **_params):  # noqa: N802 - a sentinel that reads like one
     """VJP of an op without a gradient (comparisons, argmax, ...): None for every input."""
     raise AssertionError("NOT_DIFFERENTIABLE is a marker, never called")
+
+
+@dataclass(frozen=True, slots=True)
+class Reduction:
+    """How a loop computes a reduction: the accumulator starts at `identity(dtype)` (the
+    value of an empty reduction, as numpy and TensorFlow give it) and takes in each element with
+    `combine` (one of COMBINES)."""
+
+    combine: str
+    identity: Callable  # numpy dtype -> a Python or numpy scalar
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -38,6 +58,8 @@ class OpDef:
     template: str | None = None
     # Elementwise ops that need a helper from the vectorisable math module, per dtype.
     vmath: str | None = None
+    reduction: Reduction | None = None
+    raises: bool = False
     doc: str = field(default="", repr=False)
     # Eager calls: (input shapes and dtypes, params) -> the AVal abstract_eval returned. The
     # rule runs once per signature, not per call (it costs more than most numpy calls).
@@ -63,6 +85,8 @@ def defop(
     kind: str,
     template: str | None = None,
     vmath: str | None = None,
+    reduction: Reduction | None = None,
+    raises: bool = False,
     doc: str = "",
 ) -> OpDef:
     """Define and register a primitive; a missing facet fails here, at import."""
@@ -74,6 +98,18 @@ def defop(
         raise ValueError(f"elementwise op {name!r} needs a scalar code template")
     if not (callable(abstract_eval) and callable(impl) and callable(vjp)):
         raise ValueError(f"op {name!r}: abstract_eval, impl and vjp must be callables")
-    op = OpDef(name, abstract_eval, impl, vjp, kind, template, vmath, doc)
+    if reduction is not None:
+        _check_reduction(name, kind, reduction)
+    op = OpDef(name, abstract_eval, impl, vjp, kind, template, vmath, reduction, raises, doc)
     REGISTRY[name] = op
     return op
+
+
+def _check_reduction(name: str, kind: str, reduction: Reduction) -> None:
+    if kind != "reduce":
+        raise ValueError(f"op {name!r}: a reduction facet needs kind 'reduce', not {kind!r}")
+    if reduction.combine not in COMBINES:
+        raise ValueError(f"op {name!r}: unknown reduction combine {reduction.combine!r} "
+                         f"(one of {sorted(COMBINES)})")
+    if not callable(reduction.identity):
+        raise ValueError(f"op {name!r}: a reduction's identity is a rule dtype -> value")

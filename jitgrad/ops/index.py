@@ -85,16 +85,17 @@ gather_p = defop(
     "gather", abstract_eval=_gather_eval, impl=_gather_impl,
     vjp=lambda g, out, x, idx, *, axis: (
         bind(scatter_add_p, g, idx, axis=axis, shape=x.shape), None),
-    kind="index")
+    kind="index", raises=True)
 scatter_add_p = defop(
     "scatter_add",
     abstract_eval=lambda g, idx, *, axis, shape: AVal(shape, g.dtype),
     impl=_scatter_add_impl,
     vjp=lambda g, out, ct, idx, *, axis, shape: (bind(gather_p, g, idx, axis=axis), None),
-    kind="index", doc="Zeros of `shape` plus `g` added at `idx` along `axis` (gather's VJP).")
+    kind="index", raises=True,
+    doc="Zeros of `shape` plus `g` added at `idx` along `axis` (gather's VJP).")
 check_index_p = defop(
     "check_index", abstract_eval=_check_index_eval, impl=_check_index_impl,
-    vjp=NOT_DIFFERENTIABLE, kind="index",
+    vjp=NOT_DIFFERENTIABLE, kind="index", raises=True,
     doc="`idx` itself, once every entry is checked to lie in [0, size) ([-size, size) with "
         "`negative`): one size for all entries, or one per position of the last axis "
         "(gather_nd's rows). Raises IndexError naming `caller` (the public op), eagerly and "

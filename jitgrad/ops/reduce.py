@@ -11,7 +11,7 @@ from jitgrad.core import dtypes
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
-from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
+from jitgrad.core.opdef import NOT_DIFFERENTIABLE, Reduction, defop
 from jitgrad.ops import elementwise as ew
 from jitgrad.ops import shape as sh
 from jitgrad.ops.base import as_value, normalize_axes, normalize_axis
@@ -42,13 +42,17 @@ def _expand_back(g, x, axes):
 reduce_sum_p = defop(
     "reduce_sum", abstract_eval=_reduce_eval("reduce_sum"),
     impl=lambda x, *, axes: np.sum(x, axis=axes, dtype=x.dtype),
-    vjp=lambda g, out, x, *, axes: (_expand_back(g, x, axes),), kind="reduce")
+    vjp=lambda g, out, x, *, axes: (_expand_back(g, x, axes),), kind="reduce",
+    reduction=Reduction("add", identity=lambda dtype: 0))
+
+
+def _lowest(dtype: np.dtype):
+    """TensorFlow's maximum of nothing: -inf, or the integer minimum."""
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
 def _max_impl(x, *, axes):
-    # TensorFlow's identity for an empty reduction: -inf (or the integer minimum).
-    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    return np.max(x, axis=axes, initial=low)
+    return np.max(x, axis=axes, initial=_lowest(x.dtype))
 
 
 def _max_vjp(g, out, x, *, axes):
@@ -59,7 +63,7 @@ def _max_vjp(g, out, x, *, axes):
 
 
 reduce_max_p = defop("reduce_max", abstract_eval=_reduce_eval("reduce_max"), impl=_max_impl,
-                     vjp=_max_vjp, kind="reduce")
+                     vjp=_max_vjp, kind="reduce", reduction=Reduction("max", identity=_lowest))
 
 
 def _prod_vjp(g, out, x, *, axes):
@@ -91,7 +95,8 @@ def _prod_vjp(g, out, x, *, axes):
 
 reduce_prod_p = defop("reduce_prod", abstract_eval=_reduce_eval("reduce_prod"),
                       impl=lambda x, *, axes: np.prod(x, axis=axes, dtype=x.dtype),
-                      vjp=_prod_vjp, kind="reduce")
+                      vjp=_prod_vjp, kind="reduce",
+                      reduction=Reduction("mul", identity=lambda dtype: 1))
 
 
 def _arg_eval(name):

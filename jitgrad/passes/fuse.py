@@ -17,9 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jitgrad.core.opdef import OpDef
 from jitgrad.ir.graph import Eqn, Graph, Var
 
-REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_prod"})
+
+def is_structured(op: OpDef) -> bool:
+    """Whether fusion leaves `op` as an OpStep of its own, for a backend emitter to write:
+    elementwise ops and reductions run inside loops, and `broadcast_to` is an index map of
+    the loops that read it (or a loop of its own, see `_Grouping.materialize`)."""
+    return op.kind != "elementwise" and op.reduction is None and op.name != "broadcast_to"
 
 
 @dataclass(eq=False)
@@ -44,118 +50,154 @@ class Schedule:
     graph: Graph
     steps: list  # LoopGroup | OpStep, in execution order
 
-    @property
-    def groups(self) -> list[LoopGroup]:
-        return [s for s in self.steps if isinstance(s, LoopGroup)]
-
-
-def _is_loop_op(e: Eqn) -> bool:
-    return e.op.kind == "elementwise"
-
 
 def fuse(graph: Graph) -> Schedule:
-    steps: list = []
-    group_of: dict[Var, LoopGroup] = {}  # loop values (per-element) and the group computing them
-    reduced: set[Var] = set()  # reduction results (whole values, not per-element)
-    deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
-    group_deps: dict[LoopGroup, set] = {}  # groups a group reads from, directly or via op steps
-    pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
-    by_space: dict[tuple, list] = {}  # loop groups per iteration space, in creation order
+    """Partition `graph` into loop groups and structured op steps, in an order that runs.
 
-    def deps_of(v: Var) -> frozenset:
-        return deps.get(v, frozenset())
+    Four steps: grouping places each equation, in graph order, in a loop group (or an op step
+    of its own) without breaking convexity; materialisation turns the broadcasts needed outside
+    a loop into loops of their own; `_connect` then fills each group's inputs and outputs, and
+    `_order` schedules the steps."""
+    grouping = _Grouping()
+    for e in graph.eqns:
+        grouping.place(e)
+    for v in graph.outputs:
+        grouping.materialize(v)
+    _connect(grouping.steps, grouping.group_of, graph.outputs)
+    return Schedule(graph, _order(grouping.steps))
 
-    def depends_on(v: Var, group: LoopGroup) -> bool:
+
+class _Grouping:
+    """The steps made so far and what convexity needs to know about them.
+
+    Groups keep growing as equations join them, so the dependencies of a value are recorded
+    as the groups it read (`deps`), and followed through the groups' own reads (`group_deps`)
+    each time convexity is asked (`depends_on`)."""
+
+    def __init__(self):
+        self.steps: list = []  # LoopGroup | OpStep, in creation order
+        self.group_of: dict[Var, LoopGroup] = {}  # loop values (per element) -> their group
+        self.reduced: set[Var] = set()  # reduction results (whole values, not per element)
+        self.deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
+        self.group_deps: dict[LoopGroup, set] = {}  # groups a group reads, directly or not
+        self.pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
+        self.by_space: dict[tuple, list] = {}  # loop groups per iteration space, oldest first
+
+    # -- grouping ----------------------------------------------------------------------------
+    def place(self, e: Eqn) -> None:
+        """Put `e` where it runs: pending (a broadcast), a loop group, or an op step."""
+        if e.op.name == "broadcast_to":
+            self.pending[e.out] = e
+            self.deps[e.out] = self.deps_of(e.inputs[0])
+            return
+        if e.op.kind == "elementwise":
+            self.place_elementwise(e)
+        elif e.op.reduction is not None:
+            self.place_reduction(e)
+        else:
+            for x in e.inputs:
+                self.materialize(x)
+            self.steps.append(OpStep(e))
+        own = self.group_of.get(e.out)
+        self.deps[e.out] = frozenset().union(*(self.deps_of(x) for x in e.inputs)) | (
+            {own} if own is not None else frozenset())
+
+    def place_elementwise(self, e: Eqn) -> None:
+        """Into the group of one of its inputs over the same space, else any other group over
+        that space, most recent first (independent work over one space shares a pass: Adam's
+        moment and parameter updates, say), else a new group; the first that stays convex."""
+        space = e.out.aval.shape
+        candidates = [self.group_of[x] for x in e.inputs if x in self.group_of
+                      and x not in self.reduced and self.group_of[x].space == space]
+        candidates = list(reversed(candidates)) + [
+            g for g in reversed(self.by_space.get(space, [])) if g not in candidates]
+        target = next((g for g in candidates if self.convex(g, e)), None)
+        self.add_to(target or self.new_group(space), e)
+
+    def place_reduction(self, e: Eqn) -> None:
+        """As an epilogue of the loop that computes its input, if that loop runs over the
+        input's whole shape and stays convex; else in a new loop over the input."""
+        x = e.inputs[0]
+        g = self.group_of.get(x) if x not in self.reduced else None
+        if g is None or g.space != x.aval.shape or not self.convex(g, e):
+            g = self.new_group(x.aval.shape)
+        self.add_to(g, e)
+        self.reduced.add(e.out)
+
+    def new_group(self, space) -> LoopGroup:
+        g = LoopGroup(tuple(space))
+        self.steps.append(g)
+        self.group_deps[g] = set()
+        self.by_space.setdefault(g.space, []).append(g)
+        return g
+
+    def add_to(self, group: LoopGroup, e: Eqn) -> None:
+        """`e` joins `group`, with the pending broadcasts it reads (inlined as index maps)."""
+        for x in e.inputs:
+            b = self.pending.get(x)
+            if b is not None and b not in group.eqns:
+                group.eqns.append(b)
+            self.group_deps[group] |= self.deps_of(x)
+        self.group_deps[group].discard(group)
+        group.eqns.append(e)
+        self.group_of[e.out] = group
+
+    # -- convexity ---------------------------------------------------------------------------
+    def convex(self, group: LoopGroup, e: Eqn) -> bool:
+        """Whether `group` stays convex with `e`: none of the inputs `e` reads from outside
+        the group (a reduction's result counts as outside) depends on the group."""
+        for x in e.inputs:
+            inside = self.group_of.get(x) is group and x not in self.reduced
+            if not inside and self.depends_on(x, group):
+                return False
+        return True
+
+    def deps_of(self, v: Var) -> frozenset:
+        return self.deps.get(v, frozenset())
+
+    def depends_on(self, v: Var, group: LoopGroup) -> bool:
         """Whether `v` needs `group` to have run, following the groups' reads as they are now.
 
         `deps[v]` alone goes stale: with values v <- H and a group H that later joins an
         equation reading G, v depends on G too, and letting G read v would be a cycle."""
         seen: set[int] = set()
-        stack = list(deps_of(v))
+        stack = list(self.deps_of(v))
         while stack:
             h = stack.pop()
             if h is group:
                 return True
             if id(h) not in seen:
                 seen.add(id(h))
-                stack.extend(group_deps[h])
+                stack.extend(self.group_deps[h])
         return False
 
-    def convex(group: LoopGroup, e: Eqn) -> bool:
-        for x in e.inputs:
-            inside = group_of.get(x) is group and x not in reduced
-            if not inside and depends_on(x, group):
-                return False
-        return True
-
-    def new_group(space) -> LoopGroup:
-        g = LoopGroup(tuple(space))
-        steps.append(g)
-        group_deps[g] = set()
-        by_space.setdefault(g.space, []).append(g)
-        return g
-
-    def add_to(group: LoopGroup, e: Eqn) -> None:
-        for x in e.inputs:
-            b = pending.get(x)
-            if b is not None and b not in group.eqns:
-                group.eqns.append(b)
-            group_deps[group] |= deps_of(x)
-        group_deps[group].discard(group)
-        group.eqns.append(e)
-        group_of[e.out] = group
-
-    def materialize(v: Var) -> None:
-        """A pending broadcast needed outside a loop becomes a group of its own."""
-        b = pending.pop(v, None)
+    # -- materialisation ---------------------------------------------------------------------
+    def materialize(self, v: Var) -> None:
+        """A pending broadcast needed outside a loop (by an op step, or as a graph output)
+        becomes a group of its own, which writes it."""
+        b = self.pending.pop(v, None)
         if b is not None:
-            g = new_group(b.out.aval.shape)
+            g = self.new_group(b.out.aval.shape)
             g.eqns.append(b)
-            group_of[b.out] = g
-            group_deps[g] |= deps_of(b.inputs[0])
-            deps[b.out] = deps_of(b.inputs[0]) | {g}
+            self.group_of[b.out] = g
+            self.group_deps[g] |= self.deps_of(b.inputs[0])
+            self.deps[b.out] = self.deps_of(b.inputs[0]) | {g}
 
-    for e in graph.eqns:
-        if e.op.name == "broadcast_to":
-            pending[e.out] = e
-            deps[e.out] = deps_of(e.inputs[0])
-            continue
-        if _is_loop_op(e):
-            space = e.out.aval.shape
-            candidates = [group_of[x] for x in e.inputs
-                          if x in group_of and x not in reduced and group_of[x].space == space]
-            # Then any other loop over the same space, most recent first: independent work
-            # over one space shares a pass (Adam's moment and parameter updates, say).
-            candidates = list(reversed(candidates)) + [
-                g for g in reversed(by_space.get(space, [])) if g not in candidates]
-            target = next((g for g in candidates if convex(g, e)), None)
-            add_to(target or new_group(space), e)
-        elif e.op.name in REDUCTIONS:
-            x = e.inputs[0]
-            g = group_of.get(x) if x not in reduced else None
-            if g is None or g.space != x.aval.shape or not convex(g, e):
-                g = new_group(x.aval.shape)
-            add_to(g, e)
-            reduced.add(e.out)
-        else:
-            for x in e.inputs:
-                materialize(x)
-            steps.append(OpStep(e))
-        own = group_of.get(e.out)
-        deps[e.out] = frozenset().union(*(deps_of(x) for x in e.inputs)) | (
-            {own} if own is not None else frozenset())
-    for v in graph.outputs:
-        materialize(v)
+
+# -- scheduling ------------------------------------------------------------------------------
+def _connect(steps: list, group_of: dict, graph_outputs: list) -> None:
+    """Fill each loop group's inputs (what it reads from outside) and outputs (what it computes
+    and a graph output or another step reads).
+
+    A broadcast inlined as an index map is not a group's output even when it is needed
+    outside: the group that materialised it writes it (writing it from every group that
+    inlines it would give one buffer several writers)."""
     external = {id(s): _external_reads(s) for s in steps}
     for g in [s for s in steps if isinstance(s, LoopGroup)]:
-        used_outside = set(graph.outputs).union(
+        used_outside = set(graph_outputs).union(
             *(reads for key, reads in external.items() if key != id(g)))
         g.inputs = list(external[id(g)])
-        # A broadcast inlined as an index map is not this group's output even when it is
-        # needed outside: the group that materialised it writes it (writing it from every group
-        # that inlines it would give one buffer several writers).
         g.outputs = [e.out for e in g.eqns if e.out in used_outside and group_of.get(e.out) is g]
-    return Schedule(graph, _order(steps))
 
 
 def _eqns_of(step) -> list[Eqn]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import jitgrad as jg
 from jitgrad.autodiff.vjp import joint_graph
 from jitgrad.core.aval import AVal
-from jitgrad.core.opdef import REGISTRY
+from jitgrad.core.opdef import REGISTRY, Reduction, defop
 from jitgrad.core.tensor import Tensor
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ir.verify import verify
@@ -67,6 +67,18 @@ def test_every_primitive_has_a_case():
     covered = {p for c in CASES for p in c.prims}
     missing = sorted(set(REGISTRY) - covered)
     assert not missing, f"primitives without a case: {missing}"
+
+
+@pytest.mark.parametrize("kind, reduction, message", [
+    ("shape", Reduction("add", lambda dtype: 0), "needs kind 'reduce'"),
+    ("reduce", Reduction("xor", lambda dtype: 0), "unknown reduction combine 'xor'"),
+    ("reduce", Reduction("add", 0), "identity is a rule"),
+])
+def test_defop_refuses_a_malformed_reduction_facet(kind, reduction, message):
+    with pytest.raises(ValueError, match=message):
+        defop("reduce_bad", abstract_eval=abs, impl=abs, vjp=abs, kind=kind,
+              reduction=reduction)
+    assert "reduce_bad" not in REGISTRY
 
 
 def _trace(fn, args):

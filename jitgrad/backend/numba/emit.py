@@ -12,14 +12,16 @@ over the rows (rows.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from jitgrad.backend.numba import runtime, vmath
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
+from jitgrad.core.opdef import REGISTRY, OpDef
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
-from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, Schedule
+from jitgrad.passes.fuse import LoopGroup, Schedule, is_structured
 
 PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
 # Elements a partial sum of a 1-D loop spans before it is added in float64 (see
@@ -28,6 +30,31 @@ PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cos
 SUM_BLOCK = 1024
 # Integer ops whose Numba result is 64 bits wide whatever the operands' width.
 WIDENING_INTEGER_OPS = frozenset({"neg", "add", "sub", "mul", "floordiv", "mod"})
+# How each reduction combine (OpDef.reduction.combine) takes element `x` into `target`.
+REDUCTION_UPDATES = {
+    "add": "{target} += {x}",
+    "mul": "{target} *= {x}",
+    # numpy's maximum: NaN wins, and on ties the later value (it tells -0.0 from +0.0).
+    "max": "{target} = {x} if {x} >= {target} or {x} != {x} else {target}",
+}
+# Combines that Numba computes in 64 bits for narrow integers, as WIDENING_INTEGER_OPS.
+WIDENING_COMBINES = frozenset({"add", "mul"})
+# Structured op name -> the Emitter method that writes it (see `emits`).
+EMITTERS: dict[str, Callable] = {}
+
+
+def emits(op_name: str) -> Callable:
+    """Register the decorated Emitter method as the code of structured op `op_name`; Emitter.op
+    calls it as method(emitter, eqn, *eqn.inputs). `check_emitters` runs when this module
+    loads, so an op without one fails at the backend's import, not at its first compile."""
+
+    def register(method: Callable) -> Callable:
+        if op_name in EMITTERS:
+            raise ValueError(f"two Numba emitters for op {op_name!r}")
+        EMITTERS[op_name] = method
+        return method
+
+    return register
 
 
 def np_dtype(dtype: np.dtype) -> str:
@@ -246,10 +273,10 @@ class Emitter:
     def is_parallel(self, group: LoopGroup) -> bool:
         """Large loops whose reductions are full sums run as prange loops."""
         size = int(np.prod(group.space, dtype=np.int64))
-        full_sums = all(e.out.aval.ndim == 0 and e.op.name == "reduce_sum"
-                        for e in group.eqns if e.op.name in REDUCTIONS)
+        full_sums = all(e.out.aval.ndim == 0 and is_sum(e)
+                        for e in group.eqns if e.op.reduction is not None)
         partial_on_outer = any(0 in e.params["axes"] and e.out.aval.ndim
-                               for e in group.eqns if e.op.name in REDUCTIONS)
+                               for e in group.eqns if e.op.reduction is not None)
         return (len(group.space) > 0 and size >= PARALLEL_THRESHOLD and full_sums
                 and not partial_on_outer)
 
@@ -354,12 +381,12 @@ class Emitter:
             if v.aval.ndim:
                 self.add_buffer(v)
         for e in group.eqns:
-            if e.op.name in REDUCTIONS:
+            if e.op.reduction is not None:
                 if e.out.aval.ndim == 0:
-                    init = _reduction_identity(e.op.name, accumulator_dtype(e))
+                    init = _reduction_identity(e.op, accumulator_dtype(e))
                     self.emit(f"acc{self.name_of(e.out)[1:]} = {init}")
                 else:
-                    init = _reduction_identity(e.op.name, e.out.aval.dtype)
+                    init = _reduction_identity(e.op, e.out.aval.dtype)
                     self.emit(f"{self.name_of(e.out)}[...] = {init}")
 
     def loop_body(self, group: LoopGroup, depth: int, partials=()) -> dict:
@@ -397,7 +424,7 @@ class Emitter:
                     name = f"x{self.name_of(e.out)[1:]}"
                     self.emit(f"{name} = {self.name_of(src)}[{sub}]", depth)
                     scalars[e.out] = name
-            elif e.op.name in REDUCTIONS:
+            elif e.op.reduction is not None:
                 x = load(e.inputs[0])
                 accumulator = "part" if e in partials else "acc"
                 target = (f"{accumulator}{self.name_of(e.out)[1:]}" if e.out.aval.ndim == 0 else
@@ -407,7 +434,7 @@ class Emitter:
                     self.runtime.add("sum_step")
                     self.emit(f"{target} = sum_step({target}, {x})", depth)
                 else:
-                    self.emit(_reduction_update(e.op.name, target, x), depth)
+                    self.emit(_reduction_update(e.op, target, x), depth)
                 continue
             else:
                 expr = self.scalar_expr(e, [load(x) for x in e.inputs])
@@ -426,7 +453,7 @@ class Emitter:
     def loop_footer(self, group: LoopGroup, scalars: dict) -> None:
         """Full reductions and 0-d results, once the loops are done."""
         for e in group.eqns:
-            if e.op.name in REDUCTIONS and e.out.aval.ndim == 0:
+            if e.op.reduction is not None and e.out.aval.ndim == 0:
                 acc = f"acc{self.name_of(e.out)[1:]}"
                 if accumulator_dtype(e) != e.out.aval.dtype:
                     acc = f"{np_dtype(e.out.aval.dtype)}({acc})"  # rounded (or wrapped) once
@@ -466,11 +493,9 @@ class Emitter:
 
     # -- structured ops ----------------------------------------------------------------------
     def op(self, e: Eqn) -> None:
-        emit = getattr(self, f"op_{e.op.name}", None)
-        if emit is None:
-            raise NotImplementedError(f"the Numba backend cannot emit op {e.op.name!r}")
+        """A structured op, by the method registered for it (`emits`)."""
         self.emit(f"# {e.op.name}")
-        emit(e, *e.inputs)
+        EMITTERS[e.op.name](self, e, *e.inputs)
 
     def contiguous_expr(self, v: Var) -> str:
         name = self.name_of(v)
@@ -478,6 +503,7 @@ class Emitter:
         # views that reach here, and seconds less Numba compile time.
         return name if v in self.contiguous else f"{name}.copy()"
 
+    @emits("reshape")
     def op_reshape(self, e, x):
         out = self.name_of(e.out)
         shape = e.params["shape"]
@@ -490,12 +516,14 @@ class Emitter:
             self.emit(f"{out} = {self.contiguous_expr(x)}.reshape({self.size.shape(shape)})")
             self.contiguous.add(e.out)
 
+    @emits("transpose")
     def op_transpose(self, e, x):
         perm = e.params["perm"]
         expr = (f"{self.name_of(x)}.T" if perm == (1, 0) else
                 f"np.transpose({self.name_of(x)}, {perm!r})")
         self.emit(f"{self.name_of(e.out)} = {expr}")
 
+    @emits("matmul")
     def op_matmul(self, e, a, b):
         out = self.name_of(e.out)
         floats = e.out.aval.dtype.kind == "f"
@@ -550,9 +578,11 @@ class Emitter:
             parts.append(f"{self.size(start)}:{stop_text}:{step}")
         return ", ".join(parts)
 
+    @emits("slice")
     def op_slice(self, e, x):
         self.emit(f"{self.name_of(e.out)} = {self.name_of(x)}[{self._slices(e.params['index'])}]")
 
+    @emits("unslice")
     def op_unslice(self, e, g):
         out = self.name_of(e.out)
         shape = self.size.shape(e.params["shape"])
@@ -560,11 +590,13 @@ class Emitter:
         self.emit(f"{out}[{self._slices(e.params['index'])}] = {self.value(g)}")
         self.contiguous.add(e.out)
 
+    @emits("concat")
     def op_concat(self, e, *xs):
         names = ", ".join(self.name_of(x) for x in xs)
         self.emit(f"{self.name_of(e.out)} = np.concatenate(({names},), axis={e.params['axis']})")
         self.contiguous.add(e.out)
 
+    @emits("pad")
     def op_pad(self, e, x):
         out = self.name_of(e.out)
         fill = literal(e.params["constant"], e.out.aval.dtype)
@@ -586,6 +618,7 @@ class Emitter:
             return f"np.array([{self.value(idx)}])"
         return f"{self.contiguous_expr(idx)}.reshape(-1)"
 
+    @emits("gather")
     def op_gather(self, e, x, idx):
         axis = e.params["axis"]
         p, n, q = self._three_axis(x.aval.shape, axis)
@@ -599,6 +632,7 @@ class Emitter:
         self.emit("dst[i0, i1, :] = src[i0, j, :]", 3)
         self.emit_reshaped(e.out, "dst")
 
+    @emits("scatter_add")
     def op_scatter_add(self, e, g, idx):
         axis = e.params["axis"]
         shape = e.params["shape"]
@@ -629,6 +663,7 @@ class Emitter:
         self.emit("if j < 0:", depth)
         self.emit(f"j += {n}", depth + 1)
 
+    @emits("check_index")
     def op_check_index(self, e, idx):
         sizes, what, negative = e.params["sizes"], e.params["what"], e.params["negative"]
         caller, axis = e.params["caller"], e.params["axis"]
@@ -669,9 +704,11 @@ class Emitter:
         self.emit("dst[i0, i2] = i1", 5)
         self.emit_reshaped(e.out, "dst")
 
+    @emits("argmax")
     def op_argmax(self, e, x):
         self._arg_reduce(e, x, ">")
 
+    @emits("argmin")
     def op_argmin(self, e, x):
         self._arg_reduce(e, x, "<")
 
@@ -699,9 +736,10 @@ def accumulator_dtype(e: Eqn) -> np.dtype:
     float32 sums add up in float64, from float32 partial sums of at most one innermost row or
     SUM_BLOCK elements (Emitter.open_innermost_loop)."""
     dtype = e.out.aval.dtype
-    if e.op.name != "reduce_max" and dtype.kind in "iu" and dtype.itemsize < 8:
+    widens = e.op.reduction.combine in WIDENING_COMBINES
+    if widens and dtype.kind in "iu" and dtype.itemsize < 8:
         return np.dtype(np.int64)
-    if e.op.name == "reduce_sum" and dtype.kind == "f" and dtype.itemsize < 8:
+    if is_sum(e) and dtype.kind == "f" and dtype.itemsize < 8:
         return np.dtype(np.float64)
     return dtype
 
@@ -709,26 +747,21 @@ def accumulator_dtype(e: Eqn) -> np.dtype:
 def float_sums(group: LoopGroup) -> list[Eqn]:
     """The group's full sums of floats: partial sums in the loop, added in float64 (see
     Emitter.open_innermost_loop)."""
-    return [e for e in group.eqns if e.op.name == "reduce_sum" and e.out.aval.ndim == 0
+    return [e for e in group.eqns if is_sum(e) and e.out.aval.ndim == 0
             and e.out.aval.dtype.kind == "f"]
 
 
-def _reduction_identity(op: str, dtype: np.dtype) -> str:
-    if op == "reduce_sum":
-        return literal(0, dtype)
-    if op == "reduce_prod":
-        return literal(1, dtype)
-    low = -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
-    return literal(low, dtype)
+def is_sum(e: Eqn) -> bool:
+    """A sum: its partial sums and float64 accumulator, and its prange loops, are the sum's."""
+    return e.op.reduction is not None and e.op.reduction.combine == "add"
 
 
-def _reduction_update(op: str, target: str, x: str) -> str:
-    if op == "reduce_sum":
-        return f"{target} += {x}"
-    if op == "reduce_prod":
-        return f"{target} *= {x}"
-    # numpy's maximum: NaN wins, and on ties the later value (it tells -0.0 from +0.0).
-    return f"{target} = {x} if {x} >= {target} or {x} != {x} else {target}"
+def _reduction_identity(op: OpDef, dtype: np.dtype) -> str:
+    return literal(op.reduction.identity(dtype), dtype)
+
+
+def _reduction_update(op: OpDef, target: str, x: str) -> str:
+    return REDUCTION_UPDATES[op.reduction.combine].format(target=target, x=x)
 
 
 def emit_kernel(schedule: Schedule, name: str, fastmath: bool = False,
@@ -736,3 +769,18 @@ def emit_kernel(schedule: Schedule, name: str, fastmath: bool = False,
     """Generate the source of the one kernel that runs `schedule`; `generic`: sizes read from
     the arrays and scalar constants as parameters (see Sizes)."""
     return Emitter(schedule, name, fastmath, generic).build()
+
+
+def check_emitters(registry: dict) -> None:
+    """Raise ImportError naming the ops of `registry` this backend has no code for: structured
+    ops without an emitter (`emits`), reductions whose combine has no update."""
+    missing = [name for name, op in registry.items() if is_structured(op) and name not in EMITTERS]
+    missing += [f"{name} (combine {op.reduction.combine!r})" for name, op in registry.items()
+                if op.reduction is not None and op.reduction.combine not in REDUCTION_UPDATES]
+    if missing:
+        raise ImportError(f"the Numba backend cannot emit op(s) {', '.join(sorted(missing))}: "
+                          "register an Emitter method with @emits(name)")
+
+
+# Importing any jitgrad module first imports `jitgrad`, which registers every op.
+check_emitters(REGISTRY)

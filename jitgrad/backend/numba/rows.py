@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jitgrad.ir.graph import Var
-from jitgrad.passes.fuse import REDUCTIONS, LoopGroup, OpStep
+from jitgrad.passes.fuse import LoopGroup, OpStep
 
 
 @dataclass(eq=False)
@@ -105,7 +105,7 @@ def _row_values(run: list, rows: int) -> set:
     for step in run:
         if isinstance(step, LoopGroup):
             for e in step.eqns:
-                reduced_rows = e.op.name in REDUCTIONS and 0 in e.params["axes"]
+                reduced_rows = e.op.reduction is not None and 0 in e.params["axes"]
                 if e.out.aval.ndim and e.out.aval.shape[0] == rows and not reduced_rows:
                     done.add(e.out)
         elif step.eqn.inputs[0] in done or not _made_by(run, step.eqn.inputs[0]):
