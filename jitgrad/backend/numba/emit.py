@@ -752,7 +752,8 @@ def float_sums(group: LoopGroup) -> list[Eqn]:
 
 
 def is_sum(e: Eqn) -> bool:
-    """A sum: its partial sums and float64 accumulator, and its prange loops, are the sum's."""
+    """Whether `e` is a sum: only sums add up in partial sums (open_innermost_loop), and only
+    loops whose reductions are full sums run in parallel (Emitter.is_parallel)."""
     return e.op.reduction is not None and e.op.reduction.combine == "add"
 
 
