@@ -49,6 +49,9 @@ INTEGER_CASES = {
     "int32 reduce_prod wraps": (jg.reduce_prod, np.array([65537, 65537], np.int32)),
     "uint8 sign of values >= 128": (jg.sign, np.array([0, 1, 128, 255], np.uint8)),
     "uint8 0-d sign": (jg.sign, np.uint8(200)),
+    "int64 minimum // -1 wraps to the minimum": (
+        lambda x, y: x // y, np.array([np.iinfo(np.int64).min, 7, -7], np.int64),
+        np.array([-1, -1, 2], np.int64)),
 }
 
 

@@ -66,7 +66,7 @@ def _unary(name, impl, vjp, template, *, floats_only=True, vmath=None, doc=""):
     )
 
 
-def _binary(name, impl, vjp, template, *, floats_only=False, doc=""):
+def _binary(name, impl, vjp, template, *, floats_only=False, vmath=None, doc=""):
     return defop(
         name,
         abstract_eval=_same(name, floats_only=floats_only),
@@ -74,6 +74,7 @@ def _binary(name, impl, vjp, template, *, floats_only=False, doc=""):
         vjp=vjp,
         kind="elementwise",
         template=template,
+        vmath=vmath,
         doc=doc,
     )
 
@@ -212,7 +213,8 @@ maximum_p = _binary("maximum", np.maximum, _max_min_vjp(lambda x, y: greater_equ
                     "({0} if {0} > {1} or {0} != {0} else {1})")
 minimum_p = _binary("minimum", np.minimum, _max_min_vjp(lambda x, y: less_equal(x, y)),
                     "({0} if {0} < {1} or {0} != {0} else {1})")
-floordiv_p = _binary("floordiv", np.floor_divide, NOT_DIFFERENTIABLE, "({0} // {1})")
+floordiv_p = _binary("floordiv", np.floor_divide, NOT_DIFFERENTIABLE, "({0} // {1})",
+                     vmath="floordiv")
 # x mod y = x - floor(x/y) y: (g, -g floor(x/y)), as TensorFlow's FloorMod.
 mod_p = _binary("mod", np.mod,
                 lambda g, out, x, y: (g, lambda: negative(g * floordiv(x, y))), "({0} % {1})")

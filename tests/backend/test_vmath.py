@@ -212,7 +212,9 @@ def test_prange_loop_vectorises(op, dtype):
 
 def test_vmath_table():
     assert vmath.SOURCE_MODULE == "jitgrad.backend.numba.vmath"
-    assert set(vmath.VMATH) == {(op, dt) for op in vmath.OPS for dt in DTYPES}
+    transcendental = {(op, dt) for op in vmath.OPS for dt in DTYPES}
+    assert set(vmath.VMATH) == transcendental | {("floordiv", "int64")}
     for (op, dt), name in vmath.VMATH.items():
-        assert name == f"v{op}_{'f32' if dt == 'float32' else 'f64'}"
+        if (op, dt) in transcendental:
+            assert name == f"v{op}_{'f32' if dt == 'float32' else 'f64'}"
         assert callable(getattr(vmath, name))

@@ -470,11 +470,11 @@ class Emitter:
     def scalar_expr(self, e: Eqn, args: list[str]) -> str:
         op = e.op
         dtype = e.inputs[0].aval.dtype if e.inputs else e.out.aval.dtype
-        if op.vmath is not None and dtype.name in ("float32", "float64"):
+        if op.vmath is not None:
             fn = vmath.VMATH.get((op.vmath, dtype.name))
             if fn is not None:
                 self.helpers.add(fn)
-                return f"{fn}({args[0]})"
+                return f"{fn}({', '.join(args)})"
         if op.name == "cast":
             target = e.params["dtype"]
             if target == np.bool_:

@@ -228,10 +228,20 @@ vexp_f64, vlog_f64, vtanh_f64, vsigmoid_f64, vsoftplus_f64, vlog1p_f64, vexpm1_f
 
 OPS = ("exp", "log", "tanh", "sigmoid", "softplus", "log1p", "expm1")
 
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def floordiv_i64(x, y):
+    """numpy's int64 floor division: the minimum // -1 wraps to the minimum (Numba gives 0);
+    narrower integers are computed in int64 and cast back, which wraps by itself."""
+    if y == -1:
+        return -x
+    return x // y
+
+
 # (op, dtype name) -> name of the function in SOURCE_MODULE to call for that element type,
 # e.g. VMATH["tanh", "float32"] == "vtanh_f32".
 VMATH = {
     (op, dtype): f"v{op}_{suffix}"
     for op in OPS
     for dtype, suffix in (("float32", "f32"), ("float64", "f64"))
-}
+} | {("floordiv", "int64"): "floordiv_i64"}
