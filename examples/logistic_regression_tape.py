@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 import jitgrad as jg
-from jitgrad import tape_backward
+from jitgrad.compiler import tape_backward
 
 
 def make_data(n=512, features=100, seed=0):

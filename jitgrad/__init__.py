@@ -14,8 +14,19 @@ import numpy as np
 
 from jitgrad import checkpoint, data, math, nn, optim
 from jitgrad import testing as test
-from jitgrad.api import jit, jit_grad, make_graph
-from jitgrad.config import config
+from jitgrad.autodiff.tape import GradientTape, custom_gradient
+from jitgrad.autodiff.transforms import (
+    grad,
+    gradients_function,
+    hessian,
+    hvp,
+    jvp,
+    value_and_grad,
+    value_and_gradients_function,
+)
+from jitgrad.compiler.function import jit, jit_grad, make_graph
+from jitgrad.compiler.train_step import jit_train_step
+from jitgrad.core.config import config
 from jitgrad.core.dtypes import (
     bool_ as bool,  # noqa: A004 - TensorFlow's name
 )
@@ -30,7 +41,8 @@ from jitgrad.core.dtypes import (
     uint8,
 )
 from jitgrad.core.errors import JitgradError, LeakedTracerError, TracerError
-from jitgrad.core.tensor import Tensor, Variable
+from jitgrad.core.tensor import Tensor
+from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Graph
 from jitgrad.ops import *  # noqa: F403 - the TensorFlow-style top level
 from jitgrad.ops import __all__ as _ops_all
@@ -51,17 +63,6 @@ from jitgrad.ops.nn import (
     softmax_cross_entropy_with_logits,
     softsign,
     sparse_softmax_cross_entropy_with_logits,
-)
-from jitgrad.tape import GradientTape, custom_gradient
-from jitgrad.train_step import jit_train_step
-from jitgrad.transforms import (
-    grad,
-    gradients_function,
-    hessian,
-    hvp,
-    jvp,
-    value_and_grad,
-    value_and_gradients_function,
 )
 
 __version__ = "0.1.0"

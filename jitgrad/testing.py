@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.autodiff.tape import GradientTape
 from jitgrad.core import pytree
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.ops.base import as_value
-from jitgrad.tape import GradientTape
 
 
 def _flat_outputs(out) -> list:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
-from jitgrad.signature import Guard, call_key, entry_key
+from jitgrad.compiler.signature import Guard, call_key, entry_key
 
 Pair = collections.namedtuple("Pair", "a b")
 X = np.arange(6, dtype=np.float32).reshape(2, 3)

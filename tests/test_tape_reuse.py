@@ -3,7 +3,7 @@
 import numpy as np
 
 import jitgrad as jg
-from jitgrad import tape_backward
+from jitgrad.compiler import tape_backward
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((16, 5))

@@ -35,3 +35,8 @@ _SHORT = {
     "float16": "f16", "float32": "f32", "float64": "f64", "int8": "i8", "int16": "i16",
     "int32": "i32", "int64": "i64", "uint8": "u8", "bool": "bool",
 }
+
+
+def aval_key(value) -> tuple:
+    """The hashable key of an array, Tensor or AVal's type: its shape and dtype."""
+    return value.shape, value.dtype.char

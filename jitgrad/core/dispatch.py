@@ -11,7 +11,7 @@ import contextvars
 
 import numpy as np
 
-from jitgrad.config import config
+from jitgrad.core.config import config
 from jitgrad.core.errors import LeakedTracerError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 

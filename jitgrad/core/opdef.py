@@ -17,7 +17,7 @@ A primitive carries every facet the pipeline needs, side by side:
   registers an emitter against its name and, when it loads, refuses to run without one for
   every such op in the registry (see `jitgrad.passes.fuse.is_structured`);
 * `raises`: the op's kernel code can raise (an index out of bounds), which a train step that
-  writes into the caller's arrays must know (`jitgrad.train_step`).
+  writes into the caller's arrays must know (`jitgrad.compiler.train_step`).
 """
 
 from __future__ import annotations

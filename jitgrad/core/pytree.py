@@ -103,3 +103,19 @@ def describe(treedef) -> str:
         return f"{meta.__name__}({fields})"
     inner = ", ".join(describe(c) for c in children)
     return f"[{inner}]" if kind == "list" else f"({inner}{',' if len(children) == 1 else ''})"
+
+
+def leaf_paths(name: str, treedef) -> list[str]:
+    """`name['w'][0]`-style paths of a structure's leaves, in flatten order.
+
+    >>> leaf_paths("params", flatten({"w": 1, "b": [2]})[1])
+    ["params['b'][0]", "params['w']"]
+    """
+    if treedef == LEAF:
+        return [name]
+    if treedef is None:
+        return []
+    kind, meta, children = treedef
+    keys = meta if kind == "dict" else range(len(children))
+    return [path for key, child in zip(keys, children)
+            for path in leaf_paths(f"{name}[{key!r}]", child)]

@@ -3,10 +3,10 @@ Producing the text needs no graphviz; render it with `dot -Tsvg`."""
 
 from __future__ import annotations
 
+from jitgrad.ir.schedule import LoopGroup
+
 
 def schedule_to_dot(schedule) -> str:
-    from jitgrad.passes.fuse import LoopGroup
-
     graph = schedule.graph
     ids: dict = {}
 

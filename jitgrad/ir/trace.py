@@ -8,7 +8,8 @@ from jitgrad.core.aval import AVal
 from jitgrad.core.convert import to_array
 from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import LeakedTracerError, user_frame, with_location
-from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Eqn, Graph, Var
 
 

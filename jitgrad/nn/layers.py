@@ -33,7 +33,7 @@ import re
 import numpy as np
 
 from jitgrad import ops
-from jitgrad.core.tensor import Variable
+from jitgrad.core.variable import Variable
 from jitgrad.nn import initializers
 from jitgrad.ops.base import as_value
 

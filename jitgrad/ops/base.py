@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitgrad.config import config
 from jitgrad.core import dtypes
+from jitgrad.core.config import config
 from jitgrad.core.convert import broadcast, to_array
 from jitgrad.core.dispatch import bind, check_nans, current_trace, tape_stack
 from jitgrad.core.errors import op_error, with_location

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from jitgrad.core.tensor import Variable
+from jitgrad.core.variable import Variable
 
 
 class Setting(Variable):

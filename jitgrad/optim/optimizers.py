@@ -34,7 +34,7 @@ import numpy as np
 from jitgrad import ops
 from jitgrad.core import pytree
 from jitgrad.core.convert import to_array
-from jitgrad.core.tensor import Variable
+from jitgrad.core.variable import Variable
 from jitgrad.ops.base import as_value
 from jitgrad.optim.hyperparameters import Hyperparameter, hyperparameters
 from jitgrad.optim.state import check_state, layout

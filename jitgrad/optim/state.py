@@ -9,22 +9,6 @@ from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
 
 
-def leaf_paths(name: str, treedef) -> list[str]:
-    """`name['w'][0]`-style paths of a structure's leaves, in flatten order.
-
-    >>> leaf_paths("params", pytree.flatten({"w": 1, "b": [2]})[1])
-    ["params['b'][0]", "params['w']"]
-    """
-    if treedef == pytree.LEAF:
-        return [name]
-    if treedef is None:
-        return []
-    kind, meta, children = treedef
-    keys = meta if kind == "dict" else range(len(children))
-    return [path for key, child in zip(keys, children)
-            for path in leaf_paths(f"{name}[{key!r}]", child)]
-
-
 def layout(tree) -> tuple:
     """(structure, [(shape, dtype) of each leaf]) of a tree of arrays, tensors or tracers."""
     leaves, treedef = pytree.flatten(tree)
@@ -45,7 +29,7 @@ def check_state(optimizer: str, expected: tuple, state) -> None:
             f"{optimizer}.update: opt_state has the structure {pytree.describe(got_tree)}, but "
             f"{optimizer}.init(params) makes {pytree.describe(want_tree)}; pass the state that "
             "init returned for these params (and this optimizer)"))
-    for path, got, want in zip(leaf_paths("opt_state", want_tree), got_leaves, want_leaves):
+    for path, got, want in zip(pytree.leaf_paths("opt_state", want_tree), got_leaves, want_leaves):
         if got != want:
             raise TypeError(with_location(
                 f"{optimizer}.update: {path} is {_short(got)}, but init(params) makes "

@@ -15,10 +15,9 @@ input after a value was recorded makes that value depend on whatever the new inp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from jitgrad.core.opdef import OpDef
 from jitgrad.ir.graph import Eqn, Graph, Var
+from jitgrad.ir.schedule import LoopGroup, OpStep, Schedule
 
 
 def is_structured(op: OpDef) -> bool:
@@ -26,29 +25,6 @@ def is_structured(op: OpDef) -> bool:
     elementwise ops and reductions run inside loops, and `broadcast_to` is an index map of
     the loops that read it (or a loop of its own, see `_Grouping.materialize`)."""
     return op.kind != "elementwise" and op.reduction is None and op.name != "broadcast_to"
-
-
-@dataclass(eq=False)
-class LoopGroup:
-    space: tuple[int, ...]
-    eqns: list[Eqn] = field(default_factory=list)
-    # Filled at the end of `fuse`: values read from outside, values needed outside.
-    inputs: list[Var] = field(default_factory=list)
-    outputs: list[Var] = field(default_factory=list)
-
-    def op_names(self) -> list[str]:
-        return [e.op.name for e in self.eqns]
-
-
-@dataclass(eq=False)
-class OpStep:
-    eqn: Eqn
-
-
-@dataclass
-class Schedule:
-    graph: Graph
-    steps: list  # LoopGroup | OpStep, in execution order
 
 
 def fuse(graph: Graph) -> Schedule:

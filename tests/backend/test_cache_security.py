@@ -14,7 +14,7 @@ import pytest
 import jitgrad as jg
 from jitgrad.backend.numba import cache
 from jitgrad.backend.numba.compile import load_kernel
-from jitgrad.config import Config
+from jitgrad.core.config import Config
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(

@@ -755,7 +755,7 @@ def programs(draw, max_ops: int = 8, max_programs: int = 3, dtypes=None, large=N
 @contextlib.contextmanager
 def eager_only():
     """The eager reference, op by op. A tape compiles a backward kernel the second time it sees
-    the same recorded structure (jitgrad.tape_backward), which would make the reference a
+    the same recorded structure (jitgrad.compiler.tape_backward), which would make the reference a
     compiled one and cost a Numba compile per finite-difference step; an enclosing recording
     tape keeps nested tapes on the eager path (it watches nothing, so it records nothing)."""
     with jg.GradientTape(watch_accessed_variables=False):
@@ -899,8 +899,9 @@ def check_program(program: Program, mode: str = "grad", seed: int = 0,
     `mode` picks the ONE compiled kernel (each costs a Numba compile): "value", `jit` of the
     program; "grad", `jit_grad` of the weighted loss with the program's outputs as aux;
     "grad2", `jit_grad` of <u, grad loss> with the outputs, loss and gradients as aux; "tape",
-    the eager tape's compiled backward pass (jitgrad.tape_backward compiles the backward of a
-    structure it records a second time). The eager reference runs the same function op by op.
+    the eager tape's compiled backward pass (jitgrad.compiler.tape_backward compiles the
+    backward of a structure it records a second time). The eager reference runs the same
+    function op by op.
     Each compiled function is called twice, at x and at x + 1e-3 v: the second call takes the
     hot path, and must not overwrite the first call's results (output buffers are reused when
     the caller no longer holds them). Finite differences (eager, float64) check first and
@@ -944,7 +945,7 @@ def check_program(program: Program, mode: str = "grad", seed: int = 0,
                 return named(vg(*[Tensor(x) for x in xs]))
 
         if mode == "tape":
-            from jitgrad import tape_backward
+            from jitgrad.compiler import tape_backward
 
             before = tape_backward.stats["compiled"]
 

@@ -199,7 +199,7 @@ def test_check_grads_runs_the_rules_op_by_op_without_compiling():
     """Regression: the tape compiles the backward of a structure it sees twice, and the
     finite differences of order 2 call the same gradient four times: every case waited for
     Numba. The eager mode now never reaches the compiled backward kernels."""
-    from jitgrad import tape_backward
+    from jitgrad.compiler import tape_backward
 
     before = dict(tape_backward.stats)
     x = np.array([[0.3, -1.2], [2.0, 0.5]])

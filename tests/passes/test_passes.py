@@ -7,10 +7,11 @@ import jitgrad as jg
 from jitgrad.core.aval import AVal
 from jitgrad.ir.graph import format_graph
 from jitgrad.ir.interpret import eval_graph
+from jitgrad.ir.schedule import LoopGroup
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ir.verify import verify
 from jitgrad.passes import cse, dce, fold_constants, optimize
-from jitgrad.passes.fuse import LoopGroup, fuse
+from jitgrad.passes.fuse import fuse
 
 F32 = np.dtype("float32")
 

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from jitgrad.config import config
+from jitgrad.core.config import config
 
 
 def versions() -> str:

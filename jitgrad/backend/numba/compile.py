@@ -13,7 +13,7 @@ import types
 from numba.core import caching
 
 from jitgrad.backend.numba import cache
-from jitgrad.config import config
+from jitgrad.core.config import config
 from jitgrad.core.errors import JitgradError
 
 

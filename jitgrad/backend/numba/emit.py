@@ -21,7 +21,8 @@ from jitgrad.backend.numba import runtime, vmath
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.core.opdef import REGISTRY, OpDef
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
-from jitgrad.passes.fuse import LoopGroup, Schedule, is_structured
+from jitgrad.ir.schedule import LoopGroup, Schedule
+from jitgrad.passes.fuse import is_structured
 
 PARALLEL_THRESHOLD = 1 << 17  # elements; smaller loops stay serial (threads cost ~10 us)
 # Elements a partial sum of a 1-D loop spans before it is added in float64 (see

@@ -19,7 +19,7 @@ import hashlib
 import threading
 
 from jitgrad.backend.numba.emit import KernelSource, emit_kernel
-from jitgrad.passes.fuse import Schedule
+from jitgrad.ir.schedule import Schedule
 
 # Polymorphic source digest -> digest of the first specialised source seen for it. Bounded:
 # forgetting a structure only means its next signature gets a specialised kernel again.

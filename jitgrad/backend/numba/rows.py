@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jitgrad.ir.graph import Var
-from jitgrad.passes.fuse import LoopGroup, OpStep
+from jitgrad.ir.schedule import LoopGroup, OpStep
 
 
 @dataclass(eq=False)

@@ -20,21 +20,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jitgrad.call_path import make_caller, make_entry
-from jitgrad.config import config
+from jitgrad.autodiff.transforms import value_and_grad, value_and_variable_grads
+from jitgrad.compiler.call_path import make_caller, make_entry
+from jitgrad.compiler.signature import call_key, entry_key, flatten_argument, leaf_array
 from jitgrad.core import pytree
+from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import JitgradError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.trace import Trace, tracing
-from jitgrad.signature import call_key, entry_key, flatten_argument, leaf_array
-from jitgrad.transforms import value_and_grad, value_and_variable_grads
 
 if TYPE_CHECKING:
     from jitgrad.backend.numba.emit import KernelSource
-    from jitgrad.passes.fuse import Schedule
+    from jitgrad.ir.schedule import Schedule
 
 log = logging.getLogger("jitgrad")
 
@@ -112,16 +112,6 @@ def _compile_lock(kernel) -> threading.Lock:
         return lock
 
 
-def _threading_layer_is_safe() -> bool:
-    """Whether parallel kernels may run from several Python threads at once: true with the
-    TBB or OpenMP layers, false with Numba's workqueue (which aborts on concurrent use)."""
-    from numba.np.ufunc import parallel
-
-    try:
-        parallel._launch_threads()
-        return parallel._threading_layer in ("tbb", "omp")
-    except Exception:
-        return False
 
 
 def _kernel_error(compiled: Compiled, exc: Exception) -> Exception:
@@ -431,6 +421,7 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
     `prune_inputs`, inputs the optimised graph no longer reads are dropped from the kernel and
     `compiled.input_indices` lists the ones kept (the tape passes only those)."""
     from jitgrad.backend.numba.kernels import kernel_source
+    from jitgrad.backend.numba.threads import threading_layer_is_safe
     from jitgrad.passes import optimize
     from jitgrad.passes.fuse import fuse
 
@@ -446,7 +437,7 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
     _check_backend_dtypes(optimized, name)
     source = kernel_source(schedule, name, fastmath)
     compiled = Compiled(name, graph, optimized, schedule, source, list(variables), out_tree,
-                        indices, source.parallel and not _threading_layer_is_safe())
+                        indices, source.parallel and not threading_layer_is_safe())
     if seconds is not None:
         seconds[1] += time.perf_counter() - start
     return compiled

@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
-from jitgrad.config import config
+from jitgrad.compiler.signature import Guard
+from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.tensor import Tensor, compiled_scalar_type
-from jitgrad.signature import Guard
 
 _FALLBACK = "return self._call(args, kwargs)"  # what the entry does when its guard fails
 
@@ -134,7 +134,7 @@ class _Body:
             call = "r = " + call
         if ks.parallel:
             # Numba's thread count is per calling thread: apply jitgrad.config.num_threads.
-            from numba import set_num_threads
+            from jitgrad.backend.numba.threads import set_num_threads
 
             self.env.update(config=config, set_num_threads=set_num_threads)
             self.add("if config.num_threads:")

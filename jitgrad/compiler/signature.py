@@ -24,9 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad.core import pytree
+from jitgrad.core.aval import aval_key
 from jitgrad.core.convert import to_array
 from jitgrad.core.errors import with_location
-from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.variable import Variable
 
 INT32_MIN, INT32_END = -(2**31), 2**31
 SCALAR_KEYS = {float: ((), "f"), int: ((), "i"), bool: ((), "?")}
@@ -43,11 +45,6 @@ def scalar_key(value) -> tuple:
     """The key of a Python float, int or bool argument leaf."""
     kind = type(value)
     return SCALAR_KEYS[kind] if kind is not int or fits_int32(value) else INT64_KEY
-
-
-def aval_key(value) -> tuple:
-    """The key of an array or Tensor: its shape and dtype."""
-    return value.shape, value.dtype.char
 
 
 def flatten_argument(arg) -> tuple[list, object]:

@@ -8,16 +8,17 @@ import functools
 import inspect
 import itertools
 
+from jitgrad.autodiff.tape import GradientTape, _check_target
 from jitgrad.autodiff.vjp import append_backward
 from jitgrad.core import pytree
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import with_location
-from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.variable import Variable
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ops.base import as_value
 from jitgrad.ops.elementwise import zeros_like_value
-from jitgrad.tape import GradientTape, _check_target
 
 _VALUES = (Tensor, Tracer)
 VARIABLES = "variables"  # `wrt` of `_value_and_grads`: the trainable Variables read

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jitgrad.api import Compiled, JitFunction
+from jitgrad.autodiff.transforms import value_and_grad
+from jitgrad.compiler.function import Compiled, JitFunction
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
-from jitgrad.optim.state import leaf_paths
-from jitgrad.passes.fuse import LoopGroup
-from jitgrad.transforms import value_and_grad
+from jitgrad.ir.schedule import LoopGroup
 
 # Compiled version -> its `_donation_plan`, computed once; a version belongs to one train step.
 _DONATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -92,7 +91,7 @@ class TrainStep(JitFunction):
                         f"{self.name}: {name} must hold writeable C-contiguous numpy arrays "
                         f"(updated in place), got {type(leaf).__name__}"))
             leaves += tree_leaves
-            paths += leaf_paths(name, treedef)
+            paths += pytree.leaf_paths(name, treedef)
         self._refuse_shared_memory(leaves, paths)
 
     def _refuse_shared_memory(self, leaves: list, paths: list) -> None:

@@ -9,17 +9,27 @@ import inspect
 import numpy as np
 
 from jitgrad.autodiff.backprop import backprop
+from jitgrad.autodiff.recording import Recording
 from jitgrad.core import pytree
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import with_location
 from jitgrad.core.opdef import NOT_DIFFERENTIABLE
-from jitgrad.core.tensor import Tensor, Tracer, Variable
+from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Eqn
 from jitgrad.ops.elementwise import add, ones_like_value, zeros_like_value
 from jitgrad.ops.shape import reshape, stack
-from jitgrad.tape_backward import Recording
 
 _VALUES = (Tensor, Tracer)
+# The compiled backward, `fn(seeds, sources, tape) -> cotangents` (None: run op by op),
+# installed by jitgrad.compiler: autodiff never imports the compiler.
+_compiled_backprop = None
+
+
+def install_compiled_backprop(fn) -> None:
+    """Make `fn` the tape's compiled backward (see jitgrad.compiler.tape_backward)."""
+    global _compiled_backprop
+    _compiled_backprop = fn
 
 
 class GradientTape:
@@ -61,7 +71,7 @@ class GradientTape:
 
     def reset(self) -> None:
         """Forget everything recorded so far, as if this were a new tape."""
-        self._recorded = Recording()  # the recorded ops (see tape_backward.Recording)
+        self._recorded = Recording()  # the recorded ops (see autodiff.recording.Recording)
         self._tracked: set[int] = set()
         self._held: list = []  # keeps watched values alive, so their ids stay theirs
         self._variables: dict[int, Variable] = {}
@@ -224,10 +234,9 @@ class GradientTape:
         groups = [self._recorded_values(s) for s in sources]
         flat = [v for g in groups for v in g]
         cts = None
-        if not self._recording:  # a recording tape must see its own backward ops
-            from jitgrad.tape_backward import compiled_backprop
-
-            cts = compiled_backprop(seeds, flat, self)
+        if not self._recording and _compiled_backprop is not None:
+            # (a recording tape must see its own backward ops)
+            cts = _compiled_backprop(seeds, flat, self)
         cts = iter(backprop(self._eqns, seeds, flat) if cts is None else cts)
         out = []
         for group in groups:
