@@ -8,9 +8,10 @@ import numpy as np
 from jitgrad.core import dtypes
 from jitgrad.core.config import config
 from jitgrad.core.convert import broadcast, to_array
-from jitgrad.core.dispatch import bind, check_nans, current_trace, tape_stack
+from jitgrad.core.dispatch import check_nans, current_trace, tape_stack
 from jitgrad.core.errors import op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.ops.structural import broadcast_value, cast_value
 
 VALUE_TYPES = (Tensor, Tracer)
 PYTHON_SCALARS = (bool, int, float)
@@ -19,11 +20,7 @@ PYTHON_SCALARS = (bool, int, float)
 def as_value(x, dtype=None, op: str = "constant"):
     """A Tensor or Tracer for `x` (tensors pass through; Python/numpy values are converted)."""
     if isinstance(x, VALUE_TYPES):
-        if dtype is not None and x.dtype != dtypes.as_dtype(dtype):
-            from jitgrad.ops.elementwise import cast
-
-            return cast(x, dtype)
-        return x
+        return x if dtype is None else cast_value(x, dtypes.as_dtype(dtype))
     return Tensor(to_array(x, dtype, op))
 
 
@@ -105,9 +102,7 @@ def _scalar_operand(tensor, shape):
     (recorded elementwise ops have operands of equal shapes), else left to numpy."""
     if not tape_stack.get():
         return tensor
-    from jitgrad.ops.shape import broadcast_to_p
-
-    return bind(broadcast_to_p, tensor, shape=shape)
+    return broadcast_value(tensor, shape)
 
 
 def _weak_operand(scalar, tensor):
@@ -139,11 +134,8 @@ def binary_operands(op: str, x, y):
     else:
         x, y = as_value(x, op=op), as_value(y, op=op)
     if x.dtype != y.dtype:
-        from jitgrad.ops.elementwise import cast
-
         dt = dtypes.promote(x.dtype, y.dtype)
-        x = x if x.dtype == dt else cast(x, dt)
-        y = y if y.dtype == dt else cast(y, dt)
+        x, y = cast_value(x, dt), cast_value(y, dt)
     return broadcast_all(op, x, y)
 
 
@@ -163,10 +155,8 @@ def broadcast_all(op: str, *xs):
     first = shapes[0]
     if all(s == first for s in shapes):
         return xs
-    from jitgrad.ops.shape import broadcast_to
-
     shape = broadcast_shapes(op, *shapes)
-    return tuple(x if x.shape == shape else broadcast_to(x, shape) for x in xs)
+    return tuple(broadcast_value(x, shape) for x in xs)
 
 
 def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:

@@ -14,10 +14,12 @@ from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
 from jitgrad.ops.base import (
     as_value,
     binary_operands,
+    broadcast_all,
     eager_elementwise,
     require_float,
     scalar_like,
 )
+from jitgrad.ops.structural import broadcast_value, cast_value
 
 # ---------------------------------------------------------------------------------------------
 # Shape/dtype rules
@@ -261,18 +263,6 @@ select_p = defop("select", abstract_eval=_select_eval, impl=np.where, vjp=_selec
                  kind="elementwise", template="({1} if {0} else {2})")
 
 
-def _cast_eval(x, *, dtype):
-    return AVal(x.shape, dtype)
-
-
-def _cast_vjp(g, out, x, *, dtype):
-    if x.dtype.kind != "f" or dtype.kind != "f":
-        return (None,)
-    return (cast(g, x.dtype),)
-
-
-cast_p = defop("cast", abstract_eval=_cast_eval, impl=lambda x, *, dtype: x.astype(dtype),
-               vjp=_cast_vjp, kind="elementwise", template="{dtype}({0})")
 stop_gradient_p = defop("stop_gradient", abstract_eval=lambda x: AVal(x.shape, x.dtype),
                         impl=lambda x: x, vjp=NOT_DIFFERENTIABLE, kind="elementwise",
                         template="{0}")
@@ -418,19 +408,13 @@ def where(condition, x=None, y=None, name=None):
     if c.dtype != dtypes.bool_:
         c = cast(c, dtypes.bool_)
     x, y = binary_operands("where", x, y)
-    from jitgrad.ops.base import broadcast_all
-
     c, x, y = broadcast_all("where", c, x, y)
     return bind(select_p, c, x, y)
 
 
 def cast(x, dtype, name=None):
     """x converted to `dtype` (float -> int truncates toward zero, as numpy)."""
-    x = as_value(x, op="cast")
-    dtype = dtypes.as_dtype(dtype)
-    if x.dtype == dtype:
-        return x
-    return bind(cast_p, x, dtype=dtype)
+    return cast_value(as_value(x, op="cast"), dtypes.as_dtype(dtype))
 
 
 def stop_gradient(x, name=None):
@@ -440,10 +424,7 @@ def stop_gradient(x, name=None):
 
 def zeros_like_value(x):
     """A zero tensor of x's shape and dtype, as a constant (broadcast view of a 0-d zero)."""
-    from jitgrad.ops.shape import broadcast_to
-
-    zero = scalar_like(0, x)
-    return zero if x.shape == () else broadcast_to(zero, x.shape)
+    return broadcast_value(scalar_like(0, x), x.shape)
 
 
 def clip_by_value(t, clip_value_min, clip_value_max, name=None):
@@ -453,7 +434,4 @@ def clip_by_value(t, clip_value_min, clip_value_max, name=None):
 
 def ones_like_value(x):
     """A tensor of ones of x's shape and dtype, as a constant."""
-    from jitgrad.ops.shape import broadcast_to
-
-    one = scalar_like(1, x)
-    return one if x.shape == () else broadcast_to(one, x.shape)
+    return broadcast_value(scalar_like(1, x), x.shape)

@@ -15,35 +15,13 @@ from jitgrad.core.opdef import NOT_DIFFERENTIABLE, Reduction, defop
 from jitgrad.ops import elementwise as ew
 from jitgrad.ops import shape as sh
 from jitgrad.ops.base import as_value, normalize_axes, normalize_axis
-
-
-def _reduced_shape(shape, axes):
-    return tuple(d for i, d in enumerate(shape) if i not in axes)
-
-
-def _kept_shape(shape, axes):
-    return tuple(1 if i in axes else d for i, d in enumerate(shape))
-
-
-def _reduce_eval(name):
-    def abstract_eval(x, *, axes):
-        if x.dtype == dtypes.bool_:
-            raise op_error(name, "expects a numeric tensor, got bool", TypeError)
-        return AVal(_reduced_shape(x.shape, axes), x.dtype)
-
-    return abstract_eval
-
-
-def _expand_back(g, x, axes):
-    """A reduced cotangent broadcast back over the input's shape."""
-    return sh.broadcast_to(sh.reshape(g, _kept_shape(x.shape, axes)), x.shape)
-
-
-reduce_sum_p = defop(
-    "reduce_sum", abstract_eval=_reduce_eval("reduce_sum"),
-    impl=lambda x, *, axes: np.sum(x, axis=axes, dtype=x.dtype),
-    vjp=lambda g, out, x, *, axes: (_expand_back(g, x, axes),), kind="reduce",
-    reduction=Reduction("add", identity=lambda dtype: 0))
+from jitgrad.ops.structural import (
+    expand_back,
+    kept_shape,
+    reduce_eval,
+    reduce_sum_p,
+    reduced_shape,
+)
 
 
 def _lowest(dtype: np.dtype):
@@ -57,12 +35,12 @@ def _max_impl(x, *, axes):
 
 def _max_vjp(g, out, x, *, axes):
     """The gradient is split evenly among the maxima of each slice, as TensorFlow does."""
-    is_max = ew.cast(ew.equal(x, _expand_back(out, x, axes)), x.dtype)
-    count = _expand_back(bind(reduce_sum_p, is_max, axes=axes), x, axes)
-    return (_expand_back(g, x, axes) * is_max / count,)
+    is_max = ew.cast(ew.equal(x, expand_back(out, x, axes)), x.dtype)
+    count = expand_back(bind(reduce_sum_p, is_max, axes=axes), x, axes)
+    return (expand_back(g, x, axes) * is_max / count,)
 
 
-reduce_max_p = defop("reduce_max", abstract_eval=_reduce_eval("reduce_max"), impl=_max_impl,
+reduce_max_p = defop("reduce_max", abstract_eval=reduce_eval("reduce_max"), impl=_max_impl,
                      vjp=_max_vjp, kind="reduce", reduction=Reduction("max", identity=_lowest))
 
 
@@ -83,17 +61,17 @@ def _prod_vjp(g, out, x, *, axes):
     b = ew.where(is_zero, x, one)
 
     def over_slice(prim, v):
-        return _expand_back(bind(prim, v, axes=axes), x, axes)
+        return expand_back(bind(prim, v, axes=axes), x, axes)
 
     count = over_slice(reduce_sum_p, ew.cast(is_zero, x.dtype))
     other_zero = over_slice(reduce_sum_p, ew.where(is_zero, x, zero)) - x
     other_zeros = ew.where(ew.equal(count, 1.0), one,
                            ew.where(ew.equal(count, 2.0), other_zero, zero))
     rest = ew.where(is_zero, other_zeros, over_slice(reduce_prod_p, b))
-    return (_expand_back(g, x, axes) * (over_slice(reduce_prod_p, a) / a) * rest,)
+    return (expand_back(g, x, axes) * (over_slice(reduce_prod_p, a) / a) * rest,)
 
 
-reduce_prod_p = defop("reduce_prod", abstract_eval=_reduce_eval("reduce_prod"),
+reduce_prod_p = defop("reduce_prod", abstract_eval=reduce_eval("reduce_prod"),
                       impl=lambda x, *, axes: np.prod(x, axis=axes, dtype=x.dtype),
                       vjp=_prod_vjp, kind="reduce",
                       reduction=Reduction("mul", identity=lambda dtype: 1))
@@ -125,7 +103,7 @@ def _reduce(prim, name, input_tensor, axis, keepdims):
         x = ew.cast(x, dtypes.int32)
     axes = normalize_axes(name, axis, x.ndim)
     out = bind(prim, x, axes=axes) if axes else x
-    return sh.reshape(out, _kept_shape(x.shape, axes)) if keepdims else out
+    return sh.reshape(out, kept_shape(x.shape, axes)) if keepdims else out
 
 
 def reduce_sum(input_tensor, axis=None, keepdims=False, name=None):
@@ -193,7 +171,7 @@ def reduce_logsumexp(input_tensor, axis=None, keepdims=False, name=None):
     m = ew.stop_gradient(reduce_max(x, axes, keepdims=True))
     m = ew.where(ew.less(ew.abs(m), np.inf), m, ew.zeros_like_value(m))
     out = ew.log(reduce_sum(ew.exp(x - m), axes, keepdims=True)) + m
-    return out if keepdims else sh.reshape(out, _reduced_shape(x.shape, axes))
+    return out if keepdims else sh.reshape(out, reduced_shape(x.shape, axes))
 
 
 def _arg(prim, name, tensor, axis, output_type):

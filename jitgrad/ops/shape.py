@@ -4,19 +4,20 @@ composites built from them (expand_dims, squeeze, stack, unstack, split, tile)."
 from __future__ import annotations
 
 import builtins
-import math
 
 import numpy as np
 
 from jitgrad.core.aval import AVal
-from jitgrad.core.convert import broadcast
 from jitgrad.core.dispatch import bind
 from jitgrad.core.dtypes import promote
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import defop
-from jitgrad.ops import reduce
 from jitgrad.ops.base import as_value, normalize_axes, normalize_axis
 from jitgrad.ops.elementwise import cast
+from jitgrad.ops.structural import (
+    broadcast_value,
+    reshape_value,
+)
 
 _py_slice = builtins.slice  # this module defines TensorFlow's `slice`
 
@@ -24,51 +25,15 @@ _py_slice = builtins.slice  # this module defines TensorFlow's `slice`
 # broadcast_to: the one place where un-broadcasting (a sum) lives.
 
 
-def _broadcast_eval(x, *, shape):
-    lead = len(shape) - x.ndim
-    ok = lead >= 0 and all(d in (1, s) for d, s in zip(x.shape, shape[lead:]))
-    if not ok:
-        raise op_error("broadcast_to", f"cannot broadcast shape {x.shape} to {shape}")
-    return AVal(shape, x.dtype)
-
-
-def broadcast_axes(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The axes of `out_shape` that broadcasting `in_shape` to it created or stretched."""
-    lead = len(out_shape) - len(in_shape)
-    stretched = (lead + i for i, d in enumerate(in_shape) if d == 1 and out_shape[lead + i] != 1)
-    return tuple(range(lead)) + tuple(stretched)
-
-
-def _broadcast_vjp(g, out, x, *, shape):
-    summed = reduce.reduce_sum(g, axis=broadcast_axes(x.shape, shape))
-    return (summed if summed.shape == x.shape else reshape(summed, x.shape),)
-
-
-broadcast_to_p = defop("broadcast_to", abstract_eval=_broadcast_eval,
-                       impl=broadcast,
-                       vjp=_broadcast_vjp, kind="shape")
-
-
 def broadcast_to(input, shape, name=None):  # noqa: A002 - TensorFlow's argument name
     """`input` broadcast to `shape` (numpy rules)."""
     x = as_value(input, op="broadcast_to")
     shape = tuple(int(d) for d in shape)
-    return x if x.shape == shape else bind(broadcast_to_p, x, shape=shape)
+    return broadcast_value(x, shape)
 
 
 # ---------------------------------------------------------------------------------------------
 # reshape / transpose
-
-
-def _reshape_eval(x, *, shape):
-    if math.prod(shape) != x.size:
-        raise op_error("reshape", f"cannot reshape a tensor of shape {x.shape} into {shape}")
-    return AVal(shape, x.dtype)
-
-
-reshape_p = defop("reshape", abstract_eval=_reshape_eval,
-                  impl=lambda x, *, shape: np.reshape(x, shape),
-                  vjp=lambda g, out, x, *, shape: (reshape(g, x.shape),), kind="shape")
 
 
 def _resolve_shape(shape, size: int, from_shape) -> tuple[int, ...]:
@@ -92,8 +57,7 @@ def reshape(tensor, shape, name=None):
     x = as_value(tensor, op="reshape")
     if not isinstance(shape, (tuple, list, int)):
         shape = np.asarray(shape).tolist()
-    shape = _resolve_shape(shape, x.size, x.shape)
-    return x if x.shape == shape else bind(reshape_p, x, shape=shape)
+    return reshape_value(x, _resolve_shape(shape, x.size, x.shape))
 
 
 def _transpose_eval(x, *, perm):
