@@ -23,17 +23,24 @@ def grad(fn):
 
 def main(out: str) -> None:
     x = jitgrad.lin_space(-2 * pi, 2 * pi, 100)
-    curves = {"f": f(x), "first derivative": grad(f)(x),
-              "second derivative": grad(grad(f))(x),
-              "third derivative": grad(grad(grad(f)))(x)}
+    curves = {
+        "f": f(x),
+        "first derivative": grad(f)(x),
+        "second derivative": grad(grad(f))(x),
+        "third derivative": grad(grad(grad(f)))(x),
+    }
     xs = np.asarray(x, np.float64)
     analytic = [np.sin(xs) ** 2, np.sin(2 * xs), 2 * np.cos(2 * xs), -4 * np.sin(2 * xs)]
     for (name, values), exact in zip(curves.items(), analytic):
-        print(f"{name:>18}: max |eager - analytic| = "
-              f"{np.abs(np.asarray(values, np.float64) - exact).max():.2e}")
+        print(
+            f"{name:>18}: max |eager - analytic| = "
+            f"{np.abs(np.asarray(values, np.float64) - exact).max():.2e}"
+        )
     third = jitgrad.jit(grad(grad(grad(f))))
-    print(f"{'compiled third':>18}: max |jit - analytic| = "
-          f"{np.abs(np.asarray(third(x), np.float64) - analytic[3]).max():.2e}")
+    print(
+        f"{'compiled third':>18}: max |jit - analytic| = "
+        f"{np.abs(np.asarray(third(x), np.float64) - analytic[3]).max():.2e}"
+    )
 
     import matplotlib
 

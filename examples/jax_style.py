@@ -15,10 +15,14 @@ import jitgrad as jg
 def init_params(seed=0):
     rng = np.random.default_rng(seed)
     return {
-        "hidden": {"w": (rng.standard_normal((1, 32)) * 1.0).astype(np.float32),
-                   "b": np.zeros(32, np.float32)},
-        "out": {"w": (rng.standard_normal((32, 1)) * 0.2).astype(np.float32),
-                "b": np.zeros(1, np.float32)},
+        "hidden": {
+            "w": (rng.standard_normal((1, 32)) * 1.0).astype(np.float32),
+            "b": np.zeros(32, np.float32),
+        },
+        "out": {
+            "w": (rng.standard_normal((32, 1)) * 0.2).astype(np.float32),
+            "b": np.zeros(1, np.float32),
+        },
     }
 
 
@@ -34,8 +38,10 @@ def loss_and_grads(params, x, y):
 
 @jg.jit
 def sgd(params, grads, lr):
-    return {layer: {k: params[layer][k] - lr * grads[layer][k] for k in params[layer]}
-            for layer in params}
+    return {
+        layer: {k: params[layer][k] - lr * grads[layer][k] for k in params[layer]}
+        for layer in params
+    }
 
 
 def main(steps: int) -> float:

@@ -44,9 +44,11 @@ def main(steps: int, batch_size: int = 64) -> float:
                 break
     seconds = time.perf_counter() - start
     accuracy = float((((x @ w.numpy() + float(b)) > 0) == (y > 0.5)).mean())
-    print(f"{steps} steps in {seconds:.2f} s ({seconds / steps * 1e6:.0f} us/step); "
-          f"backward passes: {tape_backward.stats['eager']} eager, "
-          f"{tape_backward.stats['compiled']} compiled")
+    print(
+        f"{steps} steps in {seconds:.2f} s ({seconds / steps * 1e6:.0f} us/step); "
+        f"backward passes: {tape_backward.stats['eager']} eager, "
+        f"{tape_backward.stats['compiled']} compiled"
+    )
     print(f"training accuracy: {accuracy:.3f}")
     return accuracy
 

@@ -66,9 +66,11 @@ def main(epochs: int, batch_size: int, plot: str | None) -> float:
         seconds = time.perf_counter() - t0
         test_accuracy = evaluate(params, x_test, y_test)
         history.append((np.mean(losses), np.mean(accuracies), test_accuracy))
-        print(f"epoch {epoch + 1:3d}: loss {np.mean(losses):.4f}  train acc "
-              f"{np.mean(accuracies):.3f}  test acc {test_accuracy:.3f}  "
-              f"({seconds * 1e3:.1f} ms, {seconds / len(loader) * 1e6:.0f} us/step)")
+        print(
+            f"epoch {epoch + 1:3d}: loss {np.mean(losses):.4f}  train acc "
+            f"{np.mean(accuracies):.3f}  test acc {test_accuracy:.3f}  "
+            f"({seconds * 1e3:.1f} ms, {seconds / len(loader) * 1e6:.0f} us/step)"
+        )
 
     final = history[-1][2]
     print(f"test accuracy: {final:.4f}")

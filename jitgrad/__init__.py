@@ -69,12 +69,43 @@ __version__ = "0.1.0"
 
 DType = np.dtype  # jitgrad's dtypes are numpy dtypes
 
-__all__ = sorted(set(_ops_all) | {
-    "GradientTape", "Graph", "config", "jit", "jit_grad", "jit_train_step", "make_graph",
-    "JitgradError",
-    "LeakedTracerError", "Tensor", "TracerError",
-    "Variable", "bool", "custom_gradient", "float16", "float32", "float64", "grad",
-    "gradients_function", "hessian", "hvp", "int8", "int16", "int32", "int64", "jvp", "math",
-    "nn", "test", "uint8", "checkpoint", "data", "optim", "value_and_grad",
-    "value_and_gradients_function",
-})
+__all__ = sorted(
+    set(_ops_all)
+    | {
+        "GradientTape",
+        "Graph",
+        "config",
+        "jit",
+        "jit_grad",
+        "jit_train_step",
+        "make_graph",
+        "JitgradError",
+        "LeakedTracerError",
+        "Tensor",
+        "TracerError",
+        "Variable",
+        "bool",
+        "custom_gradient",
+        "float16",
+        "float32",
+        "float64",
+        "grad",
+        "gradients_function",
+        "hessian",
+        "hvp",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "jvp",
+        "math",
+        "nn",
+        "test",
+        "uint8",
+        "checkpoint",
+        "data",
+        "optim",
+        "value_and_grad",
+        "value_and_gradients_function",
+    }
+)

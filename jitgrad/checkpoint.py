@@ -25,15 +25,17 @@ _STRUCTURE = "__jitgrad_structure__"
 
 def _encode(node, path: str, arrays: dict):
     """A JSON-able description of `node`, adding its arrays to `arrays`."""
-    if node is None or (isinstance(node, (bool, int, float, str))
-                        and not isinstance(node, np.generic)):  # np.float64 is a float
+    if node is None or (
+        isinstance(node, (bool, int, float, str)) and not isinstance(node, np.generic)
+    ):  # np.float64 is a float
         return {"value": node}
     if isinstance(node, dict):
         items = []
         for key, child in node.items():
             if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise TypeError(f"checkpoint.save: dict key {key!r} at {path!r} must be a str "
-                                "or an int")
+                raise TypeError(
+                    f"checkpoint.save: dict key {key!r} at {path!r} must be a str or an int"
+                )
             items.append([key, _encode(child, f"{path}/{key}", arrays)])
         return {"dict": items}
     if isinstance(node, (list, tuple)):
@@ -45,12 +47,14 @@ def _encode(node, path: str, arrays: dict):
             name += "'"
         arrays[name] = node._value if isinstance(node, Tensor) else node
         return {"scalar" if isinstance(node, np.generic) else "array": name}
-    raise TypeError(f"checkpoint.save: cannot store {type(node).__name__} at {path!r} (arrays, "
-                    "tensors, Python scalars, str and None in dicts, lists and tuples)")
+    raise TypeError(
+        f"checkpoint.save: cannot store {type(node).__name__} at {path!r} (arrays, "
+        "tensors, Python scalars, str and None in dicts, lists and tuples)"
+    )
 
 
 def _decode(spec, arrays):
-    (kind, content), = spec.items()
+    ((kind, content),) = spec.items()
     if kind == "value":
         return content
     if kind == "dict":
@@ -73,9 +77,11 @@ def save(path, params, opt_state=None, **extra) -> str:
     if not path.endswith(".npz"):
         path += ".npz"
     arrays: dict = {}
-    structure = {"params": _encode(params, "params", arrays),
-                 "opt_state": _encode(opt_state, "opt_state", arrays),
-                 "extra": _encode(extra, "extra", arrays)}
+    structure = {
+        "params": _encode(params, "params", arrays),
+        "opt_state": _encode(opt_state, "opt_state", arrays),
+        "extra": _encode(extra, "extra", arrays),
+    }
     arrays[_STRUCTURE] = np.array(json.dumps(structure))
     temporary = f"{path}.tmp{os.getpid()}"
     try:
@@ -96,5 +102,8 @@ def load(path) -> tuple:
     with np.load(os.fspath(path), allow_pickle=False) as f:
         arrays = {name: f[name] for name in f.files}
     structure = json.loads(str(arrays.pop(_STRUCTURE)))
-    return (_decode(structure["params"], arrays), _decode(structure["opt_state"], arrays),
-            _decode(structure["extra"], arrays))
+    return (
+        _decode(structure["params"], arrays),
+        _decode(structure["opt_state"], arrays),
+        _decode(structure["extra"], arrays),
+    )

@@ -43,8 +43,11 @@ class Batches:
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
-        order = (np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
-                 if self.shuffle else None)
+        order = (
+            np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+            if self.shuffle
+            else None
+        )
         for b in range(len(self)):
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
             if order is not None:
@@ -52,8 +55,9 @@ class Batches:
             yield tuple(a[rows] for a in self.arrays)
 
 
-def batches(*arrays, batch_size: int, shuffle: bool = True, seed=None,
-            drop_last: bool = False) -> Batches:
+def batches(
+    *arrays, batch_size: int, shuffle: bool = True, seed=None, drop_last: bool = False
+) -> Batches:
     """Batches of rows of `arrays` (same first dimension), as tuples of numpy arrays.
 
     >>> loader = batches(x, y, batch_size=32, seed=0)

@@ -63,8 +63,11 @@ def compute_gradient(f, xs, delta=None):
             seed = np.zeros(y0.size, y0.dtype)
             seed[k] = 1
             args = _tensors(xs)
-            g = eager_gradient(lambda: as_value(f(*args)), args[i],  # noqa: B023 - called now
-                               output_gradients=Tensor(seed.reshape(y0.shape)))
+            g = eager_gradient(
+                lambda: as_value(f(*args)),  # noqa: B023 - called now
+                args[i],
+                output_gradients=Tensor(seed.reshape(y0.shape)),
+            )
             jac_t[k, :] = 0 if g is None else np.asarray(g).reshape(-1)
         for j in range(x.size):
             shifted = []
@@ -96,8 +99,9 @@ def _vjp_fn(f, args, u, argnums):
     def g(*xs):
         xs = [as_value(x) for x in xs]
         sources = [xs[i] for i in argnums]
-        grads = eager_gradient(lambda: _projection(_flat_outputs(f(*xs)), u), sources,
-                               unconnected_gradients="zero")
+        grads = eager_gradient(
+            lambda: _projection(_flat_outputs(f(*xs)), u), sources, unconnected_gradients="zero"
+        )
         if grads is None:  # no float output
             from jitgrad.ops.elementwise import zeros_like_value
 
@@ -133,15 +137,25 @@ def graph_vjp_fn(f, args, u, argnums):
             grads = iter(replay(joint, *[as_value(x) for x in xs])[1:])
         else:
             grads = iter(_tensors(eval_graph(joint, *[np.asarray(x) for x in xs])[1:]))
-        return [next(grads) if c else zeros_like_value(as_value(xs[i]))
-                for i, c in zip(argnums, connected)]
+        return [
+            next(grads) if c else zeros_like_value(as_value(xs[i]))
+            for i, c in zip(argnums, connected)
+        ]
 
     g.__name__ = f"vjp({getattr(f, '__name__', 'f')})"
     return g
 
 
-def check_grads(f, args, order: int = 2, eps: float = 1e-4, rtol: float = 1e-5,
-                atol: float = 1e-6, seed: int = 0, grad_fn=None):
+def check_grads(
+    f,
+    args,
+    order: int = 2,
+    eps: float = 1e-4,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 0,
+    grad_fn=None,
+):
     """Check `f`'s derivatives up to `order` at `args` by random projection: draw an input
     tangent v and an output cotangent u and compare <u, J v> by central differences
     (extrapolated, step `eps`) with <vjp(u), v> from autodiff; for order > 1 recurse on
@@ -161,8 +175,11 @@ def check_grads(f, args, order: int = 2, eps: float = 1e-4, rtol: float = 1e-5,
     name = getattr(f, "__name__", f)
 
     def projected(xs):
-        return sum(float(np.sum(np.asarray(o, np.float64) * w))
-                   for o, w in zip(_flat_outputs(f(*_tensors(xs))), u) if w is not None)
+        return sum(
+            float(np.sum(np.asarray(o, np.float64) * w))
+            for o, w in zip(_flat_outputs(f(*_tensors(xs))), u)
+            if w is not None
+        )
 
     def central(h):
         plus, minus = list(args), list(args)
@@ -179,21 +196,26 @@ def check_grads(f, args, order: int = 2, eps: float = 1e-4, rtol: float = 1e-5,
     make_vjp = grad_fn or _vjp_fn
     grads = list(make_vjp(f, args, u, argnums)(*_tensors(args)))
     if len(grads) != len(argnums):
-        raise AssertionError(f"gradient of {name}: {len(grads)} gradients for "
-                             f"{len(argnums)} float arguments")
+        raise AssertionError(
+            f"gradient of {name}: {len(grads)} gradients for {len(argnums)} float arguments"
+        )
     for i, g in zip(argnums, grads):
         if g is not None and (tuple(g.shape) != args[i].shape or g.dtype != args[i].dtype):
             raise AssertionError(
                 f"gradient of {name} w.r.t. argument {i}: {g.dtype}{list(g.shape)} for an "
-                f"argument {args[i].dtype}{list(args[i].shape)}")
-    analytic = sum(float(np.sum(np.asarray(g, np.float64) * vi)) for g, vi in zip(grads, v)
-                   if g is not None)
+                f"argument {args[i].dtype}{list(args[i].shape)}"
+            )
+    analytic = sum(
+        float(np.sum(np.asarray(g, np.float64) * vi)) for g, vi in zip(grads, v) if g is not None
+    )
     tolerance = atol + rtol * max(abs(numeric), abs(analytic))
     if not abs(numeric - analytic) <= tolerance:
         raise AssertionError(
             f"gradient check failed for {name}: "
             f"finite differences {numeric!r} vs autodiff {analytic!r} "
-            f"(difference {abs(numeric - analytic):.3g}, tolerance {tolerance:.3g})")
+            f"(difference {abs(numeric - analytic):.3g}, tolerance {tolerance:.3g})"
+        )
     if order > 1:
-        check_grads(make_vjp(f, args, u, argnums), args, order - 1, eps, rtol, atol, seed + 1,
-                    grad_fn)
+        check_grads(
+            make_vjp(f, args, u, argnums), args, order - 1, eps, rtol, atol, seed + 1, grad_fn
+        )

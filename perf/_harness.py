@@ -30,8 +30,16 @@ RESULT_TAG = "PERF-RESULT "
 PERF_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # workload -> the script (module) that defines it
-SCRIPTS = {"W1": "w1_scalar", "W2": "w2_elementwise", "W3": "w3_mlp", "W4": "w4_first_grad",
-           "W5": "w5_higher_order", "W6": "w6_logreg", "W6c": "w6_logreg", "W7": "w7_adam"}
+SCRIPTS = {
+    "W1": "w1_scalar",
+    "W2": "w2_elementwise",
+    "W3": "w3_mlp",
+    "W4": "w4_first_grad",
+    "W5": "w5_higher_order",
+    "W6": "w6_logreg",
+    "W6c": "w6_logreg",
+    "W7": "w7_adam",
+}
 
 # System keys (used on the command line) and the labels the tables show.
 LABELS = {
@@ -47,8 +55,14 @@ LABELS = {
 }
 # The module each system needs (None: always available).
 REQUIRES = {
-    "jitgrad": "jitgrad", "numpy": None, "numba": "numba", "jax": "jax", "torch": "torch",
-    "torch_compile": "torch", "autograd": "autograd", "pytensor": "pytensor",
+    "jitgrad": "jitgrad",
+    "numpy": None,
+    "numba": "numba",
+    "jax": "jax",
+    "torch": "torch",
+    "torch_compile": "torch",
+    "autograd": "autograd",
+    "pytensor": "pytensor",
     "tf": "tensorflow",
 }
 
@@ -90,8 +104,11 @@ class Workload:
 
 def setups(namespace: dict) -> dict:
     """The `setup_<system>` functions of a workload module, keyed by system."""
-    return {name[len("setup_"):]: fn for name, fn in namespace.items()
-            if name.startswith("setup_") and callable(fn)}
+    return {
+        name[len("setup_") :]: fn
+        for name, fn in namespace.items()
+        if name.startswith("setup_") and callable(fn)
+    }
 
 
 UNIT_SECONDS = {"us": 1e-6, "us/step": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -116,8 +133,10 @@ def compare(name: str, got, ref, rtol: float) -> float:
     worst = float(np.max(rel)) if rel.size else 0.0
     if worst > rtol:
         i = np.unravel_index(int(np.argmax(rel)), rel.shape) if rel.ndim else ()
-        raise MismatchError(f"{name}: relative error {worst:.3g} > {rtol:g} at {i}: got "
-                       f"{got[i]!r}, float64 reference {ref[i]!r}")
+        raise MismatchError(
+            f"{name}: relative error {worst:.3g} > {rtol:g} at {i}: got "
+            f"{got[i]!r}, float64 reference {ref[i]!r}"
+        )
     return worst
 
 
@@ -167,8 +186,13 @@ def measure(call: Callable, per_call: int = 1) -> dict:
         if spent >= 4 * budget and len(samples) >= 3:
             break
     s = np.asarray(samples) / per_call
-    return {"median": float(np.median(s)), "p10": float(np.percentile(s, 10)),
-            "p90": float(np.percentile(s, 90)), "samples": len(samples), "batch": batch}
+    return {
+        "median": float(np.median(s)),
+        "p10": float(np.percentile(s, 10)),
+        "p90": float(np.percentile(s, 90)),
+        "samples": len(samples),
+        "batch": batch,
+    }
 
 
 # -- threads -------------------------------------------------------------------------------------
@@ -177,8 +201,16 @@ def thread_env(threads: int | None) -> dict:
     if not threads:
         return {}
     n = str(threads)
-    env = {name: n for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")}
+    env = {
+        name: n
+        for name in (
+            "NUMBA_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "TF_NUM_INTRAOP_THREADS",
+        )
+    }
     env["TF_NUM_INTEROP_THREADS"] = "1"
     if threads == 1:
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -206,8 +238,10 @@ def threads_in_use(system: str) -> str:
     if system == "jax":
         import jax
 
-        parts.append(f"XLA {jax.devices()[0].platform} devices {jax.device_count()}, "
-                     f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        parts.append(
+            f"XLA {jax.devices()[0].platform} devices {jax.device_count()}, "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+        )
     if system == "tf":
         import tensorflow as tf
 
@@ -221,8 +255,12 @@ def emit(record: dict) -> None:
 
 
 def run_system(workload: Workload, system: str) -> dict:
-    record = {"workload": workload.key, "system": system, "label": LABELS.get(system, system),
-              "unit": workload.unit}
+    record = {
+        "workload": workload.key,
+        "system": system,
+        "label": LABELS.get(system, system),
+        "unit": workload.unit,
+    }
     setup = workload.systems.get(system)
     if setup is None:
         return {**record, "status": "n/a", "note": f"not part of {workload.key}"}
@@ -240,8 +278,14 @@ def run_system(workload: Workload, system: str) -> dict:
         value, grads = bench.result(bench.call())
         err = compare_all(value, grads, ref_value, ref_grads, workload.rtol)
     timing = measure(bench.call, bench.per_call)
-    return {**record, "status": "ok", **timing, "err": err, "note": bench.note,
-            "threads": threads_in_use(system)}
+    return {
+        **record,
+        "status": "ok",
+        **timing,
+        "err": err,
+        "note": bench.note,
+        "threads": threads_in_use(system),
+    }
 
 
 def workload(key: str) -> Workload:
@@ -262,17 +306,29 @@ def run_and_emit(chosen: list[Workload], system: str) -> bool:
             record = run_system(w, system)
         except MismatchError as exc:
             ok = False
-            record = {"workload": w.key, "system": system, "status": "MISMATCH",
-                      "label": LABELS.get(system, system), "note": str(exc)}
-            print(f"\n*** {w.key} {system}: VALUE/GRADIENT MISMATCH: {exc}\n",
-                  file=sys.stderr, flush=True)
+            record = {
+                "workload": w.key,
+                "system": system,
+                "status": "MISMATCH",
+                "label": LABELS.get(system, system),
+                "note": str(exc),
+            }
+            print(
+                f"\n*** {w.key} {system}: VALUE/GRADIENT MISMATCH: {exc}\n",
+                file=sys.stderr,
+                flush=True,
+            )
         except Exception as exc:
             ok = False
             traceback.print_exc()
             first = str(exc).splitlines()[0][:200] if str(exc) else ""
-            record = {"workload": w.key, "system": system, "status": "error",
-                      "label": LABELS.get(system, system),
-                      "note": f"{type(exc).__name__}: {first}"}
+            record = {
+                "workload": w.key,
+                "system": system,
+                "status": "error",
+                "label": LABELS.get(system, system),
+                "note": f"{type(exc).__name__}: {first}",
+            }
         emit(record)
     return ok
 
@@ -283,8 +339,7 @@ def main(workloads: list[Workload] | None = None) -> None:
     workloads go through perf/run.py."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", help="comma-separated workloads (default: the script's)")
-    parser.add_argument("--system", help="run one system in this process: "
-                        + ", ".join(LABELS))
+    parser.add_argument("--system", help="run one system in this process: " + ", ".join(LABELS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()

@@ -28,12 +28,18 @@ class Adam:
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.learning_rate, self.beta_1, self.beta_2, self.epsilon = (
-            learning_rate, beta_1, beta_2, epsilon)
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+        )
 
     def init(self, params):
-        return {"step": np.zeros((), np.float32),
-                "m": {k: np.zeros_like(v) for k, v in params.items()},
-                "v": {k: np.zeros_like(v) for k, v in params.items()}}
+        return {
+            "step": np.zeros((), np.float32),
+            "m": {k: np.zeros_like(v) for k, v in params.items()},
+            "v": {k: np.zeros_like(v) for k, v in params.items()},
+        }
 
     def update(self, params, grads, state):
         import jitgrad as jg
@@ -47,7 +53,8 @@ class Adam:
             m[k] = b1 * state["m"][k] + (1.0 - b1) * g
             v[k] = b2 * state["v"][k] + (1.0 - b2) * (g * g)
             new_params[k] = p - self.learning_rate * (m[k] / c1) / (
-                jg.sqrt(v[k] / c2) + self.epsilon)
+                jg.sqrt(v[k] / c2) + self.epsilon
+            )
         return new_params, {"step": step, "m": m, "v": v}
 
 

@@ -54,9 +54,13 @@ def bandwidth(quick: bool) -> dict:
     arrays = [np.full(m, 1.0 + k, np.float32) for k in range(5)]
     t_stream5 = _best(lambda: stream5(*arrays), repeats)
     triad_gbs, stream5_gbs = 12 * n / t_triad / 1e9, 20 * m / t_stream5 / 1e9
-    return {"bandwidth_gbs": max(triad_gbs, stream5_gbs), "triad_gbs": triad_gbs,
-            "stream5_gbs": stream5_gbs, "copy_gbs": 8 * n / t_copy / 1e9,
-            "numba_threads": nb.config.NUMBA_NUM_THREADS}
+    return {
+        "bandwidth_gbs": max(triad_gbs, stream5_gbs),
+        "triad_gbs": triad_gbs,
+        "stream5_gbs": stream5_gbs,
+        "copy_gbs": 8 * n / t_copy / 1e9,
+        "numba_threads": nb.config.NUMBA_NUM_THREADS,
+    }
 
 
 def sgemm(quick: bool) -> dict:
@@ -73,9 +77,11 @@ def blas_info() -> str:
         import scipy.linalg  # noqa: F401 - loads scipy's OpenBLAS, the one Numba's np.dot calls
         from threadpoolctl import threadpool_info
 
-        return "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
-                         f"{i.get('num_threads')} threads ({os.path.basename(i['filepath'])})"
-                         for i in threadpool_info())
+        return "; ".join(
+            f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
+            f"{i.get('num_threads')} threads ({os.path.basename(i['filepath'])})"
+            for i in threadpool_info()
+        )
     except Exception as exc:  # threadpoolctl is optional
         return f"unknown ({exc})"
 

@@ -46,8 +46,20 @@ from _harness import (  # noqa: E402
 
 ORDER = list(SCRIPTS)
 # Row order of the tables (workload-specific systems go after jitgrad).
-SYSTEM_ORDER = ["jitgrad", "jitgrad_split", "jitgrad_w3", "jitgrad_kernel", "numba", "numpy",
-                "jax", "torch", "torch_compile", "autograd", "pytensor", "tf"]
+SYSTEM_ORDER = [
+    "jitgrad",
+    "jitgrad_split",
+    "jitgrad_w3",
+    "jitgrad_kernel",
+    "numba",
+    "numpy",
+    "jax",
+    "torch",
+    "torch_compile",
+    "autograd",
+    "pytensor",
+    "tf",
+]
 PYTENSOR_VENV = os.path.join(PERF_DIR, ".venv-pytensor", "bin", "python")
 CHILD_TIMEOUT = 900
 
@@ -61,9 +73,15 @@ def base_env(threads: int | None, keep_openblas: bool) -> dict:
         # instead of 0.17 ms for 128x784 @ 784x256). Benchmarks unset both (see README).
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
-    for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                 "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                 "XLA_FLAGS"):
+    for name in (
+        "NUMBA_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+        "XLA_FLAGS",
+    ):
         if threads:
             env.pop(name, None)
     env.update(thread_env(threads))
@@ -82,8 +100,9 @@ def pytensor_python() -> tuple[str | None, str]:
         for req in importlib.metadata.requires("pytensor") or []:
             r = Requirement(req)
             if r.name == "numba" and not r.marker and installed not in r.specifier:
-                raise LookupError(f"pytensor needs numba{r.specifier}, this environment has "
-                                  f"numba {installed}")
+                raise LookupError(
+                    f"pytensor needs numba{r.specifier}, this environment has numba {installed}"
+                )
         return sys.executable, "this environment"
     except importlib.metadata.PackageNotFoundError:
         reason = "pytensor not installed here"
@@ -118,11 +137,18 @@ def machine_facts() -> dict:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
-        facts["cpu"] = " ".join(x for x in (fields.get("Model name"),
-                                            f"(family {fields.get('CPU family')} model "
-                                            f"{fields.get('Model')})") if x)
-        facts["cores"] = f"{fields.get('CPU(s)')} CPUs, {fields.get('Thread(s) per core')} " \
-                         f"thread(s) per core, {fields.get('Hypervisor vendor', 'bare metal')}"
+        facts["cpu"] = " ".join(
+            x
+            for x in (
+                fields.get("Model name"),
+                f"(family {fields.get('CPU family')} model {fields.get('Model')})",
+            )
+            if x
+        )
+        facts["cores"] = (
+            f"{fields.get('CPU(s)')} CPUs, {fields.get('Thread(s) per core')} "
+            f"thread(s) per core, {fields.get('Hypervisor vendor', 'bare metal')}"
+        )
     except OSError:
         pass
     try:
@@ -136,25 +162,47 @@ def machine_facts() -> dict:
 
 def versions(pytensor: tuple) -> dict:
     out = {"python": platform.python_version()}
-    for name in ("jitgrad", "numpy", "numba", "llvmlite", "scipy", "jax", "jaxlib", "torch",
-                 "autograd", "pytensor", "tensorflow-cpu", "tensorflow", "keras", "matplotlib"):
+    for name in (
+        "jitgrad",
+        "numpy",
+        "numba",
+        "llvmlite",
+        "scipy",
+        "jax",
+        "jaxlib",
+        "torch",
+        "autograd",
+        "pytensor",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "matplotlib",
+    ):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
     try:
-        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "jitgrad"],
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "jitgrad"], capture_output=True, text=True
+        ).stdout.strip()
         out["jitgrad"] += f" (git {rev}{', jitgrad/ has uncommitted changes' if dirty else ''})"
     except (OSError, KeyError):
         pass
     python = pytensor[0]
     if python and python != sys.executable:
-        probe = subprocess.run([python, "-c", "import importlib.metadata as m; "
-                                "print(m.version('pytensor'), m.version('numba'))"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [
+                python,
+                "-c",
+                "import importlib.metadata as m; print(m.version('pytensor'), m.version('numba'))",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode == 0:
             pt, nb = probe.stdout.split()
             out["pytensor"] = f"{pt} (run from perf/.venv-pytensor, with numba {nb})"
@@ -163,8 +211,13 @@ def versions(pytensor: tuple) -> dict:
 
 def measure_machine(env: dict, threads: int | None, quick: bool) -> dict:
     args = [os.path.join(PERF_DIR, "machine.py")] + (["--quick"] if quick else [])
-    proc = subprocess.run(command(threads, sys.executable, *args), env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        command(threads, sys.executable, *args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -175,15 +228,25 @@ def measure_machine(env: dict, threads: int | None, quick: bool) -> dict:
 # -- running systems -----------------------------------------------------------------------------
 def run_child(system: str, keys: list, python: str, env: dict, threads, quick) -> list:
     """One process running `system` on the workloads `keys` in turn; its records, streamed."""
-    args = [os.path.join(PERF_DIR, "_harness.py"), "--workload", ",".join(keys), "--system",
-            system] + (["--quick"] if quick else [])
-    proc = subprocess.Popen(command(threads, python, *args), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        os.path.join(PERF_DIR, "_harness.py"),
+        "--workload",
+        ",".join(keys),
+        "--system",
+        system,
+    ] + (["--quick"] if quick else [])
+    proc = subprocess.Popen(
+        command(threads, python, *args),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     records = []
     start = time.monotonic()
     for line in proc.stdout:
         if line.startswith(RESULT_TAG):
-            record = json.loads(line[len(RESULT_TAG):])
+            record = json.loads(line[len(RESULT_TAG) :])
             record["wall"] = time.monotonic() - start
             start = time.monotonic()
             records.append(record)
@@ -196,9 +259,13 @@ def run_child(system: str, keys: list, python: str, env: dict, threads, quick) -
     missing = [k for k in keys if k not in done]
     if missing:  # the process died: report the first workload it did not finish as failed
         tail = [x for x in stderr.strip().splitlines() if x.strip()][-3:]
-        record = {"workload": missing[0], "system": system, "status": "error",
-                  "label": LABELS.get(system, system),
-                  "note": f"process exited {proc.returncode}: {' | '.join(tail)[-300:]}"}
+        record = {
+            "workload": missing[0],
+            "system": system,
+            "status": "error",
+            "label": LABELS.get(system, system),
+            "note": f"process exited {proc.returncode}: {' | '.join(tail)[-300:]}",
+        }
         print(stderr[-3000:], file=sys.stderr)
         show(record)
         records.append(record)
@@ -215,23 +282,28 @@ def fmt(seconds: float, unit: str) -> str:
 def show(record: dict) -> None:
     unit = record.get("unit", "s")
     if record["status"] == "ok":
-        text = (f"{fmt(record['median'], unit)} {unit} (p10 {fmt(record['p10'], unit)}, "
-                f"p90 {fmt(record['p90'], unit)})")
+        text = (
+            f"{fmt(record['median'], unit)} {unit} (p10 {fmt(record['p10'], unit)}, "
+            f"p90 {fmt(record['p90'], unit)})"
+        )
     else:
         text = f"{record['status']}: {record.get('note', '')[:150]}"
     wall = f"  [{record['wall']:.1f} s]" if "wall" in record else ""
     print(f"  {record['workload']:4} {record['label'][:38]:38} {text}{wall}", flush=True)
 
 
-def run_systems(workloads: dict, env, threads, quick, pytensor, systems_filter,
-                rounds: int = 1) -> list[dict]:
+def run_systems(
+    workloads: dict, env, threads, quick, pytensor, systems_filter, rounds: int = 1
+) -> list[dict]:
     """Every system on every selected workload, one process per system, `rounds` times (the
     second round in the reverse order, each with 1/rounds of the timing budget); per
     (workload, system) the round with the lowest median is kept, so that a burst of load
     from other processes during one system's turn does not decide its ratio. A failed check
     in any round is kept."""
-    systems = sorted({s for w in workloads.values() for s in w.systems},
-                     key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else 99)
+    systems = sorted(
+        {s for w in workloads.values() for s in w.systems},
+        key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else 99,
+    )
     systems = [s for s in systems if not systems_filter or s in systems_filter]
     env = {**env, "PERF_BUDGET": f"{2.0 / rounds:g}"} if rounds > 1 else env
     runs: dict = {}
@@ -244,9 +316,14 @@ def run_systems(workloads: dict, env, threads, quick, pytensor, systems_filter,
             if python is None:
                 if r == 0:
                     for k in keys:
-                        record = {"workload": k, "system": system, "unit": workloads[k].unit,
-                                  "label": LABELS.get(system, system), "status": "absent",
-                                  "note": why}
+                        record = {
+                            "workload": k,
+                            "system": system,
+                            "unit": workloads[k].unit,
+                            "label": LABELS.get(system, system),
+                            "status": "absent",
+                            "note": why,
+                        }
                         show(record)
                         runs[k, system] = [record]
                 continue
@@ -275,8 +352,12 @@ def run_w4(env, threads, quick, pytensor, systems_filter, reps) -> list[dict]:
     for system in w4.SYSTEMS:
         if systems_filter and system not in systems_filter:
             continue
-        base = {"workload": "W4", "system": system, "unit": "s",
-                "label": w4.LABELS.get(system, LABELS.get(system, system))}
+        base = {
+            "workload": "W4",
+            "system": system,
+            "unit": "s",
+            "label": w4.LABELS.get(system, LABELS.get(system, system)),
+        }
         python, why = interpreter(system, pytensor)
         if python is None:
             results.append({**base, "status": "absent", "note": why})
@@ -284,21 +365,30 @@ def run_w4(env, threads, quick, pytensor, systems_filter, reps) -> list[dict]:
             continue
         start = time.monotonic()
         try:
-            runs = w4.measure(python, system, env, reps or (1 if quick else 3),
-                              0 if reps else w4.W4_BUDGET)
+            runs = w4.measure(
+                python, system, env, reps or (1 if quick else 3), 0 if reps else w4.W4_BUDGET
+            )
         except Exception as exc:  # a failing peer must not stop the suite
             results.append({**base, "status": "error", "note": str(exc)[:300]})
             print(f"  W4   {base['label'][:38]:38} error: {str(exc)[:200]}", flush=True)
             continue
-        record = {**base, "status": "ok", "cold": runs["cold"], "warm": runs["warm"],
-                  "median": statistics.median(runs["cold"]),
-                  "warm_median": statistics.median(runs["warm"]),
-                  "note": "" if system in w4.HAS_CACHE else "no on-disk compile cache",
-                  "wall": time.monotonic() - start}
+        record = {
+            **base,
+            "status": "ok",
+            "cold": runs["cold"],
+            "warm": runs["warm"],
+            "median": statistics.median(runs["cold"]),
+            "warm_median": statistics.median(runs["warm"]),
+            "note": "" if system in w4.HAS_CACHE else "no on-disk compile cache",
+            "wall": time.monotonic() - start,
+        }
         results.append(record)
-        print(f"  W4   {base['label'][:38]:38} cold {record['median']:.2f} s, warm "
-              f"{record['warm_median']:.2f} s ({len(runs['cold'])} reps)  "
-              f"[{record['wall']:.1f} s]", flush=True)
+        print(
+            f"  W4   {base['label'][:38]:38} cold {record['median']:.2f} s, warm "
+            f"{record['warm_median']:.2f} s ({len(runs['cold'])} reps)  "
+            f"[{record['wall']:.1f} s]",
+            flush=True,
+        )
     return results
 
 
@@ -323,8 +413,10 @@ def workload_table(workload, results, machine) -> list[str]:
         return []
     unit = workload.unit
     jg = rows.get("jitgrad")
-    lines = [f"| system | median {unit} | p10–p90 | system / jitgrad | max rel. error | notes |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"| system | median {unit} | p10–p90 | system / jitgrad | max rel. error | notes |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     floor = workload.floor(machine) if workload.floor else None
     if floor:
         seconds, how = floor
@@ -338,9 +430,11 @@ def workload_table(workload, results, machine) -> list[str]:
             lines.append(f"| {label} | {r['status']} | | | | {r.get('note', '')} |")
             continue
         q = ratio(r, jg)
-        lines.append(f"| {label} | {fmt(r['median'], unit)} | {spread(r)} | "
-                     f"{'' if q is None else f'{q:.2f}'} | {r.get('err', 0):.1e} | "
-                     f"{r.get('note', '')} |")
+        lines.append(
+            f"| {label} | {fmt(r['median'], unit)} | {spread(r)} | "
+            f"{'' if q is None else f'{q:.2f}'} | {r.get('err', 0):.1e} | "
+            f"{r.get('note', '')} |"
+        )
     return lines
 
 
@@ -349,9 +443,11 @@ def w4_table(results) -> list[str]:
     if not rows:
         return []
     jg = rows.get("jitgrad")
-    lines = ["| system | cold cache s (median) | cold runs | warm cache s (median) | warm runs "
-             "| cold / jitgrad | warm / jitgrad | notes |",
-             "|---|---:|---|---:|---|---:|---:|---|"]
+    lines = [
+        "| system | cold cache s (median) | cold runs | warm cache s (median) | warm runs "
+        "| cold / jitgrad | warm / jitgrad | notes |",
+        "|---|---:|---|---:|---|---:|---:|---|",
+    ]
     for system in sorted(rows, key=lambda s: SYSTEM_ORDER.index(s)):
         r = rows[system]
         label = f"**{r['label']}**" if system.startswith("jitgrad") else r["label"]
@@ -360,15 +456,18 @@ def w4_table(results) -> list[str]:
             continue
         qc, qw = ratio(r, jg), ratio(r, jg, "warm_median")
         runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-        lines.append(f"| {label} | {r['median']:.2f} | {runs(r['cold'])} | "
-                     f"{r['warm_median']:.2f} | {runs(r['warm'])} | "
-                     f"{'' if qc is None else f'{qc:.2f}'} | "
-                     f"{'' if qw is None else f'{qw:.2f}'} | {r.get('note', '')} |")
+        lines.append(
+            f"| {label} | {r['median']:.2f} | {runs(r['cold'])} | "
+            f"{r['warm_median']:.2f} | {runs(r['warm'])} | "
+            f"{'' if qc is None else f'{qc:.2f}'} | "
+            f"{'' if qw is None else f'{qw:.2f}'} | {r.get('note', '')} |"
+        )
     return lines
 
 
 def targets(results, machine) -> list[str]:
     """The issue's targets, judged on this run's numbers."""
+
     def get(key, system, field="median"):
         r = by_system(results, key).get(system)
         return r[field] if r and r.get("status") == "ok" else None
@@ -395,64 +494,99 @@ def targets(results, machine) -> list[str]:
     jg1, jax1, pt1 = get("W1", "jitgrad"), get("W1", "jax"), get("W1", "pytensor")
     if jg1 is not None:
         ok = jg1 <= 1e-6 and (q(jax1, jg1) or 0) >= 9 and (q(pt1, jg1) or 99) >= 3
-        rows.append(("W1 value+grad call", "<= 1.0 us; >= 9x faster than JAX jit; >= 3x "
-                     "faster than PyTensor (trust_input)",
-                     f"{us(jg1)}; JAX {rx(q(jax1, jg1))}; PyTensor {rx(q(pt1, jg1))}",
-                     yes(ok)))
+        rows.append(
+            (
+                "W1 value+grad call",
+                "<= 1.0 us; >= 9x faster than JAX jit; >= 3x faster than PyTensor (trust_input)",
+                f"{us(jg1)}; JAX {rx(q(jax1, jg1))}; PyTensor {rx(q(pt1, jg1))}",
+                yes(ok),
+            )
+        )
     jg2, nb2, jax2 = get("W2", "jitgrad"), get("W2", "numba"), get("W2", "jax")
     if jg2 is not None:
         ok = nb2 is not None and jg2 <= 1.2 * nb2 and (q(jax2, jg2) or 0) >= 2.5
-        rows.append(("W2 elementwise 2^22", "<= 1.2x hand-fused Numba; >= 2.5x faster than JAX",
-                     f"{ms(jg2)} = {rx(q(jg2, nb2))} Numba; JAX {rx(q(jax2, jg2))} "
-                     f"(p10s: {ms(p10('W2', 'jitgrad'))} = "
-                     f"{rx(q(p10('W2', 'jitgrad'), p10('W2', 'numba')))} Numba)",
-                     yes(ok)))
+        rows.append(
+            (
+                "W2 elementwise 2^22",
+                "<= 1.2x hand-fused Numba; >= 2.5x faster than JAX",
+                f"{ms(jg2)} = {rx(q(jg2, nb2))} Numba; JAX {rx(q(jax2, jg2))} "
+                f"(p10s: {ms(p10('W2', 'jitgrad'))} = "
+                f"{rx(q(p10('W2', 'jitgrad'), p10('W2', 'numba')))} Numba)",
+                yes(ok),
+            )
+        )
     jg3, jax3 = get("W3", "jitgrad"), get("W3", "jax")
-    hand3 = min([x for x in (get("W3", "numba"), get("W3", "numpy")) if x is not None],
-                default=None)
+    hand3 = min(
+        [x for x in (get("W3", "numba"), get("W3", "numpy")) if x is not None], default=None
+    )
     if jg3 is not None:
         ok = hand3 is not None and jg3 <= hand3 and (q(jax3, jg3) or 0) >= 1.3
-        rows.append(("W3 MLP value+grad", "<= 1.0x the hand-written reference; >= 1.3x faster "
-                     "than JAX", f"{ms(jg3)} = {rx(q(jg3, hand3))} hand-written "
-                     f"({ms(hand3)}); JAX {rx(q(jax3, jg3))} (p10s: "
-                     f"{ms(p10('W3', 'jitgrad'))} = "
-                     f"{rx(q(p10('W3', 'jitgrad'), p10('W3', 'numba')))} Numba, JAX "
-                     f"{rx(q(p10('W3', 'jax'), p10('W3', 'jitgrad')))})", yes(ok)))
+        rows.append(
+            (
+                "W3 MLP value+grad",
+                "<= 1.0x the hand-written reference; >= 1.3x faster than JAX",
+                f"{ms(jg3)} = {rx(q(jg3, hand3))} hand-written "
+                f"({ms(hand3)}); JAX {rx(q(jax3, jg3))} (p10s: "
+                f"{ms(p10('W3', 'jitgrad'))} = "
+                f"{rx(q(p10('W3', 'jitgrad'), p10('W3', 'numba')))} Numba, JAX "
+                f"{rx(q(p10('W3', 'jax'), p10('W3', 'jitgrad')))})",
+                yes(ok),
+            )
+        )
     cold, warm = get("W4", "jitgrad"), get("W4", "jitgrad", "warm_median")
     if cold is not None:
         kernel_cold = get("W4", "jitgrad_kernel")
-        extra = ("" if kernel_cold is None else
-                 f" (new kernel with jitgrad's helpers already cached: {kernel_cold:.2f} s)")
-        rows.append(("W4 time to first gradient", "cold <= 2.0 s; warm <= 0.6 s",
-                     f"cold {cold:.2f} s, warm {warm:.2f} s{extra}; JAX "
-                     f"{get('W4', 'jax') or 0:.2f} / {get('W4', 'jax', 'warm_median') or 0:.2f} s",
-                     yes(cold <= 2.0 and warm <= 0.6)))
+        extra = (
+            ""
+            if kernel_cold is None
+            else f" (new kernel with jitgrad's helpers already cached: {kernel_cold:.2f} s)"
+        )
+        rows.append(
+            (
+                "W4 time to first gradient",
+                "cold <= 2.0 s; warm <= 0.6 s",
+                f"cold {cold:.2f} s, warm {warm:.2f} s{extra}; JAX "
+                f"{get('W4', 'jax') or 0:.2f} / {get('W4', 'jax', 'warm_median') or 0:.2f} s",
+                yes(cold <= 2.0 and warm <= 0.6),
+            )
+        )
     r5 = by_system(results, "W5").get("jitgrad")
     if r5 and r5.get("status") == "ok":
         m = re.search(r"max error ([\d.]+) ulp", r5.get("note", ""))
         ulp = float(m.group(1)) if m else None
-        rows.append(("W5 third derivative", "<= 1.5 us; exact to float32 rounding (<= 2 ulp "
-                     "of the derivative's scale)", f"{us(r5['median'])}, {ulp} ulp",
-                     yes(r5["median"] <= 1.5e-6 and ulp is not None and ulp <= 2)))
+        rows.append(
+            (
+                "W5 third derivative",
+                "<= 1.5 us; exact to float32 rounding (<= 2 ulp of the derivative's scale)",
+                f"{us(r5['median'])}, {ulp} ulp",
+                yes(r5["median"] <= 1.5e-6 and ulp is not None and ulp <= 2),
+            )
+        )
     jg6 = get("W6", "jitgrad")
     if jg6 is not None:
         rows.append(("W6 eager tape step", "<= 40 us per step", us(jg6), yes(jg6 <= 40e-6)))
     jg6c = get("W6c", "jitgrad")
     if jg6c is not None:
-        rows.append(("W6c compiled train step", "<= 4 us per step", us(jg6c),
-                     yes(jg6c <= 4e-6)))
+        rows.append(("W6c compiled train step", "<= 4 us per step", us(jg6c), yes(jg6c <= 4e-6)))
     # The W3 value+grad base: the faster of the two measurements of it in this run (W7's own
     # jit_grad row and W3's jitgrad row), so that one stalled measurement cannot pass the target.
     jg7, jax7 = get("W7", "jitgrad"), get("W7", "jax")
-    w3 = min([x for x in (get("W7", "jitgrad_w3"), get("W3", "jitgrad")) if x is not None],
-             default=None)
+    w3 = min(
+        [x for x in (get("W7", "jitgrad_w3"), get("W3", "jitgrad")) if x is not None], default=None
+    )
     if jg7 is not None:
         ok = w3 is not None and jax7 is not None and jg7 <= 1.1 * w3 and jg7 < jax7
-        rows.append(("W7 Adam train step", "jit_train_step <= 1.1x W3 value+grad; faster than "
-                     "JAX jit of the full step", f"{ms(jg7)} = {rx(q(jg7, w3))} jit_grad "
-                     f"({ms(w3)}); JAX {ms(jax7)} (p10s: {ms(p10('W7', 'jitgrad'))} = "
-                     f"{rx(q(p10('W7', 'jitgrad'), p10('W7', 'jitgrad_w3')))}; JAX "
-                     f"{ms(p10('W7', 'jax'))})", yes(ok)))
+        rows.append(
+            (
+                "W7 Adam train step",
+                "jit_train_step <= 1.1x W3 value+grad; faster than JAX jit of the full step",
+                f"{ms(jg7)} = {rx(q(jg7, w3))} jit_grad "
+                f"({ms(w3)}); JAX {ms(jax7)} (p10s: {ms(p10('W7', 'jitgrad'))} = "
+                f"{rx(q(p10('W7', 'jitgrad'), p10('W7', 'jitgrad_w3')))}; JAX "
+                f"{ms(p10('W7', 'jax'))})",
+                yes(ok),
+            )
+        )
     if not rows:
         return []
     out = ["| workload | target | measured (jitgrad) | met? |", "|---|---|---|---|"]
@@ -461,35 +595,44 @@ def targets(results, machine) -> list[str]:
 
 
 def report(meta, sections) -> str:
-    lines = ["# jitgrad perf suite: results", "",
-             f"- Date: {meta['date']}; command: `{meta['command']}`; suite wall time "
-             f"{meta['wall'] / 60:.1f} min",
-             f"- Machine: {meta['machine'].get('cpu')}, {meta['machine'].get('cores')}, "
-             f"{meta['machine'].get('memory', '?')} RAM; load average (1 min) {meta['load']}",
-             "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-             f"- PyTensor runs in: {meta['pytensor']}",
-             f"- BLAS: {meta['openblas']}",
-             "- Timing: one fresh process per (workload, system); steady state after warm-up; "
-             "median and p10–p90 over timed batches (each >= 200 us of calls); every system's "
-             "value and gradients are checked against a float64 numpy reference first. "
-             "Ratios are system / jitgrad (> 1: jitgrad is faster).", ""]
+    lines = [
+        "# jitgrad perf suite: results",
+        "",
+        f"- Date: {meta['date']}; command: `{meta['command']}`; suite wall time "
+        f"{meta['wall'] / 60:.1f} min",
+        f"- Machine: {meta['machine'].get('cpu')}, {meta['machine'].get('cores')}, "
+        f"{meta['machine'].get('memory', '?')} RAM; load average (1 min) {meta['load']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"- PyTensor runs in: {meta['pytensor']}",
+        f"- BLAS: {meta['openblas']}",
+        "- Timing: one fresh process per (workload, system); steady state after warm-up; "
+        "median and p10–p90 over timed batches (each >= 200 us of calls); every system's "
+        "value and gradients are checked against a float64 numpy reference first. "
+        "Ratios are system / jitgrad (> 1: jitgrad is faster).",
+        "",
+    ]
     for section in sections:
         machine, results = section["machine"], section["results"]
         lines.append(f"## Threads: {section['thread_label']}")
         lines.append("")
         if section["load"]:
             loads = "; ".join(f"{k} {v}" for k, v in section["load"].items())
-            lines += [f"Load average (1 min) before -> after: {loads} (other processes on "
-                      "this machine compete for its 2 cores).", ""]
+            lines += [
+                f"Load average (1 min) before -> after: {loads} (other processes on "
+                "this machine compete for its 2 cores).",
+                "",
+            ]
         if machine:
-            lines.append(f"Measured limits: memory bandwidth {machine.get('bandwidth_gbs', 0):.1f}"
-                         f" GB/s (best of a Numba prange STREAM triad on 2^23 floats, "
-                         f"{machine.get('triad_gbs', 0):.1f} GB/s, and W2's 20 B/element "
-                         f"streaming pattern without arithmetic, "
-                         f"{machine.get('stream5_gbs', 0):.1f} GB/s; numpy copy "
-                         f"{machine.get('copy_gbs', 0):.1f} GB/s), sgemm "
-                         f"{machine.get('sgemm_gflops', 0):.0f} GFLOP/s (np.dot float32 "
-                         f"{machine.get('sgemm_n')}^2); {machine.get('blas', '')}.")
+            lines.append(
+                f"Measured limits: memory bandwidth {machine.get('bandwidth_gbs', 0):.1f}"
+                f" GB/s (best of a Numba prange STREAM triad on 2^23 floats, "
+                f"{machine.get('triad_gbs', 0):.1f} GB/s, and W2's 20 B/element "
+                f"streaming pattern without arithmetic, "
+                f"{machine.get('stream5_gbs', 0):.1f} GB/s; numpy copy "
+                f"{machine.get('copy_gbs', 0):.1f} GB/s), sgemm "
+                f"{machine.get('sgemm_gflops', 0):.0f} GFLOP/s (np.dot float32 "
+                f"{machine.get('sgemm_n')}^2); {machine.get('blas', '')}."
+            )
             lines.append("")
         if section.get("targets"):
             summary = targets(results, machine)
@@ -498,8 +641,10 @@ def report(meta, sections) -> str:
         for workload in section["workloads"]:
             if workload.key == "W4":
                 table = w4_table(results)
-                title = ("W4 time to first gradient (fresh process: import + trace/compile + "
-                         "first W3 value+grad), seconds")
+                title = (
+                    "W4 time to first gradient (fresh process: import + trace/compile + "
+                    "first W3 value+grad), seconds"
+                )
             else:
                 table = workload_table(workload, results, machine)
                 title = f"{workload.key} {workload.title}, {workload.unit}"
@@ -525,18 +670,26 @@ def chart(sections, path) -> str | None:
             jg = rows.get("jitgrad")
             if not jg or jg.get("status") != "ok":
                 continue
-            fields = [("median", "")] if workload.key != "W4" else [("median", " cold"),
-                                                                    ("warm_median", " warm")]
+            fields = (
+                [("median", "")]
+                if workload.key != "W4"
+                else [("median", " cold"), ("warm_median", " warm")]
+            )
             for field, tag in fields:
-                ratios = {r["label"]: r[field] / jg[field] for s, r in rows.items()
-                          if r.get("status") == "ok" and s != "jitgrad" and field in r}
+                ratios = {
+                    r["label"]: r[field] / jg[field]
+                    for s, r in rows.items()
+                    if r.get("status") == "ok" and s != "jitgrad" and field in r
+                }
                 if ratios:
                     groups.append((f"{workload.key}{tag}{suffix}", ratios))
     if not groups:
         return "no results to plot"
     order = [LABELS.get(k, k) for k in SYSTEM_ORDER]
-    labels = sorted({lab for _, g in groups for lab in g},
-                    key=lambda lab: (order.index(lab) if lab in order else len(order), lab))
+    labels = sorted(
+        {lab for _, g in groups for lab in g},
+        key=lambda lab: (order.index(lab) if lab in order else len(order), lab),
+    )
     colors = {lab: plt.get_cmap("tab20")(i % 20) for i, lab in enumerate(labels)}
     fig, ax = plt.subplots(figsize=(max(10, 1.3 * len(groups)), 6))
     width = 0.8 / max(len(g) for _, g in groups)
@@ -544,8 +697,13 @@ def chart(sections, path) -> str | None:
     for x, (_, g) in enumerate(groups):
         present = [lab for lab in labels if lab in g]
         for i, lab in enumerate(present):
-            ax.bar(x - width * len(present) / 2 + (i + 0.5) * width, g[lab], width,
-                   color=colors[lab], label=None if lab in seen else lab)
+            ax.bar(
+                x - width * len(present) / 2 + (i + 0.5) * width,
+                g[lab],
+                width,
+                color=colors[lab],
+                label=None if lab in seen else lab,
+            )
             seen.add(lab)
     ax.axhline(1.0, color="black", linewidth=1)
     ax.set_yscale("log")
@@ -572,7 +730,7 @@ def update_readme(markdown: str) -> None:
         return
     body = markdown.split("\n", 2)[2]  # without the title
     body = body.replace("\n## ", "\n#### ").replace("\n### ", "\n##### ")
-    text = text[:text.index(begin) + len(begin)] + "\n" + body + text[text.index(end):]
+    text = text[: text.index(begin) + len(begin)] + "\n" + body + text[text.index(end) :]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
 
@@ -585,15 +743,25 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="limit every library to N threads")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
     parser.add_argument("--out", help="markdown output path (PNG and JSON beside it)")
-    parser.add_argument("--no-single-thread", action="store_true",
-                        help="skip the second, 1-thread pass over W2, W3 and W7")
-    parser.add_argument("--w4-reps", type=int,
-                        help="W4 repetitions (default: 3 within a time budget, quick 1)")
-    parser.add_argument("--rounds", type=int,
-                        help="rounds over the steady-state systems (default 2, in the "
-                        "1-thread pass and with --quick 1); the best round's median is kept")
-    parser.add_argument("--keep-openblas-env", action="store_true",
-                        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the benchmarks")
+    parser.add_argument(
+        "--no-single-thread",
+        action="store_true",
+        help="skip the second, 1-thread pass over W2, W3 and W7",
+    )
+    parser.add_argument(
+        "--w4-reps", type=int, help="W4 repetitions (default: 3 within a time budget, quick 1)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds over the steady-state systems (default 2, in the "
+        "1-thread pass and with --quick 1); the best round's median is kept",
+    )
+    parser.add_argument(
+        "--keep-openblas-env",
+        action="store_true",
+        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the benchmarks",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     only = [w.strip() for w in args.only.split(",")] if args.only else ORDER
@@ -602,13 +770,11 @@ def main(argv=None) -> int:
         parser.error(f"unknown workloads {unknown}; choose from {ORDER}")
     systems_filter = set(args.systems.split(",")) if args.systems else None
     complete = not (args.only or args.quick or args.threads or args.systems)
-    out = args.out or os.path.join(PERF_DIR, "results", "latest.md" if complete
-                                   else "partial.md")
+    out = args.out or os.path.join(PERF_DIR, "results", "latest.md" if complete else "partial.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
     modules = {key: importlib.import_module(SCRIPTS[key]) for key in only if key != "W4"}
-    workloads = {key: next(w for w in modules[key].WORKLOADS if w.key == key)
-                 for key in modules}
+    workloads = {key: next(w for w in modules[key].WORKLOADS if w.key == key) for key in modules}
     w4 = types.SimpleNamespace(key="W4", title="time to first gradient", unit="s", floor=None)
 
     pytensor = pytensor_python()
@@ -619,46 +785,72 @@ def main(argv=None) -> int:
         again = [k for k in ("W2", "W3", "W7") if k in only]
         if again:
             passes.append((1, again, True, args.rounds or 1))
-    meta = {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            "command": " ".join(["python perf/run.py",
-                                 *(argv if argv is not None else sys.argv[1:])]),
-            "machine": machine_facts(), "versions": versions(pytensor),
-            "pytensor": pytensor[1] if pytensor[0] else f"not available ({pytensor[1]})",
-            "load": f"{os.getloadavg()[0]:.1f} at start"}
-    print(f"jitgrad perf suite: {', '.join(only)}{' (quick)' if args.quick else ''}; "
-          f"PyTensor: {meta['pytensor']}", flush=True)
+    meta = {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "command": " ".join(["python perf/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_facts(),
+        "versions": versions(pytensor),
+        "pytensor": pytensor[1] if pytensor[0] else f"not available ({pytensor[1]})",
+        "load": f"{os.getloadavg()[0]:.1f} at start",
+    }
+    print(
+        f"jitgrad perf suite: {', '.join(only)}{' (quick)' if args.quick else ''}; "
+        f"PyTensor: {meta['pytensor']}",
+        flush=True,
+    )
     sections = []
     failed = False
     for threads, keys, with_targets, rounds in passes:
         env = base_env(threads, args.keep_openblas_env)
-        label = (f"{threads} (NUMBA_NUM_THREADS, OMP/MKL/OPENBLAS_NUM_THREADS, TF intra-op = "
-                 f"{threads}" + (", XLA single-threaded Eigen, pinned to one core with taskset"
-                                 if threads == 1 else "") + ")") if threads else \
-            f"default (all {os.cpu_count()} cores; no thread variables set)"
+        label = (
+            (
+                f"{threads} (NUMBA_NUM_THREADS, OMP/MKL/OPENBLAS_NUM_THREADS, TF intra-op = "
+                f"{threads}"
+                + (
+                    ", XLA single-threaded Eigen, pinned to one core with taskset"
+                    if threads == 1
+                    else ""
+                )
+                + ")"
+            )
+            if threads
+            else f"default (all {os.cpu_count()} cores; no thread variables set)"
+        )
         print(f"\n== threads: {label}", flush=True)
         machine = measure_machine(env, threads, args.quick)
         if machine:
-            print(f"  machine: bandwidth {machine.get('bandwidth_gbs', 0):.1f} GB/s, sgemm "
-                  f"{machine.get('sgemm_gflops', 0):.0f} GFLOP/s", flush=True)
+            print(
+                f"  machine: bandwidth {machine.get('bandwidth_gbs', 0):.1f} GB/s, sgemm "
+                f"{machine.get('sgemm_gflops', 0):.0f} GFLOP/s",
+                flush=True,
+            )
         meta.setdefault("openblas", machine.get("blas", "?"))
         results, load = [], {}
         before = os.getloadavg()[0]
         compiled_keys = {k: workloads[k] for k in keys if k != "W4"}
         if compiled_keys:
-            results += run_systems(compiled_keys, env, threads, args.quick, pytensor,
-                                   systems_filter, rounds)
+            results += run_systems(
+                compiled_keys, env, threads, args.quick, pytensor, systems_filter, rounds
+            )
             load["steady-state workloads"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
         if "W4" in keys:
             before = os.getloadavg()[0]
             print("  W4: fresh processes, cold then warm cache", flush=True)
-            results += run_w4(env, threads, args.quick, pytensor, systems_filter,
-                              args.w4_reps)
+            results += run_w4(env, threads, args.quick, pytensor, systems_filter, args.w4_reps)
             load["W4"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
         failed |= any(r["status"] in ("MISMATCH", "error") for r in results)
-        sections.append({"threads": threads, "thread_label": label, "machine": machine,
-                         "thread_short": f"{threads} thread(s)" if threads else "default threads",
-                         "results": results, "load": load, "targets": with_targets,
-                         "workloads": [workloads.get(k, w4) for k in keys]})
+        sections.append(
+            {
+                "threads": threads,
+                "thread_label": label,
+                "machine": machine,
+                "thread_short": f"{threads} thread(s)" if threads else "default threads",
+                "results": results,
+                "load": load,
+                "targets": with_targets,
+                "workloads": [workloads.get(k, w4) for k in keys],
+            }
+        )
     meta["wall"] = time.monotonic() - started
     meta["load"] += f", {os.getloadavg()[0]:.1f} at end"
     markdown = report(meta, sections)
@@ -669,21 +861,33 @@ def main(argv=None) -> int:
         fh.write(markdown)
     stem = os.path.splitext(out)[0]
     with open(stem + ".json", "w", encoding="utf-8") as fh:
-        json.dump({"meta": meta, "sections": [{k: v for k, v in s.items() if k != "workloads"}
-                                              for s in sections]}, fh, indent=1)
+        json.dump(
+            {
+                "meta": meta,
+                "sections": [{k: v for k, v in s.items() if k != "workloads"} for s in sections],
+            },
+            fh,
+            indent=1,
+        )
     problem = chart(sections, stem + ".png")
     if complete:
         update_readme(markdown)
-    print(f"\nwrote {out}, {stem}.json" + (f" ({problem})" if problem else f", {stem}.png")
-          + f" in {meta['wall'] / 60:.1f} min", flush=True)
+    print(
+        f"\nwrote {out}, {stem}.json"
+        + (f" ({problem})" if problem else f", {stem}.png")
+        + f" in {meta['wall'] / 60:.1f} min",
+        flush=True,
+    )
     for section in sections:
         if section["targets"]:
             summary = targets(section["results"], section["machine"])
             if summary:
                 print(f"\nTargets, {section['thread_short']}:\n" + "\n".join(summary))
     if failed:
-        print("\n*** some systems FAILED their value/gradient check or crashed: see the table",
-              file=sys.stderr)
+        print(
+            "\n*** some systems FAILED their value/gradient check or crashed: see the table",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

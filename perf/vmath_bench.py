@@ -77,8 +77,12 @@ def main():
     out, dw, db = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     print(f"N = 2**22 float32, {numba.config.NUMBA_NUM_THREADS} threads, median of {REPEATS}")
 
-    for name, f in [("vtanh_f32", vtanh_f32), ("math.tanh", math.tanh),
-                    ("vexp_f32", vexp_f32), ("math.exp", math.exp)]:
+    for name, f in [
+        ("vtanh_f32", vtanh_f32),
+        ("math.tanh", math.tanh),
+        ("vexp_f32", vexp_f32),
+        ("math.exp", math.exp),
+    ]:
         kernel = _unary_kernel(f)
         ms = _median_ms(kernel, x, out)
         print(f"  out[i] = {name}(x[i]): {ms:7.2f} ms   {_vectorisation(kernel)}")
@@ -92,8 +96,10 @@ def main():
     loss_ref = np.mean(t.astype(np.float64) ** 2)
     loss = _w2_kernel(vtanh_f32)(x, w, b, dw, db)
     db_ref = 2.0 / N * t * (1 - t * t)
-    print(f"  W2 check: loss {loss:.7g} vs numpy {loss_ref:.7g}, "
-          f"max |db - ref| {np.max(np.abs(db - db_ref)):.2g}")
+    print(
+        f"  W2 check: loss {loss:.7g} vs numpy {loss_ref:.7g}, "
+        f"max |db - ref| {np.max(np.abs(db - db_ref)):.2g}"
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def setup_numba(d):
         return 3 * w1 * w1 + 2 * w1 * w2, 6 * w1 + 2 * w2, 2 * w1
 
     w1, w2 = np.float32(d[0]), np.float32(d[1])
-    return Bench(lambda: vg(w1, w2), lambda out: (out[0], out[1:]),
-                 note="njit of the hand-derived formulas")
+    return Bench(
+        lambda: vg(w1, w2), lambda out: (out[0], out[1:]), note="njit of the hand-derived formulas"
+    )
 
 
 def setup_jax(d):
@@ -64,8 +65,11 @@ def setup_jax(d):
 
     vg = jx.jit(jx.value_and_grad(f, argnums=(0, 1)))
     w1, w2 = d
-    return Bench(lambda: jx.block_until_ready(vg(w1, w2)), _scalars,
-                 note="jit(value_and_grad), Python floats")
+    return Bench(
+        lambda: jx.block_until_ready(vg(w1, w2)),
+        _scalars,
+        note="jit(value_and_grad), Python floats",
+    )
 
 
 def _torch_vg(fn):
@@ -98,8 +102,11 @@ def setup_autograd(d):
 
     vg = ag.value_and_grad(lambda w: f(w[0], w[1]))
     w = (5.0, 3.0)
-    return Bench(lambda: vg(w), lambda out: (out[0], list(out[1])),
-                 note="value_and_grad of a tuple argument (float64)")
+    return Bench(
+        lambda: vg(w),
+        lambda out: (out[0], list(out[1])),
+        note="value_and_grad of a tuple argument (float64)",
+    )
 
 
 def setup_pytensor(d):
@@ -109,11 +116,11 @@ def setup_pytensor(d):
     w1 = pt.scalar("w1", dtype="float32")
     w2 = pt.scalar("w2", dtype="float32")
     value = f(w1, w2)
-    fn = ptn.function([w1, w2], [value, *ptn.grad(value, [w1, w2])], mode="NUMBA",
-                      trust_input=True)
+    fn = ptn.function([w1, w2], [value, *ptn.grad(value, [w1, w2])], mode="NUMBA", trust_input=True)
     a, b = np.array(d[0], np.float32), np.array(d[1], np.float32)
-    return Bench(lambda: fn(a, b), lambda out: (out[0], out[1:]),
-                 note="mode='NUMBA', trust_input=True")
+    return Bench(
+        lambda: fn(a, b), lambda out: (out[0], out[1:]), note="mode='NUMBA', trust_input=True"
+    )
 
 
 def setup_tf(d):
@@ -126,12 +133,22 @@ def setup_tf(d):
             value = f(w1, w2)
         return value, tape.gradient(value, [w1, w2])
 
-    return Bench(vg, lambda out: (out[0].numpy(), [g.numpy() for g in out[1]]),
-                 note="GradientTape on Variables")
+    return Bench(
+        vg,
+        lambda out: (out[0].numpy(), [g.numpy() for g in out[1]]),
+        note="GradientTape on Variables",
+    )
 
 
-W1 = Workload("W1", "seed scalar: 3 w1^2 + 2 w1 w2, value + grad", "us", data, reference,
-              setups(globals()), rtol=1e-6)
+W1 = Workload(
+    "W1",
+    "seed scalar: 3 w1^2 + 2 w1 w2, value + grad",
+    "us",
+    data,
+    reference,
+    setups(globals()),
+    rtol=1e-6,
+)
 WORKLOADS = [W1]
 
 if __name__ == "__main__":

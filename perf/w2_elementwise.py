@@ -86,8 +86,9 @@ def setup_numba(d):
     def vg():
         return kernel(d.x, d.w, d.b, dw, db), (dw, db)
 
-    return Bench(vg, _vg_result, note="prange, vmath tanh, reassoc+contract, caller-allocated "
-                 "outputs")
+    return Bench(
+        vg, _vg_result, note="prange, vmath tanh, reassoc+contract, caller-allocated outputs"
+    )
 
 
 def setup_jax(d):
@@ -96,8 +97,7 @@ def setup_jax(d):
 
     vg = jx.jit(jx.value_and_grad(loss_fn(jnp.tanh, jnp.mean), argnums=(1, 2)))
     x, w, b = (jx.device_put(a) for a in (d.x, d.w, d.b))
-    return Bench(lambda: jx.block_until_ready(vg(x, w, b)), _vg_result,
-                 note="jit(value_and_grad)")
+    return Bench(lambda: jx.block_until_ready(vg(x, w, b)), _vg_result, note="jit(value_and_grad)")
 
 
 def _torch_setup(d, compile_):
@@ -155,12 +155,18 @@ def setup_tf(d):
             value = loss(x, w, b)
         return value, tape.gradient(value, [w, b])
 
-    return Bench(vg, lambda out: (out[0].numpy(), [g.numpy() for g in out[1]]),
-                 note="GradientTape")
+    return Bench(vg, lambda out: (out[0].numpy(), [g.numpy() for g in out[1]]), note="GradientTape")
 
 
-W2 = Workload("W2", "elementwise: mean(tanh(x*w + b)^2), N = 2^22, value + grads w.r.t. w, b",
-              "ms", data, reference, setups(globals()), floor=floor)
+W2 = Workload(
+    "W2",
+    "elementwise: mean(tanh(x*w + b)^2), N = 2^22, value + grads w.r.t. w, b",
+    "ms",
+    data,
+    reference,
+    setups(globals()),
+    floor=floor,
+)
 WORKLOADS = [W2]
 
 if __name__ == "__main__":

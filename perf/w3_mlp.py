@@ -124,13 +124,17 @@ def setup_jitgrad(d):
     import jitgrad as jg
 
     vg = jg.jit_grad(loss_jitgrad, wrt=0)
-    return Bench(lambda: vg(d.params, d.X, d.y), _dict_result,
-                 note="jit_grad(wrt=0) of a dict of params")
+    return Bench(
+        lambda: vg(d.params, d.X, d.y), _dict_result, note="jit_grad(wrt=0) of a dict of params"
+    )
 
 
 def setup_numpy(d):
-    return Bench(lambda: numpy_value_and_grads(d.params, d.X, d.y, np.float32),
-                 lambda out: out, note="backprop by hand, float32")
+    return Bench(
+        lambda: numpy_value_and_grads(d.params, d.X, d.y, np.float32),
+        lambda out: out,
+        note="backprop by hand, float32",
+    )
 
 
 def numba_kernel():
@@ -187,8 +191,12 @@ def numba_kernel():
 
 def numba_buffers(p, X):
     f32 = np.float32
-    return dict(h=np.empty((len(X), H), f32), z=np.empty((len(X), C), f32),
-                dh=np.empty((len(X), H), f32), grads={k: np.empty_like(v) for k, v in p.items()})
+    return dict(
+        h=np.empty((len(X), H), f32),
+        z=np.empty((len(X), C), f32),
+        dh=np.empty((len(X), H), f32),
+        grads={k: np.empty_like(v) for k, v in p.items()},
+    )
 
 
 def setup_numba(d):
@@ -197,8 +205,21 @@ def setup_numba(d):
     g = buf["grads"]
 
     def vg():
-        loss = kernel(d.X, d.y, p["W1"], p["b1"], p["W2"], p["b2"], buf["h"], buf["z"],
-                      buf["dh"], g["W1"], g["b1"], g["W2"], g["b2"])
+        loss = kernel(
+            d.X,
+            d.y,
+            p["W1"],
+            p["b1"],
+            p["W2"],
+            p["b2"],
+            buf["h"],
+            buf["z"],
+            buf["dh"],
+            g["W1"],
+            g["b1"],
+            g["W2"],
+            g["b2"],
+        )
         return loss, g
 
     return Bench(vg, _dict_result, note="np.dot in njit, fused loops, caller-allocated buffers")
@@ -210,8 +231,9 @@ def setup_jax(d):
     vg = jax.jit(jax.value_and_grad(loss_jax))
     p = jax.device_put(d.params)
     X, y = jax.device_put(d.X), jax.device_put(d.y)
-    return Bench(lambda: jax.block_until_ready(vg(p, X, y)), _dict_result,
-                 note="jit(value_and_grad)")
+    return Bench(
+        lambda: jax.block_until_ready(vg(p, X, y)), _dict_result, note="jit(value_and_grad)"
+    )
 
 
 def torch_value_and_grad(d, compile_):
@@ -247,8 +269,12 @@ def setup_autograd(d):
 def pytensor_graph():
     import pytensor.tensor as pt
 
-    p = {"W1": pt.matrix("W1", dtype="float32"), "b1": pt.vector("b1", dtype="float32"),
-         "W2": pt.matrix("W2", dtype="float32"), "b2": pt.vector("b2", dtype="float32")}
+    p = {
+        "W1": pt.matrix("W1", dtype="float32"),
+        "b1": pt.vector("b1", dtype="float32"),
+        "W2": pt.matrix("W2", dtype="float32"),
+        "b2": pt.vector("b2", dtype="float32"),
+    }
     X, y = pt.matrix("X", dtype="float32"), pt.vector("y", dtype="int32")
     loss = loss_pytensor(p, X, y)
     return p, X, y, loss
@@ -259,8 +285,7 @@ def pytensor_function():
 
     p, X, y, loss = pytensor_graph()
     leaves = [p[k] for k in NAMES]
-    return pytensor.function([*leaves, X, y], [loss, *pytensor.grad(loss, leaves)],
-                             mode="NUMBA")
+    return pytensor.function([*leaves, X, y], [loss, *pytensor.grad(loss, leaves)], mode="NUMBA")
 
 
 def setup_pytensor(d):
@@ -280,12 +305,20 @@ def setup_tf(d):
             value = loss_tf(p, X, y)
         return value, dict(zip(NAMES, tape.gradient(value, [p[k] for k in NAMES])))
 
-    return Bench(vg, lambda out: (out[0].numpy(), [out[1][k].numpy() for k in NAMES]),
-                 note="GradientTape")
+    return Bench(
+        vg, lambda out: (out[0].numpy(), [out[1][k].numpy() for k in NAMES]), note="GradientTape"
+    )
 
 
-W3 = Workload("W3", "MLP 784-256-10, batch 128: value + grads of W1, b1, W2, b2", "ms", data,
-              reference, setups(globals()), floor=floor)
+W3 = Workload(
+    "W3",
+    "MLP 784-256-10, batch 128: value + grads of W1, b1, W2, b2",
+    "ms",
+    data,
+    reference,
+    setups(globals()),
+    floor=floor,
+)
 WORKLOADS = [W3]
 
 if __name__ == "__main__":

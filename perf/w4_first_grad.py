@@ -29,8 +29,17 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
-SYSTEMS = ("numpy", "jitgrad", "jitgrad_kernel", "numba", "jax", "torch", "torch_compile",
-           "pytensor", "tf")
+SYSTEMS = (
+    "numpy",
+    "jitgrad",
+    "jitgrad_kernel",
+    "numba",
+    "jax",
+    "torch",
+    "torch_compile",
+    "pytensor",
+    "tf",
+)
 # jitgrad_kernel: jitgrad with only its kernel cache (JITGRAD_CACHE_DIR) empty, Numba's cache of
 # jitgrad's own helpers (vmath, BLAS wrappers: compiled once per installation) left as it is:
 # a new model on an installation that has been used before.
@@ -46,12 +55,16 @@ def cache_env(system: str, directory: str) -> dict:
         "jitgrad": {"JITGRAD_CACHE_DIR": directory, "NUMBA_CACHE_DIR": numba_dir},
         "jitgrad_kernel": {"JITGRAD_CACHE_DIR": directory},
         "numba": {"NUMBA_CACHE_DIR": numba_dir},
-        "jax": {"JAX_COMPILATION_CACHE_DIR": directory,
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"},
+        "jax": {
+            "JAX_COMPILATION_CACHE_DIR": directory,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        },
         "torch_compile": {"TORCHINDUCTOR_CACHE_DIR": directory},
-        "pytensor": {"PYTENSOR_FLAGS": f"base_compiledir={directory}",
-                     "NUMBA_CACHE_DIR": numba_dir},
+        "pytensor": {
+            "PYTENSOR_FLAGS": f"base_compiledir={directory}",
+            "NUMBA_CACHE_DIR": numba_dir,
+        },
     }.get(system, {})
 
 
@@ -78,13 +91,17 @@ def one_process(python: str, system: str, env: dict, timeout: float = 600.0) -> 
     """Seconds from starting the process to its first checked value+grad."""
     script = os.path.abspath(__file__)
     start = time.monotonic()
-    proc = subprocess.run([python, script, "--system", system], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [python, script, "--system", system],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith(TAG):
-            info = json.loads(line[len(TAG):])
-            return {"seconds": info["ready"] - start,
-                    "interpreter": info["child_start"] - start}
+            info = json.loads(line[len(TAG) :])
+            return {"seconds": info["ready"] - start, "interpreter": info["child_start"] - start}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     raise RuntimeError(f"W4 {system}: no result (exit {proc.returncode}): {' | '.join(tail)}")
 

@@ -35,8 +35,10 @@ def verifier(x, derivatives, bench):
             worst = max(worst, compare(f"derivative {k}", got, ref, 1e-4))
             scale = 2.0 ** (k - 1)  # max |analytic derivative k|
             ulps.append(float(np.max(np.abs(got - ref))) / (EPS32 * scale))
-        bench.note = (f"{bench.note}; max error {max(ulps):.2f} ulp "
-                      f"(d1 {ulps[0]:.2f}, d2 {ulps[1]:.2f}, d3 {ulps[2]:.2f})").lstrip("; ")
+        bench.note = (
+            f"{bench.note}; max error {max(ulps):.2f} ulp "
+            f"(d1 {ulps[0]:.2f}, d2 {ulps[1]:.2f}, d3 {ulps[2]:.2f})"
+        ).lstrip("; ")
         if max(ulps) > 64:
             raise MismatchError(f"derivative error {max(ulps):.1f} ulps")
         return worst
@@ -59,8 +61,9 @@ def setup_jitgrad(x):
     d1 = jg.jit(jg.grad(f))
     d2 = jg.jit(jg.grad(jg.grad(f)))
     d3 = jg.jit(jg.grad(jg.grad(jg.grad(f))))
-    return _bench(x, [lambda: d1(x), lambda: d2(x), lambda: d3(x)],
-                  "jit(grad(grad(grad(f)))), f summing")
+    return _bench(
+        x, [lambda: d1(x), lambda: d2(x), lambda: d3(x)], "jit(grad(grad(grad(f)))), f summing"
+    )
 
 
 def setup_numpy(x):
@@ -98,8 +101,11 @@ def setup_numba(x):
         return out
 
     out = np.empty_like(x)
-    return _bench(x, [lambda: first(x, out).copy(), lambda: second(x, out).copy(),
-                      lambda: third(x, out)], "analytic -4 sin 2x, njit, caller-allocated out")
+    return _bench(
+        x,
+        [lambda: first(x, out).copy(), lambda: second(x, out).copy(), lambda: third(x, out)],
+        "analytic -4 sin 2x, njit, caller-allocated out",
+    )
 
 
 def _summed_grads(grad, total, f):
@@ -115,8 +121,9 @@ def setup_jax(x):
 
     g = [jax.jit(h) for h in _summed_grads(jax.grad, jnp.sum, lambda x: jnp.sin(x) ** 2)]
     xj = jax.device_put(x)
-    return _bench(x, [lambda h=h: jax.block_until_ready(h(xj)) for h in g],
-                  "jit(grad of sum of grad ...)")
+    return _bench(
+        x, [lambda h=h: jax.block_until_ready(h(xj)) for h in g], "jit(grad of sum of grad ...)"
+    )
 
 
 def _torch_derivatives(x):
@@ -134,8 +141,11 @@ def _torch_derivatives(x):
 
 def setup_torch(x):
     d = _torch_derivatives(x)
-    return _bench(x, [lambda: d(1), lambda: d(2), lambda: d(3)],
-                  "autograd.grad(create_graph=True), three levels")
+    return _bench(
+        x,
+        [lambda: d(1), lambda: d(2), lambda: d(3)],
+        "autograd.grad(create_graph=True), three levels",
+    )
 
 
 def setup_torch_compile(x):
@@ -144,8 +154,9 @@ def setup_torch_compile(x):
 
     g = [torch.compile(h) for h in _summed_grads(grad, torch.sum, lambda x: torch.sin(x) ** 2)]
     t = torch.from_numpy(x)
-    return _bench(x, [lambda h=h: h(t).numpy() for h in g],
-                  "torch.compile(torch.func.grad of grad of grad)")
+    return _bench(
+        x, [lambda h=h: h(t).numpy() for h in g], "torch.compile(torch.func.grad of grad of grad)"
+    )
 
 
 def setup_autograd(x):
@@ -188,8 +199,14 @@ def setup_tf(x):
     return _bench(x, [lambda: d(1), lambda: d(2), lambda: d(3)], "nested GradientTapes")
 
 
-W5 = Workload("W5", "third derivative of sin(x)^2 on 100 points (compiled where possible)", "us",
-              data, reference, setups(globals()))
+W5 = Workload(
+    "W5",
+    "third derivative of sin(x)^2 on 100 points (compiled where possible)",
+    "us",
+    data,
+    reference,
+    setups(globals()),
+)
 WORKLOADS = [W5]
 
 if __name__ == "__main__":

@@ -70,10 +70,13 @@ def bench_for(d, trainer: Trainer, note: str) -> Bench:
         w, b = trainer.params()
         ref_loss, (gw, gb) = reference(d)
         worst = compare("loss", float(np.asarray(loss)), ref_loss, 1e-4)
-        worst = max(worst, compare("w update (-lr dL/dw)", np.asarray(w, np.float64) - d.w0,
-                                   -LR * gw, 1e-4))
-        worst = max(worst, compare("b update (-lr dL/db)", float(np.asarray(b)) - float(d.b0),
-                                   -LR * gb, 1e-4))
+        worst = max(
+            worst, compare("w update (-lr dL/dw)", np.asarray(w, np.float64) - d.w0, -LR * gw, 1e-4)
+        )
+        worst = max(
+            worst,
+            compare("b update (-lr dL/db)", float(np.asarray(b)) - float(d.b0), -LR * gb, 1e-4),
+        )
         trainer.reset(d.w0, d.b0)
         run()
         w, b = trainer.params()
@@ -106,8 +109,11 @@ def eager_jitgrad(d):
         w.assign(w0)
         b.assign(b0)
 
-    return bench_for(d, Trainer(reset, step, lambda: (w.numpy(), b.numpy())),
-                     "GradientTape + Variable.assign_sub")
+    return bench_for(
+        d,
+        Trainer(reset, step, lambda: (w.numpy(), b.numpy())),
+        "GradientTape + Variable.assign_sub",
+    )
 
 
 def eager_numpy(d):
@@ -152,8 +158,11 @@ def eager_torch(d):
             w.copy_(torch.from_numpy(w0))
             b.copy_(torch.from_numpy(b0))
 
-    return bench_for(d, Trainer(reset, step, lambda: (w.detach().numpy(), b.detach().numpy())),
-                     "autograd.grad + in-place sub_")
+    return bench_for(
+        d,
+        Trainer(reset, step, lambda: (w.detach().numpy(), b.detach().numpy())),
+        "autograd.grad + in-place sub_",
+    )
 
 
 def eager_autograd(d):
@@ -177,8 +186,11 @@ def eager_autograd(d):
         state["w"], state["b"] = w0.copy(), b0.copy()
 
     reset(d.w0, d.b0)
-    return bench_for(d, Trainer(reset, step, lambda: (state["w"], state["b"])),
-                     "value_and_grad per step (traces every call)")
+    return bench_for(
+        d,
+        Trainer(reset, step, lambda: (state["w"], state["b"])),
+        "value_and_grad per step (traces every call)",
+    )
 
 
 def eager_tf(d):
@@ -200,8 +212,11 @@ def eager_tf(d):
         w.assign(w0)
         b.assign(b0)
 
-    return bench_for(d, Trainer(reset, step, lambda: (w.numpy(), b.numpy())),
-                     "GradientTape + Variable.assign_sub")
+    return bench_for(
+        d,
+        Trainer(reset, step, lambda: (w.numpy(), b.numpy())),
+        "GradientTape + Variable.assign_sub",
+    )
 
 
 # -- W6c: compiled steps -------------------------------------------------------------------------
@@ -223,9 +238,13 @@ def compiled_jitgrad(d):
     def reset(w0, b0):
         params["w"][:], params["b"][...] = w0, b0
 
-    return bench_for(d, Trainer(reset, lambda: train_step(params, state, d.X, d.y),
-                                lambda: (params["w"], params["b"])),
-                     f"jit_train_step, SGD from {origin}")
+    return bench_for(
+        d,
+        Trainer(
+            reset, lambda: train_step(params, state, d.X, d.y), lambda: (params["w"], params["b"])
+        ),
+        f"jit_train_step, SGD from {origin}",
+    )
 
 
 def compiled_numba(d):
@@ -262,8 +281,11 @@ def compiled_numba(d):
     def reset(w0, b0):
         w[:], b[...] = w0, b0
 
-    return bench_for(d, Trainer(reset, lambda: step(d.X, d.y, w, b, lr, dz), lambda: (w, b)),
-                     "one njit step, fused loops, in place")
+    return bench_for(
+        d,
+        Trainer(reset, lambda: step(d.X, d.y, w, b, lr, dz), lambda: (w, b)),
+        "one njit step, fused loops, in place",
+    )
 
 
 def compiled_jax(d):
@@ -290,9 +312,11 @@ def compiled_jax(d):
         state["p"] = {"w": jnp.asarray(w0), "b": jnp.asarray(b0)}
 
     reset(d.w0, d.b0)
-    bench = bench_for(d, Trainer(reset, step, lambda: (np.asarray(state["p"]["w"]),
-                                                       np.asarray(state["p"]["b"]))),
-                      "jit of the full step, params donated")
+    bench = bench_for(
+        d,
+        Trainer(reset, step, lambda: (np.asarray(state["p"]["w"]), np.asarray(state["p"]["b"]))),
+        "jit of the full step, params donated",
+    )
     loop = bench.call
     bench.call = lambda: jax.block_until_ready(loop())  # asynchronous dispatch: wait at the end
     return bench
@@ -309,16 +333,17 @@ def compiled_pytensor(d):
     loss = pt.mean(pt.softplus(z) - y * z)
     gw, gb = pytensor.grad(loss, [w, b])
     lr = np.float32(LR)
-    fn = pytensor.function([X, y], loss, updates=[(w, w - lr * gw), (b, b - lr * gb)],
-                           mode="NUMBA")
+    fn = pytensor.function([X, y], loss, updates=[(w, w - lr * gw), (b, b - lr * gb)], mode="NUMBA")
 
     def reset(w0, b0):
         w.set_value(w0.copy())
         b.set_value(b0.copy())
 
-    return bench_for(d, Trainer(reset, lambda: fn(d.X, d.y),
-                                lambda: (w.get_value(), b.get_value())),
-                     "function with updates on shared variables, mode='NUMBA'")
+    return bench_for(
+        d,
+        Trainer(reset, lambda: fn(d.X, d.y), lambda: (w.get_value(), b.get_value())),
+        "function with updates on shared variables, mode='NUMBA'",
+    )
 
 
 def compiled_torch(d):
@@ -345,19 +370,41 @@ def compiled_torch(d):
         w.copy_(torch.from_numpy(w0))
         b.copy_(torch.from_numpy(b0))
 
-    return bench_for(d, Trainer(reset, lambda: train_step(w, b),
-                                lambda: (w.numpy(), b.numpy())),
-                     "torch.compile of func.grad_and_value + in-place update")
+    return bench_for(
+        d,
+        Trainer(reset, lambda: train_step(w, b), lambda: (w.numpy(), b.numpy())),
+        "torch.compile of func.grad_and_value + in-place update",
+    )
 
 
-W6 = Workload("W6", "eager tape: logistic regression 100 features, batch 64, SGD", "us/step",
-              data, reference,
-              {"jitgrad": eager_jitgrad, "numpy": eager_numpy, "torch": eager_torch,
-               "autograd": eager_autograd, "tf": eager_tf})
-W6C = Workload("W6c", "compiled train step: the W6 step (forward, backward, SGD) compiled",
-               "us/step", data, reference,
-               {"jitgrad": compiled_jitgrad, "numba": compiled_numba, "jax": compiled_jax,
-                "torch_compile": compiled_torch, "pytensor": compiled_pytensor})
+W6 = Workload(
+    "W6",
+    "eager tape: logistic regression 100 features, batch 64, SGD",
+    "us/step",
+    data,
+    reference,
+    {
+        "jitgrad": eager_jitgrad,
+        "numpy": eager_numpy,
+        "torch": eager_torch,
+        "autograd": eager_autograd,
+        "tf": eager_tf,
+    },
+)
+W6C = Workload(
+    "W6c",
+    "compiled train step: the W6 step (forward, backward, SGD) compiled",
+    "us/step",
+    data,
+    reference,
+    {
+        "jitgrad": compiled_jitgrad,
+        "numba": compiled_numba,
+        "jax": compiled_jax,
+        "torch_compile": compiled_torch,
+        "pytensor": compiled_pytensor,
+    },
+)
 WORKLOADS = [W6, W6C]
 
 if __name__ == "__main__":

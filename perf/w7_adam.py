@@ -76,14 +76,17 @@ def bench_for(d, stepper: Stepper, form: str, note: str) -> Bench:
             worst = max(worst, compare(f"v[{k}] = (1 - b2) g^2", got_v, v, 1e-4))
             # The update amplifies float32 rounding of g where |g| ~ eps: check it against
             # the system's own moments.
-            worst = max(worst, compare(f"update of {k}", got_update,
-                                       adam_update(got_m, got_v, form), 1e-4))
+            worst = max(
+                worst, compare(f"update of {k}", got_update, adam_update(got_m, got_v, form), 1e-4)
+            )
         stepper.reset()
         return worst
 
-    return Bench(stepper.step, verify=verify,
-                 note=f"{note}; Adam form {form}" + ("" if stepper.moments else
-                                                     ", moments not checked"))
+    return Bench(
+        stepper.step,
+        verify=verify,
+        note=f"{note}; Adam form {form}" + ("" if stepper.moments else ", moments not checked"),
+    )
 
 
 def _copy(params):
@@ -111,8 +114,12 @@ def setup_jitgrad(d):
         for leaf in _leaves(state):
             leaf[...] = 0
 
-    stepper = Stepper(reset, lambda: train_step(params, state, d.X, d.y), lambda: params,
-                      lambda: (state["m"], state["v"]))
+    stepper = Stepper(
+        reset,
+        lambda: train_step(params, state, d.X, d.y),
+        lambda: params,
+        lambda: (state["m"], state["v"]),
+    )
     bench = bench_for(d, stepper, "keras", f"jit_train_step, Adam from {origin}")
     bench.label = "jitgrad jit_train_step"
     return bench
@@ -144,8 +151,9 @@ def setup_jitgrad_split(d):
         return loss
 
     reset()
-    stepper = Stepper(reset, step, lambda: box["params"],
-                      lambda: (box["state"]["m"], box["state"]["v"]))
+    stepper = Stepper(
+        reset, step, lambda: box["params"], lambda: (box["state"]["m"], box["state"]["v"])
+    )
     bench = bench_for(d, stepper, "keras", f"jit_grad + jit(opt.update), Adam from {origin}")
     bench.label = "jitgrad jit_grad + jit(update)"
     return bench
@@ -160,8 +168,12 @@ def setup_jitgrad_w3(d):
         value, grads = value_grads(bench.call())
         return compare_all(value, grads, ref_value, ref_grads, 1e-4)
 
-    return Bench(bench.call, verify=verify, label="jitgrad jit_grad only (W3, no update)",
-                 note="the value+grad of W3 measured in this run: the 1.1x target's base")
+    return Bench(
+        bench.call,
+        verify=verify,
+        label="jitgrad jit_grad only (W3, no update)",
+        note="the value+grad of W3 measured in this run: the 1.1x target's base",
+    )
 
 
 # -- hand-written --------------------------------------------------------------------------------
@@ -193,8 +205,12 @@ def setup_numpy(d):
             numpy_adam(params[k], g, m[k], v[k], t[0])
         return loss
 
-    return bench_for(d, Stepper(reset, step, lambda: params, lambda: (m, v)), "keras",
-                     "W3 by hand + Adam in numpy, in place")
+    return bench_for(
+        d,
+        Stepper(reset, step, lambda: params, lambda: (m, v)),
+        "keras",
+        "W3 by hand + Adam in numpy, in place",
+    )
 
 
 def setup_numba(d):
@@ -230,16 +246,33 @@ def setup_numba(d):
 
     def step():
         p, g = params, grads
-        loss = kernel(d.X, d.y, p["W1"], p["b1"], p["W2"], p["b2"], buf["h"], buf["z"],
-                      buf["dh"], g["W1"], g["b1"], g["W2"], g["b2"])
+        loss = kernel(
+            d.X,
+            d.y,
+            p["W1"],
+            p["b1"],
+            p["W2"],
+            p["b2"],
+            buf["h"],
+            buf["z"],
+            buf["dh"],
+            g["W1"],
+            g["b1"],
+            g["W2"],
+            g["b2"],
+        )
         t[0] += 1
         alpha = np.float32(LR * np.sqrt(1 - B2 ** t[0]) / (1 - B1 ** t[0]))
         for k in NAMES:
             adam(p[k], g[k], m[k], v[k], alpha, eps)
         return loss
 
-    return bench_for(d, Stepper(reset, step, lambda: params, lambda: (m, v)), "keras",
-                     "the W3 kernel + one njit Adam loop per parameter, in place")
+    return bench_for(
+        d,
+        Stepper(reset, step, lambda: params, lambda: (m, v)),
+        "keras",
+        "the W3 kernel + one njit Adam loop per parameter, in place",
+    )
 
 
 # -- peers ---------------------------------------------------------------------------------------
@@ -255,7 +288,8 @@ def setup_jax(d):
         m = jax.tree_util.tree_map(lambda m, g: m + (g - m) * (1 - B1), state["m"], grads)
         v = jax.tree_util.tree_map(lambda v, g: v + (g * g - v) * (1 - B2), state["v"], grads)
         params = jax.tree_util.tree_map(
-            lambda p, m, v: p - alpha * m / (jnp.sqrt(v) + EPS["keras"]), params, m, v)
+            lambda p, m, v: p - alpha * m / (jnp.sqrt(v) + EPS["keras"]), params, m, v
+        )
         return loss, params, {"t": t, "m": m, "v": v}
 
     train_step = jax.jit(full_step, donate_argnums=(0, 1))
@@ -265,16 +299,20 @@ def setup_jax(d):
     def reset():
         box["params"] = jax.device_put(_copy(d.params))
         zeros = {k: jnp.zeros_like(x) for k, x in d.params.items()}
-        box["state"] = {"t": jnp.zeros((), jnp.int32), "m": zeros,
-                        "v": {k: jnp.zeros_like(x) for k, x in d.params.items()}}
+        box["state"] = {
+            "t": jnp.zeros((), jnp.int32),
+            "m": zeros,
+            "v": {k: jnp.zeros_like(x) for k, x in d.params.items()},
+        }
 
     def step():
         loss, box["params"], box["state"] = train_step(box["params"], box["state"], X, y)
         return jax.block_until_ready(loss)
 
     reset()
-    stepper = Stepper(reset, step, lambda: box["params"],
-                      lambda: (box["state"]["m"], box["state"]["v"]))
+    stepper = Stepper(
+        reset, step, lambda: box["params"], lambda: (box["state"]["m"], box["state"]["v"])
+    )
     return bench_for(d, stepper, "keras", "jit of the full step, params and state donated")
 
 
@@ -290,8 +328,7 @@ def setup_torch(d):
         with torch.no_grad():
             for k in NAMES:
                 params[k].copy_(torch.from_numpy(d.params[k]))
-        box["opt"] = torch.optim.Adam(leaves, lr=LR, betas=(B1, B2), eps=EPS["paper"],
-                                      foreach=True)
+        box["opt"] = torch.optim.Adam(leaves, lr=LR, betas=(B1, B2), eps=EPS["paper"], foreach=True)
 
     def step():
         opt = box["opt"]
@@ -303,12 +340,15 @@ def setup_torch(d):
 
     def moments():
         st = box["opt"].state
-        return ({k: st[params[k]]["exp_avg"].numpy() for k in NAMES},
-                {k: st[params[k]]["exp_avg_sq"].numpy() for k in NAMES})
+        return (
+            {k: st[params[k]]["exp_avg"].numpy() for k in NAMES},
+            {k: st[params[k]]["exp_avg_sq"].numpy() for k in NAMES},
+        )
 
     reset()
-    stepper = Stepper(reset, step, lambda: {k: p.detach().numpy() for k, p in params.items()},
-                      moments)
+    stepper = Stepper(
+        reset, step, lambda: {k: p.detach().numpy() for k, p in params.items()}, moments
+    )
     return bench_for(d, stepper, "paper", "backward() + torch.optim.Adam(foreach=True)")
 
 
@@ -329,8 +369,11 @@ def setup_pytensor(d):
     for k, g in zip(NAMES, grads):
         m1 = m[k] + (g - m[k]) * np.float32(1 - B1)
         v1 = v[k] + (g * g - v[k]) * np.float32(1 - B2)
-        updates += [(m[k], m1), (v[k], v1),
-                    (shared[k], shared[k] - alpha * m1 / (pt.sqrt(v1) + np.float32(EPS["keras"])))]
+        updates += [
+            (m[k], m1),
+            (v[k], v1),
+            (shared[k], shared[k] - alpha * m1 / (pt.sqrt(v1) + np.float32(EPS["keras"]))),
+        ]
     fn = pytensor.function([X, y], loss, updates=updates, mode="NUMBA")
 
     def reset():
@@ -340,10 +383,15 @@ def setup_pytensor(d):
             v[k].set_value(np.zeros_like(d.params[k]))
         t.set_value(np.float32(0))
 
-    stepper = Stepper(reset, lambda: fn(d.X, d.y),
-                      lambda: {k: s.get_value() for k, s in shared.items()},
-                      lambda: ({k: s.get_value() for k, s in m.items()},
-                               {k: s.get_value() for k, s in v.items()}))
+    stepper = Stepper(
+        reset,
+        lambda: fn(d.X, d.y),
+        lambda: {k: s.get_value() for k, s in shared.items()},
+        lambda: (
+            {k: s.get_value() for k, s in m.items()},
+            {k: s.get_value() for k, s in v.items()},
+        ),
+    )
     return bench_for(d, stepper, "keras", "function with Adam updates, mode='NUMBA'")
 
 
@@ -371,11 +419,24 @@ def setup_tf(d):
     return bench_for(d, stepper, "keras", "GradientTape + keras Adam.apply_gradients")
 
 
-W7 = Workload("W7", "Adam train step: W3 + Adam on W1, b1, W2, b2", "ms", data, reference,
-              {"jitgrad": setup_jitgrad, "jitgrad_split": setup_jitgrad_split,
-               "jitgrad_w3": setup_jitgrad_w3, "numpy": setup_numpy, "numba": setup_numba,
-               "jax": setup_jax, "torch": setup_torch, "pytensor": setup_pytensor,
-               "tf": setup_tf})
+W7 = Workload(
+    "W7",
+    "Adam train step: W3 + Adam on W1, b1, W2, b2",
+    "ms",
+    data,
+    reference,
+    {
+        "jitgrad": setup_jitgrad,
+        "jitgrad_split": setup_jitgrad_split,
+        "jitgrad_w3": setup_jitgrad_w3,
+        "numpy": setup_numpy,
+        "numba": setup_numba,
+        "jax": setup_jax,
+        "torch": setup_torch,
+        "pytensor": setup_pytensor,
+        "tf": setup_tf,
+    },
+)
 WORKLOADS = [W7]
 
 if __name__ == "__main__":

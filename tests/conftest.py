@@ -15,8 +15,7 @@ from hypothesis import settings
 
 import jitgrad as jg
 
-settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
-                          print_blob=True)
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True)
 settings.load_profile("ci")
 

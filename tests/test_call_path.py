@@ -41,17 +41,20 @@ def test_fast_entry_is_installed_and_counts_hits():
     assert type(jg.jit(lambda x: x)).__call__ is not type(f).__call__  # one class each
 
 
-@pytest.mark.parametrize("args", [
-    (X, Y, 2.0),                                       # the signature the entry was built for
-    (X, Y, 3),                                         # int instead of float: another version
-    (X[:, ::-1], Y, 2.0),                              # non-contiguous array
-    (np.asfortranarray(X), Y, 2.0),                    # Fortran order
-    (X.astype(np.float64), Y, 2.0),                    # another dtype
-    (X[:1], Y[:1], 2.0),                               # another shape
-    (jg.constant(X), Y, 2.0),                          # a Tensor
-    (X, Y, np.float32(2.0)),                           # a numpy scalar
-    (X, Y, jg.constant(2.0)),                          # a 0-d Tensor
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (X, Y, 2.0),  # the signature the entry was built for
+        (X, Y, 3),  # int instead of float: another version
+        (X[:, ::-1], Y, 2.0),  # non-contiguous array
+        (np.asfortranarray(X), Y, 2.0),  # Fortran order
+        (X.astype(np.float64), Y, 2.0),  # another dtype
+        (X[:1], Y[:1], 2.0),  # another shape
+        (jg.constant(X), Y, 2.0),  # a Tensor
+        (X, Y, np.float32(2.0)),  # a numpy scalar
+        (X, Y, jg.constant(2.0)),  # a 0-d Tensor
+    ],
+)
 def test_every_call_shape_after_the_fast_entry_is_right(args):
     scale_sum(X, Y, 2.0)  # installs the entry for (array, array, float)
     check(scale_sum(*args), *(np.asarray(a) for a in args))

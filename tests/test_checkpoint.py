@@ -32,23 +32,36 @@ def test_round_trip_is_bit_identical(tmp_path):
     rng = np.random.default_rng(0)
     nan_payload = np.array([0x7FC00123], np.uint32).view(np.float32)
     params = {
-        "dense": {"kernel": rng.normal(size=(3, 4)).astype(np.float32),
-                  "bias": np.array([-0.0, np.inf, 1e-45], np.float32)},
+        "dense": {
+            "kernel": rng.normal(size=(3, 4)).astype(np.float32),
+            "bias": np.array([-0.0, np.inf, 1e-45], np.float32),
+        },
         "layers": [rng.normal(size=2), (np.arange(3, dtype=np.int8), np.zeros((0, 2)))],
         7: {"half": np.array([1.5, -2], np.float16), "flags": np.array([True, False])},
-        "nan": nan_payload, "scalar": np.float64(0.1), "u8": np.array(255, np.uint8),
+        "nan": nan_payload,
+        "scalar": np.float64(0.1),
+        "u8": np.array(255, np.uint8),
         "variable": jg.Variable(np.ones(2, np.float32)),
     }
     opt_state = {"step": np.asarray(7, np.int32), "m": [np.full(2, 1 / 3)], "empty": None}
-    path = checkpoint.save(tmp_path / "ckpt", params, opt_state, epoch=3, lr=1e-3,
-                           note="ok", history=[1.5, float("nan")], best=None)
+    path = checkpoint.save(
+        tmp_path / "ckpt",
+        params,
+        opt_state,
+        epoch=3,
+        lr=1e-3,
+        note="ok",
+        history=[1.5, float("nan")],
+        best=None,
+    )
     assert path.endswith("ckpt.npz")
     loaded, loaded_state, extra = checkpoint.load(path)
     expected = dict(params, variable=np.ones(2, np.float32))  # Variables come back as arrays
     _assert_identical(loaded, expected)
     _assert_identical(loaded_state, opt_state)
-    _assert_identical(extra, {"epoch": 3, "lr": 1e-3, "note": "ok",
-                              "history": [1.5, float("nan")], "best": None})
+    _assert_identical(
+        extra, {"epoch": 3, "lr": 1e-3, "note": "ok", "history": [1.5, float("nan")], "best": None}
+    )
     assert "params/dense/kernel" in np.load(path).files  # readable names
     assert list(tmp_path.iterdir()) == [tmp_path / "ckpt.npz"]  # no temporary left behind
 

@@ -27,8 +27,9 @@ def test_broadcast_mismatch():
 
 def test_matmul_contraction_mismatch():
     a, b = jg.ones((128, 784)), jg.ones((256, 10))
-    with raises(ValueError, "matmul", re.escape("(128, 784) @ (256, 10)"),
-                "cannot contract 784 with 256"):
+    with raises(
+        ValueError, "matmul", re.escape("(128, 784) @ (256, 10)"), "cannot contract 784 with 256"
+    ):
         a @ b
 
 
@@ -145,8 +146,11 @@ def test_tracer_from_one_jitted_function_used_in_another():
 
 @pytest.mark.parametrize("convert", ["bool", "int", "float"])
 def test_python_conversion_of_a_traced_value(convert):
-    fn = {"bool": lambda x: x if x else -x, "int": lambda x: x * int(x),
-          "float": lambda x: x * float(x)}[convert]
+    fn = {
+        "bool": lambda x: x if x else -x,
+        "int": lambda x: x * int(x),
+        "float": lambda x: x * float(x),
+    }[convert]
     with raises(jg.TracerError, f"{convert}\\(\\)", "static_argnums", "jitgrad.where"):
         jg.jit(fn)(1.0)
 
@@ -212,8 +216,7 @@ def test_compiled_maximum_with_nan_is_nan_not_the_number():
 
 def test_compiled_gradient_of_gather_index_out_of_range():
     d = jg.jit(jg.grad(lambda x, i: jg.reduce_sum(jg.gather(x, i))))
-    with raises(IndexError, "scatter_add", "gradient of gather", "index 7", "axis 0",
-                "size 5"):
+    with raises(IndexError, "scatter_add", "gradient of gather", "index 7", "axis 0", "size 5"):
         d(np.arange(5, dtype=np.float32), np.array([7], np.int32))
 
 
@@ -224,6 +227,7 @@ def test_compiled_gather_nd_component_out_of_range():
 
 def test_compiled_label_out_of_range():
     loss = jg.jit(lambda y, z: jg.nn.sparse_softmax_cross_entropy(y, z))
-    with raises(IndexError, "sparse_softmax_cross_entropy_with_logits", "label 10",
-                re.escape("[0, 10)")):
+    with raises(
+        IndexError, "sparse_softmax_cross_entropy_with_logits", "label 10", re.escape("[0, 10)")
+    ):
         loss(np.array([10]), np.zeros((1, 10), np.float32))

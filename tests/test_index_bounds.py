@@ -34,9 +34,13 @@ _grad_of_gather = jg.jit(jg.grad(_sum_of_gather))
 @pytest.mark.parametrize("bad", [5, 7, -6, -9])
 def test_compiled_gradient_of_gather_checks_indices(bad):
     x = np.arange(5, dtype=np.float32)
-    with pytest.raises(IndexError, match=_where(
+    with pytest.raises(
+        IndexError,
+        match=_where(
             rf"scatter_add \(the gradient of gather\): index {bad} is out of bounds for "
-            r"axis 0 of size 5")):
+            r"axis 0 of size 5"
+        ),
+    ):
         _grad_of_gather(x, np.array([bad], np.int32))
 
 
@@ -51,8 +55,9 @@ def test_compiled_gradient_of_gather_far_out_of_range_does_not_crash():
             print("raised:", exc)
     """)
     env = dict(os.environ, JITGRAD_CACHE_DIR=jg.config.cache_dir)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "index 1000000 is out of bounds for axis 0 of size 5" in done.stdout
 
@@ -68,8 +73,9 @@ def test_valid_negative_and_repeated_indices_accumulate_like_numpy():
 
 def test_compiled_gather_names_the_value_the_axis_and_the_line():
     take = jg.jit(lambda x, i: jg.gather(x, i, axis=1))
-    with pytest.raises(IndexError, match=_where(
-            r"gather: index 3 is out of bounds for axis 1 of size 3")):
+    with pytest.raises(
+        IndexError, match=_where(r"gather: index 3 is out of bounds for axis 1 of size 3")
+    ):
         take(np.ones((2, 3), np.float32), np.array([0, 3]))
 
 
@@ -96,8 +102,9 @@ def test_getitem_with_several_index_arrays_checks_each_before_merging(compiled):
     fn = jg.jit(f) if compiled else f
     x = np.arange(9.0).reshape(3, 3)
     tensor = x if compiled else jg.constant(x)
-    with pytest.raises(IndexError, match=_where(
-            r"getitem: index 4 is out of bounds for axis 1 of size 3")):
+    with pytest.raises(
+        IndexError, match=_where(r"getitem: index 4 is out of bounds for axis 1 of size 3")
+    ):
         fn(tensor, np.array([0]), np.array([4]))
     i, j = np.array([0, -1, 2]), np.array([-3, 2, -1])
     np.testing.assert_array_equal(np.asarray(fn(tensor, i, j)), x[i, j])
@@ -107,8 +114,11 @@ def test_getitem_with_several_index_arrays_checks_each_before_merging(compiled):
 def test_gather_nd_checks_every_component(compiled):
     fn = jg.jit(jg.gather_nd) if compiled else jg.gather_nd
     x = np.arange(9.0).reshape(3, 3)
-    with pytest.raises(IndexError, match=r"gather_nd: index 4 is out of bounds for axis 1 of "
-                                         r"size 3"):
+    with pytest.raises(
+        IndexError,
+        match=r"gather_nd: index 4 is out of bounds for axis 1 of "
+        r"size 3",
+    ):
         fn(x, np.array([[0, 4]]))
     # TensorFlow's gather_nd has no negative indices.
     with pytest.raises(IndexError, match=r"gather_nd: index -1 is out of bounds for axis 0"):
@@ -118,8 +128,9 @@ def test_gather_nd_checks_every_component(compiled):
 
 def _sparse_losses():
     return {
-        "with_logits": lambda y, z: jg.reduce_sum(jg.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y, logits=z)),
+        "with_logits": lambda y, z: jg.reduce_sum(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z)
+        ),
         "loss": lambda y, z: jg.nn.sparse_softmax_cross_entropy(y, z),
     }
 
@@ -130,9 +141,13 @@ def _sparse_losses():
 def test_out_of_range_labels_raise(compiled, loss, label):
     f = _sparse_losses()[loss]
     fn = jg.jit_grad(f, wrt=1) if compiled else jg.value_and_grad(f, 1)
-    with pytest.raises(IndexError, match=_where(
+    with pytest.raises(
+        IndexError,
+        match=_where(
             rf"sparse_softmax_cross_entropy_with_logits: label {label} is outside the valid "
-            r"range \[0, 10\)")):
+            r"range \[0, 10\)"
+        ),
+    ):
         fn(np.array([3, label], np.int32), np.zeros((2, 10), np.float32))
 
 
@@ -157,8 +172,9 @@ def test_embedding_lookup_checks_ids_under_jit_grad():
     with pytest.raises(IndexError, match=r"index 10 is out of bounds for axis 0 of size 10"):
         loss(params, np.array([[1, 2, 10]], np.int32))
     _, grads = loss(params, np.array([[1, 2, 9]], np.int32))
-    np.testing.assert_array_equal(grads["embeddings"].numpy().sum(axis=1),
-                                  [0, 4, 4, 0, 0, 0, 0, 0, 0, 4])
+    np.testing.assert_array_equal(
+        grads["embeddings"].numpy().sum(axis=1), [0, 4, 4, 0, 0, 0, 0, 0, 0, 4]
+    )
 
 
 def test_one_hot_keeps_tensorflows_all_off_rows():

@@ -49,7 +49,8 @@ def test_jit_grad_nested_dict_argument_mirrors_structure():
     x = rng.standard_normal((4, 3))
     value, grads = loss(params, x)
     eager_value, eager_grads = jg.value_and_grad(
-        lambda p, x: jg.reduce_sum((x @ p["w"] + p["b"]) ** 2))(params, x)
+        lambda p, x: jg.reduce_sum((x @ p["w"] + p["b"]) ** 2)
+    )(params, x)
     assert set(grads) == {"w", "b"}
     np.testing.assert_allclose(float(value), float(eager_value), rtol=1e-12)
     for k in grads:

@@ -73,7 +73,7 @@ def _imported(module: str, node) -> list[str]:
         package = module.split(".")
         if not MODULES[module].endswith("__init__.py"):
             package = package[:-1]
-        package = package[:len(package) - node.level + 1]
+        package = package[: len(package) - node.level + 1]
         base = ".".join(package + ([node.module] if node.module else []))
     targets = []
     for alias in node.names:
@@ -90,8 +90,10 @@ def _imports() -> list[tuple[str, str, int]]:
             tree = ast.parse(fh.read(), path)
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                edges += [(module, target, node.lineno)
-                          for target in dict.fromkeys(_imported(module, node))]
+                edges += [
+                    (module, target, node.lineno)
+                    for target in dict.fromkeys(_imported(module, node))
+                ]
     return edges
 
 
@@ -111,8 +113,10 @@ def _upward(edges) -> list[str]:
         if source_layer == "root" or source_layer == target_layer:
             continue
         if target_layer not in ALLOWED.get(source_layer, set()):
-            bad.append(f"{MODULES.get(importer, importer)}:{line}: {importer} "
-                       f"({source_layer}) imports {target} ({target_layer})")
+            bad.append(
+                f"{MODULES.get(importer, importer)}:{line}: {importer} "
+                f"({source_layer}) imports {target} ({target_layer})"
+            )
     return bad
 
 
@@ -167,24 +171,32 @@ def test_no_import_cycles():
 
 
 def test_numba_is_imported_by_the_backend_only():
-    bad = [f"{MODULES[i]}:{n}: {t}" for i, t, n in _imports()
-           if t.split(".")[0] in ("numba", "llvmlite") and layer_of(i) != NUMBA_ONLY_IN]
+    bad = [
+        f"{MODULES[i]}:{n}: {t}"
+        for i, t, n in _imports()
+        if t.split(".")[0] in ("numba", "llvmlite") and layer_of(i) != NUMBA_ONLY_IN
+    ]
     assert not bad, "numba outside jitgrad/backend:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("importer, target, expected", [
-    ("jitgrad.core.dispatch", "jitgrad.compiler.function", False),  # up
-    ("jitgrad.passes.fuse", "jitgrad.backend.numba.emit", False),  # up
-    ("jitgrad.autodiff.tape", "jitgrad.compiler.tape_backward", False),  # sideways-up
-    ("jitgrad.compiler.function", "jitgrad.backend.numba.compile", True),  # down
-    ("jitgrad.ops.shape", "jitgrad.core.aval", True),  # down
-])
+@pytest.mark.parametrize(
+    "importer, target, expected",
+    [
+        ("jitgrad.core.dispatch", "jitgrad.compiler.function", False),  # up
+        ("jitgrad.passes.fuse", "jitgrad.backend.numba.emit", False),  # up
+        ("jitgrad.autodiff.tape", "jitgrad.compiler.tape_backward", False),  # sideways-up
+        ("jitgrad.compiler.function", "jitgrad.backend.numba.compile", True),  # down
+        ("jitgrad.ops.shape", "jitgrad.core.aval", True),  # down
+    ],
+)
 def test_the_rule_itself(importer, target, expected):
     """The checker flags an upward import (so the tests above can fail)."""
     assert (not _upward([(importer, target, 1)])) == expected
 
 
 def test_the_cycle_finder_itself():
-    edges = [("jitgrad.core.aval", "jitgrad.core.dtypes", 1),
-             ("jitgrad.core.dtypes", "jitgrad.core.aval", 2)]
+    edges = [
+        ("jitgrad.core.aval", "jitgrad.core.dtypes", 1),
+        ("jitgrad.core.dtypes", "jitgrad.core.aval", 2),
+    ]
     assert _cycles(edges) == [["jitgrad.core.aval", "jitgrad.core.dtypes"]]

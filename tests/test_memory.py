@@ -143,7 +143,8 @@ def test_a_thousand_shapes_stay_under_200_mib():
         print(rss_mib() - start)
     """)
     env = dict(os.environ, JITGRAD_CACHE_DIR=jg.config.cache_dir)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert float(done.stdout.split()[-1]) < 200, done.stdout

@@ -41,8 +41,11 @@ INTEGER_CASES = {
     "int16 product wraps": (lambda x, y: x * y, np.int16(300), np.int16(300)),
     "comparison after a wrap": (lambda x, y: (x + y) > 0, np.int32(I32_MAX), np.int32(1)),
     "floordiv of a wrapped difference": (lambda x, y: (x - y) // 2, np.uint8(0), np.uint8(1)),
-    "array comparison after a wrap": (lambda x, y: (x + y) > 0,
-                                      np.full(5, I32_MAX, np.int32), np.arange(5, dtype=np.int32)),
+    "array comparison after a wrap": (
+        lambda x, y: (x + y) > 0,
+        np.full(5, I32_MAX, np.int32),
+        np.arange(5, dtype=np.int32),
+    ),
     "int32 reduce_sum wraps": (jg.reduce_sum, np.full(4, 2**30, np.int32)),
     "uint8 reduce_sum wraps": (jg.reduce_sum, np.full(7, 200, np.uint8)),
     "int32 reduce_mean of a wrapped sum": (jg.reduce_mean, np.full(4, 2**30, np.int32)),
@@ -50,8 +53,10 @@ INTEGER_CASES = {
     "uint8 sign of values >= 128": (jg.sign, np.array([0, 1, 128, 255], np.uint8)),
     "uint8 0-d sign": (jg.sign, np.uint8(200)),
     "int64 minimum // -1 wraps to the minimum": (
-        lambda x, y: x // y, np.array([np.iinfo(np.int64).min, 7, -7], np.int64),
-        np.array([-1, -1, 2], np.int64)),
+        lambda x, y: x // y,
+        np.array([np.iinfo(np.int64).min, 7, -7], np.int64),
+        np.array([-1, -1, 2], np.int64),
+    ),
 }
 
 
@@ -67,8 +72,8 @@ F32 = np.float32
 IEEE_CASES = {
     "x + 0.0 at -0.0 is +0.0": (lambda x: x + 0.0, F32(-0.0)),
     "0.0 - x at +0.0 is +0.0": (lambda x: 0.0 - x, F32(0.0)),
-    "x ** 0.5 at -inf, -0.0 is sqrt's": (lambda x: x ** 0.5, np.array([-np.inf, -0.0], F32)),
-    "0-d x ** 0.5 at -inf is NaN": (lambda x: x ** 0.5, F32(-np.inf)),
+    "x ** 0.5 at -inf, -0.0 is sqrt's": (lambda x: x**0.5, np.array([-np.inf, -0.0], F32)),
+    "0-d x ** 0.5 at -inf is NaN": (lambda x: x**0.5, F32(-np.inf)),
     "maximum(-0.0, 0.0) is +0.0": (jg.maximum, F32(-0.0), F32(0.0)),
     "maximum(0.0, -0.0) is -0.0": (jg.maximum, F32(0.0), F32(-0.0)),
     "minimum(0.0, -0.0) is -0.0": (jg.minimum, F32(0.0), F32(-0.0)),
@@ -76,8 +81,10 @@ IEEE_CASES = {
     "minimum(1, NaN) is NaN": (jg.minimum, np.array([1.0, 2.0], F32), np.array([np.nan, 3.0], F32)),
     "sign(-0.0) is +0.0": (jg.sign, np.array([-0.0, 0.0, np.nan, -np.inf], F32)),
     "reduce_max of a +-0 tie is the later": (jg.reduce_max, np.array([0.0, -0.0], F32)),
-    "row maxima of +-0 ties": (lambda x: jg.reduce_max(x, axis=1),
-                               np.array([[0.0, -0.0], [-0.0, 0.0]], F32)),
+    "row maxima of +-0 ties": (
+        lambda x: jg.reduce_max(x, axis=1),
+        np.array([[0.0, -0.0], [-0.0, 0.0]], F32),
+    ),
 }
 
 

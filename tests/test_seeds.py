@@ -12,7 +12,7 @@ F32_EPS = float(np.finfo(np.float32).eps)
 
 def toy(w1, w2):
     """The seeds' toy function (seeds 000, 001, 003)."""
-    return 3 * w1 ** 2 + 2 * w1 * w2
+    return 3 * w1**2 + 2 * w1 * w2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ def test_toy_function_finite_differences_in_plain_python():
 
 
 def test_toy_function_gradients_with_the_tape():
-    w1, w2 = jitgrad.Variable(5.), jitgrad.Variable(3.)
+    w1, w2 = jitgrad.Variable(5.0), jitgrad.Variable(3.0)
     with jitgrad.GradientTape() as tape:
         z = toy(w1, w2)
     gradients = tape.gradient(z, [w1, w2])
@@ -41,7 +41,7 @@ def test_toy_function_gradients_with_the_tape():
 
 
 def test_toy_function_gradients_print_as_in_the_seeds():
-    w1, w2 = jitgrad.Variable(5.), jitgrad.Variable(3.)
+    w1, w2 = jitgrad.Variable(5.0), jitgrad.Variable(3.0)
     with jitgrad.GradientTape() as tape:
         z = toy(w1, w2)
     gradients = tape.gradient(z, [w1, w2])
@@ -52,9 +52,9 @@ def test_toy_function_gradients_print_as_in_the_seeds():
 
 
 def test_toy_function_written_inline_seed_003():
-    w1, w2 = jitgrad.Variable(5.), jitgrad.Variable(3.)
+    w1, w2 = jitgrad.Variable(5.0), jitgrad.Variable(3.0)
     with jitgrad.GradientTape() as tape:
-        z = 3*(w1**2) + 2*(w1*w2)
+        z = 3 * (w1**2) + 2 * (w1 * w2)
     gradients = tape.gradient(z, [w1, w2])
     assert repr(gradients) == (
         "[<jitgrad.Tensor: shape=(), dtype=float32, numpy=36.0>, "
@@ -76,8 +76,8 @@ def test_seed_002_square_of_a_variable():
 
 
 def _seed_002_model(w):
-    b = jitgrad.Variable(jitgrad.zeros(2, dtype=jitgrad.float32), name='b')
-    x = [[1., 2., 3.]]
+    b = jitgrad.Variable(jitgrad.zeros(2, dtype=jitgrad.float32), name="b")
+    x = [[1.0, 2.0, 3.0]]
     with jitgrad.GradientTape(persistent=True) as tape:
         y = x @ w + b
         loss = jitgrad.reduce_mean(y**2)
@@ -86,13 +86,13 @@ def _seed_002_model(w):
 
 def _analytic_seed_002(w):
     """loss = mean(y^2) over the 2 outputs of y = x w + b: dl/dy = y, dl/dw = x^T y."""
-    x = np.array([[1., 2., 3.]])
+    x = np.array([[1.0, 2.0, 3.0]])
     y = x @ np.asarray(w, np.float64)
     return x.T @ y, y[0]
 
 
 def test_seed_002_matmul_of_a_nested_list_and_a_random_variable():
-    w = jitgrad.Variable(jitgrad.random.normal((3, 2), seed=2), name='w')
+    w = jitgrad.Variable(jitgrad.random.normal((3, 2), seed=2), name="w")
     b, y, tape, loss = _seed_002_model(w)
     assert y.shape == (1, 2) and y.dtype == jitgrad.float32
     [dl_dw, dl_db] = tape.gradient(loss, [w, b])
@@ -105,9 +105,12 @@ def test_seed_002_matmul_of_a_nested_list_and_a_random_variable():
 
 
 def test_seed_002_gradients_with_the_seeds_own_w_match_its_printout():
-    w = jitgrad.Variable(np.array([[1.03333, 0.42647403],
-                                   [1.036649, -1.5083102],
-                                   [0.96885073, -0.66818607]], np.float32), name='w')
+    w = jitgrad.Variable(
+        np.array(
+            [[1.03333, 0.42647403], [1.036649, -1.5083102], [0.96885073, -0.66818607]], np.float32
+        ),
+        name="w",
+    )
     assert repr(w) == (
         "<jitgrad.Variable 'w:0' shape=(3, 2) dtype=float32, numpy=\n"
         "array([[ 1.03333   ,  0.42647403],\n"
@@ -116,9 +119,9 @@ def test_seed_002_gradients_with_the_seeds_own_w_match_its_printout():
     )
     b, _, tape, loss = _seed_002_model(w)
     [dl_dw, dl_db] = tape.gradient(loss, [w, b])
-    printed = np.array([[6.0131803, -4.5947046],
-                        [12.0263605, -9.189409],
-                        [18.039541, -13.784114]], np.float32)
+    printed = np.array(
+        [[6.0131803, -4.5947046], [12.0263605, -9.189409], [18.039541, -13.784114]], np.float32
+    )
     np.testing.assert_allclose(dl_dw.numpy(), printed, rtol=2 * F32_EPS)
     assert repr(dl_dw) == (
         "<jitgrad.Tensor: shape=(3, 2), dtype=float32, numpy=\n"
@@ -128,12 +131,12 @@ def test_seed_002_gradients_with_the_seeds_own_w_match_its_printout():
     )
 
     # The same tape again, with the variables in a dict: the dict comes back.
-    my_vars = {'w': w, 'b': b}
+    my_vars = {"w": w, "b": b}
     grad = tape.gradient(loss, my_vars)
-    assert set(grad) == {'w', 'b'}
-    np.testing.assert_allclose(grad['b'].numpy(), printed[0], rtol=2 * F32_EPS)
-    np.testing.assert_array_equal(grad['w'].numpy(), dl_dw.numpy())
-    assert repr(grad['b']) == (
+    assert set(grad) == {"w", "b"}
+    np.testing.assert_allclose(grad["b"].numpy(), printed[0], rtol=2 * F32_EPS)
+    np.testing.assert_array_equal(grad["w"].numpy(), dl_dw.numpy())
+    assert repr(grad["b"]) == (
         "<jitgrad.Tensor: shape=(2,), dtype=float32, "
         "numpy=array([ 6.0131803, -4.5947046], dtype=float32)>"
     )
@@ -149,18 +152,17 @@ def test_seed_002_watch_accessed_variables_false(capsys):
         y1 = jitgrad.nn.softplus(x1)
         y = y0 + y1
         ys = jitgrad.reduce_sum(y)
-        grad = tape.gradient(ys, {'x0': x0, 'x1': x1})
+        grad = tape.gradient(ys, {"x0": x0, "x1": x1})
 
-        print('dy/dx0:', grad['x0'])
-        print('dy/dx1:', grad['x1'])
+        print("dy/dx0:", grad["x0"])
+        print("dy/dx1:", grad["x1"])
 
-    assert grad['x0'] is None
-    assert grad['x1'].dtype == jitgrad.float32
-    assert grad['x1'].numpy() == np.float32(0.9999546)
-    assert str(grad['x1']) == "jitgrad.Tensor(0.9999546, shape=(), dtype=float32)"
+    assert grad["x0"] is None
+    assert grad["x1"].dtype == jitgrad.float32
+    assert grad["x1"].numpy() == np.float32(0.9999546)
+    assert str(grad["x1"]) == "jitgrad.Tensor(0.9999546, shape=(), dtype=float32)"
     assert capsys.readouterr().out == (
-        "dy/dx0: None\n"
-        "dy/dx1: jitgrad.Tensor(0.9999546, shape=(), dtype=float32)\n"
+        "dy/dx0: None\ndy/dx1: jitgrad.Tensor(0.9999546, shape=(), dtype=float32)\n"
     )
 
 
@@ -169,10 +171,10 @@ def test_seed_002_watch_accessed_variables_false(capsys):
 
 
 def test_seed_003_watched_constants():
-    a = jitgrad.constant(1.)
-    b = jitgrad.constant(2.)
-    c = jitgrad.constant(3.)
-    w = jitgrad.constant(4.)
+    a = jitgrad.constant(1.0)
+    b = jitgrad.constant(2.0)
+    c = jitgrad.constant(3.0)
+    w = jitgrad.constant(4.0)
     with jitgrad.GradientTape() as tape:
         tape.watch([w])
         y = a * w**2 + b * w + c
@@ -182,11 +184,11 @@ def test_seed_003_watched_constants():
 
 
 def test_seed_003_chain_rule():
-    x = jitgrad.constant(1.)
-    w1 = jitgrad.constant(2.)
-    b1 = jitgrad.constant(1.)
-    w2 = jitgrad.constant(2.)
-    b2 = jitgrad.constant(1.)
+    x = jitgrad.constant(1.0)
+    w1 = jitgrad.constant(2.0)
+    b1 = jitgrad.constant(1.0)
+    w2 = jitgrad.constant(2.0)
+    b2 = jitgrad.constant(1.0)
     with jitgrad.GradientTape(persistent=True) as tape:
         tape.watch([w1, b1, w2, b2])
         y1 = x * w1 + b1
@@ -221,11 +223,11 @@ def _sin_squared(x):
 
 def test_seed_004_gradients_function_at_half_pi():
     f = _sin_squared
-    assert f(pi/2).numpy() == 1.0
+    assert f(pi / 2).numpy() == 1.0
     grad_f = jitgrad.gradients_function(f)
-    grads = grad_f(pi/2)
+    grads = grad_f(pi / 2)
     assert isinstance(grads, list) and len(grads) == 1
-    assert jitgrad.abs(grad_f(pi/2)[0]).numpy() < 1e-7
+    assert jitgrad.abs(grad_f(pi / 2)[0]).numpy() < 1e-7
 
 
 def test_seed_004_higher_order_gradients_of_sin_squared():
@@ -234,7 +236,7 @@ def test_seed_004_higher_order_gradients_of_sin_squared():
     def grad(f):
         return lambda x: jitgrad.gradients_function(f)(x)[0]
 
-    x = jitgrad.lin_space(-2*pi, 2*pi, 100)  # 100 points between -2 pi and +2 pi
+    x = jitgrad.lin_space(-2 * pi, 2 * pi, 100)  # 100 points between -2 pi and +2 pi
     assert x.shape == (100,) and x.dtype == jitgrad.float32
     assert x.numpy()[0] == np.float32(-2 * pi) and x.numpy()[-1] == np.float32(2 * pi)
     xs = x.numpy().astype(np.float64)

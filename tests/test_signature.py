@@ -14,11 +14,37 @@ X = np.arange(6, dtype=np.float32).reshape(2, 3)
 
 # Contiguous leaves only: the kernel's dispatcher, not the guard, refuses other layouts.
 SAMPLES = [
-    1.0, 2.0, 3, 4, 2**31, True, False, np.float32(1.0), np.float64(1.0), np.int32(3),
-    X, X + 1, X.astype(np.float64), X[:1], jg.constant(X), jg.Variable(X), jg.constant(2.0),
-    (1.0, X), (2.0, X), (X, 1.0), [1.0, 2.0], [3.0, 4.0], [1, 2], [1.0, 2.0, 3.0],
-    [[1.0], [2.0]], {"a": X, "b": 1.0}, {"a": X, "c": 1.0}, Pair(1.0, X), (1.0, None),
-    [X, X], (X, X),
+    1.0,
+    2.0,
+    3,
+    4,
+    2**31,
+    True,
+    False,
+    np.float32(1.0),
+    np.float64(1.0),
+    np.int32(3),
+    X,
+    X + 1,
+    X.astype(np.float64),
+    X[:1],
+    jg.constant(X),
+    jg.Variable(X),
+    jg.constant(2.0),
+    (1.0, X),
+    (2.0, X),
+    (X, 1.0),
+    [1.0, 2.0],
+    [3.0, 4.0],
+    [1, 2],
+    [1.0, 2.0, 3.0],
+    [[1.0], [2.0]],
+    {"a": X, "b": 1.0},
+    {"a": X, "c": 1.0},
+    Pair(1.0, X),
+    (1.0, None),
+    [X, X],
+    (X, X),
 ]
 
 
@@ -29,9 +55,16 @@ def guard(args):
     if not g.arguments(args, frozenset()):
         return None
     names = "".join(f"a{i}, " for i in range(len(args)))
-    source = "\n".join([f"def passes({names}):", "    try:", *("    " + x for x in g.lines),
-                        "    except (KeyError, IndexError, TypeError, AttributeError):",
-                        "        return False", "    return True"])
+    source = "\n".join(
+        [
+            f"def passes({names}):",
+            "    try:",
+            *("    " + x for x in g.lines),
+            "    except (KeyError, IndexError, TypeError, AttributeError):",
+            "        return False",
+            "    return True",
+        ]
+    )
     exec(source, env)
     return env["passes"]
 

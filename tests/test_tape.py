@@ -66,7 +66,7 @@ def test_a_gradient_call_that_raised_leaves_a_non_persistent_tape_usable():
 def test_gradient_inside_the_with_block():
     x = jitgrad.Variable(3.0)
     with jitgrad.GradientTape() as tape:
-        y = x ** 2
+        y = x**2
         dy_dx = tape.gradient(y, x)
     assert dy_dx.numpy() == 6.0
 
@@ -129,11 +129,14 @@ def test_an_unwatched_tensor_feeding_a_recorded_op_has_no_gradient():
     assert values(tape.gradient(y, [x, c], unconnected_gradients="zero")) == [3.0, 0.0]
 
 
-@pytest.mark.parametrize("make", [
-    lambda a, b, c: [a, b, c],
-    lambda a, b, c: (a, [b, (c,)]),
-    lambda a, b, c: {"a": a, "rest": [b, {"c": c}]},
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a, b, c: [a, b, c],
+        lambda a, b, c: (a, [b, (c,)]),
+        lambda a, b, c: {"a": a, "rest": [b, {"c": c}]},
+    ],
+)
 def test_watch_a_nested_structure(make):
     a, b, c = jitgrad.constant(1.0), jitgrad.constant(2.0), jitgrad.constant(3.0)
     with jitgrad.GradientTape() as tape:
@@ -142,8 +145,9 @@ def test_watch_a_nested_structure(make):
     assert values(tape.gradient(y, [a, b, c])) == [6.0, 3.0, 2.0]
 
 
-@pytest.mark.parametrize("bad", [3.0, 2, np.ones(3), "x", [jitgrad.constant(1.0), 2.0],
-                                 {"k": np.float32(1.0)}])
+@pytest.mark.parametrize(
+    "bad", [3.0, 2, np.ones(3), "x", [jitgrad.constant(1.0), 2.0], {"k": np.float32(1.0)}]
+)
 def test_watch_a_non_tensor_raises_value_error(bad):
     with jitgrad.GradientTape() as tape:
         with pytest.raises(ValueError, match="GradientTape.watch: expects tensors"):
@@ -256,14 +260,17 @@ def test_output_gradients_weight_a_target():
     weights = np.array([1.0, 0.0, 2.0], np.float32)
     assert values(tape.gradient(y, v, output_gradients=weights)) == [2.0, 0.0, 12.0]
     assert values(tape.gradient(y, v, output_gradients=jitgrad.constant(weights))) == [
-        2.0, 0.0, 12.0]
+        2.0,
+        0.0,
+        12.0,
+    ]
     assert values(tape.gradient(y, v, output_gradients=[1.0, 0.0, 2.0])) == [2.0, 0.0, 12.0]
     # TensorFlow's flat list: one cotangent per target, None meaning ones.
     assert values(tape.gradient(y, v, output_gradients=[weights])) == [2.0, 0.0, 12.0]
-    assert values(tape.gradient([y, z], v, output_gradients=[weights, None])) == [
-        5.0, 3.0, 15.0]
-    assert values(tape.gradient({"y": y, "z": z}, v,
-                                output_gradients={"y": None, "z": weights})) == [5.0, 4.0, 12.0]
+    assert values(tape.gradient([y, z], v, output_gradients=[weights, None])) == [5.0, 3.0, 15.0]
+    assert values(
+        tape.gradient({"y": y, "z": z}, v, output_gradients={"y": None, "z": weights})
+    ) == [5.0, 4.0, 12.0]
 
 
 def test_output_gradients_of_the_wrong_shape_or_structure_raise_value_error():
@@ -319,8 +326,7 @@ def test_gradient_with_respect_to_intermediate_tensors():
         z = jitgrad.sin(y)
         w = z * 2.0
     assert tape.gradient(w, z).numpy() == 2.0
-    np.testing.assert_allclose(tape.gradient(w, y).numpy(), 2 * np.cos(np.float32(9.0)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(w, y).numpy(), 2 * np.cos(np.float32(9.0)), rtol=1e-6)
     assert tape.gradient(z, w) is None  # w comes after z
     assert tape.gradient(w, w).numpy() == 1.0
 
@@ -383,7 +389,7 @@ def test_nested_tapes_to_third_order():
     with jitgrad.GradientTape() as t3:
         with jitgrad.GradientTape() as t2:
             with jitgrad.GradientTape() as t1:
-                y = x ** 4
+                y = x**4
             g1 = t1.gradient(y, x)
         g2 = t2.gradient(g1, x)
     g3 = t3.gradient(g2, x)
@@ -549,8 +555,9 @@ def test_custom_gradient_gives_a_stable_log1pexp():
         with np.errstate(over="ignore", invalid="ignore"):
             naive = jitgrad.math.log(1 + jitgrad.exp(x))
     # e^-100 is a float32 denormal: compared with an absolute tolerance.
-    np.testing.assert_allclose(y.numpy(), [np.exp(-100.0), np.log(2.0), 100.0], rtol=1e-7,
-                               atol=1e-30)
+    np.testing.assert_allclose(
+        y.numpy(), [np.exp(-100.0), np.log(2.0), 100.0], rtol=1e-7, atol=1e-30
+    )
     np.testing.assert_allclose(tape.gradient(y, x).numpy(), [0.0, 0.5, 1.0], atol=1e-30)
     with np.errstate(over="ignore", invalid="ignore"):
         naive_grad = tape.gradient(naive, x).numpy()
@@ -615,6 +622,7 @@ def test_custom_gradient_reading_a_variable_needs_a_variables_argument():
 
 def test_custom_gradient_with_several_outputs_raises_type_error():
     """Regression: a tuple y was converted to one stacked tensor without a word."""
+
     @jitgrad.custom_gradient
     def two(x):
         return (x * 2.0, x * 3.0), lambda da, db: da * 2.0 + db * 3.0
@@ -722,11 +730,14 @@ def test_a_non_persistent_tape_frees_its_record_after_gradient():
     assert tape.watched_variables() == (x,)
 
 
-@pytest.mark.parametrize("form", [
-    lambda x, s: x * 0.5 + 2 * x - x / 4.0 + 1.0 - (3 - x) + x ** 2.0 + 2.0 ** x,
-    lambda x, s: x * s + s - x / s + (s - x) * (x + s),
-    lambda x, s: s * x - x * s + jitgrad.exp(x) * s,
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda x, s: x * 0.5 + 2 * x - x / 4.0 + 1.0 - (3 - x) + x**2.0 + 2.0**x,
+        lambda x, s: x * s + s - x / s + (s - x) * (x + s),
+        lambda x, s: s * x - x * s + jitgrad.exp(x) * s,
+    ],
+)
 def test_eager_fast_lane_gradients_match_the_compiled_ones(form):
     """Float tensors with Python scalars and 0-d tensors take the eager fast lane: the values
     and the gradients (w.r.t. the vector and the 0-d tensor) must match jit_grad's."""

@@ -12,26 +12,29 @@ from jitgrad.core import dtypes
 
 
 @pytest.mark.parametrize("make", [jitgrad.constant, jitgrad.Variable])
-@pytest.mark.parametrize("value, dtype", [
-    (1.0, np.float32),
-    (1, np.int32),
-    (True, np.bool_),
-    ([1.0, 2.0], np.float32),
-    ([[1, 2], [3, 4]], np.int32),
-    ([1, 2.5], np.float32),
-    ([True, False], np.bool_),
-    ([], np.float32),
-    (2**40, np.int64),  # too big for int32, as TensorFlow
-    (np.float64(1.0), np.float64),
-    (np.int16(3), np.int16),
-    (np.arange(3), np.int64),
-    (np.ones(2, np.float16), np.float16),
-    (np.zeros((2, 2), np.uint8), np.uint8),
-    (np.array(True), np.bool_),
-    ([np.float32(1.0), 2.0], np.float32),
-    ([np.ones(2, np.float64), [1.0, 2.0]], np.float64),
-    ([np.int64(1), 2], np.int64),
-])
+@pytest.mark.parametrize(
+    "value, dtype",
+    [
+        (1.0, np.float32),
+        (1, np.int32),
+        (True, np.bool_),
+        ([1.0, 2.0], np.float32),
+        ([[1, 2], [3, 4]], np.int32),
+        ([1, 2.5], np.float32),
+        ([True, False], np.bool_),
+        ([], np.float32),
+        (2**40, np.int64),  # too big for int32, as TensorFlow
+        (np.float64(1.0), np.float64),
+        (np.int16(3), np.int16),
+        (np.arange(3), np.int64),
+        (np.ones(2, np.float16), np.float16),
+        (np.zeros((2, 2), np.uint8), np.uint8),
+        (np.array(True), np.bool_),
+        ([np.float32(1.0), 2.0], np.float32),
+        ([np.ones(2, np.float64), [1.0, 2.0]], np.float64),
+        ([np.int64(1), 2], np.int64),
+    ],
+)
 def test_dtype_of_converted_values(make, value, dtype):
     t = make(value)
     assert t.dtype == np.dtype(dtype)
@@ -55,8 +58,9 @@ def test_dtype_argument_casts(make):
     assert make(0, dtype=jitgrad.bool).numpy().item() is False
 
 
-@pytest.mark.parametrize("ragged", [[[1, 2], [3]], [[1.0, 2.0], [3.0]], [[1], [2, 3]],
-                                    [np.ones(2), np.ones(3)]])
+@pytest.mark.parametrize(
+    "ragged", [[[1, 2], [3]], [[1.0, 2.0], [3.0]], [[1], [2, 3]], [np.ones(2), np.ones(3)]]
+)
 def test_ragged_nested_lists_raise_a_clear_value_error(ragged):
     with pytest.raises(ValueError, match="constant: nested list .* is ragged"):
         jitgrad.constant(ragged)
@@ -64,9 +68,23 @@ def test_ragged_nested_lists_raise_a_clear_value_error(ragged):
         jitgrad.Variable(ragged)
 
 
-@pytest.mark.parametrize("bad", ["a", None, object(), 1j, [1j], ["a"], [None], [1, None],
-                                 {"a": 1}, np.array([1j]), np.array(["a"]),
-                                 np.array(None)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a",
+        None,
+        object(),
+        1j,
+        [1j],
+        ["a"],
+        [None],
+        [1, None],
+        {"a": 1},
+        np.array([1j]),
+        np.array(["a"]),
+        np.array(None),
+    ],
+)
 def test_unsupported_values_raise_type_error(bad):
     with pytest.raises(TypeError, match="constant: "):
         jitgrad.constant(bad)
@@ -156,15 +174,33 @@ def test_iteration_is_differentiable():
 ARRAY = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 
 
-@pytest.mark.parametrize("index", [
-    0, -1, (1, 2), (1, 2, 3), (-1, -2, -3),
-    slice(None), slice(0, 1), (slice(None), slice(1, 3)), (0, slice(None, None, -1)),
-    (slice(None), slice(None, None, 2), slice(1, None)), (slice(5, 10),),
-    None, (None, 0), (slice(None), None, 1), (0, None, slice(None), None),
-    np.array([1, 0, 1]), [1, 0], (slice(None), [0, 2], 1), (1, [0, 2], [1, 3]),
-    (slice(None), slice(None), np.array([[0, 1], [2, 3]])), np.array([-1]),
-    (0, 1, np.array([3, 0, 3])),
-])
+@pytest.mark.parametrize(
+    "index",
+    [
+        0,
+        -1,
+        (1, 2),
+        (1, 2, 3),
+        (-1, -2, -3),
+        slice(None),
+        slice(0, 1),
+        (slice(None), slice(1, 3)),
+        (0, slice(None, None, -1)),
+        (slice(None), slice(None, None, 2), slice(1, None)),
+        (slice(5, 10),),
+        None,
+        (None, 0),
+        (slice(None), None, 1),
+        (0, None, slice(None), None),
+        np.array([1, 0, 1]),
+        [1, 0],
+        (slice(None), [0, 2], 1),
+        (1, [0, 2], [1, 3]),
+        (slice(None), slice(None), np.array([[0, 1], [2, 3]])),
+        np.array([-1]),
+        (0, 1, np.array([3, 0, 3])),
+    ],
+)
 def test_indexing_and_slicing_match_numpy(index):
     t = jitgrad.constant(ARRAY)
     out = t[index]
@@ -174,10 +210,18 @@ def test_indexing_and_slicing_match_numpy(index):
     np.testing.assert_array_equal(out.numpy(), want)
 
 
-@pytest.mark.parametrize("index", [
-    Ellipsis, (Ellipsis, 1), (0, Ellipsis), (Ellipsis, None, slice(None, None, 2)),
-    (1, Ellipsis, 2), (None, Ellipsis, np.array([0, 3])), (0, Ellipsis, 1, 2),
-])
+@pytest.mark.parametrize(
+    "index",
+    [
+        Ellipsis,
+        (Ellipsis, 1),
+        (0, Ellipsis),
+        (Ellipsis, None, slice(None, None, 2)),
+        (1, Ellipsis, 2),
+        (None, Ellipsis, np.array([0, 3])),
+        (0, Ellipsis, 1, 2),
+    ],
+)
 def test_indexing_with_an_ellipsis(index):
     out = jitgrad.constant(ARRAY)[index]
     np.testing.assert_array_equal(out.numpy(), ARRAY[index])
@@ -190,8 +234,10 @@ def test_indexing_with_integer_tensors_and_boolean_masks():
     np.testing.assert_array_equal(t[t > 5.0].numpy(), ARRAY[ARRAY > 5])
 
 
-@pytest.mark.parametrize("index, exc", [(2, IndexError), ((0, 3), IndexError),
-                                        ((0, 0, 0, 0), IndexError), ("a", IndexError)])
+@pytest.mark.parametrize(
+    "index, exc",
+    [(2, IndexError), ((0, 3), IndexError), ((0, 0, 0, 0), IndexError), ("a", IndexError)],
+)
 def test_bad_indices_raise(index, exc):
     with pytest.raises(exc, match="getitem"):
         jitgrad.constant(ARRAY)[index]
@@ -249,23 +295,29 @@ def test_repr_in_the_seeds_style():
     assert repr(jitgrad.constant(True)) == "<jitgrad.Tensor: shape=(), dtype=bool, numpy=True>"
     assert repr(jitgrad.constant([6.0131803, -4.5947046])) == (
         "<jitgrad.Tensor: shape=(2,), dtype=float32, "
-        "numpy=array([ 6.0131803, -4.5947046], dtype=float32)>")
+        "numpy=array([ 6.0131803, -4.5947046], dtype=float32)>"
+    )
     # A multi-line array starts on its own line, as TensorFlow prints it.
     assert repr(jitgrad.constant([[1, 2], [3, 4]])) == (
         "<jitgrad.Tensor: shape=(2, 2), dtype=int32, numpy=\n"
         "array([[1, 2],\n"
-        "       [3, 4]], dtype=int32)>")
+        "       [3, 4]], dtype=int32)>"
+    )
     assert repr(jitgrad.Variable(5.0, name="w")) == (
-        "<jitgrad.Variable 'w:0' shape=() dtype=float32, numpy=5.0>")
+        "<jitgrad.Variable 'w:0' shape=() dtype=float32, numpy=5.0>"
+    )
 
 
 def test_str_in_the_seeds_style():
     assert str(jitgrad.constant(0.9999546)) == (
-        "jitgrad.Tensor(0.9999546, shape=(), dtype=float32)")
+        "jitgrad.Tensor(0.9999546, shape=(), dtype=float32)"
+    )
     assert str(jitgrad.constant([1.0, 2.0])) == (
-        "jitgrad.Tensor([1. 2.], shape=(2,), dtype=float32)")
+        "jitgrad.Tensor([1. 2.], shape=(2,), dtype=float32)"
+    )
     assert str(jitgrad.constant([[8.0, 8.0], [8.0, 8.0]])) == (
-        "jitgrad.Tensor(\n[[8. 8.]\n [8. 8.]], shape=(2, 2), dtype=float32)")
+        "jitgrad.Tensor(\n[[8. 8.]\n [8. 8.]], shape=(2, 2), dtype=float32)"
+    )
     # print(v) shows a Variable as a Variable (regression: it printed as a Tensor).
     w = jitgrad.Variable(5.0, name="w")
     assert str(w) == repr(w)
@@ -284,7 +336,7 @@ BINARY = {
     "/": lambda a, b: a / b,
     "//": lambda a, b: a // b,
     "%": lambda a, b: a % b,
-    "**": lambda a, b: a ** b,
+    "**": lambda a, b: a**b,
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
     ">": lambda a, b: a > b,
@@ -314,16 +366,16 @@ def test_matmul_with_nested_lists_and_numpy_on_either_side():
     w = jitgrad.constant(np.arange(6.0, dtype=np.float32).reshape(3, 2))
     wn = w.numpy()
     for got, want in [
-        ([[1., 2., 3.]] @ w, [[1., 2., 3.]] @ wn),
+        ([[1.0, 2.0, 3.0]] @ w, [[1.0, 2.0, 3.0]] @ wn),
         (np.ones((1, 3), np.float32) @ w, np.ones((1, 3)) @ wn),
-        (w.T @ [1., 2., 3.], wn.T @ [1., 2., 3.]),
+        (w.T @ [1.0, 2.0, 3.0], wn.T @ [1.0, 2.0, 3.0]),
         (w @ np.ones(2, np.float32), wn @ np.ones(2)),
-        (jitgrad.constant([1., 2., 3.]) @ w, np.array([1., 2., 3.]) @ wn),
+        (jitgrad.constant([1.0, 2.0, 3.0]) @ w, np.array([1.0, 2.0, 3.0]) @ wn),
     ]:
         assert isinstance(got, jitgrad.Tensor) and got.dtype == jitgrad.float32
         np.testing.assert_array_equal(got.numpy(), want)
     with pytest.raises(ValueError, match="matmul: \\(3, 2\\) @ \\(3,\\) cannot contract"):
-        w @ [1., 2., 3.]
+        w @ [1.0, 2.0, 3.0]
 
 
 def test_unary_minus_and_abs():
@@ -363,18 +415,21 @@ def test_tensors_are_hashable_by_identity():
 # the promotion rule (jitgrad/core/dtypes.py)
 
 
-@pytest.mark.parametrize("a, b, want", [
-    ("int32", "float32", "float32"),  # a float meets an integer: the float's dtype
-    ("int64", "float32", "float32"),  # (numpy would say float64)
-    ("int64", "float16", "float16"),
-    ("bool", "float64", "float64"),
-    ("bool", "int8", "int8"),
-    ("int32", "int64", "int64"),  # same kind: the wider (numpy's rule)
-    ("uint8", "int8", "int16"),
-    ("float32", "float64", "float64"),
-    ("float16", "float32", "float32"),
-    ("float32", "float32", "float32"),
-])
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        ("int32", "float32", "float32"),  # a float meets an integer: the float's dtype
+        ("int64", "float32", "float32"),  # (numpy would say float64)
+        ("int64", "float16", "float16"),
+        ("bool", "float64", "float64"),
+        ("bool", "int8", "int8"),
+        ("int32", "int64", "int64"),  # same kind: the wider (numpy's rule)
+        ("uint8", "int8", "int16"),
+        ("float32", "float64", "float64"),
+        ("float16", "float32", "float32"),
+        ("float32", "float32", "float32"),
+    ],
+)
 def test_promotion_between_two_tensors(a, b, want):
     assert dtypes.promote(np.dtype(a), np.dtype(b)) == np.dtype(want)
     assert dtypes.promote(np.dtype(b), np.dtype(a)) == np.dtype(want)
@@ -391,7 +446,7 @@ def test_a_python_scalar_takes_the_tensor_dtype(dtype):
     for out in (x + 2, 2 * x, x - 1, x * True, 3 % x):
         assert out.dtype == np.dtype(dtype)
     if np.dtype(dtype).kind == "f":
-        for out in (x * 2.5, 2.5 - x, x ** 2.0, x / 2.0):
+        for out in (x * 2.5, 2.5 - x, x**2.0, x / 2.0):
             assert out.dtype == np.dtype(dtype)
 
 
@@ -422,8 +477,8 @@ def test_integer_division_and_powers():
     assert (i / 2).dtype == jitgrad.float64  # TensorFlow's truediv of int32
     assert (i // 2).dtype == jitgrad.int32 and (i // 2).numpy().tolist() == [0, 1, 1]
     assert (i % 2).numpy().tolist() == [1, 0, 1]
-    assert (i ** 2).dtype == jitgrad.int32 and (i ** 2).numpy().tolist() == [1, 4, 9]
-    assert (2 ** i).numpy().tolist() == [2, 4, 8]
+    assert (i**2).dtype == jitgrad.int32 and (i**2).numpy().tolist() == [1, 4, 9]
+    assert (2**i).numpy().tolist() == [2, 4, 8]
     assert ((-7) // jitgrad.constant(2)).numpy() == -4  # floor, as Python
     assert (jitgrad.constant(-7.0) % 3).numpy() == 2.0
 

@@ -22,8 +22,10 @@ def reference(x, w, b):
 
 def _check_threads(n_elements, n_threads=8):
     rng = np.random.default_rng(n_elements)
-    inputs = [[rng.standard_normal(n_elements).astype(np.float32) for _ in range(3)]
-              for _ in range(n_threads)]
+    inputs = [
+        [rng.standard_normal(n_elements).astype(np.float32) for _ in range(3)]
+        for _ in range(n_threads)
+    ]
     barrier = threading.Barrier(n_threads)
 
     def work(args):

@@ -13,10 +13,12 @@ Y = rng.integers(0, 3, 32).astype(np.int32)
 
 def init_params(seed=0):
     r = np.random.default_rng(seed)
-    return {"w1": (r.standard_normal((6, 8)) * 0.3).astype(np.float32),
-            "b1": np.zeros(8, np.float32),
-            "w2": (r.standard_normal((8, 3)) * 0.3).astype(np.float32),
-            "b2": np.zeros(3, np.float32)}
+    return {
+        "w1": (r.standard_normal((6, 8)) * 0.3).astype(np.float32),
+        "b1": np.zeros(8, np.float32),
+        "w2": (r.standard_normal((8, 3)) * 0.3).astype(np.float32),
+        "b2": np.zeros(3, np.float32),
+    }
 
 
 def loss_fn(p, x, y):
@@ -47,7 +49,8 @@ def reference_steps(opt, params, state, n):
         params = {k: np.asarray(v) for k, v in params.items()}
         state = jg.core.pytree.unflatten(
             jg.core.pytree.flatten(state)[1],
-            [np.asarray(v) for v in jg.core.pytree.flatten(state)[0]])
+            [np.asarray(v) for v in jg.core.pytree.flatten(state)[0]],
+        )
         losses.append(float(loss))
     return losses, params, state
 
@@ -120,8 +123,10 @@ def eager_step(opt, params, state):
     _, grads = jg.jit_grad(loss_fn)(params, X, Y)
     params, state = opt.update(params, grads, state)
     leaves, treedef = jg.core.pytree.flatten(state)
-    return ({k: np.asarray(v) for k, v in params.items()},
-            jg.core.pytree.unflatten(treedef, [np.asarray(v) for v in leaves]))
+    return (
+        {k: np.asarray(v) for k, v in params.items()},
+        jg.core.pytree.unflatten(treedef, [np.asarray(v) for v in leaves]),
+    )
 
 
 CHANGES = {
@@ -178,9 +183,12 @@ def test_a_replaced_schedule_or_flag_retraces():
     step = jg.jit_train_step(loss_fn, opt)
     params, state = init_params(), opt.init(init_params())
     ref_params, ref_state = init_params(), opt.init(init_params())
-    changes = [("learning_rate", jg.optim.exponential_decay(0.1, 1, 0.5)),
-               ("learning_rate", jg.optim.piecewise_constant([2], [0.3, 0.01])),
-               ("learning_rate", 0.02), ("nesterov", True)]
+    changes = [
+        ("learning_rate", jg.optim.exponential_decay(0.1, 1, 0.5)),
+        ("learning_rate", jg.optim.piecewise_constant([2], [0.3, 0.01])),
+        ("learning_rate", 0.02),
+        ("nesterov", True),
+    ]
     for attr, value in changes:
         step(params, state, X, Y)
         ref_params, ref_state = eager_step(ref_opt, ref_params, ref_state)
@@ -213,8 +221,11 @@ def test_tied_parameters_raise_instead_of_losing_an_update():
     params["b2"] = params["b1"][:3]  # a view: shares memory with b1
     state = opt.init(params)
     before = _snapshot(params, state)
-    with pytest.raises(ValueError, match=r"params\['b1'\] and params\['b2'\] share memory"
-                                         r".*test_train_step.py:\d+"):
+    with pytest.raises(
+        ValueError,
+        match=r"params\['b1'\] and params\['b2'\] share memory"
+        r".*test_train_step.py:\d+",
+    ):
         jg.jit_train_step(loss_fn, opt)(params, state, X, Y)
     _assert_unchanged(before, params, state)
 
@@ -227,8 +238,11 @@ def test_aliasing_on_a_later_call_is_caught_on_the_fast_path():
     step(params, state, X, Y)  # the fast entry is in place now
     state["v"]["w1"] = state["m"]["w1"]  # one zero array shared by two slots
     before = _snapshot(params, state)
-    with pytest.raises(ValueError, match=r"opt_state\['m'\]\['w1'\] and "
-                                         r"opt_state\['v'\]\['w1'\] share memory"):
+    with pytest.raises(
+        ValueError,
+        match=r"opt_state\['m'\]\['w1'\] and "
+        r"opt_state\['v'\]\['w1'\] share memory",
+    ):
         step(params, state, X, Y)
     _assert_unchanged(before, params, state)
     state["v"]["w1"] = np.zeros_like(state["m"]["w1"])
@@ -239,9 +253,12 @@ def test_aliasing_on_a_later_call_is_caught_on_the_fast_path():
 def test_a_state_of_another_optimizer_names_the_expected_structure():
     params = init_params()
     state = jg.optim.SGD(0.1).init(params)
-    with pytest.raises(ValueError, match=r"Adam.update: opt_state has the structure "
-                                         r"\{'step': array\}, but Adam.init\(params\) makes "
-                                         r"\{'m': \{'b1': array.*'step': array, 'v': "):
+    with pytest.raises(
+        ValueError,
+        match=r"Adam.update: opt_state has the structure "
+        r"\{'step': array\}, but Adam.init\(params\) makes "
+        r"\{'m': \{'b1': array.*'step': array, 'v': ",
+    ):
         jg.jit_train_step(loss_fn, jg.optim.Adam(0.01))(params, state, X, Y)
 
 
@@ -250,8 +267,11 @@ def test_an_int32_step_count_is_refused_with_the_conversion():
     params = init_params()
     state = opt.init(params)
     state["step"] = np.zeros((), np.int32)  # as older versions made it
-    with pytest.raises(TypeError, match=r"opt_state\['step'\] is int32\[\], but init\(params\) "
-                                        r"makes int64\[\].*astype\(np.int64\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"opt_state\['step'\] is int32\[\], but init\(params\) "
+        r"makes int64\[\].*astype\(np.int64\)",
+    ):
         jg.jit_train_step(loss_fn, opt)(params, state, X, Y)
 
 
@@ -259,8 +279,9 @@ def test_the_step_count_goes_past_2_31_like_the_eager_update():
     opt = jg.optim.Adam(0.01)
     params, state = init_params(), opt.init(init_params())
     state["step"][...] = 2**31 - 1
-    ref_params, ref_state = eager_step(opt, init_params(), {k: np.copy(v) if k == "step" else v
-                                                           for k, v in state.items()})
+    ref_params, ref_state = eager_step(
+        opt, init_params(), {k: np.copy(v) if k == "step" else v for k, v in state.items()}
+    )
     jg.jit_train_step(loss_fn, opt)(params, state, X, Y)
     assert int(state["step"]) == 2**31 == int(ref_state["step"])
     for k in params:
@@ -278,8 +299,11 @@ def embedding_loss(p, idx, y):
 def test_an_out_of_range_index_leaves_params_and_state_bitwise_unchanged(first_call):
     opt = jg.optim.Adam(0.1)
     r = np.random.default_rng(1)
-    params = {"emb": r.standard_normal((10, 4)).astype(np.float32),
-              "w": r.standard_normal(4).astype(np.float32), "w2": np.ones(5, np.float32)}
+    params = {
+        "emb": r.standard_normal((10, 4)).astype(np.float32),
+        "w": r.standard_normal(4).astype(np.float32),
+        "w2": np.ones(5, np.float32),
+    }
     state = opt.init(params)
     step = jg.jit_train_step(embedding_loss, opt)
     y = np.ones(3, np.float32)
@@ -300,7 +324,12 @@ def test_every_op_whose_kernel_code_raises_is_marked_raises():
     from jitgrad.backend.numba.emit import EMITTERS
     from jitgrad.core.opdef import REGISTRY
 
-    raising = {name for name, method in EMITTERS.items()
-               if any(word in inspect.getsource(method)
-                      for word in ("raise_index_error", "emit_checked_index", "raise "))}
+    raising = {
+        name
+        for name, method in EMITTERS.items()
+        if any(
+            word in inspect.getsource(method)
+            for word in ("raise_index_error", "emit_checked_index", "raise ")
+        )
+    }
     assert raising and raising <= {name for name, op in REGISTRY.items() if op.raises}

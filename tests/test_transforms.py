@@ -25,7 +25,7 @@ B = np.array([[1.0, 2.0, 0.0], [-1.0, 0.5, 3.0], [2.0, 0.0, 1.0]])  # not symmet
 
 
 def test_grad_of_a_scalar_function():
-    g = jitgrad.grad(lambda x: x ** 3)(2.0)
+    g = jitgrad.grad(lambda x: x**3)(2.0)
     assert g.dtype == jitgrad.float32 and g.numpy() == 12.0
 
 
@@ -34,18 +34,27 @@ def test_grad_of_a_non_scalar_output_is_the_gradient_of_its_sum():
     assert values(jitgrad.grad(lambda x: x * x)(x)) == [2.0, 4.0, 6.0]
 
 
-@pytest.mark.parametrize("argnums, want", [
-    (0, 9.0), (1, 12.0), (-1, 12.0), ((0, 1), (9.0, 12.0)), ((1, 0), (12.0, 9.0)), ((1,), (12.0,)),
-])
+@pytest.mark.parametrize(
+    "argnums, want",
+    [
+        (0, 9.0),
+        (1, 12.0),
+        (-1, 12.0),
+        ((0, 1), (9.0, 12.0)),
+        ((1, 0), (12.0, 9.0)),
+        ((1,), (12.0,)),
+    ],
+)
 def test_grad_argnums(argnums, want):
     def f(x, y):
-        return x * y ** 2
+        return x * y**2
 
     assert values(jitgrad.grad(f, argnums=argnums)(2.0, 3.0)) == want
 
 
 def test_grad_argnums_out_of_range_raises_value_error():
     with pytest.raises(ValueError, match="argnums 2 of f: the function was called with 2"):
+
         def f(x, y):
             return x * y
 
@@ -72,7 +81,7 @@ def test_grad_of_a_function_returning_integers_raises_type_error():
 
 
 def test_value_and_grad():
-    value, g = jitgrad.value_and_grad(lambda x: jitgrad.reduce_sum(x ** 2))(np.array([1., 2.]))
+    value, g = jitgrad.value_and_grad(lambda x: jitgrad.reduce_sum(x**2))(np.array([1.0, 2.0]))
     assert value.numpy() == 5.0 and value.dtype == jitgrad.float64
     assert values(g) == [2.0, 4.0]
 
@@ -123,7 +132,7 @@ def test_grad_passes_keyword_arguments_through():
 
 
 def test_gradients_function_of_all_arguments():
-    grads = jitgrad.gradients_function(lambda x, y: x * y ** 2)(2.0, 3.0)
+    grads = jitgrad.gradients_function(lambda x, y: x * y**2)(2.0, 3.0)
     assert isinstance(grads, list) and values(grads) == [9.0, 12.0]
 
 
@@ -140,8 +149,11 @@ def test_gradients_function_accepts_python_scalars_numpy_tensors_and_variables()
     def f(x, y):
         return x * y
 
-    for x, y in [(2.0, 5.0), (np.float32(2.0), np.array(5.0, np.float32)),
-                 (jitgrad.constant(2.0), jitgrad.Variable(5.0))]:
+    for x, y in [
+        (2.0, 5.0),
+        (np.float32(2.0), np.array(5.0, np.float32)),
+        (jitgrad.constant(2.0), jitgrad.Variable(5.0)),
+    ]:
         assert values(jitgrad.gradients_function(f)(x, y)) == [5.0, 2.0]
 
 
@@ -153,7 +165,7 @@ def test_gradients_function_gives_none_for_integer_and_unconnected_arguments():
 
 
 def test_value_and_gradients_function():
-    value, grads = jitgrad.value_and_gradients_function(lambda x, y: x * y ** 2)(2.0, 3.0)
+    value, grads = jitgrad.value_and_gradients_function(lambda x, y: x * y**2)(2.0, 3.0)
     assert value.numpy() == 18.0 and values(grads) == [9.0, 12.0]
     value, grads = jitgrad.value_and_gradients_function(lambda x, y: x * y, params=[0])(2.0, 3.0)
     assert value.numpy() == 6.0 and values(grads) == [3.0]
@@ -178,7 +190,7 @@ def test_hessian_of_sum_of_sines():
 
 def test_hessian_of_a_matrix_argument_has_shape_x_plus_x():
     x = np.arange(1.0, 5.0).reshape(2, 2)
-    h = jitgrad.hessian(lambda x: jitgrad.reduce_sum(x ** 3))(x)
+    h = jitgrad.hessian(lambda x: jitgrad.reduce_sum(x**3))(x)
     assert h.shape == (2, 2, 2, 2)
     want = np.zeros((2, 2, 2, 2))
     for i in range(2):
@@ -188,8 +200,8 @@ def test_hessian_of_a_matrix_argument_has_shape_x_plus_x():
 
 
 def test_hessian_argnums_and_scalars():
-    assert jitgrad.hessian(lambda x: x ** 3)(2.0).numpy() == 12.0
-    assert jitgrad.hessian(lambda x, y: x * y ** 3, argnums=1)(2.0, 1.0).numpy() == 12.0
+    assert jitgrad.hessian(lambda x: x**3)(2.0).numpy() == 12.0
+    assert jitgrad.hessian(lambda x, y: x * y**3, argnums=1)(2.0, 1.0).numpy() == 12.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +234,7 @@ def test_jvp_of_several_arguments_and_unconnected_ones():
 
 def test_jvp_of_nested_arguments_and_outputs_keeps_their_structure():
     """Regression: jvp refused dicts/lists, which the issue requires of every transform."""
+
     def f(p):
         return {"prod": p["a"] * p["b"][0], "sq": [p["a"] ** 2]}
 
@@ -251,7 +264,7 @@ def test_hvp_equals_hessian_times_v():
 
 
 def test_grad_of_grad_of_grad():
-    f = lambda x: x ** 4  # noqa: E731
+    f = lambda x: x**4  # noqa: E731
     assert jitgrad.grad(jitgrad.grad(f))(2.0).numpy() == 48.0
     assert jitgrad.grad(jitgrad.grad(jitgrad.grad(f)))(2.0).numpy() == 48.0
     g3 = jitgrad.grad(jitgrad.grad(jitgrad.grad(jitgrad.sin)))(np.float64(0.5))
@@ -260,18 +273,20 @@ def test_grad_of_grad_of_grad():
 
 def test_grad_of_hessian():
     # d/dx_k sum_ij H_ij of sum(x^3) = d/dx_k sum_i 6 x_i = 6
-    g = jitgrad.grad(lambda x: jitgrad.reduce_sum(
-        jitgrad.hessian(lambda y: jitgrad.reduce_sum(y ** 3))(x)))(np.array([1.0, 2.0]))
+    g = jitgrad.grad(
+        lambda x: jitgrad.reduce_sum(jitgrad.hessian(lambda y: jitgrad.reduce_sum(y**3))(x))
+    )(np.array([1.0, 2.0]))
     assert values(g) == [6.0, 6.0]
     # and of sum(x^4): sum_i 12 x_i^2 -> 24 x
-    g = jitgrad.grad(lambda x: jitgrad.reduce_sum(
-        jitgrad.hessian(lambda y: jitgrad.reduce_sum(y ** 4))(x)))(np.array([1.0, 2.0]))
+    g = jitgrad.grad(
+        lambda x: jitgrad.reduce_sum(jitgrad.hessian(lambda y: jitgrad.reduce_sum(y**4))(x))
+    )(np.array([1.0, 2.0]))
     assert values(g) == [24.0, 48.0]
 
 
 def test_hessian_of_a_gradient_norm():
     def f(x):
-        g = jitgrad.grad(lambda y: jitgrad.reduce_sum(y ** 4))(x)  # 4 y^3
+        g = jitgrad.grad(lambda y: jitgrad.reduce_sum(y**4))(x)  # 4 y^3
         return jitgrad.reduce_sum(g)
 
     h = jitgrad.hessian(f)(np.array([1.0, 2.0]))
@@ -279,22 +294,23 @@ def test_hessian_of_a_gradient_norm():
 
 
 def test_jvp_of_grad_and_grad_of_jvp():
-    _, jv = jitgrad.jvp(jitgrad.grad(lambda x: x ** 4), (2.0,), (1.0,))
+    _, jv = jitgrad.jvp(jitgrad.grad(lambda x: x**4), (2.0,), (1.0,))
     assert jv.numpy() == 48.0
-    g = jitgrad.grad(lambda x: jitgrad.jvp(lambda y: y ** 4, (x,), (1.0,))[1])(2.0)
+    g = jitgrad.grad(lambda x: jitgrad.jvp(lambda y: y**4, (x,), (1.0,))[1])(2.0)
     assert g.numpy() == 48.0
 
 
 def test_value_and_grad_of_gradients_function():
-    value, g = jitgrad.value_and_grad(
-        lambda x: jitgrad.gradients_function(lambda y: y ** 3)(x)[0])(2.0)
+    value, g = jitgrad.value_and_grad(lambda x: jitgrad.gradients_function(lambda y: y**3)(x)[0])(
+        2.0
+    )
     assert value.numpy() == 12.0 and g.numpy() == 12.0
 
 
 def test_a_transform_inside_a_tape():
     x = jitgrad.Variable(3.0)
     with jitgrad.GradientTape() as tape:
-        g = jitgrad.grad(lambda y: y ** 3)(x)  # 3 x^2, recorded by the tape
+        g = jitgrad.grad(lambda y: y**3)(x)  # 3 x^2, recorded by the tape
     assert g.numpy() == 27.0
     assert tape.gradient(g, x).numpy() == 18.0
 
@@ -330,15 +346,17 @@ def test_compute_gradient_in_float32():
     x = np.array([0.2, -1.0, 2.0], np.float32)
     theoretical, numerical = jitgrad.test.compute_gradient(jitgrad.tanh, [x])
     assert theoretical[0].dtype == np.float32
-    np.testing.assert_allclose(theoretical[0], np.diag(1 - np.tanh(x.astype(np.float64)) ** 2),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        theoretical[0], np.diag(1 - np.tanh(x.astype(np.float64)) ** 2), rtol=1e-6
+    )
     np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-3, atol=1e-4)
 
 
 def test_check_grads_passes_on_correct_gradients():
     jitgrad.test.check_grads(lambda x: jitgrad.tanh(x) * x, [np.array([0.3, -1.2])], order=2)
-    jitgrad.test.check_grads(lambda x, y: jitgrad.sin(x) * y ** 2,
-                             [np.array([0.3, -1.2]), np.array([1.5, 0.2])], order=3)
+    jitgrad.test.check_grads(
+        lambda x, y: jitgrad.sin(x) * y**2, [np.array([0.3, -1.2]), np.array([1.5, 0.2])], order=3
+    )
 
     @jitgrad.custom_gradient
     def cube(x):

@@ -50,8 +50,10 @@ class Recording:
 
     def eqns(self) -> list[Eqn]:
         values = self.values
-        return [Eqn(op, tuple([values[k] for k in numbers]), params, values[out])
-                for op, params, numbers, out in self.ops]
+        return [
+            Eqn(op, tuple([values[k] for k in numbers]), params, values[out])
+            for op, params, numbers, out in self.ops
+        ]
 
     def key(self, seeds, sources):
         """(hashable key, values in number order), or None if this graph cannot be compiled."""

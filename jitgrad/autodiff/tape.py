@@ -139,8 +139,7 @@ class GradientTape:
                 hit = True
                 continue
             var = a.variable  # set for a VariableRead, or a jit tracer of a Variable
-            if var is not None and (id(var) in tracked
-                                    or (self._watch_accessed and var.trainable)):
+            if var is not None and (id(var) in tracked or (self._watch_accessed and var.trainable)):
                 self._note_read(var, a)
                 hit = True
         if hit:
@@ -190,19 +189,22 @@ class GradientTape:
             return read
         return target
 
-    def gradient(self, target, sources, output_gradients=None,
-                 unconnected_gradients="none"):
+    def gradient(self, target, sources, output_gradients=None, unconnected_gradients="none"):
         """d(sum of targets)/d(sources), with `sources`' structure; None where unconnected.
 
         `output_gradients` has the structure of `target` (one cotangent per target tensor,
         None meaning ones) and weights each target instead of summing it."""
         self._check_usable("gradient")
         if unconnected_gradients not in ("none", "zero"):
-            raise ValueError(f"unconnected_gradients must be 'none' or 'zero', got "
-                             f"{unconnected_gradients!r}")
+            raise ValueError(
+                f"unconnected_gradients must be 'none' or 'zero', got {unconnected_gradients!r}"
+            )
         if target is None:
-            raise TypeError(with_location(
-                "GradientTape.gradient: the target is None (did the function return nothing?)"))
+            raise TypeError(
+                with_location(
+                    "GradientTape.gradient: the target is None (did the function return nothing?)"
+                )
+            )
         targets, _ = pytree.flatten(target)
         for t in targets:
             _check_target(t)
@@ -215,11 +217,16 @@ class GradientTape:
                         f"{type(s).__name__} {s!r:.60}"
                     )
                 )
-        cts = ([None] * len(targets) if output_gradients is None
-               else _cotangents(target, output_gradients))
+        cts = (
+            [None] * len(targets)
+            if output_gradients is None
+            else _cotangents(target, output_gradients)
+        )
         self._begin()
-        seeds = [(self._as_target(t), ones_like_value(t) if c is None else c)
-                 for t, c in zip(targets, cts)]
+        seeds = [
+            (self._as_target(t), ones_like_value(t) if c is None else c)
+            for t, c in zip(targets, cts)
+        ]
         grads = self._backprop(seeds, leaves)
         if unconnected_gradients == "zero":
             grads = [zeros_like_value(s) if g is None else g for s, g in zip(leaves, grads)]
@@ -249,8 +256,14 @@ class GradientTape:
         self._recorded = Recording()
         self._tracked = set()
 
-    def jacobian(self, target, sources, unconnected_gradients="none",
-                 parallel_iterations=None, experimental_use_pfor=True):
+    def jacobian(
+        self,
+        target,
+        sources,
+        unconnected_gradients="none",
+        parallel_iterations=None,
+        experimental_use_pfor=True,
+    ):
         """d target / d source for every element: shape target.shape + source.shape."""
         self._check_usable("jacobian")
         _check_target(target)
@@ -267,29 +280,43 @@ class GradientTape:
         for i, s in enumerate(leaves):
             column = [r[i] for r in rows]
             # An empty target has an empty (not a missing) Jacobian if it depends on s.
-            connected = (any(c is not None for c in column) if column
-                         else bool(self._recorded_values(s)))
+            connected = (
+                any(c is not None for c in column) if column else bool(self._recorded_values(s))
+            )
             if not connected:
-                out.append(zeros_like_value(_jac_zeros(target, s))
-                           if unconnected_gradients == "zero" else None)
+                out.append(
+                    zeros_like_value(_jac_zeros(target, s))
+                    if unconnected_gradients == "zero"
+                    else None
+                )
                 continue
             column = [zeros_like_value(s) if c is None else c for c in column]
-            out.append(reshape(stack(column) if column else _jac_zeros(target, s),
-                               target.shape + s.shape))
+            out.append(
+                reshape(stack(column) if column else _jac_zeros(target, s), target.shape + s.shape)
+            )
         if not self._persistent:
             self._release()
         return pytree.unflatten(treedef, out)
 
-    def batch_jacobian(self, target, source, unconnected_gradients="none",
-                       parallel_iterations=None, experimental_use_pfor=True):
+    def batch_jacobian(
+        self,
+        target,
+        source,
+        unconnected_gradients="none",
+        parallel_iterations=None,
+        experimental_use_pfor=True,
+    ):
         """Per-example Jacobian: target [B, ...], source [B, ...] -> [B, target..., source...],
         assuming example b of the target depends only on example b of the source."""
         self._check_usable("batch_jacobian")
         _check_target(target)
         if target.ndim == 0 or target.shape[:1] != source.shape[:1]:
-            raise ValueError(with_location(
-                f"batch_jacobian: target {target.shape} and source {source.shape} need the same "
-                "first (batch) dimension"))
+            raise ValueError(
+                with_location(
+                    f"batch_jacobian: target {target.shape} and source {source.shape} need the "
+                    "same first (batch) dimension"
+                )
+            )
         self._begin()
         target = self._as_target(target)
         inner = int(np.prod(target.shape[1:], dtype=np.int64))
@@ -300,8 +327,9 @@ class GradientTape:
             seed[:, k] = 1
             (g,) = self._backprop([(target, Tensor(seed.reshape(target.shape)))], [source])
             columns.append(g)
-        connected = (any(c is not None for c in columns) if columns
-                     else bool(self._recorded_values(source)))
+        connected = (
+            any(c is not None for c in columns) if columns else bool(self._recorded_values(source))
+        )
         if not self._persistent:
             self._release()
         if not connected and unconnected_gradients == "none":
@@ -331,39 +359,56 @@ def _cotangents(target, output_gradients) -> list:
         if output_gradients is None:
             return [None]
         ct = as_value(output_gradients, dtype=target.dtype, op="GradientTape.gradient")
-        if (ct.shape != target.shape and isinstance(output_gradients, (list, tuple))
-                and len(output_gradients) == 1):
+        if (
+            ct.shape != target.shape
+            and isinstance(output_gradients, (list, tuple))
+            and len(output_gradients) == 1
+        ):
             # TensorFlow flattens output_gradients, so `[dy]` for one target is common.
             ct = as_value(output_gradients[0], dtype=target.dtype, op="GradientTape.gradient")
         if ct.shape != target.shape:
-            raise ValueError(with_location(
-                f"GradientTape.gradient: output_gradients of shape {ct.shape} for a target of "
-                f"shape {target.shape}; they must have the same shape"))
+            raise ValueError(
+                with_location(
+                    f"GradientTape.gradient: output_gradients of shape {ct.shape} for a target of "
+                    f"shape {target.shape}; they must have the same shape"
+                )
+            )
         return [ct]
     if isinstance(target, dict):
         if not isinstance(output_gradients, dict) or set(output_gradients) != set(target):
-            raise ValueError(with_location(
-                "GradientTape.gradient: output_gradients must be a dict with the target's "
-                f"keys {sorted(target)}"))
+            raise ValueError(
+                with_location(
+                    "GradientTape.gradient: output_gradients must be a dict with the target's "
+                    f"keys {sorted(target)}"
+                )
+            )
         return [c for k in sorted(target) for c in _cotangents(target[k], output_gradients[k])]
     if isinstance(target, (list, tuple)):
-        if not isinstance(output_gradients, (list, tuple)) or len(output_gradients) != len(
-                target):
-            raise ValueError(with_location(
-                f"GradientTape.gradient: output_gradients must be a list of {len(target)} "
-                "cotangents (or None), one per target"))
+        if not isinstance(output_gradients, (list, tuple)) or len(output_gradients) != len(target):
+            raise ValueError(
+                with_location(
+                    f"GradientTape.gradient: output_gradients must be a list of {len(target)} "
+                    "cotangents (or None), one per target"
+                )
+            )
         return [c for t, g in zip(target, output_gradients) for c in _cotangents(t, g)]
     return []  # None in the target's structure: no tensor, no cotangent
 
 
 def _check_target(t) -> None:
     if not isinstance(t, _VALUES):
-        raise TypeError(with_location(
-            f"GradientTape.gradient: the target must be a tensor, got {type(t).__name__}"))
+        raise TypeError(
+            with_location(
+                f"GradientTape.gradient: the target must be a tensor, got {type(t).__name__}"
+            )
+        )
     if t.dtype.kind != "f":
-        raise TypeError(with_location(
-            f"GradientTape.gradient: the target has dtype {t.dtype.name} (shape {t.shape}); "
-            "only float targets can be differentiated (cast it first)"))
+        raise TypeError(
+            with_location(
+                f"GradientTape.gradient: the target has dtype {t.dtype.name} (shape {t.shape}); "
+                "only float targets can be differentiated (cast it first)"
+            )
+        )
 
 
 def custom_gradient(f):
@@ -392,18 +437,24 @@ def custom_gradient(f):
                 y, grad_fn = f(*xs)
             if isinstance(y, (list, tuple, dict)):
                 # A node has one output; converting a tuple would silently stack it.
-                raise TypeError(with_location(
-                    f"custom_gradient of {f.__name__}: the function must return (y, grad_fn) "
-                    f"with y a single tensor, got a {type(y).__name__}"))
+                raise TypeError(
+                    with_location(
+                        f"custom_gradient of {f.__name__}: the function must return (y, grad_fn) "
+                        f"with y a single tensor, got a {type(y).__name__}"
+                    )
+                )
             y = stop_gradient(y)  # a fresh value: the tapes see only the custom node
         finally:
             tape_stack.reset(token)
         variables = [v for v in reads.watched_variables() if not any(v is x for x in xs)]
         if variables and not _takes_variables(grad_fn):
-            raise TypeError(with_location(
-                f"custom_gradient of {f.__name__}: the function reads the Variables "
-                f"{[v.name for v in variables]}, so its grad_fn must accept a keyword argument "
-                "'variables' and return (input gradients, variable gradients)"))
+            raise TypeError(
+                with_location(
+                    f"custom_gradient of {f.__name__}: the function reads the Variables "
+                    f"{[v.name for v in variables]}, so its grad_fn must accept a keyword argument "
+                    "'variables' and return (input gradients, variable gradients)"
+                )
+            )
 
         def vjp(g, out, *inputs):
             if variables:
@@ -414,11 +465,14 @@ def custom_gradient(f):
             grads = list(grads) if isinstance(grads, (list, tuple)) else [grads]
             grads += var_grads
             if len(grads) != len(inputs):
-                raise ValueError(f"custom_gradient of {f.__name__}: grad_fn returned "
-                                 f"{len(grads)} gradients for {len(inputs) - len(variables)} "
-                                 f"inputs and {len(variables)} variables")
-            return tuple(None if gr is None else as_value(gr, dtype=x.dtype)
-                         for gr, x in zip(grads, inputs))
+                raise ValueError(
+                    f"custom_gradient of {f.__name__}: grad_fn returned "
+                    f"{len(grads)} gradients for {len(inputs) - len(variables)} "
+                    f"inputs and {len(variables)} variables"
+                )
+            return tuple(
+                None if gr is None else as_value(gr, dtype=x.dtype) for gr, x in zip(grads, inputs)
+            )
 
         op = OpDef(f"custom_gradient[{f.__name__}]", _no_eval, _no_eval, vjp, "other")
         for tape in tapes:

@@ -33,9 +33,12 @@ def _argnums_tuple(argnums, nargs: int, fn) -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for i in nums:
         if not isinstance(i, int) or not -nargs <= i < nargs:
-            raise ValueError(with_location(
-                f"argnums {argnums!r} of {getattr(fn, '__name__', fn)}: the function was called "
-                f"with {nargs} positional arguments"))
+            raise ValueError(
+                with_location(
+                    f"argnums {argnums!r} of {getattr(fn, '__name__', fn)}: the function was "
+                    f"called with {nargs} positional arguments"
+                )
+            )
     return tuple(i % nargs for i in nums)
 
 
@@ -44,10 +47,13 @@ def _require_float_leaves(tree, argnum: int, fn) -> None:
     which has no gradient. JAX refuses integer inputs to grad for the same reason."""
     for leaf in pytree.flatten(tree)[0]:
         if leaf.dtype.kind != "f":
-            raise TypeError(with_location(
-                f"{getattr(fn, '__name__', 'function')}: argument {argnum} is differentiated "
-                f"but holds a {leaf.dtype.name} value of shape {leaf.shape}; gradients need "
-                "float inputs (write 3.0, not 3, or cast it)"))
+            raise TypeError(
+                with_location(
+                    f"{getattr(fn, '__name__', 'function')}: argument {argnum} is differentiated "
+                    f"but holds a {leaf.dtype.name} value of shape {leaf.shape}; gradients need "
+                    "float inputs (write 3.0, not 3, or cast it)"
+                )
+            )
 
 
 def _split_aux(out, has_aux: bool, f):
@@ -55,9 +61,12 @@ def _split_aux(out, has_aux: bool, f):
     if not has_aux:
         return out, None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise TypeError(with_location(
-            f"{f.__name__} was differentiated with has_aux=True, so it must return a pair "
-            "(value, aux)"))
+        raise TypeError(
+            with_location(
+                f"{f.__name__} was differentiated with has_aux=True, so it must return a pair "
+                "(value, aux)"
+            )
+        )
     return out[0], out[1]
 
 
@@ -105,7 +114,7 @@ def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
             inner = [sub.new_input(AVal(x.shape, x.dtype)) for x in flat]
             sub_args = list(args)
             for k, i in enumerate(() if variables else wrt):
-                sub_args[i] = pytree.unflatten(trees[k], inner[ends[k] - len(leaves[k]):ends[k]])
+                sub_args[i] = pytree.unflatten(trees[k], inner[ends[k] - len(leaves[k]) : ends[k]])
             value, aux = _split_aux(f(*sub_args, **kwargs), has_aux, f)
             value = as_value(value)
             _check_target(value)
@@ -114,19 +123,19 @@ def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
             graph = sub.to_graph([value] + [aux_leaves[k] for k in traced_aux])
     finally:
         tape_stack.reset(token)
-    sources = (_variables_read(sub, graph) if variables
-               else graph.inputs[:len(flat)])
+    sources = _variables_read(sub, graph) if variables else graph.inputs[: len(flat)]
     values = flat + [v for v, _ in sub.captured]
     outs, grads = append_backward(graph, values, [graph.outputs[0]], sources)
     for k, out in zip(traced_aux, outs[1:]):
         aux_leaves[k] = out
     if unconnected == "zero":
         by_var = dict(zip(graph.inputs, values))
-        grads = [zeros_like_value(by_var[x]) if g is None else g
-                 for x, g in zip(sources, grads)]
+        grads = [zeros_like_value(by_var[x]) if g is None else g for x, g in zip(sources, grads)]
     if not variables:
-        grads = [pytree.unflatten(tree, grads[end - len(part):end])
-                 for tree, part, end in zip(trees, leaves, ends)]
+        grads = [
+            pytree.unflatten(tree, grads[end - len(part) : end])
+            for tree, part, end in zip(trees, leaves, ends)
+        ]
     return outs[0], pytree.unflatten(aux_tree, aux_leaves) if has_aux else None, grads
 
 
@@ -257,15 +266,19 @@ def jvp(f, primals, tangents):
     p_leaves, p_tree = pytree.flatten(tuple(primals))
     t_leaves, t_tree = pytree.flatten(tuple(tangents))
     if p_tree != t_tree:
-        raise ValueError(with_location(
-            f"jvp: primals {pytree.describe(p_tree)} and tangents {pytree.describe(t_tree)} "
-            "must have the same structure"))
+        raise ValueError(
+            with_location(
+                f"jvp: primals {pytree.describe(p_tree)} and tangents {pytree.describe(t_tree)} "
+                "must have the same structure"
+            )
+        )
     p_leaves = [as_value(p) for p in p_leaves]
     t_leaves = [as_value(t, dtype=p.dtype) for p, t in zip(p_leaves, t_leaves)]
     for p, t in zip(p_leaves, t_leaves):
         if p.shape != t.shape:
-            raise ValueError(with_location(
-                f"jvp: a tangent of shape {t.shape} for a primal of shape {p.shape}"))
+            raise ValueError(
+                with_location(f"jvp: a tangent of shape {t.shape} for a primal of shape {p.shape}")
+            )
     with GradientTape(persistent=True, watch_accessed_variables=False) as outer:
         with GradientTape(watch_accessed_variables=False) as inner:
             inner.watch(p_leaves)
@@ -275,14 +288,21 @@ def jvp(f, primals, tangents):
         us = [zeros_like_value(y) for y in y_leaves]
         outer.watch(us)
         float_ys = [(y, u) for y, u in zip(y_leaves, us) if y.dtype.kind == "f"]
-        pullback = (inner.gradient([y for y, _ in float_ys], p_leaves,
-                                   output_gradients=[u for _, u in float_ys])
-                    if float_ys else [None] * len(p_leaves))
+        pullback = (
+            inner.gradient(
+                [y for y, _ in float_ys], p_leaves, output_gradients=[u for _, u in float_ys]
+            )
+            if float_ys
+            else [None] * len(p_leaves)
+        )
     connected = [(g, t) for g, t in zip(pullback, t_leaves) if g is not None]
     if connected:
-        outs = outer.gradient([g for g, _ in connected], us,
-                              output_gradients=[t for _, t in connected],
-                              unconnected_gradients="zero")
+        outs = outer.gradient(
+            [g for g, _ in connected],
+            us,
+            output_gradients=[t for _, t in connected],
+            unconnected_gradients="zero",
+        )
     else:
         outs = [zeros_like_value(y) for y in y_leaves]
     return pytree.unflatten(y_tree, y_leaves), pytree.unflatten(y_tree, outs)

@@ -19,9 +19,14 @@ from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ops.elementwise import ones_like_value
 
 
-def joint_graph(graph: Graph, outputs: Sequence[Var], wrt: Sequence[Var],
-                seeds: Sequence[Var | None] | None = None, *,
-                recompute: bool = True) -> tuple[Graph, list[bool]]:
+def joint_graph(
+    graph: Graph,
+    outputs: Sequence[Var],
+    wrt: Sequence[Var],
+    seeds: Sequence[Var | None] | None = None,
+    *,
+    recompute: bool = True,
+) -> tuple[Graph, list[bool]]:
     """(joint graph, connected): a graph computing `graph`'s outputs followed by the gradient
     of the values `outputs` (weighted by the cotangents `seeds`, values of `graph`; None or
     no seeds: ones) with respect to each value of `wrt` that they depend on, and for each
@@ -38,16 +43,23 @@ def joint_graph(graph: Graph, outputs: Sequence[Var], wrt: Sequence[Var],
     return joint, [g is not None for g in grads]
 
 
-def append_backward(graph: Graph, values: Sequence, outputs: Sequence[Var], wrt: Sequence[Var],
-                    seeds: Sequence[Var | None] | None = None, *,
-                    recompute: bool = True) -> tuple[list, list]:
+def append_backward(
+    graph: Graph,
+    values: Sequence,
+    outputs: Sequence[Var],
+    wrt: Sequence[Var],
+    seeds: Sequence[Var | None] | None = None,
+    *,
+    recompute: bool = True,
+) -> tuple[list, list]:
     """Replay `graph` on `values` into the current trace, then its backward pass (see
     `joint_graph`): (its outputs, the gradients, None where unconnected). The replay goes
     through `bind`, so recording tapes see the forward and backward ops (higher orders)."""
     env, eqns = _replay(graph, values, recompute)
     seeds = [None] * len(outputs) if seeds is None else seeds
-    seeded = [(env[y], ones_like_value(env[y]) if s is None else env[s])
-              for y, s in zip(outputs, seeds)]
+    seeded = [
+        (env[y], ones_like_value(env[y]) if s is None else env[s]) for y, s in zip(outputs, seeds)
+    ]
     grads = backprop(eqns, seeded, [env[x] for x in wrt])
     return [env[v] for v in graph.outputs], grads
 

@@ -46,8 +46,13 @@ _COUNT_REFS = "getrefcount({name})"
 
 def _free_buffer_refs() -> int:
     """What `_COUNT_REFS` reports, in generated code, for a buffer held only by its pool."""
-    source = "\n    ".join(("def probe(pool):", _TAKE_BUFFER.format(name="p0", j=0),
-                             "return " + _COUNT_REFS.format(name="p0")))
+    source = "\n    ".join(
+        (
+            "def probe(pool):",
+            _TAKE_BUFFER.format(name="p0", j=0),
+            "return " + _COUNT_REFS.format(name="p0"),
+        )
+    )
     env = {"getrefcount": sys.getrefcount}
     exec(compile(source, "<jitgrad buffer probe>", "exec"), env)  # noqa: S102 - our own code
     return env["probe"]({0: np.empty(1)})
@@ -61,11 +66,19 @@ class _Body:
 
     def __init__(self, compiled, kernel_error, lock):
         self.compiled = compiled
-        self.env = {"Tensor": Tensor, "asarray": np.asarray, "ndarray": np.ndarray,
-                    "kernel": compiled.kernel, "pools": compiled.pools,
-                    "getrefcount": sys.getrefcount, "empty": np.empty,
-                    "variables": compiled.variables, "kernel_error": kernel_error,
-                    "compiled": compiled, "lock": lock}
+        self.env = {
+            "Tensor": Tensor,
+            "asarray": np.asarray,
+            "ndarray": np.ndarray,
+            "kernel": compiled.kernel,
+            "pools": compiled.pools,
+            "getrefcount": sys.getrefcount,
+            "empty": np.empty,
+            "variables": compiled.variables,
+            "kernel_error": kernel_error,
+            "compiled": compiled,
+            "lock": lock,
+        }
         self.lines: list[str] = []
 
     def add(self, line: str, depth: int = 1) -> None:
@@ -119,9 +132,12 @@ class _Body:
         why a held buffer is never reused)."""
         if not self.has_pool:
             self.has_pool = True
-            self.lines[self.pool_line:self.pool_line] = [
-                "    try:", "        pool = pools.buffers", "    except AttributeError:",
-                "        pool = pools.buffers = {}"]
+            self.lines[self.pool_line : self.pool_line] = [
+                "    try:",
+                "        pool = pools.buffers",
+                "    except AttributeError:",
+                "        pool = pools.buffers = {}",
+            ]
         self.env[f"shape{j}"], self.env[f"dtype{j}"] = plan[1], plan[2]
         self.add(_TAKE_BUFFER.format(name=name, j=j), depth)
         self.add(f"if {name} is None or {_COUNT_REFS.format(name=name)} > {_FREE_REFS}:", depth)
@@ -209,8 +225,7 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
     object never moves its memory) instead of comparing memory ranges at every call. It
     keeps the last checked arrays alive."""
     body = _Body(compiled, kernel_error, lock)
-    body.env.update(tape_stack=tape_stack, current_trace=current_trace, config=config,
-                    hits=hits)
+    body.env.update(tape_stack=tape_stack, current_trace=current_trace, config=config, hits=hits)
     guard = Guard(body.env, _FALLBACK)
     if not guard.arguments(args, static_argnums):
         return None
@@ -240,8 +255,9 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
         body.add(f"if not ({' and '.join(f'{x} is {y}' for x, y in zip(leaves, seen))}):")
         body.add("    check_updated(self, a0, a1)")
         body.add(f"    {', '.join(seen)} = {', '.join(leaves)},")
-    names = body.params(lambda k: guard.leaf_sources[k],
-                        lambda j: f"l{aliases[j]}" if j in aliases else None)
+    names = body.params(
+        lambda k: guard.leaf_sources[k], lambda j: f"l{aliases[j]}" if j in aliases else None
+    )
     body.call_kernel(names, retry_on_type_error=True)
     body.add("hits[0] += 1")
     values = body.output_values()
@@ -275,4 +291,3 @@ def _structure(treedef, leaves, env: dict) -> str:
     if kind == "list":
         return "[" + ", ".join(items) + "]"
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
-

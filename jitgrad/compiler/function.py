@@ -66,8 +66,9 @@ class Compiled:
         self.kernel, self.path = load_kernel(self.kernel_source.source, self.name, in_memory)
         # A dispatcher that already has machine code is shared with an earlier version in this
         # process (same source and signature): nothing to load, nothing to warn about.
-        self.had_disk_index = (not in_memory and not self.kernel.signatures
-                               and has_disk_index(self.path))
+        self.had_disk_index = (
+            not in_memory and not self.kernel.signatures and has_disk_index(self.path)
+        )
         # `run(arrays, aliases=None) -> outputs`: a generated straight-line wrapper.
         self.run = make_caller(self, _kernel_error, _PARALLEL_LOCK)
 
@@ -112,8 +113,6 @@ def _compile_lock(kernel) -> threading.Lock:
         return lock
 
 
-
-
 def _kernel_error(compiled: Compiled, exc: Exception) -> Exception:
     if isinstance(exc, IndexError) and len(exc.args) > 1 and isinstance(exc.args[0], str):
         # A generated bounds check: (template naming the op and the user's line, values).
@@ -123,7 +122,8 @@ def _kernel_error(compiled: Compiled, exc: Exception) -> Exception:
     return JitgradError(
         f"internal error: the compiled kernel for {compiled.name} failed ({type(exc).__name__}: "
         f"{exc}). This is a jitgrad bug; please report it with the generated source "
-        f"{compiled.path}")
+        f"{compiled.path}"
+    )
 
 
 class Lowered:
@@ -157,9 +157,12 @@ class Lowered:
         return schedule_to_dot(self._compiled.schedule)
 
 
-class CacheInfo(collections.namedtuple("CacheInfo", "hits misses versions disk_loads "
-                                                     "trace_seconds optimize_seconds "
-                                                     "compile_seconds")):
+class CacheInfo(
+    collections.namedtuple(
+        "CacheInfo",
+        "hits misses versions disk_loads trace_seconds optimize_seconds compile_seconds",
+    )
+):
     """Counters of a jitted function's signature cache. `disk_loads` counts the versions whose
     machine code came from the on-disk cache instead of a Numba compilation."""
 
@@ -172,7 +175,8 @@ class JitFunction:
         self.name = name or getattr(fn, "__name__", "fn")
         self._signature = _signature_or_none(fn)
         self._static_argnums = frozenset(
-            (static_argnums,) if isinstance(static_argnums, int) else static_argnums)
+            (static_argnums,) if isinstance(static_argnums, int) else static_argnums
+        )
         names = (static_argnames,) if isinstance(static_argnames, str) else static_argnames
         self._static_argnames = frozenset(names)
         if self._signature is not None:
@@ -230,8 +234,14 @@ class JitFunction:
             entry = compiled.entries[leaf_types]
         else:
             entry = compiled.entries[leaf_types] = make_entry(
-                compiled, args, self._static_argnums, _kernel_error, _PARALLEL_LOCK,
-                self._fast_hits, self._in_place(compiled))
+                compiled,
+                args,
+                self._static_argnums,
+                _kernel_error,
+                _PARALLEL_LOCK,
+                self._fast_hits,
+                self._in_place(compiled),
+            )
         return entry
 
     def _in_place(self, compiled: Compiled):
@@ -251,16 +261,23 @@ class JitFunction:
         except JitgradError as exc:
             if not compiled.had_disk_index:
                 raise
-            warnings.warn(f"jitgrad: the cache entry {compiled.path} could not be loaded "
-                          f"({exc.__cause__!r:.80}); rebuilding it in memory", RuntimeWarning,
-                          stacklevel=4)
+            warnings.warn(
+                f"jitgrad: the cache entry {compiled.path} could not be loaded "
+                f"({exc.__cause__!r:.80}); rebuilding it in memory",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             forget_entry(compiled.path)
             compiled.load(in_memory=True)
             compiled.compile_kernel()
             return self._run(compiled, arrays)
         if compiled.had_disk_index and not compiled.loaded_from_disk():
-            warnings.warn(f"jitgrad: the cache entry {compiled.path} was written by another "
-                          "version and has been recompiled", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"jitgrad: the cache entry {compiled.path} was written by another "
+                "version and has been recompiled",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         return result
 
     def _run(self, compiled: Compiled, arrays: list):
@@ -271,8 +288,7 @@ class JitFunction:
 
     def _check_nans(self, compiled: Compiled, arrays: list, result) -> None:
         """Re-run the traced graph op by op (as JAX does) to find where a NaN appeared."""
-        if any(np.isnan(t._value).any() for t in pytree.flatten(result)[0]
-               if t.dtype.kind == "f"):
+        if any(np.isnan(t._value).any() for t in pytree.flatten(result)[0] if t.dtype.kind == "f"):
             values = arrays + [v._value for v in compiled.variables]
             locate_nan(compiled.traced, *values)
 
@@ -315,11 +331,14 @@ class JitFunction:
         start = time.perf_counter()
         traced, variables, out_tree = self._trace(args)
         self._seconds[0] += time.perf_counter() - start
-        compiled = compile_graph(traced, self.name, out_tree, variables, self.fastmath,
-                                 self._seconds)
-        self._log(f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
-                  f"{len(traced.eqns)} ops; trace {time.perf_counter() - start:.3f} s -> "
-                  f"{len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps")
+        compiled = compile_graph(
+            traced, self.name, out_tree, variables, self.fastmath, self._seconds
+        )
+        self._log(
+            f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
+            f"{len(traced.eqns)} ops; trace {time.perf_counter() - start:.3f} s -> "
+            f"{len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps"
+        )
         return compiled, traced
 
     def _trace(self, args):
@@ -359,8 +378,9 @@ class JitFunction:
         if len(kernels) < config.retrace_warning_after or self._warned_retrace:
             return
         keys = list(self._versions)
-        changing = [i for i in range(len(keys[0]))
-                    if len({k[i] if i < len(k) else None for k in keys}) > 1]
+        changing = [
+            i for i in range(len(keys[0])) if len({k[i] if i < len(k) else None for k in keys}) > 1
+        ]
         names = list(self._signature.parameters) if self._signature else []
         which = ", ".join(names[i] if i < len(names) else f"#{i}" for i in changing)
         warnings.warn(
@@ -368,7 +388,9 @@ class JitFunction:
             "changing dtype, structure or a static value that changes the computation. Each "
             "such signature traces and compiles again: pass changing Python values as arrays "
             "(or non-static arguments)",
-            RuntimeWarning, stacklevel=4)
+            RuntimeWarning,
+            stacklevel=4,
+        )
         self._warned_retrace = True
 
     # -- tapes -------------------------------------------------------------------------------
@@ -377,7 +399,8 @@ class JitFunction:
         for tape in tape_stack.get():
             if tape._recording and (
                 any(id(x) in tape._tracked for x in leaves)
-                or (tape._watch_accessed and any(v.trainable for v in compiled.variables))):
+                or (tape._watch_accessed and any(v.trainable for v in compiled.variables))
+            ):
                 return True
         return False
 
@@ -387,8 +410,10 @@ class JitFunction:
         for i, a in enumerate(args):
             if i in self._static_argnums:
                 continue
-            values += [leaf if isinstance(leaf, (Tensor, Tracer)) else Tensor(leaf_array(leaf))
-                       for leaf in flatten_argument(a)[0]]
+            values += [
+                leaf if isinstance(leaf, (Tensor, Tracer)) else Tensor(leaf_array(leaf))
+                for leaf in flatten_argument(a)[0]
+            ]
         values += compiled.variables
         traced, _, _ = self._trace(args)
         outs = replay(traced, *values)
@@ -404,8 +429,9 @@ class JitFunction:
 
     def cache_info(self) -> CacheInfo:
         disk = sum(1 for c in self._versions.values() if c.loaded_from_disk())
-        return CacheInfo(self._hits + self._fast_hits[0], self._misses, len(self._versions),
-                         disk, *self._seconds)
+        return CacheInfo(
+            self._hits + self._fast_hits[0], self._misses, len(self._versions), disk, *self._seconds
+        )
 
     def clear_cache(self) -> None:
         self._versions.clear()
@@ -415,8 +441,15 @@ class JitFunction:
         return self if obj is None else functools.partial(self, obj)
 
 
-def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=False,
-                  seconds=None, prune_inputs=False) -> Compiled:
+def compile_graph(
+    graph: Graph,
+    name: str,
+    out_tree,
+    variables=(),
+    fastmath=False,
+    seconds=None,
+    prune_inputs=False,
+) -> Compiled:
     """Optimise, fuse and emit `graph`; the kernel is loaded by `Compiled.load`. With
     `prune_inputs`, inputs the optimised graph no longer reads are dropped from the kernel and
     `compiled.input_indices` lists the ones kept (the tape passes only those)."""
@@ -431,13 +464,26 @@ def compile_graph(graph: Graph, name: str, out_tree, variables=(), fastmath=Fals
     if prune_inputs:
         read = {v for e in optimized.eqns for v in e.inputs} | set(optimized.outputs)
         indices = [k for k, v in enumerate(optimized.inputs) if v in read]
-        optimized = Graph(tuple(optimized.inputs[k] for k in indices), optimized.eqns,
-                          optimized.outputs, optimized.consts)
+        optimized = Graph(
+            tuple(optimized.inputs[k] for k in indices),
+            optimized.eqns,
+            optimized.outputs,
+            optimized.consts,
+        )
     schedule = fuse(optimized)
     _check_backend_dtypes(optimized, name)
     source = kernel_source(schedule, name, fastmath)
-    compiled = Compiled(name, graph, optimized, schedule, source, list(variables), out_tree,
-                        indices, source.parallel and not threading_layer_is_safe())
+    compiled = Compiled(
+        name,
+        graph,
+        optimized,
+        schedule,
+        source,
+        list(variables),
+        out_tree,
+        indices,
+        source.parallel and not threading_layer_is_safe(),
+    )
     if seconds is not None:
         seconds[1] += time.perf_counter() - start
     return compiled
@@ -463,14 +509,17 @@ def _describe_args(args, static) -> str:
             parts.append(repr(a))
             continue
         leaves, _ = pytree.flatten(a)
-        parts.append(" ".join(f"{np.asarray(x).dtype.name}{list(np.shape(x))}" for x in leaves)
-                     if len(leaves) <= 4 else f"<{len(leaves)} arrays>")
+        parts.append(
+            " ".join(f"{np.asarray(x).dtype.name}{list(np.shape(x))}" for x in leaves)
+            if len(leaves) <= 4
+            else f"<{len(leaves)} arrays>"
+        )
     return "(" + ", ".join(parts) + ")"
 
 
-_BACKEND_DTYPES = frozenset(np.dtype(d) for d in
-                            ("float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-                             "bool"))
+_BACKEND_DTYPES = frozenset(
+    np.dtype(d) for d in ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+)
 
 
 def _check_backend_dtypes(graph: Graph, name: str) -> None:
@@ -479,9 +528,11 @@ def _check_backend_dtypes(graph: Graph, name: str) -> None:
         for v in (*e.inputs, e.out):
             if v.aval.dtype not in _BACKEND_DTYPES:
                 where = f" ({e.source})" if e.source else ""
-                raise TypeError(f"{name}: op {e.op.name} on {v.aval.dtype.name} is not supported "
-                                f"under jit (the Numba backend has no {v.aval.dtype.name} "
-                                f"arithmetic){where}; cast to float32 first")
+                raise TypeError(
+                    f"{name}: op {e.op.name} on {v.aval.dtype.name} is not supported "
+                    f"under jit (the Numba backend has no {v.aval.dtype.name} "
+                    f"arithmetic){where}; cast to float32 first"
+                )
 
 
 def jit(fn=None, *, static_argnums=(), static_argnames=(), fastmath=False):
@@ -506,8 +557,9 @@ def jit(fn=None, *, static_argnums=(), static_argnames=(), fastmath=False):
     scalars passes each as its own scalar input.
     """
     if fn is None:
-        return functools.partial(jit, static_argnums=static_argnums,
-                                 static_argnames=static_argnames, fastmath=fastmath)
+        return functools.partial(
+            jit, static_argnums=static_argnums, static_argnames=static_argnames, fastmath=fastmath
+        )
     return JitFunction(fn, static_argnums, static_argnames, fastmath)
 
 
@@ -521,16 +573,20 @@ def _wrt_argnums(fn, wrt):
     for w in wrt:
         if isinstance(w, str):
             if w not in names:
-                raise ValueError(with_location(
-                    f"jit_grad: wrt names {w!r}, but {fn.__name__} has arguments {names}"))
+                raise ValueError(
+                    with_location(
+                        f"jit_grad: wrt names {w!r}, but {fn.__name__} has arguments {names}"
+                    )
+                )
             nums.append(names.index(w))
         else:
             nums.append(int(w))
     return tuple(nums)
 
 
-def jit_grad(fn=None, *, wrt=0, has_aux=False, static_argnums=(), static_argnames=(),
-             fastmath=False):
+def jit_grad(
+    fn=None, *, wrt=0, has_aux=False, static_argnums=(), static_argnames=(), fastmath=False
+):
     """Compile `fn` and its gradient into ONE kernel: returns `(value, grads)`.
 
     >>> @jitgrad.jit_grad(wrt=(0, 1))
@@ -543,16 +599,26 @@ def jit_grad(fn=None, *, wrt=0, has_aux=False, static_argnums=(), static_argname
     arrays; `grads` mirrors it (a tuple when `wrt` is a tuple).
     """
     if fn is None:
-        return functools.partial(jit_grad, wrt=wrt, has_aux=has_aux,
-                                 static_argnums=static_argnums,
-                                 static_argnames=static_argnames, fastmath=fastmath)
+        return functools.partial(
+            jit_grad,
+            wrt=wrt,
+            has_aux=has_aux,
+            static_argnums=static_argnums,
+            static_argnames=static_argnames,
+            fastmath=fastmath,
+        )
     if wrt == "variables":
         target = value_and_variable_grads(fn, has_aux)
     else:
         target = value_and_grad(fn, _wrt_argnums(fn, wrt), has_aux)
     target.__signature__ = _signature_or_none(fn)
-    jf = JitFunction(target, static_argnums, static_argnames, fastmath,
-                     name=f"jit_grad({getattr(fn, '__name__', 'fn')})")
+    jf = JitFunction(
+        target,
+        static_argnums,
+        static_argnames,
+        fastmath,
+        name=f"jit_grad({getattr(fn, '__name__', 'fn')})",
+    )
     return jf
 
 

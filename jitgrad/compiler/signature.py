@@ -70,9 +70,12 @@ def static_key(value, index: int, name: str) -> tuple:
     try:
         hash(value)
     except TypeError:
-        raise TypeError(with_location(
-            f"{name}: static argument #{index} of type {type(value).__name__} is not hashable; "
-            "static arguments select a compiled version by value")) from None
+        raise TypeError(
+            with_location(
+                f"{name}: static argument #{index} of type {type(value).__name__} is not hashable; "
+                "static arguments select a compiled version by value"
+            )
+        ) from None
     return ("static", type(value).__name__, value)
 
 
@@ -107,9 +110,12 @@ def call_key(args, static: frozenset, name: str) -> tuple[tuple, list]:
 def entry_key(args, static: frozenset) -> tuple:
     """The types of the non-static leaves (a Tensor's with its value's): calls of one version
     whose leaves differ in type need different guards, so different fast entries."""
-    return tuple((type(leaf), type(leaf._value)) if isinstance(leaf, Tensor) else type(leaf)
-                 for i, a in enumerate(args) if i not in static
-                 for leaf in flatten_argument(a)[0])
+    return tuple(
+        (type(leaf), type(leaf._value)) if isinstance(leaf, Tensor) else type(leaf)
+        for i, a in enumerate(args)
+        if i not in static
+        for leaf in flatten_argument(a)[0]
+    )
 
 
 class Guard:
@@ -186,8 +192,10 @@ class Guard:
             value = value._value
         if type(value) is np.ndarray:
             self.env[f"d{k}"] = value.dtype
-            self.check(f"type({name}) is ndarray and {name}.shape == {value.shape!r} "
-                       f"and {name}.dtype is d{k}")
+            self.check(
+                f"type({name}) is ndarray and {name}.shape == {value.shape!r} "
+                f"and {name}.dtype is d{k}"
+            )
             self.leaf_sources.append((name, False))
             return True
         if isinstance(value, np.generic) and type(value) in _NUMPY_SCALARS:

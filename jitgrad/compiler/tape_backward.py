@@ -30,8 +30,11 @@ stats = {"eager": 0, "compiled": 0, "compiles": 0}
 
 def compiled_backprop(seeds, sources, tape):
     """Like `backprop`, through a cached kernel; None when this call must run eagerly."""
-    if (not config.compile_tape_backward or current_trace.get() is not None
-            or _other_tape_recording(tape)):
+    if (
+        not config.compile_tape_backward
+        or current_trace.get() is not None
+        or _other_tape_recording(tape)
+    ):
         stats["eager"] += 1
         return None
     structure = tape._recorded.key(seeds, sources)
@@ -82,12 +85,20 @@ def _compile(eqns, seeds, sources, values):
     var = {i: Var(values[k].aval) for i, k in number.items()}
     produced = {id(e.out) for e in eqns}
     external = [k for i, k in number.items() if i not in produced]
-    graph = Graph(tuple(var[id(values[k])] for k in external),
-                  tuple(Eqn(e.op, tuple(var[id(x)] for x in e.inputs), e.params, var[id(e.out)])
-                        for e in eqns), ())
-    joint, connected = joint_graph(graph, [var[id(t)] for t, _ in seeds],
-                                   [var[id(s)] for s in sources],
-                                   [var[id(c)] for _, c in seeds], recompute=False)
+    graph = Graph(
+        tuple(var[id(values[k])] for k in external),
+        tuple(
+            Eqn(e.op, tuple(var[id(x)] for x in e.inputs), e.params, var[id(e.out)]) for e in eqns
+        ),
+        (),
+    )
+    joint, connected = joint_graph(
+        graph,
+        [var[id(t)] for t, _ in seeds],
+        [var[id(s)] for s in sources],
+        [var[id(c)] for _, c in seeds],
+        recompute=False,
+    )
     numbers = external + [number[id(e.out)] for e in eqns]  # of the joint graph's inputs
     _, out_tree = pytree.flatten([0] * len(joint.outputs))
     compiled = compile_graph(joint, "tape backward", out_tree, prune_inputs=True)

@@ -64,16 +64,24 @@ class TrainStep(JitFunction):
             new_params, new_state = optimizer.update(params, grads, opt_state)
             return out, new_params, new_state
 
-        super().__init__(step, tuple(i + 2 for i in _as_tuple(static_argnums)), (), fastmath,
-                         name=f"jit_train_step({getattr(loss_fn, '__name__', 'loss')})")
+        super().__init__(
+            step,
+            tuple(i + 2 for i in _as_tuple(static_argnums)),
+            (),
+            fastmath,
+            name=f"jit_train_step({getattr(loss_fn, '__name__', 'loss')})",
+        )
         retrace_on_change = getattr(optimizer, "retrace_on_change", None)
         if retrace_on_change is not None:
             retrace_on_change(self)
 
     def _call(self, args, kwargs):
         if kwargs or len(args) < 2:
-            raise TypeError(with_location(f"{self.name}: call it as step(params, opt_state, "
-                                          "*batch), positionally"))
+            raise TypeError(
+                with_location(
+                    f"{self.name}: call it as step(params, opt_state, *batch), positionally"
+                )
+            )
         self._check_updated(args[0], args[1])
         return super()._call(args, kwargs)
 
@@ -85,11 +93,17 @@ class TrainStep(JitFunction):
         for name, tree in (("params", params), ("opt_state", opt_state)):
             tree_leaves, treedef = pytree.flatten(tree)
             for leaf in tree_leaves:
-                if not (isinstance(leaf, np.ndarray) and leaf.flags.c_contiguous
-                        and leaf.flags.writeable):
-                    raise TypeError(with_location(
-                        f"{self.name}: {name} must hold writeable C-contiguous numpy arrays "
-                        f"(updated in place), got {type(leaf).__name__}"))
+                if not (
+                    isinstance(leaf, np.ndarray)
+                    and leaf.flags.c_contiguous
+                    and leaf.flags.writeable
+                ):
+                    raise TypeError(
+                        with_location(
+                            f"{self.name}: {name} must hold writeable C-contiguous numpy arrays "
+                            f"(updated in place), got {type(leaf).__name__}"
+                        )
+                    )
             leaves += tree_leaves
             paths += pytree.leaf_paths(name, treedef)
         self._refuse_shared_memory(leaves, paths)
@@ -98,11 +112,14 @@ class TrainStep(JitFunction):
         shared = _first_overlap(leaves)
         if shared is not None:
             first, second = (paths[i] for i in shared)
-            raise ValueError(with_location(
-                f"{self.name}: {first} and {second} share memory (one array passed twice, or "
-                "views of one array); both are updated in place, so one update would be lost. "
-                "Pass separate arrays, or tie weights inside the loss function by using one "
-                "parameter in both places"))
+            raise ValueError(
+                with_location(
+                    f"{self.name}: {first} and {second} share memory (one array passed twice, or "
+                    "views of one array); both are updated in place, so one update would be lost. "
+                    "Pass separate arrays, or tie weights inside the loss function by using one "
+                    "parameter in both places"
+                )
+            )
 
     def _in_place(self, compiled: Compiled) -> InPlace:
         aliases, copies, updated = self._donation(compiled)
@@ -134,8 +151,9 @@ def _first_overlap(leaves: list) -> tuple[int, int] | None:
     """Indices (in order) of two arrays whose memory overlaps, or None. Each C-contiguous
     array occupies one byte range; sorted by start, if any two ranges overlap then two
     neighbours do."""
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes, i)
-                   for i, a in enumerate(leaves) if a.nbytes)
+    spans = sorted(
+        (a.__array_interface__["data"][0], a.nbytes, i) for i, a in enumerate(leaves) if a.nbytes
+    )
     for (start, size, i), (next_start, _, j) in zip(spans, spans[1:]):
         if next_start < start + size:
             return min(i, j), max(i, j)
@@ -173,9 +191,14 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
         out_index, in_index = first + k, k
         new, old = graph.outputs[out_index], graph.inputs[in_index]
         kind, j = out_plan[out_index]
-        safe = (kind == "param" and new in writer and old not in used_inputs
-                and last_read.get(old, -1) <= writer[new] and writer[new] > last_raise
-                and graph.outputs.count(new) == 1)
+        safe = (
+            kind == "param"
+            and new in writer
+            and old not in used_inputs
+            and last_read.get(old, -1) <= writer[new]
+            and writer[new] > last_raise
+            and graph.outputs.count(new) == 1
+        )
         if safe:
             aliases[j] = in_index
         else:
@@ -203,8 +226,9 @@ class _Counter:
         return 0
 
 
-def jit_train_step(loss_fn=None, optimizer=None, *, has_aux=False, static_argnums=(),
-                   fastmath=False):
+def jit_train_step(
+    loss_fn=None, optimizer=None, *, has_aux=False, static_argnums=(), fastmath=False
+):
     """Compile a whole training step (forward, backward, clipping, optimizer update) into one
     kernel that updates `params` and `opt_state` in place and returns the loss.
 
@@ -214,6 +238,7 @@ def jit_train_step(loss_fn=None, optimizer=None, *, has_aux=False, static_argnum
     >>> loss = step(params, state, x, y)   # params and state now hold the updated values
     """
     if loss_fn is None:
-        return lambda fn: jit_train_step(fn, optimizer, has_aux=has_aux,
-                                         static_argnums=static_argnums, fastmath=fastmath)
+        return lambda fn: jit_train_step(
+            fn, optimizer, has_aux=has_aux, static_argnums=static_argnums, fastmath=fastmath
+        )
     return TrainStep(loss_fn, optimizer, has_aux, static_argnums, fastmath)

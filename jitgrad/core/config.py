@@ -23,10 +23,12 @@ class Config:
         self.debug_nans = os.environ.get("JITGRAD_DEBUG_NANS", "") not in ("", "0")
         # An empty JITGRAD_CACHE_DIR means unset: as a path it would be the working directory.
         self.cache_dir = os.environ.get("JITGRAD_CACHE_DIR") or os.path.join(
-            os.path.expanduser("~"), ".cache", "jitgrad")
+            os.path.expanduser("~"), ".cache", "jitgrad"
+        )
         self.disable_cache = os.environ.get("JITGRAD_DISABLE_CACHE", "") not in ("", "0")
-        self.num_threads = int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get(
-            "NUMBA_NUM_THREADS") else None
+        self.num_threads = (
+            int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get("NUMBA_NUM_THREADS") else None
+        )
         self.max_versions_per_function = 64
         self.compile_tape_backward = os.environ.get("JITGRAD_TAPE_COMPILE", "1") != "0"
         self.tape_compile_after = 2

@@ -46,9 +46,12 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
         try:
             array = np.asarray(value, dtype=np.int64 if target is None else target)
         except OverflowError:
-            raise OverflowError(with_location(
-                f"{op}: the Python int {_describe(value)} does not fit in "
-                f"{'int64' if target is None else target}")) from None
+            raise OverflowError(
+                with_location(
+                    f"{op}: the Python int {_describe(value)} does not fit in "
+                    f"{'int64' if target is None else target}"
+                )
+            ) from None
         if target is None:
             array = _python_int(array, op)
     elif isinstance(value, float):
@@ -74,9 +77,10 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
 
 
 def _python_int(array: np.ndarray, op: str) -> np.ndarray:
-    if np.iinfo(np.int32).min <= array.min(initial=0) and array.max(initial=0) <= np.iinfo(
-        np.int32
-    ).max:
+    if (
+        np.iinfo(np.int32).min <= array.min(initial=0)
+        and array.max(initial=0) <= np.iinfo(np.int32).max
+    ):
         return array.astype(np.int32)
     return array
 

@@ -83,6 +83,8 @@ def check_nans(name: str, inputs, value, locate) -> None:
     ):
         shapes = ", ".join(f"{np.asarray(x).dtype.name}{list(np.shape(x))}" for x in inputs)
         raise FloatingPointError(
-            locate(f"{name}: produced NaN from inputs without NaN ({shapes}); "
-                   "jitgrad.config.debug_nans is on")
+            locate(
+                f"{name}: produced NaN from inputs without NaN ({shapes}); "
+                "jitgrad.config.debug_nans is on"
+            )
         )

@@ -28,6 +28,8 @@ uint8 = np.dtype("uint8")
 bool_ = np.dtype("bool")
 
 SUPPORTED = frozenset({float16, float32, float64, int8, int16, int32, int64, uint8, bool_})
+
+
 def as_dtype(dtype) -> np.dtype:
     """Normalise `dtype` (a numpy dtype, type or name) and reject what jitgrad cannot hold."""
     try:

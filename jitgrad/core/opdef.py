@@ -25,9 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KINDS = frozenset(
-    {"elementwise", "reduce", "shape", "linalg", "index", "other"}
-)
+KINDS = frozenset({"elementwise", "reduce", "shape", "linalg", "index", "other"})
 # How a fused reduction folds an element into its accumulator: `acc + x`, `acc * x`, or
 # numpy's maximum (NaN wins; on ties the later value, which tells -0.0 from +0.0).
 COMBINES = frozenset({"add", "mul", "max"})
@@ -109,7 +107,9 @@ def _check_reduction(name: str, kind: str, reduction: Reduction) -> None:
     if kind != "reduce":
         raise ValueError(f"op {name!r}: a reduction facet needs kind 'reduce', not {kind!r}")
     if reduction.combine not in COMBINES:
-        raise ValueError(f"op {name!r}: unknown reduction combine {reduction.combine!r} "
-                         f"(one of {sorted(COMBINES)})")
+        raise ValueError(
+            f"op {name!r}: unknown reduction combine {reduction.combine!r} "
+            f"(one of {sorted(COMBINES)})"
+        )
     if not callable(reduction.identity):
         raise ValueError(f"op {name!r}: a reduction's identity is a rule dtype -> value")

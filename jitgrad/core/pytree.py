@@ -46,9 +46,12 @@ def sorted_keys(tree: dict) -> tuple:
     try:
         return tuple(sorted(tree, key=lambda k: (type(k).__name__, k)))
     except TypeError:
-        raise TypeError(with_location(
-            f"dict keys {list(tree)!r} cannot be put in a deterministic order (keys of one "
-            "type must be comparable with each other); use str keys")) from None
+        raise TypeError(
+            with_location(
+                f"dict keys {list(tree)!r} cannot be put in a deterministic order (keys of one "
+                "type must be comparable with each other); use str keys"
+            )
+        ) from None
 
 
 def is_number_list(tree) -> bool:
@@ -117,5 +120,6 @@ def leaf_paths(name: str, treedef) -> list[str]:
         return []
     kind, meta, children = treedef
     keys = meta if kind == "dict" else range(len(children))
-    return [path for key, child in zip(keys, children)
-            for path in leaf_paths(f"{name}[{key!r}]", child)]
+    return [
+        path for key, child in zip(keys, children) for path in leaf_paths(f"{name}[{key!r}]", child)
+    ]

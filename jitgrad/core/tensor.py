@@ -285,8 +285,10 @@ def compiled_scalar_type(dtype) -> type:
     cls = _COMPILED_SCALAR_TYPES.get(dtype)
     if cls is None:
         cls = _COMPILED_SCALAR_TYPES[dtype] = type(
-            f"CompiledScalar_{dtype.name}", (CompiledScalar,),
-            {"__slots__": (), "_scalar_type": dtype.type, "__module__": __name__})
+            f"CompiledScalar_{dtype.name}",
+            (CompiledScalar,),
+            {"__slots__": (), "_scalar_type": dtype.type, "__module__": __name__},
+        )
     return cls
 
 

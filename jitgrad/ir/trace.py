@@ -91,12 +91,16 @@ class Trace:
         """The finished graph: explicit inputs, then the Variables it read, as inputs. Outputs
         that are not tensors (`lambda x: 3.0`, a numpy array) are constants, converted as
         `jitgrad.constant` would (3.0 is a 0-d float32)."""
-        out_vars = tuple(self.lift(o if isinstance(o, (Tensor, Tracer))
-                                   else Tensor(to_array(o, op=f"{self.name} output"))).var
-                         for o in outputs)
+        out_vars = tuple(
+            self.lift(
+                o
+                if isinstance(o, (Tensor, Tracer))
+                else Tensor(to_array(o, op=f"{self.name} output"))
+            ).var
+            for o in outputs
+        )
         inputs = tuple(self.inputs) + tuple(t.var for _, t in self.captured)
-        return Graph(inputs, tuple(self.eqns), out_vars, dict(self.consts),
-                     dict(self.custom_vjps))
+        return Graph(inputs, tuple(self.eqns), out_vars, dict(self.consts), dict(self.custom_vjps))
 
 
 @contextlib.contextmanager

@@ -117,8 +117,10 @@ def ones(shape, dtype=np.float32, seed=None) -> np.ndarray:
     return np.ones(tuple(shape), dtype)
 
 
-_BY_NAME = {f.__name__: f for f in (glorot_uniform, glorot_normal, he_normal, he_uniform,
-                                     random_uniform, zeros, ones)}
+_BY_NAME = {
+    f.__name__: f
+    for f in (glorot_uniform, glorot_normal, he_normal, he_uniform, random_uniform, zeros, ones)
+}
 
 
 def get(initializer):

@@ -40,10 +40,20 @@ from jitgrad.ops.base import as_value
 # -- activations ---------------------------------------------------------------------------------
 
 _ACTIVATIONS = {
-    "elu": ops.elu, "gelu": ops.gelu, "leaky_relu": ops.leaky_relu,
-    "log_softmax": ops.log_softmax, "relu": ops.relu, "relu6": ops.relu6, "selu": ops.selu,
-    "sigmoid": ops.sigmoid, "silu": ops.silu, "softmax": ops.softmax, "softplus": ops.softplus,
-    "softsign": ops.softsign, "swish": ops.swish, "tanh": ops.tanh,
+    "elu": ops.elu,
+    "gelu": ops.gelu,
+    "leaky_relu": ops.leaky_relu,
+    "log_softmax": ops.log_softmax,
+    "relu": ops.relu,
+    "relu6": ops.relu6,
+    "selu": ops.selu,
+    "sigmoid": ops.sigmoid,
+    "silu": ops.silu,
+    "softmax": ops.softmax,
+    "softplus": ops.softplus,
+    "softsign": ops.softsign,
+    "swish": ops.swish,
+    "tanh": ops.tanh,
 }
 
 
@@ -144,9 +154,11 @@ def dropout(x, rate: float, key):
     if rate == 0.0:
         return x
     if key is None:
-        raise ValueError("dropout with training=True needs key= (an int or a 0-d integer "
-                         "array, a new one per step) so that the mask is reproducible and "
-                         "can be compiled")
+        raise ValueError(
+            "dropout with training=True needs key= (an int or a 0-d integer "
+            "array, a new one per step) so that the mask is reproducible and "
+            "can be compiled"
+        )
     keep = _random_bits(key, x.shape) >= round(rate * _P)
     return ops.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
 
@@ -226,9 +238,17 @@ class Dense(Layer):
     (2, 3)
     """
 
-    def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", seed=None,
-                 name=None, dtype=np.float32):
+    def __init__(
+        self,
+        units: int,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        name=None,
+        dtype=np.float32,
+    ):
         super().__init__(name, seed, dtype)
         self.units = int(units)
         self.activation = get_activation(activation)
@@ -238,8 +258,9 @@ class Dense(Layer):
 
     def init(self, seed, input_shape) -> dict:
         rng = np.random.default_rng(seed)
-        params = {"kernel": self.kernel_initializer((input_shape[-1], self.units), self.dtype,
-                                                    seed=rng)}
+        params = {
+            "kernel": self.kernel_initializer((input_shape[-1], self.units), self.dtype, seed=rng)
+        }
         if self.use_bias:
             params["bias"] = self.bias_initializer((self.units,), self.dtype, seed=rng)
         return params
@@ -295,8 +316,10 @@ class LayerNorm(Layer):
 
     def init(self, seed, input_shape) -> dict:
         shape = tuple(input_shape[a] for a in self._axes(len(input_shape)))
-        return {"gamma": initializers.ones(shape, self.dtype),
-                "beta": initializers.zeros(shape, self.dtype)}
+        return {
+            "gamma": initializers.ones(shape, self.dtype),
+            "beta": initializers.zeros(shape, self.dtype),
+        }
 
     def apply(self, params, x, training=False, key=None):
         x = as_value(x)
@@ -314,8 +337,15 @@ class Embedding(Layer):
     (100, 16)
     """
 
-    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="random_uniform",
-                 seed=None, name=None, dtype=np.float32):
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        embeddings_initializer="random_uniform",
+        seed=None,
+        name=None,
+        dtype=np.float32,
+    ):
         super().__init__(name, seed, dtype)
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
@@ -392,10 +422,22 @@ class MLP(Sequential):
     >>> params = mlp.init(0, (None, 784))
     """
 
-    def __init__(self, sizes, activation="relu", output_activation=None,
-                 kernel_initializer="glorot_uniform", name=None, seed=None):
+    def __init__(
+        self,
+        sizes,
+        activation="relu",
+        output_activation=None,
+        kernel_initializer="glorot_uniform",
+        name=None,
+        seed=None,
+    ):
         sizes = list(sizes)
-        layers = [Dense(units, activation if i < len(sizes) - 1 else output_activation,
-                        kernel_initializer=kernel_initializer)
-                  for i, units in enumerate(sizes)]
+        layers = [
+            Dense(
+                units,
+                activation if i < len(sizes) - 1 else output_activation,
+                kernel_initializer=kernel_initializer,
+            )
+            for i, units in enumerate(sizes)
+        ]
         super().__init__(layers, name, seed)

@@ -22,8 +22,10 @@ def _check(op: str, reduction: str, labels, logits, same_shape=True, what="logit
     logits = as_value(logits)
     # Broadcasting (n,) against (n, 1) would silently make an (n, n) loss.
     if same_shape and tuple(labels.shape) != tuple(logits.shape):
-        raise ValueError(f"{op}: labels of shape {tuple(labels.shape)} do not match {what} "
-                         f"of shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"{op}: labels of shape {tuple(labels.shape)} do not match {what} "
+            f"of shape {tuple(logits.shape)}"
+        )
     return labels, logits
 
 
@@ -41,8 +43,9 @@ def mean_squared_error(labels, predictions, reduction: str = "mean"):
     >>> mean_squared_error(np.zeros(2, np.float32), np.array([1.0, 3.0], np.float32))
     <jitgrad.Tensor: shape=(), dtype=float32, numpy=5.0>
     """
-    labels, predictions = _check("mean_squared_error", reduction, labels, predictions,
-                                 what="predictions")
+    labels, predictions = _check(
+        "mean_squared_error", reduction, labels, predictions, what="predictions"
+    )
     if predictions.dtype.kind != "f":
         predictions = ops.cast(predictions, "float32")
     return _reduce(ops.square(predictions - ops.cast(labels, predictions.dtype)), reduction)
@@ -54,8 +57,9 @@ def sparse_softmax_cross_entropy(labels, logits, reduction: str = "mean"):
     >>> sparse_softmax_cross_entropy(np.array([0]), np.array([[0.0, 0.0]], np.float32))
     <jitgrad.Tensor: shape=(), dtype=float32, numpy=0.6931472>
     """
-    labels, logits = _check("sparse_softmax_cross_entropy", reduction, labels, logits,
-                            same_shape=False)
+    labels, logits = _check(
+        "sparse_softmax_cross_entropy", reduction, labels, logits, same_shape=False
+    )
     loss = ops.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     return _reduce(loss, reduction)
 

@@ -122,9 +122,13 @@ from jitgrad.ops.shape import (
     unstack,
 )
 
-__all__ = [name for name, value in list(globals().items())
-           if not name.startswith("_") and name != "bind_operator_namespace"
-           and not isinstance(value, _types.ModuleType)]
+__all__ = [
+    name
+    for name, value in list(globals().items())
+    if not name.startswith("_")
+    and name != "bind_operator_namespace"
+    and not isinstance(value, _types.ModuleType)
+]
 
 import sys as _sys  # noqa: E402
 

@@ -119,8 +119,12 @@ def _weak_operand(scalar, tensor):
 
 def binary_operands(op: str, x, y):
     """Convert, promote (Python scalars are weak) and broadcast two operands of a binary op."""
-    if (isinstance(x, VALUE_TYPES) and isinstance(y, VALUE_TYPES) and x.shape == y.shape
-            and x.dtype == y.dtype):
+    if (
+        isinstance(x, VALUE_TYPES)
+        and isinstance(y, VALUE_TYPES)
+        and x.shape == y.shape
+        and x.dtype == y.dtype
+    ):
         return x, y  # the common case, first: nothing to do
     # type(), not isinstance: np.float64 subclasses float but is a strong numpy scalar.
     x_weak = type(x) in PYTHON_SCALARS and type(y) not in PYTHON_SCALARS

@@ -28,8 +28,11 @@ def constant(value, dtype=None, shape=None, name=None) -> Tensor:
     """
     array = to_array(value, dtype)
     if shape is not None:
-        array = np.broadcast_to(array, _shape(shape)).copy() if array.size == 1 else np.reshape(
-            array, _shape(shape))
+        array = (
+            np.broadcast_to(array, _shape(shape)).copy()
+            if array.size == 1
+            else np.reshape(array, _shape(shape))
+        )
     return Tensor(array)
 
 
@@ -94,8 +97,11 @@ def linspace(start, stop, num, name=None, axis=0) -> Tensor:
     if dtype.kind != "f":
         dtype = dtypes.float32
     # Computed in float64 then rounded once, so the end points are exact.
-    return Tensor(np.linspace(start_a.astype(np.float64), stop_a.astype(np.float64), int(num),
-                              axis=axis).astype(dtype))
+    return Tensor(
+        np.linspace(
+            start_a.astype(np.float64), stop_a.astype(np.float64), int(num), axis=axis
+        ).astype(dtype)
+    )
 
 
 lin_space = linspace
@@ -125,12 +131,12 @@ class _Random:
                 raise op_error("random.uniform", "integer dtypes need maxval", TypeError)
             draw = self._rng(seed).integers(minval, maxval, _shape(shape))
         else:
-            draw = self._rng(seed).uniform(minval, 1.0 if maxval is None else maxval,
-                                           _shape(shape))
+            draw = self._rng(seed).uniform(minval, 1.0 if maxval is None else maxval, _shape(shape))
         return Tensor(draw.astype(dtype))
 
-    def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype=dtypes.float32, seed=None,
-                         name=None):
+    def truncated_normal(
+        self, shape, mean=0.0, stddev=1.0, dtype=dtypes.float32, seed=None, name=None
+    ):
         """Normal draws redrawn until within two standard deviations."""
         rng, shape = self._rng(seed), _shape(shape)
         draw = rng.normal(0.0, 1.0, shape)

@@ -38,8 +38,9 @@ def _same(op: str, floats_only: bool = False, numeric: bool = True):
         if floats_only:
             require_float(op, first)
         elif numeric and first.dtype == dtypes.bool_:
-            raise op_error(op, f"expects a numeric tensor, got bool of shape {first.shape}",
-                           TypeError)
+            raise op_error(
+                op, f"expects a numeric tensor, got bool of shape {first.shape}", TypeError
+            )
         return AVal(first.shape, first.dtype)
 
     return abstract_eval
@@ -87,32 +88,38 @@ def _binary(name, impl, vjp, template, *, floats_only=False, vmath=None, doc="")
 neg_p = _unary("neg", np.negative, lambda g, out, x: (negative(g),), "(-{0})", floats_only=False)
 exp_p = _unary("exp", np.exp, lambda g, out, x: (g * out,), "math.exp({0})", vmath="exp")
 # d expm1 = exp(x) = expm1(x) + 1
-expm1_p = _unary("expm1", np.expm1, lambda g, out, x: (g * (out + 1.0),), "math.expm1({0})",
-                 vmath="expm1")
+expm1_p = _unary(
+    "expm1", np.expm1, lambda g, out, x: (g * (out + 1.0),), "math.expm1({0})", vmath="expm1"
+)
 log_p = _unary("log", np.log, lambda g, out, x: (g / x,), "math.log({0})", vmath="log")
-log1p_p = _unary("log1p", np.log1p, lambda g, out, x: (g / (x + 1.0),), "math.log1p({0})",
-                 vmath="log1p")
+log1p_p = _unary(
+    "log1p", np.log1p, lambda g, out, x: (g / (x + 1.0),), "math.log1p({0})", vmath="log1p"
+)
 sin_p = _unary("sin", np.sin, lambda g, out, x: (g * cos(x),), "math.sin({0})")
 cos_p = _unary("cos", np.cos, lambda g, out, x: (negative(g * sin(x)),), "math.cos({0})")
 # d tan = 1 + tan^2
 tan_p = _unary("tan", np.tan, lambda g, out, x: (g * (out * out + 1.0),), "math.tan({0})")
 # d tanh = 1 - tanh^2
-tanh_p = _unary("tanh", np.tanh, lambda g, out, x: (g * (1.0 - out * out),), "math.tanh({0})",
-                vmath="tanh")
+tanh_p = _unary(
+    "tanh", np.tanh, lambda g, out, x: (g * (1.0 - out * out),), "math.tanh({0})", vmath="tanh"
+)
 sinh_p = _unary("sinh", np.sinh, lambda g, out, x: (g * cosh(x),), "math.sinh({0})")
 cosh_p = _unary("cosh", np.cosh, lambda g, out, x: (g * sinh(x),), "math.cosh({0})")
 # d asin = 1/sqrt(1-x^2), d acos = -1/sqrt(1-x^2), d atan = 1/(1+x^2)
-arcsin_p = _unary("arcsin", np.arcsin, lambda g, out, x: (g / sqrt(1.0 - x * x),),
-                  "math.asin({0})")
-arccos_p = _unary("arccos", np.arccos, lambda g, out, x: (negative(g / sqrt(1.0 - x * x)),),
-                  "math.acos({0})")
+arcsin_p = _unary("arcsin", np.arcsin, lambda g, out, x: (g / sqrt(1.0 - x * x),), "math.asin({0})")
+arccos_p = _unary(
+    "arccos", np.arccos, lambda g, out, x: (negative(g / sqrt(1.0 - x * x)),), "math.acos({0})"
+)
 arctan_p = _unary("arctan", np.arctan, lambda g, out, x: (g / (x * x + 1.0),), "math.atan({0})")
 # d sqrt = 1/(2 sqrt x): +inf at 0, as TensorFlow.
 sqrt_p = _unary("sqrt", np.sqrt, lambda g, out, x: (g / (out * 2.0),), "math.sqrt({0})")
+
+
 # d erf = 2/sqrt(pi) exp(-x^2)
 def _scipy_special(name):
     """A scipy.special ufunc, imported on first use: scipy.special takes 0.25 s to import, a
     third of a warm process start, and most programs never call erf or an eager sigmoid."""
+
     def impl(x):
         import scipy.special
 
@@ -121,9 +128,12 @@ def _scipy_special(name):
     return impl
 
 
-erf_p = _unary("erf", _scipy_special("erf"),
-               lambda g, out, x: (g * (2.0 / math.sqrt(math.pi)) * exp(negative(x * x)),),
-               "math.erf({0})")
+erf_p = _unary(
+    "erf",
+    _scipy_special("erf"),
+    lambda g, out, x: (g * (2.0 / math.sqrt(math.pi)) * exp(negative(x * x)),),
+    "math.erf({0})",
+)
 # abs'(0) = 0, as TensorFlow: sign(0) = 0.
 abs_p = _unary("abs", np.abs, lambda g, out, x: (g * sign(x),), "abs({0})", floats_only=False)
 
@@ -135,18 +145,32 @@ def _zero_vjp(g, out, x):
 
 # numpy's sign: +0.0 at both zeros, NaN at NaN, 0/1 for unsigned integers (Numba's np.sign
 # returns -0.0 at -0.0 and 255 for a uint8 >= 128).
-sign_p = _unary("sign", np.sign, _zero_vjp,
-                "({dtype}(({0} > 0) - ({0} < 0)) if {0} == {0} else {0})", floats_only=False)
+sign_p = _unary(
+    "sign",
+    np.sign,
+    _zero_vjp,
+    "({dtype}(({0} > 0) - ({0} < 0)) if {0} == {0} else {0})",
+    floats_only=False,
+)
 floor_p = _unary("floor", np.floor, _zero_vjp, "np.floor({0})")
 ceil_p = _unary("ceil", np.ceil, _zero_vjp, "np.ceil({0})")
 # np.rint is np.round to 0 decimals (half to even); Numba types it float32 -> float32, where its
 # np.round returns float64 (a cast back in every kernel).
-round_p = _unary("round", np.round, _zero_vjp, "np.rint({0})",
-                 doc="Rounds half to even, like numpy and TensorFlow.")
+round_p = _unary(
+    "round",
+    np.round,
+    _zero_vjp,
+    "np.rint({0})",
+    doc="Rounds half to even, like numpy and TensorFlow.",
+)
 # sigma' = sigma (1 - sigma); a primitive for the vectorised kernel and the cheap VJP.
-sigmoid_p = _unary("sigmoid", _scipy_special("expit"),
-                   lambda g, out, x: (g * (out * (1.0 - out)),),
-                   "(1.0 / (1.0 + math.exp(-{0})))", vmath="sigmoid")
+sigmoid_p = _unary(
+    "sigmoid",
+    _scipy_special("expit"),
+    lambda g, out, x: (g * (out * (1.0 - out)),),
+    "(1.0 / (1.0 + math.exp(-{0})))",
+    vmath="sigmoid",
+)
 
 
 def _softplus_impl(x):
@@ -155,25 +179,39 @@ def _softplus_impl(x):
 
 
 # A primitive for numerics: the naive log(1 + exp(x)) overflows for x > 88 in float32.
-softplus_p = _unary("softplus", _softplus_impl, lambda g, out, x: (g * sigmoid(x),),
-                    "(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))", vmath="softplus")
+softplus_p = _unary(
+    "softplus",
+    _softplus_impl,
+    lambda g, out, x: (g * sigmoid(x),),
+    "(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))",
+    vmath="softplus",
+)
 
-logical_not_p = defop("logical_not", abstract_eval=_to_bool("logical_not", bool_inputs=True),
-                      impl=np.logical_not, vjp=NOT_DIFFERENTIABLE, kind="elementwise",
-                      template="(not {0})")
+logical_not_p = defop(
+    "logical_not",
+    abstract_eval=_to_bool("logical_not", bool_inputs=True),
+    impl=np.logical_not,
+    vjp=NOT_DIFFERENTIABLE,
+    kind="elementwise",
+    template="(not {0})",
+)
 
 # ---------------------------------------------------------------------------------------------
 # Binary primitives
 
 add_p = _binary("add", np.add, lambda g, out, x, y: (g, g), "({0} + {1})")
-sub_p = _binary("sub", np.subtract, lambda g, out, x, y: (g, lambda: negative(g)),
-                "({0} - {1})")
-mul_p = _binary("mul", np.multiply, lambda g, out, x, y: (lambda: g * y, lambda: g * x),
-                "({0} * {1})")
+sub_p = _binary("sub", np.subtract, lambda g, out, x, y: (g, lambda: negative(g)), "({0} - {1})")
+mul_p = _binary(
+    "mul", np.multiply, lambda g, out, x, y: (lambda: g * y, lambda: g * x), "({0} * {1})"
+)
 # d(x/y) = (g/y, -g x/y^2) = (g/y, -g out/y)
-div_p = _binary("div", np.divide,
-                lambda g, out, x, y: (lambda: g / y, lambda: negative(g * out) / y),
-                "({0} / {1})", floats_only=True)
+div_p = _binary(
+    "div",
+    np.divide,
+    lambda g, out, x, y: (lambda: g / y, lambda: negative(g * out) / y),
+    "({0} / {1})",
+    floats_only=True,
+)
 
 
 def _pow_vjp(g, out, x, y):
@@ -188,8 +226,9 @@ def _pow_vjp(g, out, x, y):
 
     def dy():
         positive = greater(x, 0.0)
-        safe_log = where(positive, log(where(positive, x, scalar_like(1.0, x))),
-                         zeros_like_value(x))
+        safe_log = where(
+            positive, log(where(positive, x, scalar_like(1.0, x))), zeros_like_value(x)
+        )
         return g * out * safe_log
 
     return (dx, dy)
@@ -211,20 +250,36 @@ def _max_min_vjp(compare):
 
 # numpy's maximum and minimum: NaN if either operand is NaN, the second operand on ties (so
 # maximum(-0.0, 0.0) is +0.0 and maximum(0.0, -0.0) is -0.0). Python's max(1.0, nan) is 1.0.
-maximum_p = _binary("maximum", np.maximum, _max_min_vjp(lambda x, y: greater_equal(x, y)),
-                    "({0} if {0} > {1} or {0} != {0} else {1})")
-minimum_p = _binary("minimum", np.minimum, _max_min_vjp(lambda x, y: less_equal(x, y)),
-                    "({0} if {0} < {1} or {0} != {0} else {1})")
-floordiv_p = _binary("floordiv", np.floor_divide, NOT_DIFFERENTIABLE, "({0} // {1})",
-                     vmath="floordiv")
+maximum_p = _binary(
+    "maximum",
+    np.maximum,
+    _max_min_vjp(lambda x, y: greater_equal(x, y)),
+    "({0} if {0} > {1} or {0} != {0} else {1})",
+)
+minimum_p = _binary(
+    "minimum",
+    np.minimum,
+    _max_min_vjp(lambda x, y: less_equal(x, y)),
+    "({0} if {0} < {1} or {0} != {0} else {1})",
+)
+floordiv_p = _binary(
+    "floordiv", np.floor_divide, NOT_DIFFERENTIABLE, "({0} // {1})", vmath="floordiv"
+)
 # x mod y = x - floor(x/y) y: (g, -g floor(x/y)), as TensorFlow's FloorMod.
-mod_p = _binary("mod", np.mod,
-                lambda g, out, x, y: (g, lambda: negative(g * floordiv(x, y))), "({0} % {1})")
+mod_p = _binary(
+    "mod", np.mod, lambda g, out, x, y: (g, lambda: negative(g * floordiv(x, y))), "({0} % {1})"
+)
 
 
 def _comparison(name, impl, template):
-    return defop(name, abstract_eval=_to_bool(name), impl=impl, vjp=NOT_DIFFERENTIABLE,
-                 kind="elementwise", template=template)
+    return defop(
+        name,
+        abstract_eval=_to_bool(name),
+        impl=impl,
+        vjp=NOT_DIFFERENTIABLE,
+        kind="elementwise",
+        template=template,
+    )
 
 
 equal_p = _comparison("equal", np.equal, "({0} == {1})")
@@ -233,12 +288,22 @@ less_p = _comparison("less", np.less, "({0} < {1})")
 less_equal_p = _comparison("less_equal", np.less_equal, "({0} <= {1})")
 greater_p = _comparison("greater", np.greater, "({0} > {1})")
 greater_equal_p = _comparison("greater_equal", np.greater_equal, "({0} >= {1})")
-logical_and_p = defop("logical_and", abstract_eval=_to_bool("logical_and", bool_inputs=True),
-                      impl=np.logical_and, vjp=NOT_DIFFERENTIABLE, kind="elementwise",
-                      template="({0} and {1})")
-logical_or_p = defop("logical_or", abstract_eval=_to_bool("logical_or", bool_inputs=True),
-                     impl=np.logical_or, vjp=NOT_DIFFERENTIABLE, kind="elementwise",
-                     template="({0} or {1})")
+logical_and_p = defop(
+    "logical_and",
+    abstract_eval=_to_bool("logical_and", bool_inputs=True),
+    impl=np.logical_and,
+    vjp=NOT_DIFFERENTIABLE,
+    kind="elementwise",
+    template="({0} and {1})",
+)
+logical_or_p = defop(
+    "logical_or",
+    abstract_eval=_to_bool("logical_or", bool_inputs=True),
+    impl=np.logical_or,
+    vjp=NOT_DIFFERENTIABLE,
+    kind="elementwise",
+    template="({0} or {1})",
+)
 
 
 def _select_eval(c, x, y):
@@ -259,13 +324,24 @@ def _select_vjp(g, out, c, x, y):
     return (None, lambda: where(c, g, zero), lambda: where(c, zero, g))
 
 
-select_p = defop("select", abstract_eval=_select_eval, impl=np.where, vjp=_select_vjp,
-                 kind="elementwise", template="({1} if {0} else {2})")
+select_p = defop(
+    "select",
+    abstract_eval=_select_eval,
+    impl=np.where,
+    vjp=_select_vjp,
+    kind="elementwise",
+    template="({1} if {0} else {2})",
+)
 
 
-stop_gradient_p = defop("stop_gradient", abstract_eval=lambda x: AVal(x.shape, x.dtype),
-                        impl=lambda x: x, vjp=NOT_DIFFERENTIABLE, kind="elementwise",
-                        template="{0}")
+stop_gradient_p = defop(
+    "stop_gradient",
+    abstract_eval=lambda x: AVal(x.shape, x.dtype),
+    impl=lambda x: x,
+    vjp=NOT_DIFFERENTIABLE,
+    kind="elementwise",
+    template="{0}",
+)
 
 # ---------------------------------------------------------------------------------------------
 # Public functions (TensorFlow names; `name=` is accepted and ignored)
@@ -402,8 +478,9 @@ def where(condition, x=None, y=None, name=None):
     side only). With only `condition`, TensorFlow returns indices; jitgrad refuses, because the
     result's shape would depend on data."""
     if x is None or y is None:
-        raise op_error("where", "needs both x and y (a data-dependent shape cannot be compiled)",
-                       TypeError)
+        raise op_error(
+            "where", "needs both x and y (a data-dependent shape cannot be compiled)", TypeError
+        )
     c = as_value(condition, op="where")
     if c.dtype != dtypes.bool_:
         c = cast(c, dtypes.bool_)

@@ -23,7 +23,7 @@ def _gather_eval(x, idx, *, axis):
         raise op_error("gather", f"indices must be integers, got {idx.dtype.name}", TypeError)
     if not 0 <= axis < x.ndim:
         raise op_error("gather", f"axis {axis} is out of range for shape {x.shape}")
-    return AVal(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+    return AVal(x.shape[:axis] + idx.shape + x.shape[axis + 1 :], x.dtype)
 
 
 def out_of_bounds(idx: np.ndarray, n: int, negative: bool) -> np.ndarray:
@@ -38,8 +38,12 @@ def check_bounds(op: str, idx: np.ndarray, n: int, axis: int, shape, negative=Tr
     if idx.size:
         bad = out_of_bounds(idx, n, negative)
         if bad.any():
-            raise op_error(op, f"index {idx[bad].ravel()[0]} is out of bounds for axis {axis} "
-                           f"of size {n} (shape {tuple(shape)})", IndexError)
+            raise op_error(
+                op,
+                f"index {idx[bad].ravel()[0]} is out of bounds for axis {axis} "
+                f"of size {n} (shape {tuple(shape)})",
+                IndexError,
+            )
 
 
 def _gather_impl(x, idx, *, axis):
@@ -51,7 +55,7 @@ def _scatter_add_impl(g, idx, *, axis, shape):
     check_bounds("scatter_add (the gradient of gather)", idx, shape[axis], axis, shape)
     out = np.zeros(shape, g.dtype)
     moved = np.moveaxis(out, axis, 0)
-    g_moved = np.moveaxis(g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1:]), axis, 0)
+    g_moved = np.moveaxis(g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1 :]), axis, 0)
     np.add.at(moved, idx.ravel(), g_moved)
     return out
 
@@ -69,8 +73,11 @@ def _check_index_impl(idx, *, sizes, caller, what, axis, negative):
     for d, (column, n) in enumerate(zip(columns, sizes)):
         bad = out_of_bounds(column, n, negative)
         if bad.any():
-            raise op_error(caller, f"{what} {column[bad].ravel()[0]} "
-                           f"{index_range(axis + d, n, negative, what)}", IndexError)
+            raise op_error(
+                caller,
+                f"{what} {column[bad].ravel()[0]} {index_range(axis + d, n, negative, what)}",
+                IndexError,
+            )
     return idx
 
 
@@ -82,25 +89,38 @@ def index_range(axis: int, n: int, negative: bool, what: str) -> str:
 
 
 gather_p = defop(
-    "gather", abstract_eval=_gather_eval, impl=_gather_impl,
+    "gather",
+    abstract_eval=_gather_eval,
+    impl=_gather_impl,
     vjp=lambda g, out, x, idx, *, axis: (
-        bind(scatter_add_p, g, idx, axis=axis, shape=x.shape), None),
-    kind="index", raises=True)
+        bind(scatter_add_p, g, idx, axis=axis, shape=x.shape),
+        None,
+    ),
+    kind="index",
+    raises=True,
+)
 scatter_add_p = defop(
     "scatter_add",
     abstract_eval=lambda g, idx, *, axis, shape: AVal(shape, g.dtype),
     impl=_scatter_add_impl,
     vjp=lambda g, out, ct, idx, *, axis, shape: (bind(gather_p, g, idx, axis=axis), None),
-    kind="index", raises=True,
-    doc="Zeros of `shape` plus `g` added at `idx` along `axis` (gather's VJP).")
+    kind="index",
+    raises=True,
+    doc="Zeros of `shape` plus `g` added at `idx` along `axis` (gather's VJP).",
+)
 check_index_p = defop(
-    "check_index", abstract_eval=_check_index_eval, impl=_check_index_impl,
-    vjp=NOT_DIFFERENTIABLE, kind="index", raises=True,
+    "check_index",
+    abstract_eval=_check_index_eval,
+    impl=_check_index_impl,
+    vjp=NOT_DIFFERENTIABLE,
+    kind="index",
+    raises=True,
     doc="`idx` itself, once every entry is checked to lie in [0, size) ([-size, size) with "
-        "`negative`): one size for all entries, or one per position of the last axis "
-        "(gather_nd's rows). Raises IndexError naming `caller` (the public op), eagerly and "
-        "in compiled code, where an out-of-range index would otherwise read a wrong element "
-        "(composite indices, labels).")
+    "`negative`): one size for all entries, or one per position of the last axis "
+    "(gather_nd's rows). Raises IndexError naming `caller` (the public op), eagerly and "
+    "in compiled code, where an out-of-range index would otherwise read a wrong element "
+    "(composite indices, labels).",
+)
 
 
 def _as_indices(indices, op):
@@ -119,14 +139,22 @@ def gather(params, indices, axis=None, batch_dims=0, name=None):
     return bind(gather_p, x, _as_indices(indices, "gather"), axis=axis)
 
 
-def check_index(indices, sizes, op: str, what: str = "index", axis: int = 0,
-                negative: bool = False):
+def check_index(
+    indices, sizes, op: str, what: str = "index", axis: int = 0, negative: bool = False
+):
     """`indices` (integers), checked to lie in [0, size) (or [-size, size) with `negative`)
     for `sizes`: one size for every entry, or one per position of the last axis (then for
     axes axis, axis+1, ...). IndexError naming `op` and the bad `what` otherwise."""
     idx = _as_indices(indices, op)
-    return bind(check_index_p, idx, sizes=tuple(int(n) for n in sizes), caller=op, what=what,
-                axis=axis, negative=negative)
+    return bind(
+        check_index_p,
+        idx,
+        sizes=tuple(int(n) for n in sizes),
+        caller=op,
+        what=what,
+        axis=axis,
+        negative=negative,
+    )
 
 
 def take(a, indices, axis=None):
@@ -146,8 +174,9 @@ def gather_nd(params, indices, batch_dims=0, name=None):
     idx = _as_indices(indices, "gather_nd")
     depth = idx.shape[-1] if idx.ndim else 0
     if idx.ndim == 0 or depth > x.ndim:
-        raise op_error("gather_nd", f"indices of shape {idx.shape} cannot address params of "
-                       f"shape {x.shape}")
+        raise op_error(
+            "gather_nd", f"indices of shape {idx.shape} cannot address params of shape {x.shape}"
+        )
     lead = x.shape[:depth]
     if depth:
         # [0, 4] on a 3x3 input would otherwise flatten to 4, a valid but wrong element.
@@ -258,29 +287,39 @@ def _expand_ellipsis(x, items):
         raise op_error("getitem", "an index can only have a single ellipsis ('...')", IndexError)
     consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
     if consumed > x.ndim:
-        raise op_error("getitem", f"too many indices ({consumed}) for a tensor of shape "
-                       f"{x.shape}", IndexError)
+        raise op_error(
+            "getitem", f"too many indices ({consumed}) for a tensor of shape {x.shape}", IndexError
+        )
     fill = [builtins.slice(None)] * (x.ndim - consumed)
     for pos, item in enumerate(items):
         if item is Ellipsis:
-            return items[:pos] + fill + items[pos + 1:]
+            return items[:pos] + fill + items[pos + 1 :]
     return items + fill
 
 
 def _static_int(item, dim, axis, shape) -> int:
     if isinstance(item, Tracer):
         item._concrete("indexing with")
-    if not (isinstance(item, (int, np.integer)) or getattr(item, "dtype", None) is not None
-            and np.dtype(item.dtype).kind in "iu"):
-        raise op_error("getitem", f"only integers, slices, None, ... and integer arrays are "
-                       f"valid indices, got {item!r}", IndexError)
+    if not (
+        isinstance(item, (int, np.integer))
+        or getattr(item, "dtype", None) is not None
+        and np.dtype(item.dtype).kind in "iu"
+    ):
+        raise op_error(
+            "getitem",
+            f"only integers, slices, None, ... and integer arrays are valid indices, got {item!r}",
+            IndexError,
+        )
     try:
         i = int(item)
     except (TypeError, ValueError):
         raise op_error("getitem", f"unsupported index {item!r}", TypeError) from None
     if not -dim <= i < dim:
-        raise op_error("getitem", f"index {i} is out of bounds for axis {axis} of size {dim} "
-                       f"(shape {shape})", IndexError)
+        raise op_error(
+            "getitem",
+            f"index {i} is out of bounds for axis {axis} of size {dim} (shape {shape})",
+            IndexError,
+        )
     return i % dim
 
 
@@ -319,5 +358,5 @@ def _gather_arrays(y, arrays):
         i = check_index(i, (d,), "getitem", axis=axis, negative=True)
         i = ew.where(ew.less(i, 0), i + d, i)
         flat = i if flat is None else flat * d + i
-    merged = sh.reshape(y, y.shape[:first] + (int(np.prod(dims)),) + y.shape[axes[-1] + 1:])
+    merged = sh.reshape(y, y.shape[:first] + (int(np.prod(dims)),) + y.shape[axes[-1] + 1 :])
     return gather(merged, flat, first)

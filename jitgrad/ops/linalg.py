@@ -23,15 +23,23 @@ def _matmul_eval(a, b):
     # Matrices with equal batch dimensions, or (unbatched) a vector on either side or both,
     # as numpy does: the vector's axis is contracted and does not appear in the result.
     vector = a.ndim == 1 or b.ndim == 1
-    if (a.ndim == 0 or b.ndim == 0 or a.dtype != b.dtype
-            or (vector and max(a.ndim, b.ndim) > 2)
-            or (not vector and (a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2]))):
-        raise op_error("matmul", f"{_describe(a, b)}: operands need equal batch dimensions and "
-                       f"dtypes ({a.dtype.name}, {b.dtype.name})")
+    if (
+        a.ndim == 0
+        or b.ndim == 0
+        or a.dtype != b.dtype
+        or (vector and max(a.ndim, b.ndim) > 2)
+        or (not vector and (a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2]))
+    ):
+        raise op_error(
+            "matmul",
+            f"{_describe(a, b)}: operands need equal batch dimensions and "
+            f"dtypes ({a.dtype.name}, {b.dtype.name})",
+        )
     contracted_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if a.shape[-1] != contracted_b:
-        raise op_error("matmul", f"{_describe(a, b)} cannot contract {a.shape[-1]} with "
-                       f"{contracted_b}")
+        raise op_error(
+            "matmul", f"{_describe(a, b)} cannot contract {a.shape[-1]} with {contracted_b}"
+        )
     if a.dtype.kind == "b":
         raise op_error("matmul", "bool operands are not supported", TypeError)
     return AVal(a.shape[:-1] + (b.shape[-1:] if b.ndim > 1 else ()), a.dtype)
@@ -43,19 +51,24 @@ def _matmul_vjp(g, out, a, b):
     if a.ndim == 1 and b.ndim == 1:
         return (lambda: g * b, lambda: g * a)
     if b.ndim == 1:  # (m, k) @ (k,)
-        return (lambda: bind(matmul_p, sh.reshape(g, g.shape + (1,)),
-                             sh.reshape(b, (1,) + b.shape)),
-                lambda: bind(matmul_p, sh.matrix_transpose(a), g))
+        return (
+            lambda: bind(matmul_p, sh.reshape(g, g.shape + (1,)), sh.reshape(b, (1,) + b.shape)),
+            lambda: bind(matmul_p, sh.matrix_transpose(a), g),
+        )
     if a.ndim == 1:  # (k,) @ (k, n)
-        return (lambda: bind(matmul_p, b, g),
-                lambda: bind(matmul_p, sh.reshape(a, a.shape + (1,)),
-                             sh.reshape(g, (1,) + g.shape)))
-    return (lambda: bind(matmul_p, g, sh.matrix_transpose(b)),
-            lambda: bind(matmul_p, sh.matrix_transpose(a), g))
+        return (
+            lambda: bind(matmul_p, b, g),
+            lambda: bind(matmul_p, sh.reshape(a, a.shape + (1,)), sh.reshape(g, (1,) + g.shape)),
+        )
+    return (
+        lambda: bind(matmul_p, g, sh.matrix_transpose(b)),
+        lambda: bind(matmul_p, sh.matrix_transpose(a), g),
+    )
 
 
-matmul_p = defop("matmul", abstract_eval=_matmul_eval, impl=np.matmul, vjp=_matmul_vjp,
-                 kind="linalg")
+matmul_p = defop(
+    "matmul", abstract_eval=_matmul_eval, impl=np.matmul, vjp=_matmul_vjp, kind="linalg"
+)
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
@@ -77,8 +90,9 @@ def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
     a2 = sh.reshape(a, (1,) + a.shape) if vec_a else a
     b2 = sh.reshape(b, b.shape + (1,)) if vec_b else b
     if a2.shape[-1] != b2.shape[-2]:
-        raise op_error("matmul", f"{_describe(a, b)} cannot contract {a2.shape[-1]} with "
-                       f"{b2.shape[-2]}")
+        raise op_error(
+            "matmul", f"{_describe(a, b)} cannot contract {a2.shape[-1]} with {b2.shape[-2]}"
+        )
     batch = a2.shape[:-2]
     if batch or b2.ndim > 2:
         batch = broadcast_shapes("matmul", batch, b2.shape[:-2])
@@ -86,8 +100,9 @@ def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
         b2 = sh.broadcast_to(b2, batch + b2.shape[-2:])
     out = bind(matmul_p, a2, b2)
     if vec_a or vec_b:
-        shape = batch + ((a2.shape[-2],) if not vec_a else ()) + ((b2.shape[-1],) if not vec_b
-                                                                   else ())
+        shape = (
+            batch + ((a2.shape[-2],) if not vec_a else ()) + ((b2.shape[-1],) if not vec_b else ())
+        )
         out = sh.reshape(out, shape)
     return out
 
@@ -99,15 +114,20 @@ def tensordot(a, b, axes, name=None):
         axes_a = list(range(a.ndim - int(axes), a.ndim))
         axes_b = list(range(int(axes)))
     else:
-        axes_a, axes_b = ([axes[0]] if isinstance(axes[0], int) else list(axes[0]),
-                          [axes[1]] if isinstance(axes[1], int) else list(axes[1]))
+        axes_a, axes_b = (
+            [axes[0]] if isinstance(axes[0], int) else list(axes[0]),
+            [axes[1]] if isinstance(axes[1], int) else list(axes[1]),
+        )
     axes_a = [x % a.ndim for x in axes_a]
     axes_b = [x % b.ndim for x in axes_b]
     if [a.shape[i] for i in axes_a] != [b.shape[i] for i in axes_b]:
-        raise op_error("tensordot", f"{a.shape} and {b.shape}: contracted axes {axes_a} and "
-                       f"{axes_b} differ in size")
+        raise op_error(
+            "tensordot",
+            f"{a.shape} and {b.shape}: contracted axes {axes_a} and {axes_b} differ in size",
+        )
     free_a = [i for i in range(a.ndim) if i not in axes_a]
     free_b = [i for i in range(b.ndim) if i not in axes_b]
+
     def size(x, axes):
         return int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
 
@@ -126,15 +146,18 @@ def _parse_einsum(equation: str, n_operands: int):
     inputs, arrow, output = equation.partition("->")
     terms = inputs.split(",")
     if len(terms) != n_operands or n_operands not in (1, 2):
-        raise op_error("einsum", f"{equation!r}: one or two operands are supported, got "
-                       f"{n_operands}")
+        raise op_error(
+            "einsum", f"{equation!r}: one or two operands are supported, got {n_operands}"
+        )
     if not arrow:
         counts = {c: inputs.count(c) for c in inputs if c != ","}
         output = "".join(sorted(c for c, n in counts.items() if n == 1))
     for t in terms:
         if len(set(t)) != len(t):
-            raise op_error("einsum", f"{equation!r}: repeated index in one operand (diagonals) "
-                           "is not supported")
+            raise op_error(
+                "einsum",
+                f"{equation!r}: repeated index in one operand (diagonals) is not supported",
+            )
     return terms, output
 
 
@@ -146,8 +169,7 @@ def einsum(equation, *inputs, name=None):
     sizes: dict[str, int] = {}
     for term, x in zip(terms, xs):
         if len(term) != x.ndim:
-            raise op_error("einsum", f"{equation!r}: term {term!r} for a tensor of shape "
-                           f"{x.shape}")
+            raise op_error("einsum", f"{equation!r}: term {term!r} for a tensor of shape {x.shape}")
         for c, d in zip(term, x.shape):
             if sizes.setdefault(c, d) != d:
                 raise op_error("einsum", f"{equation!r}: index {c!r} has sizes {sizes[c]} and {d}")
@@ -172,10 +194,14 @@ def einsum(equation, *inputs, name=None):
     def size(cs):
         return int(np.prod([sizes[c] for c in cs], dtype=np.int64))
 
-    a3 = sh.reshape(sh.transpose(a, [ta.index(c) for c in batch + free_a + contract]),
-                    (size(batch), size(free_a), size(contract)))
-    b3 = sh.reshape(sh.transpose(b, [tb.index(c) for c in batch + contract + free_b]),
-                    (size(batch), size(contract), size(free_b)))
+    a3 = sh.reshape(
+        sh.transpose(a, [ta.index(c) for c in batch + free_a + contract]),
+        (size(batch), size(free_a), size(contract)),
+    )
+    b3 = sh.reshape(
+        sh.transpose(b, [tb.index(c) for c in batch + contract + free_b]),
+        (size(batch), size(contract), size(free_b)),
+    )
     out = matmul(a3, b3)
     labels = batch + free_a + free_b
     out = sh.reshape(out, tuple(sizes[c] for c in labels))

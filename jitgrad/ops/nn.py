@@ -117,13 +117,16 @@ def logsumexp(x, axis=None, keepdims=False, name=None):
 def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None):
     """-log softmax(logits)[label] per example (integer labels, classes on the last axis)."""
     if labels is None or logits is None:
-        raise op_error("sparse_softmax_cross_entropy_with_logits", "needs labels= and logits=",
-                       TypeError)
+        raise op_error(
+            "sparse_softmax_cross_entropy_with_logits", "needs labels= and logits=", TypeError
+        )
     z = _float(logits, "sparse_softmax_cross_entropy_with_logits")
     y = as_value(labels, op="sparse_softmax_cross_entropy_with_logits")
     if y.shape != z.shape[:-1]:
-        raise op_error("sparse_softmax_cross_entropy_with_logits",
-                       f"labels of shape {y.shape} do not match logits of shape {z.shape}")
+        raise op_error(
+            "sparse_softmax_cross_entropy_with_logits",
+            f"labels of shape {y.shape} do not match logits of shape {z.shape}",
+        )
     # TensorFlow raises for a label outside [0, classes); one_hot alone would give the row an
     # all-off mask and a silent loss of 0.
     y = check_index(y, (z.shape[-1],), "sparse_softmax_cross_entropy_with_logits", "label")
@@ -144,8 +147,10 @@ def sigmoid_cross_entropy_with_logits(labels=None, logits=None, name=None):
     x = _float(logits, "sigmoid_cross_entropy_with_logits")
     z = ew.cast(as_value(labels, op="sigmoid_cross_entropy_with_logits"), x.dtype)
     if z.shape != x.shape:
-        raise op_error("sigmoid_cross_entropy_with_logits",
-                       f"labels of shape {z.shape} do not match logits of shape {x.shape}")
+        raise op_error(
+            "sigmoid_cross_entropy_with_logits",
+            f"labels of shape {z.shape} do not match logits of shape {x.shape}",
+        )
     return ew.softplus(x) - x * z
 
 

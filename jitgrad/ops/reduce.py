@@ -40,8 +40,14 @@ def _max_vjp(g, out, x, *, axes):
     return (expand_back(g, x, axes) * is_max / count,)
 
 
-reduce_max_p = defop("reduce_max", abstract_eval=reduce_eval("reduce_max"), impl=_max_impl,
-                     vjp=_max_vjp, kind="reduce", reduction=Reduction("max", identity=_lowest))
+reduce_max_p = defop(
+    "reduce_max",
+    abstract_eval=reduce_eval("reduce_max"),
+    impl=_max_impl,
+    vjp=_max_vjp,
+    kind="reduce",
+    reduction=Reduction("max", identity=_lowest),
+)
 
 
 def _prod_vjp(g, out, x, *, axes):
@@ -65,33 +71,46 @@ def _prod_vjp(g, out, x, *, axes):
 
     count = over_slice(reduce_sum_p, ew.cast(is_zero, x.dtype))
     other_zero = over_slice(reduce_sum_p, ew.where(is_zero, x, zero)) - x
-    other_zeros = ew.where(ew.equal(count, 1.0), one,
-                           ew.where(ew.equal(count, 2.0), other_zero, zero))
+    other_zeros = ew.where(
+        ew.equal(count, 1.0), one, ew.where(ew.equal(count, 2.0), other_zero, zero)
+    )
     rest = ew.where(is_zero, other_zeros, over_slice(reduce_prod_p, b))
     return (expand_back(g, x, axes) * (over_slice(reduce_prod_p, a) / a) * rest,)
 
 
-reduce_prod_p = defop("reduce_prod", abstract_eval=reduce_eval("reduce_prod"),
-                      impl=lambda x, *, axes: np.prod(x, axis=axes, dtype=x.dtype),
-                      vjp=_prod_vjp, kind="reduce",
-                      reduction=Reduction("mul", identity=lambda dtype: 1))
+reduce_prod_p = defop(
+    "reduce_prod",
+    abstract_eval=reduce_eval("reduce_prod"),
+    impl=lambda x, *, axes: np.prod(x, axis=axes, dtype=x.dtype),
+    vjp=_prod_vjp,
+    kind="reduce",
+    reduction=Reduction("mul", identity=lambda dtype: 1),
+)
 
 
 def _arg_eval(name):
     def abstract_eval(x, *, axis):
         if x.shape[axis] == 0:
             raise op_error(name, f"axis {axis} of shape {x.shape} is empty")
-        return AVal(x.shape[:axis] + x.shape[axis + 1:], dtypes.int64)
+        return AVal(x.shape[:axis] + x.shape[axis + 1 :], dtypes.int64)
 
     return abstract_eval
 
 
-argmax_p = defop("argmax", abstract_eval=_arg_eval("argmax"),
-                 impl=lambda x, *, axis: np.argmax(x, axis=axis), vjp=NOT_DIFFERENTIABLE,
-                 kind="reduce")
-argmin_p = defop("argmin", abstract_eval=_arg_eval("argmin"),
-                 impl=lambda x, *, axis: np.argmin(x, axis=axis), vjp=NOT_DIFFERENTIABLE,
-                 kind="reduce")
+argmax_p = defop(
+    "argmax",
+    abstract_eval=_arg_eval("argmax"),
+    impl=lambda x, *, axis: np.argmax(x, axis=axis),
+    vjp=NOT_DIFFERENTIABLE,
+    kind="reduce",
+)
+argmin_p = defop(
+    "argmin",
+    abstract_eval=_arg_eval("argmin"),
+    impl=lambda x, *, axis: np.argmin(x, axis=axis),
+    vjp=NOT_DIFFERENTIABLE,
+    kind="reduce",
+)
 
 # ---------------------------------------------------------------------------------------------
 # Public functions

@@ -46,8 +46,9 @@ def _resolve_shape(shape, size: int, from_shape) -> tuple[int, ...]:
     if unknown:
         known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
         if known == 0 or size % known:
-            raise op_error("reshape", f"cannot reshape a tensor of shape {from_shape} into "
-                           f"{tuple(shape)}")
+            raise op_error(
+                "reshape", f"cannot reshape a tensor of shape {from_shape} into {tuple(shape)}"
+            )
         shape[unknown[0]] = size // known
     return tuple(shape)
 
@@ -62,8 +63,10 @@ def reshape(tensor, shape, name=None):
 
 def _transpose_eval(x, *, perm):
     if sorted(perm) != list(range(x.ndim)):
-        raise op_error("transpose", f"perm {perm} is not a permutation of the {x.ndim} axes of "
-                       f"a tensor of shape {x.shape}")
+        raise op_error(
+            "transpose",
+            f"perm {perm} is not a permutation of the {x.ndim} axes of a tensor of shape {x.shape}",
+        )
     return AVal(tuple(x.shape[p] for p in perm), x.dtype)
 
 
@@ -71,16 +74,23 @@ def _transpose_vjp(g, out, x, *, perm):
     return (transpose(g, tuple(int(i) for i in np.argsort(perm))),)
 
 
-transpose_p = defop("transpose", abstract_eval=_transpose_eval,
-                    impl=lambda x, *, perm: np.transpose(x, perm), vjp=_transpose_vjp,
-                    kind="shape")
+transpose_p = defop(
+    "transpose",
+    abstract_eval=_transpose_eval,
+    impl=lambda x, *, perm: np.transpose(x, perm),
+    vjp=_transpose_vjp,
+    kind="shape",
+)
 
 
 def transpose(a, perm=None, conjugate=False, name=None):
     """Permute the axes of `a` (reverse them when `perm` is None)."""
     x = as_value(a, op="transpose")
-    perm = tuple(range(x.ndim))[::-1] if perm is None else tuple(
-        normalize_axis("transpose", p, x.ndim) for p in perm)
+    perm = (
+        tuple(range(x.ndim))[::-1]
+        if perm is None
+        else tuple(normalize_axis("transpose", p, x.ndim) for p in perm)
+    )
     return x if perm == tuple(range(x.ndim)) else bind(transpose_p, x, perm=perm)
 
 
@@ -109,8 +119,9 @@ def squeeze(input, axis=None, name=None):  # noqa: A002
         axes = normalize_axes("squeeze", axis, x.ndim)
         bad = [a for a in axes if x.shape[a] != 1]
         if bad:
-            raise op_error("squeeze", f"axis {bad[0]} of shape {x.shape} has size "
-                           f"{x.shape[bad[0]]}, not 1")
+            raise op_error(
+                "squeeze", f"axis {bad[0]} of shape {x.shape} has size {x.shape[bad[0]]}, not 1"
+            )
     return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
 
 
@@ -149,14 +160,21 @@ def _unslice_impl(g, *, index, shape):
     return out
 
 
-slice_p = defop("slice", abstract_eval=_slice_eval,
-                impl=lambda x, *, index: x[_as_slices(index)],
-                vjp=lambda g, out, x, *, index: (bind(unslice_p, g, index=index, shape=x.shape),),
-                kind="shape")
-unslice_p = defop("unslice", abstract_eval=lambda g, *, index, shape: AVal(shape, g.dtype),
-                  impl=_unslice_impl,
-                  vjp=lambda g, out, x, *, index, shape: (bind(slice_p, g, index=index),),
-                  kind="shape", doc="Zeros of `shape` with `g` written at `index` (slice's VJP).")
+slice_p = defop(
+    "slice",
+    abstract_eval=_slice_eval,
+    impl=lambda x, *, index: x[_as_slices(index)],
+    vjp=lambda g, out, x, *, index: (bind(unslice_p, g, index=index, shape=x.shape),),
+    kind="shape",
+)
+unslice_p = defop(
+    "unslice",
+    abstract_eval=lambda g, *, index, shape: AVal(shape, g.dtype),
+    impl=_unslice_impl,
+    vjp=lambda g, out, x, *, index, shape: (bind(slice_p, g, index=index),),
+    kind="shape",
+    doc="Zeros of `shape` with `g` written at `index` (slice's VJP).",
+)
 
 
 def strided_slice(x, index: tuple[slice, ...]):
@@ -182,12 +200,15 @@ def slice(input_, begin, size, name=None):  # noqa: A001 - TensorFlow's name
 def _concat_eval(*xs, axis):
     first = xs[0]
     for x in xs[1:]:
-        if (x.ndim != first.ndim or x.dtype != first.dtype
-                or any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis)):
+        if (
+            x.ndim != first.ndim
+            or x.dtype != first.dtype
+            or any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis)
+        ):
             listed = ", ".join(f"{y.dtype.name}{list(y.shape)}" for y in xs)
             raise op_error("concat", f"shapes {listed} differ outside axis {axis}")
     size = sum(x.shape[axis] for x in xs)
-    return AVal(first.shape[:axis] + (size,) + first.shape[axis + 1:], first.dtype)
+    return AVal(first.shape[:axis] + (size,) + first.shape[axis + 1 :], first.dtype)
 
 
 def _concat_vjp(g, out, *xs, axis):
@@ -200,9 +221,13 @@ def _concat_vjp(g, out, *xs, axis):
     return tuple(cts)
 
 
-concat_p = defop("concat", abstract_eval=_concat_eval,
-                 impl=lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concat_vjp,
-                 kind="shape")
+concat_p = defop(
+    "concat",
+    abstract_eval=_concat_eval,
+    impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
+    vjp=_concat_vjp,
+    kind="shape",
+)
 
 
 def concat(values, axis, name=None):
@@ -246,8 +271,12 @@ def pad(tensor, paddings, mode="CONSTANT", constant_values=0, name=None):
         raise op_error("pad", f"mode {mode!r} is not supported (only 'CONSTANT')")
     x = as_value(tensor, op="pad")
     paddings = tuple((int(lo), int(hi)) for lo, hi in np.asarray(paddings).reshape(-1, 2))
-    return bind(pad_p, x, paddings=paddings, constant=float(constant_values)
-                if x.dtype.kind == "f" else int(constant_values))
+    return bind(
+        pad_p,
+        x,
+        paddings=paddings,
+        constant=float(constant_values) if x.dtype.kind == "f" else int(constant_values),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,8 +301,7 @@ def unstack(value, num=None, axis=0, name=None):
     axis = normalize_axis("unstack", axis, x.ndim)
     out = []
     for i in range(x.shape[axis]):
-        index = tuple(_py_slice(i, i + 1) if a == axis else _py_slice(None)
-                      for a in range(x.ndim))
+        index = tuple(_py_slice(i, i + 1) if a == axis else _py_slice(None) for a in range(x.ndim))
         out.append(squeeze(strided_slice(x, index), axis))
     return out
 
@@ -285,8 +313,10 @@ def split(value, num_or_size_splits, axis=0, num=None, name=None):
     n = x.shape[axis]
     if isinstance(num_or_size_splits, (int, np.integer)):
         if n % num_or_size_splits:
-            raise op_error("split", f"axis {axis} of size {n} does not split into "
-                           f"{num_or_size_splits} equal parts")
+            raise op_error(
+                "split",
+                f"axis {axis} of size {n} does not split into {num_or_size_splits} equal parts",
+            )
         sizes = [n // num_or_size_splits] * int(num_or_size_splits)
     else:
         sizes = [int(s) for s in num_or_size_splits]
@@ -296,8 +326,9 @@ def split(value, num_or_size_splits, axis=0, num=None, name=None):
             raise op_error("split", f"sizes {sizes} do not add up to {n} (axis {axis})")
     out, start = [], 0
     for s in sizes:
-        index = tuple(_py_slice(start, start + s) if a == axis else _py_slice(None)
-                      for a in range(x.ndim))
+        index = tuple(
+            _py_slice(start, start + s) if a == axis else _py_slice(None) for a in range(x.ndim)
+        )
         out.append(strided_slice(x, index))
         start += s
     return out

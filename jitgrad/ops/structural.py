@@ -36,6 +36,7 @@ def reshape_value(x, shape: tuple[int, ...]):
 # ---------------------------------------------------------------------------------------------
 # cast
 
+
 def _cast_eval(x, *, dtype):
     return AVal(x.shape, dtype)
 
@@ -46,8 +47,14 @@ def _cast_vjp(g, out, x, *, dtype):
     return (cast_value(g, x.dtype),)
 
 
-cast_p = defop("cast", abstract_eval=_cast_eval, impl=lambda x, *, dtype: x.astype(dtype),
-               vjp=_cast_vjp, kind="elementwise", template="{dtype}({0})")
+cast_p = defop(
+    "cast",
+    abstract_eval=_cast_eval,
+    impl=lambda x, *, dtype: x.astype(dtype),
+    vjp=_cast_vjp,
+    kind="elementwise",
+    template="{dtype}({0})",
+)
 
 # ---------------------------------------------------------------------------------------------
 # broadcast_to: the one place where un-broadcasting (a sum) lives.
@@ -73,10 +80,9 @@ def _broadcast_vjp(g, out, x, *, shape):
     return (reshape_value(summed, x.shape),)
 
 
-broadcast_to_p = defop("broadcast_to", abstract_eval=_broadcast_eval,
-                       impl=broadcast,
-                       vjp=_broadcast_vjp, kind="shape")
-
+broadcast_to_p = defop(
+    "broadcast_to", abstract_eval=_broadcast_eval, impl=broadcast, vjp=_broadcast_vjp, kind="shape"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,10 +95,13 @@ def _reshape_eval(x, *, shape):
     return AVal(shape, x.dtype)
 
 
-reshape_p = defop("reshape", abstract_eval=_reshape_eval,
-                  impl=lambda x, *, shape: np.reshape(x, shape),
-                  vjp=lambda g, out, x, *, shape: (reshape_value(g, x.shape),), kind="shape")
-
+reshape_p = defop(
+    "reshape",
+    abstract_eval=_reshape_eval,
+    impl=lambda x, *, shape: np.reshape(x, shape),
+    vjp=lambda g, out, x, *, shape: (reshape_value(g, x.shape),),
+    kind="shape",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +118,7 @@ def kept_shape(shape, axes):
 
 def reduce_eval(name):
     """The shape rule of reduction `name` (reduce_sum, reduce_max, ...) over `axes`."""
+
     def abstract_eval(x, *, axes):
         if x.dtype == dtypes.bool_:
             raise op_error(name, "expects a numeric tensor, got bool", TypeError)
@@ -123,7 +133,10 @@ def expand_back(g, x, axes):
 
 
 reduce_sum_p = defop(
-    "reduce_sum", abstract_eval=reduce_eval("reduce_sum"),
+    "reduce_sum",
+    abstract_eval=reduce_eval("reduce_sum"),
     impl=lambda x, *, axes: np.sum(x, axis=axes, dtype=x.dtype),
-    vjp=lambda g, out, x, *, axes: (expand_back(g, x, axes),), kind="reduce",
-    reduction=Reduction("add", identity=lambda dtype: 0))
+    vjp=lambda g, out, x, *, axes: (expand_back(g, x, axes),),
+    kind="reduce",
+    reduction=Reduction("add", identity=lambda dtype: 0),
+)

@@ -17,6 +17,15 @@ from jitgrad.optim.schedules import (
 )
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_by_global_norm", "constant",
-    "cosine_decay", "exponential_decay", "piecewise_constant", "schedules",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "clip_by_global_norm",
+    "constant",
+    "cosine_decay",
+    "exponential_decay",
+    "piecewise_constant",
+    "schedules",
 ]

@@ -112,8 +112,7 @@ class Optimizer:
     def _code_key(self) -> tuple:
         """Everything the traced update's code depends on besides the numbers it reads at every
         call: which settings are numbers, which schedule objects, the slots, the flags."""
-        return (tuple(h.kind(self) for h in hyperparameters(type(self))), self.slots,
-                self._flags())
+        return (tuple(h.kind(self) for h in hyperparameters(type(self))), self.slots, self._flags())
 
     def _flags(self) -> tuple:
         """Python flags that select the update's code (subclasses with flags override)."""
@@ -164,8 +163,10 @@ class Optimizer:
         p_leaves, treedef = pytree.flatten(params)
         g_leaves, g_treedef = pytree.flatten(grads)
         if g_treedef != treedef:
-            raise ValueError(f"{type(self).__name__}.update: grads {pytree.describe(g_treedef)} "
-                             f"do not match params {pytree.describe(treedef)}")
+            raise ValueError(
+                f"{type(self).__name__}.update: grads {pytree.describe(g_treedef)} "
+                f"do not match params {pytree.describe(treedef)}"
+            )
         check_state(type(self).__name__, layout(self._state_specs(params)), state)
         g_leaves = [as_value(g) for g in g_leaves]
         if self.global_clipnorm is not None:
@@ -174,8 +175,9 @@ class Optimizer:
         lr = self._traced("learning_rate")
         lr = lr(step) if callable(lr) else lr
         coefficients = self._coefficients(lr, ops.cast(step + 1, np.float32))
-        slot_leaves = {name: [as_value(s) for s in pytree.flatten(state[name])[0]]
-                       for name in self.slots}
+        slot_leaves = {
+            name: [as_value(s) for s in pytree.flatten(state[name])[0]] for name in self.slots
+        }
         new_params, new_slots = [], {name: [] for name in self.slots}
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves)):
             slots = {name: slot_leaves[name][i] for name in self.slots}
@@ -204,15 +206,17 @@ class Optimizer:
         """
         pairs = [(g, v) for g, v in grads_and_vars if g is not None]
         if not pairs:
-            raise ValueError(f"{type(self).__name__}.apply_gradients: no gradient provided for "
-                             "any variable")
+            raise ValueError(
+                f"{type(self).__name__}.apply_gradients: no gradient provided for any variable"
+            )
         variables = [v for _, v in pairs]
         slots = [self._slots_of(v) for v in variables]
         state = {"step": self.iterations.value()}
         for name in self.slots:
             state[name] = [s[name] for s in slots]
-        new_values, new_state = self.update([v.value() for v in variables],
-                                            [g for g, _ in pairs], state)
+        new_values, new_state = self.update(
+            [v.value() for v in variables], [g for g, _ in pairs], state
+        )
         for i, (v, value) in enumerate(zip(variables, new_values)):
             v.assign(value)
             for name in self.slots:
@@ -225,7 +229,9 @@ class Optimizer:
         entry = self._slot_values.get(id(variable))
         if entry is None:
             entry = self._slot_values[id(variable)] = (
-                variable, {name: np.zeros(variable.shape, variable.dtype) for name in self.slots})
+                variable,
+                {name: np.zeros(variable.shape, variable.dtype) for name in self.slots},
+            )
         return entry[1]
 
     def get_slot(self, variable: Variable, name: str):
@@ -245,8 +251,13 @@ class SGD(Optimizer):
 
     momentum = Hyperparameter()
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
-                 global_clipnorm: float | None = None):
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        global_clipnorm: float | None = None,
+    ):
         super().__init__(learning_rate, global_clipnorm)
         if momentum < 0:
             raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
@@ -282,8 +293,14 @@ class Adam(Optimizer):
     beta_2 = Hyperparameter()
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, global_clipnorm: float | None = None):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        global_clipnorm: float | None = None,
+    ):
         super().__init__(learning_rate, global_clipnorm)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
@@ -293,8 +310,13 @@ class Adam(Optimizer):
         b2_power = ops.pow(_float32(beta_2), t)
         alpha = ops.sqrt(1.0 - b2_power) / (1.0 - b1_power) * _float32(lr)
         # The complements in float64, as Python computed them from plain floats.
-        return {"lr": lr, "alpha": alpha, "one_minus_beta_1": 1.0 - beta_1,
-                "one_minus_beta_2": 1.0 - beta_2, "epsilon": self._traced("epsilon")}
+        return {
+            "lr": lr,
+            "alpha": alpha,
+            "one_minus_beta_1": 1.0 - beta_1,
+            "one_minus_beta_2": 1.0 - beta_2,
+            "epsilon": self._traced("epsilon"),
+        }
 
     def _update_leaf(self, p, g, slots, c):
         m = slots["m"] + (g - slots["m"]) * _like(c["one_minus_beta_1"], p)
@@ -311,9 +333,15 @@ class AdamW(Adam):
 
     weight_decay = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7,
-                 global_clipnorm: float | None = None):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay: float = 0.004,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        global_clipnorm: float | None = None,
+    ):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, global_clipnorm)
         self.weight_decay = float(weight_decay)
 
@@ -334,17 +362,26 @@ class RMSprop(Optimizer):
     momentum = Hyperparameter()
     epsilon = Hyperparameter()
 
-    def __init__(self, learning_rate=0.001, rho: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = 1e-7, centered: bool = False,
-                 global_clipnorm: float | None = None):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+        global_clipnorm: float | None = None,
+    ):
         super().__init__(learning_rate, global_clipnorm)
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
         self.centered = centered
 
     @property
     def slots(self) -> tuple[str, ...]:
-        return ("velocity",) + (("momentum",) if self.momentum else ()) + \
-            (("average_gradient",) if self.centered else ())
+        return (
+            ("velocity",)
+            + (("momentum",) if self.momentum else ())
+            + (("average_gradient",) if self.centered else ())
+        )
 
     def _flags(self) -> tuple:
         return (bool(self.centered),)

@@ -38,8 +38,9 @@ def constant(learning_rate: float):
     return schedule
 
 
-def exponential_decay(initial_learning_rate: float, decay_steps: int, decay_rate: float,
-                      staircase: bool = False):
+def exponential_decay(
+    initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False
+):
     """lr0 * decay_rate ^ (step / decay_steps); with `staircase`, the exponent is floored, so
     the rate drops by `decay_rate` every `decay_steps` steps (step decay).
 
@@ -65,8 +66,10 @@ def piecewise_constant(boundaries, values):
     """
     boundaries, values = list(boundaries), [float(v) for v in values]
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f"piecewise_constant: {len(boundaries)} boundaries need "
-                         f"{len(boundaries) + 1} values, got {len(values)}")
+        raise ValueError(
+            f"piecewise_constant: {len(boundaries)} boundaries need "
+            f"{len(boundaries) + 1} values, got {len(values)}"
+        )
 
     def schedule(step):
         step = as_value(step)
@@ -78,8 +81,13 @@ def piecewise_constant(boundaries, values):
     return schedule
 
 
-def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 0.0,
-                 warmup_target: float | None = None, warmup_steps: int = 0):
+def cosine_decay(
+    initial_learning_rate: float,
+    decay_steps: int,
+    alpha: float = 0.0,
+    warmup_target: float | None = None,
+    warmup_steps: int = 0,
+):
     """Cosine decay from the peak rate to alpha * peak over `decay_steps`, then flat. With
     `warmup_target`, the rate first rises linearly from `initial_learning_rate` to
     `warmup_target` over `warmup_steps` and the cosine starts from `warmup_target` (Keras 3).
@@ -100,8 +108,9 @@ def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 
         if not warmup:
             return decayed(ops.minimum(s, float(decay_steps)))
         s = ops.minimum(s, float(decay_steps + warmup_steps))
-        rising = s * ((warmup_target - initial_learning_rate) / warmup_steps) + \
-            initial_learning_rate
+        rising = (
+            s * ((warmup_target - initial_learning_rate) / warmup_steps) + initial_learning_rate
+        )
         return ops.where(s < warmup_steps, rising, decayed(s - float(warmup_steps)))
 
     return schedule

@@ -25,15 +25,21 @@ def check_state(optimizer: str, expected: tuple, state) -> None:
     want_tree, want_leaves = expected
     got_tree, got_leaves = layout(state)
     if got_tree != want_tree:
-        raise ValueError(with_location(
-            f"{optimizer}.update: opt_state has the structure {pytree.describe(got_tree)}, but "
-            f"{optimizer}.init(params) makes {pytree.describe(want_tree)}; pass the state that "
-            "init returned for these params (and this optimizer)"))
+        raise ValueError(
+            with_location(
+                f"{optimizer}.update: opt_state has the structure {pytree.describe(got_tree)}, but "
+                f"{optimizer}.init(params) makes {pytree.describe(want_tree)}; pass the state that "
+                "init returned for these params (and this optimizer)"
+            )
+        )
     for path, got, want in zip(pytree.leaf_paths("opt_state", want_tree), got_leaves, want_leaves):
         if got != want:
-            raise TypeError(with_location(
-                f"{optimizer}.update: {path} is {_short(got)}, but init(params) makes "
-                f"{_short(want)}{_hint(path, got, want)}"))
+            raise TypeError(
+                with_location(
+                    f"{optimizer}.update: {path} is {_short(got)}, but init(params) makes "
+                    f"{_short(want)}{_hint(path, got, want)}"
+                )
+            )
 
 
 def _short(leaf: tuple) -> str:
@@ -43,6 +49,8 @@ def _short(leaf: tuple) -> str:
 
 def _hint(path: str, got: tuple, want: tuple) -> str:
     if path == "opt_state['step']" and got[1].kind in "iu" and got[0] == want[0]:
-        return (" (the step count is int64 so that it cannot overflow; convert a state saved "
-                "with an int32 count: state['step'] = state['step'].astype(np.int64))")
+        return (
+            " (the step count is int64 so that it cannot overflow; convert a state saved "
+            "with an int32 count: state['step'] = state['step'].astype(np.int64))"
+        )
     return ""

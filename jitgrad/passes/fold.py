@@ -36,16 +36,25 @@ def fold_constants(graph: Graph) -> Graph:
         elif e.out.aval.size <= FOLD_LIMIT and all(v in consts for v in e.inputs):
             value = e.op.impl(*[consts[v] for v in e.inputs], **e.params)
             consts[e.out] = np.array(value, dtype=e.out.aval.dtype)
-        elif e.op.kind == "elementwise" and e.inputs and all(
-            v in uniform or (v in consts and v.aval.ndim == 0) for v in e.inputs
+        elif (
+            e.op.kind == "elementwise"
+            and e.inputs
+            and all(v in uniform or (v in consts and v.aval.ndim == 0) for v in e.inputs)
         ):
             scalars = [consts[uniform.get(v, v)] for v in e.inputs]
             value = np.array(e.op.impl(*scalars, **e.params), dtype=e.out.aval.dtype)
             scalar = Var(AVal((), e.out.aval.dtype))
             consts[scalar] = value
             uniform[e.out] = scalar
-            eqns.append(Eqn(REGISTRY["broadcast_to"], (scalar,), {"shape": e.out.aval.shape},
-                            e.out, e.source))
+            eqns.append(
+                Eqn(
+                    REGISTRY["broadcast_to"],
+                    (scalar,),
+                    {"shape": e.out.aval.shape},
+                    e.out,
+                    e.source,
+                )
+            )
         else:
             eqns.append(e)
     return Graph(graph.inputs, tuple(eqns), graph.outputs, consts)

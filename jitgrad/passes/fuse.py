@@ -76,17 +76,22 @@ class _Grouping:
             self.steps.append(OpStep(e))
         own = self.group_of.get(e.out)
         self.deps[e.out] = frozenset().union(*(self.deps_of(x) for x in e.inputs)) | (
-            {own} if own is not None else frozenset())
+            {own} if own is not None else frozenset()
+        )
 
     def place_elementwise(self, e: Eqn) -> None:
         """Into the group of one of its inputs over the same space, else any other group over
         that space, most recent first (independent work over one space shares a pass: Adam's
         moment and parameter updates, say), else a new group; the first that stays convex."""
         space = e.out.aval.shape
-        candidates = [self.group_of[x] for x in e.inputs if x in self.group_of
-                      and x not in self.reduced and self.group_of[x].space == space]
+        candidates = [
+            self.group_of[x]
+            for x in e.inputs
+            if x in self.group_of and x not in self.reduced and self.group_of[x].space == space
+        ]
         candidates = list(reversed(candidates)) + [
-            g for g in reversed(self.by_space.get(space, [])) if g not in candidates]
+            g for g in reversed(self.by_space.get(space, [])) if g not in candidates
+        ]
         target = next((g for g in candidates if self.convex(g, e)), None)
         self.add_to(target or self.new_group(space), e)
 
@@ -171,7 +176,8 @@ def _connect(steps: list, group_of: dict, graph_outputs: list) -> None:
     external = {id(s): _external_reads(s) for s in steps}
     for g in [s for s in steps if isinstance(s, LoopGroup)]:
         used_outside = set(graph_outputs).union(
-            *(reads for key, reads in external.items() if key != id(g)))
+            *(reads for key, reads in external.items() if key != id(g))
+        )
         g.inputs = list(external[id(g)])
         g.outputs = [e.out for e in g.eqns if e.out in used_outside and group_of.get(e.out) is g]
 
@@ -191,7 +197,7 @@ def _order(steps: list) -> list:
     """Topological order of the steps, as close to the recorded order as possible."""
     producer: dict[Var, object] = {}
     for s in steps:
-        for v in (s.outputs if isinstance(s, LoopGroup) else [s.eqn.out]):
+        for v in s.outputs if isinstance(s, LoopGroup) else [s.eqn.out]:
             producer[v] = s
     needs: dict[int, set] = {}
     for s in steps:

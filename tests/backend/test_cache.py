@@ -33,8 +33,9 @@ SCRIPT = textwrap.dedent("""
 
 def run_script(env_extra):
     env = dict(os.environ, **env_extra)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.split(), out.stderr
 
@@ -113,13 +114,20 @@ def test_editing_a_backend_helper_recompiles_cached_kernels(tmp_path):
     """Kernels inline vmath's helpers into their machine code: after an edit of vmath (an
     editable install), a kernel cached before must not keep running the old helper."""
     package = tmp_path / "copy" / "jitgrad"
-    shutil.copytree(os.path.dirname(jg.__file__), package,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.dirname(jg.__file__), package, ignore=shutil.ignore_patterns("__pycache__")
+    )
     env = dict(os.environ, PYTHONPATH=str(package.parent), JITGRAD_CACHE_DIR=str(tmp_path))
 
     def tanh_of_half():
-        out = subprocess.run([sys.executable, "-c", TANH_SCRIPT], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", TANH_SCRIPT],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         return float(out.stdout)
 
@@ -172,8 +180,16 @@ def test_cache_entry_from_another_numba_version_is_recompiled_with_one_warning(t
 
 def test_two_processes_compiling_into_one_cache_at_once(tmp_path):
     env = dict(os.environ, JITGRAD_CACHE_DIR=str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     results = [out.split()[:2] for out, _ in outs]

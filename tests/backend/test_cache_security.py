@@ -18,7 +18,8 @@ from jitgrad.core.config import Config
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="giving a directory to another user (chown) needs root")
+    os.geteuid() != 0, reason="giving a directory to another user (chown) needs root"
+)
 DISK_ERRORS = [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT]
 
 
@@ -26,8 +27,9 @@ def kernel_source(tmp_path, offset=0):
     """A tiny cacheable kernel module, different for each test (loaded kernels are shared by
     source within a process)."""
     constant = zlib.crc32(str(tmp_path).encode()) + offset
-    return ('import numba\n\n\n@numba.njit(cache=True)\n'
-            f'def kernel(x):\n    return x + {constant}.0\n'), constant
+    return (
+        f"import numba\n\n\n@numba.njit(cache=True)\ndef kernel(x):\n    return x + {constant}.0\n"
+    ), constant
 
 
 def compile_and_call(tmp_path, offset=0):
@@ -43,8 +45,12 @@ def cache_warnings(record):
 
 
 def files_under(path, prefix=""):
-    return [os.path.join(d, f) for d, _, names in os.walk(path, followlinks=True)
-            for f in names if f.startswith(prefix)]
+    return [
+        os.path.join(d, f)
+        for d, _, names in os.walk(path, followlinks=True)
+        for f in names
+        if f.startswith(prefix)
+    ]
 
 
 @pytest.fixture
@@ -108,21 +114,33 @@ def _symlink_of_another_user_to_a_private_dir(path, tmp_path):
     os.lchown(path, NOBODY, NOBODY)
 
 
-@pytest.mark.parametrize("setup, refused, reason", [
-    (_world_writable_cache_dir, "", "group- or world-writable (mode 777)"),
-    (_group_writable_kernels_dir, "kernels", "group- or world-writable (mode 770)"),
-    pytest.param(_cache_dir_of_another_user, "", f"owned by uid {NOBODY}", marks=needs_root),
-    pytest.param(_kernels_dir_of_another_user, "kernels", f"owned by uid {NOBODY}",
-                 marks=needs_root),
-    pytest.param(_pycache_of_another_user, "kernels/__pycache__", f"owned by uid {NOBODY}",
-                 marks=needs_root),
-    pytest.param(_symlink_to_a_dir_of_another_user, "", f"owned by uid {NOBODY}",
-                 marks=needs_root),
-    pytest.param(_symlink_of_another_user_to_a_private_dir, "",
-                 f"a symlink owned by uid {NOBODY}", marks=needs_root),
-])
-def test_unsafe_directory_is_refused_with_one_warning(cache_dir, tmp_path, setup, refused,
-                                                       reason):
+@pytest.mark.parametrize(
+    "setup, refused, reason",
+    [
+        (_world_writable_cache_dir, "", "group- or world-writable (mode 777)"),
+        (_group_writable_kernels_dir, "kernels", "group- or world-writable (mode 770)"),
+        pytest.param(_cache_dir_of_another_user, "", f"owned by uid {NOBODY}", marks=needs_root),
+        pytest.param(
+            _kernels_dir_of_another_user, "kernels", f"owned by uid {NOBODY}", marks=needs_root
+        ),
+        pytest.param(
+            _pycache_of_another_user,
+            "kernels/__pycache__",
+            f"owned by uid {NOBODY}",
+            marks=needs_root,
+        ),
+        pytest.param(
+            _symlink_to_a_dir_of_another_user, "", f"owned by uid {NOBODY}", marks=needs_root
+        ),
+        pytest.param(
+            _symlink_of_another_user_to_a_private_dir,
+            "",
+            f"a symlink owned by uid {NOBODY}",
+            marks=needs_root,
+        ),
+    ],
+)
+def test_unsafe_directory_is_refused_with_one_warning(cache_dir, tmp_path, setup, refused, reason):
     setup(cache_dir, tmp_path)
     with pytest.warns(RuntimeWarning) as record:
         compile_and_call(tmp_path)
@@ -161,12 +179,14 @@ def _failing_replace(code, only_suffixes=None):
         if only_suffixes is None or str(dst).endswith(only_suffixes):
             raise OSError(code, os.strerror(code), str(dst))
         return replace(src, dst, **kw)
+
     return failing
 
 
 @pytest.mark.parametrize("code", DISK_ERRORS, ids=errno.errorcode.get)
-def test_failed_module_write_compiles_in_memory_with_one_warning(cache_dir, tmp_path,
-                                                                  monkeypatch, code):
+def test_failed_module_write_compiles_in_memory_with_one_warning(
+    cache_dir, tmp_path, monkeypatch, code
+):
     monkeypatch.setattr(os, "replace", _failing_replace(code))
     with pytest.warns(RuntimeWarning) as record:
         compile_and_call(tmp_path)
@@ -179,10 +199,12 @@ def test_failed_module_write_compiles_in_memory_with_one_warning(cache_dir, tmp_
 def nested_sines(depth):
     """sin(sin(...(x) + 0.5...) + 0.5): one structure per depth, so that each case compiles its
     own kernel (kernels are shared by structure within a process)."""
+
     def f(x):
         for _ in range(depth):
             x = jg.sin(x) + 0.5
         return x
+
     return f
 
 
@@ -197,6 +219,9 @@ def test_failed_numba_cache_write_still_gives_the_kernel(cache_dir, monkeypatch,
         np.testing.assert_allclose(f(x[:4]), nested_sines(depth)(x[:4]).numpy(), rtol=1e-12)
     messages = cache_warnings(record)
     assert len(messages) == 1 and os.strerror(code) in messages[0], messages
-    leftovers = [p for p in files_under(cache_dir)
-                 if ".tmp" in os.path.basename(p) or p.endswith((".nbi", ".nbc"))]
+    leftovers = [
+        p
+        for p in files_under(cache_dir)
+        if ".tmp" in os.path.basename(p) or p.endswith((".nbi", ".nbc"))
+    ]
     assert not leftovers

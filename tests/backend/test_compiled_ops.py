@@ -43,8 +43,11 @@ DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")
 # (dtype, highest derivative order). Numba compile time is what this file spends, and a
 # second-order kernel is ~3x the first-order one: float32's second order runs with the slow
 # tests (float64 covers second-order code generation on every run).
-MODES = [pytest.param(np.float64, 2, id="f64"), pytest.param(np.float32, 1, id="f32"),
-         pytest.param(np.float32, 2, id="f32-second", marks=pytest.mark.slow)]
+MODES = [
+    pytest.param(np.float64, 2, id="f64"),
+    pytest.param(np.float32, 1, id="f32"),
+    pytest.param(np.float32, 2, id="f32-second", marks=pytest.mark.slow),
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,8 +184,10 @@ sample("operators", lambda v: ([v.uniform((2, 3)), v.uniform((3,))], {}), "scala
 sample("rpow_scalar_base", lambda v: ([v.uniform((3,)), v.uniform((2, 3))], {}))
 sample("pow_integer_exponent", lambda v: ([v.uniform((2, 3)), v.uniform((2, 3))], {}))
 sample("where", lambda v: ([v.uniform((2, 1)) < 0, v.uniform((2, 3)), v.uniform((3,))], {}))
-sample("clip_by_value", lambda v: ([v.grid((2, 3)), v.grid((3,), -5, -1, 0.1),
-                                    v.grid((2, 1), 0, 5, 0.1)], {}))
+sample(
+    "clip_by_value",
+    lambda v: ([v.grid((2, 3)), v.grid((3,), -5, -1, 0.1), v.grid((2, 1), 0, 5, 0.1)], {}),
+)
 unary("clip_by_value_scalars", -2, 2, kinks=(-0.5, 0.7))
 
 # nn activations.
@@ -204,12 +209,18 @@ unary("swish_beta", -3, 3)
 sample("softmax", lambda v: ([v.uniform((2, 3, 4), -3, 3)], {"axis": 1}), "axis1")
 sample("softmax", lambda v: ([v.uniform((5,), -3, 3)], {"axis": -1}), "1d")
 sample("log_softmax", lambda v: ([v.uniform((3, 4), -3, 3)], {"axis": -1}))
-sample("sparse_softmax_cross_entropy_with_logits",
-       lambda v: ([v.ints((3,), 0, 4, np.int32), v.uniform((3, 4), -3, 3)], {}))
-sample("softmax_cross_entropy_with_logits",
-       lambda v: ([v.rng.dirichlet(np.ones(4), (3,)), v.uniform((3, 4), -3, 3)], {}))
-sample("sigmoid_cross_entropy_with_logits",
-       lambda v: ([v.uniform((2, 3), 0, 1), v.uniform((2, 3), -4, 4)], {}))
+sample(
+    "sparse_softmax_cross_entropy_with_logits",
+    lambda v: ([v.ints((3,), 0, 4, np.int32), v.uniform((3, 4), -3, 3)], {}),
+)
+sample(
+    "softmax_cross_entropy_with_logits",
+    lambda v: ([v.rng.dirichlet(np.ones(4), (3,)), v.uniform((3, 4), -3, 3)], {}),
+)
+sample(
+    "sigmoid_cross_entropy_with_logits",
+    lambda v: ([v.uniform((2, 3), 0, 1), v.uniform((2, 3), -4, 4)], {}),
+)
 unary("l2_loss", -2, 2)
 sample("bias_add", lambda v: ([v.uniform((2, 3)), v.uniform((3,))], {}))
 sample("moments", lambda v: ([v.uniform((2, 3, 4))], {"axes": [0, 2]}))
@@ -220,8 +231,7 @@ def reduction(case, shape, axis, keepdims, values="uniform", variant=None):
     def build(v):
         return [getattr(v, values)(shape)], {"axis": axis, "keepdims": keepdims}
 
-    sample(case, build, variant or f"axis{axis}{'_keepdims' if keepdims else ''}".replace(
-        " ", ""))
+    sample(case, build, variant or f"axis{axis}{'_keepdims' if keepdims else ''}".replace(" ", ""))
 
 
 reduction("reduce_sum", (2, 3), None, False)
@@ -261,17 +271,33 @@ sample("matmul", lambda v: ([v.uniform((1, 3, 4)), v.uniform((2, 4, 2))], {}), "
 sample("matmul", lambda v: ([v.uniform((4,)), v.uniform((2, 4, 3))], {}), "vector_batch")
 sample("matmul", lambda v: ([v.uniform((2, 3, 4)), v.uniform((4,))], {}), "batch_vector")
 sample("matmul_operator", lambda v: ([v.uniform((4,)), v.uniform((4,))], {}), "dot")
-sample("matmul_transposed", lambda v: ([v.uniform((2, 4, 3)), v.uniform((2, 5, 4))],
-                                       {"transpose_a": True, "transpose_b": True}))
+sample(
+    "matmul_transposed",
+    lambda v: (
+        [v.uniform((2, 4, 3)), v.uniform((2, 5, 4))],
+        {"transpose_a": True, "transpose_b": True},
+    ),
+)
 sample("tensordot", lambda v: ([v.uniform((2, 3)), v.uniform((3, 4))], {"axes": 1}), "int")
-sample("tensordot", lambda v: ([v.uniform((3, 2, 4)), v.uniform((4, 5, 3))],
-                               {"axes": [[0, -1], [2, 0]]}), "lists")
-EINSUMS = {"bij,bjk->bik": [(2, 3, 4), (2, 4, 2)], "i,j->ij": [(3,), (4,)],
-           "bhqd,bhkd->bhqk": [(1, 2, 3, 4), (1, 2, 5, 4)], "ij->j": [(3, 4)],
-           "ik,jk": [(2, 3), (4, 3)], "ij,ij->": [(2, 3), (2, 3)]}
+sample(
+    "tensordot",
+    lambda v: ([v.uniform((3, 2, 4)), v.uniform((4, 5, 3))], {"axes": [[0, -1], [2, 0]]}),
+    "lists",
+)
+EINSUMS = {
+    "bij,bjk->bik": [(2, 3, 4), (2, 4, 2)],
+    "i,j->ij": [(3,), (4,)],
+    "bhqd,bhkd->bhqk": [(1, 2, 3, 4), (1, 2, 5, 4)],
+    "ij->j": [(3, 4)],
+    "ik,jk": [(2, 3), (4, 3)],
+    "ij,ij->": [(2, 3), (2, 3)],
+}
 for _eq, _shapes in EINSUMS.items():
-    sample("einsum", lambda v, s=_shapes, eq=_eq: ([v.uniform(x) for x in s], {"equation": eq}),
-           _eq.replace(",", "_").replace("->", "_to_"))
+    sample(
+        "einsum",
+        lambda v, s=_shapes, eq=_eq: ([v.uniform(x) for x in s], {"equation": eq}),
+        _eq.replace(",", "_").replace("->", "_to_"),
+    )
 
 # Shapes.
 sample("broadcast_to", lambda v: ([v.uniform((3, 1))], {"shape": (2, 3, 4)}))
@@ -284,8 +310,9 @@ sample("T", lambda v: ([v.uniform((2, 3))], {}))
 sample("expand_dims", lambda v: ([v.uniform((2, 3))], {"axis": -1}))
 sample("squeeze", lambda v: ([v.uniform((2, 1, 3, 1))], {"axis": [-1]}), "axis")
 sample("squeeze", lambda v: ([v.uniform((1, 3, 1))], {"axis": None}), "all")
-sample("concat", lambda v: ([v.uniform((2, 1)), v.uniform((2, 3)), v.uniform((2, 2))],
-                            {"axis": -1}))
+sample(
+    "concat", lambda v: ([v.uniform((2, 1)), v.uniform((2, 3)), v.uniform((2, 2))], {"axis": -1})
+)
 sample("stack", lambda v: ([v.uniform((2, 3)), v.uniform((2, 3))], {"axis": 1}))
 sample("unstack", lambda v: ([v.uniform((2, 3))], {"axis": -1}))
 sample("split", lambda v: ([v.uniform((2, 5))], {"splits": [1, -1, 2], "axis": 1}))
@@ -295,31 +322,53 @@ sample("pad", lambda v: ([v.uniform((2, 3))], {"paddings": [[1, 0], [2, 1]], "va
 # Slices and indexing.
 sample("slice", lambda v: ([v.uniform((4, 5))], {"begin": [1, 2], "size": [2, -1]}))
 sample("reverse", lambda v: ([v.uniform((4, 3))], {}))
-sample("getitem_basic", lambda v: ([v.uniform((5, 3, 4))],
-                                   {"index": (slice(None, None, -2), None, 1, Ellipsis)}),
-       "negative_step")
-sample("getitem_basic", lambda v: ([v.uniform((4, 5))],
-                                   {"index": (slice(1, -1), slice(4, 0, -2))}), "bounds")
-sample("getitem_arrays", lambda v: ([v.uniform((4, 3)), np.array([[0, 2, 2], [-1, 0, 0]])], {}),
-       "repeated", fn=lambda x, i: x[i, ::-1])
-sample("getitem_arrays", lambda v: ([v.uniform((2, 4, 3)), np.array([3, 3, -4]),
-                                     np.array([[0], [2]], np.int32)], {}),
-       "two_arrays", fn=lambda x, i, j: x[1:, i, j])
-sample("unslice", lambda v: ([v.uniform((2, 3))], {"index": ((0, 4, 2), (2, -1, -1)),
-                                                   "shape": (4, 3)}))
+sample(
+    "getitem_basic",
+    lambda v: ([v.uniform((5, 3, 4))], {"index": (slice(None, None, -2), None, 1, Ellipsis)}),
+    "negative_step",
+)
+sample(
+    "getitem_basic",
+    lambda v: ([v.uniform((4, 5))], {"index": (slice(1, -1), slice(4, 0, -2))}),
+    "bounds",
+)
+sample(
+    "getitem_arrays",
+    lambda v: ([v.uniform((4, 3)), np.array([[0, 2, 2], [-1, 0, 0]])], {}),
+    "repeated",
+    fn=lambda x, i: x[i, ::-1],
+)
+sample(
+    "getitem_arrays",
+    lambda v: ([v.uniform((2, 4, 3)), np.array([3, 3, -4]), np.array([[0], [2]], np.int32)], {}),
+    "two_arrays",
+    fn=lambda x, i, j: x[1:, i, j],
+)
+sample(
+    "unslice", lambda v: ([v.uniform((2, 3))], {"index": ((0, 4, 2), (2, -1, -1)), "shape": (4, 3)})
+)
 sample("gather", lambda v: ([v.uniform((4, 3)), np.array([0, 3, 3, -1])], {"axis": 0}))
-sample("gather", lambda v: ([v.uniform((2, 3)), np.array([[2, 2], [0, -3]], np.int32)],
-                            {"axis": -1}), "axis_last")
+sample(
+    "gather",
+    lambda v: ([v.uniform((2, 3)), np.array([[2, 2], [0, -3]], np.int32)], {"axis": -1}),
+    "axis_last",
+)
 sample("take", lambda v: ([v.uniform((2, 3)), np.array([5, 0, 5, -2])], {"axis": None}))
-sample("scatter_add", lambda v: ([v.uniform((2, 4)), np.array([1, 1, 0, -1])],
-                                 {"axis": 1, "shape": (2, 3)}))
-sample("gather_primitive", lambda v: ([v.uniform((2, 3, 2)), np.array([2, 0, 2])],
-                                      {"axis": 1}))
+sample(
+    "scatter_add",
+    lambda v: ([v.uniform((2, 4)), np.array([1, 1, 0, -1])], {"axis": 1, "shape": (2, 3)}),
+)
+sample("gather_primitive", lambda v: ([v.uniform((2, 3, 2)), np.array([2, 0, 2])], {"axis": 1}))
 sample("gather_nd", lambda v: ([v.uniform((3, 4, 2)), np.array([[2, 1], [0, 3], [2, 1]])], {}))
-sample("one_hot", lambda v: ([v.uniform((3, 4)), np.array([1, -1, 4], np.int32)],
-                             {"depth": 4, "axis": None}))
-sample("one_hot", lambda v: ([v.uniform((3, 4)), np.array([3, 0, 0], np.int32)],
-                             {"depth": 4, "axis": 0}), "axis0")
+sample(
+    "one_hot",
+    lambda v: ([v.uniform((3, 4)), np.array([1, -1, 4], np.int32)], {"depth": 4, "axis": None}),
+)
+sample(
+    "one_hot",
+    lambda v: ([v.uniform((3, 4)), np.array([3, 0, 0], np.int32)], {"depth": 4, "axis": 0}),
+    "axis0",
+)
 
 # Empty axes: loops that never run, reductions of nothing (their identity), empty BLAS calls.
 reduction("reduce_sum", (0, 3), 0, False, variant="empty_axis")
@@ -345,8 +394,10 @@ sample("stop_gradient", lambda v: ([v.uniform((2, 3))], {}), order=2)
 def _cast_floats(args, dtype) -> list[Tensor]:
     """Tensors (functions that bind primitives directly take no numpy arrays), floats in
     `dtype`; integer and bool arguments keep theirs."""
-    return [Tensor(np.asarray(a, dtype) if np.asarray(a).dtype.kind == "f" else np.asarray(a))
-            for a in args]
+    return [
+        Tensor(np.asarray(a, dtype) if np.asarray(a).dtype.kind == "f" else np.asarray(a))
+        for a in args
+    ]
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -361,8 +412,9 @@ def derivative_suite(f, args, order: int, seed: int = 0):
         return f, None
     rng = np.random.default_rng(seed)
     outs = _leaves(f(*args))
-    ws = [rng.standard_normal(o.shape).astype(o.dtype) if o.dtype.kind == "f" else None
-          for o in outs]
+    ws = [
+        rng.standard_normal(o.shape).astype(o.dtype) if o.dtype.kind == "f" else None for o in outs
+    ]
     us = [rng.standard_normal(args[i].shape).astype(args[i].dtype) for i in floats]
 
     def projected(*xs):
@@ -370,6 +422,7 @@ def derivative_suite(f, args, order: int, seed: int = 0):
         return sum(jg.reduce_sum(o * w) for o, w in zip(outs, ws) if w is not None)
 
     if order == 1:
+
         def suite(*xs):
             return projected(*xs), f(*xs)
 
@@ -397,15 +450,17 @@ def run_compiled(f, args, order: int, seed: int = 0):
 def assert_same(compiled, eager, rtol: float, what: str = "") -> None:
     c_leaves, c_tree = pytree.flatten(compiled)
     e_leaves, e_tree = pytree.flatten(eager)
-    assert c_tree == e_tree, f"{what}: compiled {pytree.describe(c_tree)} vs eager " \
-                             f"{pytree.describe(e_tree)}"
+    assert c_tree == e_tree, (
+        f"{what}: compiled {pytree.describe(c_tree)} vs eager {pytree.describe(e_tree)}"
+    )
     names = _leaf_names(e_tree)
     failures = []
     for name, c, e in zip(names, c_leaves, e_leaves):
         c, e = np.asarray(c), np.asarray(e)
         if c.shape != e.shape or c.dtype != e.dtype:
-            failures.append(f"{name}: compiled {c.dtype}{list(c.shape)} vs eager "
-                            f"{e.dtype}{list(e.shape)}")
+            failures.append(
+                f"{name}: compiled {c.dtype}{list(c.shape)} vs eager {e.dtype}{list(e.shape)}"
+            )
         elif e.dtype.kind != "f":
             if not np.array_equal(c, e):
                 failures.append(f"{name}: compiled {c.tolist()} vs eager {e.tolist()}")
@@ -416,8 +471,10 @@ def assert_same(compiled, eager, rtol: float, what: str = "") -> None:
             bad &= ~(np.isnan(c) & np.isnan(e))
             if bad.any():
                 k = np.argmax(bad)
-                failures.append(f"{name}: {int(bad.sum())} of {e.size} elements differ, e.g. "
-                                f"compiled {c.flat[k]!r} vs eager {e.flat[k]!r} (rtol {tol})")
+                failures.append(
+                    f"{name}: {int(bad.sum())} of {e.size} elements differ, e.g. "
+                    f"compiled {c.flat[k]!r} vs eager {e.flat[k]!r} (rtol {tol})"
+                )
     assert not failures, f"{what}: compiled != eager\n  " + "\n  ".join(failures)
 
 
@@ -449,8 +506,9 @@ def test_op_compiled_equals_eager(s: Sample, dtype, order):
     if dtype is np.float32 and order > 1 and s.derivative_order() < 2:
         pytest.skip("no second order: the float32 first-order run covers this sample")
     args = _cast_floats(s.args()[0], dtype)
-    compiled, eager, _ = run_compiled(s.function(), args, min(order, s.derivative_order()),
-                                      seed=zlib.crc32(s.id.encode()))
+    compiled, eager, _ = run_compiled(
+        s.function(), args, min(order, s.derivative_order()), seed=zlib.crc32(s.id.encode())
+    )
     assert_same(compiled, eager, RTOL[np.dtype(dtype)], s.id)
 
 
@@ -470,7 +528,8 @@ def mlp(x, labels, w1, b1, w2, b2):
     hidden = jg.nn.relu(jg.matmul(x, w1) + b1)
     logits = jg.matmul(hidden, w2) + b2
     return jg.reduce_mean(
-        jg.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        jg.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
 
 
 def attention(x, wq, wk, wv, wo):
@@ -492,22 +551,31 @@ def layer_norm(x, gamma, beta):
 
 def polynomial(a, b, c, x):
     """sum(a[:, None] x^2 + b x + c): three broadcasts into one expression."""
-    return jg.reduce_sum(a[:, None] * x ** 2 + b * x + c)
+    return jg.reduce_sum(a[:, None] * x**2 + b * x + c)
 
 
 def _mlp_args(v):
-    return [v.uniform((8, 784), 0, 1), v.ints((8,), 0, 10, np.int32),
-            v.uniform((784, 32), -0.1, 0.1), v.uniform((32,), -0.1, 0.1),
-            v.uniform((32, 10), -0.3, 0.3), v.uniform((10,), -0.1, 0.1)]
+    return [
+        v.uniform((8, 784), 0, 1),
+        v.ints((8,), 0, 10, np.int32),
+        v.uniform((784, 32), -0.1, 0.1),
+        v.uniform((32,), -0.1, 0.1),
+        v.uniform((32, 10), -0.3, 0.3),
+        v.uniform((10,), -0.1, 0.1),
+    ]
 
 
 MODELS = {
     "mlp": (mlp, _mlp_args),
-    "attention": (attention, lambda v: [v.uniform((5, 8))] + [
-        v.uniform((8, 8), -0.5, 0.5) for _ in range(4)]),
+    "attention": (
+        attention,
+        lambda v: [v.uniform((5, 8))] + [v.uniform((8, 8), -0.5, 0.5) for _ in range(4)],
+    ),
     "layer_norm": (layer_norm, lambda v: [v.uniform((4, 6)), v.uniform((6,)), v.uniform((6,))]),
-    "polynomial": (polynomial, lambda v: [v.uniform((3,)), v.uniform((4,)), v.uniform(()),
-                                          v.uniform((3, 4))]),
+    "polynomial": (
+        polynomial,
+        lambda v: [v.uniform((3,)), v.uniform((4,)), v.uniform(()), v.uniform((3, 4))],
+    ),
 }
 
 
@@ -530,11 +598,11 @@ def _sin_squared(x):
 
 
 def _cubic_mix(x):
-    return jg.reduce_sum(x ** 3 * jg.sin(x)) + x[0] * x[1] * x[2]
+    return jg.reduce_sum(x**3 * jg.sin(x)) + x[0] * x[1] * x[2]
 
 
 def _seed_polynomial(w1, w2):
-    return 3 * w1 ** 2 + 2 * w1 * w2
+    return 3 * w1**2 + 2 * w1 * w2
 
 
 def _w2_loss(x, w, b):
@@ -559,29 +627,46 @@ def test_jit_of_hessian(dtype):
     jf = jg.jit(hess)
     assert_same(jf(x), hess(Tensor(x)), RTOL[np.dtype(dtype)], "hessian")
     x64 = x.astype(np.float64)
-    diag = 6 * x64 * np.sin(x64) + 6 * x64 ** 2 * np.cos(x64) - x64 ** 3 * np.sin(x64)
-    expected = np.diag(diag) + np.array([[0, x64[2], x64[1]], [x64[2], 0, x64[0]],
-                                         [x64[1], x64[0], 0]])
-    np.testing.assert_allclose(np.asarray(jf(x)), expected, rtol=10 * RTOL[x.dtype],
-                               atol=10 * RTOL[x.dtype])
+    diag = 6 * x64 * np.sin(x64) + 6 * x64**2 * np.cos(x64) - x64**3 * np.sin(x64)
+    expected = np.diag(diag) + np.array(
+        [[0, x64[2], x64[1]], [x64[2], 0, x64[0]], [x64[1], x64[0], 0]]
+    )
+    np.testing.assert_allclose(
+        np.asarray(jf(x)), expected, rtol=10 * RTOL[x.dtype], atol=10 * RTOL[x.dtype]
+    )
     assert jf.lower(x).source.count("def kernel") == 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("fn, wrt, build", [
-    (_seed_polynomial, (0, 1), lambda: [np.asarray(5.0), np.asarray(3.0)]),
-    # 2**17 elements: the fused loop is a parallel (prange) reduction.
-    (_w2_loss, (1, 2), lambda: [np.linspace(-1, 1, 1 << 17), np.linspace(0.5, -0.5, 1 << 17),
-                                np.linspace(0.1, 0.2, 1 << 17)]),
-], ids=["seed_polynomial", "w2_loss_parallel"])
+@pytest.mark.parametrize(
+    "fn, wrt, build",
+    [
+        (_seed_polynomial, (0, 1), lambda: [np.asarray(5.0), np.asarray(3.0)]),
+        # 2**17 elements: the fused loop is a parallel (prange) reduction.
+        (
+            _w2_loss,
+            (1, 2),
+            lambda: [
+                np.linspace(-1, 1, 1 << 17),
+                np.linspace(0.5, -0.5, 1 << 17),
+                np.linspace(0.1, 0.2, 1 << 17),
+            ],
+        ),
+    ],
+    ids=["seed_polynomial", "w2_loss_parallel"],
+)
 def test_jit_grad_equals_jit_of_value_and_grad(fn, wrt, build, dtype):
     args = [np.asarray(a, dtype) for a in build()]
     fused = jg.jit_grad(fn, wrt=wrt)
     composed = jg.jit(jg.value_and_grad(fn, wrt))
     rtol = RTOL[np.dtype(dtype)]
     assert_same(fused(*args), composed(*args), rtol, "jit_grad vs jit(value_and_grad)")
-    assert_same(fused(*args), jg.value_and_grad(fn, wrt)(*[Tensor(a) for a in args]), rtol,
-                "jit_grad vs eager value_and_grad")
+    assert_same(
+        fused(*args),
+        jg.value_and_grad(fn, wrt)(*[Tensor(a) for a in args]),
+        rtol,
+        "jit_grad vs eager value_and_grad",
+    )
     for jf in (fused, composed):
         assert jf.lower(*args).source.count("def kernel") == 1
     if fn is _seed_polynomial:

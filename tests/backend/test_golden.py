@@ -69,8 +69,11 @@ MLP_PARAMS = {"w1": f32(3, 5), "b1": f32(5), "w2": f32(5, 2), "b2": f32(2)}
 CASES = {
     # name: (jitted function, eager function, arguments)
     "elementwise_sum": (jg.jit(elementwise_sum), elementwise_sum, (f32(3, 4), f32(3, 4))),
-    "mlp_value_and_grad": (jg.jit_grad(mlp_loss), jg.value_and_grad(mlp_loss),
-                           (MLP_PARAMS, f32(4, 3), np.array([0, 1, 1, 0], np.int32))),
+    "mlp_value_and_grad": (
+        jg.jit_grad(mlp_loss),
+        jg.value_and_grad(mlp_loss),
+        (MLP_PARAMS, f32(4, 3), np.array([0, 1, 1, 0], np.int32)),
+    ),
     "row_loop": (jg.jit(row_loop), row_loop, (f32(4, 3),)),
     "matmul_epilogue": (jg.jit(matmul_epilogue), matmul_epilogue, (f32(4, 3), f32(3, 2), f32(2))),
     "second_derivative": (jg.jit(second_derivative), second_derivative, (f32(5),)),
@@ -94,10 +97,15 @@ def test_golden_source(name):
         path.write_text(source)
     expected = path.read_text()
     if source != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), source.splitlines(True),
-                                            f"golden/{name}.py", "generated"))
-        pytest.fail(f"the generated source of {name} changed; if intended, refresh with "
-                    f"JITGRAD_UPDATE_GOLDEN=1 and review the diff:\n{diff}")
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True), source.splitlines(True), f"golden/{name}.py", "generated"
+            )
+        )
+        pytest.fail(
+            f"the generated source of {name} changed; if intended, refresh with "
+            f"JITGRAD_UPDATE_GOLDEN=1 and review the diff:\n{diff}"
+        )
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -125,8 +133,10 @@ def test_polymorphic_kernel_runs(name):
     jitted.lower(*args)
     source = jitted.lower(*OTHER_SHAPES[name]).source
     assert "?" in source.splitlines()[0] and "in range(1)" not in source
-    (got, _), (want, _) = pytree.flatten(jitted(*OTHER_SHAPES[name])), pytree.flatten(
-        eager(*OTHER_SHAPES[name]))
+    (got, _), (want, _) = (
+        pytree.flatten(jitted(*OTHER_SHAPES[name])),
+        pytree.flatten(eager(*OTHER_SHAPES[name])),
+    )
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-6, atol=1e-6)
 
@@ -152,8 +162,10 @@ def test_legend_names_the_graph_letters(name):
     defined |= set(re.findall(r"([a-z]+):\S+", lowered.graph.splitlines()[0]))
     for number, letter in legend:
         assert letters(int(number)) == letter and letter in defined
-    used = {int(n) for n in re.findall(r"\b(?:v|x|acc|part)(\d+)\b",
-                                       lowered.source.split("def kernel", 1)[1])}
+    used = {
+        int(n)
+        for n in re.findall(r"\b(?:v|x|acc|part)(\d+)\b", lowered.source.split("def kernel", 1)[1])
+    }
     assert used == {int(n) for n, _ in legend}
 
 
@@ -165,16 +177,27 @@ def test_generated_code_has_no_noise(name):
     assert not re.search(r"np\.float32\(\(?np\.float32\(", source)
 
 
-BOOLEAN_RESULTS = {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
-                   "logical_and", "logical_or", "logical_not"}
+BOOLEAN_RESULTS = {
+    "equal",
+    "not_equal",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+}
 
 
 def _float_templates():
     """Float elementwise templates the emitter writes for float32 (ops with a vmath helper use
     the helper instead; cast has its own code)."""
-    return [name for name, op in sorted(REGISTRY.items())
-            if op.kind == "elementwise" and op.vmath is None
-            and name not in BOOLEAN_RESULTS | {"cast"}]
+    return [
+        name
+        for name, op in sorted(REGISTRY.items())
+        if op.kind == "elementwise" and op.vmath is None and name not in BOOLEAN_RESULTS | {"cast"}
+    ]
 
 
 @pytest.mark.parametrize("name", _float_templates())

@@ -49,11 +49,17 @@ def row_sums_along_columns(x, labels):
     return jg.reduce_sum(jg.reduce_logsumexp(c, axis=1) * jg.cast(labels[:5], jg.float32))
 
 
-@pytest.mark.parametrize("fn, merges", [(softmax_xent, True), (row_then_column, True),
-                                        (column_then_row, None),
-                                        (column_sums_as_rows, None),
-                                        (square_column_sums, None),
-                                        (row_sums_along_columns, None)])
+@pytest.mark.parametrize(
+    "fn, merges",
+    [
+        (softmax_xent, True),
+        (row_then_column, True),
+        (column_then_row, None),
+        (column_sums_as_rows, None),
+        (square_column_sums, None),
+        (row_sums_along_columns, None),
+    ],
+)
 def test_row_loops_compute_what_the_tape_computes(fn, merges):
     compiled = jg.jit_grad(fn, wrt=0)
     value, grad = compiled(X, LABELS)

@@ -33,17 +33,32 @@ MAX_ULP = {"exp": 2, "log": 2, "tanh": 3, "sigmoid": 3, "softplus": 3, "log1p": 
 
 # Dense sampling range per op and dtype, covering where the function is not saturated.
 DENSE_RANGE = {
-    "float32": {"exp": (-110, 95), "expm1": (-110, 95), "sigmoid": (-110, 110),
-                "softplus": (-110, 110), "log": (0, 4), "log1p": (-1, 4), "tanh": (-12, 12)},
-    "float64": {"exp": (-750, 715), "expm1": (-750, 715), "sigmoid": (-750, 750),
-                "softplus": (-750, 750), "log": (0, 4), "log1p": (-1, 4), "tanh": (-22, 22)},
+    "float32": {
+        "exp": (-110, 95),
+        "expm1": (-110, 95),
+        "sigmoid": (-110, 110),
+        "softplus": (-110, 110),
+        "log": (0, 4),
+        "log1p": (-1, 4),
+        "tanh": (-12, 12),
+    },
+    "float64": {
+        "exp": (-750, 715),
+        "expm1": (-750, 715),
+        "sigmoid": (-750, 750),
+        "softplus": (-750, 750),
+        "log": (0, 4),
+        "log1p": (-1, 4),
+        "tanh": (-22, 22),
+    },
 }
 
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan]
 
 # Names of vmath's numba functions, public and internal, as they appear in mangled symbols.
 VMATH_FUNCTIONS = ["_poly", "_pow2", "_expm1_reduced", "_log_reduced"] + [
-    f"v{op}" for op in vmath.OPS]
+    f"v{op}" for op in vmath.OPS
+]
 
 
 def _sigmoid(x):
@@ -55,8 +70,15 @@ def _softplus(x):
     return np.logaddexp(x.dtype.type(0), x)
 
 
-REFERENCE = {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid,
-             "softplus": _softplus, "log1p": np.log1p, "expm1": np.expm1}
+REFERENCE = {
+    "exp": np.exp,
+    "log": np.log,
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+    "log1p": np.log1p,
+    "expm1": np.expm1,
+}
 # numpy's own float-typed results, for the special values that must match exactly.
 NUMPY = dict(REFERENCE, sigmoid=scipy.special.expit)
 
@@ -121,8 +143,12 @@ def samples(op, dtype):
     edges = np.concatenate([edges, -edges])
     rng = np.random.default_rng(12345)
     bits = rng.integers(0, np.iinfo(uints).max, 2**20, dtype=uints, endpoint=True).view(dt)
-    return [("dense", dense), ("magnitudes", np.concatenate([mags, -mags])),
-            ("edges", edges), ("random bits", bits[np.isfinite(bits)])]
+    return [
+        ("dense", dense),
+        ("magnitudes", np.concatenate([mags, -mags])),
+        ("edges", edges),
+        ("random bits", bits[np.isfinite(bits)]),
+    ]
 
 
 def _cases():
@@ -139,7 +165,8 @@ def test_max_ulp_error(op, dtype):
         err = ulp_distance(got, ref)
         worst = int(np.argmax(err))
         assert err[worst] <= MAX_ULP[op], (
-            f"{name}: {err[worst]} ulp at x={x[worst]!r}: got {got[worst]!r}, want {ref[worst]!r}")
+            f"{name}: {err[worst]} ulp at x={x[worst]!r}: got {got[worst]!r}, want {ref[worst]!r}"
+        )
         # Overflow to inf (and nan-ness) must agree exactly, not just within the ulp bound.
         np.testing.assert_array_equal(np.isinf(got), np.isinf(ref), err_msg=name)
 

@@ -76,7 +76,8 @@ def assert_same_bits(compiled, reference, what: str) -> None:
     compiled, reference = np.asarray(compiled), np.asarray(reference)
     assert compiled.dtype == reference.dtype and compiled.shape == reference.shape, (
         f"{what}: compiled {compiled.dtype}{list(compiled.shape)} vs eager "
-        f"{reference.dtype}{list(reference.shape)}")
+        f"{reference.dtype}{list(reference.shape)}"
+    )
     if reference.dtype.kind == "f":
         nan = np.isnan(compiled) & np.isnan(reference)
         same = (compiled == reference) & (np.signbit(compiled) == np.signbit(reference))
@@ -88,7 +89,8 @@ def assert_same_bits(compiled, reference, what: str) -> None:
         raise AssertionError(
             f"{what}: compiled != eager bit for bit at {int(bad.sum())} of {bad.size} elements, "
             f"e.g. flat index {k}: compiled {compiled.flat[k]!r} vs eager {reference.flat[k]!r}"
-            f"\ncompiled: {compiled.tolist()!r}\neager:    {reference.tolist()!r}")
+            f"\ncompiled: {compiled.tolist()!r}\neager:    {reference.tolist()!r}"
+        )
 
 
 def check_exact(program: ExactProgram) -> None:
@@ -118,8 +120,11 @@ class ExactBuilder(Builder):
     def values(self, shape) -> np.ndarray:
         """Mostly special values of the dtype, some ordinary ones."""
         specials = special_values(self.dtype)
-        ordinary = self.rng.integers(-100, 101, shape) if self.dtype.kind != "f" else \
-            np.round(self.rng.standard_normal(shape) * 4, 2)
+        ordinary = (
+            self.rng.integers(-100, 101, shape)
+            if self.dtype.kind != "f"
+            else np.round(self.rng.standard_normal(shape) * 4, 2)
+        )
         pick = self.rng.integers(0, len(specials), shape)
         x = np.where(self.rng.random(shape) < 0.6, np.asarray(specials)[pick], ordinary)
         return np.asarray(x).astype(self.dtype)
@@ -157,27 +162,92 @@ def special_values(dtype: np.dtype) -> list:
     info = np.finfo(dtype)
     tiny, sub = float(info.smallest_normal), float(info.smallest_subnormal)
     big = float(info.max)
-    return [-0.0, 0.0, np.inf, -np.inf, np.nan, sub, -sub, tiny, -tiny, tiny * 0.75, big,
-            -big, big / 3, 2.0 ** (info.maxexp // 2 + 1), -1.0, 1.0, 0.5]
+    return [
+        -0.0,
+        0.0,
+        np.inf,
+        -np.inf,
+        np.nan,
+        sub,
+        -sub,
+        tiny,
+        -tiny,
+        tiny * 0.75,
+        big,
+        -big,
+        big / 3,
+        2.0 ** (info.maxexp // 2 + 1),
+        -1.0,
+        1.0,
+        0.5,
+    ]
 
 
-INTEGER_BINARY = ["{x} + {y}", "{x} - {y}", "{x} * {y}", "jg.maximum({x}, {y})",
-                  "jg.minimum({x}, {y})", "{x} // {y}", "{x} % {y}",
-                  "jg.where({x} > {y}, {x}, {y})", "jg.where({x} <= {y}, {y} - {x}, {x})"]
-INTEGER_UNARY = ["-{x}", "jg.abs({x})", "jg.sign({x})", "{x} + 1", "{x} - 3", "{x} * 7",
-                 "{x} // 3", "{x} % 5", "jg.cast({x}, jg.{other})"]
-FLOAT_BINARY = ["{x} + {y}", "{x} - {y}", "{x} * {y}", "{x} / {y}", "jg.maximum({x}, {y})",
-                "jg.minimum({x}, {y})", "jg.where({x} > {y}, {x}, {y})",
-                "jg.where({x} == {y}, {y}, {x})"]
-FLOAT_UNARY = ["-{x}", "jg.abs({x})", "jg.sign({x})", "jg.sqrt({x})", "jg.floor({x})",
-               "jg.ceil({x})", "{x} + 0.0", "0.0 - {x}", "{x} - 0.0", "{x} + -0.0",
-               "-0.0 - {x}", "{x} * 1.0", "{x} / 1.0", "{x} * -1.0", "{x} ** 0.5", "{x} ** 2",
-               "{x} ** 1.0", "{x} ** 0.0", "{x} ** -1.0", "jg.square({x})", "{x} * 2.0",
-               "jg.maximum({x}, 0.0)", "jg.minimum({x}, -0.0)", "jg.nn.relu({x})",
-               "jg.cast({x}, jg.{other})"]
+INTEGER_BINARY = [
+    "{x} + {y}",
+    "{x} - {y}",
+    "{x} * {y}",
+    "jg.maximum({x}, {y})",
+    "jg.minimum({x}, {y})",
+    "{x} // {y}",
+    "{x} % {y}",
+    "jg.where({x} > {y}, {x}, {y})",
+    "jg.where({x} <= {y}, {y} - {x}, {x})",
+]
+INTEGER_UNARY = [
+    "-{x}",
+    "jg.abs({x})",
+    "jg.sign({x})",
+    "{x} + 1",
+    "{x} - 3",
+    "{x} * 7",
+    "{x} // 3",
+    "{x} % 5",
+    "jg.cast({x}, jg.{other})",
+]
+FLOAT_BINARY = [
+    "{x} + {y}",
+    "{x} - {y}",
+    "{x} * {y}",
+    "{x} / {y}",
+    "jg.maximum({x}, {y})",
+    "jg.minimum({x}, {y})",
+    "jg.where({x} > {y}, {x}, {y})",
+    "jg.where({x} == {y}, {y}, {x})",
+]
+FLOAT_UNARY = [
+    "-{x}",
+    "jg.abs({x})",
+    "jg.sign({x})",
+    "jg.sqrt({x})",
+    "jg.floor({x})",
+    "jg.ceil({x})",
+    "{x} + 0.0",
+    "0.0 - {x}",
+    "{x} - 0.0",
+    "{x} + -0.0",
+    "-0.0 - {x}",
+    "{x} * 1.0",
+    "{x} / 1.0",
+    "{x} * -1.0",
+    "{x} ** 0.5",
+    "{x} ** 2",
+    "{x} ** 1.0",
+    "{x} ** 0.0",
+    "{x} ** -1.0",
+    "jg.square({x})",
+    "{x} * 2.0",
+    "jg.maximum({x}, 0.0)",
+    "jg.minimum({x}, -0.0)",
+    "jg.nn.relu({x})",
+    "jg.cast({x}, jg.{other})",
+]
 REDUCE = ["jg.reduce_max({x}{a})", "jg.reduce_min({x}{a})"]
-INTEGER_REDUCE = REDUCE + ["jg.reduce_sum({x}{a})", "jg.reduce_prod({x}{a})",
-                           "jg.reduce_mean({x}{a})"]
+INTEGER_REDUCE = REDUCE + [
+    "jg.reduce_sum({x}{a})",
+    "jg.reduce_prod({x}{a})",
+    "jg.reduce_mean({x}{a})",
+]
 
 
 def _arithmetic(form: str) -> bool:
@@ -193,8 +263,11 @@ def _other_dtype(b: ExactBuilder) -> str:
 def exact_op(b: ExactBuilder) -> None:
     integer = b.dtype.kind in "iu"
     kind = b.choice(["binary", "unary", "reduce"])
-    x = b.plain() if not integer else b.pick([v for v in b.pool if v.value.dtype == b.dtype]
-                                             or [b.new_input(b.shape())])
+    x = (
+        b.plain()
+        if not integer
+        else b.pick([v for v in b.pool if v.value.dtype == b.dtype] or [b.new_input(b.shape())])
+    )
     if kind == "reduce" and x.ndim:
         axis = b.axis(x.ndim)
         form = b.choice(INTEGER_REDUCE if integer else REDUCE)
@@ -210,8 +283,10 @@ def exact_op(b: ExactBuilder) -> None:
     form = b.choice(INTEGER_UNARY if integer else FLOAT_UNARY)
     if integer and x.value.dtype.kind == "u" and form.startswith("-"):
         form = "jg.abs({x})"
-    out = b.emit(form.format(x=x.name, other=_other_dtype(b) if "{other}" in form else ""),
-                 arithmetic=_arithmetic(form))
+    out = b.emit(
+        form.format(x=x.name, other=_other_dtype(b) if "{other}" in form else ""),
+        arithmetic=_arithmetic(form),
+    )
     if "cast" in form:
         b.pool.remove(out)  # another dtype: used as an output only
 
@@ -230,6 +305,8 @@ def exact_programs(draw, max_ops: int = 6):
         outputs.append(b.lines[-1].split(" = ")[0])
     body = "\n".join(f"    {line}" for line in b.lines)
     chosen = sorted(set([outputs[-1]] + [outputs[draw(st.integers(0, len(outputs) - 1))]]))
-    source = (f"def program({', '.join(x.name for x in b.inputs)}):\n{body}\n"
-              f"    return ({''.join(f'{v}, ' for v in chosen)})\n")
+    source = (
+        f"def program({', '.join(x.name for x in b.inputs)}):\n{body}\n"
+        f"    return ({''.join(f'{v}, ' for v in chosen)})\n"
+    )
     return ExactProgram(source, [np.asarray(x.value) for x in b.inputs], tuple(b.literals))

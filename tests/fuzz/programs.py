@@ -85,13 +85,15 @@ class Program:
         the forward computation, for tolerances."""
         if self._scale is None:
             _, values = self.function_with_values()(*[Tensor(x) for x in self.inputs])
-            self._scale = max([1.0] + [float(np.max(np.abs(np.asarray(v)), initial=0.0))
-                                       for v in values])
+            self._scale = max(
+                [1.0] + [float(np.max(np.abs(np.asarray(v)), initial=0.0)) for v in values]
+            )
         return self._scale
 
     def __repr__(self) -> str:
-        return (f"Program({self.source!r}, [{', '.join(self.literals)}], "
-                f"np.dtype({self.dtype.name!r}))")
+        return (
+            f"Program({self.source!r}, [{', '.join(self.literals)}], np.dtype({self.dtype.name!r}))"
+        )
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(repr(self))  # hypothesis's printer: the repr, not the dataclass fields
@@ -121,7 +123,7 @@ class Program:
 
     def __str__(self) -> str:
         inputs = ", ".join(self.literals)
-        return (f"{self.source}\ninputs = [{inputs}]  # float64; run in {self.dtype.name}")
+        return f"{self.source}\ninputs = [{inputs}]  # float64; run in {self.dtype.name}"
 
 
 _counter = itertools.count()
@@ -251,11 +253,12 @@ class Builder:
         if x.mag <= limit:
             return x.name
         k = math.ceil(math.log2(x.mag / limit))
-        return self.emit(f"{x.name} * {fmt(2.0 ** -k)}").name
+        return self.emit(f"{x.name} * {fmt(2.0**-k)}").name
 
     def partner(self, x: Var, same_shape: bool = False) -> Var:
         """A value broadcastable with x (an existing one, or a new input of a shape made from
         x's by dropping leading axes, setting axes to 1 or adding a leading axis)."""
+
         def fits(v):
             if same_shape:
                 return v.shape == x.shape
@@ -270,7 +273,7 @@ class Builder:
             return self.pick(existing)
         if same_shape:
             return self.new_input(x.shape)
-        shape = list(x.shape[self.int(0, x.ndim):])
+        shape = list(x.shape[self.int(0, x.ndim) :])
         shape = [1 if self.bool() else d for d in shape]
         if x.ndim < 3 and self.draw(st.sampled_from([False, False, True])):
             lead = self.int(1, 3)
@@ -285,8 +288,7 @@ class Builder:
             return None
         if kind == "int":
             return self.int(-ndim, ndim - 1)
-        axes = self.draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim,
-                                  unique=True))
+        axes = self.draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
         return tuple(a - ndim if self.bool() else a for a in axes)
 
 
@@ -303,22 +305,48 @@ def _axes(axis, ndim) -> tuple[int, ...]:
 
 SMOOTH_UNARY = [
     # hypothesis draws the first entry of a list far more often than the others
-    "jg.sin({x})", "jg.negative({x})", "-{x}", "jg.tanh({x})", "jg.cos({x})",
-    "jg.sigmoid({x})", "jg.math.atan({x})", "jg.erf({x})", "jg.square({x})", "{x} ** 2",
-    "{x} ** 3", "jg.nn.softplus({x})", "jg.nn.log_sigmoid({x})", "jg.nn.gelu({x})",
-    "jg.nn.gelu({x}, approximate=True)", "jg.nn.silu({x})", "jg.nn.swish({x}, beta=1.5)",
+    "jg.sin({x})",
+    "jg.negative({x})",
+    "-{x}",
+    "jg.tanh({x})",
+    "jg.cos({x})",
+    "jg.sigmoid({x})",
+    "jg.math.atan({x})",
+    "jg.erf({x})",
+    "jg.square({x})",
+    "{x} ** 2",
+    "{x} ** 3",
+    "jg.nn.softplus({x})",
+    "jg.nn.log_sigmoid({x})",
+    "jg.nn.gelu({x})",
+    "jg.nn.gelu({x}, approximate=True)",
+    "jg.nn.silu({x})",
+    "jg.nn.swish({x}, beta=1.5)",
     # domain-restricted ops behind smooth transforms
-    "jg.math.log({x} * {x} + 1.0)", "jg.log1p({x} * {x})", "jg.sqrt({x} * {x} + 0.25)",
-    "jg.rsqrt({x} * {x} + 0.5)", "1.0 / ({x} * {x} + 1.0)", "jg.math.asin(jg.tanh({x}) * 0.9)",
-    "jg.math.acos(jg.tanh({x}) * 0.9)", "jg.tan(jg.tanh({x}) * 1.2)",
-    "({x} * {x} + 0.5) ** 0.75", "({x} * {x} + 0.5) ** -1.5", "jg.math.log(jg.sigmoid({x}))",
+    "jg.math.log({x} * {x} + 1.0)",
+    "jg.log1p({x} * {x})",
+    "jg.sqrt({x} * {x} + 0.25)",
+    "jg.rsqrt({x} * {x} + 0.5)",
+    "1.0 / ({x} * {x} + 1.0)",
+    "jg.math.asin(jg.tanh({x}) * 0.9)",
+    "jg.math.acos(jg.tanh({x}) * 0.9)",
+    "jg.tan(jg.tanh({x}) * 1.2)",
+    "({x} * {x} + 0.5) ** 0.75",
+    "({x} * {x} + 0.5) ** -1.5",
+    "jg.math.log(jg.sigmoid({x}))",
     # a detour through float64 (a float32 program computes this part in float64)
     "jg.cast(jg.sin(jg.cast({x}, jg.float64)) * 2.0, {x}.dtype)",
 ]
 EXP_LIKE = ["jg.exp({x})", "jg.expm1({x})", "jg.sinh({x})", "jg.cosh({x})"]
 KINKED_UNARY = [
-    "jg.abs({x})", "abs({x})", "jg.nn.relu({x})", "jg.nn.relu6({x} * 4.0)",
-    "jg.nn.leaky_relu({x})", "jg.nn.elu({x})", "jg.nn.selu({x})", "jg.nn.softsign({x})",
+    "jg.abs({x})",
+    "abs({x})",
+    "jg.nn.relu({x})",
+    "jg.nn.relu6({x} * 4.0)",
+    "jg.nn.leaky_relu({x})",
+    "jg.nn.elu({x})",
+    "jg.nn.selu({x})",
+    "jg.nn.softsign({x})",
     "jg.clip_by_value({x}, -0.5, 0.75)",
 ]
 PIECEWISE_CONSTANT = ["jg.sign({x})", "jg.floor({x})", "jg.round({x})"]
@@ -345,8 +373,10 @@ def op_piecewise_constant(b: Builder) -> None:
     x = b.pick()
     if x.ndim and b.bool():
         # integers inside the kernel: the largest entry of each row, through argmax/one_hot
-        b.emit(f"jg.one_hot(jg.argmax({x.name}, axis=-1), {x.shape[-1]}, dtype={x.name}.dtype)"
-               f" * {x.name}")
+        b.emit(
+            f"jg.one_hot(jg.argmax({x.name}, axis=-1), {x.shape[-1]}, dtype={x.name}.dtype)"
+            f" * {x.name}"
+        )
         return
     y = b.partner(x)
     b.emit(f"{y.name} * {b.choice(PIECEWISE_CONSTANT).format(x=x.name)}")
@@ -358,14 +388,30 @@ def op_scalar(b: Builder) -> None:
 
 
 BINARY = [
-    "{x} * {y}", "{x} + {y}", "{x} - {y}", "jg.add({x}, {y})", "jg.subtract({x}, {y})",
-    "jg.multiply({x}, {y})", "{x} / ({y} * {y} + 1.0)", "jg.divide({x}, jg.sigmoid({y}) + 0.5)",
-    "jg.square({x} - {y})", "({x} * {x} + 0.5) ** jg.tanh({y})",
-    "jg.maximum({x}, {y})", "jg.minimum({x}, {y})", "jg.maximum({x}, 0.25) * {y}",
+    "{x} * {y}",
+    "{x} + {y}",
+    "{x} - {y}",
+    "jg.add({x}, {y})",
+    "jg.subtract({x}, {y})",
+    "jg.multiply({x}, {y})",
+    "{x} / ({y} * {y} + 1.0)",
+    "jg.divide({x}, jg.sigmoid({y}) + 0.5)",
+    "jg.square({x} - {y})",
+    "({x} * {x} + 0.5) ** jg.tanh({y})",
+    "jg.maximum({x}, {y})",
+    "jg.minimum({x}, {y})",
+    "jg.maximum({x}, 0.25) * {y}",
 ]
-COMPARISONS = ["{x} > {y}", "{x} < {y}", "{x} >= {y}", "{x} <= {y}", "jg.greater({x}, {y})",
-               "jg.less({x}, 0.25)", "jg.logical_and({x} > -0.5, {y} < 0.5)",
-               "jg.logical_or({x} > 1.0, jg.logical_not({y} > 0.0))"]
+COMPARISONS = [
+    "{x} > {y}",
+    "{x} < {y}",
+    "{x} >= {y}",
+    "{x} <= {y}",
+    "jg.greater({x}, {y})",
+    "jg.less({x}, 0.25)",
+    "jg.logical_and({x} > -0.5, {y} < 0.5)",
+    "jg.logical_or({x} > 1.0, jg.logical_not({y} > 0.0))",
+]
 
 
 def op_binary(b: Builder) -> None:
@@ -393,9 +439,15 @@ def op_where(b: Builder) -> None:
 
 
 REDUCTIONS = [
-    "jg.reduce_sum({x}{a})", "jg.reduce_mean({x}{a})", "jg.reduce_max({x}{a})",
-    "jg.reduce_min({x}{a})", "jg.reduce_logsumexp({x}{a})", "jg.nn.logsumexp({x}{a})",
-    "jg.reduce_variance({x}{a})", "jg.reduce_std({x}{a})", "jg.reduce_prod({x}{a})",
+    "jg.reduce_sum({x}{a})",
+    "jg.reduce_mean({x}{a})",
+    "jg.reduce_max({x}{a})",
+    "jg.reduce_min({x}{a})",
+    "jg.reduce_logsumexp({x}{a})",
+    "jg.nn.logsumexp({x}{a})",
+    "jg.reduce_variance({x}{a})",
+    "jg.reduce_std({x}{a})",
+    "jg.reduce_prod({x}{a})",
 ]
 
 
@@ -444,8 +496,13 @@ def op_softmax(b: Builder) -> None:
     if x.ndim == 0:
         x = b.emit(f"jg.reshape({x.name}, (1,))")
     axis = b.int(-x.ndim, x.ndim - 1)
-    form = b.choice(["jg.nn.softmax({x}, axis={a})", "jg.nn.log_softmax({x}, axis={a})",
-                     "jg.nn.logsumexp({x}, axis={a}, keepdims=True)"])
+    form = b.choice(
+        [
+            "jg.nn.softmax({x}, axis={a})",
+            "jg.nn.log_softmax({x}, axis={a})",
+            "jg.nn.logsumexp({x}, axis={a}, keepdims=True)",
+        ]
+    )
     b.emit(form.format(x=b.bounded(x, 50.0), a=axis))
 
 
@@ -455,11 +512,15 @@ def op_xent(b: Builder) -> None:
         x = b.emit(f"jg.reshape({x.name}, (1,))")
     y = b.partner(x, same_shape=True)
     if b.bool():
-        b.emit(f"jg.nn.softmax_cross_entropy_with_logits(labels=jg.nn.softmax({y.name}), "
-               f"logits={b.bounded(x, 50.0)})")
+        b.emit(
+            f"jg.nn.softmax_cross_entropy_with_logits(labels=jg.nn.softmax({y.name}), "
+            f"logits={b.bounded(x, 50.0)})"
+        )
     else:
-        b.emit(f"jg.nn.sigmoid_cross_entropy_with_logits(labels=jg.sigmoid({y.name}), "
-               f"logits={b.bounded(x, 50.0)})")
+        b.emit(
+            f"jg.nn.sigmoid_cross_entropy_with_logits(labels=jg.sigmoid({y.name}), "
+            f"logits={b.bounded(x, 50.0)})"
+        )
 
 
 def op_matmul(b: Builder) -> None:
@@ -469,9 +530,16 @@ def op_matmul(b: Builder) -> None:
     k = a.shape[-1]
     vec_b = a.ndim >= 2 and b.draw(st.sampled_from([False, False, True]))
     # b: an existing (..., k, m) or (k,) value, or a new input
-    ok = [v for v in b.pool if v is not a and v.ndim >= 1 and (
-        (v.ndim == 1 and v.shape[0] == k and a.ndim >= 2) or (
-            v.ndim >= 2 and v.shape[-2] == k and _matmul_shape(a.shape, v.shape)))]
+    ok = [
+        v
+        for v in b.pool
+        if v is not a
+        and v.ndim >= 1
+        and (
+            (v.ndim == 1 and v.shape[0] == k and a.ndim >= 2)
+            or (v.ndim >= 2 and v.shape[-2] == k and _matmul_shape(a.shape, v.shape))
+        )
+    ]
     if ok and b.bool():
         rhs = b.pick(ok)
     else:
@@ -488,8 +556,9 @@ def op_matmul(b: Builder) -> None:
         rhs_t = b.emit(f"jg.matrix_transpose({rhs_src})").name
         b.emit(f"jg.matmul({lhs_t}, {rhs_t}, transpose_a=True, transpose_b=True)")
     else:
-        b.emit((form if form != "transposed" else "jg.matmul({a}, {b})").format(
-            a=lhs_src, b=rhs_src))
+        b.emit(
+            (form if form != "transposed" else "jg.matmul({a}, {b})").format(a=lhs_src, b=rhs_src)
+        )
 
 
 def _matmul_shape(sa, sb):
@@ -511,8 +580,13 @@ def op_einsum(b: Builder) -> None:
     if x.ndim == 2:
         n, k = x.shape
         eq = b.choice(["ij,jk->ik", "ij,kj->ik", "ij,ij->i", "ij->ji", "ij,j->i"])
-        shapes = {"ij,jk->ik": (k, b.int(1, 3)), "ij,kj->ik": (b.int(1, 3), k),
-                  "ij,ij->i": (n, k), "ij->ji": None, "ij,j->i": (k,)}[eq]
+        shapes = {
+            "ij,jk->ik": (k, b.int(1, 3)),
+            "ij,kj->ik": (b.int(1, 3), k),
+            "ij,ij->i": (n, k),
+            "ij->ji": None,
+            "ij,j->i": (k,),
+        }[eq]
     elif x.ndim == 1:
         eq = b.choice(["i,i->", "i,j->ij"])
         shapes = x.shape if eq == "i,i->" else (b.int(1, 3),)
@@ -695,10 +769,26 @@ def op_stop_gradient(b: Builder) -> None:
 # Relative frequencies: math first, shape plumbing often, exotic rarely; stop_gradient is rare
 # because finite differences cannot check a program that contains it.
 OP_WEIGHTS = {
-    op_unary: 12, op_binary: 12, op_scalar: 4, op_reduce: 10, op_matmul: 6, op_exp_like: 4,
-    op_kinked: 4, op_softmax: 4, op_reshape: 4, op_transpose: 4, op_slice: 6,
-    op_expand_squeeze: 2, op_concat: 4, op_where: 4, op_tile_pad_broadcast: 4, op_gather: 2,
-    op_xent: 2, op_einsum: 2, op_piecewise_constant: 2, op_stop_gradient: 1,
+    op_unary: 12,
+    op_binary: 12,
+    op_scalar: 4,
+    op_reduce: 10,
+    op_matmul: 6,
+    op_exp_like: 4,
+    op_kinked: 4,
+    op_softmax: 4,
+    op_reshape: 4,
+    op_transpose: 4,
+    op_slice: 6,
+    op_expand_squeeze: 2,
+    op_concat: 4,
+    op_where: 4,
+    op_tile_pad_broadcast: 4,
+    op_gather: 2,
+    op_xent: 2,
+    op_einsum: 2,
+    op_piecewise_constant: 2,
+    op_stop_gradient: 1,
 }
 OPS = list(OP_WEIGHTS)
 _WEIGHTED_OPS = [op for op, w in OP_WEIGHTS.items() for _ in range(w)]
@@ -719,8 +809,7 @@ def programs(draw, max_ops: int = 8, max_programs: int = 3, dtypes=None, large=N
     (default: 1 in 12) makes one short float64 program on arrays of ~2**17 elements."""
     if large is None:
         large = draw(cycle([False] * 11 + [True]), label="large")
-    dtype = np.dtype(np.float64) if large else draw(cycle(dtypes or DTYPE_CHOICES),
-                                                      label="dtype")
+    dtype = np.dtype(np.float64) if large else draw(cycle(dtypes or DTYPE_CHOICES), label="dtype")
     seed = draw(st.integers(0, 2**32 - 1), label="values seed")
     b = Builder(draw, np.random.default_rng(seed), dtype=dtype)
     if large:
@@ -743,8 +832,7 @@ def programs(draw, max_ops: int = 8, max_programs: int = 3, dtypes=None, large=N
         outputs += chosen
     body = "\n".join(f"    {line}" for line in b.lines)
     outs = "".join(f"{v.name}, " for v in outputs)
-    source = (f"def program({', '.join(x.name for x in b.inputs)}):\n{body}\n"
-              f"    return ({outs})\n")
+    source = f"def program({', '.join(x.name for x in b.inputs)}):\n{body}\n    return ({outs})\n"
     return Program(source, [x.value for x in b.inputs], dtype, literals=tuple(b.literals))
 
 
@@ -783,7 +871,8 @@ def assert_close(compiled, eager, rtol: float, scale: float, what: str) -> None:
     for i, (c, e) in enumerate(zip(c_leaves, e_leaves)):
         c, e = np.asarray(c), np.asarray(e)
         assert c.shape == e.shape and c.dtype == e.dtype, (
-            f"{what}[{i}]: compiled {c.dtype}{list(c.shape)} vs eager {e.dtype}{list(e.shape)}")
+            f"{what}[{i}]: compiled {c.dtype}{list(c.shape)} vs eager {e.dtype}{list(e.shape)}"
+        )
         leaf_scale = float(np.max(np.abs(e), initial=0.0))
         tol = rtol * (np.abs(e) + leaf_scale + scale)
         bad = ~(np.abs(c.astype(np.float64) - e) <= tol)
@@ -793,7 +882,8 @@ def assert_close(compiled, eager, rtol: float, scale: float, what: str) -> None:
                 f"{what}[{i}]: compiled != eager at {int(bad.sum())} of {e.size} elements, "
                 f"e.g. flat index {k}: compiled {c.flat[k]!r} vs eager {e.flat[k]!r} "
                 f"(tolerance {tol.flat[k]:.3g}; shape {list(e.shape)})\n"
-                f"compiled: {c.tolist()!r}\neager:    {e.tolist()!r}")
+                f"compiled: {c.tolist()!r}\neager:    {e.tolist()!r}"
+            )
 
 
 @dataclass
@@ -860,6 +950,7 @@ def cotangent_scale(program: Program, weights) -> float:
 
 def richardson(f, x: list[np.ndarray], v: list[np.ndarray], h: float) -> float:
     """d/dt f(x + t v) at 0 by central differences, Richardson-extrapolated (error O(h^4))."""
+
     def central(step):
         plus = f([xi + step * vi for xi, vi in zip(x, v)])
         minus = f([xi - step * vi for xi, vi in zip(x, v)])
@@ -884,15 +975,17 @@ def finite_difference_check(f, analytic: float, x, v, scale: float, what: str) -
     tol = 1e-5 * max(abs(d1), abs(analytic)) + atol
     assert abs(d1 - analytic) <= tol, (
         f"{what}: autodiff {analytic!r} vs finite differences {d1!r} (steps {STEPS[0]}: {d1!r},"
-        f" {STEPS[1]}: {d2!r}; difference {abs(d1 - analytic):.3g}, tolerance {tol:.3g})")
+        f" {STEPS[1]}: {d2!r}; difference {abs(d1 - analytic):.3g}, tolerance {tol:.3g})"
+    )
     return "checked"
 
 
 MODES = ("value", "grad", "grad2", "tape")
 
 
-def check_program(program: Program, mode: str = "grad", seed: int = 0,
-                  finite_differences: bool = True) -> dict:
+def check_program(
+    program: Program, mode: str = "grad", seed: int = 0, finite_differences: bool = True
+) -> dict:
     """Run the differential checks on `program`; returns what was checked (for statistics).
     Raises AssertionError naming the first mismatch.
 
@@ -917,11 +1010,14 @@ def check_program(program: Program, mode: str = "grad", seed: int = 0,
     # <u, grad loss> and its gradient: the products of the backward pass once more, by u.
     scales["second"] = grad_scale * _norm1(checks.cotangents)
     scales["hvp"] = grad_scale * max(1.0, program.scale) * u_max
-    points = [program.args(), [(x + 1e-3 * v).astype(dtype)
-                               for x, v in zip(program.inputs, checks.directions)]]
+    points = [
+        program.args(),
+        [(x + 1e-3 * v).astype(dtype) for x, v in zip(program.inputs, checks.directions)],
+    ]
     report = {}
 
     if mode == "value":
+
         def eager(xs):
             with eager_only():
                 return {"outs": fn(*[Tensor(x) for x in xs])}
@@ -960,14 +1056,20 @@ def check_program(program: Program, mode: str = "grad", seed: int = 0,
 
     results = [compiled(xs) for xs in points]
     if mode == "tape":
-        report["tape backward"] = "compiled" if tape_backward.stats["compiled"] > before \
-            else "eager"
+        report["tape backward"] = (
+            "compiled" if tape_backward.stats["compiled"] > before else "eager"
+        )
     for k, (xs, result) in enumerate(zip(points, results)):
         reference = eager(xs)
         what = f"{'jit' if mode == 'value' else 'tape' if mode == 'tape' else 'jit_grad'}"
         for name, value in reference.items():
-            assert_close(result[name], value, rtol, scales[name],
-                         f"{what} {name}{' (second call, at x + 1e-3 v)' if k else ''}")
+            assert_close(
+                result[name],
+                value,
+                rtol,
+                scales[name],
+                f"{what} {name}{' (second call, at x + 1e-3 v)' if k else ''}",
+            )
 
     if finite_differences and program.differentiable:
         report.update(_finite_differences(checks, program.args(np.float64), grad_scale))
@@ -1005,8 +1107,9 @@ def _finite_differences(checks: Checks, x64: list[np.ndarray], grad_scale: float
         _, hvp = jg.value_and_grad(second, wrt, has_aux=True)(*[Tensor(x) for x in x64])
     return {
         "first order": finite_difference_check(
-            loss_value, dot(grads, v), x64, v, _loss_scale(checks), "<grad loss, v>"),
+            loss_value, dot(grads, v), x64, v, _loss_scale(checks), "<grad loss, v>"
+        ),
         "second order": finite_difference_check(
-            projected_grad, dot(hvp, v), x64, v, grad_scale * _norm1(us),
-            "<u, hessian v>"),
+            projected_grad, dot(hvp, v), x64, v, grad_scale * _norm1(us), "<u, hessian v>"
+        ),
     }

@@ -49,9 +49,13 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 
 @pytest.mark.fuzz
 @settings(deadline=None, suppress_health_check=SLOW_OK)
-@given(program=cycle([False] * 4 + [True]).flatmap(
-           lambda exact: exact_programs() if exact else programs()),
-       mode=cycle(["grad", "value", "grad2", "tape", "grad2"]), seed=st.integers(0, 2**16))
+@given(
+    program=cycle([False] * 4 + [True]).flatmap(
+        lambda exact: exact_programs() if exact else programs()
+    ),
+    mode=cycle(["grad", "value", "grad2", "tape", "grad2"]),
+    seed=st.integers(0, 2**16),
+)
 def test_eager_equals_compiled_equals_finite_differences(program, mode, seed):
     if isinstance(program, ExactProgram):
         note(f"check_exact(program) with program =\n{program}")

@@ -29,8 +29,7 @@ def gather_cases(draw):
     x_shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
     axis = draw(st.integers(0, len(x_shape) - 1))
     n = x_shape[axis]
-    idx = _indices(draw, draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)),
-                   -2 * n, 2 * n)
+    idx = _indices(draw, draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)), -2 * n, 2 * n)
     valid = bool(np.all((idx >= -n) & (idx < n)))
     return "gather", (x_shape, idx, axis), valid
 
@@ -79,7 +78,8 @@ def _run(kind, spec, mode):
         batch, classes, labels = spec
         x_shape = (batch, classes)
         f = lambda x: jg.reduce_sum(  # noqa: E731
-            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x))
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
+        )
     x = rng.normal(size=x_shape)
     if mode == "eager":
         value, grad = jg.value_and_grad(f)(jg.constant(x))
@@ -116,14 +116,20 @@ def _reference(kind, spec, x):
     return -logp[rows, labels].sum(), grad
 
 
-_OP_NAME = {"gather": "gather", "gather_nd": "gather_nd", "getitem": "getitem",
-            "labels": "sparse_softmax_cross_entropy_with_logits"}
+_OP_NAME = {
+    "gather": "gather",
+    "gather_nd": "gather_nd",
+    "getitem": "getitem",
+    "labels": "sparse_softmax_cross_entropy_with_logits",
+}
 
 
 @pytest.mark.fuzz
 @settings(deadline=None, max_examples=60, suppress_health_check=SLOW_OK)
-@given(case=st.one_of(gather_cases(), gather_nd_cases(), getitem_cases(), label_cases()),
-       mode=st.sampled_from(["eager", "jit", "jit_grad"]))
+@given(
+    case=st.one_of(gather_cases(), gather_nd_cases(), getitem_cases(), label_cases()),
+    mode=st.sampled_from(["eager", "jit", "jit_grad"]),
+)
 def test_indices_in_and_out_of_range(case, mode):
     kind, spec, valid = case
     note(f"{kind} {spec} valid={valid} mode={mode}")

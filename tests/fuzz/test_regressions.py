@@ -31,6 +31,7 @@ ROUND_SUM_RESHAPE = """def program(x0):
     return (v1,)
 """
 
+
 @pytest.mark.parametrize("mode", ["value", "grad"])
 def test_float32_round_reduced_then_reshaped(mode):
     """Fixed (emit.py: float32 results of np./math. calls are cast back to float32). Was:

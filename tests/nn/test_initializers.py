@@ -25,8 +25,9 @@ def test_he_uniform_variance():
     assert w.var() == pytest.approx(2 / 400, rel=0.02)
 
 
-@pytest.mark.parametrize("name, variance", [("glorot_normal", 2 / (400 + 600)),
-                                            ("he_normal", 2 / 400)])
+@pytest.mark.parametrize(
+    "name, variance", [("glorot_normal", 2 / (400 + 600)), ("he_normal", 2 / 400)]
+)
 def test_truncated_normals_have_the_requested_variance_within_two_stddevs(name, variance):
     w = initializers.get(name)(SHAPE, seed=2)
     stddev = math.sqrt(variance) / 0.87962566103423978  # of the untruncated normal

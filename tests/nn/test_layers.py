@@ -48,10 +48,10 @@ def test_layer_norm_matches_numpy_over_one_and_several_axes():
         axes = (2,) if axis == -1 else axis
         mean, var = x.mean(axes, keepdims=True), x.var(axes, keepdims=True)
         shape = [d if i in axes else 1 for i, d in enumerate(x.shape)]
-        expected = ((x - mean) / np.sqrt(var + 1e-5) * params["gamma"].reshape(shape)
-                    + params["beta"].reshape(shape))
-        np.testing.assert_allclose(layer.apply(params, x).numpy(), expected, rtol=1e-5,
-                                   atol=1e-6)
+        expected = (x - mean) / np.sqrt(var + 1e-5) * params["gamma"].reshape(shape) + params[
+            "beta"
+        ].reshape(shape)
+        np.testing.assert_allclose(layer.apply(params, x).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_embedding_looks_up_rows():
@@ -114,8 +114,9 @@ def test_fold_in_gives_distinct_keys():
     assert len(keys) == 40
 
 
-MODEL = Sequential([Dense(8), LayerNorm(), Dropout(0.25), Dense(5, activation="gelu"),
-                    Dropout(0.5), Dense(3)])
+MODEL = Sequential(
+    [Dense(8), LayerNorm(), Dropout(0.25), Dense(5, activation="gelu"), Dropout(0.5), Dense(3)]
+)
 EMBEDDING = Embedding(12, 4)
 X3 = rng.normal(size=(6, 4)).astype(np.float32)
 LABELS = np.array([0, 2, 1, 1, 1, 0])
@@ -135,16 +136,18 @@ def test_layers_eager_equal_compiled_forward_and_backward():
     eager_fn = jg.value_and_grad(_loss_and_outputs, has_aux=True)
     (loss, (logits, embedded)), grads = eager_fn(params, X3, LABELS, 3, table, IDS)
     compiled = jg.jit(eager_fn)
-    (c_loss, (c_logits, c_embedded)), c_grads = compiled(params, X3, LABELS, np.int32(3), table,
-                                                         IDS)
+    (c_loss, (c_logits, c_embedded)), c_grads = compiled(
+        params, X3, LABELS, np.int32(3), table, IDS
+    )
     np.testing.assert_array_equal(c_logits.numpy() == 0, logits.numpy() == 0)  # same masks
     np.testing.assert_allclose(c_logits.numpy(), logits.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(c_embedded.numpy(), embedded.numpy())
     assert float(c_loss) == pytest.approx(float(loss), rel=1e-5)
     for name in params:
         for k in params[name]:
-            np.testing.assert_allclose(c_grads[name][k].numpy(), grads[name][k].numpy(),
-                                       rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(
+                c_grads[name][k].numpy(), grads[name][k].numpy(), rtol=1e-4, atol=1e-6
+            )
     # a new key is a new input value, not a new compilation
     (_, (other, _)), _ = compiled(params, X3, LABELS, np.int32(4), table, IDS)
     assert not np.array_equal(other.numpy(), c_logits.numpy())
@@ -161,18 +164,29 @@ def test_tensorflow_style_builds_variables_equal_to_functional_init():
     params = model.init(7, X.shape)
     np.testing.assert_array_equal(out.numpy(), model.apply(params, X).numpy())
     names = [v.name for v in model.trainable_variables]
-    assert names == ["sequential/dense/kernel", "sequential/dense/bias",
-                     "sequential/dense_1/kernel", "sequential/dense_1/bias"]
+    assert names == [
+        "sequential/dense/kernel",
+        "sequential/dense/bias",
+        "sequential/dense_1/kernel",
+        "sequential/dense_1/bias",
+    ]
     assert all(isinstance(v, jg.Variable) for v in model.trainable_variables)
 
     with jg.GradientTape() as tape:
         loss = losses.mean_squared_error(y, model(X, training=True, key=2))
     tape_grads = tape.gradient(loss, model.trainable_variables)
-    grads = jg.grad(lambda p: losses.mean_squared_error(
-        y, model.apply(p, X, training=True, key=2)))(params)
-    functional = [grads[a][b] for a, b in
-                  [("dense", "kernel"), ("dense", "bias"), ("dense_1", "kernel"),
-                   ("dense_1", "bias")]]
+    grads = jg.grad(
+        lambda p: losses.mean_squared_error(y, model.apply(p, X, training=True, key=2))
+    )(params)
+    functional = [
+        grads[a][b]
+        for a, b in [
+            ("dense", "kernel"),
+            ("dense", "bias"),
+            ("dense_1", "kernel"),
+            ("dense_1", "bias"),
+        ]
+    ]
     for g_tape, g in zip(tape_grads, functional):
         np.testing.assert_array_equal(g_tape.numpy(), g.numpy())
 

@@ -56,9 +56,12 @@ def test_stable_at_extreme_logits():
     cases = [
         (lambda z: losses.sparse_softmax_cross_entropy(np.array([1]), z), 2e4),
         (lambda z: losses.softmax_cross_entropy(np.array([[0.0, 0.0, 1.0, 0.0]]), z), 1e4),
-        (lambda z: losses.binary_cross_entropy_with_logits(np.array([[0.0, 1.0, 1.0, 1.0]]), z,
-                                                           reduction="sum"),
-         1e4 + 1e4 + np.log(2.0)),
+        (
+            lambda z: losses.binary_cross_entropy_with_logits(
+                np.array([[0.0, 1.0, 1.0, 1.0]]), z, reduction="sum"
+            ),
+            1e4 + 1e4 + np.log(2.0),
+        ),
     ]
     for fn, expected in cases:
         value, grad = jg.value_and_grad(fn)(big)
@@ -79,7 +82,8 @@ def test_shape_mismatch_and_bad_reduction_are_errors():
 def test_losses_eager_equal_compiled():
     def all_losses(logits):
         return [_ours(name, logits) for name in NAMES] + [
-            jg.grad(lambda z: _ours("sparse", z) + _ours("binary", z))(logits)]
+            jg.grad(lambda z: _ours("sparse", z) + _ours("binary", z))(logits)
+        ]
 
     eager = all_losses(LOGITS)
     compiled = jg.jit(all_losses)(LOGITS)

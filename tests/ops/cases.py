@@ -52,14 +52,25 @@ class Draw:
 
     # -- structure ----------------------------------------------------------------------------
     def shape(self, min_dims=0, max_dims=3, min_side=0, max_side=4) -> tuple[int, ...]:
-        return self(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
-                                     max_side=max_side), "shape")
+        return self(
+            hnp.array_shapes(
+                min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side
+            ),
+            "shape",
+        )
 
     def shapes(self, n=2, min_dims=0, max_dims=3, min_side=0, max_side=4) -> list:
         """`n` mutually broadcastable shapes (size-1 axes, missing axes, empty axes)."""
-        drawn = self(hnp.mutually_broadcastable_shapes(
-            num_shapes=n, min_dims=min_dims, max_dims=max_dims, min_side=min_side,
-            max_side=max_side), "shapes")
+        drawn = self(
+            hnp.mutually_broadcastable_shapes(
+                num_shapes=n,
+                min_dims=min_dims,
+                max_dims=max_dims,
+                min_side=min_side,
+                max_side=max_side,
+            ),
+            "shapes",
+        )
         return list(drawn.input_shapes)
 
     def int(self, lo, hi) -> int:
@@ -184,6 +195,7 @@ def case(name, fn, draw, ref=None, **kw) -> Case:
 
 def one(draw_array):
     """A sampler of one array of a drawn shape."""
+
     def draw(d):
         return [draw_array(d, d.shape())], {}
 
@@ -213,8 +225,14 @@ def np_logsumexp(x, axis=None, keepdims=False):
 
 
 def _unary(name, fn, ref, lo, hi, kinks=(), prim=None, **kw):
-    case(name, lambda x: fn(x), one(lambda d, s: d.away(s, lo, hi, kinks)),
-         ref=lambda x: ref(x), prims=(prim or name,), **kw)
+    case(
+        name,
+        lambda x: fn(x),
+        one(lambda d, s: d.away(s, lo, hi, kinks)),
+        ref=lambda x: ref(x),
+        prims=(prim or name,),
+        **kw,
+    )
 
 
 _unary("neg", jg.negative, np.negative, -3, 3)
@@ -252,12 +270,22 @@ def _other_float(x):
 # cast to the other precision (float64 <-> float32). The function is linear, so central
 # differences are exact for any step; a step of 0.5 keeps float32's rounding (~6e-8 |x|)
 # far below the tolerance once divided by the step.
-case("cast", lambda x: jg.cast(x, _other_float(x)), one(lambda d, s: d.uniform(s)),
-     ref=lambda x: x.astype(np.float32 if x.dtype == np.float64 else np.float64),
-     prims=("cast",), eps=0.5, tags=frozenset({"mixed_dtype"}))
-case("cast_roundtrip_int", lambda x: x * jg.cast(jg.cast(x, jg.int32), x.dtype),
-     one(lambda d, s: d.away(s, -3, 3, kinks=range(-3, 4))),
-     ref=lambda x: x * np.trunc(x), prims=("cast", "mul"))
+case(
+    "cast",
+    lambda x: jg.cast(x, _other_float(x)),
+    one(lambda d, s: d.uniform(s)),
+    ref=lambda x: x.astype(np.float32 if x.dtype == np.float64 else np.float64),
+    prims=("cast",),
+    eps=0.5,
+    tags=frozenset({"mixed_dtype"}),
+)
+case(
+    "cast_roundtrip_int",
+    lambda x: x * jg.cast(jg.cast(x, jg.int32), x.dtype),
+    one(lambda d, s: d.away(s, -3, 3, kinks=range(-3, 4))),
+    ref=lambda x: x * np.trunc(x),
+    prims=("cast", "mul"),
+)
 
 # ---------------------------------------------------------------------------------------------
 # Binary elementwise primitives, with broadcasting between the operands
@@ -284,8 +312,9 @@ _binary("add", jg.add, np.add, _plain)
 _binary("sub", jg.subtract, np.subtract, _plain)
 _binary("mul", jg.multiply, np.multiply, _plain)
 _binary("div", jg.divide, np.divide, lambda d, sx, sy: (d.uniform(sx), d.signed(sy)))
-_binary("pow", jg.pow, np.power,
-        lambda d, sx, sy: (d.uniform(sx, 0.5, 2.0), d.uniform(sy, -2.0, 2.0)))
+_binary(
+    "pow", jg.pow, np.power, lambda d, sx, sy: (d.uniform(sx, 0.5, 2.0), d.uniform(sy, -2.0, 2.0))
+)
 _binary("maximum", jg.maximum, np.maximum, _no_ties)
 _binary("minimum", jg.minimum, np.minimum, _no_ties)
 
@@ -294,19 +323,26 @@ def _mod_draw(d):
     # y broadcasts to x's shape; x / y = k + f with f in (0.1, 0.9), away from the jumps at
     # integer quotients.
     sx = d.shape()
-    sy = tuple(1 if d.bool() else n for n in sx[d.int(0, len(sx)):])
+    sy = tuple(1 if d.bool() else n for n in sx[d.int(0, len(sx)) :])
     y = d.signed(sy)
     x = (d.rng.integers(-3, 3, sx) + d.rng.uniform(0.1, 0.9, sx)) * np.broadcast_to(y, sx)
     return [x, y], {}
 
 
 case("mod", jg.math.floormod, _mod_draw, ref=np.mod, prims=("mod",))
-_binary("operators", lambda x, y: (x + 1.5) * y - x / (y * y + 1.0) + 2 ** x - x ** 2,
-        lambda x, y: (x + 1.5) * y - x / (y * y + 1.0) + 2 ** x - x ** 2, _plain, prim="pow")
-_binary("rpow_scalar_base", lambda x, y: 3.0 ** (x * y), lambda x, y: 3.0 ** (x * y), _plain,
-        prim="pow")
-_binary("pow_integer_exponent", lambda x, y: (x * y) ** 3, lambda x, y: (x * y) ** 3, _plain,
-        prim="pow")
+_binary(
+    "operators",
+    lambda x, y: (x + 1.5) * y - x / (y * y + 1.0) + 2**x - x**2,
+    lambda x, y: (x + 1.5) * y - x / (y * y + 1.0) + 2**x - x**2,
+    _plain,
+    prim="pow",
+)
+_binary(
+    "rpow_scalar_base", lambda x, y: 3.0 ** (x * y), lambda x, y: 3.0 ** (x * y), _plain, prim="pow"
+)
+_binary(
+    "pow_integer_exponent", lambda x, y: (x * y) ** 3, lambda x, y: (x * y) ** 3, _plain, prim="pow"
+)
 
 
 def _where_draw(d):
@@ -323,10 +359,19 @@ def _clip_draw(d):
     return [d.grid(st_), d.grid(slo, -5, -1, 0.1), d.grid(shi, 0, 5, 0.1)], {}
 
 
-case("clip_by_value", lambda t, lo, hi: jg.clip_by_value(t, lo, hi), _clip_draw,
-     ref=lambda t, lo, hi: np.minimum(np.maximum(t, lo), hi), prims=("maximum", "minimum"))
-case("clip_by_value_scalars", lambda t: jg.clip_by_value(t, -0.5, 0.7),
-     one(lambda d, s: d.away(s, -2, 2, kinks=(-0.5, 0.7))), ref=lambda t: np.clip(t, -0.5, 0.7))
+case(
+    "clip_by_value",
+    lambda t, lo, hi: jg.clip_by_value(t, lo, hi),
+    _clip_draw,
+    ref=lambda t, lo, hi: np.minimum(np.maximum(t, lo), hi),
+    prims=("maximum", "minimum"),
+)
+case(
+    "clip_by_value_scalars",
+    lambda t: jg.clip_by_value(t, -0.5, 0.7),
+    one(lambda d, s: d.away(s, -2, 2, kinks=(-0.5, 0.7))),
+    ref=lambda t: np.clip(t, -0.5, 0.7),
+)
 
 # ---------------------------------------------------------------------------------------------
 # Neural-network composites
@@ -341,14 +386,20 @@ _SELU_A, _SELU_S = 1.6732632423543772848170429916717, 1.050700987355480493419334
 _nn("relu", jg.nn.relu, lambda x: np.maximum(x, 0), kinks=(0,))
 _nn("relu6", jg.nn.relu6, lambda x: np.clip(x, 0, 6), -2, 8, kinks=(0, 6))
 _nn("leaky_relu", jg.nn.leaky_relu, lambda x: np.where(x > 0, x, 0.2 * x), kinks=(0,))
-_nn("leaky_relu_alpha", lambda x: jg.nn.leaky_relu(x, alpha=0.01),
-    lambda x: np.where(x > 0, x, 0.01 * x), kinks=(0,))
+_nn(
+    "leaky_relu_alpha",
+    lambda x: jg.nn.leaky_relu(x, alpha=0.01),
+    lambda x: np.where(x > 0, x, 0.01 * x),
+    kinks=(0,),
+)
 _nn("elu", jg.nn.elu, lambda x: np.where(x > 0, x, np.expm1(x)), kinks=(0,))
-_nn("selu", jg.nn.selu, lambda x: _SELU_S * np.where(x > 0, x, _SELU_A * np.expm1(x)),
-    kinks=(0,))
+_nn("selu", jg.nn.selu, lambda x: _SELU_S * np.where(x > 0, x, _SELU_A * np.expm1(x)), kinks=(0,))
 _nn("gelu", jg.nn.gelu, lambda x: 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2))))
-_nn("gelu_tanh", lambda x: jg.nn.gelu(x, approximate=True),
-    lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))))
+_nn(
+    "gelu_tanh",
+    lambda x: jg.nn.gelu(x, approximate=True),
+    lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+)
 _nn("log_sigmoid", jg.nn.log_sigmoid, lambda x: -np.logaddexp(0, -x), -6, 6)
 _nn("softsign", jg.nn.softsign, lambda x: x / (1 + np.abs(x)), kinks=(0,))
 _nn("silu", jg.nn.silu, lambda x: x * scipy.special.expit(x))
@@ -360,18 +411,25 @@ def _softmax_draw(d):
     return [d.uniform(shape, -3, 3)], {"axis": d.int(-len(shape), len(shape) - 1)}
 
 
-case("softmax", lambda x, axis: jg.nn.softmax(x, axis=axis), _softmax_draw,
-     ref=lambda x, axis: np_softmax(x, axis))
-case("log_softmax", lambda x, axis: jg.nn.log_softmax(x, axis=axis), _softmax_draw,
-     ref=lambda x, axis: np_log_softmax(x, axis))
+case(
+    "softmax",
+    lambda x, axis: jg.nn.softmax(x, axis=axis),
+    _softmax_draw,
+    ref=lambda x, axis: np_softmax(x, axis),
+)
+case(
+    "log_softmax",
+    lambda x, axis: jg.nn.log_softmax(x, axis=axis),
+    _softmax_draw,
+    ref=lambda x, axis: np_log_softmax(x, axis),
+)
 
 
 def _sparse_xent_draw(d):
     batch = d.shape(max_dims=2)
     classes = d.int(1, 4)
     logits = d.uniform(batch + (classes,), -3, 3)
-    return [d.rng.integers(0, classes, batch).astype(d.choice([np.int32, np.int64])),
-            logits], {}
+    return [d.rng.integers(0, classes, batch).astype(d.choice([np.int32, np.int64])), logits], {}
 
 
 def _sparse_xent_ref(labels, logits):
@@ -379,9 +437,13 @@ def _sparse_xent_ref(labels, logits):
     return -np.take_along_axis(logp, labels[..., None].astype(np.int64), -1)[..., 0]
 
 
-case("sparse_softmax_cross_entropy_with_logits",
-     lambda y, z: jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z),
-     _sparse_xent_draw, ref=_sparse_xent_ref, prims=("check_index",))
+case(
+    "sparse_softmax_cross_entropy_with_logits",
+    lambda y, z: jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z),
+    _sparse_xent_draw,
+    ref=_sparse_xent_ref,
+    prims=("check_index",),
+)
 
 
 def _xent_draw(d):
@@ -390,9 +452,12 @@ def _xent_draw(d):
     return [labels, d.uniform(shape, -3, 3)], {}
 
 
-case("softmax_cross_entropy_with_logits",
-     lambda y, z: jg.nn.softmax_cross_entropy_with_logits(labels=y, logits=z), _xent_draw,
-     ref=lambda y, z: -np.sum(y * np_log_softmax(z), axis=-1))
+case(
+    "softmax_cross_entropy_with_logits",
+    lambda y, z: jg.nn.softmax_cross_entropy_with_logits(labels=y, logits=z),
+    _xent_draw,
+    ref=lambda y, z: -np.sum(y * np_log_softmax(z), axis=-1),
+)
 
 
 def _sigmoid_xent_draw(d):
@@ -400,10 +465,12 @@ def _sigmoid_xent_draw(d):
     return [d.uniform(shape, 0, 1), d.uniform(shape, -4, 4)], {}
 
 
-case("sigmoid_cross_entropy_with_logits",
-     lambda y, z: jg.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z),
-     _sigmoid_xent_draw,
-     ref=lambda y, z: np.logaddexp(0, z) - z * y)
+case(
+    "sigmoid_cross_entropy_with_logits",
+    lambda y, z: jg.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z),
+    _sigmoid_xent_draw,
+    ref=lambda y, z: np.logaddexp(0, z) - z * y,
+)
 case("l2_loss", jg.nn.l2_loss, one(lambda d, s: d.uniform(s)), ref=lambda x: np.sum(x * x) / 2)
 
 
@@ -425,8 +492,12 @@ def _moments_draw(d):
     return [d.uniform(shape)], {"axes": list(_axes(axis, len(shape)))}
 
 
-case("moments", _moments, _moments_draw,
-     ref=lambda x, axes: [np.mean(x, tuple(axes)), np.var(x, tuple(axes))])
+case(
+    "moments",
+    _moments,
+    _moments_draw,
+    ref=lambda x, axes: [np.mean(x, tuple(axes)), np.var(x, tuple(axes))],
+)
 
 # ---------------------------------------------------------------------------------------------
 # Reductions: axis None / int / tuple / negative, keepdims
@@ -434,13 +505,19 @@ case("moments", _moments, _moments_draw,
 
 def _reduction_case(name, fn, ref, values, nonempty, prim=None, min_count=1, **kw):
     def draw(d):
-        shape, axis, keepdims = d.reduction(min_dims=1 if prim or min_count > 1 else 0,
-                                            nonempty=nonempty, min_count=min_count)
+        shape, axis, keepdims = d.reduction(
+            min_dims=1 if prim or min_count > 1 else 0, nonempty=nonempty, min_count=min_count
+        )
         return [values(d, shape)], {"axis": axis, "keepdims": keepdims}
 
-    case(name, lambda x, axis, keepdims: fn(x, axis=axis, keepdims=keepdims), draw,
-         ref=lambda x, axis, keepdims: ref(x, axis=axis, keepdims=keepdims),
-         prims=(prim,) if prim else (), **kw)
+    case(
+        name,
+        lambda x, axis, keepdims: fn(x, axis=axis, keepdims=keepdims),
+        draw,
+        ref=lambda x, axis, keepdims: ref(x, axis=axis, keepdims=keepdims),
+        prims=(prim,) if prim else (),
+        **kw,
+    )
 
 
 def _prod_values(d, shape):
@@ -453,31 +530,48 @@ def _with_zeros(d, shape):
     return x
 
 
-_reduction_case("reduce_sum", jg.reduce_sum, np.sum, lambda d, s: d.uniform(s), False,
-                "reduce_sum")
+_reduction_case("reduce_sum", jg.reduce_sum, np.sum, lambda d, s: d.uniform(s), False, "reduce_sum")
 _reduction_case("reduce_mean", jg.reduce_mean, np.mean, lambda d, s: d.uniform(s), True)
 _reduction_case("reduce_prod", jg.reduce_prod, np.prod, _prod_values, False, "reduce_prod")
-_reduction_case("reduce_prod_with_zeros", jg.reduce_prod, np.prod, _with_zeros, False,
-                "reduce_prod")
-_reduction_case("reduce_max", jg.reduce_max, np.max, lambda d, s: d.distinct(s), True,
-                "reduce_max")
-_reduction_case("reduce_min", jg.reduce_min, np.min, lambda d, s: d.distinct(s), True,
-                "reduce_max")
+_reduction_case(
+    "reduce_prod_with_zeros", jg.reduce_prod, np.prod, _with_zeros, False, "reduce_prod"
+)
+_reduction_case("reduce_max", jg.reduce_max, np.max, lambda d, s: d.distinct(s), True, "reduce_max")
+_reduction_case("reduce_min", jg.reduce_min, np.min, lambda d, s: d.distinct(s), True, "reduce_max")
 _reduction_case("reduce_variance", jg.reduce_variance, np.var, lambda d, s: d.uniform(s), True)
-_reduction_case("reduce_std", jg.reduce_std, np.std, lambda d, s: d.distinct(s), True,
-                min_count=2)
-_reduction_case("reduce_logsumexp", jg.reduce_logsumexp, np_logsumexp,
-                lambda d, s: d.uniform(s, -3, 3), True)
-_reduction_case("logsumexp", jg.nn.logsumexp, np_logsumexp,
-                lambda d, s: d.uniform(s, -3, 3), True)
-_reduction_case("method_sum", lambda x, axis, keepdims: x.sum(axis, keepdims), np.sum,
-                lambda d, s: d.uniform(s), False)
-_reduction_case("method_mean", lambda x, axis, keepdims: x.mean(axis, keepdims), np.mean,
-                lambda d, s: d.uniform(s), True)
-_reduction_case("method_max", lambda x, axis, keepdims: x.max(axis, keepdims), np.max,
-                lambda d, s: d.distinct(s), True)
-_reduction_case("method_min", lambda x, axis, keepdims: x.min(axis, keepdims), np.min,
-                lambda d, s: d.distinct(s), True)
+_reduction_case("reduce_std", jg.reduce_std, np.std, lambda d, s: d.distinct(s), True, min_count=2)
+_reduction_case(
+    "reduce_logsumexp", jg.reduce_logsumexp, np_logsumexp, lambda d, s: d.uniform(s, -3, 3), True
+)
+_reduction_case("logsumexp", jg.nn.logsumexp, np_logsumexp, lambda d, s: d.uniform(s, -3, 3), True)
+_reduction_case(
+    "method_sum",
+    lambda x, axis, keepdims: x.sum(axis, keepdims),
+    np.sum,
+    lambda d, s: d.uniform(s),
+    False,
+)
+_reduction_case(
+    "method_mean",
+    lambda x, axis, keepdims: x.mean(axis, keepdims),
+    np.mean,
+    lambda d, s: d.uniform(s),
+    True,
+)
+_reduction_case(
+    "method_max",
+    lambda x, axis, keepdims: x.max(axis, keepdims),
+    np.max,
+    lambda d, s: d.distinct(s),
+    True,
+)
+_reduction_case(
+    "method_min",
+    lambda x, axis, keepdims: x.min(axis, keepdims),
+    np.min,
+    lambda d, s: d.distinct(s),
+    True,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Linear algebra
@@ -506,12 +600,18 @@ def _matmul_t_draw(d):
 
 
 def _matmul_t_ref(a, b, transpose_a, transpose_b):
-    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a,
-                     np.swapaxes(b, -1, -2) if transpose_b else b)
+    return np.matmul(
+        np.swapaxes(a, -1, -2) if transpose_a else a, np.swapaxes(b, -1, -2) if transpose_b else b
+    )
 
 
-case("matmul_transposed", lambda a, b, **p: jg.matmul(a, b, **p), _matmul_t_draw,
-     ref=_matmul_t_ref, prims=("matmul",))
+case(
+    "matmul_transposed",
+    lambda a, b, **p: jg.matmul(a, b, **p),
+    _matmul_t_draw,
+    ref=_matmul_t_ref,
+    prims=("matmul",),
+)
 
 
 def _tensordot_draw(d):
@@ -532,11 +632,27 @@ def _tensordot_draw(d):
     return [d.uniform(sa), d.uniform(sb)], {"axes": [ia, ib]}
 
 
-case("tensordot", lambda a, b, axes: jg.tensordot(a, b, axes), _tensordot_draw,
-     ref=lambda a, b, axes: np.tensordot(a, b, axes))
+case(
+    "tensordot",
+    lambda a, b, axes: jg.tensordot(a, b, axes),
+    _tensordot_draw,
+    ref=lambda a, b, axes: np.tensordot(a, b, axes),
+)
 
-EINSUM_PATTERNS = ["ij,jk->ik", "bij,bjk->bik", "i,i->", "i,j->ij", "ij->ji", "ij->j",
-                   "bhqd,bhkd->bhqk", "ij,ij->ij", "ij,ij->", "ijk->kji", "ij,j->i", "ik,jk"]
+EINSUM_PATTERNS = [
+    "ij,jk->ik",
+    "bij,bjk->bik",
+    "i,i->",
+    "i,j->ij",
+    "ij->ji",
+    "ij->j",
+    "bhqd,bhkd->bhqk",
+    "ij,ij->ij",
+    "ij,ij->",
+    "ijk->kji",
+    "ij,j->i",
+    "ik,jk",
+]
 
 
 def _einsum_draw(d):
@@ -547,8 +663,12 @@ def _einsum_draw(d):
     return [d.uniform(tuple(sizes[c] for c in t)) for t in terms], {"equation": eq}
 
 
-case("einsum", lambda *xs, equation: jg.einsum(equation, *xs), _einsum_draw,
-     ref=lambda *xs, equation: np.einsum(equation, *xs))
+case(
+    "einsum",
+    lambda *xs, equation: jg.einsum(equation, *xs),
+    _einsum_draw,
+    ref=lambda *xs, equation: np.einsum(equation, *xs),
+)
 
 # ---------------------------------------------------------------------------------------------
 # Shapes
@@ -557,28 +677,47 @@ case("einsum", lambda *xs, equation: jg.einsum(equation, *xs), _einsum_draw,
 def _broadcast_draw(d):
     target = d.shape(min_dims=1)
     rank = d.int(0, len(target) - 1)  # at least one leading axis is created
-    src = tuple(1 if d.bool() else t for t in target[len(target) - rank:])
+    src = tuple(1 if d.bool() else t for t in target[len(target) - rank :])
     return [d.uniform(src)], {"shape": target}
 
 
-case("broadcast_to", lambda x, shape: jg.broadcast_to(x, shape), _broadcast_draw,
-     ref=lambda x, shape: np.broadcast_to(x, shape), prims=("broadcast_to",))
+case(
+    "broadcast_to",
+    lambda x, shape: jg.broadcast_to(x, shape),
+    _broadcast_draw,
+    ref=lambda x, shape: np.broadcast_to(x, shape),
+    prims=("broadcast_to",),
+)
 
 
 def _reshape_draw(d):
     shape = d.shape(min_dims=1)
     size = math.prod(shape)
-    options = [(size,) if len(shape) != 1 else (1, size), shape[::-1] + (1,),
-               (1,) + shape, (-1,) if len(shape) != 1 else (-1, 1)]
+    options = [
+        (size,) if len(shape) != 1 else (1, size),
+        shape[::-1] + (1,),
+        (1,) + shape,
+        (-1,) if len(shape) != 1 else (-1, 1),
+    ]
     if size:
         options.append((shape[0], -1, 1, 1))
     return [d.uniform(shape)], {"shape": d.choice(options)}
 
 
-case("reshape", lambda x, shape: jg.reshape(x, shape), _reshape_draw,
-     ref=lambda x, shape: np.reshape(x, shape), prims=("reshape",))
-case("method_reshape", lambda x, shape: x.reshape(shape), _reshape_draw,
-     ref=lambda x, shape: np.reshape(x, shape), prims=("reshape",))
+case(
+    "reshape",
+    lambda x, shape: jg.reshape(x, shape),
+    _reshape_draw,
+    ref=lambda x, shape: np.reshape(x, shape),
+    prims=("reshape",),
+)
+case(
+    "method_reshape",
+    lambda x, shape: x.reshape(shape),
+    _reshape_draw,
+    ref=lambda x, shape: np.reshape(x, shape),
+    prims=("reshape",),
+)
 
 
 def _transpose_draw(d):
@@ -590,12 +729,21 @@ def _transpose_draw(d):
     return [d.uniform(shape)], {"perm": perm}
 
 
-case("transpose", lambda x, perm: jg.transpose(x, perm), _transpose_draw,
-     ref=lambda x, perm: np.transpose(x, perm), prims=("transpose",))
+case(
+    "transpose",
+    lambda x, perm: jg.transpose(x, perm),
+    _transpose_draw,
+    ref=lambda x, perm: np.transpose(x, perm),
+    prims=("transpose",),
+)
 case("transpose_default", jg.transpose, one(lambda d, s: d.uniform(s)), ref=np.transpose)
-case("matrix_transpose", jg.matrix_transpose,
-     lambda d: ([d.uniform(d.shape(min_dims=2))], {}), ref=lambda x: np.swapaxes(x, -1, -2),
-     prims=("transpose",))
+case(
+    "matrix_transpose",
+    jg.matrix_transpose,
+    lambda d: ([d.uniform(d.shape(min_dims=2))], {}),
+    ref=lambda x: np.swapaxes(x, -1, -2),
+    prims=("transpose",),
+)
 case("T", lambda x: x.T, one(lambda d, s: d.uniform(s)), ref=lambda x: x.T)
 
 
@@ -604,8 +752,13 @@ def _expand_draw(d):
     return [d.uniform(shape)], {"axis": d.int(-len(shape) - 1, len(shape))}
 
 
-case("expand_dims", lambda x, axis: jg.expand_dims(x, axis), _expand_draw,
-     ref=lambda x, axis: np.expand_dims(x, axis), prims=("reshape",))
+case(
+    "expand_dims",
+    lambda x, axis: jg.expand_dims(x, axis),
+    _expand_draw,
+    ref=lambda x, axis: np.expand_dims(x, axis),
+    prims=("reshape",),
+)
 
 
 def _squeeze_draw(d):
@@ -618,8 +771,12 @@ def _squeeze_draw(d):
     return [d.uniform(shape)], {"axis": axis}
 
 
-case("squeeze", lambda x, axis: jg.squeeze(x, axis), _squeeze_draw,
-     ref=lambda x, axis: np.squeeze(x, None if axis is None else tuple(axis)))
+case(
+    "squeeze",
+    lambda x, axis: jg.squeeze(x, axis),
+    _squeeze_draw,
+    ref=lambda x, axis: np.squeeze(x, None if axis is None else tuple(axis)),
+)
 
 
 def _concat_draw(d):
@@ -632,8 +789,13 @@ def _concat_draw(d):
     return xs, {"axis": axis}
 
 
-case("concat", lambda *xs, axis: jg.concat(list(xs), axis), _concat_draw,
-     ref=lambda *xs, axis: np.concatenate(xs, axis), prims=("concat",))
+case(
+    "concat",
+    lambda *xs, axis: jg.concat(list(xs), axis),
+    _concat_draw,
+    ref=lambda *xs, axis: np.concatenate(xs, axis),
+    prims=("concat",),
+)
 
 
 def _stack_draw(d):
@@ -642,8 +804,12 @@ def _stack_draw(d):
     return xs, {"axis": d.int(-len(shape) - 1, len(shape))}
 
 
-case("stack", lambda *xs, axis: jg.stack(list(xs), axis), _stack_draw,
-     ref=lambda *xs, axis: np.stack(xs, axis))
+case(
+    "stack",
+    lambda *xs, axis: jg.stack(list(xs), axis),
+    _stack_draw,
+    ref=lambda *xs, axis: np.stack(xs, axis),
+)
 
 
 def _unstack_draw(d):
@@ -651,8 +817,12 @@ def _unstack_draw(d):
     return [d.uniform(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
 
 
-case("unstack", lambda x, axis: jg.unstack(x, axis=axis), _unstack_draw,
-     ref=lambda x, axis: [np.take(x, i, axis) for i in range(x.shape[axis])])
+case(
+    "unstack",
+    lambda x, axis: jg.unstack(x, axis=axis),
+    _unstack_draw,
+    ref=lambda x, axis: [np.take(x, i, axis) for i in range(x.shape[axis])],
+)
 
 
 def _split_draw(d):
@@ -686,8 +856,12 @@ def _tile_draw(d):
     return [d.uniform(shape)], {"multiples": [d.int(0, 3) for _ in shape]}
 
 
-case("tile", lambda x, multiples: jg.tile(x, multiples), _tile_draw,
-     ref=lambda x, multiples: np.tile(x, multiples))
+case(
+    "tile",
+    lambda x, multiples: jg.tile(x, multiples),
+    _tile_draw,
+    ref=lambda x, multiples: np.tile(x, multiples),
+)
 
 
 def _pad_draw(d):
@@ -696,10 +870,13 @@ def _pad_draw(d):
     return [d.uniform(shape)], {"paddings": paddings, "value": d.choice([0, 1.5])}
 
 
-case("pad", lambda x, paddings, value: jg.pad(x, paddings, constant_values=value), _pad_draw,
-     ref=lambda x, paddings, value: np.pad(x, paddings, constant_values=value) if paddings
-     else x,
-     prims=("pad",))
+case(
+    "pad",
+    lambda x, paddings, value: jg.pad(x, paddings, constant_values=value),
+    _pad_draw,
+    ref=lambda x, paddings, value: np.pad(x, paddings, constant_values=value) if paddings else x,
+    prims=("pad",),
+)
 
 # ---------------------------------------------------------------------------------------------
 # Slices and indexing
@@ -724,10 +901,20 @@ def _tf_slice_ref(x, begin, size):
     return x[tuple(slice(b, None if s == -1 else b + s) for b, s in zip(begin, size))]
 
 
-case("slice", lambda x, begin, size: jg.slice(x, begin, size), _tf_slice_draw,
-     ref=_tf_slice_ref, prims=("slice",))
-case("reverse", lambda x: x[::-1], lambda d: ([d.uniform(d.shape(min_dims=1))], {}),
-     ref=lambda x: x[::-1], prims=("slice",))
+case(
+    "slice",
+    lambda x, begin, size: jg.slice(x, begin, size),
+    _tf_slice_draw,
+    ref=_tf_slice_ref,
+    prims=("slice",),
+)
+case(
+    "reverse",
+    lambda x: x[::-1],
+    lambda d: ([d.uniform(d.shape(min_dims=1))], {}),
+    ref=lambda x: x[::-1],
+    prims=("slice",),
+)
 
 
 def _basic_index_draw(d):
@@ -773,8 +960,9 @@ def _array_index_draw(d):
             arrays.append(d.indices(index_shapes[k], n))
             items.append(_ARRAY)
         else:
-            items.append(d.choice([slice(None), slice(None, None, -1), slice(1, None),
-                                   d.int(-n, n - 1)]))
+            items.append(
+                d.choice([slice(None), slice(None, None, -1), slice(1, None), d.int(-n, n - 1)])
+            )
     if d.bool():  # trailing full slices become `...`
         while items and items[-1] is not _ARRAY and items[-1] == slice(None):
             items.pop()
@@ -799,8 +987,13 @@ def _unslice_ref(g, index, shape):
     return out
 
 
-case("unslice", lambda g, index, shape: bind(unslice_p, g, index=index, shape=shape),
-     _unslice_draw, ref=_unslice_ref, prims=("unslice",))
+case(
+    "unslice",
+    lambda g, index, shape: bind(unslice_p, g, index=index, shape=shape),
+    _unslice_draw,
+    ref=_unslice_ref,
+    prims=("unslice",),
+)
 
 
 def _gather_draw(d):
@@ -810,8 +1003,13 @@ def _gather_draw(d):
     return [d.uniform(shape), d.indices(index_shape, shape[axis])], {"axis": axis}
 
 
-case("gather", lambda x, i, axis: jg.gather(x, i, axis=axis), _gather_draw,
-     ref=lambda x, i, axis: np.take(x, i, axis=axis), prims=("gather",))
+case(
+    "gather",
+    lambda x, i, axis: jg.gather(x, i, axis=axis),
+    _gather_draw,
+    ref=lambda x, i, axis: np.take(x, i, axis=axis),
+    prims=("gather",),
+)
 
 
 def _take_draw(d):
@@ -822,49 +1020,74 @@ def _take_draw(d):
     return [d.uniform(shape), d.indices(d.shape(max_dims=2), n)], {"axis": axis}
 
 
-case("take", lambda x, i, axis: jg.take(x, i, axis=axis), _take_draw,
-     ref=lambda x, i, axis: np.take(x, i, axis=axis), prims=("gather",))
+case(
+    "take",
+    lambda x, i, axis: jg.take(x, i, axis=axis),
+    _take_draw,
+    ref=lambda x, i, axis: np.take(x, i, axis=axis),
+    prims=("gather",),
+)
 
 
 def _scatter_draw(d):
     shape = d.shape(min_dims=1, max_dims=3)
     axis = d.int(0, len(shape) - 1)
     idx = d.indices(d.shape(max_dims=2, max_side=5), shape[axis])
-    g_shape = shape[:axis] + idx.shape + shape[axis + 1:]
+    g_shape = shape[:axis] + idx.shape + shape[axis + 1 :]
     return [d.uniform(g_shape), idx], {"axis": axis, "shape": shape}
 
 
 def _scatter_ref(g, idx, axis, shape):
     out = np.zeros(shape, g.dtype)
-    flat = g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1:])
+    flat = g.reshape(shape[:axis] + (idx.size,) + shape[axis + 1 :])
     np.add.at(np.moveaxis(out, axis, 0), idx.ravel(), np.moveaxis(flat, axis, 0))
     return out
 
 
-case("scatter_add", lambda g, i, axis, shape: bind(scatter_add_p, g, i, axis=axis, shape=shape),
-     _scatter_draw, ref=_scatter_ref, prims=("scatter_add",))
-case("gather_primitive", lambda x, i, axis: bind(gather_p, x, i, axis=axis),
-     lambda d: (lambda a, p: (a, {"axis": p["axis"] % a[0].ndim}))(*_gather_draw(d)),
-     ref=lambda x, i, axis: np.take(x, i, axis=axis), prims=("gather",))
+case(
+    "scatter_add",
+    lambda g, i, axis, shape: bind(scatter_add_p, g, i, axis=axis, shape=shape),
+    _scatter_draw,
+    ref=_scatter_ref,
+    prims=("scatter_add",),
+)
+case(
+    "gather_primitive",
+    lambda x, i, axis: bind(gather_p, x, i, axis=axis),
+    lambda d: (lambda a, p: (a, {"axis": p["axis"] % a[0].ndim}))(*_gather_draw(d)),
+    ref=lambda x, i, axis: np.take(x, i, axis=axis),
+    prims=("gather",),
+)
 
 
 def _gather_nd_draw(d):
     shape = d.shape(min_dims=1, max_dims=3, min_side=1)
     depth = d.int(0, len(shape))
     batch = d.shape(max_dims=2, max_side=3)
-    idx = np.stack([d.rng.integers(0, n, batch) for n in shape[:depth]], -1) if depth else \
-        np.zeros(batch + (0,), np.int64)
+    idx = (
+        np.stack([d.rng.integers(0, n, batch) for n in shape[:depth]], -1)
+        if depth
+        else np.zeros(batch + (0,), np.int64)
+    )
     return [d.uniform(shape), idx.astype(np.int64)], {}
 
 
 def _gather_nd_ref(x, idx):
     depth = idx.shape[-1]
-    return x[tuple(idx[..., k] for k in range(depth))] if depth else \
-        np.broadcast_to(x, idx.shape[:-1] + x.shape)
+    return (
+        x[tuple(idx[..., k] for k in range(depth))]
+        if depth
+        else np.broadcast_to(x, idx.shape[:-1] + x.shape)
+    )
 
 
-case("gather_nd", lambda x, i: jg.gather_nd(x, i), _gather_nd_draw, ref=_gather_nd_ref,
-     prims=("gather",))
+case(
+    "gather_nd",
+    lambda x, i: jg.gather_nd(x, i),
+    _gather_nd_draw,
+    ref=_gather_nd_ref,
+    prims=("gather",),
+)
 
 
 def _one_hot_draw(d):
@@ -897,14 +1120,24 @@ def _compare_draw(d):
 
 
 for _name, _fn, _ref in [
-    ("equal", jg.equal, np.equal), ("not_equal", jg.not_equal, np.not_equal),
-    ("less", jg.less, np.less), ("less_equal", jg.less_equal, np.less_equal),
-    ("greater", jg.greater, np.greater), ("greater_equal", jg.greater_equal, np.greater_equal),
+    ("equal", jg.equal, np.equal),
+    ("not_equal", jg.not_equal, np.not_equal),
+    ("less", jg.less, np.less),
+    ("less_equal", jg.less_equal, np.less_equal),
+    ("greater", jg.greater, np.greater),
+    ("greater_equal", jg.greater_equal, np.greater_equal),
     ("floordiv", jg.floordiv, np.floor_divide),
 ]:
-    case(_name, _fn, _compare_draw if _name != "floordiv" else
-         (lambda d: (lambda s: ([d.uniform(s[0]), d.signed(s[1])], {}))(d.shapes(2))),
-         ref=_ref, prims=(_name,), order=0)
+    case(
+        _name,
+        _fn,
+        _compare_draw
+        if _name != "floordiv"
+        else (lambda d: (lambda s: ([d.uniform(s[0]), d.signed(s[1])], {}))(d.shapes(2))),
+        ref=_ref,
+        prims=(_name,),
+        order=0,
+    )
 
 
 def _logical_draw(d):
@@ -912,12 +1145,23 @@ def _logical_draw(d):
     return [d.rng.random(sx) < 0.5, d.rng.random(sy) < 0.5], {}
 
 
-case("logical_and", jg.logical_and, _logical_draw, ref=np.logical_and, prims=("logical_and",),
-     order=0)
-case("logical_or", jg.logical_or, _logical_draw, ref=np.logical_or, prims=("logical_or",),
-     order=0)
-case("logical_not", lambda c, _: jg.logical_not(c), _logical_draw,
-     ref=lambda c, _: np.logical_not(c), prims=("logical_not",), order=0)
+case(
+    "logical_and",
+    jg.logical_and,
+    _logical_draw,
+    ref=np.logical_and,
+    prims=("logical_and",),
+    order=0,
+)
+case("logical_or", jg.logical_or, _logical_draw, ref=np.logical_or, prims=("logical_or",), order=0)
+case(
+    "logical_not",
+    lambda c, _: jg.logical_not(c),
+    _logical_draw,
+    ref=lambda c, _: np.logical_not(c),
+    prims=("logical_not",),
+    order=0,
+)
 
 
 def _arg_draw(d):
@@ -925,11 +1169,29 @@ def _arg_draw(d):
     return [d.distinct(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
 
 
-case("argmax", lambda x, axis: jg.argmax(x, axis), _arg_draw,
-     ref=lambda x, axis: np.argmax(x, axis), prims=("argmax",), order=0)
-case("argmin", lambda x, axis: jg.argmin(x, axis), _arg_draw,
-     ref=lambda x, axis: np.argmin(x, axis), prims=("argmin",), order=0)
-case("stop_gradient", lambda x: x * jg.stop_gradient(x), one(lambda d, s: d.uniform(s)),
-     ref=lambda x: x * x, prims=("stop_gradient",), order=0)
+case(
+    "argmax",
+    lambda x, axis: jg.argmax(x, axis),
+    _arg_draw,
+    ref=lambda x, axis: np.argmax(x, axis),
+    prims=("argmax",),
+    order=0,
+)
+case(
+    "argmin",
+    lambda x, axis: jg.argmin(x, axis),
+    _arg_draw,
+    ref=lambda x, axis: np.argmin(x, axis),
+    prims=("argmin",),
+    order=0,
+)
+case(
+    "stop_gradient",
+    lambda x: x * jg.stop_gradient(x),
+    one(lambda d, s: d.uniform(s)),
+    ref=lambda x: x * x,
+    prims=("stop_gradient",),
+    order=0,
+)
 
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -97,8 +97,7 @@ def test_reduce_max_min_ties_share_the_gradient_evenly(dtype):
     same(grad(jg.reduce_max, [5.0, 5.0, 5.0, 5.0], dtype), [0.25] * 4)
     x = [[1.0, 4.0, 4.0], [2.0, 2.0, 0.0]]
     same(grad(lambda t: jg.reduce_max(t, axis=1), x, dtype), [[0, 0.5, 0.5], [0.5, 0.5, 0]])
-    same(grad(lambda t: jg.reduce_min(t, axis=-2, keepdims=True), x, dtype),
-         [[1, 0, 0], [0, 1, 1]])
+    same(grad(lambda t: jg.reduce_min(t, axis=-2, keepdims=True), x, dtype), [[1, 0, 0], [0, 1, 1]])
     same(grad(lambda t: t.max(), x, dtype), [[0, 0.5, 0.5], [0, 0, 0]])
 
 
@@ -132,13 +131,15 @@ def test_clip_by_value_passes_the_gradient_at_its_bounds(dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize(("power", "value", "slope", "curvature"),
-                         [(0, 1, 0, 0), (1, 0, 1, 0), (2, 0, 0, 2), (3, 0, 0, 0)])
+@pytest.mark.parametrize(
+    ("power", "value", "slope", "curvature"),
+    [(0, 1, 0, 0), (1, 0, 1, 0), (2, 0, 0, 2), (3, 0, 0, 0)],
+)
 def test_integer_powers_at_zero(dtype, power, value, slope, curvature):
     same(jg.constant(np.asarray(0.0, dtype)) ** power, value)
-    same(grad(lambda x: x ** power, 0.0, dtype), slope)
+    same(grad(lambda x: x**power, 0.0, dtype), slope)
     same(grad(lambda x: jg.pow(x, np.asarray(float(power), dtype)), [0.0], dtype), [slope])
-    assert hessian(lambda x: x ** power, [0.0]).tolist() == [[curvature]]
+    assert hessian(lambda x: x**power, [0.0]).tolist() == [[curvature]]
 
 
 def test_pow_exponent_derivative_conventions():
@@ -146,7 +147,7 @@ def test_pow_exponent_derivative_conventions():
     dx, dy = grads(jg.pow, [0.0, -2.0, 2.0], [2.0, 3.0, 3.0])
     same(dx, [0, 12, 12])
     same(dy, [0, 0, 8 * math.log(2.0)])
-    same(grad(lambda y: 0.0 ** y, 2.0), 0)
+    same(grad(lambda y: 0.0**y, 2.0), 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,15 +169,17 @@ def test_sigmoid_and_its_cross_entropy_at_extremes(dtype):
     same(jg.sigmoid(np.asarray([-1000.0, 0.0, 1000.0], dtype)), [0, 0.5, 1])
     same(grad(jg.sigmoid, [-1000.0, 0.0, 1000.0], dtype), [0, 0.25, 0])
     loss = jg.nn.sigmoid_cross_entropy_with_logits(
-        labels=np.asarray([1.0, 0.0, 1.0], dtype), logits=np.asarray([1000.0, -1000.0, -1000.0],
-                                                                     dtype))
+        labels=np.asarray([1.0, 0.0, 1.0], dtype),
+        logits=np.asarray([1000.0, -1000.0, -1000.0], dtype),
+    )
     same(loss, [0, 0, 1000])
 
 
 def test_logsumexp_does_not_overflow_and_handles_minus_infinity():
     assert float(jg.reduce_logsumexp(np.array([1000.0, 1000.0]))) == 1000.0 + math.log(2.0)
     assert float(jg.nn.logsumexp(np.array([1000.0, 1000.0], np.float32))) == np.float32(
-        1000.0) + np.float32(math.log(2.0))
+        1000.0
+    ) + np.float32(math.log(2.0))
     assert float(jg.reduce_logsumexp(np.array([-np.inf, -np.inf]))) == -np.inf
     out = jg.reduce_logsumexp(np.array([[-np.inf, -np.inf], [0.0, 0.0]]), axis=1, keepdims=True)
     assert out.numpy().tolist() == [[-np.inf], [math.log(2.0)]]
@@ -189,8 +192,12 @@ def test_softmax_of_large_logits():
     # Regression: computed as x - logsumexp(x), the rounding of 1000 + log 2 leaked through.
     same(jg.nn.log_softmax(np.array([1000.0, 1000.0])), [-math.log(2.0)] * 2)
     same(jg.nn.log_softmax(np.array([1e4, 1e4], np.float32)), [-np.float32(math.log(2.0))] * 2)
-    same(jg.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=[0], logits=np.array([[1e4, 1e4]], np.float32)), [np.float32(math.log(2.0))])
+    same(
+        jg.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=[0], logits=np.array([[1e4, 1e4]], np.float32)
+        ),
+        [np.float32(math.log(2.0))],
+    )
     g = grad(lambda z: jg.nn.softmax(z) * np.array([1.0, 2.0, 3.0]), [1000.0, 0.0, 1000.0])
     same(g, [-0.5, 0, 0.5])
 

@@ -35,8 +35,16 @@ def _check(case, data, grad_fn=None):
         return case.fn(*xs, **params)
 
     f.__name__ = case.name
-    check_grads(f, args, order=case.order, eps=case.eps, rtol=case.rtol, atol=case.atol,
-                seed=d.seed, grad_fn=grad_fn)
+    check_grads(
+        f,
+        args,
+        order=case.order,
+        eps=case.eps,
+        rtol=case.rtol,
+        atol=case.atol,
+        seed=d.seed,
+        grad_fn=grad_fn,
+    )
 
 
 @pytest.mark.parametrize("case", DIFFERENTIABLE_CASES, ids=str)
@@ -69,15 +77,17 @@ def test_every_primitive_has_a_case():
     assert not missing, f"primitives without a case: {missing}"
 
 
-@pytest.mark.parametrize("kind, reduction, message", [
-    ("shape", Reduction("add", lambda dtype: 0), "needs kind 'reduce'"),
-    ("reduce", Reduction("xor", lambda dtype: 0), "unknown reduction combine 'xor'"),
-    ("reduce", Reduction("add", 0), "identity is a rule"),
-])
+@pytest.mark.parametrize(
+    "kind, reduction, message",
+    [
+        ("shape", Reduction("add", lambda dtype: 0), "needs kind 'reduce'"),
+        ("reduce", Reduction("xor", lambda dtype: 0), "unknown reduction combine 'xor'"),
+        ("reduce", Reduction("add", 0), "identity is a rule"),
+    ],
+)
 def test_defop_refuses_a_malformed_reduction_facet(kind, reduction, message):
     with pytest.raises(ValueError, match=message):
-        defop("reduce_bad", abstract_eval=abs, impl=abs, vjp=abs, kind=kind,
-              reduction=reduction)
+        defop("reduce_bad", abstract_eval=abs, impl=abs, vjp=abs, kind=kind, reduction=reduction)
     assert "reduce_bad" not in REGISTRY
 
 
@@ -101,12 +111,14 @@ def _interpret_checking_impls(graph, args):
     env.update(zip(graph.inputs, args))
     for e in graph.eqns:
         ins = [env[v] for v in e.inputs]
-        rule = e.op.abstract_eval(*[AVal(np.shape(x), np.asarray(x).dtype) for x in ins],
-                                  **e.params)
+        rule = e.op.abstract_eval(
+            *[AVal(np.shape(x), np.asarray(x).dtype) for x in ins], **e.params
+        )
         raw = np.asarray(e.op.impl(*ins, **e.params))
         assert (raw.shape, raw.dtype) == (rule.shape, rule.dtype), (
             f"{e.op.name}{e.params}: impl gives {raw.dtype}{list(raw.shape)}, the shape rule "
-            f"{rule.dtype}{list(rule.shape)}")
+            f"{rule.dtype}{list(rule.shape)}"
+        )
         env[e.out] = raw
     return [env[v] for v in graph.outputs]
 
@@ -134,9 +146,10 @@ def test_case_binds_its_primitives_and_impls_match_shape_rules(case, dtype, data
     wrt = tuple(i for i, a in enumerate(args) if a.dtype.kind == "f")
     if case.order > 0 and outs and outs[0].dtype.kind == "f" and wrt:
         joint, connected = joint_graph(graph, graph.outputs[:1], [graph.inputs[i] for i in wrt])
-        grads = _interpret_checking_impls(verify(joint), args)[len(graph.outputs):]
-        assert [(g.shape, g.dtype) for g in grads] == [(args[i].shape, args[i].dtype)
-                                                       for i, c in zip(wrt, connected) if c]
+        grads = _interpret_checking_impls(verify(joint), args)[len(graph.outputs) :]
+        assert [(g.shape, g.dtype) for g in grads] == [
+            (args[i].shape, args[i].dtype) for i, c in zip(wrt, connected) if c
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +232,7 @@ def test_check_grads_catches_a_gradient_of_the_wrong_shape():
 
 
 def test_check_grads_handles_empty_arrays_and_integer_outputs():
-    check_grads(lambda x: [jg.exp(x), jg.argmax(jg.concat([x, x], 0))],
-                [np.ones((2, 0))], order=2)
+    check_grads(lambda x: [jg.exp(x), jg.argmax(jg.concat([x, x], 0))], [np.ones((2, 0))], order=2)
 
 
 def test_compute_gradient_has_tensorflows_layout():

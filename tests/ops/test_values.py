@@ -19,8 +19,7 @@ VALUE_CASES = [c for c in CASES if c.ref is not None]
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 # float64: numpy's own functions give identical bits, composites (softmax, variance...) agree
 # to a few ulps; float32: composites may round differently by a few float32 ulps.
-TOLERANCE = {np.float64: {"rtol": 1e-12, "atol": 1e-14}, np.float32: {"rtol": 2e-6,
-                                                                      "atol": 1e-6}}
+TOLERANCE = {np.float64: {"rtol": 1e-12, "atol": 1e-14}, np.float32: {"rtol": 2e-6, "atol": 1e-6}}
 
 
 def _leaves(out):
@@ -61,8 +60,20 @@ def _t(values, dtype):
     return jg.constant(np.asarray(values, dtype))
 
 
-@pytest.mark.parametrize("op", [jg.add, jg.subtract, jg.multiply, jg.maximum, jg.minimum,
-                                jg.divide, jg.pow, lambda x, y: x * y, lambda x, y: y + x])
+@pytest.mark.parametrize(
+    "op",
+    [
+        jg.add,
+        jg.subtract,
+        jg.multiply,
+        jg.maximum,
+        jg.minimum,
+        jg.divide,
+        jg.pow,
+        lambda x, y: x * y,
+        lambda x, y: y + x,
+    ],
+)
 def test_python_floats_are_weak_next_to_float_tensors(op):
     for dtype in (np.float16, np.float32, np.float64):
         x = _t([1.0, 2.0], dtype)
@@ -78,7 +89,7 @@ def test_float32_tensor_times_two_stays_float32():
     np.testing.assert_array_equal(y.numpy(), np.array([3.0, 5.0], np.float32))
     assert (2.0 * x).dtype == np.float32
     assert (x / 3.0).dtype == np.float32
-    assert (x ** 2.0).dtype == np.float32
+    assert (x**2.0).dtype == np.float32
 
 
 def test_integer_tensor_and_python_float_give_float32():
@@ -95,8 +106,7 @@ def test_integer_tensor_and_python_float_give_float32():
 def test_integer_tensor_and_float_array_take_the_float_dtype():
     assert (_t([1, 2], np.int32) + np.array([0.5, 0.5])).dtype == np.float64
     assert (_t([1, 2], np.int64) + _t([0.5, 0.5], np.float32)).dtype == np.float32  # as JAX
-    np.testing.assert_array_equal((_t([1, 2], np.int32) + np.array([0.5, 0.5])).numpy(),
-                                  [1.5, 2.5])
+    np.testing.assert_array_equal((_t([1, 2], np.int32) + np.array([0.5, 0.5])).numpy(), [1.5, 2.5])
 
 
 def test_same_kind_promotes_to_the_wider():
@@ -141,8 +151,16 @@ def test_where_and_concat_promote():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_reductions_keep_the_float_dtype(dtype):
     x = _t(np.arange(6.0).reshape(2, 3), dtype)
-    for fn in (jg.reduce_sum, jg.reduce_mean, jg.reduce_max, jg.reduce_min, jg.reduce_prod,
-               jg.reduce_variance, jg.reduce_std, jg.reduce_logsumexp):
+    for fn in (
+        jg.reduce_sum,
+        jg.reduce_mean,
+        jg.reduce_max,
+        jg.reduce_min,
+        jg.reduce_prod,
+        jg.reduce_variance,
+        jg.reduce_std,
+        jg.reduce_logsumexp,
+    ):
         assert fn(x, axis=1).dtype == dtype
     assert jg.argmax(x, axis=1).dtype == np.int64
     assert jg.argmax(x, axis=1, output_type=jg.int32).dtype == np.int32
@@ -164,8 +182,10 @@ def test_integer_reductions_match_numpy_at_the_extremes(dtype, data):
     d = Draw(data)
     shape, axis, keepdims = d.reduction(min_dims=1, nonempty=True)
     info = np.iinfo(dtype)
-    x = d.rng.choice(np.array([info.min, info.min + 1, -1 if info.min else 2, 0, 1,
-                               info.max - 1, info.max]), shape).astype(dtype)
+    x = d.rng.choice(
+        np.array([info.min, info.min + 1, -1 if info.min else 2, 0, 1, info.max - 1, info.max]),
+        shape,
+    ).astype(dtype)
     for ours, theirs in [(jg.reduce_min, np.min), (jg.reduce_max, np.max)]:
         got = ours(x, axis=axis, keepdims=keepdims)
         want = theirs(x, axis=axis, keepdims=keepdims)
@@ -195,10 +215,13 @@ def test_one_hot_takes_the_dtype_of_its_values():
     assert jg.one_hot([0, 1], 2, on_value=5, off_value=0).dtype == np.int32
     assert jg.one_hot([0, 1], 2, on_value=np.float64(2.0)).dtype == np.float64
     assert jg.one_hot([0, 1], 2, dtype=jg.int64).dtype == np.int64
-    np.testing.assert_array_equal(jg.one_hot([0, 3, -1], 3, on_value=5, off_value=-1).numpy(),
-                                  [[5, -1, -1], [-1, -1, -1], [-1, -1, -1]])
-    np.testing.assert_array_equal(jg.one_hot([[0, 2]], 3, axis=1).numpy(),
-                                  [[[1, 0], [0, 0], [0, 1]]])
+    np.testing.assert_array_equal(
+        jg.one_hot([0, 3, -1], 3, on_value=5, off_value=-1).numpy(),
+        [[5, -1, -1], [-1, -1, -1], [-1, -1, -1]],
+    )
+    np.testing.assert_array_equal(
+        jg.one_hot([[0, 2]], 3, axis=1).numpy(), [[[1, 0], [0, 0], [0, 1]]]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +231,9 @@ def test_one_hot_takes_the_dtype_of_its_values():
 def test_creation_ops_match_numpy_and_tensorflows_dtypes():
     assert jg.range(5).dtype == np.int32
     np.testing.assert_array_equal(jg.range(5).numpy(), np.arange(5))
-    np.testing.assert_array_equal(jg.range(1.0, 2.0, 0.25).numpy(),
-                                  np.arange(1.0, 2.0, 0.25, dtype=np.float32))
+    np.testing.assert_array_equal(
+        jg.range(1.0, 2.0, 0.25).numpy(), np.arange(1.0, 2.0, 0.25, dtype=np.float32)
+    )
     np.testing.assert_array_equal(jg.range(5, 0, -2).numpy(), [5, 3, 1])
     assert jg.range(3, dtype=jg.float64).dtype == np.float64
     lin = jg.linspace(0.0, 1.0, 5)
@@ -222,8 +246,7 @@ def test_creation_ops_match_numpy_and_tensorflows_dtypes():
     assert jg.zeros_like(np.ones((2, 1), np.int8)).dtype == np.int8
     assert jg.ones([2], dtype=jg.float64).numpy().tolist() == [1.0, 1.0]
     np.testing.assert_array_equal(jg.constant(2.0, shape=[2, 2]).numpy(), np.full((2, 2), 2.0))
-    np.testing.assert_array_equal(jg.constant([1, 2, 3, 4], shape=[2, 2]).numpy(),
-                                  [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(jg.constant([1, 2, 3, 4], shape=[2, 2]).numpy(), [[1, 2], [3, 4]])
 
 
 def test_seeded_random_draws_are_reproducible():
@@ -246,8 +269,14 @@ def test_negative_step_slices_that_start_before_the_first_element_are_empty():
     element, so x[-10::-1] returned the whole reversed array (and its shape rule said 0)."""
     a = np.arange(5.0)
     x = jg.constant(a)
-    for index in [slice(-10, None, -1), slice(-10, -20, -1), slice(3, -10, -1),
-                  slice(None, None, -2), slice(10, None, -3), slice(-6, 2, -1)]:
+    for index in [
+        slice(-10, None, -1),
+        slice(-10, -20, -1),
+        slice(3, -10, -1),
+        slice(None, None, -2),
+        slice(10, None, -3),
+        slice(-6, 2, -1),
+    ]:
         np.testing.assert_array_equal(x[index].numpy(), a[index])
     with jg.GradientTape() as tape:
         tape.watch(x)
@@ -259,8 +288,14 @@ def test_ellipsis_indices():
     """Regression: `...` expanded to full slices and then the missing axes were added again."""
     a = np.arange(24.0).reshape(2, 3, 4)
     x = jg.constant(a)
-    for index in [(Ellipsis,), (Ellipsis, 1), (0, Ellipsis), (Ellipsis, None),
-                  (None, Ellipsis, slice(None, None, -1)), (1, Ellipsis, 2)]:
+    for index in [
+        (Ellipsis,),
+        (Ellipsis, 1),
+        (0, Ellipsis),
+        (Ellipsis, None),
+        (None, Ellipsis, slice(None, None, -1)),
+        (1, Ellipsis, 2),
+    ]:
         np.testing.assert_array_equal(x[index].numpy(), a[index])
     assert jg.constant(np.zeros(0))[...].shape == (0,)
 
@@ -270,9 +305,14 @@ def test_integer_scalars_next_to_arrays_follow_numpys_placement_rule():
     slice between them sends the broadcast axes to the front (x[0, :, [1, 2]] is (2, 3))."""
     a = np.arange(24.0).reshape(2, 3, 4)
     x = jg.constant(a)
-    for index in [(0, slice(None), [1, 2]), (slice(None), 0, [1, 2]),
-                  ([0, 1], slice(None), [1, 2]), ([1, 0], None, [2, 2]), (-1, [0, 2]),
-                  (np.array([[0], [1]]), [0, 2], 1)]:
+    for index in [
+        (0, slice(None), [1, 2]),
+        (slice(None), 0, [1, 2]),
+        ([0, 1], slice(None), [1, 2]),
+        ([1, 0], None, [2, 2]),
+        (-1, [0, 2]),
+        (np.array([[0], [1]]), [0, 2], 1),
+    ]:
         got = x[index]
         assert got.shape == a[index].shape, index
         np.testing.assert_array_equal(got.numpy(), a[index])

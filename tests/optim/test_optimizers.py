@@ -11,10 +11,17 @@ import jitgrad as jg
 from jitgrad import optim
 
 rng = np.random.default_rng(0)
-PARAMS = {"w": rng.normal(size=(3, 2)).astype(np.float32),
-          "b": [rng.normal(size=(2,)).astype(np.float32)]}
-GRADS = [{"w": rng.normal(size=(3, 2)).astype(np.float32),
-          "b": [rng.normal(size=(2,)).astype(np.float32)]} for _ in range(5)]
+PARAMS = {
+    "w": rng.normal(size=(3, 2)).astype(np.float32),
+    "b": [rng.normal(size=(2,)).astype(np.float32)],
+}
+GRADS = [
+    {
+        "w": rng.normal(size=(3, 2)).astype(np.float32),
+        "b": [rng.normal(size=(2,)).astype(np.float32)],
+    }
+    for _ in range(5)
+]
 
 
 def _leaves(tree):
@@ -30,6 +37,7 @@ def sgd_ref(lr, momentum=0.0, nesterov=False):
             return p - lr * g
         s["m"] = momentum * s.get("m", 0.0) - lr * g
         return p + (momentum * s["m"] - lr * g if nesterov else s["m"])
+
     return step
 
 
@@ -40,6 +48,7 @@ def adam_ref(lr, b1=0.9, b2=0.999, eps=1e-7, weight_decay=0.0):
         s["v"] = s.get("v", 0.0) + (g * g - s.get("v", 0.0)) * (1 - b2)
         alpha = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
         return p - alpha * s["m"] / (np.sqrt(s["v"]) + eps)
+
     return step
 
 
@@ -55,6 +64,7 @@ def rmsprop_ref(lr, rho=0.9, momentum=0.0, eps=1e-7, centered=False):
             s["mom"] = momentum * s.get("mom", 0.0) + increment
             increment = s["mom"]
         return p - increment
+
     return step
 
 
@@ -65,8 +75,10 @@ CASES = {
     "adam": (lambda: optim.Adam(0.01), adam_ref(0.01)),
     "adamw": (lambda: optim.AdamW(0.01, weight_decay=0.1), adam_ref(0.01, weight_decay=0.1)),
     "rmsprop": (lambda: optim.RMSprop(0.01), rmsprop_ref(0.01)),
-    "rmsprop_centered_momentum": (lambda: optim.RMSprop(0.01, momentum=0.5, centered=True),
-                                  rmsprop_ref(0.01, momentum=0.5, centered=True)),
+    "rmsprop_centered_momentum": (
+        lambda: optim.RMSprop(0.01, momentum=0.5, centered=True),
+        rmsprop_ref(0.01, momentum=0.5, centered=True),
+    ),
 }
 
 
@@ -113,8 +125,9 @@ def test_apply_gradients_on_variables_equals_the_functional_update(name):
         np.testing.assert_array_equal(v.numpy(), leaf)
     assert int(opt.iterations) == len(GRADS) and opt.iterations.dtype == np.int64
     slot = opt.slots[0]
-    np.testing.assert_array_equal(np.asarray(opt.get_slot(variables[0], slot)),
-                                  np.asarray(state[slot]["w"]))
+    np.testing.assert_array_equal(
+        np.asarray(opt.get_slot(variables[0], slot)), np.asarray(state[slot]["w"])
+    )
 
 
 def test_apply_gradients_skips_none_and_rejects_all_none():
@@ -181,11 +194,14 @@ def test_learning_rate_schedule_is_evaluated_at_the_step_count():
 
 def test_jit_update_equals_eager_for_every_optimizer():
     """All optimizers (with a schedule and clipping) in ONE compiled update, 3 steps."""
-    opts = [optim.SGD(0.1, momentum=0.9, nesterov=True),
-            optim.Adam(optim.cosine_decay(0.01, 10, warmup_target=0.1, warmup_steps=2),
-                       global_clipnorm=1.0),
-            optim.AdamW(optim.exponential_decay(0.01, 2, 0.5, staircase=True), weight_decay=0.1),
-            optim.RMSprop(0.01, momentum=0.5, centered=True)]
+    opts = [
+        optim.SGD(0.1, momentum=0.9, nesterov=True),
+        optim.Adam(
+            optim.cosine_decay(0.01, 10, warmup_target=0.1, warmup_steps=2), global_clipnorm=1.0
+        ),
+        optim.AdamW(optim.exponential_decay(0.01, 2, 0.5, staircase=True), weight_decay=0.1),
+        optim.RMSprop(0.01, momentum=0.5, centered=True),
+    ]
 
     def update_all(params, grads, states):
         return [opt.update(p, grads, s) for opt, p, s in zip(opts, params, states)]
@@ -225,14 +241,20 @@ def test_update_names_the_state_it_expected():
     opt = optim.RMSprop(0.01, centered=True)
     state = opt.init(PARAMS)
     del state["average_gradient"]
-    with pytest.raises(ValueError, match=r"RMSprop.update: opt_state has the structure "
-                                         r"\{'step': array, 'velocity': .*\}, but "
-                                         r"RMSprop.init\(params\) makes \{'average_gradient'"):
+    with pytest.raises(
+        ValueError,
+        match=r"RMSprop.update: opt_state has the structure "
+        r"\{'step': array, 'velocity': .*\}, but "
+        r"RMSprop.init\(params\) makes \{'average_gradient'",
+    ):
         opt.update(PARAMS, GRADS[0], state)
     state = opt.init(PARAMS)
     state["velocity"]["w"] = np.zeros((1, 2), np.float32)  # would broadcast silently
-    with pytest.raises(TypeError, match=r"opt_state\['velocity'\]\['w'\] is float32\[1, 2\], "
-                                        r"but init\(params\) makes float32\[3, 2\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"opt_state\['velocity'\]\['w'\] is float32\[1, 2\], "
+        r"but init\(params\) makes float32\[3, 2\]",
+    ):
         opt.update(PARAMS, GRADS[0], state)
 
 

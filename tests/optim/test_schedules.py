@@ -19,20 +19,22 @@ def cosine_ref(step, lr0, decay_steps, alpha=0.0, warmup_target=None, warmup_ste
     if s < warmup_steps:
         return lr0 + (warmup_target - lr0) * s / warmup_steps
     s -= warmup_steps
-    return warmup_target * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * s / decay_steps))
-                            + alpha)
+    return warmup_target * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * s / decay_steps)) + alpha)
 
 
 SCHEDULES = {
     "constant": (optim.constant(0.1), lambda s: 0.1),
     "exponential": (optim.exponential_decay(0.1, 10, 0.5), lambda s: 0.1 * 0.5 ** (s / 10)),
-    "step": (optim.exponential_decay(0.1, 5, 0.5, staircase=True),
-             lambda s: 0.1 * 0.5 ** (s // 5)),
-    "piecewise": (optim.piecewise_constant([4, 10], [1.0, 0.5, 0.1]),
-                  lambda s: 1.0 if s <= 4 else 0.5 if s <= 10 else 0.1),
+    "step": (optim.exponential_decay(0.1, 5, 0.5, staircase=True), lambda s: 0.1 * 0.5 ** (s // 5)),
+    "piecewise": (
+        optim.piecewise_constant([4, 10], [1.0, 0.5, 0.1]),
+        lambda s: 1.0 if s <= 4 else 0.5 if s <= 10 else 0.1,
+    ),
     "cosine": (optim.cosine_decay(0.1, 20, alpha=0.1), lambda s: cosine_ref(s, 0.1, 20, 0.1)),
-    "cosine_warmup": (optim.cosine_decay(0.0, 20, warmup_target=0.1, warmup_steps=5),
-                      lambda s: cosine_ref(s, 0.0, 20, warmup_target=0.1, warmup_steps=5)),
+    "cosine_warmup": (
+        optim.cosine_decay(0.0, 20, warmup_target=0.1, warmup_steps=5),
+        lambda s: cosine_ref(s, 0.0, 20, warmup_target=0.1, warmup_steps=5),
+    ),
 }
 
 

@@ -116,8 +116,9 @@ def test_simplify_pow_zero_is_one_even_for_nan_and_inf():
     g = optimize(trace(lambda x: x**0.0, (4,)))
     assert "pow" not in ops(g)
     out = eval_graph(g, np.array([np.nan, np.inf, -np.inf, 0.0], np.float32))[0]
-    np.testing.assert_array_equal(out, np.power(np.array([np.nan, np.inf, -np.inf, 0.0],
-                                                         np.float32), np.float32(0)))
+    np.testing.assert_array_equal(
+        out, np.power(np.array([np.nan, np.inf, -np.inf, 0.0], np.float32), np.float32(0))
+    )
 
 
 def test_simplify_where_with_constant_condition():
@@ -132,17 +133,19 @@ def test_optimize_golden_ir():
         return jg.reduce_mean(jg.tanh(x * w + b) ** 2)
 
     g = optimize(trace(f, (8,), (8,), (8,)))
-    assert format_graph(g) == "\n".join([
-        "{ lambda a:f32[8] b:f32[8] c:f32[8] ;",
-        "    d:f32[] = const 8.",
-        "    e:f32[8] = mul a b",
-        "    f:f32[8] = add e c",
-        "    g:f32[8] = tanh f",
-        "    h:f32[8] = mul g g",
-        "    i:f32[] = reduce_sum[axes=(0,)] h",
-        "    j:f32[] = div i d",
-        "  in (j) }",
-    ])
+    assert format_graph(g) == "\n".join(
+        [
+            "{ lambda a:f32[8] b:f32[8] c:f32[8] ;",
+            "    d:f32[] = const 8.",
+            "    e:f32[8] = mul a b",
+            "    f:f32[8] = add e c",
+            "    g:f32[8] = tanh f",
+            "    h:f32[8] = mul g g",
+            "    i:f32[] = reduce_sum[axes=(0,)] h",
+            "    j:f32[] = div i d",
+            "  in (j) }",
+        ]
+    )
 
 
 def test_verify_accepts_optimized_graphs():

@@ -30,8 +30,10 @@ def versions() -> str:
     import llvmlite
     import numba
 
-    return (f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}"
-            f", llvmlite {llvmlite.__version__}, jitgrad backend {backend_hash()}")
+    return (
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}"
+        f", llvmlite {llvmlite.__version__}, jitgrad backend {backend_hash()}"
+    )
 
 
 @functools.cache
@@ -138,8 +140,11 @@ def write_module(source: str, key: str) -> str:
                     return path
         except OSError:
             pass
-        warnings.warn(f"jitgrad: cache entry {path} was corrupted; rebuilding it",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"jitgrad: cache entry {path} was corrupted; rebuilding it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         remove_entry(path)
     try:
         with private_writer(path) as fh:
@@ -171,8 +176,11 @@ def warn_unavailable(reason: str) -> None:
     full disk would otherwise warn at every new kernel)."""
     if config.cache_dir not in _WARNED:
         _WARNED.add(config.cache_dir)
-        warnings.warn(f"jitgrad: the kernel cache is unavailable ({reason}); compiling in "
-                      "memory", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"jitgrad: the kernel cache is unavailable ({reason}); compiling in memory",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 _WARNED: set[str] = set()
@@ -184,8 +192,9 @@ def remove_entry(path: str) -> None:
     pycache = pycache_dir(os.path.dirname(path))
     candidates = [path]
     if os.path.isdir(pycache):
-        candidates += [os.path.join(pycache, f) for f in os.listdir(pycache)
-                       if f.startswith(stem + ".")]
+        candidates += [
+            os.path.join(pycache, f) for f in os.listdir(pycache) if f.startswith(stem + ".")
+        ]
     for f in candidates:
         try:
             os.remove(f)

@@ -54,8 +54,7 @@ def _attach_disk_cache(kernel) -> None:
     try:
         kernel._cache = KernelCache(kernel.py_func)
     except OSError as exc:
-        cache.warn_unavailable(f"cannot read {kernel.py_func.__code__.co_filename}: "
-                               f"{exc.strerror}")
+        cache.warn_unavailable(f"cannot read {kernel.py_func.__code__.co_filename}: {exc.strerror}")
 
 
 def _memory_module(source: str, key: str) -> str:
@@ -82,8 +81,9 @@ def _run_module(module_name: str, path: str, source: str, name: str) -> types.Mo
         code = compile(source.replace("cache=True", "cache=False"), path, "exec")
         exec(code, module.__dict__)
     except Exception as exc:  # generated code that does not import is our bug
-        raise CompileError(f"jitgrad could not load the kernel for {name} ({exc}); "
-                           f"generated source: {path}") from exc
+        raise CompileError(
+            f"jitgrad could not load the kernel for {name} ({exc}); generated source: {path}"
+        ) from exc
     return module
 
 
@@ -125,8 +125,9 @@ class KernelCache(caching.FunctionCache):
 
     def __init__(self, py_func):
         super().__init__(py_func)
-        self._cache_file = _PrivateCacheFile(self._cache_path, self._impl.filename_base,
-                                             self._impl.locator.get_source_stamp())
+        self._cache_file = _PrivateCacheFile(
+            self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp()
+        )
 
     def save_overload(self, sig, data):
         """Numba calls this after compiling, with the kernel already in memory: a write
@@ -142,7 +143,8 @@ def has_disk_index(path: str) -> bool:
     stem = os.path.splitext(os.path.basename(path))[0]
     pycache = cache.pycache_dir(os.path.dirname(path))
     return os.path.isdir(pycache) and any(
-        f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache))
+        f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache)
+    )
 
 
 def forget_entry(path: str) -> None:

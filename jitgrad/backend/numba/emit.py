@@ -229,15 +229,24 @@ class Emitter:
                 outputs.append(("ret", returned[v]))
         ret = ", ".join(self.value(v) for v in returns)
         self.emit(f"return ({ret}{',' if len(returns) == 1 else ''})")
-        return KernelSource(self.module_source(), self.name, self.params, outputs,
-                            [v.aval.dtype for v in returns], self.parallel, groups,
-                            self.generic)
+        return KernelSource(
+            self.module_source(),
+            self.name,
+            self.params,
+            outputs,
+            [v.aval.dtype for v in returns],
+            self.parallel,
+            groups,
+            self.generic,
+        )
 
     def module_source(self) -> str:
         flags = "True" if self.fastmath else "False"
         imports = ""
-        for module, names in ((vmath.SOURCE_MODULE, self.helpers),
-                              (runtime.SOURCE_MODULE, self.runtime)):
+        for module, names in (
+            (vmath.SOURCE_MODULE, self.helpers),
+            (runtime.SOURCE_MODULE, self.runtime),
+        ):
             if names:
                 imports += f"from {module} import {', '.join(sorted(names))}\n"
         header = (
@@ -251,16 +260,19 @@ class Emitter:
         )
         prologue = self.size.prologue()
         if prologue:
-            prologue = ["    # sizes read from the arrays: this kernel serves every shape of "
-                        "its structure"] + ["    " + line for line in prologue]
+            prologue = [
+                "    # sizes read from the arrays: this kernel serves every shape of its structure"
+            ] + ["    " + line for line in prologue]
         return header + "\n".join(self.legend() + prologue + self.lines) + "\n"
 
     def legend(self) -> list[str]:
         """Comment lines naming the kernel's values after their letters in the printed graph
         (`lowered.graph`); both count values with `value_numbers`."""
         numbers = sorted(self.numbers[v] for v in self.names)
-        lines = ["    # legend: kernel value = graph letter (lowered.graph); xN is an element "
-                 "of vN,", "    # accN and partN are its sums"]
+        lines = [
+            "    # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,",
+            "    # accN and partN are its sums",
+        ]
         line = "    #  "
         for n in numbers:
             item = f" v{n}={letters(n)}"
@@ -274,12 +286,20 @@ class Emitter:
     def is_parallel(self, group: LoopGroup) -> bool:
         """Large loops whose reductions are full sums run as prange loops."""
         size = int(np.prod(group.space, dtype=np.int64))
-        full_sums = all(e.out.aval.ndim == 0 and is_sum(e)
-                        for e in group.eqns if e.op.reduction is not None)
-        partial_on_outer = any(0 in e.params["axes"] and e.out.aval.ndim
-                               for e in group.eqns if e.op.reduction is not None)
-        return (len(group.space) > 0 and size >= PARALLEL_THRESHOLD and full_sums
-                and not partial_on_outer)
+        full_sums = all(
+            e.out.aval.ndim == 0 and is_sum(e) for e in group.eqns if e.op.reduction is not None
+        )
+        partial_on_outer = any(
+            0 in e.params["axes"] and e.out.aval.ndim
+            for e in group.eqns
+            if e.op.reduction is not None
+        )
+        return (
+            len(group.space) > 0
+            and size >= PARALLEL_THRESHOLD
+            and full_sums
+            and not partial_on_outer
+        )
 
     def loop(self, group: LoopGroup) -> None:
         parallel = self.is_parallel(group)
@@ -301,14 +321,16 @@ class Emitter:
             depth += 1
         last = dims[-1]
         rng = "numba.prange" if parallel and last == 0 else "range"
-        flush, depth = self.open_innermost_loop(last, space[last], rng, depth, partials,
-                                                blocked=len(space) == 1)
+        flush, depth = self.open_innermost_loop(
+            last, space[last], rng, depth, partials, blocked=len(space) == 1
+        )
         scalars = self.loop_body(group, depth, partials)
         self.close_partials(partials, flush)
         self.loop_footer(group, scalars)
 
-    def open_innermost_loop(self, d: int, extent: int, rng: str, depth: int, partials: list,
-                            blocked: bool) -> tuple[int, int]:
+    def open_innermost_loop(
+        self, d: int, extent: int, rng: str, depth: int, partials: list, blocked: bool
+    ) -> tuple[int, int]:
         """The `for` line(s) of a group's innermost loop over index `i{d}`; returns (the depth
         at which partial sums are added up, the body's depth).
 
@@ -331,8 +353,11 @@ class Emitter:
         for e in partials:
             self.emit(f"part{self.name_of(e.out)[1:]} = {literal(0, e.out.aval.dtype)}", depth)
         if blocked:
-            self.emit(f"for i{d} in range(start{d}, min(np.uint64({n}), start{d} + "
-                      f"np.uint64({SUM_BLOCK}))):", depth)
+            self.emit(
+                f"for i{d} in range(start{d}, min(np.uint64({n}), start{d} + "
+                f"np.uint64({SUM_BLOCK}))):",
+                depth,
+            )
         else:
             self.emit(f"for i{d} in {rng}({n}):", depth)
         return depth, depth + 1
@@ -367,8 +392,9 @@ class Emitter:
                 depth += 1
             flush = None
             if dims:
-                flush, depth = self.open_innermost_loop(dims[-1], space[dims[-1]], "range",
-                                                        depth, partials, blocked=False)
+                flush, depth = self.open_innermost_loop(
+                    dims[-1], space[dims[-1]], "range", depth, partials, blocked=False
+                )
             bodies.append(self.loop_body(group, depth, partials))
             self.close_partials(partials, flush)
         for group, scalars in zip(row.groups, bodies):
@@ -402,8 +428,9 @@ class Emitter:
         def load(v: Var) -> str:
             if v in scalars:
                 return scalars[v]
-            if v.aval.ndim == 0 or (v in self.graph.consts and np.asarray(
-                    self.graph.consts[v]).size == 1):
+            if v.aval.ndim == 0 or (
+                v in self.graph.consts and np.asarray(self.graph.consts[v]).size == 1
+            ):
                 expr = self.value(v) if v.aval.ndim == 0 else self.element(v)
                 scalars[v] = expr
                 return expr
@@ -415,22 +442,28 @@ class Emitter:
         for e in group.eqns:
             if e.op.name == "broadcast_to":
                 src = e.inputs[0]
-                if src.aval.ndim == 0 or (src in self.graph.consts and np.asarray(
-                        self.graph.consts[src]).size == 1):
+                if src.aval.ndim == 0 or (
+                    src in self.graph.consts and np.asarray(self.graph.consts[src]).size == 1
+                ):
                     scalars[e.out] = load(src)
                 else:
                     lead = ndim - src.aval.ndim
-                    sub = ", ".join("0" if d == 1 else idx[lead + k]
-                                    for k, d in enumerate(src.aval.shape))
+                    sub = ", ".join(
+                        "0" if d == 1 else idx[lead + k] for k, d in enumerate(src.aval.shape)
+                    )
                     name = f"x{self.name_of(e.out)[1:]}"
                     self.emit(f"{name} = {self.name_of(src)}[{sub}]", depth)
                     scalars[e.out] = name
             elif e.op.reduction is not None:
                 x = load(e.inputs[0])
                 accumulator = "part" if e in partials else "acc"
-                target = (f"{accumulator}{self.name_of(e.out)[1:]}" if e.out.aval.ndim == 0 else
-                          f"{self.name_of(e.out)}[" + ", ".join(
-                              idx[d] for d in range(ndim) if d not in e.params["axes"]) + "]")
+                target = (
+                    f"{accumulator}{self.name_of(e.out)[1:]}"
+                    if e.out.aval.ndim == 0
+                    else f"{self.name_of(e.out)}["
+                    + ", ".join(idx[d] for d in range(ndim) if d not in e.params["axes"])
+                    + "]"
+                )
                 if e in partials:
                     self.runtime.add("sum_step")
                     self.emit(f"{target} = sum_step({target}, {x})", depth)
@@ -440,8 +473,11 @@ class Emitter:
             else:
                 expr = self.scalar_expr(e, [load(x) for x in e.inputs])
                 # No loop (0-d values): an output is its kernel value itself.
-                name = (self.name_of(e.out) if not ndim and e.out in outputs else
-                        f"x{self.name_of(e.out)[1:]}")
+                name = (
+                    self.name_of(e.out)
+                    if not ndim and e.out in outputs
+                    else f"x{self.name_of(e.out)[1:]}"
+                )
                 self.emit(f"{name} = {expr}", depth)
                 scalars[e.out] = name
             # A broadcast is stored too when it is needed outside the loop: a materialised
@@ -459,8 +495,9 @@ class Emitter:
                 if accumulator_dtype(e) != e.out.aval.dtype:
                     acc = f"{np_dtype(e.out.aval.dtype)}({acc})"  # rounded (or wrapped) once
                 self.emit(f"{self.name_of(e.out)} = {acc}")
-            elif (not group.space and e.out in group.outputs
-                  and scalars[e.out] != self.name_of(e.out)):
+            elif (
+                not group.space and e.out in group.outputs and scalars[e.out] != self.name_of(e.out)
+            ):
                 self.emit(f"{self.name_of(e.out)} = {scalars[e.out]}")
 
     def add_buffer(self, v: Var) -> None:
@@ -520,8 +557,11 @@ class Emitter:
     @emits("transpose")
     def op_transpose(self, e, x):
         perm = e.params["perm"]
-        expr = (f"{self.name_of(x)}.T" if perm == (1, 0) else
-                f"np.transpose({self.name_of(x)}, {perm!r})")
+        expr = (
+            f"{self.name_of(x)}.T"
+            if perm == (1, 0)
+            else f"np.transpose({self.name_of(x)}, {perm!r})"
+        )
         self.emit(f"{self.name_of(e.out)} = {expr}")
 
     @emits("matmul")
@@ -531,8 +571,9 @@ class Emitter:
         if a.aval.ndim == 1 or b.aval.ndim == 1:
             # Vectors are made contiguous (np.dot needs it), matrices are passed as in the
             # matrix case (transposes as views); the integer loops take matrices only.
-            x, y = (self.name_of(v) if v.aval.ndim == 2 else self.contiguous_expr(v)
-                    for v in (a, b))
+            x, y = (
+                self.name_of(v) if v.aval.ndim == 2 else self.contiguous_expr(v) for v in (a, b)
+            )
             if floats:
                 self.runtime.add("matmul")
                 self.emit(f"{out} = matmul({x}, {y})")
@@ -541,8 +582,11 @@ class Emitter:
                 x = f"{x}.reshape((1, {self.size(a.aval.shape[0])}))" if a.aval.ndim == 1 else x
                 y = f"{y}.reshape(({self.size(b.aval.shape[0])}, 1))" if b.aval.ndim == 1 else y
                 shape = e.out.aval.shape
-                self.emit(f"{out} = int_matmul({x}, {y}).reshape({self.size.shape(shape)})"
-                          if shape else f"{out} = int_matmul({x}, {y})[0, 0]")
+                self.emit(
+                    f"{out} = int_matmul({x}, {y}).reshape({self.size.shape(shape)})"
+                    if shape
+                    else f"{out} = int_matmul({x}, {y})[0, 0]"
+                )
         elif a.aval.ndim == 2:
             if floats:
                 # Into a caller-allocated buffer: a fresh result of a few hundred KB costs its
@@ -562,14 +606,20 @@ class Emitter:
                 self.add_buffer(e.out)
             else:
                 self.runtime.add("int_matmul")
-                self.emit(f"{out} = np.empty({self.size.shape(e.out.aval.shape)}, "
-                          f"{np_dtype(e.out.aval.dtype)})")
+                self.emit(
+                    f"{out} = np.empty({self.size.shape(e.out.aval.shape)}, "
+                    f"{np_dtype(e.out.aval.dtype)})"
+                )
             self.emit(f"a3 = {self.contiguous_expr(a)}.reshape(({batch}, {m}, {k}))")
             self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
             self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
             self.emit(f"for i0 in range({batch}):")
-            self.emit("matmul_into(a3[i0], b3[i0], o3[i0])" if floats
-                      else "o3[i0] = int_matmul(a3[i0], b3[i0])", 2)
+            self.emit(
+                "matmul_into(a3[i0], b3[i0], o3[i0])"
+                if floats
+                else "o3[i0] = int_matmul(a3[i0], b3[i0])",
+                2,
+            )
         self.contiguous.add(e.out)
 
     def _slices(self, index) -> str:
@@ -603,15 +653,17 @@ class Emitter:
         fill = literal(e.params["constant"], e.out.aval.dtype)
         self.emit(f"{out} = np.full({self.size.shape(e.out.aval.shape)}, {fill})")
         # The input's block starts at `lo` and spans the input's own size.
-        index = ", ".join(f"{lo}:{lo} + {self.size(d)}" if lo else f":{self.size(d)}"
-                          for d, (lo, _) in zip(x.aval.shape, e.params["paddings"]))
+        index = ", ".join(
+            f"{lo}:{lo} + {self.size(d)}" if lo else f":{self.size(d)}"
+            for d, (lo, _) in zip(x.aval.shape, e.params["paddings"])
+        )
         self.emit(f"{out}[{index}] = {self.name_of(x)}")
         self.contiguous.add(e.out)
 
     def _three_axis(self, shape, axis):
         """(outer, axis, inner) extents of `shape` around `axis`, as source text."""
         outer = int(np.prod(shape[:axis], dtype=np.int64))
-        inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
         return self.size(outer), self.size(shape[axis]), self.size(inner)
 
     def _flat_indices(self, idx: Var) -> str:
@@ -649,8 +701,9 @@ class Emitter:
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"for i1 in range({k}):")
         # Checked here too: under jit(grad(f)) the forward gather is dead code.
-        self.emit_checked_index(e, "scatter_add (the gradient of gather)", "flat[i1]", n, axis,
-                                depth=2)
+        self.emit_checked_index(
+            e, "scatter_add (the gradient of gather)", "flat[i1]", n, axis, depth=2
+        )
         self.emit(f"for i0 in range({p}):", 2)
         self.emit("dst[i0, j, :] += src[i0, i1, :]", 3)
         self.contiguous.add(e.out)
@@ -659,8 +712,12 @@ class Emitter:
         """`j = index`, raising IndexError unless -n <= j < n, then wrapped to 0 <= j < n."""
         self.emit(f"j = {index}", depth)
         self.emit(f"if j < -{n} or j >= {n}:", depth)
-        self.emit(raise_index_error(e, f"{caller}: index {{}} is out of bounds for axis {axis} "
-                                    "of size {}", "j", n), depth + 1)
+        self.emit(
+            raise_index_error(
+                e, f"{caller}: index {{}} is out of bounds for axis {axis} of size {{}}", "j", n
+            ),
+            depth + 1,
+        )
         self.emit("if j < 0:", depth)
         self.emit(f"j += {n}", depth + 1)
 
@@ -679,8 +736,11 @@ class Emitter:
         for d, (column, size) in enumerate(zip(columns, sizes)):
             n = self.size(size)
             low = f"-{n}" if negative else "0"
-            tail = (f"is out of bounds for axis {axis + d} of size {{}}" if what == "index"
-                    else f"is outside the valid range [{'-{}' if negative else 0}, {{}})")
+            tail = (
+                f"is out of bounds for axis {axis + d} of size {{}}"
+                if what == "index"
+                else f"is outside the valid range [{'-{}' if negative else 0}, {{}})"
+            )
             self.emit(f"j = {column}", depth)
             self.emit(f"if j < {low} or j >= {n}:", depth)
             values = ("j", n, n) if negative and what != "index" else ("j", n)
@@ -748,8 +808,9 @@ def accumulator_dtype(e: Eqn) -> np.dtype:
 def float_sums(group: LoopGroup) -> list[Eqn]:
     """The group's full sums of floats: partial sums in the loop, added in float64 (see
     Emitter.open_innermost_loop)."""
-    return [e for e in group.eqns if is_sum(e) and e.out.aval.ndim == 0
-            and e.out.aval.dtype.kind == "f"]
+    return [
+        e for e in group.eqns if is_sum(e) and e.out.aval.ndim == 0 and e.out.aval.dtype.kind == "f"
+    ]
 
 
 def is_sum(e: Eqn) -> bool:
@@ -766,8 +827,9 @@ def _reduction_update(op: OpDef, target: str, x: str) -> str:
     return REDUCTION_UPDATES[op.reduction.combine].format(target=target, x=x)
 
 
-def emit_kernel(schedule: Schedule, name: str, fastmath: bool = False,
-                generic: bool = False) -> KernelSource:
+def emit_kernel(
+    schedule: Schedule, name: str, fastmath: bool = False, generic: bool = False
+) -> KernelSource:
     """Generate the source of the one kernel that runs `schedule`; `generic`: sizes read from
     the arrays and scalar constants as parameters (see Sizes)."""
     return Emitter(schedule, name, fastmath, generic).build()
@@ -777,11 +839,16 @@ def check_emitters(registry: dict) -> None:
     """Raise ImportError naming the ops of `registry` this backend has no code for: structured
     ops without an emitter (`emits`), reductions whose combine has no update."""
     missing = [name for name, op in registry.items() if is_structured(op) and name not in EMITTERS]
-    missing += [f"{name} (combine {op.reduction.combine!r})" for name, op in registry.items()
-                if op.reduction is not None and op.reduction.combine not in REDUCTION_UPDATES]
+    missing += [
+        f"{name} (combine {op.reduction.combine!r})"
+        for name, op in registry.items()
+        if op.reduction is not None and op.reduction.combine not in REDUCTION_UPDATES
+    ]
     if missing:
-        raise ImportError(f"the Numba backend cannot emit op(s) {', '.join(sorted(missing))}: "
-                          "register an Emitter method with @emits(name)")
+        raise ImportError(
+            f"the Numba backend cannot emit op(s) {', '.join(sorted(missing))}: "
+            "register an Emitter method with @emits(name)"
+        )
 
 
 # Importing any jitgrad module first imports `jitgrad`, which registers every op.

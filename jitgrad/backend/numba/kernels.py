@@ -32,8 +32,9 @@ def kernel_source(schedule: Schedule, name: str, fastmath: bool) -> KernelSource
     """The kernel for `schedule`: specialised for the first signature of its structure (or the
     same signature again), polymorphic for any other."""
     specialised = _with_signature(emit_kernel(schedule, name, fastmath), schedule, False)
-    polymorphic = _with_signature(emit_kernel(schedule, name, fastmath, generic=True),
-                                  schedule, True)
+    polymorphic = _with_signature(
+        emit_kernel(schedule, name, fastmath, generic=True), schedule, True
+    )
     structure, signature = _digest(polymorphic.source), _digest(specialised.source)
     with _lock:
         first = _first_specialised.setdefault(structure, signature)
@@ -48,8 +49,9 @@ def _with_signature(source: KernelSource, schedule: Schedule, polymorphic: bool)
     a module's dispatcher stops compiling after its first call)."""
     avals = [v.aval for v in schedule.graph.inputs]
     if polymorphic:
-        spelled = ", ".join(a.short().split("[")[0] + "[" + ",".join("?" * a.ndim) + "]"
-                            for a in avals)
+        spelled = ", ".join(
+            a.short().split("[")[0] + "[" + ",".join("?" * a.ndim) + "]" for a in avals
+        )
     else:
         spelled = ", ".join(a.short() for a in avals)
     source.source = f"# signature: ({spelled})\n" + source.source

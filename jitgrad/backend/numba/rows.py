@@ -61,8 +61,13 @@ def _close(run: list) -> list:
     body, tail = run[:end], run[end:]
     if sum(isinstance(s, LoopGroup) for s in body) < 2:
         return run
-    return [RowLoop(body[0].space[0], [s for s in body if isinstance(s, LoopGroup)],
-                    [s for s in body if not isinstance(s, LoopGroup)])] + tail
+    return [
+        RowLoop(
+            body[0].space[0],
+            [s for s in body if isinstance(s, LoopGroup)],
+            [s for s in body if not isinstance(s, LoopGroup)],
+        )
+    ] + tail
 
 
 def _extends(run: list, step, is_parallel, contiguous: set) -> bool:
@@ -71,9 +76,14 @@ def _extends(run: list, step, is_parallel, contiguous: set) -> bool:
     if isinstance(step, OpStep):
         e = step.eqn
         x = e.inputs[0] if e.inputs else None
-        return (e.op.name == "reshape" and x.aval.ndim >= 1 and e.out.aval.ndim >= 1
-                and x.aval.shape[0] == rows and e.out.aval.shape[0] == rows
-                and (x in produced or x in contiguous))
+        return (
+            e.op.name == "reshape"
+            and x.aval.ndim >= 1
+            and e.out.aval.ndim >= 1
+            and x.aval.shape[0] == rows
+            and e.out.aval.shape[0] == rows
+            and (x in produced or x in contiguous)
+        )
     if not _starts(step, is_parallel) or step.space[0] != rows:
         return False
     made_here = {e.out for e in step.eqns}

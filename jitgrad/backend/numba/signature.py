@@ -18,8 +18,9 @@ def kernel_signature(kernel_source, graph) -> tuple:
         if kind == "input":
             aval = graph.inputs[plan[1]].aval
             scalar = from_dtype(aval.dtype)
-            sig.append(scalar if aval.ndim == 0
-                       else types.Array(scalar, aval.ndim, "C", readonly=True))
+            sig.append(
+                scalar if aval.ndim == 0 else types.Array(scalar, aval.ndim, "C", readonly=True)
+            )
         elif kind == "scalar":
             sig.append(from_dtype(plan[1].dtype))
         elif kind == "const":
