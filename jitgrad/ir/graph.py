@@ -62,10 +62,6 @@ class Graph:
     def __str__(self) -> str:
         return format_graph(self)
 
-    def producers(self) -> dict:
-        """Var -> the equation that defines it."""
-        return {e.out: e for e in self.eqns}
-
 
 def _param_text(value) -> str:
     if isinstance(value, np.dtype):
