@@ -52,7 +52,7 @@ class Compiled:
     variables: list  # Variables read at each call, after the explicit inputs
     out_tree: object
     input_indices: list  # the traced inputs the kernel takes (see compile_graph)
-    serialize: bool  # run parallel kernels one at a time (Numba's layer is not thread-safe)
+    serialize: bool = False  # run parallel kernels one at a time (set by `load`)
     kernel: object = None  # the Numba dispatcher
     path: str | None = None  # its generated module
     had_disk_index: bool = False  # whether Numba's disk cache had an index for it when loaded
@@ -62,7 +62,10 @@ class Compiled:
 
     def load(self, in_memory: bool = False) -> None:
         from jitgrad.backend.numba.compile import has_disk_index, load_kernel
+        from jitgrad.backend.numba.threads import threading_layer_is_safe
 
+        # Numba's workqueue threading layer aborts when two threads run parallel kernels.
+        self.serialize = self.kernel_source.parallel and not threading_layer_is_safe()
         self.kernel, self.path = load_kernel(self.kernel_source.source, self.name, in_memory)
         # A dispatcher that already has machine code is shared with an earlier version in this
         # process (same source and signature): nothing to load, nothing to warn about.
@@ -454,7 +457,6 @@ def compile_graph(
     `prune_inputs`, inputs the optimised graph no longer reads are dropped from the kernel and
     `compiled.input_indices` lists the ones kept (the tape passes only those)."""
     from jitgrad.backend.numba.kernels import kernel_source
-    from jitgrad.backend.numba.threads import threading_layer_is_safe
     from jitgrad.passes import optimize
     from jitgrad.passes.fuse import fuse
 
@@ -482,7 +484,6 @@ def compile_graph(
         list(variables),
         out_tree,
         indices,
-        source.parallel and not threading_layer_is_safe(),
     )
     if seconds is not None:
         seconds[1] += time.perf_counter() - start

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jitgrad.backend.numba import runtime, vmath
+from jitgrad.backend.numba import helper_names
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.core.opdef import REGISTRY, OpDef
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
@@ -244,8 +244,8 @@ class Emitter:
         flags = "True" if self.fastmath else "False"
         imports = ""
         for module, names in (
-            (vmath.SOURCE_MODULE, self.helpers),
-            (runtime.SOURCE_MODULE, self.runtime),
+            (helper_names.VMATH_MODULE, self.helpers),
+            (helper_names.RUNTIME_MODULE, self.runtime),
         ):
             if names:
                 imports += f"from {module} import {', '.join(sorted(names))}\n"
@@ -509,7 +509,7 @@ class Emitter:
         op = e.op
         dtype = e.inputs[0].aval.dtype if e.inputs else e.out.aval.dtype
         if op.vmath is not None:
-            fn = vmath.VMATH.get((op.vmath, dtype.name))
+            fn = helper_names.VMATH.get((op.vmath, dtype.name))
             if fn is not None:
                 self.helpers.add(fn)
                 return f"{fn}({', '.join(args)})"

@@ -4,7 +4,9 @@ are compiled once and cached)."""
 import numba
 import numpy as np
 
-SOURCE_MODULE = "jitgrad.backend.numba.runtime"
+from jitgrad.backend.numba.helper_names import RUNTIME_MODULE
+
+SOURCE_MODULE = RUNTIME_MODULE
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})

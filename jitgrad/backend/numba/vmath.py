@@ -29,7 +29,10 @@ import math
 import numpy as np
 from numba import njit
 
-SOURCE_MODULE = "jitgrad.backend.numba.vmath"
+from jitgrad.backend.numba.helper_names import VMATH, VMATH_MODULE, VMATH_OPS  # noqa: F401 - re-exported
+
+SOURCE_MODULE = VMATH_MODULE
+OPS = VMATH_OPS  # the names of VMATH: helper_names.py, which emitting reads without numba
 
 _JIT = {"fastmath": {"contract"}, "error_model": "numpy", "cache": True}
 
@@ -254,8 +257,6 @@ vexp_f64, vlog_f64, vtanh_f64, vsigmoid_f64, vsoftplus_f64, vlog1p_f64, vexpm1_f
     log_g=_LOG_G_F64,
 )
 
-OPS = ("exp", "log", "tanh", "sigmoid", "softplus", "log1p", "expm1")
-
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def floordiv_i64(x, y):
@@ -264,12 +265,3 @@ def floordiv_i64(x, y):
     if y == -1:
         return -x
     return x // y
-
-
-# (op, dtype name) -> name of the function in SOURCE_MODULE to call for that element type,
-# e.g. VMATH["tanh", "float32"] == "vtanh_f32".
-VMATH = {
-    (op, dtype): f"v{op}_{suffix}"
-    for op in OPS
-    for dtype, suffix in (("float32", "f32"), ("float64", "f64"))
-} | {("floordiv", "int64"): "floordiv_i64"}

@@ -1,0 +1,20 @@
+"""The names generated kernels import from jitgrad's compiled helper modules.
+
+Kept apart from the helpers themselves (runtime.py, vmath.py import numba and define njit
+functions): emitting a kernel's source must not import numba, so that a first call can run
+on the numpy fallback while Numba is still being imported and the kernel compiled elsewhere
+(tiered execution, compiler/background.py).
+"""
+
+RUNTIME_MODULE = "jitgrad.backend.numba.runtime"
+VMATH_MODULE = "jitgrad.backend.numba.vmath"
+
+VMATH_OPS = ("exp", "log", "tanh", "sigmoid", "softplus", "log1p", "expm1")
+
+# (op, dtype name) -> name of the function in VMATH_MODULE to call for that element type,
+# e.g. VMATH["tanh", "float32"] == "vtanh_f32".
+VMATH = {
+    (op, dtype): f"v{op}_{suffix}"
+    for op in VMATH_OPS
+    for dtype, suffix in (("float32", "f32"), ("float64", "f64"))
+} | {("floordiv", "int64"): "floordiv_i64"}
