@@ -24,6 +24,7 @@ from jitgrad.autodiff.transforms import (
     value_and_grad,
     value_and_gradients_function,
 )
+from jitgrad.compiler.background import wait_for_compiles
 from jitgrad.compiler.function import jit, jit_grad, make_graph
 from jitgrad.compiler.train_step import jit_train_step
 from jitgrad.core.config import config
@@ -77,6 +78,7 @@ __all__ = sorted(
         "config",
         "jit",
         "jit_grad",
+        "wait_for_compiles",
         "jit_train_step",
         "make_graph",
         "JitgradError",

@@ -1,4 +1,4 @@
-"""Compiled kernels go to a fresh temporary cache directory, not the user's ~/.cache/jitgrad
+"""Compiles block (see below). Compiled kernels go to a fresh temporary cache directory, not the user's ~/.cache/jitgrad
 (unless JITGRAD_CACHE_DIR is set: then runs can reuse it and skip Numba compiles).
 
 Hypothesis profiles (tests that set their own `max_examples` keep it):
@@ -10,10 +10,15 @@ Hypothesis profiles (tests that set their own `max_examples` keep it):
 
 import os
 
-import pytest
-from hypothesis import settings
+# Compiles block in tests (and in the example scripts they start), so that a test sees the
+# kernel, not the numpy fallback, from the first call; tests of tiered execution
+# (tests/test_background.py) switch to "background" themselves.
+os.environ.setdefault("JITGRAD_COMPILE", "blocking")
 
-import jitgrad as jg
+import pytest  # noqa: E402 - after the environment the jitgrad import reads
+from hypothesis import settings  # noqa: E402
+
+import jitgrad as jg  # noqa: E402
 
 settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True)

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jitgrad.autodiff.transforms import value_and_grad, value_and_variable_grads
+from jitgrad.compiler import background
 from jitgrad.compiler.call_path import make_caller, make_entry
+from jitgrad.compiler.fallback import make_fallback
 from jitgrad.compiler.signature import call_key, entry_key, flatten_argument, leaf_array
 from jitgrad.core import pytree
 from jitgrad.core.config import config
@@ -56,7 +58,13 @@ class Compiled:
     kernel: object = None  # the Numba dispatcher
     path: str | None = None  # its generated module
     had_disk_index: bool = False  # whether Numba's disk cache had an index for it when loaded
-    run: Callable | None = None  # `run(arrays, aliases=None) -> outputs` (call_path.make_caller)
+    # `run(arrays, aliases=None) -> outputs`: the kernel's caller (call_path.make_caller) once
+    # `state` is "compiled", the numpy fallback before (background.py has the states).
+    run: Callable | None = None
+    state: str = "fallback"
+    started: float = 0.0  # when its background compile started (time.perf_counter)
+    on_done: Callable | None = None  # background.start's callback
+    failure: Exception | None = None  # why its background compile failed
     pools: threading.local = field(default_factory=threading.local)  # buffers (call_path)
     entries: dict = field(default_factory=dict)  # signature.entry_key -> fast entry
 
@@ -72,27 +80,66 @@ class Compiled:
         self.had_disk_index = (
             not in_memory and not self.kernel.signatures and has_disk_index(self.path)
         )
-        # `run(arrays, aliases=None) -> outputs`: a generated straight-line wrapper.
+
+    def serve_kernel(self) -> None:
+        """From now on calls run the kernel (a generated straight-line wrapper)."""
         self.run = make_caller(self, _kernel_error, _PARALLEL_LOCK)
+        self.state = "compiled"
 
     def compile_kernel(self) -> None:
         """Compile (or load from Numba's cache) the kernel's one signature, then stop Numba
         from compiling others: it converts arguments instead (Python floats to float32 at
         dispatch). Array inputs are typed read-only, which also accepts writeable arrays."""
-        from jitgrad.backend.numba.signature import kernel_signature
+        from jitgrad.backend.numba.compile import disk_cache_lock
+        from jitgrad.backend.numba.signature import numba_signature, signature_spec
 
         with _compile_lock(self.kernel):
             if self.kernel.signatures:  # shared with another version (same source): compiled
                 self.had_disk_index = False  # nothing was loaded for this one
                 return
             try:
-                self.kernel.compile(kernel_signature(self.kernel_source, self.graph))
+                signature = numba_signature(signature_spec(self.kernel_source, self.graph))
+                with disk_cache_lock(self.kernel, self.path):
+                    self.kernel.compile(signature)
             except Exception as exc:
                 raise _kernel_error(self, exc) from exc
             self.kernel.disable_compile()
 
+    def load_and_compile(self, stacklevel: int = 2) -> None:
+        """Load the kernel and compile it (or load Numba's machine code from the disk cache).
+        A cache entry that fails to load (truncated, corrupted) is removed and the kernel
+        compiled in memory, with one warning; an entry Numba rejects as stale (another
+        version) is recompiled by Numba and replaced, with one warning."""
+        from jitgrad.backend.numba.compile import forget_entry
+
+        self.load()
+        try:
+            self.compile_kernel()
+        except JitgradError as exc:
+            if not self.had_disk_index:
+                raise
+            warnings.warn(
+                f"jitgrad: the cache entry {self.path} could not be loaded "
+                f"({exc.__cause__!r:.80}); rebuilding it in memory",
+                RuntimeWarning,
+                stacklevel=stacklevel + 1,
+            )
+            forget_entry(self.path)
+            self.load(in_memory=True)
+            self.compile_kernel()
+            return
+        if self.had_disk_index and not self.loaded_from_disk():
+            warnings.warn(
+                f"jitgrad: the cache entry {self.path} was written by another "
+                "version and has been recompiled",
+                RuntimeWarning,
+                stacklevel=stacklevel + 1,
+            )
+
     def loaded_from_disk(self) -> bool:
         """Whether Numba loaded this kernel's machine code from its cache (no compilation)."""
+        if self.kernel is None:
+            return False
         stats = self.kernel.stats
         return sum(stats.cache_hits.values()) > 0 and not sum(stats.cache_misses.values())
 
@@ -152,6 +199,7 @@ class Lowered:
     def compile(self) -> Compiled:
         if self._compiled.kernel is None:
             self._compiled.load()
+            self._compiled.serve_kernel()
         return self._compiled
 
     def as_dot(self) -> str:
@@ -163,11 +211,14 @@ class Lowered:
 class CacheInfo(
     collections.namedtuple(
         "CacheInfo",
-        "hits misses versions disk_loads trace_seconds optimize_seconds compile_seconds",
+        "hits misses versions disk_loads trace_seconds optimize_seconds compile_seconds states",
     )
 ):
     """Counters of a jitted function's signature cache. `disk_loads` counts the versions whose
-    machine code came from the on-disk cache instead of a Numba compilation."""
+    machine code came from the on-disk cache instead of a Numba compilation; `states` holds
+    each version's state, least recently used first: "fallback" (its calls run on the numpy
+    fallback, its compile is queued), "compiling" (on the fallback too), "compiled" or
+    "failed" (the compile failed: it stays on the fallback). See compiler/background.py."""
 
 
 class JitFunction:
@@ -226,7 +277,7 @@ class JitFunction:
         if tape_stack.get():
             if self._watched_by_tape(args, compiled):
                 return self._eager(compiled, args)
-        elif not config.debug_nans:
+        elif not config.debug_nans and compiled.state == "compiled":
             self._use_entry(self._entry_for(compiled, args))
         return self._run(compiled, arrays)
 
@@ -252,36 +303,11 @@ class JitFunction:
         return None
 
     def _first_run(self, compiled: Compiled, arrays: list):
-        """The first call compiles, or loads machine code from Numba's disk cache. A cache
-        entry that fails to load (truncated, corrupted) is removed and the kernel compiled in
-        memory, with one warning; an entry Numba rejects as stale (another version) is
-        recompiled by Numba and replaced, with one warning."""
-        from jitgrad.backend.numba.compile import forget_entry
-
-        try:
-            compiled.compile_kernel()
-            result = self._run(compiled, arrays)
-        except JitgradError as exc:
-            if not compiled.had_disk_index:
-                raise
-            warnings.warn(
-                f"jitgrad: the cache entry {compiled.path} could not be loaded "
-                f"({exc.__cause__!r:.80}); rebuilding it in memory",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            forget_entry(compiled.path)
-            compiled.load(in_memory=True)
-            compiled.compile_kernel()
-            return self._run(compiled, arrays)
-        if compiled.had_disk_index and not compiled.loaded_from_disk():
-            warnings.warn(
-                f"jitgrad: the cache entry {compiled.path} was written by another "
-                "version and has been recompiled",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        return result
+        """A blocking first call: compile (or load machine code from Numba's disk cache),
+        then run the kernel."""
+        compiled.load_and_compile(stacklevel=4)
+        compiled.serve_kernel()
+        return self._run(compiled, arrays)
 
     def _run(self, compiled: Compiled, arrays: list):
         result = compiled.run(arrays)
@@ -304,31 +330,48 @@ class JitFunction:
 
     # -- misses ------------------------------------------------------------------------------
     def _miss(self, key, args, arrays):
-        """Trace, optimise, emit and load a new version; its first call compiles it (or loads
-        Numba's machine code from the disk cache). One thread compiles; others wait."""
+        """Trace and optimise a new version. With `config.compile == "background"` its kernel
+        compiles elsewhere while this call and the next ones run on the numpy fallback
+        (compiler/background.py); "blocking" compiles it now (or loads Numba's machine code
+        from the disk cache). One thread traces; others wait for it."""
         with self._lock:
             compiled = self._versions.get(key)
             if compiled is None:
                 self._misses += 1
                 compiled, _ = self._build(args)
-                compiled.load()
                 if tape_stack.get() and self._watched_by_tape(args, compiled):
-                    # Not cached: the kernel's first call (typed arguments, then compile
-                    # disabled) must go through _first_run.
-                    return self._eager(compiled, args)
-                start = time.perf_counter()
-                result = self._first_run(compiled, arrays)
-                seconds = time.perf_counter() - start
-                self._seconds[2] += seconds
-                self._log(f"compiled {self.name} in {seconds:.3f} s ({compiled.path})")
+                    return self._eager(compiled, args)  # not kept: the next call compiles
+                if config.compile == "blocking":
+                    start = time.perf_counter()
+                    result = self._first_run(compiled, arrays)
+                    self._compiled(compiled, time.perf_counter() - start)
+                else:
+                    compiled.run = make_fallback(compiled)
+                    background.start(compiled, self._compiled)
+                    result = None
                 self._versions[key] = compiled
                 while len(self._versions) > config.max_versions_per_function:
                     self._versions.popitem(last=False)
                 self._check_retracing()
-                if not tape_stack.get() and not config.debug_nans:
+                if compiled.state == "compiled" and not tape_stack.get() and not config.debug_nans:
                     self._use_entry(self._entry_for(compiled, args))
+                if result is None:
+                    result = self._run(compiled, arrays)
                 return result
         return self(*args)
+
+    def _compiled(self, compiled: Compiled, seconds: float) -> None:
+        """A version's kernel serves (or its background compile failed): count and log it."""
+        self._seconds[2] += seconds
+        if compiled.state == "compiled":
+            self._log(f"compiled {self.name} in {seconds:.3f} s ({compiled.path})")
+        else:
+            self._log(f"compiling {self.name} failed after {seconds:.3f} s: {compiled.failure}")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every version of this function has its kernel serving (or its compile
+        failed: see `cache_info().states`); False if `timeout` (seconds) ran out first."""
+        return background.wait(list(self._versions.values()), timeout)
 
     def _build(self, args):
         start = time.perf_counter()
@@ -431,9 +474,15 @@ class JitFunction:
         return Lowered(compiled, traced)
 
     def cache_info(self) -> CacheInfo:
-        disk = sum(1 for c in self._versions.values() if c.loaded_from_disk())
+        versions = list(self._versions.values())
+        disk = sum(1 for c in versions if c.loaded_from_disk())
         return CacheInfo(
-            self._hits + self._fast_hits[0], self._misses, len(self._versions), disk, *self._seconds
+            self._hits + self._fast_hits[0],
+            self._misses,
+            len(versions),
+            disk,
+            *self._seconds,
+            tuple(c.state for c in versions),
         )
 
     def clear_cache(self) -> None:

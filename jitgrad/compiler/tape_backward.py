@@ -3,6 +3,8 @@
 A training loop records the same graph structure at every step. The first time a structure is
 seen the tape runs its backward op by op (eagerly); the second time (`config.tape_compile_after`)
 its backward graph is compiled into one kernel, keyed by the structure, and reused from then on.
+With `config.compile == "background"` the tape never waits for that kernel: the structure keeps
+running op by op until the kernel serves (compiler/background.py).
 The kernel takes the forward values the tape already holds (nothing is recomputed) and the seed
 cotangents.
 Nested tapes that must record the backward, traces, and custom gradients keep the eager path.
@@ -17,6 +19,7 @@ import numpy as np
 
 from jitgrad.autodiff import tape
 from jitgrad.autodiff.vjp import joint_graph
+from jitgrad.compiler import background
 from jitgrad.core import pytree
 from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
@@ -57,6 +60,9 @@ def compiled_backprop(seeds, sources, tape):
             stats["compiles"] += 1
         _cache.move_to_end(key)
     compiled, connected, used = entry
+    if compiled.state != "compiled":  # compiling in the background: run op by op meanwhile
+        stats["eager"] += 1
+        return None
     stats["compiled"] += 1
     outs = iter(compiled.run([_contiguous(values[k]._value) for k in used]))
     return [next(outs) if c else None for c in connected]
@@ -102,7 +108,11 @@ def _compile(eqns, seeds, sources, values):
     numbers = external + [number[id(e.out)] for e in eqns]  # of the joint graph's inputs
     _, out_tree = pytree.flatten([0] * len(joint.outputs))
     compiled = compile_graph(joint, "tape backward", out_tree, prune_inputs=True)
-    compiled.load()
+    if config.compile == "blocking":
+        compiled.load()
+        compiled.serve_kernel()  # Numba compiles it at its first call, now
+    else:
+        background.start(compiled)
     return compiled, connected, [numbers[k] for k in compiled.input_indices]
 
 

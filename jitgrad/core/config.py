@@ -7,6 +7,12 @@
   belongs to the current user and nobody else can write to it (it imports code from there).
 * `num_threads` (NUMBA_NUM_THREADS by default): threads for parallel loops.
 * `max_versions_per_function`: compiled versions a jitted function keeps (LRU).
+* `compile` (JITGRAD_COMPILE): "background" (the default: a new signature runs at once on a
+  numpy fallback while its kernel compiles elsewhere, then the kernel takes over) or
+  "blocking" (the first call compiles; results are then bitwise the kernel's from the start).
+  `compile_worker` (JITGRAD_COMPILE_WORKER): where background compiles run, "process" (a
+  compile worker process writing into the disk cache) or "thread"; `compile_exit_budget`:
+  seconds a worker may go on after the program exits, to finish its cache entries.
 * `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
   the eager tape compiles the backward pass of a graph structure it has recorded this many
   times (2: the first backward runs eagerly, the second compiles).
@@ -16,8 +22,16 @@ from __future__ import annotations
 
 import os
 
+_CHOICES = {"compile": ("background", "blocking"), "compile_worker": ("process", "thread")}
+
 
 class Config:
+    def __setattr__(self, name, value):
+        choices = _CHOICES.get(name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"jitgrad.config.{name} must be one of {choices}, got {value!r}")
+        super().__setattr__(name, value)
+
     def __init__(self):
         self.log_compiles = "compile" in os.environ.get("JITGRAD_LOG", "").split(",")
         self.debug_nans = os.environ.get("JITGRAD_DEBUG_NANS", "") not in ("", "0")
@@ -30,6 +44,9 @@ class Config:
             int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get("NUMBA_NUM_THREADS") else None
         )
         self.max_versions_per_function = 64
+        self.compile = os.environ.get("JITGRAD_COMPILE") or "background"
+        self.compile_worker = os.environ.get("JITGRAD_COMPILE_WORKER") or "process"
+        self.compile_exit_budget = 300.0
         self.compile_tape_backward = os.environ.get("JITGRAD_TAPE_COMPILE", "1") != "0"
         self.tape_compile_after = 2
         self.retrace_warning_after = 8

@@ -202,6 +202,28 @@ def remove_entry(path: str) -> None:
             pass
 
 
+@contextlib.contextmanager
+def entry_lock(path: str):
+    """Hold an exclusive lock on the cache entry of the module at `path` while compiling it:
+    a second process (or compile worker) that wants the same kernel waits, then finds Numba's
+    machine code on disk and loads it instead of compiling it again. A lock file that cannot
+    be opened (read-only cache) only loses the sharing."""
+    import fcntl
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    lock_path = os.path.join(pycache_dir(os.path.dirname(path)), stem + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def memory_dir() -> str:
     """A private temporary directory for modules when the cache is off or unusable."""
     global _MEMORY_DIR

@@ -138,6 +138,15 @@ class KernelCache(caching.FunctionCache):
             cache.warn_unavailable(f"cannot write to {self._cache_path}: {exc.strerror}")
 
 
+def disk_cache_lock(kernel, path: str):
+    """Held while compiling `kernel` (module at `path`): processes that compile the same kernel
+    share the work through the disk cache (cache.entry_lock); a kernel kept in memory has no
+    entry to share."""
+    if isinstance(kernel._cache, KernelCache):
+        return cache.entry_lock(path)
+    return contextlib.nullcontext()
+
+
 def has_disk_index(path: str) -> bool:
     """Whether Numba's cache already holds an index for the module at `path`."""
     stem = os.path.splitext(os.path.basename(path))[0]

@@ -1,0 +1,172 @@
+"""The compile worker: a separate process that compiles kernels into the on-disk cache.
+
+Tiered execution (compiler/background.py) serves a new signature on a numpy fallback while its
+kernel compiles. Compiling in another process, not a thread, keeps the caller at full speed:
+Numba's type inference and lowering are Python code that would hold the caller's GIL for
+seconds, and a machine with two cores has one to spare. The parent then loads the machine
+code from the cache, which takes milliseconds.
+
+Protocol: one JSON object per line. The parent writes `{"id", "name", "source", "signature",
+"cache_dir"}` (`signature`: backend/numba/signature.signature_spec); the worker answers
+`{"id", "started": true}` when it begins that request and `{"id", "ok", "seconds", "error"}`
+when it is done. One worker serves a parent's requests in order.
+
+When the parent exits (its end of stdin closes), the worker still compiles what it has been
+asked for, so that the next run of a short script finds its kernels in the cache; it exits
+when done, and in any case `exit_budget` seconds after the parent left. Two processes that
+compile the same kernel share the work through `cache.entry_lock`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import Future
+
+WORKER_MODULE = "jitgrad.backend.numba.worker"
+
+
+class WorkerDiedError(RuntimeError):
+    """The worker process ended (killed, crashed) before answering a request."""
+
+
+class CompileWorker:
+    """The parent's handle on one worker process: `submit` returns a Future of the reply."""
+
+    def __init__(self, exit_budget: float):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE, str(exit_budget)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C meant for the parent must not kill a worker that is
+            # finishing a cache entry (it exits by itself, see the module docstring).
+            start_new_session=True,
+        )
+        self._pending: dict[int, tuple[Future, object]] = {}
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self._dead = False
+        threading.Thread(
+            target=self._read_replies, name="jitgrad-worker-replies", daemon=True
+        ).start()
+
+    def submit(self, name: str, source: str, signature: list, cache_dir: str, on_start=None):
+        """Ask for a kernel; `on_start()` runs (on a reply thread) when the worker begins it."""
+        future: Future = Future()
+        with self._lock:
+            if self._dead:
+                future.set_exception(WorkerDiedError("the compile worker has exited"))
+                return future
+            request_id = self._next_id
+            self._next_id += 1
+            self._pending[request_id] = (future, on_start)
+            line = json.dumps(
+                {
+                    "id": request_id,
+                    "name": name,
+                    "source": source,
+                    "signature": signature,
+                    "cache_dir": cache_dir,
+                }
+            )
+            try:
+                self.process.stdin.write(line.encode() + b"\n")
+                self.process.stdin.flush()
+            except (OSError, ValueError):
+                self._pending.pop(request_id)
+                future.set_exception(WorkerDiedError("the compile worker is gone"))
+        return future
+
+    def alive(self) -> bool:
+        return not self._dead and self.process.poll() is None
+
+    def _read_replies(self) -> None:
+        for line in self.process.stdout:
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                continue  # not ours (a library printing to stdout)
+            if not isinstance(reply, dict) or "id" not in reply:
+                continue
+            with self._lock:
+                future, on_start = self._pending.get(reply["id"], (None, None))
+                if future is not None and "started" not in reply:
+                    del self._pending[reply["id"]]
+            if future is None:
+                continue
+            if "started" in reply:
+                if on_start is not None:
+                    on_start()
+            else:
+                future.set_result(reply)
+        with self._lock:
+            self._dead = True
+            pending, self._pending = self._pending, {}
+        code = self.process.wait()
+        for future, _ in pending.values():
+            future.set_exception(WorkerDiedError(f"the compile worker exited with status {code}"))
+
+
+# -- the worker process --------------------------------------------------------------------
+
+
+def _compile(request: dict) -> dict:
+    """Compile one kernel into the cache (or find it there, compiled by another process)."""
+    from jitgrad.backend.numba.compile import KernelCache, disk_cache_lock, load_kernel
+    from jitgrad.backend.numba.signature import numba_signature
+    from jitgrad.core.config import config
+
+    start = time.perf_counter()
+    try:
+        config.cache_dir = request["cache_dir"]
+        kernel, path = load_kernel(request["source"], request["name"])
+        if not isinstance(kernel._cache, KernelCache):
+            raise RuntimeError(f"the kernel cache {config.cache_dir} is not usable")
+        with disk_cache_lock(kernel, path):
+            kernel.compile(numba_signature(request["signature"]))
+        return {"id": request["id"], "ok": True, "seconds": time.perf_counter() - start}
+    except Exception as exc:
+        return {
+            "id": request["id"],
+            "ok": False,
+            "seconds": time.perf_counter() - start,
+            "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}",
+        }
+
+
+def main(exit_budget: float) -> None:
+    requests: queue.Queue = queue.Queue()
+
+    def read_requests() -> None:
+        for line in sys.stdin.buffer:
+            requests.put(json.loads(line))
+        requests.put(None)  # the parent has exited: finish the queue, then stop
+        # ... within the budget, whatever happens.
+        deadline = threading.Timer(exit_budget, os._exit, (3,))
+        deadline.daemon = True
+        deadline.start()
+
+    threading.Thread(target=read_requests, daemon=True).start()
+    out = sys.stdout
+    while (request := requests.get()) is not None:
+        _reply(out, {"id": request["id"], "started": True})
+        _reply(out, _compile(request))
+
+
+def _reply(out, message: dict) -> None:
+    try:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+    except (OSError, ValueError):
+        pass  # the parent is gone; the cache entry is what matters
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]))

@@ -1,0 +1,181 @@
+"""Tiered execution: a new signature is served at once by the numpy fallback while its kernel
+compiles elsewhere; the kernel takes over when it is ready.
+
+A version (`function.Compiled`) goes through the states
+
+    "fallback"  -> "compiling" -> "compiled"
+                               -> "failed"
+
+Calls run on the fallback (compiler/fallback.py) until the state is "compiled": then
+`compiled.run` is the kernel's caller. The switch is one attribute assignment, so a call that
+started on the fallback finishes there and the next one takes the kernel; no call waits.
+
+Where the kernel compiles (`config.compile_worker`):
+- "process" (the default): a compile worker process (backend/numba/worker.py) writes the
+  machine code into the on-disk cache; this process then loads it. The caller keeps its
+  core and its GIL; the worker outlives a short script long enough to finish the cache entry.
+- "thread": a thread of this process compiles, sharing the GIL with the caller. Also the
+  fallback when the worker cannot be used (no disk cache) or when it fails or is killed (then
+  with one warning).
+Loading and in-process compiles run on one daemon thread ("jitgrad-compile"), in order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import warnings
+
+from jitgrad.core.config import config
+
+_pending: set = set()  # versions not yet compiled or failed (for wait_for_compiles)
+_pending_changed = threading.Condition()
+_jobs: queue.Queue = queue.Queue()  # work for the "jitgrad-compile" thread
+_thread: threading.Thread | None = None
+_worker = None  # the CompileWorker, started on the first background compile
+_worker_lock = threading.Lock()
+
+
+def start(compiled, on_done=None) -> None:
+    """Compile `compiled`'s kernel in the background; `on_done(compiled, seconds)` runs when
+    it serves (or failed)."""
+    compiled.state = "fallback"
+    compiled.started = time.perf_counter()
+    compiled.on_done = on_done
+    with _pending_changed:
+        _pending.add(compiled)
+    worker = _compile_worker()
+    if worker is None:
+        _enqueue(_compile_here, compiled, None)
+        return
+    from jitgrad.backend.numba.signature import signature_spec
+
+    def started() -> None:
+        if compiled.state == "fallback":
+            compiled.state = "compiling"
+
+    future = worker.submit(
+        compiled.name,
+        compiled.kernel_source.source,
+        signature_spec(compiled.kernel_source, compiled.graph),
+        config.cache_dir,
+        on_start=started,
+    )
+    future.add_done_callback(lambda f: _enqueue(_load_from_worker, compiled, f))
+
+
+def wait(versions, timeout: float | None = None) -> bool:
+    """Block until each of `versions` is compiled or failed; False if `timeout` ran out."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _pending_changed:
+        while any(v in _pending for v in versions):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            _pending_changed.wait(remaining)
+    return True
+
+
+def wait_for_compiles(timeout: float | None = None) -> bool:
+    """Block until every background compile of this process has finished (compiled or
+    failed); False if `timeout` (seconds) ran out first."""
+    with _pending_changed:
+        versions = list(_pending)
+    return wait(versions, timeout)
+
+
+def _compile_worker():
+    """The compile worker process, started once; None when kernels must compile in this
+    process (thread mode, no usable disk cache, or a worker that cannot start)."""
+    global _worker
+    if config.compile_worker != "process" or config.disable_cache:
+        return None
+    from jitgrad.backend.numba import cache
+
+    try:
+        cache.cache_root()
+    except cache.CacheUnavailableError:
+        return None
+    with _worker_lock:
+        if _worker is None or not _worker.alive():
+            from jitgrad.backend.numba.worker import CompileWorker
+
+            try:
+                _worker = CompileWorker(config.compile_exit_budget)
+            except OSError as exc:
+                warnings.warn(
+                    f"jitgrad: cannot start the compile worker ({exc}); compiling in threads",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                config.compile_worker = "thread"
+                return None
+        return _worker
+
+
+def _enqueue(job, compiled, argument) -> None:
+    global _thread
+    _jobs.put((job, compiled, argument))
+    with _worker_lock:
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_run_jobs, name="jitgrad-compile", daemon=True)
+            _thread.start()
+
+
+def _run_jobs() -> None:
+    while True:
+        job, compiled, argument = _jobs.get()
+        try:
+            job(compiled, argument)
+        except Exception as exc:  # e.g. a warning turned into an error: never leave it pending
+            if compiled.state != "compiled":
+                compiled.state, compiled.failure = "failed", exc
+            _finish(compiled)
+
+
+def _load_from_worker(compiled, future) -> None:
+    """The worker answered: load its machine code from the cache. If it failed or died,
+    compile here instead, with one warning."""
+    try:
+        reply = future.result()
+        failure = None if reply.get("ok") else reply.get("error", "unknown error")
+    except Exception as exc:  # WorkerDiedError
+        failure = str(exc)
+    if failure is not None:
+        warnings.warn(
+            f"jitgrad: the background compile of {compiled.name} failed "
+            f"({failure.splitlines()[0]}); compiling it in this process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    _compile_here(compiled, None)
+
+
+def _compile_here(compiled, _unused) -> None:
+    """Load (or compile) the kernel in this process and make it serve."""
+    compiled.state = "compiling"
+    try:
+        compiled.load_and_compile()
+        compiled.serve_kernel()
+    except Exception as exc:
+        compiled.state = "failed"
+        compiled.failure = exc
+        warnings.warn(
+            f"jitgrad: compiling {compiled.name} failed ({exc}); its calls keep running on "
+            "the numpy fallback",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    _finish(compiled)
+
+
+def _finish(compiled) -> None:
+    on_done, compiled.on_done = compiled.on_done, None  # once, even if it raises
+    try:
+        if on_done is not None:
+            on_done(compiled, time.perf_counter() - compiled.started)
+    finally:
+        with _pending_changed:
+            _pending.discard(compiled)
+            _pending_changed.notify_all()
