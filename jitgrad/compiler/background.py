@@ -46,9 +46,11 @@ def start(compiled, on_done=None) -> None:
     with _pending_changed:
         _pending.add(compiled)
     worker = _compile_worker()
-    if worker is None:
+    if worker is None or _on_disk(compiled):
         _enqueue(_compile_here, compiled, None)
         return
+    # This process loads the worker's machine code: import Numba meanwhile, off the caller.
+    _enqueue(_import_backend, compiled, None)
     from jitgrad.backend.numba.signature import signature_spec
 
     def started() -> None:
@@ -112,6 +114,24 @@ def _compile_worker():
                 config.compile_worker = "thread"
                 return None
         return _worker
+
+
+def _on_disk(compiled) -> bool:
+    """Whether the disk cache already holds the kernel's machine code: loading it here is
+    quicker than asking the worker (which would load it too)."""
+    from jitgrad.backend.numba import cache
+
+    try:
+        path = cache.write_module(
+            compiled.kernel_source.source, cache.source_key(compiled.kernel_source.source)
+        )
+    except cache.CacheUnavailableError:
+        return False
+    return cache.has_disk_index(path)
+
+
+def _import_backend(_compiled, _unused) -> None:
+    import jitgrad.backend.numba.compile  # noqa: F401 - imports numba
 
 
 def _enqueue(job, compiled, argument) -> None:

@@ -69,7 +69,8 @@ class Compiled:
     entries: dict = field(default_factory=dict)  # signature.entry_key -> fast entry
 
     def load(self, in_memory: bool = False) -> None:
-        from jitgrad.backend.numba.compile import has_disk_index, load_kernel
+        from jitgrad.backend.numba.cache import has_disk_index
+        from jitgrad.backend.numba.compile import load_kernel
         from jitgrad.backend.numba.threads import threading_layer_is_safe
 
         # Numba's workqueue threading layer aborts when two threads run parallel kernels.
@@ -346,17 +347,17 @@ class JitFunction:
                     result = self._first_run(compiled, arrays)
                     self._compiled(compiled, time.perf_counter() - start)
                 else:
+                    # The first result first, then the compile: starting it takes the GIL
+                    # for a while (the worker's start, the check of the disk cache).
                     compiled.run = make_fallback(compiled)
+                    result = self._run(compiled, arrays)
                     background.start(compiled, self._compiled)
-                    result = None
                 self._versions[key] = compiled
                 while len(self._versions) > config.max_versions_per_function:
                     self._versions.popitem(last=False)
                 self._check_retracing()
                 if compiled.state == "compiled" and not tape_stack.get() and not config.debug_nans:
                     self._use_entry(self._entry_for(compiled, args))
-                if result is None:
-                    result = self._run(compiled, arrays)
                 return result
         return self(*args)
 

@@ -26,13 +26,15 @@ import numpy as np
 from jitgrad.core.config import config
 
 
+@functools.cache
 def versions() -> str:
-    import llvmlite
-    import numba
+    """What compiled the cached kernels. Read from the packages' metadata: importing numba
+    here would cost a first call (served by the numpy fallback) a quarter of a second."""
+    from importlib.metadata import version
 
     return (
-        f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}"
-        f", llvmlite {llvmlite.__version__}, jitgrad backend {backend_hash()}"
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {version('numba')}"
+        f", llvmlite {version('llvmlite')}, jitgrad backend {backend_hash()}"
     )
 
 
@@ -200,6 +202,15 @@ def remove_entry(path: str) -> None:
             os.remove(f)
         except OSError:
             pass
+
+
+def has_disk_index(path: str) -> bool:
+    """Whether Numba's cache already holds an index for the module at `path`."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    pycache = pycache_dir(os.path.dirname(path))
+    return os.path.isdir(pycache) and any(
+        f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache)
+    )
 
 
 @contextlib.contextmanager

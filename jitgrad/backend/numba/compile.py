@@ -147,15 +147,6 @@ def disk_cache_lock(kernel, path: str):
     return contextlib.nullcontext()
 
 
-def has_disk_index(path: str) -> bool:
-    """Whether Numba's cache already holds an index for the module at `path`."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    pycache = cache.pycache_dir(os.path.dirname(path))
-    return os.path.isdir(pycache) and any(
-        f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache)
-    )
-
-
 def forget_entry(path: str) -> None:
     """Remove a cache entry that failed to load (module and Numba's files)."""
     cache.remove_entry(path)
