@@ -67,6 +67,38 @@ def start(compiled, on_done=None) -> None:
     future.add_done_callback(lambda f: _enqueue(_load_from_worker, compiled, f))
 
 
+def run(build) -> None:
+    """Run `build()` on the compile thread (e.g. building a graph that will then `start` its
+    compile there); `wait_for_compiles` waits for it too."""
+    token = _Job(build)
+    with _pending_changed:
+        _pending.add(token)
+    _enqueue(_run_build, token, None)
+
+
+class _Job:
+    """A `run` job, pending like a version until it is done."""
+
+    def __init__(self, build):
+        self.build = build
+        self.state = "fallback"
+        self.on_done = None
+
+
+def _run_build(job, _unused) -> None:
+    try:
+        job.build()
+    except Exception as exc:  # a jitgrad bug: the caller keeps its slower path
+        warnings.warn(
+            f"jitgrad: preparing a background compile failed ({exc!r}); the computation "
+            "keeps running without a kernel",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    finally:
+        _finish(job)
+
+
 def wait(versions, timeout: float | None = None) -> bool:
     """Block until each of `versions` is compiled or failed; False if `timeout` ran out."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -81,10 +113,16 @@ def wait(versions, timeout: float | None = None) -> bool:
 
 def wait_for_compiles(timeout: float | None = None) -> bool:
     """Block until every background compile of this process has finished (compiled or
-    failed); False if `timeout` (seconds) ran out first."""
+    failed), including those that finishing ones start; False if `timeout` (seconds) ran out
+    first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     with _pending_changed:
-        versions = list(_pending)
-    return wait(versions, timeout)
+        while _pending:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            _pending_changed.wait(remaining)
+    return True
 
 
 def _compile_worker():

@@ -13,6 +13,7 @@ Nested tapes that must record the backward, traces, and custom gradients keep th
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 
 import numpy as np
@@ -55,17 +56,40 @@ def compiled_backprop(seeds, sources, tape):
                     _cache.popitem(last=False)
                 stats["eager"] += 1
                 return None
-            entry = _compile(tape._eqns, seeds, sources, values)
+            entry = _Backward()
+            build = functools.partial(entry.build, list(tape._eqns), seeds, sources, values)
+            if config.compile == "blocking":
+                build()
+            else:  # even building the graph would stall this step: all of it elsewhere
+                background.run(build)
             _cache[key] = entry
             stats["compiles"] += 1
         _cache.move_to_end(key)
-    compiled, connected, used = entry
-    if compiled.state != "compiled":  # compiling in the background: run op by op meanwhile
+    compiled = entry.compiled
+    if compiled is None or compiled.state != "compiled":  # not ready: op by op meanwhile
         stats["eager"] += 1
         return None
     stats["compiled"] += 1
-    outs = iter(compiled.run([_contiguous(values[k]._value) for k in used]))
-    return [next(outs) if c else None for c in connected]
+    outs = iter(compiled.run([_contiguous(values[k]._value) for k in entry.used]))
+    return [next(outs) if c else None for c in entry.connected]
+
+
+class _Backward:
+    """The compiled backward of one recorded structure: `compiled` (None until built), which
+    cotangents it returns (`connected`) and the value numbers of its inputs (`used`)."""
+
+    compiled = None
+    connected: list
+    used: list
+
+    def build(self, eqns, seeds, sources, values) -> None:
+        compiled, self.connected, self.used = _compile(eqns, seeds, sources, values)
+        if config.compile == "blocking":
+            compiled.load()
+            compiled.serve_kernel()  # Numba compiles it at its first call, now
+        else:
+            background.start(compiled)
+        self.compiled = compiled  # last: another thread may be reading it
 
 
 def _contiguous(value):
@@ -108,11 +132,6 @@ def _compile(eqns, seeds, sources, values):
     numbers = external + [number[id(e.out)] for e in eqns]  # of the joint graph's inputs
     _, out_tree = pytree.flatten([0] * len(joint.outputs))
     compiled = compile_graph(joint, "tape backward", out_tree, prune_inputs=True)
-    if config.compile == "blocking":
-        compiled.load()
-        compiled.serve_kernel()  # Numba compiles it at its first call, now
-    else:
-        background.start(compiled)
     return compiled, connected, [numbers[k] for k in compiled.input_indices]
 
 
