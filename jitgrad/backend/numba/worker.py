@@ -11,10 +11,11 @@ Protocol: one JSON object per line. The parent writes `{"id", "name", "source", 
 `{"id", "started": true}` when it begins that request and `{"id", "ok", "seconds", "error"}`
 when it is done. One worker serves a parent's requests in order.
 
-When the parent exits (its end of stdin closes), the worker still compiles what it has been
-asked for, so that the next run of a short script finds its kernels in the cache; it exits
-when done, and in any case `exit_budget` seconds after the parent left. Two processes that
-compile the same kernel share the work through `cache.entry_lock`.
+In its idle time the worker compiles jitgrad's own helpers (precompile.py), once per
+installation. When the parent exits (its end of stdin closes), the worker still compiles what
+it has been asked for, so that the next run of a short script finds its kernels in the
+cache; it exits when done, and in any case `exit_budget` seconds after the parent left.
+Two processes that compile the same kernel share the work through `cache.entry_lock`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
+
+from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
 
 WORKER_MODULE = "jitgrad.backend.numba.worker"
 
@@ -155,9 +158,35 @@ def main(exit_budget: float) -> None:
 
     threading.Thread(target=read_requests, daemon=True).start()
     out = sys.stdout
-    while (request := requests.get()) is not None:
+    helpers = None if helpers_ready() else _warm_helpers()
+    while True:
+        if helpers is None:
+            request = requests.get()
+        else:
+            try:
+                request = requests.get_nowait()
+            except queue.Empty:  # idle: compile one more of jitgrad's own helpers
+                helpers = helpers if next(helpers, None) is not None else None
+                continue
+        if request is None:  # the parent has exited: finish the warm-up (within the budget)
+            for _ in helpers or ():
+                pass
+            return
         _reply(out, {"id": request["id"], "started": True})
         _reply(out, _compile(request))
+
+
+def _warm_helpers():
+    """Compile jitgrad's own helpers into Numba's cache (precompile.py), one signature per
+    step, so that later kernels of this installation do not wait for them; stops at the
+    first failure (a helper the next kernel would compile anyway)."""
+    try:
+        for dispatcher, signature in helper_signatures():
+            dispatcher.compile(signature)
+            yield dispatcher
+    except Exception:
+        return
+    mark_helpers_ready()
 
 
 def _reply(out, message: dict) -> None:

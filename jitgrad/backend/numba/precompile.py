@@ -1,0 +1,77 @@
+"""Compile jitgrad's own Numba helpers (vmath, the BLAS wrappers, the reassociable sum step)
+ahead of time, so that no user's first kernel waits for them.
+
+They are compiled once per installation into Numba's cache (`cache=True`: the package's
+`__pycache__`, or NUMBA_CACHE_DIR). The compile worker (worker.py) runs this in its idle time,
+one signature at a time; `python -m jitgrad.backend.numba.precompile` does it all at once
+(after installing, or in a container image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import time
+
+from jitgrad.backend.numba import cache
+
+
+def helper_signatures():
+    """(dispatcher, argument types) for every helper signature that kernels use: the vmath
+    functions per float type, and `matmul_into` for C- and F-ordered (transposed) operands,
+    read-only (inputs) or not (buffers), per float type."""
+    from numba import types
+
+    from jitgrad.backend.numba import helper_names, runtime, vmath
+
+    for (_, dtype), name in helper_names.VMATH.items():
+        scalar = getattr(types, dtype)
+        yield getattr(vmath, name), (scalar,) * (2 if name == "floordiv_i64" else 1)
+    for dtype in (types.float32, types.float64):
+        yield runtime.sum_step, (types.float64, dtype)
+        out = types.Array(dtype, 2, "C")
+        operands = [
+            types.Array(dtype, 2, layout, readonly=readonly)
+            for layout, readonly in itertools.product("CF", (True, False))
+        ]
+        for a, b in itertools.product(operands, operands):
+            yield runtime.matmul_into, (a, b, out)
+
+
+def helpers_ready() -> bool:
+    """Whether this installation's helpers were all compiled before (a stamp in jitgrad's
+    cache: loading them all from Numba's cache just to find out would take seconds)."""
+    try:
+        return os.path.exists(_stamp_path())
+    except cache.CacheUnavailableError:
+        return False
+
+
+def mark_helpers_ready() -> None:
+    try:
+        with cache.private_writer(_stamp_path()) as fh:
+            fh.write(cache.versions().encode())
+    except (OSError, cache.CacheUnavailableError):
+        pass  # only the warm-up is repeated next time
+
+
+def _stamp_path() -> str:
+    """Per versions and per Numba cache directory (where the helpers' machine code is)."""
+    where = cache.versions() + "\0" + os.environ.get("NUMBA_CACHE_DIR", "")
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return os.path.join(cache.cache_root(), f"helpers-{digest}.ready")
+
+
+def main() -> None:
+    start = time.perf_counter()
+    count = 0
+    for dispatcher, signature in helper_signatures():
+        dispatcher.compile(signature)
+        count += 1
+    mark_helpers_ready()
+    print(f"jitgrad: {count} helper signatures ready in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
