@@ -1,4 +1,4 @@
-"""Golden files: the exact generated source of five small kernels, so that every change to the
+"""Golden files: the exact generated source of six small kernels, so that every change to the
 emitter shows up as a reviewed diff of the code Numba compiles.
 
 Refresh them after an intended change, and read the diff before committing it:
@@ -56,6 +56,15 @@ def matmul_epilogue(x, w, b):
     return jg.tanh(x @ w + b)
 
 
+def euler_steps(theta, z0):
+    """Two explicit Euler steps of a predator-prey model, read element by element."""
+    a, b = theta[0], theta[1]
+    x, y = z0[0], z0[1]
+    for _ in range(2):
+        x, y = x + 0.1 * (a * x - b * x * y), y + 0.1 * (b * x * y - a * y)
+    return (x - 1.0) ** 2 + y
+
+
 def sin_squared(x):
     return jg.reduce_sum(jg.sin(x) * jg.sin(x))
 
@@ -77,6 +86,11 @@ CASES = {
     "row_loop": (jg.jit(row_loop), row_loop, (f32(4, 3),)),
     "matmul_epilogue": (jg.jit(matmul_epilogue), matmul_epilogue, (f32(4, 3), f32(3, 2), f32(2))),
     "second_derivative": (jg.jit(second_derivative), second_derivative, (f32(5),)),
+    "scalar_reads": (
+        jg.jit_grad(euler_steps),
+        jg.value_and_grad(euler_steps),
+        (np.array([1.1, 0.4], np.float32), np.array([1.0, 0.5], np.float32)),
+    ),
 }
 
 

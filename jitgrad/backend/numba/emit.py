@@ -160,6 +160,15 @@ class Emitter:
         # (a mean's 1/n, say) may differ between the shapes it serves.
         self.generic = generic
         self.size = Sizes(generic)
+        # Who reads each value (equations of any step), and the graph's outputs: a one-element
+        # slice read only as a scalar is emitted as one indexing expression (`inline_element`).
+        self.readers: dict[Var, list[Eqn]] = {}
+        for step in schedule.steps:
+            for e in step.eqns if isinstance(step, LoopGroup) else (step.eqn,):
+                for x in e.inputs:
+                    self.readers.setdefault(x, []).append(e)
+        self.graph_outputs = set(self.graph.outputs)
+        self.elements: dict[Var, str] = {}  # one-element array value -> its element's expression
 
     # -- names -------------------------------------------------------------------------------
     def name_of(self, v: Var) -> str:
@@ -532,8 +541,49 @@ class Emitter:
     # -- structured ops ----------------------------------------------------------------------
     def op(self, e: Eqn) -> None:
         """A structured op, by the method registered for it (`emits`)."""
+        if self.inline_element(e):
+            return
         self.emit(f"# {e.op.name}")
         EMITTERS[e.op.name](self, e, *e.inputs)
+
+    def read_only_by(self, v: Var, accepts: Callable[[Eqn], bool]) -> bool:
+        readers = self.readers.get(v)
+        return bool(readers) and v not in self.graph_outputs and all(map(accepts, readers))
+
+    def inline_element(self, e: Eqn) -> bool:
+        """Emit nothing for a one-element array that is only a step between a scalar and an
+        element: a slice read only as a scalar (`x[3]`, `x[t, 0]` in user code trace to a
+        one-element slice and a reshape to 0-d) becomes the indexing expression `v0[3]` that the
+        reshape assigns, and a scalar reshaped to one element and only written into zeros (the
+        slice's gradient) is assigned as `v9[3] = v7` by the unslice. Numba compiles an array
+        temporary (its allocation, copy loop, reference counts) ~100x slower than a scalar, and
+        a program indexing scalars out of arrays has one per read."""
+        out = e.out
+        if out.aval.size != 1:
+            return False
+        if e.op.name == "slice" and self.read_only_by(
+            out, lambda r: r.op.name == "reshape" and r.out.aval.ndim == 0
+        ):
+            starts = ", ".join(self.size(start) for start, _, _ in e.params["index"])
+            self.elements[out] = f"{self.name_of(e.inputs[0])}[{starts}]"
+            return True
+        if (
+            e.op.name == "reshape"
+            and e.inputs[0].aval.ndim == 0
+            and self.read_only_by(out, lambda r: r.op.name == "unslice" and r.inputs[0] is out)
+        ):
+            self.elements[out] = self.value(e.inputs[0])
+            return True
+        if e.op.name == "reshape" and out.aval.ndim == 0:
+            x = e.inputs[0]
+            element = self.elements.get(x) or f"{self.name_of(x)}[{', '.join('0' * x.aval.ndim)}]"
+            self.emit(f"{self.name_of(out)} = {element}  # {self.element_note(x)}")
+            return True
+        return False
+
+    def element_note(self, x: Var) -> str:
+        """The comment beside a scalar read: which ops it stands for."""
+        return "slice, reshape" if x in self.elements else "reshape"
 
     def contiguous_expr(self, v: Var) -> str:
         name = self.name_of(v)
@@ -638,7 +688,11 @@ class Emitter:
         out = self.name_of(e.out)
         shape = self.size.shape(e.params["shape"])
         self.emit(f"{out} = np.zeros({shape}, {np_dtype(e.out.aval.dtype)})")
-        self.emit(f"{out}[{self._slices(e.params['index'])}] = {self.value(g)}")
+        if g in self.elements:  # one element (see inline_element)
+            starts = ", ".join(self.size(start) for start, _, _ in e.params["index"])
+            self.emit(f"{out}[{starts}] = {self.elements[g]}")
+        else:
+            self.emit(f"{out}[{self._slices(e.params['index'])}] = {self.value(g)}")
         self.contiguous.add(e.out)
 
     @emits("concat")
