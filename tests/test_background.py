@@ -262,15 +262,17 @@ from jitgrad.compiler import background
 f = jg.jit_grad(lambda w, x: jg.reduce_sum(jg.tanh(x @ w) * 1.5 - w[0, 0]))
 value, grad = f(np.ones((3, 2)), np.full((4, 3), 0.25))
 print(f.cache_info().states[0], f.cache_info().disk_loads, float(value))
-if background._worker is not None:
+if sys.argv[1] == "until-compiling":  # exit once the worker has begun (else: at once)
+    while f.cache_info().states[0] == "fallback":
+        f.wait(0.01)
     print("worker", background._worker.process.pid)
 """
 
 
-def _run_script(cache_dir, mode):
+def _run_script(cache_dir, mode, when="at-once"):
     env = dict(os.environ, JITGRAD_CACHE_DIR=str(cache_dir), JITGRAD_COMPILE=mode)
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SCRIPT)],
+        [sys.executable, "-c", textwrap.dedent(_SCRIPT), when],
         env=env,
         capture_output=True,
         text=True,
@@ -283,7 +285,7 @@ def _run_script(cache_dir, mode):
 def test_a_compile_under_way_at_exit_finishes_its_cache_entry(tmp_path):
     """The script exits right after its first call (served by the fallback); its worker
     finishes the cache entry and ends; the next run loads the kernel from disk."""
-    first = _run_script(tmp_path, "background")
+    first = _run_script(tmp_path, "background", "until-compiling")
     state, disk_loads, value = first[0].split()
     assert state in ("fallback", "compiling")
     pid = int(first[1].split()[1])
@@ -314,3 +316,19 @@ def test_two_processes_compiling_one_kernel_share_the_work(tmp_path):
     ]
     lines = [p.communicate(timeout=WAIT)[0].split("\n")[0].split() for p in processes]
     assert sorted(line[1] for line in lines) == ["0", "1"]  # one compiled, one loaded it
+
+
+def test_a_kernel_not_yet_handed_to_the_worker_at_exit_still_reaches_the_cache(tmp_path):
+    """Exiting right after the first call: the exit waits for the kernel to be lowered and
+    handed to the worker, which then finishes it."""
+    from jitgrad.backend.numba import cache
+
+    first = _run_script(tmp_path, "background", "at-once")
+    assert first[0].split()[0] in ("fallback", "compiling")
+    pycache = cache.pycache_dir(os.path.join(tmp_path, "kernels"))
+    for _ in range(WAIT * 10):
+        if os.path.isdir(pycache) and any(f.endswith(".nbi") for f in os.listdir(pycache)):
+            break
+        threading.Event().wait(0.1)
+    second = _run_script(tmp_path, "blocking")
+    assert second[0].split()[:2] == ["compiled", "1"]

@@ -22,6 +22,7 @@ Loading and in-process compiles run on one daemon thread ("jitgrad-compile"), in
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -37,20 +38,30 @@ _worker = None  # the CompileWorker, started on the first background compile
 _worker_lock = threading.Lock()
 
 
-def start(compiled, on_done=None) -> None:
-    """Compile `compiled`'s kernel in the background; `on_done(compiled, seconds)` runs when
-    it serves (or failed)."""
+def start(compiled, on_done=None, seconds=None) -> None:
+    """Lower (if it is not yet) and compile `compiled`'s kernel in the background;
+    `on_done(compiled, seconds)` runs when it serves (or failed). `seconds` (a JitFunction's
+    counters) gets the lowering time."""
     compiled.state = "fallback"
     compiled.started = time.perf_counter()
     compiled.on_done = on_done
     with _pending_changed:
         _pending.add(compiled)
+    _enqueue(_lower_and_submit, compiled, seconds, before_exit=True)
+
+
+def _lower_and_submit(compiled, seconds) -> None:
+    """On the compile thread: optimise and emit, then hand the kernel to the worker (or
+    compile or load it here)."""
+    try:
+        compiled.lower(seconds)
+    except Exception as exc:  # a jitgrad bug in a pass or the emitter
+        _failed(compiled, exc)
+        return
     worker = _compile_worker()
     if worker is None or _on_disk(compiled):
-        _enqueue(_compile_here, compiled, None)
+        _compile_here(compiled, None)
         return
-    # This process loads the worker's machine code: import Numba meanwhile, off the caller.
-    _enqueue(_import_backend, compiled, None)
     from jitgrad.backend.numba.signature import signature_spec
 
     def started() -> None:
@@ -65,6 +76,8 @@ def start(compiled, on_done=None) -> None:
         on_start=started,
     )
     future.add_done_callback(lambda f: _enqueue(_load_from_worker, compiled, f))
+    # This process loads the worker's machine code: import Numba meanwhile.
+    import jitgrad.backend.numba.compile  # noqa: F401
 
 
 def run(build) -> None:
@@ -73,7 +86,7 @@ def run(build) -> None:
     token = _Job(build)
     with _pending_changed:
         _pending.add(token)
-    _enqueue(_run_build, token, None)
+    _enqueue(_run_build, token, None, before_exit=True)
 
 
 class _Job:
@@ -168,13 +181,15 @@ def _on_disk(compiled) -> bool:
     return cache.has_disk_index(path)
 
 
-def _import_backend(_compiled, _unused) -> None:
-    import jitgrad.backend.numba.compile  # noqa: F401 - imports numba
-
-
-def _enqueue(job, compiled, argument) -> None:
+def _enqueue(job, compiled, argument, before_exit: bool = False) -> None:
+    """Queue `job(compiled, argument)` for the compile thread. A job `before_exit` (lowering
+    and handing a kernel to the worker, compiling without one) is waited for when the
+    program exits, so that its kernel still reaches the disk cache (`_exit_waits`)."""
     global _thread
-    _jobs.put((job, compiled, argument))
+    if before_exit:
+        with _before_exit_changed:
+            _before_exit[0] += 1
+    _jobs.put((job, compiled, argument, before_exit))
     with _worker_lock:
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run_jobs, name="jitgrad-compile", daemon=True)
@@ -183,13 +198,33 @@ def _enqueue(job, compiled, argument) -> None:
 
 def _run_jobs() -> None:
     while True:
-        job, compiled, argument = _jobs.get()
+        job, compiled, argument, before_exit = _jobs.get()
         try:
             job(compiled, argument)
         except Exception as exc:  # e.g. a warning turned into an error: never leave it pending
             if compiled.state != "compiled":
                 compiled.state, compiled.failure = "failed", exc
             _finish(compiled)
+        finally:
+            if before_exit:
+                with _before_exit_changed:
+                    _before_exit[0] -= 1
+                    _before_exit_changed.notify_all()
+
+
+_before_exit = [0]  # queued or running `before_exit` jobs
+_before_exit_changed = threading.Condition()
+
+
+@atexit.register
+def _exit_waits() -> None:
+    """At exit, finish the jobs whose kernel would otherwise never reach the disk cache,
+    within `config.compile_exit_budget` seconds; what the worker has been given, it finishes
+    after this process is gone (worker.py)."""
+    deadline = time.monotonic() + config.compile_exit_budget
+    with _before_exit_changed:
+        while _before_exit[0] and time.monotonic() < deadline:
+            _before_exit_changed.wait(deadline - time.monotonic())
 
 
 def _load_from_worker(compiled, future) -> None:
@@ -217,15 +252,23 @@ def _compile_here(compiled, _unused) -> None:
         compiled.load_and_compile()
         compiled.serve_kernel()
     except Exception as exc:
-        compiled.state = "failed"
-        compiled.failure = exc
+        _failed(compiled, exc)
+        return
+    _finish(compiled)
+
+
+def _failed(compiled, exc: Exception) -> None:
+    compiled.state = "failed"
+    compiled.failure = exc
+    try:
         warnings.warn(
             f"jitgrad: compiling {compiled.name} failed ({exc}); its calls keep running on "
             "the numpy fallback",
             RuntimeWarning,
             stacklevel=2,
         )
-    _finish(compiled)
+    finally:
+        _finish(compiled)
 
 
 def _finish(compiled) -> None:

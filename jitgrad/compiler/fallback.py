@@ -19,13 +19,17 @@ from jitgrad.ir.execute import make_executor
 
 
 def make_fallback(compiled):
-    """`run(arrays, aliases=None)` for `compiled` (a function.Compiled) on numpy."""
-    execute = make_executor(compiled.graph, compiled.name)
+    """`run(arrays, aliases=None)` for `compiled` (a function.Compiled) on numpy: its traced
+    graph, so that a first call waits for no optimisation pass (those run in the background
+    before the compile)."""
+    graph = compiled.traced
+    execute = make_executor(graph, compiled.name)
     variables = compiled.variables
     out_tree = compiled.out_tree
     wrappers = []
-    for (kind, _), v in zip(compiled.kernel_source.outputs, compiled.graph.outputs):
-        if kind == "ret" and v.aval.ndim == 0:
+    for v in graph.outputs:
+        if v.aval.ndim == 0 and v not in graph.consts and v not in graph.inputs:
+            # What the kernel returns as a number (emit.py's "ret" outputs).
             scalar = compiled_scalar_type(v.aval.dtype)
             wrappers.append(lambda value, scalar=scalar: scalar(value.item()))
         else:

@@ -44,16 +44,21 @@ log = logging.getLogger("jitgrad")
 @dataclass(eq=False)
 class Compiled:
     """One compiled version: the graph, its kernel, and how to call it. Made by
-    `compile_graph` only; `load` fills the kernel fields, which stay None until then."""
+    `compile_graph` (lowered at once) or by a JitFunction's miss (`lower` runs later, in
+    the background: the numpy fallback runs the traced graph meanwhile); `load` fills the
+    kernel fields, which stay None until then."""
 
     name: str
-    traced: Graph  # as traced: debug_nans replays it op by op
-    graph: Graph  # optimised
-    schedule: Schedule  # fused loop groups and calls (train_step plans donations from it)
-    kernel_source: KernelSource
+    traced: Graph  # as traced: the fallback runs it, debug_nans replays it op by op
     variables: list  # Variables read at each call, after the explicit inputs
     out_tree: object
-    input_indices: list  # the traced inputs the kernel takes (see compile_graph)
+    fastmath: bool = False
+    prune_inputs: bool = False  # see `lower`
+    # Set by `lower`:
+    graph: Graph | None = None  # optimised
+    schedule: Schedule | None = None  # fused loops and calls (train_step plans donations)
+    kernel_source: KernelSource | None = None
+    input_indices: list | None = None  # the traced inputs the kernel takes
     serialize: bool = False  # run parallel kernels one at a time (set by `load`)
     kernel: object = None  # the Numba dispatcher
     path: str | None = None  # its generated module
@@ -67,6 +72,34 @@ class Compiled:
     failure: Exception | None = None  # why its background compile failed
     pools: threading.local = field(default_factory=threading.local)  # buffers (call_path)
     entries: dict = field(default_factory=dict)  # signature.entry_key -> fast entry
+
+    def lower(self, seconds: list | None = None) -> None:
+        """Optimise, fuse and emit the traced graph (once; adds its time to `seconds[1]`).
+        With `prune_inputs`, inputs the optimised graph no longer reads are dropped from the
+        kernel and `input_indices` lists the ones kept (the tape passes only those)."""
+        from jitgrad.backend.numba.kernels import kernel_source
+        from jitgrad.passes import optimize
+        from jitgrad.passes.fuse import fuse
+
+        if self.kernel_source is not None:
+            return
+        start = time.perf_counter()
+        optimized = optimize(self.traced)
+        indices = list(range(len(self.traced.inputs)))
+        if self.prune_inputs:
+            read = {v for e in optimized.eqns for v in e.inputs} | set(optimized.outputs)
+            indices = [k for k, v in enumerate(optimized.inputs) if v in read]
+            optimized = Graph(
+                tuple(optimized.inputs[k] for k in indices),
+                optimized.eqns,
+                optimized.outputs,
+                optimized.consts,
+            )
+        self.graph, self.input_indices = optimized, indices
+        self.schedule = fuse(optimized)
+        self.kernel_source = kernel_source(self.schedule, self.name, self.fastmath)
+        if seconds is not None:
+            seconds[1] += time.perf_counter() - start
 
     def load(self, in_memory: bool = False) -> None:
         from jitgrad.backend.numba.cache import has_disk_index
@@ -339,10 +372,11 @@ class JitFunction:
             compiled = self._versions.get(key)
             if compiled is None:
                 self._misses += 1
-                compiled, _ = self._build(args)
+                blocking = config.compile == "blocking"
+                compiled, _ = self._build(args, lower=blocking)
                 if tape_stack.get() and self._watched_by_tape(args, compiled):
                     return self._eager(compiled, args)  # not kept: the next call compiles
-                if config.compile == "blocking":
+                if blocking:
                     start = time.perf_counter()
                     result = self._first_run(compiled, arrays)
                     self._compiled(compiled, time.perf_counter() - start)
@@ -351,7 +385,7 @@ class JitFunction:
                     # for a while (the worker's start, the check of the disk cache).
                     compiled.run = make_fallback(compiled)
                     result = self._run(compiled, arrays)
-                    background.start(compiled, self._compiled)
+                    background.start(compiled, self._compiled, self._seconds)
                 self._versions[key] = compiled
                 while len(self._versions) > config.max_versions_per_function:
                     self._versions.popitem(last=False)
@@ -374,18 +408,19 @@ class JitFunction:
         failed: see `cache_info().states`); False if `timeout` (seconds) ran out first."""
         return background.wait(list(self._versions.values()), timeout)
 
-    def _build(self, args):
+    def _build(self, args, lower: bool = True):
+        """A new version for `args`: traced, and lowered unless the background will."""
         start = time.perf_counter()
         traced, variables, out_tree = self._trace(args)
         self._seconds[0] += time.perf_counter() - start
-        compiled = compile_graph(
-            traced, self.name, out_tree, variables, self.fastmath, self._seconds
-        )
-        self._log(
-            f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
-            f"{len(traced.eqns)} ops; trace {time.perf_counter() - start:.3f} s -> "
-            f"{len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps"
-        )
+        _check_backend_dtypes(traced, self.name)
+        compiled = Compiled(self.name, traced, variables, out_tree, self.fastmath)
+        message = f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
+        message += f"{len(traced.eqns)} ops in {time.perf_counter() - start:.3f} s"
+        if lower:
+            compiled.lower(self._seconds)
+            message += f" -> {len(compiled.graph.eqns)} ops in {len(compiled.schedule.steps)} steps"
+        self._log(message)
         return compiled, traced
 
     def _trace(self, args):
@@ -503,40 +538,11 @@ def compile_graph(
     seconds=None,
     prune_inputs=False,
 ) -> Compiled:
-    """Optimise, fuse and emit `graph`; the kernel is loaded by `Compiled.load`. With
-    `prune_inputs`, inputs the optimised graph no longer reads are dropped from the kernel and
-    `compiled.input_indices` lists the ones kept (the tape passes only those)."""
-    from jitgrad.backend.numba.kernels import kernel_source
-    from jitgrad.passes import optimize
-    from jitgrad.passes.fuse import fuse
-
-    start = time.perf_counter()
-    optimized = optimize(graph)
-    indices = list(range(len(graph.inputs)))
-    if prune_inputs:
-        read = {v for e in optimized.eqns for v in e.inputs} | set(optimized.outputs)
-        indices = [k for k, v in enumerate(optimized.inputs) if v in read]
-        optimized = Graph(
-            tuple(optimized.inputs[k] for k in indices),
-            optimized.eqns,
-            optimized.outputs,
-            optimized.consts,
-        )
-    schedule = fuse(optimized)
-    _check_backend_dtypes(optimized, name)
-    source = kernel_source(schedule, name, fastmath)
-    compiled = Compiled(
-        name,
-        graph,
-        optimized,
-        schedule,
-        source,
-        list(variables),
-        out_tree,
-        indices,
-    )
-    if seconds is not None:
-        seconds[1] += time.perf_counter() - start
+    """A lowered version of `graph` (see `Compiled.lower`); the kernel is loaded by
+    `Compiled.load`."""
+    compiled = Compiled(name, graph, list(variables), out_tree, fastmath, prune_inputs)
+    _check_backend_dtypes(graph, name)
+    compiled.lower(seconds)
     return compiled
 
 

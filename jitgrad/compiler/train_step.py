@@ -132,14 +132,15 @@ class TrainStep(JitFunction):
         return plan
 
     def _run(self, compiled: Compiled, arrays: list):
-        aliases, copies, updated = self._donation(compiled)
         if compiled.state == "compiled":
+            aliases, copies, _ = self._donation(compiled)
             outputs = compiled.run(arrays, {j: arrays[k] for j, k in aliases.items()})
         else:
             # The numpy fallback (tiered execution) writes nothing in place: copy every update
             # back, after the whole step succeeded, as the kernel's copies are.
             outputs = compiled.run(arrays)
-            first = len(compiled.graph.outputs) - updated
+            updated = _count_updated(compiled)
+            first = len(compiled.traced.outputs) - updated
             copies = [(first + k, k) for k in range(updated)]
         flat = pytree.flatten(outputs)[0]
         for out_index, in_index in copies:
