@@ -114,23 +114,20 @@ def _run_build(job, _unused) -> None:
 
 def wait(versions, timeout: float | None = None) -> bool:
     """Block until each of `versions` is compiled or failed; False if `timeout` ran out."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with _pending_changed:
-        while any(v in _pending for v in versions):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            _pending_changed.wait(remaining)
-    return True
+    return _wait_until(lambda: not any(v in _pending for v in versions), timeout)
 
 
 def wait_for_compiles(timeout: float | None = None) -> bool:
     """Block until every background compile of this process has finished (compiled or
     failed), including those that finishing ones start; False if `timeout` (seconds) ran out
     first."""
+    return _wait_until(lambda: not _pending, timeout)
+
+
+def _wait_until(done, timeout: float | None) -> bool:
     deadline = None if timeout is None else time.monotonic() + timeout
     with _pending_changed:
-        while _pending:
+        while not done():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
