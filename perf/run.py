@@ -1,4 +1,4 @@
-"""Run the perf/ suite: every workload (W1-W7) on jitgrad, the hand-written references and the
+"""Run the perf/ suite: every workload (W1-W7, W9) on jitgrad, the hand-written references and the
 installed peers, one fresh process per (workload, system); write a markdown report and a bar
 chart of the ratios.
 
@@ -6,6 +6,7 @@ chart of the ratios.
     python perf/run.py --only W2,W3         # some workloads
     python perf/run.py --threads 1          # every library limited to one thread
     python perf/run.py --quick              # fewer repetitions: a smoke test
+    python perf/run.py --only W9 --w9-big   # compile cost, with the minutes-long programs
 
 A complete run writes perf/results/latest.md, latest.png and latest.json (and refreshes the
 table in perf/README.md); a partial one (--only, --quick, --threads, --systems) writes
@@ -44,7 +45,9 @@ from _harness import (  # noqa: E402
     thread_env,
 )
 
-ORDER = list(SCRIPTS)
+# W9 (compile cost) is run by run_w9 from its own script, not through _harness's protocol.
+ORDER = [*SCRIPTS, "W9"]
+SPECIAL = ("W4", "W9")  # fresh-process workloads with their own runner and table
 # Row order of the tables (workload-specific systems go after jitgrad).
 SYSTEM_ORDER = [
     "jitgrad",
@@ -380,16 +383,137 @@ def run_w4(env, threads, quick, pytensor, systems_filter, reps) -> list[dict]:
             "median": statistics.median(runs["cold"]),
             "warm_median": statistics.median(runs["warm"]),
             "note": "" if system in w4.HAS_CACHE else "no on-disk compile cache",
+            "mode": runs.get("mode", ""),
             "wall": time.monotonic() - start,
         }
+        serves = ""
+        if system not in w4.EAGER:
+            record["cold_serving"] = runs["cold_serving"]
+            record["warm_serving"] = runs["warm_serving"]
+            record["serving_median"] = statistics.median(runs["cold_serving"])
+            record["warm_serving_median"] = statistics.median(runs["warm_serving"])
+            serves = (
+                f"; kernel serving cold {record['serving_median']:.2f} s, warm "
+                f"{record['warm_serving_median']:.2f} s"
+            )
+        if record["mode"]:
+            record["note"] = f"compile mode {record['mode']}; {record['note']}".rstrip("; ")
         results.append(record)
         print(
             f"  W4   {base['label'][:38]:38} cold {record['median']:.2f} s, warm "
-            f"{record['warm_median']:.2f} s ({len(runs['cold'])} reps)  "
+            f"{record['warm_median']:.2f} s{serves} ({len(runs['cold'])} reps)  "
             f"[{record['wall']:.1f} s]",
             flush=True,
         )
     return results
+
+
+def run_w9(env, threads, quick, systems_filter, args) -> list[dict]:
+    """W9 compile cost: per program and system, samples in fresh processes (w9_compile.py)."""
+    import w9_compile as w9
+
+    names = w9.programs(args.w9_big, args.w9_programs, quick)
+    limit = args.w9_timeout or w9.TIMEOUT
+    reps = args.w9_reps or (1 if quick else w9.REPS)
+    results = []
+    for program in names:
+        results.append(
+            {
+                "workload": "W9",
+                "system": "-",
+                "program": program,
+                "status": "program",
+                "label": w9.title(program),
+            }
+        )
+    for program in w9.skipped_programs(args.w9_big, args.w9_programs, quick):
+        results.append(
+            {
+                "workload": "W9",
+                "system": "-",
+                "program": program,
+                "status": "not run",
+                "label": w9.title(program),
+                "note": "not in this run: `--w9-big` runs it (minutes per system today)"
+                if program in w9.BIG_PROGRAMS
+                else "not in this run (--quick or --w9-programs)",
+            }
+        )
+    systems = []
+    for system in w9.SYSTEMS:
+        wanted = {system, "jitgrad"} if system == "jitgrad_blocking" else {system}
+        if not systems_filter or wanted & systems_filter:
+            python, why = interpreter(w9.REQUIRES[system], None)
+            systems.append((system, python, why))
+    if any(s.startswith("jitgrad") and python for s, python, _ in systems):
+        # One untimed process compiles jitgrad's own helpers (BLAS wrappers, vmath) into
+        # Numba's cache as installed, if they are not there yet: every sample then measures a
+        # new program on an installation that has been used before.
+        python = next(python for s, python, _ in systems if s.startswith("jitgrad") and python)
+        seconds = w9.warm_helpers(python, env)
+        print(f"  W9   jitgrad's helpers warmed up (untimed process, {seconds:.1f} s)", flush=True)
+    tiered = None  # learnt from the first jitgrad sample
+    ran_out: dict = {}  # (system, program kind) -> the size that ran out of time
+    # Programs in the outer loop: the systems take turns, so that load from other processes
+    # during one stretch of the run does not fall on one system only.
+    for program in names:
+        kind, n = w9.parse(program)
+        for system, python, why in systems:
+            label = w9.LABELS.get(system, system)
+            base = {
+                "workload": "W9",
+                "system": system,
+                "program": program,
+                "unit": "s",
+                "label": label,
+                "limit": limit,
+            }
+            if python is None:
+                results.append({**base, "status": "absent", "note": why})
+                continue
+            if system == "jitgrad_blocking" and tiered is False:
+                continue  # the jitgrad row is the blocking compile (its note says so)
+            if n > ran_out.get((system, kind), n):
+                smaller = w9.title(f"{kind}{ran_out[system, kind]}")
+                results.append(
+                    {
+                        **base,
+                        "status": "not run",
+                        "note": f"{smaller} already took > {limit:.0f} s",
+                    }
+                )
+                print(f"  W9   {program:10} {label[:28]:28} not run (smaller ran out)", flush=True)
+                continue
+            start = time.monotonic()
+            try:
+                summary = w9.measure(python, system, program, env, reps, w9.BUDGET, limit)
+            except Exception as exc:  # a failing system must not stop the suite
+                summary = {"status": "error", "note": f"{type(exc).__name__}: {exc}"[:300]}
+            record = {**base, **summary, "wall": time.monotonic() - start}
+            if system == "jitgrad" and record.get("tiered") is not None:
+                tiered = bool(record["tiered"])
+            if record["status"] == "timeout":
+                ran_out[system, kind] = min(n, ran_out.get((system, kind), n))
+            results.append(record)
+            print("  W9   " + w9_line(record), flush=True)
+    return results
+
+
+def w9_seconds(x, limit) -> str:
+    return f"> {limit:.0f}" if x is None else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+def w9_line(r) -> str:
+    head = f"{r['program']:10} {r['label'][:28]:28}"
+    if r["status"] not in ("ok", "timeout"):
+        return f"{head} {r['status']}: {r.get('note', '')[:150]}"
+    limit = r["limit"]
+    n = len(r["samples"])
+    return (
+        f"{head} first result {w9_seconds(r['first'], limit)} s, kernel serving "
+        f"{w9_seconds(r['serving'], limit)} s, import {r['import'] or 0:.2f} s "
+        f"({n} sample{'s' if n > 1 else ''}, mode {r.get('mode')})  [{r['wall']:.1f} s]"
+    )
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -445,24 +569,200 @@ def w4_table(results) -> list[str]:
     jg = rows.get("jitgrad")
     lines = [
         "| system | cold cache s (median) | cold runs | warm cache s (median) | warm runs "
+        "| kernel serves, cold s (runs) | kernel serves, warm s (runs) "
         "| cold / jitgrad | warm / jitgrad | notes |",
-        "|---|---:|---|---:|---|---:|---:|---|",
+        "|---|---:|---|---:|---|---|---|---:|---:|---|",
     ]
+    runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     for system in sorted(rows, key=lambda s: SYSTEM_ORDER.index(s)):
         r = rows[system]
         label = f"**{r['label']}**" if system.startswith("jitgrad") else r["label"]
         if r["status"] != "ok":
-            lines.append(f"| {label} | {r['status']} | | | | | | {r.get('note', '')} |")
+            lines.append(f"| {label} | {r['status']} | | | | | | | | {r.get('note', '')} |")
             continue
         qc, qw = ratio(r, jg), ratio(r, jg, "warm_median")
-        runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        serves = ["—", "—"]  # eager systems: no kernel
+        if "cold_serving" in r:
+            serves = [
+                f"{r['serving_median']:.2f} ({runs(r['cold_serving'])})",
+                f"{r['warm_serving_median']:.2f} ({runs(r['warm_serving'])})",
+            ]
         lines.append(
             f"| {label} | {r['median']:.2f} | {runs(r['cold'])} | "
-            f"{r['warm_median']:.2f} | {runs(r['warm'])} | "
+            f"{r['warm_median']:.2f} | {runs(r['warm'])} | {serves[0]} | {serves[1]} | "
             f"{'' if qc is None else f'{qc:.2f}'} | "
             f"{'' if qw is None else f'{qw:.2f}'} | {r.get('note', '')} |"
         )
     return lines
+
+
+def w9_table(results) -> list[str]:
+    import w9_compile as w9
+
+    rows = [r for r in results if r["workload"] == "W9"]
+    if not rows:
+        return []
+    lines = [
+        "| program | system | first result s | kernel serving s | serving / jitgrad serving "
+        "| import s | samples: first (; serving, where it differs) | max rel. error | notes |",
+        "|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    programs = w9.table_order({r["program"] for r in rows})
+    for program in programs:
+        here = [r for r in rows if r["program"] == program]
+        head = next((r for r in here if r["system"] == "-"), None)
+        name = w9.title(program)
+        if head and head["status"] == "not run":
+            lines.append(f"| {name} | all | not run | | | | | | {head['note']} |")
+            continue
+        systems = [r for r in here if r["system"] != "-"]
+        systems.sort(key=lambda r: w9.SYSTEMS.index(r["system"]))
+        jg = next((r for r in systems if r["system"] == "jitgrad"), None)
+        for r in systems:
+            label = f"**{r['label']}**" if r["system"].startswith("jitgrad") else r["label"]
+            if r["status"] not in ("ok", "timeout"):
+                lines.append(
+                    f"| {name} | {label} | {r['status']} | | | | | | {r.get('note', '')} |"
+                )
+                continue
+            limit = r["limit"]
+            first, serving = w9_seconds(r["first"], limit), w9_seconds(r["serving"], limit)
+            q = ""
+            if jg and jg.get("serving") and r.get("serving") and r is not jg:
+                q = f"{r['serving'] / jg['serving']:.2f}"
+            elif jg and jg.get("serving") and r.get("serving") is None and r is not jg:
+                q = f"> {limit / jg['serving']:.1f}"
+            elif r is jg and r.get("serving"):
+                q = "1.00"
+            samples = r["samples"]
+            runs = ", ".join(w9_seconds(s["first"], limit) for s in samples)
+            servings = ", ".join(w9_seconds(s["serving"], limit) for s in samples)
+            if servings != runs:
+                runs += "; " + servings
+            err = "" if r.get("err") is None else f"{r['err']:.1e}"
+            lines.append(
+                f"| {name} | {label} | {first} | {serving} | {q} | "
+                f"{r['import'] or 0:.2f} | {runs} | {err} | {w9_note(r)} |"
+            )
+    return lines
+
+
+def w9_note(r) -> str:
+    if r["system"] == "jax":
+        parts = ["jit(value_and_grad), no persistent cache; first result = serving"]
+    elif not r.get("tiered"):
+        parts = ["blocking: this jitgrad has no background compile (first result = serving)"]
+    elif r.get("mode") == "blocking":
+        parts = ["compile mode blocking (JITGRAD_COMPILE=blocking)"]
+    else:
+        states = ", ".join(r.get("first_states") or ()) or "?"
+        parts = [f"compile mode {r.get('mode')}; after the first call: {states}"]
+    if r["status"] == "timeout":
+        parts.append(f"killed at {r['limit']:.0f} s from the first call's start")
+    if r.get("note"):
+        parts.append(r["note"])
+    return "; ".join(parts)
+
+
+def targets12(results) -> list[str]:
+    """Issue 12's compile-cost targets, judged on this run's W4 and W9 numbers."""
+    rows = []
+
+    def w9(program, system):
+        return next(
+            (
+                r
+                for r in results
+                if r["workload"] == "W9"
+                and r.get("program") == program
+                and r["system"] == system
+                and r["status"] in ("ok", "timeout")
+            ),
+            None,
+        )
+
+    def s(r, field):
+        if r is None:
+            return "n/a"
+        return w9_seconds(r.get(field), r["limit"]) + " s"
+
+    def yes(cond):
+        return "n/a" if cond is None else ("**yes**" if cond else "**no**")
+
+    w4 = by_system(results, "W4")
+    jg4, jax4 = w4.get("jitgrad"), w4.get("jax")
+    if jg4 and jg4.get("status") == "ok":
+        jaxs = (
+            f"; JAX {jax4['median']:.2f} / {jax4['warm_median']:.2f} s"
+            if jax4 and jax4.get("status") == "ok"
+            else ""
+        )
+        ahead = (
+            jg4["median"] < jax4["median"] and jg4["warm_median"] < jax4["warm_median"]
+            if jax4 and jax4.get("status") == "ok"
+            else None
+        )
+        rows.append(
+            (
+                "W4 time to first gradient, cold / warm cache",
+                "<= 0.5 / 0.4 s, ahead of JAX in the same run",
+                f"{jg4['median']:.2f} / {jg4['warm_median']:.2f} s{jaxs}",
+                yes(jg4["median"] <= 0.5 and jg4["warm_median"] <= 0.4 and ahead is not False),
+            )
+        )
+        if "serving_median" in jg4:
+            rows.append(
+                (
+                    "W4 time until the compiled kernel serves, cold",
+                    "<= 2.0 s",
+                    f"{jg4['serving_median']:.2f} s (compile mode {jg4.get('mode') or '?'})",
+                    yes(jg4["serving_median"] <= 2.0),
+                )
+            )
+    r100, j100 = w9("ode100", "jitgrad"), w9("ode100", "jax")
+    if r100:
+        jax = f"; JAX {s(j100, 'first')}" if j100 else ""
+        ok = None
+        if r100["status"] == "ok":
+            ok = r100["first"] <= 1.0 and r100["serving"] <= 5.0
+        elif r100.get("first") is not None and r100["first"] > 1.0:
+            ok = False
+        rows.append(
+            (
+                "W9 unrolled ODE, T = 100: first gradient / kernel serving",
+                "<= 1 s / <= 5 s",
+                f"{s(r100, 'first')} / {s(r100, 'serving')}{jax}",
+                yes(False if r100["status"] == "timeout" else ok),
+            )
+        )
+    r1000, j1000 = w9("ode1000", "jitgrad"), w9("ode1000", "jax")
+    if r1000:
+        growth = (
+            r1000["serving"] / r100["serving"]
+            if r100 and r100.get("serving") and r1000.get("serving")
+            else None
+        )
+        jax = f"; JAX {s(j1000, 'first')}" if j1000 else ""
+        ok = (
+            False
+            if r1000["status"] == "timeout"
+            else growth is not None and r1000["serving"] <= 30 and growth <= 12
+        )
+        rows.append(
+            (
+                "W9 unrolled ODE, T = 1,000: kernel serving",
+                "<= 30 s, growth from T = 100 to 1,000 <= 12x",
+                f"{s(r1000, 'serving')}"
+                + ("" if growth is None else f", {growth:.1f}x T = 100")
+                + jax,
+                yes(ok),
+            )
+        )
+    if not rows:
+        return []
+    out = ["| measure | target | measured (jitgrad) | met? |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return out
 
 
 def targets(results, machine) -> list[str]:
@@ -638,8 +938,18 @@ def report(meta, sections) -> str:
             summary = targets(results, machine)
             if summary:
                 lines += [f"### Targets (issue 6), {section['thread_short']}", ""] + summary + [""]
+            summary = targets12(results)
+            if summary:
+                lines += ["### Targets (issue 12, compile cost)", ""] + summary + [""]
         for workload in section["workloads"]:
-            if workload.key == "W4":
+            if workload.key == "W9":
+                table = w9_table(results)
+                title = (
+                    "W9 compile cost (fresh process per sample, empty JITGRAD_CACHE_DIR, Numba's "
+                    "cache of jitgrad's own helpers as installed; seconds from the first call's "
+                    "start, the import on its own), seconds"
+                )
+            elif workload.key == "W4":
                 table = w4_table(results)
                 title = (
                     "W4 time to first gradient (fresh process: import + trace/compile + "
@@ -666,6 +976,8 @@ def chart(sections, path) -> str | None:
         suffix = "" if section["threads"] is None else f" ({section['threads']} thr)"
         results = section["results"]
         for workload in section["workloads"]:
+            if workload.key == "W9":  # its own table; JAX mostly runs out of time
+                continue
             rows = by_system(results, workload.key)
             jg = rows.get("jitgrad")
             if not jg or jg.get("status") != "ok":
@@ -752,6 +1064,23 @@ def main(argv=None) -> int:
         "--w4-reps", type=int, help="W4 repetitions (default: 3 within a time budget, quick 1)"
     )
     parser.add_argument(
+        "--w9-big",
+        action="store_true",
+        help="W9 also runs the unrolled ODE with T = 1,000 and the 5,000-op chain (minutes each)",
+    )
+    parser.add_argument(
+        "--w9-programs",
+        help="W9 programs instead of the standard ones, e.g. ode10,ode40,chain500,mlp",
+    )
+    parser.add_argument(
+        "--w9-timeout",
+        type=float,
+        help="W9 time limit per program from the first call's start (default 180 s)",
+    )
+    parser.add_argument(
+        "--w9-reps", type=int, help="W9 samples per program (default: 3 within 60 s, quick 1)"
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         help="rounds over the steady-state systems (default 2, in the "
@@ -765,7 +1094,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     only = [w.strip() for w in args.only.split(",")] if args.only else ORDER
-    unknown = [w for w in only if w not in SCRIPTS]
+    unknown = [w for w in only if w not in ORDER]
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {ORDER}")
     systems_filter = set(args.systems.split(",")) if args.systems else None
@@ -773,9 +1102,12 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(PERF_DIR, "results", "latest.md" if complete else "partial.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
-    modules = {key: importlib.import_module(SCRIPTS[key]) for key in only if key != "W4"}
+    modules = {key: importlib.import_module(SCRIPTS[key]) for key in only if key not in SPECIAL}
     workloads = {key: next(w for w in modules[key].WORKLOADS if w.key == key) for key in modules}
-    w4 = types.SimpleNamespace(key="W4", title="time to first gradient", unit="s", floor=None)
+    special = {
+        "W4": types.SimpleNamespace(key="W4", title="time to first gradient", unit="s", floor=None),
+        "W9": types.SimpleNamespace(key="W9", title="compile cost", unit="s", floor=None),
+    }
 
     pytensor = pytensor_python()
     passes = [(args.threads, only, True, args.rounds or (1 if args.quick else 2))]
@@ -827,7 +1159,7 @@ def main(argv=None) -> int:
         meta.setdefault("openblas", machine.get("blas", "?"))
         results, load = [], {}
         before = os.getloadavg()[0]
-        compiled_keys = {k: workloads[k] for k in keys if k != "W4"}
+        compiled_keys = {k: workloads[k] for k in keys if k not in SPECIAL}
         if compiled_keys:
             results += run_systems(
                 compiled_keys, env, threads, args.quick, pytensor, systems_filter, rounds
@@ -838,6 +1170,11 @@ def main(argv=None) -> int:
             print("  W4: fresh processes, cold then warm cache", flush=True)
             results += run_w4(env, threads, args.quick, pytensor, systems_filter, args.w4_reps)
             load["W4"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
+        if "W9" in keys:
+            before = os.getloadavg()[0]
+            print("  W9: compile cost, a fresh process per sample with an empty cache", flush=True)
+            results += run_w9(env, threads, args.quick, systems_filter, args)
+            load["W9"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
         failed |= any(r["status"] in ("MISMATCH", "error") for r in results)
         sections.append(
             {
@@ -848,7 +1185,7 @@ def main(argv=None) -> int:
                 "results": results,
                 "load": load,
                 "targets": with_targets,
-                "workloads": [workloads.get(k, w4) for k in keys],
+                "workloads": [workloads.get(k) or special[k] for k in keys],
             }
         )
     meta["wall"] = time.monotonic() - started
@@ -883,6 +1220,9 @@ def main(argv=None) -> int:
             summary = targets(section["results"], section["machine"])
             if summary:
                 print(f"\nTargets, {section['thread_short']}:\n" + "\n".join(summary))
+            summary = targets12(section["results"])
+            if summary:
+                print("\nTargets (issue 12, compile cost):\n" + "\n".join(summary))
     if failed:
         print(
             "\n*** some systems FAILED their value/gradient check or crashed: see the table",

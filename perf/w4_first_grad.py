@@ -2,6 +2,14 @@
 (trace/compile) and computes the first W3 value and gradients; seconds from process start,
 first with an empty on-disk compile cache, then with the cache that run left behind (warm).
 
+Second metric, time until the kernel serves: seconds from process start until the compiled
+kernel serves the calls. jitgrad with tiered execution (`jitgrad.wait_for_compiles` exists) may
+return the first gradient from its numpy fallback while the kernel compiles in the background:
+the child then calls `fn.wait()` and checks that the version's state is "compiled". Without
+tiered execution, in jitgrad's "blocking" mode and for the compiled peers (no fallback), it is
+the time to the first gradient; the eager systems (numpy, PyTorch eager, TensorFlow eager) have
+no kernel and no such time.
+
 Each measurement is a new process started by the parent; the child reports the clock
 (`time.monotonic`, system-wide) when its first value+grad is ready, then checks it against the
 float64 reference. Caches: jitgrad JITGRAD_CACHE_DIR (and NUMBA_CACHE_DIR, so that Numba's
@@ -71,6 +79,9 @@ def cache_env(system: str, directory: str) -> dict:
 HAS_CACHE = ("jitgrad", "jitgrad_kernel", "numba", "jax", "torch_compile", "pytensor")
 
 
+EAGER = ("numpy", "torch", "tf")  # no compiled kernel: no "kernel serves" time
+
+
 def child(system: str) -> None:
     import numpy as np
 
@@ -78,17 +89,40 @@ def child(system: str) -> None:
     from _harness import compare_all
 
     d = w3_mlp.data()
-    bench = getattr(w3_mlp, f"setup_{SETUP.get(system, system)}")(d)
-    out = bench.call()
+    fn, mode = None, ""
+    if SETUP.get(system, system) == "jitgrad":
+        # As w3_mlp.setup_jitgrad, keeping the jitted function to wait for its kernel.
+        import jitgrad as jg
+
+        fn = jg.jit_grad(w3_mlp.loss_jitgrad, wrt=0)
+        call, result = (lambda: fn(d.params, d.X, d.y)), w3_mlp._dict_result
+        tiered = hasattr(jg, "wait_for_compiles")
+        mode = getattr(jg.config, "compile", "blocking") if tiered else "blocking"
+        worker = getattr(jg.config, "compile_worker", None)
+        if mode == "background" and worker:
+            mode += f" ({worker} worker)"
+    else:
+        bench = getattr(w3_mlp, f"setup_{SETUP.get(system, system)}")(d)
+        call, result = bench.call, bench.result
+    out = call()
     ready = time.monotonic()
-    value, grads = bench.result(out)
+    serving = ready
+    if fn is not None and hasattr(fn, "wait"):
+        waited = fn.wait()
+        serving = time.monotonic()
+        states = tuple(getattr(fn.cache_info(), "states", ()) or ())
+        if not waited or not states or any(s != "compiled" for s in states):
+            raise RuntimeError(f"the kernel does not serve: wait() {waited}, states {states}")
+    value, grads = result(out)
     ref_value, ref_grads = w3_mlp.reference(d)
     compare_all(np.asarray(value), grads, ref_value, ref_grads, 1e-4)
-    print(TAG + json.dumps({"ready": ready, "child_start": _START}), flush=True)
+    info = {"ready": ready, "serving": serving, "child_start": _START, "mode": mode}
+    print(TAG + json.dumps(info), flush=True)
 
 
 def one_process(python: str, system: str, env: dict, timeout: float = 600.0) -> dict:
-    """Seconds from starting the process to its first checked value+grad."""
+    """Seconds from starting the process to its first checked value+grad, and to the kernel
+    serving the calls."""
     script = os.path.abspath(__file__)
     start = time.monotonic()
     proc = subprocess.run(
@@ -101,30 +135,38 @@ def one_process(python: str, system: str, env: dict, timeout: float = 600.0) -> 
     for line in proc.stdout.splitlines():
         if line.startswith(TAG):
             info = json.loads(line[len(TAG) :])
-            return {"seconds": info["ready"] - start, "interpreter": info["child_start"] - start}
+            return {
+                "seconds": info["ready"] - start,
+                "serving": info["serving"] - start,
+                "interpreter": info["child_start"] - start,
+                "mode": info.get("mode", ""),
+            }
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     raise RuntimeError(f"W4 {system}: no result (exit {proc.returncode}): {' | '.join(tail)}")
 
 
 def measure(python: str, system: str, base_env: dict, reps: int, budget: float = 0.0) -> dict:
-    """Cold and warm seconds, each repetition with a fresh cache directory: `reps`
-    repetitions, or fewer (at least one) when another would take the system's time past
-    `budget` seconds (0: no budget)."""
-    cold, warm = [], []
+    """Cold and warm seconds (to the first gradient; `*_serving`: to the kernel serving), each
+    repetition with a fresh cache directory: `reps` repetitions, or fewer (at least one) when
+    another would take the system's time past `budget` seconds (0: no budget)."""
+    runs = {"cold": [], "warm": [], "cold_serving": [], "warm_serving": [], "mode": ""}
     start = time.monotonic()
-    while len(cold) < reps:
+    while len(runs["cold"]) < reps:
         rep_start = time.monotonic()
         directory = tempfile.mkdtemp(prefix=f"perf-w4-{system}-")
         try:
             env = {**base_env, **cache_env(system, directory)}
-            cold.append(one_process(python, system, env)["seconds"])
-            warm.append(one_process(python, system, env)["seconds"])
+            for which in ("cold", "warm"):
+                one = one_process(python, system, env)
+                runs[which].append(one["seconds"])
+                runs[f"{which}_serving"].append(one["serving"])
+                runs["mode"] = one["mode"]
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         now = time.monotonic()
         if budget and now - start + (now - rep_start) > budget:
             break
-    return {"cold": cold, "warm": warm}
+    return runs
 
 
 if __name__ == "__main__":
