@@ -40,27 +40,26 @@ def helper_signatures():
 
 
 def helpers_ready() -> bool:
-    """Whether this installation's helpers were all compiled before (a stamp in jitgrad's
-    cache: loading them all from Numba's cache just to find out would take seconds)."""
-    try:
-        return os.path.exists(_stamp_path())
-    except cache.CacheUnavailableError:
-        return False
+    """Whether this installation's helpers were all compiled before: a stamp beside their
+    machine code (loading them all from Numba's cache just to find out takes seconds)."""
+    return os.path.exists(_stamp_path())
 
 
 def mark_helpers_ready() -> None:
     try:
         with cache.private_writer(_stamp_path()) as fh:
             fh.write(cache.versions().encode())
-    except (OSError, cache.CacheUnavailableError):
+    except OSError:
         pass  # only the warm-up is repeated next time
 
 
 def _stamp_path() -> str:
-    """Per versions and per Numba cache directory (where the helpers' machine code is)."""
-    where = cache.versions() + "\0" + os.environ.get("NUMBA_CACHE_DIR", "")
-    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
-    return os.path.join(cache.cache_root(), f"helpers-{digest}.ready")
+    """In the directory where Numba caches the helpers (the package's `__pycache__`, or
+    NUMBA_CACHE_DIR), named after the versions that compiled them."""
+    from jitgrad.backend.numba import runtime
+
+    digest = hashlib.sha256(cache.versions().encode()).hexdigest()[:16]
+    return os.path.join(runtime.sum_step._cache._cache_path, f"jitgrad-helpers-{digest}.ready")
 
 
 def main() -> None:
