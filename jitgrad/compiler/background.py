@@ -38,6 +38,13 @@ _worker = None  # the CompileWorker, started on the first background compile
 _worker_lock = threading.Lock()
 
 
+def prepare() -> None:
+    """Start the compile worker now, off the caller's thread (a jitted function is being
+    created: its first call will want the worker, which takes a moment to import Numba)."""
+    if _worker is None and config.compile_worker == "process":
+        _enqueue(lambda _compiled, _unused: _compile_worker(), None, None)
+
+
 def start(compiled, on_done=None, seconds=None) -> None:
     """Lower (if it is not yet) and compile `compiled`'s kernel in the background;
     `on_done(compiled, seconds)` runs when it serves (or failed). `seconds` (a JitFunction's
@@ -199,6 +206,8 @@ def _run_jobs() -> None:
         try:
             job(compiled, argument)
         except Exception as exc:  # e.g. a warning turned into an error: never leave it pending
+            if compiled is None:
+                continue
             if compiled.state != "compiled":
                 compiled.state, compiled.failure = "failed", exc
             _finish(compiled)

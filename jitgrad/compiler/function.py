@@ -281,6 +281,8 @@ class JitFunction:
         self._warned_retrace = False
         functools.update_wrapper(self, fn)
         self.__class__ = type(type(self).__name__, (type(self),), {"__module__": __name__})
+        if config.compile == "background":
+            background.prepare()
 
     # -- hot path ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
