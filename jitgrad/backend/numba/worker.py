@@ -32,8 +32,6 @@ from concurrent.futures import Future
 
 from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
 
-WORKER_MODULE = "jitgrad.backend.numba.worker"
-
 
 class WorkerDiedError(RuntimeError):
     """The worker process ended (killed, crashed) before answering a request."""
@@ -43,8 +41,18 @@ class CompileWorker:
     """The parent's handle on one worker process: `submit` returns a Future of the reply."""
 
     def __init__(self, exit_budget: float):
+        # The worker must import this very jitgrad (and nothing from the working directory,
+        # which `python -m` or `-c` would put first on sys.path): the first path entry is
+        # replaced by the directory this jitgrad was imported from.
+        root = os.path.abspath(__file__)
+        for _ in range(4):  # .../jitgrad/backend/numba/worker.py -> ...
+            root = os.path.dirname(root)
+        start = (
+            f"import sys; sys.path[0] = {root!r}; "
+            f"from {__name__} import main; main({float(exit_budget)!r})"
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, str(exit_budget)],
+            [sys.executable, "-c", start],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -195,7 +203,3 @@ def _reply(out, message: dict) -> None:
         out.flush()
     except (OSError, ValueError):
         pass  # the parent is gone; the cache entry is what matters
-
-
-if __name__ == "__main__":
-    main(float(sys.argv[1]))
