@@ -4,6 +4,7 @@ recorded by any enclosing tape or trace, which is what makes higher derivatives 
 
 from __future__ import annotations
 
+from jitgrad.core.opdef import NOT_DIFFERENTIABLE
 from jitgrad.ops.elementwise import add
 
 
@@ -13,9 +14,13 @@ def backprop(eqns, seeds, sources) -> list:
     reach = {id(s) for s in sources if s.dtype.kind == "f"}
     relevant = []
     for e in eqns:
-        if e.op.differentiable and any(id(x) in reach for x in e.inputs):
-            reach.add(id(e.out))
-            relevant.append(e)
+        if e.op.vjp is NOT_DIFFERENTIABLE:
+            continue
+        for x in e.inputs:
+            if id(x) in reach:
+                reach.add(id(e.out))
+                relevant.append(e)
+                break
     cts: dict[int, object] = {}
     for value, ct in seeds:
         if id(value) in reach:

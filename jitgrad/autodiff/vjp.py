@@ -8,11 +8,12 @@ the same joint graph to the trace in progress.
 
 from __future__ import annotations
 
-import dataclasses
+import sys
 from collections.abc import Sequence
 
 from jitgrad.autodiff.backprop import backprop
 from jitgrad.core.dispatch import bind, current_trace, tape_stack
+from jitgrad.core.errors import user_frame
 from jitgrad.core.tensor import Tensor
 from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.ir.trace import Trace, tracing
@@ -60,37 +61,50 @@ def append_backward(
     seeded = [
         (env[y], ones_like_value(env[y]) if s is None else env[s]) for y, s in zip(outputs, seeds)
     ]
-    grads = backprop(eqns, seeded, [env[x] for x in wrt])
+    # Every op of the backward pass not emitted from user code (a custom gradient's rule)
+    # names the line that asked for the gradient: found once, not by each op (user_frame).
+    trace = current_trace.get()
+    here = sys._getframe()
+    if trace is not None:
+        trace.known_frames[here] = user_frame()
+    try:
+        grads = backprop(eqns, seeded, [env[x] for x in wrt])
+    finally:
+        if trace is not None:
+            trace.known_frames.pop(here, None)
     return [env[v] for v in graph.outputs], grads
 
 
 def _replay(graph: Graph, values: Sequence, recompute: bool) -> tuple[dict, list[Eqn]]:
     """(Var -> value, the equations over values for `backprop`): a custom VJP node follows
-    the op it stands for, and is recorded by the tapes as custom_gradient records it."""
+    the op it stands for, and is recorded by the tapes as custom_gradient records it.
+
+    A recomputed equation keeps the user's line of the original (`Trace.source`), so that
+    errors found later (compile, index checks) name it, not the line that took the gradient."""
     env = {v: Tensor(c) for v, c in graph.consts.items()}
     env.update(zip(graph.inputs, values))
     eqns = []
-    for e in graph.eqns:
-        inputs = tuple(env[v] for v in e.inputs)
-        if recompute:
-            out = env[e.out] = bind(e.op, *inputs, **e.params)
-            _keep_source(out, e.source)
-        else:
-            out = env[e.out] = current_trace.get().new_input(e.out.aval)
-        eqns.append(Eqn(e.op, inputs, e.params, out))
-        custom = graph.custom_vjps.get(e.out)
-        if custom is not None:
-            custom_inputs = tuple(env[v] for v in custom.inputs)
-            eqns.append(Eqn(custom.op, custom_inputs, {}, out))
-            for tape in tape_stack.get():
-                tape._maybe_record(custom.op, custom_inputs, {}, out)
-    return env, eqns
-
-
-def _keep_source(out, source: str | None) -> None:
-    """Give the equation `bind` just traced for `out` the user's line of the original, so
-    that errors found later (compile, index checks) name it, not the line that took the
-    gradient."""
     trace = current_trace.get()
-    if source is not None and trace.eqns and trace.eqns[-1].out is out.var:
-        trace.eqns[-1] = dataclasses.replace(trace.eqns[-1], source=source)
+    custom_vjps = graph.custom_vjps
+    tapes = tape_stack.get()
+    saved = trace.source if trace is not None else None
+    try:
+        for e in graph.eqns:
+            inputs = tuple([env[v] for v in e.inputs])
+            if recompute:
+                if trace is not None:
+                    trace.source = e.source or saved
+                out = env[e.out] = bind(e.op, *inputs, **e.params)
+            else:
+                out = env[e.out] = trace.new_input(e.out.aval)
+            eqns.append(Eqn(e.op, inputs, e.params, out))
+            custom = custom_vjps.get(e.out) if custom_vjps else None
+            if custom is not None:
+                custom_inputs = tuple(env[v] for v in custom.inputs)
+                eqns.append(Eqn(custom.op, custom_inputs, {}, out))
+                for tape in tapes:
+                    tape._maybe_record(custom.op, custom_inputs, {}, out)
+    finally:
+        if trace is not None:
+            trace.source = saved
+    return env, eqns

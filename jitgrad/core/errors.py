@@ -6,15 +6,38 @@ import os
 import sys
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# File name -> its base name for a user's file, False for jitgrad's own (the package, frozen
+# modules, generated code): decided once per file name, since tracing asks for every op.
+_BASENAMES: dict[str, str | bool] = {}
 
 
-def user_frame() -> str | None:
-    """`file.py:LINE` of the innermost caller outside jitgrad (the user's line), if any."""
+def _basename(filename: str) -> str | bool:
+    if filename.startswith((_PACKAGE_DIR, "<frozen", "<jitgrad")):
+        base = False
+    else:
+        base = os.path.basename(filename)
+    if len(_BASENAMES) < 10_000:  # bounded: exec'd code may make a name per call
+        _BASENAMES[filename] = base
+    return base
+
+
+def user_frame(known: dict | None = None) -> str | None:
+    """`file.py:LINE` of the innermost caller outside jitgrad (the user's line), if any.
+
+    `known`: frames (of jitgrad's own code, still running) whose answer is already known ->
+    that answer; the walk up the stack stops at them (a backward pass asks for every op it
+    emits from deep in jitgrad, always with the same answer above its own frame)."""
     frame = sys._getframe(1)
+    names = _BASENAMES
     while frame is not None:
+        if known and frame in known:
+            return known[frame]
         filename = frame.f_code.co_filename
-        if not filename.startswith((_PACKAGE_DIR, "<frozen", "<jitgrad")):
-            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        base = names.get(filename)
+        if base is None:
+            base = _basename(filename)
+        if base is not False:
+            return f"{base}:{frame.f_lineno}"
         frame = frame.f_back
     return None
 

@@ -10,6 +10,7 @@ from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import LeakedTracerError, user_frame, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
+from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var
 
 
@@ -27,9 +28,14 @@ class Trace:
         self.captured: list[tuple[Variable | Tracer, Tracer]] = []
         self.custom_vjps: dict[Var, Eqn] = {}  # see Graph.custom_vjps
         self._lifted: dict[int, tuple[object, Tracer]] = {}
+        # The user's line for the equations emitted while it is set (a graph replayed into
+        # this trace keeps its own lines); None: the caller's line (`user_frame`).
+        self.source: str | None = None
+        # Frames of jitgrad code under way -> the user's line above them (see user_frame).
+        self.known_frames: dict = {}
 
     def new_input(self, aval: AVal) -> Tracer:
-        var = Var(aval)
+        var = Var(_interned(aval))
         self.inputs.append(var)
         return Tracer(self, var)
 
@@ -53,7 +59,7 @@ class Trace:
         entry = self._lifted.get(id(value))
         if entry is not None:
             return entry[1]
-        tracer = Tracer(self, Var(AVal(value.shape, value.dtype)))
+        tracer = Tracer(self, Var(_interned(AVal(value.shape, value.dtype))))
         self.consts[tracer.var] = value._value
         self._lifted[id(value)] = (value, tracer)
         return tracer
@@ -63,7 +69,7 @@ class Trace:
         entry = self._lifted.get(id(value))
         if entry is not None:
             return entry[1]
-        tracer = Tracer(self, Var(AVal(value.shape, value.dtype)), variable=variable)
+        tracer = Tracer(self, Var(_interned(AVal(value.shape, value.dtype))), variable=variable)
         self.captured.append((value, tracer))
         self._lifted[id(value)] = (value, tracer)
         return tracer
@@ -82,9 +88,11 @@ class Trace:
         self.custom_vjps[out.var] = Eqn(op, tuple(x.var for x in inputs), {}, out.var)
 
     def emit(self, op, args, params) -> Tracer:
-        aval = op.abstract_eval(*args, **params)
+        inputs = tuple([a.var for a in args])
+        aval = _abstract_eval(op, args, inputs, params)
         out = Var(aval)
-        self.eqns.append(Eqn(op, tuple(a.var for a in args), params, out, user_frame()))
+        source = self.source or user_frame(self.known_frames)
+        self.eqns.append(Eqn(op, inputs, params, out, source))
         return Tracer(self, out)
 
     def to_graph(self, outputs) -> Graph:
@@ -103,11 +111,53 @@ class Trace:
         return Graph(inputs, tuple(self.eqns), out_vars, dict(self.consts), dict(self.custom_vjps))
 
 
+# (op, the ids of its input avals[, params]) -> (the output AVal, the input avals, kept alive
+# so that their ids stay theirs): an op's shape rule runs once per signature, not once per
+# traced equation (a long unrolled loop repeats a few signatures). The avals a trace makes are
+# shared (`_interned`), so that equal avals are one object and the key hashes no AVal. Only
+# rules that passed are remembered, so an invalid call raises its error every time.
+_AVALS: dict = {}
+_INTERNED: dict = {}  # AVal -> the one AVal object equal to it
+_MAX_ENTRIES = 100_000
+
+
+def _interned(aval: AVal) -> AVal:
+    shared = _INTERNED.get(aval)
+    if shared is None:
+        shared = aval
+        # Only shapes of Python ints: an equal shape of numpy ints would print differently.
+        if len(_INTERNED) < _MAX_ENTRIES and all(type(d) is int for d in aval.shape):
+            _INTERNED[aval] = aval
+    return shared
+
+
+def _abstract_eval(op, args, inputs, params) -> AVal:
+    """`op.abstract_eval(*args, **params)`, remembered per input avals and params."""
+    avals = tuple([v.aval for v in inputs])
+    if len(avals) == 2 and not params:  # most ops: a flat key hashes fastest
+        key = (op, id(avals[0]), id(avals[1]))
+    else:
+        ids = tuple([id(a) for a in avals])
+        key = (op, ids, tuple(params.items())) if params else (op, ids)
+    try:
+        entry = _AVALS.get(key)
+    except TypeError:  # an unhashable param value
+        return op.abstract_eval(*args, **params)
+    if entry is not None:
+        return entry[0]
+    aval = _interned(op.abstract_eval(*args, **params))
+    if len(_AVALS) < _MAX_ENTRIES:
+        _AVALS[key] = (aval, avals)
+    return aval
+
+
 @contextlib.contextmanager
 def tracing(trace: Trace):
-    """Make `trace` the current trace; its tracers are dead once the block ends."""
-    token = current_trace.set(trace)
-    try:
-        yield trace
-    finally:
-        current_trace.reset(token)
+    """Make `trace` the current trace; its tracers are dead once the block ends. The cyclic
+    garbage collector pauses meanwhile (`gc_paused`: a trace keeps what it allocates)."""
+    with gc_paused():
+        token = current_trace.set(trace)
+        try:
+            yield trace
+        finally:
+            current_trace.reset(token)

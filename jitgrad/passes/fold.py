@@ -23,26 +23,31 @@ def fold_constants(graph: Graph) -> Graph:
     uniform: dict[Var, Var] = {}  # broadcast output -> its 0-d constant input
     eqns = []
     for e in graph.eqns:
-        if e.op.name == "broadcast_to":
-            src = e.inputs[0]
+        op = e.op
+        inputs = e.inputs
+        if op.name == "broadcast_to":
+            src = inputs[0]
             if src in consts and np.asarray(consts[src]).size == 1:
                 if src.aval.ndim:  # a broadcast one-element array is a broadcast scalar
                     scalar = Var(AVal((), src.aval.dtype))
                     consts[scalar] = np.asarray(consts[src]).reshape(())
-                    e = Eqn(e.op, (scalar,), e.params, e.out, e.source)
+                    e = Eqn(op, (scalar,), e.params, e.out, e.source)
                     src = scalar
                 uniform[e.out] = src
             eqns.append(e)
-        elif e.out.aval.size <= FOLD_LIMIT and all(v in consts for v in e.inputs):
-            value = e.op.impl(*[consts[v] for v in e.inputs], **e.params)
+            continue
+        for v in inputs:
+            if v not in consts:
+                all_consts = False
+                break
+        else:
+            all_consts = True
+        if all_consts and e.out.aval.size <= FOLD_LIMIT:
+            value = op.impl(*[consts[v] for v in inputs], **e.params)
             consts[e.out] = np.array(value, dtype=e.out.aval.dtype)
-        elif (
-            e.op.kind == "elementwise"
-            and e.inputs
-            and all(v in uniform or (v in consts and v.aval.ndim == 0) for v in e.inputs)
-        ):
-            scalars = [consts[uniform.get(v, v)] for v in e.inputs]
-            value = np.array(e.op.impl(*scalars, **e.params), dtype=e.out.aval.dtype)
+        elif op.kind == "elementwise" and inputs and _all_uniform(inputs, uniform, consts):
+            scalars = [consts[uniform.get(v, v)] for v in inputs]
+            value = np.array(op.impl(*scalars, **e.params), dtype=e.out.aval.dtype)
             scalar = Var(AVal((), e.out.aval.dtype))
             consts[scalar] = value
             uniform[e.out] = scalar
@@ -58,3 +63,11 @@ def fold_constants(graph: Graph) -> Graph:
         else:
             eqns.append(e)
     return Graph(graph.inputs, tuple(eqns), graph.outputs, consts)
+
+
+def _all_uniform(inputs, uniform: dict, consts: dict) -> bool:
+    """Whether each input is a broadcast 0-d constant or a 0-d constant."""
+    for v in inputs:
+        if v not in uniform and not (v in consts and not v.aval.shape):
+            return False
+    return True

@@ -15,6 +15,8 @@ input after a value was recorded makes that value depend on whatever the new inp
 
 from __future__ import annotations
 
+import heapq
+
 from jitgrad.core.opdef import OpDef
 from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.ir.schedule import LoopGroup, OpStep, Schedule
@@ -56,44 +58,57 @@ class _Grouping:
         self.reduced: set[Var] = set()  # reduction results (whole values, not per element)
         self.deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
         self.group_deps: dict[LoopGroup, set] = {}  # groups a group reads, directly or not
+        # Per group: the ids of the `deps` sets already merged into its group_deps (a set
+        # merged again adds nothing; `deps` keeps them alive, so their ids stay theirs).
+        self.merged: dict[LoopGroup, set] = {}
+        self.inlined: dict[LoopGroup, set] = {}  # per group: the broadcasts it inlines
         self.pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
         self.by_space: dict[tuple, list] = {}  # loop groups per iteration space, oldest first
 
     # -- grouping ----------------------------------------------------------------------------
     def place(self, e: Eqn) -> None:
         """Put `e` where it runs: pending (a broadcast), a loop group, or an op step."""
-        if e.op.name == "broadcast_to":
+        op = e.op
+        deps = self.deps
+        if op.name == "broadcast_to":
             self.pending[e.out] = e
-            self.deps[e.out] = self.deps_of(e.inputs[0])
+            deps[e.out] = deps.get(e.inputs[0], _NONE)
             return
-        if e.op.kind == "elementwise":
+        if op.kind == "elementwise":
             self.place_elementwise(e)
-        elif e.op.reduction is not None:
+        elif op.reduction is not None:
             self.place_reduction(e)
         else:
             for x in e.inputs:
                 self.materialize(x)
             self.steps.append(OpStep(e))
         own = self.group_of.get(e.out)
-        self.deps[e.out] = frozenset().union(*(self.deps_of(x) for x in e.inputs)) | (
-            {own} if own is not None else frozenset()
-        )
+        union = _union([deps.get(x, _NONE) for x in e.inputs])
+        if own is not None and own not in union:
+            union = union | {own}
+        deps[e.out] = union
 
     def place_elementwise(self, e: Eqn) -> None:
         """Into the group of one of its inputs over the same space, else any other group over
         that space, most recent first (independent work over one space shares a pass: Adam's
         moment and parameter updates, say), else a new group; the first that stays convex."""
         space = e.out.aval.shape
-        candidates = [
-            self.group_of[x]
-            for x in e.inputs
-            if x in self.group_of and x not in self.reduced and self.group_of[x].space == space
-        ]
-        candidates = list(reversed(candidates)) + [
-            g for g in reversed(self.by_space.get(space, [])) if g not in candidates
-        ]
-        target = next((g for g in candidates if self.convex(g, e)), None)
-        self.add_to(target or self.new_group(space), e)
+        group_of = self.group_of
+        reduced = self.reduced
+        own = []
+        for x in e.inputs:
+            g = group_of.get(x)
+            if g is not None and g.space == space and x not in reduced:
+                own.append(g)
+        for g in reversed(own):
+            if self.convex(g, e):
+                self.add_to(g, e)
+                return
+        for g in reversed(self.by_space.get(space, ())):
+            if g not in own and self.convex(g, e):
+                self.add_to(g, e)
+                return
+        self.add_to(self.new_group(space), e)
 
     def place_reduction(self, e: Eqn) -> None:
         """As an epilogue of the loop that computes its input, if that loop runs over the
@@ -109,17 +124,26 @@ class _Grouping:
         g = LoopGroup(tuple(space))
         self.steps.append(g)
         self.group_deps[g] = set()
+        self.merged[g] = set()
+        self.inlined[g] = set()
         self.by_space.setdefault(g.space, []).append(g)
         return g
 
     def add_to(self, group: LoopGroup, e: Eqn) -> None:
         """`e` joins `group`, with the pending broadcasts it reads (inlined as index maps)."""
+        group_deps = self.group_deps[group]
+        merged = self.merged[group]
+        inlined = self.inlined[group]
         for x in e.inputs:
             b = self.pending.get(x)
-            if b is not None and b not in group.eqns:
+            if b is not None and b not in inlined:
+                inlined.add(b)
                 group.eqns.append(b)
-            self.group_deps[group] |= self.deps_of(x)
-        self.group_deps[group].discard(group)
+            d = self.deps.get(x)
+            if d and id(d) not in merged:
+                merged.add(id(d))
+                group_deps |= d
+        group_deps.discard(group)
         group.eqns.append(e)
         self.group_of[e.out] = group
 
@@ -134,15 +158,20 @@ class _Grouping:
         return True
 
     def deps_of(self, v: Var) -> frozenset:
-        return self.deps.get(v, frozenset())
+        return self.deps.get(v, _NONE)
 
     def depends_on(self, v: Var, group: LoopGroup) -> bool:
         """Whether `v` needs `group` to have run, following the groups' reads as they are now.
 
         `deps[v]` alone goes stale: with values v <- H and a group H that later joins an
         equation reading G, v depends on G too, and letting G read v would be a cycle."""
+        deps = self.deps.get(v)
+        if not deps:
+            return False
+        if group in deps:
+            return True
         seen: set[int] = set()
-        stack = list(self.deps_of(v))
+        stack = list(deps)
         while stack:
             h = stack.pop()
             if h is group:
@@ -165,6 +194,23 @@ class _Grouping:
             self.deps[b.out] = self.deps_of(b.inputs[0]) | {g}
 
 
+_NONE: frozenset = frozenset()
+
+
+def _union(sets: list) -> frozenset:
+    """The union of frozensets, without a copy when one of them holds all the others (the
+    common case: the inputs of an equation mostly depend on the same groups)."""
+    result = _NONE
+    for d in sets:
+        if d is result or not d:
+            continue
+        if not result or result < d:
+            result = d
+        elif not d <= result:
+            result = result | d
+    return result
+
+
 # -- scheduling ------------------------------------------------------------------------------
 def _connect(steps: list, group_of: dict, graph_outputs: list) -> None:
     """Fill each loop group's inputs (what it reads from outside) and outputs (what it computes
@@ -172,14 +218,20 @@ def _connect(steps: list, group_of: dict, graph_outputs: list) -> None:
 
     A broadcast inlined as an index map is not a group's output even when it is needed
     outside: the group that materialised it writes it (writing it from every group that
-    inlines it would give one buffer several writers)."""
-    external = {id(s): _external_reads(s) for s in steps}
-    for g in [s for s in steps if isinstance(s, LoopGroup)]:
-        used_outside = set(graph_outputs).union(
-            *(reads for key, reads in external.items() if key != id(g))
-        )
-        g.inputs = list(external[id(g)])
-        g.outputs = [e.out for e in g.eqns if e.out in used_outside and group_of.get(e.out) is g]
+    inlines it would give one buffer several writers).
+
+    "Another step reads" is "some step reads from outside itself": a group's own external
+    reads never include what it computes."""
+    external = [_external_reads(s) for s in steps]
+    used_outside = set(graph_outputs)
+    for reads in external:
+        used_outside.update(reads)
+    for g, reads in zip(steps, external):
+        if isinstance(g, LoopGroup):
+            g.inputs = list(reads)
+            g.outputs = [
+                e.out for e in g.eqns if e.out in used_outside and group_of.get(e.out) is g
+            ]
 
 
 def _eqns_of(step) -> list[Eqn]:
@@ -194,24 +246,29 @@ def _external_reads(step) -> dict:
 
 
 def _order(steps: list) -> list:
-    """Topological order of the steps, as close to the recorded order as possible."""
-    producer: dict[Var, object] = {}
-    for s in steps:
+    """Topological order of the steps, as close to the recorded order as possible: at each
+    point the earliest recorded step whose inputs are ready."""
+    producer: dict[Var, int] = {}
+    for k, s in enumerate(steps):
         for v in s.outputs if isinstance(s, LoopGroup) else [s.eqn.out]:
-            producer[v] = s
-    needs: dict[int, set] = {}
-    for s in steps:
-        needs[id(s)] = {id(producer[x]) for x in _external_reads(s) if x in producer}
-    done: set[int] = set()
+            producer[v] = k
+    waiting = [0] * len(steps)  # per step: how many steps it still waits for
+    users: list[list[int]] = [[] for _ in steps]  # per step: the steps waiting for it
+    for k, s in enumerate(steps):
+        needs = {producer[x] for x in _external_reads(s) if x in producer}
+        waiting[k] = len(needs)
+        for n in needs:
+            users[n].append(k)
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
     ordered = []
-    remaining = list(steps)
-    while remaining:
-        for k, s in enumerate(remaining):
-            if needs[id(s)] <= done:
-                ordered.append(s)
-                done.add(id(s))
-                del remaining[k]
-                break
-        else:
-            raise AssertionError("internal error: fusion produced a cycle")
+    while ready:
+        k = heapq.heappop(ready)
+        ordered.append(steps[k])
+        for u in users[k]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(ordered) != len(steps):
+        raise AssertionError("internal error: fusion produced a cycle")
     return ordered

@@ -18,24 +18,33 @@ from jitgrad.core.opdef import REGISTRY
 from jitgrad.ir.graph import Eqn, Graph, Var
 
 RULES: dict[str, list] = {}
+# Rules that only fire when an input is a uniform constant (or a broadcast of one): skipped,
+# without asking, for equations none of whose inputs is a constant or a broadcast.
+NEEDS_CONSTANT: set = set()
 MAX_ROUNDS = 8
 
 
-def rule(*ops: str):
+def rule(*ops: str, needs_constant: bool = False):
     def register(fn):
         for op in ops:
             RULES.setdefault(op, []).append(fn)
+        if needs_constant:
+            NEEDS_CONSTANT.add(fn)
         return fn
 
     return register
 
 
 class Context:
-    """What rules may ask about the graph: constants and producers."""
+    """What rules may ask about the graph: constants and producers.
 
-    def __init__(self, graph: Graph):
+    `uniform` remembers, per constant Var, its uniform value (or None): a constant Var always
+    stands for the same value, so the passes of one `optimize` share it (`ScalarMemo`)."""
+
+    def __init__(self, graph: Graph, uniform: dict | None = None):
         self.consts = dict(graph.consts)  # rules may add constants
         self.producer: dict[Var, Eqn] = {}
+        self.uniform = {} if uniform is None else uniform
 
     def filled(self, value, aval: AVal):
         """Eqns (or a Var) for a new constant of `aval` with every element `value`."""
@@ -52,17 +61,16 @@ class Context:
 
     def scalar(self, v: Var):
         """The value if `v` is a constant with all elements equal (or a broadcast of one)."""
-        if v in self.consts:
-            c = np.asarray(self.consts[v])
-            first = c.reshape(-1)[0] if c.size else None
-            # equal as values AND in sign: [-0.0, 0.0] is not uniform
-            if c.size and np.all((c == first) & (np.signbit(c) == np.signbit(first))):
-                return first
-            return None
-        e = self.producer.get(v)
-        if e is not None and e.op.name == "broadcast_to":
-            return self.scalar(e.inputs[0])
-        return None
+        while True:
+            if v in self.consts:
+                s = self.uniform.get(v, _UNKNOWN)
+                if s is _UNKNOWN:
+                    s = self.uniform[v] = uniform_value(self.consts[v])
+                return s
+            e = self.producer.get(v)
+            if e is None or e.op.name != "broadcast_to":
+                return None
+            v = e.inputs[0]
 
     def is_scalar(self, v: Var, value) -> bool:
         """Whether every element of `v` is `value` (for 0, +0: not -0.0)."""
@@ -76,11 +84,29 @@ class Context:
         return s is not None and s == 0 and (v.aval.dtype.kind != "f" or bool(np.signbit(s)))
 
 
+_UNKNOWN = object()
+
+
+def uniform_value(c):
+    """The value of every element of the constant `c` as a numpy scalar, or None if they are
+    not all equal as values AND in sign ([-0.0, 0.0] is not uniform; neither is NaN, which
+    equals nothing)."""
+    c = np.asarray(c)
+    if not c.size:
+        return None
+    first = c.reshape(-1)[0]
+    if c.size == 1:
+        return first if first == first else None
+    if np.all((c == first) & (np.signbit(c) == np.signbit(first))):
+        return first
+    return None
+
+
 def _new(op: str, inputs, aval: AVal, **params) -> Eqn:
     return Eqn(REGISTRY[op], tuple(inputs), params, Var(aval))
 
 
-@rule("mul")
+@rule("mul", needs_constant=True)
 def fold_mul_by_one(e, ctx):
     """x * 1 = 1 * x = x."""
     x, y = e.inputs
@@ -91,7 +117,7 @@ def fold_mul_by_one(e, ctx):
     return None
 
 
-@rule("mul")
+@rule("mul", needs_constant=True)
 def mul_by_minus_one_to_neg(e, ctx):
     """x * -1 = -x."""
     x, y = e.inputs
@@ -101,7 +127,7 @@ def mul_by_minus_one_to_neg(e, ctx):
     return None
 
 
-@rule("add")
+@rule("add", needs_constant=True)
 def fold_add_zero(e, ctx):
     """x + (-0.0) = -0.0 + x = x for every x (-0.0 + -0.0 = -0.0); integers: x + 0 = x. Not
     x + 0.0: -0.0 + 0.0 = +0.0."""
@@ -113,14 +139,14 @@ def fold_add_zero(e, ctx):
     return None
 
 
-@rule("sub")
+@rule("sub", needs_constant=True)
 def fold_sub_zero(e, ctx):
     """x - 0.0 = x + (-0.0) = x exactly (-0.0 - 0.0 = -0.0). Not x - (-0.0): that is x + 0.0."""
     x, y = e.inputs
     return x if ctx.is_scalar(y, 0) else None
 
 
-@rule("sub")
+@rule("sub", needs_constant=True)
 def sub_from_zero_to_neg(e, ctx):
     """-0.0 - x = -x exactly (at x = +0.0: -0.0; at -0.0: +0.0); integers: 0 - x = -x, with
     the same wraparound. Not 0.0 - x: 0.0 - 0.0 is +0.0 but -(0.0) is -0.0."""
@@ -128,7 +154,7 @@ def sub_from_zero_to_neg(e, ctx):
     return [_new("neg", [y], e.out.aval)] if ctx.is_additive_zero(x) else None
 
 
-@rule("div")
+@rule("div", needs_constant=True)
 def fold_div_by_one(e, ctx):
     """x / 1 = x."""
     return e.inputs[0] if ctx.is_scalar(e.inputs[1], 1) else None
@@ -141,19 +167,19 @@ def fold_double_negation(e, ctx):
     return p.inputs[0] if p is not None and p.op.name == "neg" else None
 
 
-@rule("pow")
+@rule("pow", needs_constant=True)
 def fold_pow_one(e, ctx):
     """x ** 1 = x."""
     return e.inputs[0] if ctx.is_scalar(e.inputs[1], 1) else None
 
 
-@rule("pow")
+@rule("pow", needs_constant=True)
 def fold_pow_zero(e, ctx):
     """x ** 0 = 1 for every x, NaN and inf included (C99 and numpy agree)."""
     return ctx.filled(1, e.out.aval) if ctx.is_scalar(e.inputs[1], 0) else None
 
 
-@rule("pow")
+@rule("pow", needs_constant=True)
 def expand_square(e, ctx):
     """x ** 2 = x * x: numpy computes a power with a scalar exponent 2 as a square (as it
     does for -1 and 0.5 below: its exact shortcuts, which the eager ops take since a weak
@@ -162,7 +188,7 @@ def expand_square(e, ctx):
     return [_new("mul", [x, x], e.out.aval)] if ctx.is_scalar(y, 2) else None
 
 
-@rule("pow")
+@rule("pow", needs_constant=True)
 def pow_minus_one_to_reciprocal(e, ctx):
     """x ** -1 = 1 / x, numpy's shortcut (exactly rounded; C's pow may be off by an ulp)."""
     x, y = e.inputs
@@ -171,7 +197,7 @@ def pow_minus_one_to_reciprocal(e, ctx):
     return ctx.with_filled(1, e.out.aval, lambda one: _new("div", [one, x], e.out.aval))
 
 
-@rule("pow")
+@rule("pow", needs_constant=True)
 def pow_half_to_sqrt(e, ctx):
     """x ** 0.5 = sqrt(x), numpy's shortcut. Not C's pow, which differs at -0.0 (pow: +0.0,
     sqrt: -0.0) and -inf (pow: +inf, sqrt: NaN); the eager ops compute the square root."""
@@ -225,7 +251,7 @@ def compose_broadcasts(e, ctx):
     return None
 
 
-@rule("select")
+@rule("select", needs_constant=True)
 def fold_uniform_condition(e, ctx):
     """where(True, x, y) = x and where(False, x, y) = y for a constant condition."""
     c = ctx.scalar(e.inputs[0])
@@ -246,32 +272,94 @@ def fold_identity_cast(e, ctx):
     return e.inputs[0] if e.inputs[0].aval.dtype == e.params["dtype"] else None
 
 
-def simplify(graph: Graph) -> Graph:
-    """Apply the rules bottom-up (in topological order) until nothing changes."""
-    for _ in range(MAX_ROUNDS):
-        graph, changed = _one_round(graph)
-        if not changed:
+def simplify(graph: Graph, uniform: dict | None = None) -> Graph:
+    """Apply the rules bottom-up (in topological order) until nothing changes. `uniform`: a
+    memo of the constants' uniform values to share with later calls (see `Context`).
+
+    A round only fires rules on equations it made or whose inputs it replaced: every other
+    equation was already looked at, with the same inputs, producers and constants, by the
+    previous round (rules read nothing else). So after the first round each round starts
+    from the equations the last one made, and the loop ends when no rule fires on them,
+    without a round over the whole graph that changes nothing."""
+    uniform = {} if uniform is None else uniform
+    graph, ctx, made = _one_round(graph, uniform, None)
+    rounds = 1
+    while made is not None and rounds < MAX_ROUNDS:
+        rounds += 1
+        if not made or not _any_fires(made, ctx):
             break
+        graph, ctx, made = _one_round(graph, uniform, made)
     return graph
 
 
-def _one_round(graph: Graph):
-    ctx = Context(graph)
+def _fire(e: Eqn, ctx: Context, rules: list):
+    constant = None  # whether an input is a constant or a broadcast (asked once, if needed)
+    for fn in rules:
+        if fn in NEEDS_CONSTANT:
+            if constant is None:
+                constant = _has_constant_input(e, ctx)
+            if not constant:
+                continue
+        result = fn(e, ctx)
+        if result is not None:
+            return result
+    return None
+
+
+def _has_constant_input(e: Eqn, ctx: Context) -> bool:
+    consts, producer = ctx.consts, ctx.producer
+    for v in e.inputs:
+        if v in consts:
+            return True
+        p = producer.get(v)
+        if p is not None and p.op.name == "broadcast_to":
+            return True
+    return False
+
+
+def _any_fires(eqns: list, ctx: Context) -> bool:
+    """Whether a rule rewrites one of `eqns` (in the graph `ctx` describes). Rules that
+    fire may add constants, so they get a copy of `ctx` that is then dropped."""
+    probe = Context.__new__(Context)
+    probe.consts = dict(ctx.consts)
+    probe.producer = ctx.producer
+    probe.uniform = ctx.uniform
+    for e in eqns:
+        rules = RULES.get(e.op.name)
+        if rules and _fire(e, probe, rules) is not None:
+            return True
+    return False
+
+
+def _one_round(graph: Graph, uniform: dict, made: list | None):
+    """(graph after one round, its Context, the equations the round made: None if it changed
+    nothing). `made`: the equations the previous round made, the only ones (with those
+    whose inputs this round replaces) that rules can rewrite; None: every equation."""
+    ctx = Context(graph, uniform)
+    producer = ctx.producer
+    candidates = None if made is None else set(made)
     replace: dict[Var, Var] = {}
     eqns: list[Eqn] = []
+    new_eqns: list[Eqn] = []
     changed = False
     for e in graph.eqns:
-        inputs = tuple(replace.get(v, v) for v in e.inputs)
-        if inputs != e.inputs:
-            e = Eqn(e.op, inputs, e.params, e.out, e.source)
+        look = candidates is None or e in candidates
+        if replace:
+            inputs = e.inputs
+            for v in inputs:
+                if v in replace:
+                    inputs = tuple([replace.get(x, x) for x in inputs])
+                    e = Eqn(e.op, inputs, e.params, e.out, e.source)
+                    look = True
+                    break
         result = None
-        for fn in RULES.get(e.op.name, ()):
-            result = fn(e, ctx)
-            if result is not None:
-                break
+        if look:
+            rules = RULES.get(e.op.name)
+            if rules:
+                result = _fire(e, ctx, rules)
         if result is None:
             eqns.append(e)
-            ctx.producer[e.out] = e
+            producer[e.out] = e
             continue
         changed = True
         if isinstance(result, Var):
@@ -280,7 +368,10 @@ def _one_round(graph: Graph):
         for new in result:
             new = Eqn(new.op, new.inputs, new.params, new.out, e.source)
             eqns.append(new)
-            ctx.producer[new.out] = new
+            new_eqns.append(new)
+            producer[new.out] = new
         replace[e.out] = result[-1].out
-    outputs = tuple(replace.get(v, v) for v in graph.outputs)
-    return Graph(graph.inputs, tuple(eqns), outputs, ctx.consts), changed
+    if not changed:
+        return Graph(graph.inputs, graph.eqns, graph.outputs, ctx.consts), ctx, None
+    outputs = tuple([replace.get(v, v) for v in graph.outputs])
+    return Graph(graph.inputs, tuple(eqns), outputs, ctx.consts), ctx, new_eqns
