@@ -19,6 +19,7 @@ import jitgrad as jg
 from jitgrad.core import pytree
 from jitgrad.core.aval import AVal
 from jitgrad.core.opdef import REGISTRY
+from jitgrad.ir import execute
 from jitgrad.ir.execute import make_executor
 from jitgrad.ir.interpret import eval_graph
 from jitgrad.ops.index import check_index
@@ -279,6 +280,15 @@ def assert_same(got, expected, rtol=None):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"output {k}")
         else:
             np.testing.assert_array_equal(a, b, err_msg=f"output {k}")
+
+
+@pytest.fixture(autouse=True, params=["straight-line", "loop"])
+def runner(request, monkeypatch):
+    """Every test runs with both runners: small programs as straight-line Python, long ones
+    in a loop over the steps (here: every program)."""
+    if request.param == "loop":
+        monkeypatch.setattr(execute, "MAX_STRAIGHT_LINE", 0)
+    return request.param
 
 
 @pytest.fixture
