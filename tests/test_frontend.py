@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
+import jitgrad.ir.trace as trace_module
 from jitgrad.core.aval import AVal
 from jitgrad.ir.execute import make_executor
 from jitgrad.ir.graph import format_graph
@@ -128,6 +129,16 @@ def test_replayed_forward_keeps_its_lines():
     graph = traced_grad(ode(2), THETA)
     forward = line_of(ode, "x, y = x + 0.01")
     assert sum(e.source == f"{HERE}:{forward}" for e in graph.eqns) >= 2 * 8
+
+
+def test_shape_rules_are_remembered_but_an_invalid_call_raises_every_time(monkeypatch):
+    monkeypatch.setattr(trace_module, "_MAX_ENTRIES", 3)  # full, it starts over
+    for _ in range(3):
+        with pytest.raises(ValueError, match="matmul"):
+            trace_graph(lambda x, y: x @ y, (2, 3), (4, 5))
+    graph = trace_graph(lambda x, y: jg.tanh(x @ y) * 2.0 + x @ y, (2, 3), (3, 2))
+    assert [e.out.aval.shape for e in graph.eqns] == [(2, 2)] * 6
+    assert len(trace_module._AVALS) <= 3
 
 
 # ---------------------------------------------------------------------------------------------

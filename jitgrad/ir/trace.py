@@ -89,7 +89,7 @@ class Trace:
 
     def emit(self, op, args, params) -> Tracer:
         inputs = tuple([a.var for a in args])
-        aval = _abstract_eval(op, args, inputs, params)
+        aval = abstract_eval(op, args, inputs, params)
         out = Var(aval)
         source = self.source or user_frame(self.known_frames)
         self.eqns.append(Eqn(op, inputs, params, out, source))
@@ -115,7 +115,8 @@ class Trace:
 # so that their ids stay theirs): an op's shape rule runs once per signature, not once per
 # traced equation (a long unrolled loop repeats a few signatures). The avals a trace makes are
 # shared (`_interned`), so that equal avals are one object and the key hashes no AVal. Only
-# rules that passed are remembered, so an invalid call raises its error every time.
+# rules that passed are remembered, so an invalid call raises its error every time. Both
+# tables start over when full (avals the passes make are not shared, and add up).
 _AVALS: dict = {}
 _INTERNED: dict = {}  # AVal -> the one AVal object equal to it
 _MAX_ENTRIES = 100_000
@@ -126,13 +127,16 @@ def _interned(aval: AVal) -> AVal:
     if shared is None:
         shared = aval
         # Only shapes of Python ints: an equal shape of numpy ints would print differently.
-        if len(_INTERNED) < _MAX_ENTRIES and all(type(d) is int for d in aval.shape):
+        if all(type(d) is int for d in aval.shape):
+            if len(_INTERNED) >= _MAX_ENTRIES:
+                _INTERNED.clear()
             _INTERNED[aval] = aval
     return shared
 
 
-def _abstract_eval(op, args, inputs, params) -> AVal:
-    """`op.abstract_eval(*args, **params)`, remembered per input avals and params."""
+def abstract_eval(op, args, inputs, params) -> AVal:
+    """`op.abstract_eval(*args, **params)` for `args` standing for the Vars `inputs`,
+    remembered per the inputs' avals and params."""
     avals = tuple([v.aval for v in inputs])
     if len(avals) == 2 and not params:  # most ops: a flat key hashes fastest
         key = (op, id(avals[0]), id(avals[1]))
@@ -146,8 +150,9 @@ def _abstract_eval(op, args, inputs, params) -> AVal:
     if entry is not None:
         return entry[0]
     aval = _interned(op.abstract_eval(*args, **params))
-    if len(_AVALS) < _MAX_ENTRIES:
-        _AVALS[key] = (aval, avals)
+    if len(_AVALS) >= _MAX_ENTRIES:
+        _AVALS.clear()
+    _AVALS[key] = (aval, avals)
     return aval
 
 

@@ -336,7 +336,10 @@ def _one_round(graph: Graph, uniform: dict, made: list | None):
     nothing). `made`: the equations the previous round made, the only ones (with those
     whose inputs this round replaces) that rules can rewrite; None: every equation."""
     ctx = Context(graph, uniform)
-    producer = ctx.producer
+    producer, consts = ctx.producer, ctx.consts
+    # Ops all of whose rules need a constant input: their equations without one are passed
+    # over here, without a call (most equations of a big graph).
+    constant_only = {name for name, fns in RULES.items() if all(fn in NEEDS_CONSTANT for fn in fns)}
     candidates = None if made is None else set(made)
     replace: dict[Var, Var] = {}
     eqns: list[Eqn] = []
@@ -354,7 +357,17 @@ def _one_round(graph: Graph, uniform: dict, made: list | None):
                     break
         result = None
         if look:
-            rules = RULES.get(e.op.name)
+            name = e.op.name
+            rules = RULES.get(name)
+            if rules and name in constant_only:
+                for v in e.inputs:
+                    if v in consts:
+                        break
+                    p = producer.get(v)
+                    if p is not None and p.op.name == "broadcast_to":
+                        break
+                else:
+                    rules = None
             if rules:
                 result = _fire(e, ctx, rules)
         if result is None:
