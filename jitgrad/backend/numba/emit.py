@@ -12,6 +12,8 @@ over the rows (rows.py).
 
 from __future__ import annotations
 
+import keyword
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +42,12 @@ REDUCTION_UPDATES = {
 }
 # Combines that Numba computes in 64 bits for narrow integers, as WIDENING_INTEGER_OPS.
 WIDENING_COMBINES = frozenset({"add", "mul"})
+# The module of `scalar_block` (blocks.py; named here so that emitting never imports numba).
+BLOCKS_MODULE = "jitgrad.backend.numba.blocks"
+# Fused groups over no dimensions with at least this many statements are scalar blocks, and so
+# are loop bodies with at least MIN_LOOP_BLOCK computations (blocks.py).
+MIN_BLOCK = 8
+MIN_LOOP_BLOCK = 32
 # Structured op name -> the Emitter method that writes it (see `emits`).
 EMITTERS: dict[str, Callable] = {}
 
@@ -169,6 +177,12 @@ class Emitter:
                     self.readers.setdefault(x, []).append(e)
         self.graph_outputs = set(self.graph.outputs)
         self.elements: dict[Var, str] = {}  # one-element array value -> its element's expression
+        self.group_of: dict[Eqn, LoopGroup] = {
+            e: step for step in schedule.steps if isinstance(step, LoopGroup) for e in step.eqns
+        }
+        self.blocks: list[str] = []  # module-level scalar block functions (see scalar_block)
+        self.block_reads: dict[str, str] = {}  # a scalar read left to its block: name -> read
+        self.block_verdicts: dict[LoopGroup, bool] = {}
 
     # -- names -------------------------------------------------------------------------------
     def name_of(self, v: Var) -> str:
@@ -255,6 +269,7 @@ class Emitter:
         for module, names in (
             (helper_names.VMATH_MODULE, self.helpers),
             (helper_names.RUNTIME_MODULE, self.runtime),
+            (BLOCKS_MODULE, {"scalar_block"} if self.blocks else set()),
         ):
             if names:
                 imports += f"from {module} import {', '.join(sorted(names))}\n"
@@ -263,7 +278,8 @@ class Emitter:
             'graph."""\n\n'
             "import math\n\nimport numba\nimport numpy as np\n"
             f"{imports}\n\n"
-            f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}, "
+            + "".join(block + "\n\n" for block in self.blocks)
+            + f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}, "
             f"parallel={self.parallel})\n"
             f"def kernel({', '.join(self.param_names)}):\n"
         )
@@ -310,7 +326,65 @@ class Emitter:
             and not partial_on_outer
         )
 
+    def is_block(self, group: LoopGroup) -> bool:
+        """Whether `group` is a scalar block: over no dimensions, no reductions, big enough
+        that Numba's per-operation cost outweighs the block's call."""
+        verdict = self.block_verdicts.get(group)
+        if verdict is None:
+            verdict = self.block_verdicts[group] = (
+                not group.space
+                and len(group.eqns) >= MIN_BLOCK
+                and all(e.op.reduction is None for e in group.eqns)
+            )
+        return verdict
+
+    def scalar_block(self, group: LoopGroup) -> None:
+        """A group over no dimensions as a scalar block of its own LLVM function (blocks.py),
+        with the scalar reads only it needs; the kernel calls it and receives the values the
+        rest of the kernel reads."""
+        kernel_lines, self.lines = self.lines, []
+        self.loop_footer(group, self.loop_body(group, 0))
+        body, self.lines = self.lines, kernel_lines
+        outputs = [self.name_of(v) for v in group.outputs]
+        name, params = self.add_block(group, body, outputs, own_function=True)
+        self.emit(f"# fused {', '.join(group.op_names())} over (): {name}")
+        returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
+        self.emit(f"{returned} = {name}({', '.join(params)})")
+
+    def add_block(self, group: LoopGroup, body: list, outputs: list, own_function: bool):
+        """Add a module-level scalar block computing `body` (lines `name = expression`, in
+        order) and returning `outputs`; returns its name and the names it takes, in order of
+        first use. Scalar reads left to blocks (`block_reads`) come first in its body."""
+        name = f"block{len(self.blocks)}"
+        assigned, free = set(), []
+        for line in body:
+            target, expr = line.split(" = ", 1)
+            for word in _names(expr):
+                if word not in assigned and word not in free:
+                    free.append(word)
+            assigned.add(target)
+        reads = [f"{v} = {self.block_reads[v]}" for v in free if v in self.block_reads]
+        params = []
+        for v in free:
+            for word in _names(self.block_reads[v]) if v in self.block_reads else [v]:
+                if word not in params:
+                    params.append(word)
+        returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
+        options = f"fastmath={self.fastmath}" + (", own_function=True" if own_function else "")
+        space = self.size.shape(group.space) if group.space else "()"
+        self.blocks.append(
+            f"@scalar_block({options})\n"
+            f"def {name}({', '.join(params)}):\n"
+            f'    """fused {", ".join(group.op_names())} over {space}: one element"""\n'
+            + "".join(f"    {line}\n" for line in reads + body)
+            + f"    return ({returned})\n"
+        )
+        return name, params
+
     def loop(self, group: LoopGroup) -> None:
+        if self.is_block(group):
+            self.scalar_block(group)
+            return
         parallel = self.is_parallel(group)
         self.parallel |= parallel
         self.loop_header(group, " (parallel)" if parallel else "")
@@ -433,6 +507,7 @@ class Emitter:
         outputs = set(group.outputs)
         idx = ["0" if n == 1 else f"i{d}" for d, n in enumerate(group.space)]  # see `loop`
         scalars: dict[Var, str] = {}
+        lines: list[tuple[str, str]] = []  # ("load" | "compute" | "effect", line), in order
 
         def load(v: Var) -> str:
             if v in scalars:
@@ -444,7 +519,7 @@ class Emitter:
                 scalars[v] = expr
                 return expr
             name = f"x{self.name_of(v)[1:]}"
-            self.emit(f"{name} = {self.name_of(v)}[{', '.join(idx)}]", depth)
+            lines.append(("load", f"{name} = {self.name_of(v)}[{', '.join(idx)}]"))
             scalars[v] = name
             return name
 
@@ -461,7 +536,7 @@ class Emitter:
                         "0" if d == 1 else idx[lead + k] for k, d in enumerate(src.aval.shape)
                     )
                     name = f"x{self.name_of(e.out)[1:]}"
-                    self.emit(f"{name} = {self.name_of(src)}[{sub}]", depth)
+                    lines.append(("load", f"{name} = {self.name_of(src)}[{sub}]"))
                     scalars[e.out] = name
             elif e.op.reduction is not None:
                 x = load(e.inputs[0])
@@ -475,9 +550,9 @@ class Emitter:
                 )
                 if e in partials:
                     self.runtime.add("sum_step")
-                    self.emit(f"{target} = sum_step({target}, {x})", depth)
+                    lines.append(("effect", f"{target} = sum_step({target}, {x})"))
                 else:
-                    self.emit(_reduction_update(e.op, target, x), depth)
+                    lines.append(("effect", _reduction_update(e.op, target, x)))
                 continue
             else:
                 expr = self.scalar_expr(e, [load(x) for x in e.inputs])
@@ -487,14 +562,44 @@ class Emitter:
                     if not ndim and e.out in outputs
                     else f"x{self.name_of(e.out)[1:]}"
                 )
-                self.emit(f"{name} = {expr}", depth)
+                lines.append(("compute", f"{name} = {expr}"))
                 scalars[e.out] = name
             # A broadcast is stored too when it is needed outside the loop: a materialised
             # broadcast (e.g. the zero gradient of `sign`, a graph output) is a group of its
             # own whose only job is this store.
             if e.out in outputs and ndim:
-                self.emit(f"{self.name_of(e.out)}[{', '.join(idx)}] = {scalars[e.out]}", depth)
+                lines.append(
+                    ("effect", f"{self.name_of(e.out)}[{', '.join(idx)}] = {scalars[e.out]}")
+                )
+        self.emit_body(group, lines, depth)
         return scalars
+
+    def emit_body(self, group: LoopGroup, lines: list, depth: int) -> None:
+        """A loop body's lines in their order; a large one (MIN_LOOP_BLOCK computations) as
+        its loads, a call of a scalar block computing what the rest needs, then its stores
+        and reductions (see blocks.py)."""
+        compute = [line for kind, line in lines if kind == "compute"]
+        if not group.space or len(compute) < MIN_LOOP_BLOCK:
+            for _, line in lines:
+                self.emit(line, depth)
+            return
+        needed = []
+        for kind, line in lines:
+            if kind == "effect":
+                for word in _names(line):
+                    if word not in needed:
+                        needed.append(word)
+        made = {line.split(" = ", 1)[0] for line in compute}
+        outputs = [name for name in needed if name in made]
+        for kind, line in lines:
+            if kind == "load":
+                self.emit(line, depth)
+        name, params = self.add_block(group, compute, outputs, own_function=False)
+        returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
+        self.emit(f"{returned} = {name}({', '.join(params)})", depth)
+        for kind, line in lines:
+            if kind == "effect":
+                self.emit(line, depth)
 
     def loop_footer(self, group: LoopGroup, scalars: dict) -> None:
         """Full reductions and 0-d results, once the loops are done."""
@@ -577,6 +682,15 @@ class Emitter:
         if e.op.name == "reshape" and out.aval.ndim == 0:
             x = e.inputs[0]
             element = self.elements.get(x) or f"{self.name_of(x)}[{', '.join('0' * x.aval.ndim)}]"
+            groups = {self.group_of.get(r) for r in self.readers.get(out, ())}
+            if (
+                out not in self.graph_outputs
+                and len(groups) == 1
+                and None not in groups
+                and self.is_block(next(iter(groups)))
+            ):
+                self.block_reads[self.name_of(out)] = element  # read in the block only
+                return True
             self.emit(f"{self.name_of(out)} = {element}  # {self.element_note(x)}")
             return True
         return False
@@ -833,6 +947,16 @@ class Emitter:
         else:
             self.emit(f"{self.name_of(v)} = {temp}.reshape({self.size.shape(v.aval.shape)})")
             self.contiguous.add(v)
+
+
+_NAME = re.compile(r"\b[a-z_][a-z_0-9]*\b(?![(.])")
+_KERNEL_GLOBALS = frozenset({"np", "math", "numba"})
+
+
+def _names(expr: str) -> list[str]:
+    """The variables an expression of the generated code reads (names not called and not
+    modules), in order of appearance."""
+    return [w for w in _NAME.findall(expr) if not keyword.iskeyword(w) and w not in _KERNEL_GLOBALS]
 
 
 def raise_index_error(e: Eqn, template: str, *values: str) -> str:

@@ -5,23 +5,16 @@ import math
 
 import numba
 import numpy as np
+from jitgrad.backend.numba.blocks import scalar_block
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
-def kernel(v0, v1, v78):
-    # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
-    # accN and partN are its sums
-    #   v0=a v1=b v7=h v9=j v11=l v13=n v14=o v15=p v16=q v17=r v18=s v19=t v20=u v21=v v22=w v23=x
-    #   v24=y v25=z v26=aa v27=ab v28=ac v29=ad v30=ae v31=af v32=ag v33=ah v34=ai v35=aj v36=ak
-    #   v37=al v38=am v39=an v40=ao v41=ap v42=aq v43=ar v44=as v45=at v46=au v47=av v48=aw v49=ax
-    #   v50=ay v51=az v52=ba v53=bb v54=bc v55=bd v56=be v57=bf v58=bg v59=bh v60=bi v61=bj v62=bk
-    #   v63=bl v64=bm v65=bn v66=bo v67=bp v68=bq v69=br v70=bs v71=bt v72=bu v73=bv v75=bx v77=bz
-    #   v78=ca
-    v7 = v0[0]  # slice, reshape
-    v9 = v0[1]  # slice, reshape
-    v11 = v1[0]  # slice, reshape
-    v13 = v1[1]  # slice, reshape
-    # fused mul, mul, mul, sub, mul, add, mul, sub, mul, add, mul, mul, mul, sub, mul, add, mul, sub, mul, add, sub, mul, add, mul, mul, mul, add, mul, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add, mul, add, mul, add, mul, add, mul, neg, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add over ()
+@scalar_block(fastmath=False, own_function=True)
+def block0(v0, v1):
+    """fused mul, mul, mul, sub, mul, add, mul, sub, mul, add, mul, mul, mul, sub, mul, add, mul, sub, mul, add, sub, mul, add, mul, mul, mul, add, mul, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add, mul, add, mul, add, mul, add, mul, neg, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add over (): one element"""
+    v7 = v0[0]
+    v11 = v1[0]
+    v9 = v0[1]
+    v13 = v1[1]
     x14 = (v7 * v11)
     x15 = (v9 * v11)
     x16 = (x15 * v13)
@@ -82,6 +75,21 @@ def kernel(v0, v1, v78):
     v71 = (x66 + x70)
     x72 = (x67 * v11)
     v73 = (x63 + x72)
+    return (v36, v71, v73)
+
+
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
+def kernel(v0, v1, v78):
+    # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
+    # accN and partN are its sums
+    #   v0=a v1=b v7=h v9=j v11=l v13=n v14=o v15=p v16=q v17=r v18=s v19=t v20=u v21=v v22=w v23=x
+    #   v24=y v25=z v26=aa v27=ab v28=ac v29=ad v30=ae v31=af v32=ag v33=ah v34=ai v35=aj v36=ak
+    #   v37=al v38=am v39=an v40=ao v41=ap v42=aq v43=ar v44=as v45=at v46=au v47=av v48=aw v49=ax
+    #   v50=ay v51=az v52=ba v53=bb v54=bc v55=bd v56=be v57=bf v58=bg v59=bh v60=bi v61=bj v62=bk
+    #   v63=bl v64=bm v65=bn v66=bo v67=bp v68=bq v69=br v70=bs v71=bt v72=bu v73=bv v75=bx v77=bz
+    #   v78=ca
+    # fused mul, mul, mul, sub, mul, add, mul, sub, mul, add, mul, mul, mul, sub, mul, add, mul, sub, mul, add, sub, mul, add, mul, mul, mul, add, mul, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add, mul, add, mul, add, mul, add, mul, neg, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add over (): block0
+    v36, v71, v73 = block0(v0, v1)
     # unslice
     v75 = np.zeros((2,), np.float32)
     v75[1] = v71
