@@ -22,9 +22,9 @@ import jitgrad as jg
 import jitgrad.ir.trace as trace_module
 from jitgrad.core.aval import AVal
 from jitgrad.ir.execute import make_executor
-from jitgrad.ir.graph import format_graph
+from jitgrad.ir.graph import Eqn, Var, format_graph
 from jitgrad.ir.interpret import eval_graph
-from jitgrad.ir.schedule import LoopGroup
+from jitgrad.ir.schedule import LoopGroup, OpStep
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.passes import cse, dce, fold_constants, optimize
 from jitgrad.passes.fuse import _connect, _external_reads, _Grouping, _order, fuse
@@ -233,6 +233,125 @@ def test_simplify_equals_full_rounds(name):
 # Fusion's scheduling
 
 
+class ReferenceGrouping:
+    """fuse.py's grouping as it was before it kept dependencies as bit sets: every
+    convexity question walks the groups' reads (cubic on an unrolled RNN)."""
+
+    def __init__(self):
+        self.steps: list = []  # LoopGroup | OpStep, in creation order
+        self.group_of: dict[Var, LoopGroup] = {}  # loop values (per element) -> their group
+        self.reduced: set[Var] = set()  # reduction results (whole values, not per element)
+        self.deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
+        self.group_deps: dict[LoopGroup, set] = {}  # groups a group reads, directly or not
+        self.pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
+        self.by_space: dict[tuple, list] = {}  # loop groups per iteration space, oldest first
+
+    # -- grouping ----------------------------------------------------------------------------
+    def place(self, e: Eqn) -> None:
+        """Put `e` where it runs: pending (a broadcast), a loop group, or an op step."""
+        if e.op.name == "broadcast_to":
+            self.pending[e.out] = e
+            self.deps[e.out] = self.deps_of(e.inputs[0])
+            return
+        if e.op.kind == "elementwise":
+            self.place_elementwise(e)
+        elif e.op.reduction is not None:
+            self.place_reduction(e)
+        else:
+            for x in e.inputs:
+                self.materialize(x)
+            self.steps.append(OpStep(e))
+        own = self.group_of.get(e.out)
+        self.deps[e.out] = frozenset().union(*(self.deps_of(x) for x in e.inputs)) | (
+            {own} if own is not None else frozenset()
+        )
+
+    def place_elementwise(self, e: Eqn) -> None:
+        """Into the group of one of its inputs over the same space, else any other group over
+        that space, most recent first (independent work over one space shares a pass: Adam's
+        moment and parameter updates, say), else a new group; the first that stays convex."""
+        space = e.out.aval.shape
+        candidates = [
+            self.group_of[x]
+            for x in e.inputs
+            if x in self.group_of and x not in self.reduced and self.group_of[x].space == space
+        ]
+        candidates = list(reversed(candidates)) + [
+            g for g in reversed(self.by_space.get(space, [])) if g not in candidates
+        ]
+        target = next((g for g in candidates if self.convex(g, e)), None)
+        self.add_to(target or self.new_group(space), e)
+
+    def place_reduction(self, e: Eqn) -> None:
+        """As an epilogue of the loop that computes its input, if that loop runs over the
+        input's whole shape and stays convex; else in a new loop over the input."""
+        x = e.inputs[0]
+        g = self.group_of.get(x) if x not in self.reduced else None
+        if g is None or g.space != x.aval.shape or not self.convex(g, e):
+            g = self.new_group(x.aval.shape)
+        self.add_to(g, e)
+        self.reduced.add(e.out)
+
+    def new_group(self, space) -> LoopGroup:
+        g = LoopGroup(tuple(space))
+        self.steps.append(g)
+        self.group_deps[g] = set()
+        self.by_space.setdefault(g.space, []).append(g)
+        return g
+
+    def add_to(self, group: LoopGroup, e: Eqn) -> None:
+        """`e` joins `group`, with the pending broadcasts it reads (inlined as index maps)."""
+        for x in e.inputs:
+            b = self.pending.get(x)
+            if b is not None and b not in group.eqns:
+                group.eqns.append(b)
+            self.group_deps[group] |= self.deps_of(x)
+        self.group_deps[group].discard(group)
+        group.eqns.append(e)
+        self.group_of[e.out] = group
+
+    # -- convexity ---------------------------------------------------------------------------
+    def convex(self, group: LoopGroup, e: Eqn) -> bool:
+        """Whether `group` stays convex with `e`: none of the inputs `e` reads from outside
+        the group (a reduction's result counts as outside) depends on the group."""
+        for x in e.inputs:
+            inside = self.group_of.get(x) is group and x not in self.reduced
+            if not inside and self.depends_on(x, group):
+                return False
+        return True
+
+    def deps_of(self, v: Var) -> frozenset:
+        return self.deps.get(v, frozenset())
+
+    def depends_on(self, v: Var, group: LoopGroup) -> bool:
+        """Whether `v` needs `group` to have run, following the groups' reads as they are now.
+
+        `deps[v]` alone goes stale: with values v <- H and a group H that later joins an
+        equation reading G, v depends on G too, and letting G read v would be a cycle."""
+        seen: set[int] = set()
+        stack = list(self.deps_of(v))
+        while stack:
+            h = stack.pop()
+            if h is group:
+                return True
+            if id(h) not in seen:
+                seen.add(id(h))
+                stack.extend(self.group_deps[h])
+        return False
+
+    # -- materialisation ---------------------------------------------------------------------
+    def materialize(self, v: Var) -> None:
+        """A pending broadcast needed outside a loop (by an op step, or as a graph output)
+        becomes a group of its own, which writes it."""
+        b = self.pending.pop(v, None)
+        if b is not None:
+            g = self.new_group(b.out.aval.shape)
+            g.eqns.append(b)
+            self.group_of[b.out] = g
+            self.group_deps[g] |= self.deps_of(b.inputs[0])
+            self.deps[b.out] = self.deps_of(b.inputs[0]) | {g}
+
+
 def connect_reference(steps, group_of, graph_outputs):
     external = {id(s): _external_reads(s) for s in steps}
     for g in [s for s in steps if isinstance(s, LoopGroup)]:
@@ -258,6 +377,26 @@ def order_reference(steps):
                 del remaining[k]
                 break
     return ordered
+
+
+def fuse_reference(graph):
+    grouping = ReferenceGrouping()
+    for e in graph.eqns:
+        grouping.place(e)
+    for v in graph.outputs:
+        grouping.materialize(v)
+    connect_reference(grouping.steps, grouping.group_of, graph.outputs)
+    return order_reference(grouping.steps)
+
+
+def describe(steps) -> list:
+    """Each step as the eqns it runs (by identity) and a group's inputs and outputs."""
+    return [
+        (tuple(map(id, s.eqns)), tuple(s.inputs), tuple(s.outputs))
+        if isinstance(s, LoopGroup)
+        else id(s.eqn)
+        for s in steps
+    ]
 
 
 def rnn(h, w, xs):
@@ -286,6 +425,55 @@ def test_fusion_schedule_equals_the_reference(name):
     assert [(s.inputs, s.outputs) for s in steps if isinstance(s, LoopGroup)] == expected
     assert [id(s) for s in _order(steps)] == [id(s) for s in order_reference(steps)]
     assert len(fuse(graph).steps) == len(steps)
+
+
+def adam_like(w, m, v, g):
+    """Independent updates over one space share a group; a matmul in the middle breaks it."""
+    m2 = m * 0.9 + g * 0.1
+    v2 = v * 0.99 + g * g * 0.01
+    u = m2 / (jg.sqrt(v2) + 1e-8)
+    w2 = w - u * 0.01
+    z = (w2 @ jg.transpose(w2)) * 2.0
+    return w2 + jg.reduce_sum(z, axis=1, keepdims=True), m2, v2
+
+
+def stale_reads(x, y):
+    """A group (of h) that gains a read (of g's group) after another group (of k) read it:
+    k then depends on g's group too, so w may not join it (that would be a cycle)."""
+    h = jg.exp(x)  # group H over (2, 3)
+    k = jg.transpose(h) * 2.0  # group K over (3, 2) reads H
+    g = jg.sin(y)  # group G over (6,)
+    h2 = h * jg.reshape(g, (2, 3))  # joins H: H now reads G, and so does K
+    w = g + jg.reshape(k, (6,))  # may not join G
+    return h2, w
+
+
+FUSION_GRAPHS = {
+    "stale reads": lambda: trace_graph(stale_reads, (2, 3), (6,)),
+    "rnn": lambda: traced_grad(
+        rnn,
+        np.ones((2, 3), np.float32),
+        np.ones((3, 3), np.float32) * 0.1,
+        np.ones((6, 2, 3), np.float32),
+    ),
+    "ode": lambda: traced_grad(ode(5), THETA),
+    "adam": lambda: trace_graph(adam_like, (4, 4), (4, 4), (4, 4), (4, 4)),
+    "mlp grad": GRAPHS["mlp grad"],
+    "chains grad": GRAPHS["chains grad"],
+    "softmax grad": lambda: traced_grad(
+        lambda x, w: jg.reduce_sum(jg.nn.log_softmax(x @ w) * jg.exp(x @ w), axis=0)[0],
+        np.ones((4, 3), np.float32),
+        np.ones((3, 5), np.float32),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FUSION_GRAPHS)
+@pytest.mark.parametrize("optimized", [True, False], ids=["optimized", "traced"])
+def test_fusion_equals_the_reference_grouping(name, optimized):
+    graph = FUSION_GRAPHS[name]()
+    graph = optimize(graph) if optimized else graph
+    assert describe(fuse(graph).steps) == describe(fuse_reference(graph))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,31 +48,35 @@ def fuse(graph: Graph) -> Schedule:
 class _Grouping:
     """The steps made so far and what convexity needs to know about them.
 
-    Groups keep growing as equations join them, so the dependencies of a value are recorded
-    as the groups it read (`deps`), and followed through the groups' own reads (`group_deps`)
-    each time convexity is asked (`depends_on`)."""
+    Groups keep growing as equations join them, so what a value depends on is kept as the
+    few groups it reads directly (`base`: its own group, or for an op step's result the
+    groups its inputs read), and each group's `up`, the set of groups it depends on through
+    the groups' reads as they are now (itself included), is kept up to date as groups gain
+    reads: a value depends on exactly the union of its base groups' `up`. Sets of groups are
+    Python ints used as bit sets, bit k for the k-th group made; convexity is then a few bit
+    operations however many groups there are (an unrolled RNN makes thousands)."""
 
     def __init__(self):
         self.steps: list = []  # LoopGroup | OpStep, in creation order
         self.group_of: dict[Var, LoopGroup] = {}  # loop values (per element) -> their group
         self.reduced: set[Var] = set()  # reduction results (whole values, not per element)
-        self.deps: dict[Var, frozenset] = {}  # groups a value depended on when it was recorded
-        self.group_deps: dict[LoopGroup, set] = {}  # groups a group reads, directly or not
-        # Per group: the ids of the `deps` sets already merged into its group_deps (a set
-        # merged again adds nothing; `deps` keeps them alive, so their ids stay theirs).
-        self.merged: dict[LoopGroup, set] = {}
-        self.inlined: dict[LoopGroup, set] = {}  # per group: the broadcasts it inlines
+        self.groups: list[LoopGroup] = []  # in creation order: group k is bit k
+        self.index: dict[LoopGroup, int] = {}
+        self.base: dict[Var, frozenset] = {}  # value -> numbers of the groups it reads
+        self.up: list[int] = []  # per group: the groups it depends on, itself included
+        self.readers: list[set] = []  # per group: the groups whose `up` holds its own
+        self.inlined: list[set] = []  # per group: the broadcasts it inlines
         self.pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
-        self.by_space: dict[tuple, list] = {}  # loop groups per iteration space, oldest first
+        self.by_space: dict[tuple, int] = {}  # loop groups per iteration space
 
     # -- grouping ----------------------------------------------------------------------------
     def place(self, e: Eqn) -> None:
         """Put `e` where it runs: pending (a broadcast), a loop group, or an op step."""
         op = e.op
-        deps = self.deps
+        base = self.base
         if op.name == "broadcast_to":
             self.pending[e.out] = e
-            deps[e.out] = deps.get(e.inputs[0], _NONE)
+            base[e.out] = base.get(e.inputs[0], _NONE)
             return
         if op.kind == "elementwise":
             self.place_elementwise(e)
@@ -83,15 +87,20 @@ class _Grouping:
                 self.materialize(x)
             self.steps.append(OpStep(e))
         own = self.group_of.get(e.out)
-        union = _union([deps.get(x, _NONE) for x in e.inputs])
-        if own is not None and own not in union:
-            union = union | {own}
-        deps[e.out] = union
+        if own is not None:
+            # It joined `own`, which reads all it reads.
+            base[e.out] = frozenset((self.index[own],))
+        else:
+            base[e.out] = _union([base.get(x, _NONE) for x in e.inputs])
 
     def place_elementwise(self, e: Eqn) -> None:
         """Into the group of one of its inputs over the same space, else any other group over
         that space, most recent first (independent work over one space shares a pass: Adam's
-        moment and parameter updates, say), else a new group; the first that stays convex."""
+        moment and parameter updates, say), else a new group; the first that stays convex.
+
+        A group over the space that computes none of its inputs stays convex unless one of
+        them depends on it: the most recent such group is the highest bit of the space's
+        groups minus everything the inputs depend on."""
         space = e.out.aval.shape
         group_of = self.group_of
         reduced = self.reduced
@@ -104,11 +113,13 @@ class _Grouping:
             if self.convex(g, e):
                 self.add_to(g, e)
                 return
-        for g in reversed(self.by_space.get(space, ())):
-            if g not in own and self.convex(g, e):
-                self.add_to(g, e)
-                return
-        self.add_to(self.new_group(space), e)
+        candidates = self.by_space.get(space, 0) & ~self.reach(e.inputs)
+        for g in own:
+            candidates &= ~(1 << self.index[g])
+        if candidates:
+            self.add_to(self.groups[candidates.bit_length() - 1], e)
+        else:
+            self.add_to(self.new_group(space), e)
 
     def place_reduction(self, e: Eqn) -> None:
         """As an epilogue of the loop that computes its input, if that loop runs over the
@@ -122,64 +133,68 @@ class _Grouping:
 
     def new_group(self, space) -> LoopGroup:
         g = LoopGroup(tuple(space))
+        k = len(self.groups)
         self.steps.append(g)
-        self.group_deps[g] = set()
-        self.merged[g] = set()
-        self.inlined[g] = set()
-        self.by_space.setdefault(g.space, []).append(g)
+        self.groups.append(g)
+        self.index[g] = k
+        self.up.append(1 << k)
+        self.readers.append(set())
+        self.inlined.append(set())
+        self.by_space[g.space] = self.by_space.get(g.space, 0) | (1 << k)
         return g
 
     def add_to(self, group: LoopGroup, e: Eqn) -> None:
         """`e` joins `group`, with the pending broadcasts it reads (inlined as index maps)."""
-        group_deps = self.group_deps[group]
-        merged = self.merged[group]
-        inlined = self.inlined[group]
+        k = self.index[group]
+        inlined = self.inlined[k]
         for x in e.inputs:
             b = self.pending.get(x)
             if b is not None and b not in inlined:
                 inlined.add(b)
                 group.eqns.append(b)
-            d = self.deps.get(x)
-            if d and id(d) not in merged:
-                merged.add(id(d))
-                group_deps |= d
-        group_deps.discard(group)
+        self.reads(k, e.inputs)
         group.eqns.append(e)
         self.group_of[e.out] = group
+
+    def reads(self, k: int, values) -> None:
+        """Group `k` reads `values`: it depends on all they depend on, and so does every
+        group that depends on it."""
+        up, readers, base = self.up, self.readers, self.base
+        gained = 0
+        for x in values:
+            for h in base.get(x, _NONE):
+                if h != k:
+                    readers[h].add(k)
+                    gained |= up[h]
+        if gained & ~up[k]:
+            up[k] |= gained
+            stack = [k]
+            while stack:
+                h = stack.pop()
+                for r in readers[h]:
+                    if up[h] & ~up[r]:
+                        up[r] |= up[h]
+                        stack.append(r)
 
     # -- convexity ---------------------------------------------------------------------------
     def convex(self, group: LoopGroup, e: Eqn) -> bool:
         """Whether `group` stays convex with `e`: none of the inputs `e` reads from outside
         the group (a reduction's result counts as outside) depends on the group."""
+        bit = 1 << self.index[group]
         for x in e.inputs:
             inside = self.group_of.get(x) is group and x not in self.reduced
-            if not inside and self.depends_on(x, group):
+            if not inside and self.reach((x,)) & bit:
                 return False
         return True
 
-    def deps_of(self, v: Var) -> frozenset:
-        return self.deps.get(v, _NONE)
-
-    def depends_on(self, v: Var, group: LoopGroup) -> bool:
-        """Whether `v` needs `group` to have run, following the groups' reads as they are now.
-
-        `deps[v]` alone goes stale: with values v <- H and a group H that later joins an
-        equation reading G, v depends on G too, and letting G read v would be a cycle."""
-        deps = self.deps.get(v)
-        if not deps:
-            return False
-        if group in deps:
-            return True
-        seen: set[int] = set()
-        stack = list(deps)
-        while stack:
-            h = stack.pop()
-            if h is group:
-                return True
-            if id(h) not in seen:
-                seen.add(id(h))
-                stack.extend(self.group_deps[h])
-        return False
+    def reach(self, values) -> int:
+        """The groups `values` depend on, following the groups' reads as they are now."""
+        up, base = self.up, self.base
+        bits = 0
+        for x in values:
+            for h in base.get(x, _NONE):
+                bits |= up[h]
+        return bits
 
     # -- materialisation ---------------------------------------------------------------------
     def materialize(self, v: Var) -> None:
@@ -190,16 +205,16 @@ class _Grouping:
             g = self.new_group(b.out.aval.shape)
             g.eqns.append(b)
             self.group_of[b.out] = g
-            self.group_deps[g] |= self.deps_of(b.inputs[0])
-            self.deps[b.out] = self.deps_of(b.inputs[0]) | {g}
+            k = self.index[g]
+            self.reads(k, b.inputs)
+            self.base[b.out] = frozenset((k,))
 
 
 _NONE: frozenset = frozenset()
 
 
 def _union(sets: list) -> frozenset:
-    """The union of frozensets, without a copy when one of them holds all the others (the
-    common case: the inputs of an equation mostly depend on the same groups)."""
+    """The union of frozensets, without a copy when one of them holds all the others."""
     result = _NONE
     for d in sets:
         if d is result or not d:
