@@ -1,4 +1,4 @@
-"""Golden files: the exact generated source of six small kernels, so that every change to the
+"""Golden files: the exact generated source of seven small kernels, so that every change to the
 emitter shows up as a reviewed diff of the code Numba compiles.
 
 Refresh them after an intended change, and read the diff before committing it:
@@ -65,6 +65,14 @@ def euler_steps(theta, z0):
     return (x - 1.0) ** 2 + y
 
 
+def rnn_steps(p, xs):
+    """Three steps of a tanh RNN: the step's loop is one shared function, xs[t] a view."""
+    h = jg.zeros((2, 3))
+    for t in range(3):
+        h = jg.tanh(xs[t] @ p["wx"] + h @ p["wh"])
+    return jg.reduce_sum(h * h)
+
+
 def sin_squared(x):
     return jg.reduce_sum(jg.sin(x) * jg.sin(x))
 
@@ -86,6 +94,11 @@ CASES = {
     "row_loop": (jg.jit(row_loop), row_loop, (f32(4, 3),)),
     "matmul_epilogue": (jg.jit(matmul_epilogue), matmul_epilogue, (f32(4, 3), f32(3, 2), f32(2))),
     "second_derivative": (jg.jit(second_derivative), second_derivative, (f32(5),)),
+    "rnn_steps": (
+        jg.jit_grad(rnn_steps),
+        jg.value_and_grad(rnn_steps),
+        ({"wx": f32(4, 3), "wh": f32(3, 3)}, f32(3, 2, 4)),
+    ),
     "scalar_reads": (
         jg.jit_grad(euler_steps),
         jg.value_and_grad(euler_steps),

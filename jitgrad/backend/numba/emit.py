@@ -183,6 +183,7 @@ class Emitter:
         self.blocks: list[str] = []  # module-level scalar block functions (see scalar_block)
         self.block_reads: dict[str, str] = {}  # a scalar read left to its block: name -> read
         self.block_verdicts: dict[LoopGroup, bool] = {}
+        self.functions: list[str] = []  # module-level loop functions (see share_loops)
 
     # -- names -------------------------------------------------------------------------------
     def name_of(self, v: Var) -> str:
@@ -227,15 +228,22 @@ class Emitter:
             self.param_names.append(self.name_of(v))
             self.contiguous.add(v)
         groups = []
+        loops = []  # (first line, end line) of the loops a function may run (see share_loops)
         for step in plan_row_loops(self.schedule.steps, self.is_parallel, self.contiguous):
+            start = len(self.lines)
             if isinstance(step, RowLoop):
                 self.row_loop(step)
                 groups += [(g.space, g.op_names()) for g in step.groups]
+                loops.append((start, len(self.lines)))
             elif isinstance(step, LoopGroup):
+                shared = step.space and not self.is_parallel(step) and not self.is_block(step)
                 self.loop(step)
                 groups.append((step.space, step.op_names()))
+                if shared:
+                    loops.append((start, len(self.lines)))
             else:
                 self.op(step.eqn)
+        self.share_loops(loops)
         outputs, returned, returns = [], {}, []
         buffer_index = {name: j for j, name in enumerate(self.param_names)}
         for v in g.outputs:
@@ -263,6 +271,36 @@ class Emitter:
             self.generic,
         )
 
+    def share_loops(self, loops: list) -> None:
+        """Loops that occur twice or more with the same code up to value names (an unrolled
+        RNN's steps) become one module-level function that the kernel calls at each place:
+        Numba types and LLVM optimises and vectorises each such loop once, not once per
+        step."""
+        found = [_Piece(self.lines[a:b]) for a, b in loops]
+        counts: dict[str, int] = {}
+        for piece in found:
+            counts[piece.key] = counts.get(piece.key, 0) + 1
+        names: dict[str, str] = {}
+        replaced = {}
+        for (a, b), piece in zip(loops, found):
+            if counts[piece.key] < 2:
+                continue
+            name = names.get(piece.key)
+            if name is None:
+                name = names[piece.key] = f"loop{len(names)}"
+                self.functions.append(piece.function(name, self.fastmath))
+            replaced[a] = (b, piece.call(name))
+        lines, k = [], 0
+        while k < len(self.lines):
+            if k in replaced:
+                end, call = replaced[k]
+                lines += call
+                k = end
+            else:
+                lines.append(self.lines[k])
+                k += 1
+        self.lines = lines
+
     def module_source(self) -> str:
         flags = "True" if self.fastmath else "False"
         imports = ""
@@ -278,7 +316,7 @@ class Emitter:
             'graph."""\n\n'
             "import math\n\nimport numba\nimport numpy as np\n"
             f"{imports}\n\n"
-            + "".join(block + "\n\n" for block in self.blocks)
+            + "".join(block + "\n\n" for block in self.blocks + self.functions)
             + f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}, "
             f"parallel={self.parallel})\n"
             f"def kernel({', '.join(self.param_names)}):\n"
@@ -795,7 +833,45 @@ class Emitter:
 
     @emits("slice")
     def op_slice(self, e, x):
-        self.emit(f"{self.name_of(e.out)} = {self.name_of(x)}[{self._slices(e.params['index'])}]")
+        out, index = self.name_of(e.out), e.params["index"]
+        block = self._contiguous_block(x, index)
+        if block is None:
+            self.emit(f"{out} = {self.name_of(x)}[{self._slices(index)}]")
+            return
+        # A C-contiguous view, so that no reader copies it (Numba types x[0:1, :, :] as a
+        # strided array but x[0] and x[2:5] as C-contiguous ones).
+        view = f"{self.name_of(x)}[{block}]"
+        if any(":" not in part for part in block.split(", ")):  # integers drop dimensions
+            view += f".reshape({self.size.shape(e.out.aval.shape)})"
+        self.emit(f"{out} = {view}")
+        self.contiguous.add(e.out)
+
+    def _contiguous_block(self, x: Var, index) -> str | None:
+        """The index that selects the slice `index` of a C-contiguous `x` as one contiguous
+        block (leading dimensions of one element, then one range of step 1, then whole
+        dimensions), written with integers and at most one trailing range: e.g. `0`, `3, 2:5`,
+        `2:5`; None if the slice is not such a block."""
+        if x not in self.contiguous or not index:
+            return None
+        extents = [len(range(*triple)) for triple in index]
+        if 0 in extents:
+            return None
+        k = 0
+        while k < len(index) - 1 and extents[k] == 1:
+            k += 1
+        start, stop, step = index[k]
+        if step != 1 and extents[k] != 1:
+            return None
+        for d in range(k + 1, len(index)):
+            if index[d] != (0, x.aval.shape[d], 1):
+                return None
+        parts = [self.size(index[d][0]) for d in range(k)]
+        whole = (start, stop, step) == (0, x.aval.shape[k], 1)
+        if extents[k] == 1 and k == len(index) - 1:
+            parts.append(f"{self.size(start)}:{self.size(start)} + 1")
+        elif not whole or not parts:
+            parts.append(f"{self.size(start)}:{self.size(start + extents[k])}")
+        return ", ".join(parts)
 
     @emits("unslice")
     def op_unslice(self, e, g):
@@ -957,6 +1033,87 @@ def _names(expr: str) -> list[str]:
     """The variables an expression of the generated code reads (names not called and not
     modules), in order of appearance."""
     return [w for w in _NAME.findall(expr) if not keyword.iskeyword(w) and w not in _KERNEL_GLOBALS]
+
+
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
+_VALUE = re.compile(r"^(v|x|acc|part)\d+$")
+
+
+class _Piece:
+    """Kernel lines (a loop) as a function of the kernel values they read and write: `params`
+    (read before written here, arrays written in place included), `returns` (values assigned
+    here). `key` is the code with every value name numbered in order of appearance: two
+    pieces with one key compute the same function of their parameters."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        written: set[str] = set()
+        self.params: list[str] = []
+        self.returns: list[str] = []
+        order: dict[str, str] = {}
+        canonical = []
+        for line in lines:
+            code = "" if line.lstrip().startswith("#") else _STRING.sub("''", line)
+            target, reads = _reads_and_target(code.strip())
+            for name in reads:
+                if name not in written and name not in self.params:
+                    self.params.append(name)
+            if target is not None:
+                written.add(target)
+                if target.startswith("v") and target not in self.returns:
+                    self.returns.append(target)
+            canonical.append(
+                _IDENTIFIER.sub(
+                    lambda m: (
+                        order.setdefault(m.group(), f"t{len(order)}")
+                        if _VALUE.match(m.group()) or m.group() in self.params
+                        else m.group()
+                    ),
+                    code,
+                )
+            )
+        self.key = "\n".join(canonical)
+
+    def function(self, name: str, fastmath: bool) -> str:
+        returned = ", ".join(self.returns) + ("," if len(self.returns) == 1 else "")
+        tail = [f"    return ({returned})"] if self.returns else []
+        return (
+            f"@numba.njit(nogil=True, error_model='numpy', fastmath={fastmath})\n"
+            f"def {name}({', '.join(self.params)}):\n" + "\n".join(self.lines + tail) + "\n"
+        )
+
+    def call(self, name: str) -> list[str]:
+        comments = [line for line in self.lines if line.lstrip().startswith("# fused")]
+        call = f"{name}({', '.join(self.params)})"
+        if self.returns:
+            call = f"{', '.join(self.returns)}{',' if len(self.returns) == 1 else ''} = {call}"
+        return (
+            [line.rstrip() + f": {name}" for line in comments[:1]] + comments[1:] + ["    " + call]
+        )
+
+
+def _reads_and_target(code: str):
+    """(the name a line assigns or None, the names it reads) for one generated line."""
+    if not code:
+        return None, []
+    if code.startswith("for "):
+        target, rest = code[4:].split(" in ", 1)
+        return target.strip(), _names(rest)
+    if code.startswith(("if ", "elif ", "while ", "raise ", "return ")) or code == "else:":
+        return None, _names(code)
+    for op in (" += ", " -= ", " *= "):
+        if op in code:
+            left, right = code.split(op, 1)
+            target = None if "[" in left else left.strip()
+            return target, _names(left) + _names(right)
+    if " = " in code:
+        left, right = code.split(" = ", 1)
+        left = left.strip()
+        if "[" in left:  # an element or slice of an array: the array is read (and written)
+            return None, _names(left) + _names(right)
+        return left, _names(right)
+    return None, _names(code)
 
 
 def raise_index_error(e: Eqn, template: str, *values: str) -> str:
