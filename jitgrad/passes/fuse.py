@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 
 from jitgrad.core.opdef import OpDef
+from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.ir.schedule import LoopGroup, OpStep, Schedule
 
@@ -36,13 +37,14 @@ def fuse(graph: Graph) -> Schedule:
     of its own) without breaking convexity; materialisation turns the broadcasts needed outside
     a loop into loops of their own; `_connect` then fills each group's inputs and outputs, and
     `_order` schedules the steps."""
-    grouping = _Grouping()
-    for e in graph.eqns:
-        grouping.place(e)
-    for v in graph.outputs:
-        grouping.materialize(v)
-    _connect(grouping.steps, grouping.group_of, graph.outputs)
-    return Schedule(graph, _order(grouping.steps))
+    with gc_paused():
+        grouping = _Grouping()
+        for e in graph.eqns:
+            grouping.place(e)
+        for v in graph.outputs:
+            grouping.materialize(v)
+        _connect(grouping.steps, grouping.group_of, graph.outputs)
+        return Schedule(graph, _order(grouping.steps))
 
 
 class _Grouping:
@@ -64,6 +66,7 @@ class _Grouping:
         self.index: dict[LoopGroup, int] = {}
         self.base: dict[Var, frozenset] = {}  # value -> numbers of the groups it reads
         self.up: list[int] = []  # per group: the groups it depends on, itself included
+        self.own: list[frozenset] = []  # per group k: {k}, the base of its values
         self.readers: list[set] = []  # per group: the groups whose `up` holds its own
         self.inlined: list[set] = []  # per group: the broadcasts it inlines
         self.pending: dict[Var, Eqn] = {}  # broadcasts not yet placed in a group
@@ -89,7 +92,7 @@ class _Grouping:
         own = self.group_of.get(e.out)
         if own is not None:
             # It joined `own`, which reads all it reads.
-            base[e.out] = frozenset((self.index[own],))
+            base[e.out] = self.own[self.index[own]]
         else:
             base[e.out] = _union([base.get(x, _NONE) for x in e.inputs])
 
@@ -138,6 +141,7 @@ class _Grouping:
         self.groups.append(g)
         self.index[g] = k
         self.up.append(1 << k)
+        self.own.append(frozenset((k,)))
         self.readers.append(set())
         self.inlined.append(set())
         self.by_space[g.space] = self.by_space.get(g.space, 0) | (1 << k)
@@ -180,11 +184,14 @@ class _Grouping:
     def convex(self, group: LoopGroup, e: Eqn) -> bool:
         """Whether `group` stays convex with `e`: none of the inputs `e` reads from outside
         the group (a reduction's result counts as outside) depends on the group."""
-        bit = 1 << self.index[group]
+        k = self.index[group]
+        group_of, reduced, base, up = self.group_of, self.reduced, self.base, self.up
         for x in e.inputs:
-            inside = self.group_of.get(x) is group and x not in self.reduced
-            if not inside and self.reach((x,)) & bit:
-                return False
+            if group_of.get(x) is group and x not in reduced:
+                continue  # inside
+            for h in base.get(x, _NONE):
+                if up[h] >> k & 1:
+                    return False
         return True
 
     def reach(self, values) -> int:
@@ -207,7 +214,7 @@ class _Grouping:
             self.group_of[b.out] = g
             k = self.index[g]
             self.reads(k, b.inputs)
-            self.base[b.out] = frozenset((k,))
+            self.base[b.out] = self.own[k]
 
 
 _NONE: frozenset = frozenset()
