@@ -88,7 +88,11 @@ class Trace:
         self.custom_vjps[out.var] = Eqn(op, tuple(x.var for x in inputs), {}, out.var)
 
     def emit(self, op, args, params) -> Tracer:
-        inputs = tuple([a.var for a in args])
+        if len(args) == 2:
+            x, y = args
+            inputs = (x.var, y.var)
+        else:
+            inputs = tuple([a.var for a in args])
         aval = abstract_eval(op, args, inputs, params)
         out = Var(aval)
         source = self.source or user_frame(self.known_frames)
@@ -137,10 +141,12 @@ def _interned(aval: AVal) -> AVal:
 def abstract_eval(op, args, inputs, params) -> AVal:
     """`op.abstract_eval(*args, **params)` for `args` standing for the Vars `inputs`,
     remembered per the inputs' avals and params."""
-    avals = tuple([v.aval for v in inputs])
-    if len(avals) == 2 and not params:  # most ops: a flat key hashes fastest
+    if len(inputs) == 2 and not params:  # most ops: a flat key hashes fastest
+        x, y = inputs
+        avals = (x.aval, y.aval)
         key = (op, id(avals[0]), id(avals[1]))
     else:
+        avals = tuple([v.aval for v in inputs])
         ids = tuple([id(a) for a in avals])
         key = (op, ids, tuple(params.items())) if params else (op, ids)
     try:
