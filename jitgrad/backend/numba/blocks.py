@@ -18,9 +18,10 @@ directly, at a few microseconds each:
   distinct expression and operand types (`x12 = math.sin(x11)` and `x30 = math.sin(x29)`
   share one), and called; LLVM inlines it.
 
-The block's instructions go into an LLVM function of their own, outside the kernel's (see
-`_Codegen`), so LLVM optimises a few large straight-line functions rather than one huge
-kernel.
+A fused group over no dimensions gets an LLVM function of its own (`own_function`), which
+LLVM optimises apart from the kernel's loops; a loop body's block stays inline in its loop, so
+that LLVM still vectorises the loop (see `_Plan.emit`). The emitter makes blocks of large
+bodies only (emit.MIN_BLOCK, emit.MIN_LOOP_BLOCK): a block costs a call in Numba's typing.
 """
 
 from __future__ import annotations
@@ -135,14 +136,13 @@ class _Plan:
         self.block = block
         self.argtypes = argtypes
         self.types = dict(zip(block.params, argtypes))
-        self.steps = []  # (target, build(cg) -> llvm value, names of the values it reads)
+        self.steps = []  # (target, build(cg) -> llvm value)
         for target, expr in block.assigns:
-            uses = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name) and n.id in self.types}
             ty, build = self.direct(expr)
             if build is None:
                 ty, build = self.operation(expr)
             self.types[target] = ty
-            self.steps.append((target, build, uses))
+            self.steps.append((target, build))
 
     # -- statements translated here --------------------------------------------------------
     def direct(self, node):
@@ -176,14 +176,14 @@ class _Plan:
             array = node.value.id
             aty = self.types[array]
             index = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-            parts = []
+            parts = []  # non-negative integer constants, or integer values (sizes)
             for item in index:
                 if isinstance(item, ast.Constant) and type(item.value) is int and item.value >= 0:
                     parts.append(item.value)
                 elif isinstance(item, ast.Name) and isinstance(
                     self.types.get(item.id), types.Integer
                 ):
-                    parts.append(item.id)
+                    parts.append((item.id, self.types[item.id]))
                 else:
                     return None, None
             if len(parts) != aty.ndim:
@@ -231,9 +231,10 @@ class _Plan:
                 operands.append((ty, build))
                 return ast.Name(f"a{len(operands) - 1}", ast.Load())
 
-        text = ast.unparse(Lift().visit(_copy(expr)))
+        lifted = Lift().visit(_copy(expr))
+        text = ast.unparse(lifted)
         argtypes = tuple(self.types[o] if isinstance(o, str) else o[0] for o in operands)
-        dispatcher = _operation(text, len(operands), argtypes, self.block)
+        dispatcher = _operation(text, len(operands), argtypes, self.block, lifted)
         cres = dispatcher.overloads[argtypes]
 
         def build(cg):
@@ -258,7 +259,8 @@ class _Plan:
             return self.build(context, builder, signature.return_type, args)
         rtype = context.get_value_type(signature.return_type)
         fnty = ir.FunctionType(rtype, [a.type for a in args])
-        fn = ir.Function(builder.module, fnty, name=f"jitgrad.{self.block.name}.{id(self):x}")
+        name = builder.module.get_unique_name(f"jitgrad.{self.block.name}")
+        fn = ir.Function(builder.module, fnty, name=name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")  # LLVM would inline a function called once
         body = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -267,12 +269,14 @@ class _Plan:
 
     def build(self, context, builder, rtype, args):
         cg = _Codegen(context, builder, dict(zip(self.block.params, args)))
-        for target, build, _ in self.steps:
+        for target, build in self.steps:
             cg.values[target] = build(cg)
         return context.make_tuple(builder, rtype, [cg.values[n] for n in self.block.returns])
 
 
 class _Codegen:
+    """Where a plan's instructions go: the builder, and the LLVM value of each name."""
+
     def __init__(self, context, builder, values):
         self.context = context
         self.builder = builder
@@ -280,15 +284,19 @@ class _Codegen:
         self.arrays = {}
 
     def load(self, name: str, aty, parts):
+        """The element of array `name` at `parts` (constants, or (name, integer type)); the
+        indices are in bounds and non-negative (the emitter writes them from the shapes)."""
         array = self.arrays.get(name)
         if array is None:
             array = self.arrays[name] = self.context.make_array(aty)(
                 self.context, self.builder, self.values[name]
             )
         index = [
-            ir.Constant(ir.IntType(64), p) if isinstance(p, int) else self.values[p] for p in parts
+            self.context.get_constant(types.intp, p)
+            if isinstance(p, int)
+            else self.context.cast(self.builder, self.values[p[0]], p[1], types.intp)
+            for p in parts
         ]
-        index = [self.context.cast(self.builder, i, types.intp, types.intp) for i in index]
         ptr = cgutils.get_item_pointer(
             self.context, self.builder, aty, array, index, wraparound=False
         )
@@ -312,9 +320,12 @@ def _constant(node):
     return None
 
 
-def _operation(text: str, arity: int, argtypes: tuple, block: _Block):
-    """The dispatcher computing `text` from a0, a1, ..., compiled for `argtypes`."""
-    key = (text, argtypes, block.fastmath)
+def _operation(text: str, arity: int, argtypes: tuple, block: _Block, tree):
+    """The dispatcher computing `text` from a0, a1, ..., compiled for `argtypes`, shared by
+    every block whose module gives the names `text` reads the same objects."""
+    names = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
+    objects = tuple(id(block.globals.get(n)) for n in names)
+    key = (text, argtypes, block.fastmath, objects)
     with _OPERATIONS_LOCK:
         dispatcher = _OPERATIONS.get(key)
         if dispatcher is None:

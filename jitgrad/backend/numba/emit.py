@@ -12,6 +12,7 @@ over the rows (rows.py).
 
 from __future__ import annotations
 
+import collections
 import keyword
 import re
 from collections.abc import Callable
@@ -48,6 +49,8 @@ BLOCKS_MODULE = "jitgrad.backend.numba.blocks"
 # are loop bodies with at least MIN_LOOP_BLOCK computations (blocks.py).
 MIN_BLOCK = 8
 MIN_LOOP_BLOCK = 32
+# Comments list the ops of groups up to this size, and count them in larger ones.
+MAX_LISTED_OPS = 40
 # Structured op name -> the Emitter method that writes it (see `emits`).
 EMITTERS: dict[str, Callable] = {}
 
@@ -385,7 +388,7 @@ class Emitter:
         body, self.lines = self.lines, kernel_lines
         outputs = [self.name_of(v) for v in group.outputs]
         name, params = self.add_block(group, body, outputs, own_function=True)
-        self.emit(f"# fused {', '.join(group.op_names())} over (): {name}")
+        self.emit(f"# fused {describe(group.op_names())} over (): {name}")
         returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
         self.emit(f"{returned} = {name}({', '.join(params)})")
 
@@ -413,7 +416,11 @@ class Emitter:
         self.blocks.append(
             f"@scalar_block({options})\n"
             f"def {name}({', '.join(params)}):\n"
-            f'    """fused {", ".join(group.op_names())} over {space}: one element"""\n'
+            + (
+                f'    """The scalar code of: fused {describe(group.op_names())} over ()."""\n'
+                if own_function
+                else f'    """One element of: fused {describe(group.op_names())} over {space}."""\n'
+            )
             + "".join(f"    {line}\n" for line in reads + body)
             + f"    return ({returned})\n"
         )
@@ -524,7 +531,7 @@ class Emitter:
     def loop_header(self, group: LoopGroup, note: str) -> None:
         """The comment, the output buffers, accumulators and reduction rows' initial values."""
         space = self.size.shape(group.space) if group.space else "()"
-        self.emit(f"# fused {', '.join(group.op_names())} over {space}{note}")
+        self.emit(f"# fused {describe(group.op_names())} over {space}{note}")
         for v in group.outputs:  # list order: the generated source must be deterministic
             if v.aval.ndim:
                 self.add_buffer(v)
@@ -1033,6 +1040,15 @@ def _names(expr: str) -> list[str]:
     """The variables an expression of the generated code reads (names not called and not
     modules), in order of appearance."""
     return [w for w in _NAME.findall(expr) if not keyword.iskeyword(w) and w not in _KERNEL_GLOBALS]
+
+
+def describe(op_names: list[str]) -> str:
+    """A group's ops for a comment: their names in order, or for a large group how many of
+    each (an unrolled program's group has thousands)."""
+    if len(op_names) <= MAX_LISTED_OPS:
+        return ", ".join(op_names)
+    counts = collections.Counter(op_names).most_common()
+    return f"{len(op_names)} ops ({', '.join(f'{n} {name}' for name, n in counts)})"
 
 
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")

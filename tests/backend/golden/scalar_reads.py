@@ -10,7 +10,7 @@ from jitgrad.backend.numba.blocks import scalar_block
 
 @scalar_block(fastmath=False, own_function=True)
 def block0(v0, v1):
-    """fused mul, mul, mul, sub, mul, add, mul, sub, mul, add, mul, mul, mul, sub, mul, add, mul, sub, mul, add, sub, mul, add, mul, mul, mul, add, mul, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add, mul, add, mul, add, mul, add, mul, neg, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add over (): one element"""
+    """The scalar code of: fused 60 ops (35 mul, 17 add, 5 sub, 3 neg) over ()."""
     v7 = v0[0]
     v11 = v1[0]
     v9 = v0[1]
@@ -88,7 +88,7 @@ def kernel(v0, v1, v78):
     #   v50=ay v51=az v52=ba v53=bb v54=bc v55=bd v56=be v57=bf v58=bg v59=bh v60=bi v61=bj v62=bk
     #   v63=bl v64=bm v65=bn v66=bo v67=bp v68=bq v69=br v70=bs v71=bt v72=bu v73=bv v75=bx v77=bz
     #   v78=ca
-    # fused mul, mul, mul, sub, mul, add, mul, sub, mul, add, mul, mul, mul, sub, mul, add, mul, sub, mul, add, sub, mul, add, mul, mul, mul, add, mul, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add, mul, add, mul, add, mul, add, mul, neg, mul, add, mul, mul, add, mul, neg, mul, mul, add, mul, add over (): block0
+    # fused 60 ops (35 mul, 17 add, 5 sub, 3 neg) over (): block0
     v36, v71, v73 = block0(v0, v1)
     # unslice
     v75 = np.zeros((2,), np.float32)
