@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import jitgrad as jg
+
 from jitgrad.backend.numba.emit import EMITTERS, REDUCTION_UPDATES, check_emitters
 from jitgrad.core.opdef import COMBINES, REGISTRY, OpDef, Reduction
 from jitgrad.passes.fuse import is_structured
@@ -42,3 +44,18 @@ def test_reduction_identity_is_the_eager_empty_reduction(dtype):
     for op in reductions:
         empty = op.impl(np.zeros((0, 2), dtype), axes=(0,))
         assert np.array_equal(empty, np.full(2, op.reduction.identity(dtype), dtype)), op.name
+
+
+def test_a_loop_shared_by_two_sites_may_use_infinities():
+    """Two equal loops become one function of the values they read (emit._Piece); `np.inf`
+    in their code is an attribute, not a value to pass (it was once read as a name `inf`)."""
+
+    def f(a, b):
+        return jg.reduce_sum(jg.nn.softmax(a)) + jg.reduce_sum(jg.nn.softmax(b))
+
+    a, b = np.array([0.3, -1.0, 2.0]), np.array([1.5, 0.25, -0.5])
+    value, (ga, gb) = jg.jit_grad(f, wrt=(0, 1))(a, b)
+    eager_value, (ea, eb) = jg.value_and_grad(f, argnums=(0, 1))(a, b)
+    np.testing.assert_allclose(float(value), float(eager_value), rtol=1e-12)
+    np.testing.assert_allclose(ga.numpy(), ea.numpy(), atol=1e-12)
+    np.testing.assert_allclose(gb.numpy(), eb.numpy(), atol=1e-12)

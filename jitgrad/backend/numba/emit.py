@@ -1032,7 +1032,7 @@ class Emitter:
             self.contiguous.add(v)
 
 
-_NAME = re.compile(r"\b[a-z_][a-z_0-9]*\b(?![(.])")
+_NAME = re.compile(r"(?<![.\w])[a-z_][a-z_0-9]*\b(?![(.])")  # not an attribute (np.inf)
 _KERNEL_GLOBALS = frozenset({"np", "math", "numba"})
 
 
