@@ -1,5 +1,6 @@
-"""Compiles block (see below). Compiled kernels go to a fresh temporary cache directory, not the user's ~/.cache/jitgrad
-(unless JITGRAD_CACHE_DIR is set: then runs can reuse it and skip Numba compiles).
+"""Compiles block (see below). Compiled kernels go to a fresh temporary cache directory, not
+the user's ~/.cache/jitgrad (unless JITGRAD_CACHE_DIR is set: then runs can reuse it and skip
+Numba compiles).
 
 Hypothesis profiles (tests that set their own `max_examples` keep it):
 * "ci", the default: bounded and derandomized, so a CI run checks the same examples every

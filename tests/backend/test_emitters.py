@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
-
 from jitgrad.backend.numba.emit import EMITTERS, REDUCTION_UPDATES, check_emitters
 from jitgrad.core.opdef import COMBINES, REGISTRY, OpDef, Reduction
 from jitgrad.passes.fuse import is_structured
