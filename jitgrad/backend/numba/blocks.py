@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import textwrap
 import threading
 
@@ -37,6 +38,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from jitgrad.ir.gcpause import gc_paused
 
 _FLOAT_OPS = {ast.Add: "fadd", ast.Sub: "fsub", ast.Mult: "fmul", ast.Div: "fdiv"}
 _TYPED_CONSTANTS = {
@@ -86,7 +89,7 @@ class _Block:
     def parse(self) -> None:
         """Read the statements (at the first typing: a kernel loaded from Numba's disk cache
         never needs them)."""
-        tree = ast.parse(textwrap.dedent(inspect.getsource(self.fn)))
+        tree = ast.parse(textwrap.dedent(_function_source(self.fn)))
         fdef = tree.body[0]
         body = [s for s in fdef.body if not _is_docstring(s)]
         *assigns, ret = body
@@ -110,7 +113,7 @@ class _Block:
 
     def typer(self, argtypes: tuple):
         """The intrinsic's typing: the signature and the code generator for `argtypes`."""
-        with self.lock:
+        with self.lock, gc_paused():  # keeps what it builds (see gcpause)
             if not self.parsed:
                 self.parse()
             plan = self.plans.get(argtypes)
@@ -120,9 +123,26 @@ class _Block:
         sig = types.Tuple(rtypes)(*argtypes)
 
         def codegen(context, builder, signature, args):
-            return plan.emit(context, builder, signature, args)
+            with gc_paused():
+                return plan.emit(context, builder, signature, args)
 
         return sig, codegen
+
+
+def _function_source(fn) -> str:
+    """The source of module-level function `fn`: its decorators, `def` line and the indented
+    lines after it (inspect.getsource tokenizes every line: seconds for 50,000 statements)."""
+    lines = linecache.getlines(fn.__code__.co_filename)
+    if not lines:
+        return inspect.getsource(fn)
+    start = fn.__code__.co_firstlineno - 1  # its first decorator's line, or its `def`
+    end = start
+    while end < len(lines) and not lines[end].lstrip().startswith("def "):
+        end += 1
+    end += 1
+    while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+        end += 1
+    return "".join(lines[start:end])
 
 
 def _is_docstring(s) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 from jitgrad.backend.numba import helper_names
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.core.opdef import REGISTRY, OpDef
+from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
 from jitgrad.ir.schedule import LoopGroup, Schedule
 from jitgrad.passes.fuse import is_structured
@@ -1183,7 +1184,8 @@ def emit_kernel(
 ) -> KernelSource:
     """Generate the source of the one kernel that runs `schedule`; `generic`: sizes read from
     the arrays and scalar constants as parameters (see Sizes)."""
-    return Emitter(schedule, name, fastmath, generic).build()
+    with gc_paused():  # an emitter keeps what it allocates (see gcpause)
+        return Emitter(schedule, name, fastmath, generic).build()
 
 
 def check_emitters(registry: dict) -> None:
