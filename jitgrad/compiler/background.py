@@ -202,7 +202,10 @@ def _enqueue(job, compiled, argument, before_exit: bool = False) -> None:
 
 def _run_jobs() -> None:
     while True:
-        job, compiled, argument, before_exit = _jobs.get()
+        item = _jobs.get()
+        if item is None:  # the program is exiting (_exit_waits)
+            return
+        job, compiled, argument, before_exit = item
         try:
             job(compiled, argument)
         except Exception as exc:  # e.g. a warning turned into an error: never leave it pending
@@ -231,6 +234,13 @@ def _exit_waits() -> None:
     with _before_exit_changed:
         while _before_exit[0] and time.monotonic() < deadline:
             _before_exit_changed.wait(deadline - time.monotonic())
+    # Then end the compile thread: it may have loaded parallel kernels, which registers it
+    # with Numba's TBB thread pool, and TBB's unloading at interpreter exit waits for the
+    # threads registered with it: a daemon thread still parked on the queue hangs the exit.
+    _jobs.put(None)
+    thread = _thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _load_from_worker(compiled, future) -> None:
