@@ -26,6 +26,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+# Steady-state speed is the kernels' speed: jitgrad's tiered execution would otherwise serve the
+# first calls of a measurement on its numpy fallback while the kernel compiles (W4 and W9 measure
+# that path, in processes of their own).
+os.environ.setdefault("JITGRAD_COMPILE", "blocking")
+
 RESULT_TAG = "PERF-RESULT "
 PERF_DIR = os.path.dirname(os.path.abspath(__file__))
 
