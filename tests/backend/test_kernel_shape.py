@@ -106,3 +106,26 @@ def test_slices_as_views(index, shape):
     bigger = rng.normal(size=tuple(n + 2 for n in shape))  # the polymorphic kernel
     if bigger[index].size == x[index].size:
         _assert_close(g(bigger, w), jg.value_and_grad(f, argnums=(0, 1))(bigger, w), rtol=1e-10)
+
+
+def deep_cell(w, u, xs):
+    """Steps whose elementwise part is large (a loop body that becomes a scalar block) and
+    the same at each step."""
+    h = jg.zeros((xs.shape[1], w.shape[1]))
+    for t in range(xs.shape[0]):
+        z = xs[t] @ w + h @ u
+        for _ in range(12):
+            z = jg.tanh(z) * 0.9 + jg.sin(z) * 0.1
+        h = z
+    return jg.reduce_sum(h * h)
+
+
+def test_repeated_loop_bodies_share_one_block():
+    f = jg.jit_grad(deep_cell, wrt=(0, 1))
+    args = (rng.normal(size=(3, 4)), rng.normal(size=(4, 4)), rng.normal(size=(4, 5, 3)))
+    source = f.lower(*args).source
+    blocks = re.findall(r"^def (block\d+)\(", source, re.M)
+    assert 0 < len(blocks) <= 3  # forward step, backward step, last step: not one per step
+    loops = source.split("\ndef loop")[1:]
+    assert loops and any("= block" in loop for loop in loops)  # shared loops call blocks
+    _assert_close(f(*args), jg.value_and_grad(deep_cell, argnums=(0, 1))(*args), rtol=1e-10)

@@ -187,6 +187,7 @@ class Emitter:
         self.blocks: list[str] = []  # module-level scalar block functions (see scalar_block)
         self.block_reads: dict[str, str] = {}  # a scalar read left to its block: name -> read
         self.block_verdicts: dict[LoopGroup, bool] = {}
+        self.block_names: dict[tuple, str] = {}  # (own_function, _Piece key) -> block name
         self.functions: list[str] = []  # module-level loop functions (see share_loops)
 
     # -- names -------------------------------------------------------------------------------
@@ -412,18 +413,25 @@ class Emitter:
                 if word not in params:
                     params.append(word)
         returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
+        code = [f"({', '.join(params)}):", *reads, *body, f"return ({returned})"]
+        # A block computing what an earlier one computes, up to value names (a loop body
+        # repeated at each step of an unrolled program), is that block: one compilation, and
+        # the loops calling it stay alike (share_loops).
+        key = (own_function, _Piece(code).key)
+        if key in self.block_names:
+            return self.block_names[key], params
+        self.block_names[key] = name
         options = f"fastmath={self.fastmath}" + (", own_function=True" if own_function else "")
         space = self.size.shape(group.space) if group.space else "()"
         self.blocks.append(
             f"@scalar_block({options})\n"
-            f"def {name}({', '.join(params)}):\n"
+            f"def {name}{code[0]}\n"
             + (
                 f'    """The scalar code of: fused {describe(group.op_names())} over ()."""\n'
                 if own_function
                 else f'    """One element of: fused {describe(group.op_names())} over {space}."""\n'
             )
-            + "".join(f"    {line}\n" for line in reads + body)
-            + f"    return ({returned})\n"
+            + "".join(f"    {line}\n" for line in code[1:])
         )
         return name, params
 
@@ -1072,11 +1080,11 @@ class _Piece:
         canonical = []
         for line in lines:
             code = "" if line.lstrip().startswith("#") else _STRING.sub("''", line)
-            target, reads = _reads_and_target(code.strip())
+            targets, reads = _reads_and_targets(code.strip())
             for name in reads:
                 if name not in written and name not in self.params:
                     self.params.append(name)
-            if target is not None:
+            for target in targets:
                 written.add(target)
                 if target.startswith("v") and target not in self.returns:
                     self.returns.append(target)
@@ -1110,27 +1118,25 @@ class _Piece:
         )
 
 
-def _reads_and_target(code: str):
-    """(the name a line assigns or None, the names it reads) for one generated line."""
+def _reads_and_targets(code: str):
+    """(the names a line assigns, the names it reads) for one generated line."""
     if not code:
-        return None, []
+        return [], []
     if code.startswith("for "):
         target, rest = code[4:].split(" in ", 1)
-        return target.strip(), _names(rest)
+        return [target.strip()], _names(rest)
     if code.startswith(("if ", "elif ", "while ", "raise ", "return ")) or code == "else:":
-        return None, _names(code)
+        return [], _names(code)
     for op in (" += ", " -= ", " *= "):
         if op in code:
             left, right = code.split(op, 1)
-            target = None if "[" in left else left.strip()
-            return target, _names(left) + _names(right)
+            return ([] if "[" in left else [left.strip()]), _names(left) + _names(right)
     if " = " in code:
         left, right = code.split(" = ", 1)
-        left = left.strip()
         if "[" in left:  # an element or slice of an array: the array is read (and written)
-            return None, _names(left) + _names(right)
-        return left, _names(right)
-    return None, _names(code)
+            return [], _names(left) + _names(right)
+        return [t.strip() for t in left.split(",") if t.strip()], _names(right)
+    return [], _names(code)
 
 
 def raise_index_error(e: Eqn, template: str, *values: str) -> str:
