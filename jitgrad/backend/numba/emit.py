@@ -8,6 +8,15 @@ caller: a parallel loop that allocates its own outputs runs 5x slower here, see 
 0-d values are plain scalars throughout; the kernel returns the 0-d outputs and the arrays
 nothing wrote into a buffer. Loops that depend on each other only row by row share one loop
 over the rows (rows.py).
+
+The module holds the one `kernel` that Python calls (one native call), and before it the
+functions the kernel calls, so that Numba's compile time stays linear and small in the
+graph's size (issue 12, measured in perf/gaps.md): scalar blocks (`blockN`: a group over no
+dimensions, or a large loop body; blocks.py compiles them to LLVM without Numba's ~1 ms of
+typing per operation) and shared loops (`loopN`: a loop that occurs twice or more with the same
+code up to value names, e.g. at each step of an unrolled RNN, compiled once; share_loops). A
+one-element slice read as a scalar is one indexing expression (`v0[3]`), and a slice that is
+one contiguous block of memory a C-contiguous view: no array temporaries for either.
 """
 
 from __future__ import annotations
