@@ -366,10 +366,10 @@ class JitFunction:
 
     # -- misses ------------------------------------------------------------------------------
     def _miss(self, key, args, arrays):
-        """Trace and optimise a new version. With `config.compile == "background"` its kernel
-        compiles elsewhere while this call and the next ones run on the numpy fallback
-        (compiler/background.py); "blocking" compiles it now (or loads Numba's machine code
-        from the disk cache). One thread traces; others wait for it."""
+        """Trace a new version. With `config.compile == "background"` it is lowered and its
+        kernel compiled elsewhere while this call and the next ones run on the numpy fallback
+        (compiler/background.py); "blocking" lowers and compiles it now (or loads Numba's
+        machine code from the disk cache). One thread traces; others wait for it."""
         with self._lock:
             compiled = self._versions.get(key)
             if compiled is None:
@@ -383,8 +383,8 @@ class JitFunction:
                     result = self._first_run(compiled, arrays)
                     self._compiled(compiled, time.perf_counter() - start)
                 else:
-                    # The first result first, then the compile: starting it takes the GIL
-                    # for a while (the worker's start, the check of the disk cache).
+                    # The first result first, then the compile: its lowering shares this
+                    # process's GIL.
                     compiled.run = make_fallback(compiled)
                     result = self._run(compiled, arrays)
                     background.start(compiled, self._compiled, self._seconds)
