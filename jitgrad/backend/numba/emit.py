@@ -196,7 +196,7 @@ class Emitter:
         self.blocks: list[str] = []  # module-level scalar block functions (see scalar_block)
         self.block_reads: dict[str, str] = {}  # a scalar read left to its block: name -> read
         self.block_verdicts: dict[LoopGroup, bool] = {}
-        self.block_names: dict[tuple, str] = {}  # (own_function, _Piece key) -> block name
+        self.block_names: dict[str, str] = {}  # loop body blocks: _Piece key -> block name
         self.functions: list[str] = []  # module-level loop functions (see share_loops)
 
     # -- names -------------------------------------------------------------------------------
@@ -423,13 +423,14 @@ class Emitter:
                     params.append(word)
         returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
         code = [f"({', '.join(params)}):", *reads, *body, f"return ({returned})"]
-        # A block computing what an earlier one computes, up to value names (a loop body
-        # repeated at each step of an unrolled program), is that block: one compilation, and
-        # the loops calling it stay alike (share_loops).
-        key = (own_function, _Piece(code).key)
-        if key in self.block_names:
-            return self.block_names[key], params
-        self.block_names[key] = name
+        # A loop body computing what an earlier one computes, up to value names (at each step
+        # of an unrolled program), is that block: one compilation, and the loops calling it
+        # stay alike (share_loops). A kernel's scalar code is one big group: not looked up.
+        if not own_function:
+            key = _Piece(code).key
+            if key in self.block_names:
+                return self.block_names[key], params
+            self.block_names[key] = name
         options = f"fastmath={self.fastmath}" + (", own_function=True" if own_function else "")
         space = self.size.shape(group.space) if group.space else "()"
         self.blocks.append(
