@@ -1,4 +1,4 @@
-"""Run the perf/ suite: every workload (W1-W7, W9) on jitgrad, the hand-written references and the
+"""Run the perf/ suite: every workload (W1-W9) on jitgrad, the hand-written references and the
 installed peers, one fresh process per (workload, system); write a markdown report and a bar
 chart of the ratios.
 
@@ -7,6 +7,7 @@ chart of the ratios.
     python perf/run.py --threads 1          # every library limited to one thread
     python perf/run.py --quick              # fewer repetitions: a smoke test
     python perf/run.py --only W9 --w9-big   # compile cost, with the minutes-long programs
+    python perf/run.py --only W8            # loops: W8a (ODE fit) and W8b (RNN)
 
 A complete run writes perf/results/latest.md, latest.png and latest.json (and refreshes the
 table in perf/README.md); a partial one (--only, --quick, --threads, --systems) writes
@@ -45,8 +46,15 @@ from _harness import (  # noqa: E402
     thread_env,
 )
 
+# W8a/W8b (loops, w8_loops.py) follow _harness's protocol; their children start from their
+# script, which resolves the other workloads through _harness.SCRIPTS. `--only W8` is both.
+W8_SCRIPTS = {"W8a": "w8_loops", "W8b": "w8_loops"}
+ALL_SCRIPTS = {**SCRIPTS, **W8_SCRIPTS}
+ALIASES = {"W8": list(W8_SCRIPTS)}
+# Workload-specific variants of a system, run when the system is chosen with --systems.
+VARIANT_OF = {"numba_dot": "numba"}
 # W9 (compile cost) is run by run_w9 from its own script, not through _harness's protocol.
-ORDER = [*SCRIPTS, "W9"]
+ORDER = [*ALL_SCRIPTS, "W9"]
 SPECIAL = ("W4", "W9")  # fresh-process workloads with their own runner and table
 # Row order of the tables (workload-specific systems go after jitgrad).
 SYSTEM_ORDER = [
@@ -55,6 +63,7 @@ SYSTEM_ORDER = [
     "jitgrad_w3",
     "jitgrad_kernel",
     "numba",
+    "numba_dot",
     "numpy",
     "jax",
     "torch",
@@ -231,8 +240,9 @@ def measure_machine(env: dict, threads: int | None, quick: bool) -> dict:
 # -- running systems -----------------------------------------------------------------------------
 def run_child(system: str, keys: list, python: str, env: dict, threads, quick) -> list:
     """One process running `system` on the workloads `keys` in turn; its records, streamed."""
+    script = next((W8_SCRIPTS[k] for k in keys if k in W8_SCRIPTS), "_harness")
     args = [
-        os.path.join(PERF_DIR, "_harness.py"),
+        os.path.join(PERF_DIR, script + ".py"),
         "--workload",
         ",".join(keys),
         "--system",
@@ -307,7 +317,11 @@ def run_systems(
         {s for w in workloads.values() for s in w.systems},
         key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else 99,
     )
-    systems = [s for s in systems if not systems_filter or s in systems_filter]
+    systems = [
+        s
+        for s in systems
+        if not systems_filter or s in systems_filter or VARIANT_OF.get(s) in systems_filter
+    ]
     env = {**env, "PERF_BUDGET": f"{2.0 / rounds:g}"} if rounds > 1 else env
     runs: dict = {}
     for r in range(rounds):
@@ -497,6 +511,183 @@ def run_w9(env, threads, quick, systems_filter, args) -> list[dict]:
             results.append(record)
             print("  W9   " + w9_line(record), flush=True)
     return results
+
+
+def run_w8_first(
+    results, keys, env, threads, quick, pytensor, systems_filter, workloads
+) -> list[dict]:
+    """W8: each system's first call in a fresh process with empty caches (w8_loops.first_call),
+    after the steady-state runs: the median of up to 3 samples within 30 s per (workload,
+    system), 1 with --quick; attached to the steady-state record as record["first_call"]."""
+    import w8_loops as w8
+
+    prefix = command(threads, "")[:-1]  # taskset with --threads 1
+    results = list(results)
+    for key in keys:
+        workload = workloads[key]
+        systems = sorted(
+            workload.systems, key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else 99
+        )
+        for system in systems:
+            if systems_filter and not ({system, VARIANT_OF.get(system)} & systems_filter):
+                continue
+            python, _ = interpreter(system, pytensor)
+            if python is None:
+                continue  # its steady-state row says why
+            record = next(
+                (r for r in results if r["workload"] == key and r["system"] == system), None
+            )
+            if record is None:
+                record = {
+                    "workload": key,
+                    "system": system,
+                    "unit": workload.unit,
+                    "label": LABELS.get(system, system),
+                    "status": "not run",
+                    "note": "steady state not measured",
+                }
+                results.append(record)
+            start = time.monotonic()
+            try:
+                sample = w8.first_calls(python, system, key, env, prefix, 1 if quick else 3)
+            except Exception as exc:  # a failing system must not stop the suite
+                sample = {"status": "error", "note": f"{type(exc).__name__}: {exc}"[:300]}
+            record["first_call"] = sample
+            print(
+                f"  {key:4} {record['label'][:38]:38} first call: {w8_first_text(sample)}"
+                f"  [{time.monotonic() - start:.1f} s]",
+                flush=True,
+            )
+    return results
+
+
+def w8_first_text(sample) -> str:
+    if sample.get("status") != "ok":
+        return f"{sample.get('status')}: {sample.get('note', '')[:150]}"
+    text = f"{sample['first']:.2f} s"
+    if sample["serving"] - sample["first"] > 1e-3:
+        text += f", kernel serving {sample['serving']:.2f} s"
+    runs = ", ".join(f"{x:.2f}" for x in sample.get("samples", []))
+    return text + f" (import {sample['import']:.2f} s; samples {runs})"
+
+
+def w8_table(workload, results) -> list[str]:
+    """The steady-state table with each system's first call (fresh process) beside it."""
+    rows = by_system(results, workload.key)
+    if not rows:
+        return []
+    unit = workload.unit
+    jg = rows.get("jitgrad")
+    lines = [
+        f"| system | median {unit} | p10–p90 | system / jitgrad | max rel. error "
+        "| first call s | import s | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    order = sorted(rows, key=lambda s: SYSTEM_ORDER.index(s) if s in SYSTEM_ORDER else 99)
+    for system in order:
+        r = rows[system]
+        label = f"**{r['label']}**" if system.startswith("jitgrad") else r["label"]
+        first, imported, notes = "", "", [r.get("note", "")]
+        sample = r.get("first_call")
+        if sample and sample.get("status") == "ok":
+            first = f"{sample['first']:.2f}"
+            if sample["serving"] - sample["first"] > 1e-3:
+                first += f" (kernel serving {sample['serving']:.2f})"
+            imported = f"{sample['import']:.2f}"
+            runs = ", ".join(f"{x:.2f}" for x in sample.get("samples", []))
+            notes.append(f"first-call samples {runs}")
+            if sample.get("mode"):
+                notes.append(f"first call in compile mode {sample['mode']}")
+        elif sample:
+            first = sample.get("status", "")
+            notes.append(f"first call: {sample.get('note', '')}")
+        note = "; ".join(x for x in notes if x)
+        if r["status"] != "ok":
+            lines.append(f"| {label} | {r['status']} | | | | {first} | {imported} | {note} |")
+            continue
+        q = ratio(r, jg)
+        lines.append(
+            f"| {label} | {fmt(r['median'], unit)} | {spread(r)} | "
+            f"{'' if q is None else f'{q:.2f}'} | {r.get('err', 0):.1e} | {first} | "
+            f"{imported} | {note} |"
+        )
+    return lines
+
+
+def targets8(results) -> list[str]:
+    """The W8 targets (loops), judged on this run's numbers: W8a jitgrad <= 1.5x the
+    hand-written Numba and >= 8x faster than JAX; W8b >= 1.7x faster than JAX."""
+
+    def get(key, system):
+        r = by_system(results, key).get(system)
+        return r["median"] if r and r.get("status") == "ok" else None
+
+    def first(key, system, field="first"):
+        r = by_system(results, key).get(system) or {}
+        sample = r.get("first_call") or {}
+        return sample.get(field) if sample.get("status") == "ok" else None
+
+    def show(x, scale, unit):
+        return "n/a" if x is None else f"{x / scale:.3g} {unit}"
+
+    def q(a, b):
+        return None if a is None or b is None else a / b
+
+    def rx(x):
+        return "n/a" if x is None else f"{x:.2f}x"
+
+    def jitgrad_state(key):
+        r = by_system(results, key).get("jitgrad")
+        if r is None or r.get("status") == "ok":
+            return ""
+        return f" (jitgrad {r['status']}: {r.get('note', '')[:120]})"
+
+    def firsts(key):
+        parts = [
+            f"{name} {first(key, s):.2f} s"
+            + (
+                f" (kernel serving {first(key, s, 'serving'):.2f} s)"
+                if first(key, s, "serving") - first(key, s) > 1e-3
+                else ""
+            )
+            for s, name in (("jitgrad", "jitgrad"), ("numba", "Numba"), ("jax", "JAX"))
+            if first(key, s) is not None
+        ]
+        return f"; first call {', '.join(parts)}" if parts else ""
+
+    rows = []
+    if by_system(results, "W8a"):
+        jg, nb, jax = get("W8a", "jitgrad"), get("W8a", "numba"), get("W8a", "jax")
+        ok = None if jg is None or nb is None or jax is None else jg <= 1.5 * nb and jax >= 8 * jg
+        rows.append(
+            (
+                "W8a ODE fit, 1,000 Euler steps",
+                "<= 1.5x hand-written Numba; >= 8x faster than JAX",
+                f"{show(jg, 1e-6, 'us')} = {rx(q(jg, nb))} Numba ({show(nb, 1e-6, 'us')}); "
+                f"JAX {rx(q(jax, jg))} ({show(jax, 1e-6, 'us')}){firsts('W8a')}"
+                f"{jitgrad_state('W8a')}",
+                "n/a" if ok is None else ("**yes**" if ok else "**no**"),
+            )
+        )
+    if by_system(results, "W8b"):
+        jg, jax = get("W8b", "jitgrad"), get("W8b", "jax")
+        nb, nbd = get("W8b", "numba"), get("W8b", "numba_dot")
+        ok = None if jg is None or jax is None else jax >= 1.7 * jg
+        rows.append(
+            (
+                "W8b tanh RNN, T = 100",
+                ">= 1.7x faster than JAX",
+                f"{show(jg, 1e-3, 'ms')}; JAX {rx(q(jax, jg))} ({show(jax, 1e-3, 'ms')}); "
+                f"Numba loops {show(nb, 1e-3, 'ms')}, np.dot {show(nbd, 1e-3, 'ms')}"
+                f"{firsts('W8b')}{jitgrad_state('W8b')}",
+                "n/a" if ok is None else ("**yes**" if ok else "**no**"),
+            )
+        )
+    if not rows:
+        return []
+    out = ["| workload | target | measured (jitgrad) | met? |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return out
 
 
 def w9_seconds(x, limit) -> str:
@@ -941,6 +1132,9 @@ def report(meta, sections) -> str:
             summary = targets12(results)
             if summary:
                 lines += ["### Targets (issue 12, compile cost)", ""] + summary + [""]
+            summary = targets8(results)
+            if summary:
+                lines += ["### Targets (W8 loops)", ""] + summary + [""]
         for workload in section["workloads"]:
             if workload.key == "W9":
                 table = w9_table(results)
@@ -948,6 +1142,12 @@ def report(meta, sections) -> str:
                     "W9 compile cost (fresh process per sample, empty JITGRAD_CACHE_DIR, Numba's "
                     "cache of jitgrad's own helpers as installed; seconds from the first call's "
                     "start, the import on its own), seconds"
+                )
+            elif workload.key in W8_SCRIPTS:
+                table = w8_table(workload, results)
+                title = (
+                    f"{workload.key} {workload.title}, {workload.unit} per call; first call in a "
+                    "fresh process, s"
                 )
             elif workload.key == "W4":
                 table = w4_table(results)
@@ -1093,7 +1293,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    only = [w.strip() for w in args.only.split(",")] if args.only else ORDER
+    only = (
+        [k for w in args.only.split(",") for k in ALIASES.get(w.strip(), [w.strip()])]
+        if args.only
+        else ORDER
+    )
     unknown = [w for w in only if w not in ORDER]
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {ORDER}")
@@ -1102,7 +1306,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(PERF_DIR, "results", "latest.md" if complete else "partial.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
-    modules = {key: importlib.import_module(SCRIPTS[key]) for key in only if key not in SPECIAL}
+    modules = {key: importlib.import_module(ALL_SCRIPTS[key]) for key in only if key not in SPECIAL}
     workloads = {key: next(w for w in modules[key].WORKLOADS if w.key == key) for key in modules}
     special = {
         "W4": types.SimpleNamespace(key="W4", title="time to first gradient", unit="s", floor=None),
@@ -1165,6 +1369,14 @@ def main(argv=None) -> int:
                 compiled_keys, env, threads, args.quick, pytensor, systems_filter, rounds
             )
             load["steady-state workloads"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
+        w8_keys = [k for k in keys if k in W8_SCRIPTS]
+        if w8_keys:
+            before = os.getloadavg()[0]
+            print("  W8: first call, a fresh process per system and workload", flush=True)
+            results = run_w8_first(
+                results, w8_keys, env, threads, args.quick, pytensor, systems_filter, workloads
+            )
+            load["W8 first calls"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
         if "W4" in keys:
             before = os.getloadavg()[0]
             print("  W4: fresh processes, cold then warm cache", flush=True)
@@ -1223,6 +1435,9 @@ def main(argv=None) -> int:
             summary = targets12(section["results"])
             if summary:
                 print("\nTargets (issue 12, compile cost):\n" + "\n".join(summary))
+            summary = targets8(section["results"])
+            if summary:
+                print("\nTargets (W8 loops):\n" + "\n".join(summary))
     if failed:
         print(
             "\n*** some systems FAILED their value/gradient check or crashed: see the table",
