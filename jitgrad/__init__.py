@@ -12,7 +12,7 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 
 import numpy as np
 
-from jitgrad import checkpoint, data, math, nn, optim
+from jitgrad import checkpoint, data, lax, math, nn, optim
 from jitgrad import testing as test
 from jitgrad.autodiff.tape import GradientTape, custom_gradient
 from jitgrad.autodiff.transforms import (
@@ -27,6 +27,8 @@ from jitgrad.autodiff.transforms import (
 from jitgrad.compiler.background import wait_for_compiles
 from jitgrad.compiler.function import jit, jit_grad, make_graph
 from jitgrad.compiler.train_step import jit_train_step
+from jitgrad.control.api import fori_loop, switch
+from jitgrad.control.tf import cond, foldl, foldr, map_fn, scan, while_loop
 from jitgrad.core.config import config
 from jitgrad.core.dtypes import (
     bool_ as bool,  # noqa: A004 - TensorFlow's name
@@ -105,7 +107,16 @@ __all__ = sorted(
         "test",
         "uint8",
         "checkpoint",
+        "cond",
         "data",
+        "foldl",
+        "foldr",
+        "fori_loop",
+        "lax",
+        "map_fn",
+        "scan",
+        "switch",
+        "while_loop",
         "optim",
         "value_and_grad",
         "value_and_gradients_function",

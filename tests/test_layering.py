@@ -10,6 +10,9 @@ The allowed directions (a layer may import itself and the layers listed):
     ir         -> core                       graph, trace, interpreter, verifier, schedule types
     autodiff   -> core, ops, ir              backprop, vjp, tape, transforms (never the compiler:
                                              the compiled tape backward is installed by jit)
+    control    -> core, ops, ir, autodiff    loops and branches: primitives holding graphs, their
+                                             gradients, the lax and TensorFlow forms
+    lax        -> control                    JAX's names
     passes     -> core, ir                   simplify, fold, cse, dce, fuse
     backend    -> core, ir, passes           the Numba backend: emitter, cache, kernels
     compiler   -> core, ops, ir, autodiff, passes, backend
@@ -35,6 +38,8 @@ ALLOWED = {
     "ops": {"core"},
     "ir": {"core"},
     "autodiff": {"core", "ops", "ir"},
+    "control": {"core", "ops", "ir", "autodiff"},
+    "lax": {"control"},
     "passes": {"core", "ir"},
     "backend": {"core", "ir", "passes"},
     "compiler": {"core", "ops", "ir", "autodiff", "passes", "backend"},

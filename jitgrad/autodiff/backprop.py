@@ -38,6 +38,14 @@ def backprop(eqns, seeds, sources) -> list:
 
 
 def _accumulate(cts: dict, x, ct) -> None:
+    if isinstance(ct, tuple):  # the cotangent of a control-flow primitive's tuple of results
+        previous = cts.get(id(x))
+        if previous is not None:
+            ct = tuple(
+                a if b is None else b if a is None else add(a, b) for a, b in zip(previous, ct)
+            )
+        cts[id(x)] = ct
+        return
     if ct.shape != x.shape or ct.dtype != x.dtype:
         raise AssertionError(
             f"internal error: cotangent {ct.dtype.name}{list(ct.shape)} for a value "

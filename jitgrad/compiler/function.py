@@ -26,12 +26,14 @@ from jitgrad.compiler.call_path import make_caller, make_entry
 from jitgrad.compiler.fallback import make_fallback
 from jitgrad.compiler.signature import call_key, entry_key, flatten_argument, leaf_array
 from jitgrad.core import pytree
+from jitgrad.core.aval import TupleAVal
 from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import JitgradError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
+from jitgrad.ir.subgraphs import subgraphs
 from jitgrad.ir.trace import Trace, tracing
 
 if TYPE_CHECKING:
@@ -584,7 +586,11 @@ _BACKEND_DTYPES = frozenset(
 def _check_backend_dtypes(graph: Graph, name: str) -> None:
     """Refuse at trace time what the Numba backend cannot compile (e.g. float16)."""
     for e in graph.eqns:
+        for graph_inside in subgraphs(e):  # loop bodies and branches
+            _check_backend_dtypes(graph_inside, name)
         for v in (*e.inputs, e.out):
+            if isinstance(v.aval, TupleAVal):  # a control-flow result: its parts are checked
+                continue
             if v.aval.dtype not in _BACKEND_DTYPES:
                 where = f" ({e.source})" if e.source else ""
                 raise TypeError(

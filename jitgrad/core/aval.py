@@ -26,9 +26,27 @@ class AVal:
         return n
 
     def short(self) -> str:
-        """`f32[3,2]`, the jaxpr-like spelling used by the IR printer."""
-        dims = ",".join(str(d) for d in self.shape)
+        """`f32[3,2]`, the jaxpr-like spelling used by the IR printer; `f32[?,2]` for a stack
+        whose length is known only at run time (see `DYNAMIC`)."""
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
         return f"{_SHORT.get(self.dtype.name, self.dtype.name)}[{dims}]"
+
+
+# The leading dimension of a residual stack filled by a while loop: its length is the loop's
+# trip count, known only when the loop has run. Such values flow only between loops (the
+# forward loop that fills the stack and the reverse loop that reads it), never to other ops.
+DYNAMIC = None
+
+
+@dataclass(frozen=True, slots=True)
+class TupleAVal:
+    """The type of a value holding several arrays: the results of a control-flow primitive
+    (`loop`, `cond`), taken apart by `tuple_get`. No other op reads one."""
+
+    avals: tuple[AVal, ...]
+
+    def short(self) -> str:
+        return "(" + ", ".join(a.short() for a in self.avals) + ")"
 
 
 _SHORT = {

@@ -26,6 +26,8 @@ def bind(op, *args, **params):
     if trace is not None:
         args = tuple([trace.lift(a) for a in args])
         out = trace.emit(op, args, params)
+    elif op.replay is not None:
+        return op.replay(*args, **params)  # control flow: its inside is bound op by op
     else:
         for a in args:
             if type(a) is Tracer:

@@ -16,6 +16,9 @@ A primitive carries every facet the pipeline needs, side by side:
 * every other non-elementwise op (reshape, gather, matmul, ...) is a structured op: the backend
   registers an emitter against its name and, when it loads, refuses to run without one for
   every such op in the registry (see `jitgrad.passes.fuse.is_structured`);
+* `replay(*tensors, **params)`: for an op holding sub-graphs (control flow), how it runs
+  eagerly: op by op through `bind`, so that tapes record the ops inside it (a loop is then a
+  Python loop) instead of one opaque node; it may return a tuple (a `TupleAVal` result);
 * `raises`: the op's kernel code can raise (an index out of bounds), which a train step that
   writes into the caller's arrays must know (`jitgrad.compiler.train_step`).
 """
@@ -58,6 +61,7 @@ class OpDef:
     vmath: str | None = None
     reduction: Reduction | None = None
     raises: bool = False
+    replay: Callable | None = None
     doc: str = field(default="", repr=False)
     # Eager calls: (input shapes and dtypes, params) -> the AVal abstract_eval returned. The
     # rule runs once per signature, not per call (it costs more than most numpy calls).
@@ -85,6 +89,7 @@ def defop(
     vmath: str | None = None,
     reduction: Reduction | None = None,
     raises: bool = False,
+    replay: Callable | None = None,
     doc: str = "",
 ) -> OpDef:
     """Define and register a primitive; a missing facet fails here, at import."""
@@ -98,7 +103,9 @@ def defop(
         raise ValueError(f"op {name!r}: abstract_eval, impl and vjp must be callables")
     if reduction is not None:
         _check_reduction(name, kind, reduction)
-    op = OpDef(name, abstract_eval, impl, vjp, kind, template, vmath, reduction, raises, doc)
+    op = OpDef(
+        name, abstract_eval, impl, vjp, kind, template, vmath, reduction, raises, replay, doc
+    )
     REGISTRY[name] = op
     return op
 

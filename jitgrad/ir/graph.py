@@ -66,6 +66,8 @@ class Graph:
 def _param_text(value) -> str:
     if isinstance(value, np.dtype):
         return value.name
+    if isinstance(value, Graph):
+        return "\n      " + format_graph(value).replace("\n", "\n      ")
     return repr(value)
 
 

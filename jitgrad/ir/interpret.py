@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.core.aval import TupleAVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.tensor import Tensor
 from jitgrad.ir.graph import Graph
@@ -15,7 +16,10 @@ def eval_graph(graph: Graph, *args) -> list[np.ndarray]:
     env.update((v, np.asarray(a, v.aval.dtype)) for v, a in zip(graph.inputs, args))
     for e in graph.eqns:
         value = e.op.impl(*[env[v] for v in e.inputs], **e.params)
-        env[e.out] = np.asarray(value, dtype=e.out.aval.dtype)
+        if isinstance(e.out.aval, TupleAVal):  # control flow's results: a tuple of arrays
+            env[e.out] = value
+        else:
+            env[e.out] = np.asarray(value, dtype=e.out.aval.dtype)
     return [env[v] for v in graph.outputs]
 
 

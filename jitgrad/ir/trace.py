@@ -131,7 +131,7 @@ def _interned(aval: AVal) -> AVal:
     if shared is None:
         shared = aval
         # Only shapes of Python ints: an equal shape of numpy ints would print differently.
-        if all(type(d) is int for d in aval.shape):
+        if isinstance(aval, AVal) and all(type(d) is int for d in aval.shape):
             if len(_INTERNED) >= _MAX_ENTRIES:
                 _INTERNED.clear()
             _INTERNED[aval] = aval

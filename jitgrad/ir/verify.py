@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jitgrad.ir.graph import Graph
+from jitgrad.ir.subgraphs import subgraphs
 from jitgrad.ir.trace import abstract_eval
 
 
@@ -22,6 +23,8 @@ def verify(graph: Graph) -> Graph:
                 raise IRError(f"{e.op.name}: input used before it is defined")
         if e.out in defined:
             raise IRError(f"{e.op.name}: output defined twice")
+        for inner in subgraphs(e):
+            verify(inner)
         expected = abstract_eval(e.op, [v.aval for v in e.inputs], e.inputs, e.params)
         if expected != e.out.aval:
             raise IRError(f"{e.op.name}: output {e.out.aval} but the rule gives {expected}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitgrad.core.aval import AVal
+from jitgrad.core.aval import AVal, TupleAVal
 from jitgrad.core.opdef import REGISTRY
 from jitgrad.ir.graph import Eqn, Graph, Var
 
@@ -42,7 +42,9 @@ def fold_constants(graph: Graph) -> Graph:
                 break
         else:
             all_consts = True
-        if all_consts and e.out.aval.size <= FOLD_LIMIT:
+        if all_consts and isinstance(e.out.aval, TupleAVal):  # control flow: not folded
+            eqns.append(e)
+        elif all_consts and e.out.aval.size <= FOLD_LIMIT:
             value = op.impl(*[consts[v] for v in inputs], **e.params)
             consts[e.out] = np.array(value, dtype=e.out.aval.dtype)
         elif op.kind == "elementwise" and inputs and _all_uniform(inputs, uniform, consts):

@@ -1,4 +1,6 @@
-"""The optimisation pipeline: simplify, fold constants, CSE and DCE to a fixed point."""
+"""The optimisation pipeline: simplify, fold constants, CSE and DCE to a fixed point; with
+control flow, also inside loop bodies and branches, and loop-invariant work hoisted out of
+loops (passes/loops.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from jitgrad.ir.verify import verify
 from jitgrad.passes.cse import CseMemo, cse
 from jitgrad.passes.dce import dce
 from jitgrad.passes.fold import fold_constants
+from jitgrad.passes.loops import hoist_invariants, merge_loops, optimize_bodies, prune_loops
 from jitgrad.passes.simplify import simplify
 
 MAX_ITERATIONS = 6
@@ -16,11 +19,24 @@ MAX_ITERATIONS = 6
 def optimize(graph: Graph) -> Graph:
     """The optimised graph (verified): same outputs, fewer and cheaper equations."""
     with gc_paused():
-        uniform: dict = {}  # simplify's memo of uniform constants, shared by its calls
-        memo = CseMemo()
-        for _ in range(MAX_ITERATIONS):
-            before = (len(graph.eqns), len(graph.consts))
-            graph = dce(cse(fold_constants(simplify(graph, uniform)), memo))
-            if (len(graph.eqns), len(graph.consts)) == before:
-                break
+        has_control = any(e.op.name in ("loop", "cond") for e in graph.eqns)
+        if has_control:
+            graph = merge_loops(graph)
+        graph = _to_fixed_point(graph, has_control)
+        if has_control:
+            graph = hoist_invariants(optimize_bodies(graph, optimize))
+            graph = _to_fixed_point(graph, has_control)
         return verify(graph)
+
+
+def _to_fixed_point(graph: Graph, has_control: bool) -> Graph:
+    uniform: dict = {}  # simplify's memo of uniform constants, shared by its calls
+    memo = CseMemo()
+    for _ in range(MAX_ITERATIONS):
+        before = (len(graph.eqns), len(graph.consts))
+        graph = dce(cse(fold_constants(simplify(graph, uniform)), memo))
+        if has_control:
+            graph = dce(prune_loops(graph))
+        if (len(graph.eqns), len(graph.consts)) == before:
+            break
+    return graph

@@ -1194,4 +1194,53 @@ case(
     order=0,
 )
 
+
+# ---------------------------------------------------------------------------------------------
+# Control flow (loop, cond and tuple_get are bound under a trace; eagerly they are Python
+# loops and branches over the ops above)
+
+
+def _scan_draw(d):
+    n, m = d.int(0, 4), d.int(1, 3)
+    return [d.uniform((m,)), d.uniform((n, m)), d.uniform((m,))], {
+        "reverse": d.choice([False, True])
+    }
+
+
+def _scan_fn(h0, xs, w, reverse):
+    def step(h, x):
+        h = jg.tanh(h * w + x)
+        return h, h * x
+
+    h, ys = jg.lax.scan(step, h0, xs, reverse=reverse)
+    return h + jg.reduce_sum(ys, 0)
+
+
+def _scan_ref(h0, xs, w, reverse):
+    h, total = h0, np.zeros_like(h0)
+    for x in xs[::-1] if reverse else xs:
+        h = np.tanh(h * w + x)
+        total = total + h * x
+    return h + total
+
+
+case("scan", _scan_fn, _scan_draw, ref=_scan_ref, prims=("loop", "tuple_get"), rtol=1e-4)
+
+
+def _cond_draw(d):
+    return [d.uniform(d.shape(max_dims=2)), np.asarray(d.choice([-1.0, 1.0]))], {}
+
+
+def _cond_fn(x, p):
+    return jg.cond(p > 0, lambda: jg.sin(x) * x, lambda: jg.exp(x))
+
+
+case(
+    "cond",
+    _cond_fn,
+    _cond_draw,
+    ref=lambda x, p: np.sin(x) * x if p > 0 else np.exp(x),
+    prims=("cond", "tuple_get"),
+)
+
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import jitgrad as jg
 from jitgrad.autodiff.vjp import joint_graph
-from jitgrad.core.aval import AVal
+from jitgrad.core.aval import AVal, TupleAVal
 from jitgrad.core.opdef import REGISTRY, Reduction, defop
 from jitgrad.core.tensor import Tensor
 from jitgrad.ir.trace import Trace, tracing
@@ -111,16 +111,28 @@ def _interpret_checking_impls(graph, args):
     env.update(zip(graph.inputs, args))
     for e in graph.eqns:
         ins = [env[v] for v in e.inputs]
-        rule = e.op.abstract_eval(
-            *[AVal(np.shape(x), np.asarray(x).dtype) for x in ins], **e.params
-        )
-        raw = np.asarray(e.op.impl(*ins, **e.params))
-        assert (raw.shape, raw.dtype) == (rule.shape, rule.dtype), (
-            f"{e.op.name}{e.params}: impl gives {raw.dtype}{list(raw.shape)}, the shape rule "
-            f"{rule.dtype}{list(rule.shape)}"
-        )
+        rule = e.op.abstract_eval(*[_aval(x) for x in ins], **e.params)
+        raw = e.op.impl(*ins, **e.params)
+        if isinstance(rule, TupleAVal):  # control flow: a tuple of arrays
+            raw = tuple(np.asarray(x) for x in raw)
+            pairs = list(zip(raw, rule.avals))
+            assert len(raw) == len(rule.avals)
+        else:
+            raw = np.asarray(raw)
+            pairs = [(raw, rule)]
+        for x, aval in pairs:
+            assert (x.shape, x.dtype) == (aval.shape, aval.dtype), (
+                f"{e.op.name}: impl gives {x.dtype}{list(x.shape)}, the shape rule "
+                f"{aval.dtype}{list(aval.shape)}"
+            )
         env[e.out] = raw
     return [env[v] for v in graph.outputs]
+
+
+def _aval(x):
+    if isinstance(x, tuple):
+        return TupleAVal(tuple(_aval(a) for a in x))
+    return AVal(np.shape(x), np.asarray(x).dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jitgrad.backend.numba import helper_names
+from jitgrad.backend.numba import control, helper_names
+from jitgrad.backend.numba.literals import literal, np_dtype
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
+from jitgrad.core.aval import TupleAVal
 from jitgrad.core.opdef import REGISTRY, OpDef
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
@@ -77,24 +79,6 @@ def emits(op_name: str) -> Callable:
         return method
 
     return register
-
-
-def np_dtype(dtype: np.dtype) -> str:
-    return "np.bool_" if dtype == np.bool_ else f"np.{dtype.name}"
-
-
-def literal(value, dtype: np.dtype) -> str:
-    """A typed constant: a bare `2.0` would promote float32 work to float64 in Numba."""
-    value = np.asarray(value).reshape(-1)[0]
-    if dtype == np.bool_:
-        return repr(bool(value))
-    if dtype.kind == "f":
-        if np.isnan(value):
-            return f"{np_dtype(dtype)}(np.nan)"
-        if np.isinf(value):
-            return f"{np_dtype(dtype)}({'-' if value < 0 else ''}np.inf)"
-        return f"{np_dtype(dtype)}({float(value)!r})"
-    return f"{np_dtype(dtype)}({int(value)})"
 
 
 class Sizes:
@@ -163,8 +147,19 @@ class KernelSource:
 
 
 class Emitter:
-    def __init__(self, schedule: Schedule, name: str, fastmath: bool, generic: bool = False):
+    def __init__(
+        self,
+        schedule: Schedule,
+        name: str,
+        fastmath: bool,
+        generic: bool = False,
+        parent: Emitter | None = None,
+    ):
+        """`parent`: the emitter of the kernel a loop body or branch belongs to (control.py).
+        A body is a function of that module: it shares the parent's module-level functions
+        and imports, runs its loops serially, and returns every output (`build`)."""
         self.schedule = schedule
+        self.parent = parent
         self.graph: Graph = schedule.graph
         self.name = name
         self.fastmath = fastmath
@@ -189,6 +184,9 @@ class Emitter:
                 for x in e.inputs:
                     self.readers.setdefault(x, []).append(e)
         self.graph_outputs = set(self.graph.outputs)
+        self.producers: dict[Var, Eqn] = {
+            step.eqn.out: step.eqn for step in schedule.steps if not isinstance(step, LoopGroup)
+        }
         self.elements: dict[Var, str] = {}  # one-element array value -> its element's expression
         self.group_of: dict[Eqn, LoopGroup] = {
             e: step for step in schedule.steps if isinstance(step, LoopGroup) for e in step.eqns
@@ -197,7 +195,12 @@ class Emitter:
         self.block_reads: dict[str, str] = {}  # a scalar read left to its block: name -> read
         self.block_verdicts: dict[LoopGroup, bool] = {}
         self.block_names: dict[str, str] = {}  # loop body blocks: _Piece key -> block name
-        self.functions: list[str] = []  # module-level loop functions (see share_loops)
+        # Module-level functions: shared loops (share_loops), loop bodies and branches.
+        self.functions: list[str] = []
+        if parent is not None:
+            self.helpers, self.runtime = parent.helpers, parent.runtime
+            self.blocks, self.block_names = parent.blocks, parent.block_names
+            self.functions = parent.functions
 
     # -- names -------------------------------------------------------------------------------
     def name_of(self, v: Var) -> str:
@@ -258,6 +261,10 @@ class Emitter:
             else:
                 self.op(step.eqn)
         self.share_loops(loops)
+        if self.parent is not None:
+            values = ", ".join(self.value(v) for v in g.outputs)
+            self.emit(f"return ({values}{',' if len(g.outputs) == 1 else ''})")
+            return None
         outputs, returned, returns = [], {}, []
         buffer_index = {name: j for j, name in enumerate(self.param_names)}
         for v in g.outputs:
@@ -301,7 +308,7 @@ class Emitter:
                 continue
             name = names.get(piece.key)
             if name is None:
-                name = names[piece.key] = f"loop{len(names)}"
+                name = names[piece.key] = f"loop{len(self.functions)}"
                 self.functions.append(piece.function(name, self.fastmath))
             replaced[a] = (b, piece.call(name))
         lines, k = [], 0
@@ -361,7 +368,10 @@ class Emitter:
 
     # -- fused loops -------------------------------------------------------------------------
     def is_parallel(self, group: LoopGroup) -> bool:
-        """Large loops whose reductions are full sums run as prange loops."""
+        """Large loops whose reductions are full sums run as prange loops (not in a loop
+        body: a parallel region per iteration costs more than it saves)."""
+        if self.parent is not None:
+            return False
         size = int(np.prod(group.space, dtype=np.int64))
         full_sums = all(
             e.out.aval.ndim == 0 and is_sum(e) for e in group.eqns if e.op.reduction is not None
@@ -728,7 +738,7 @@ class Emitter:
         temporary (its allocation, copy loop, reference counts) ~100x slower than a scalar, and
         a program indexing scalars out of arrays has one per read."""
         out = e.out
-        if out.aval.size != 1:
+        if isinstance(out.aval, TupleAVal) or out.aval.size != 1:
             return False
         if e.op.name == "slice" and self.read_only_by(
             out, lambda r: r.op.name == "reshape" and r.out.aval.ndim == 0
@@ -1220,5 +1230,6 @@ def check_emitters(registry: dict) -> None:
         )
 
 
+EMITTERS.update(control.EMITTERS)  # loops and branches (control.py)
 # Importing any jitgrad module first imports `jitgrad`, which registers every op.
 check_emitters(REGISTRY)
