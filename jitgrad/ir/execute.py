@@ -36,6 +36,7 @@ import functools
 
 import numpy as np
 
+from jitgrad.core.aval import DYNAMIC, TupleAVal
 from jitgrad.core.errors import user_frame
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, value_numbers
@@ -160,6 +161,8 @@ def _build(graph: Graph, name: str):
 
 
 def _big(v) -> bool:
+    if isinstance(v.aval, TupleAVal) or DYNAMIC in v.aval.shape:
+        return False  # control flow's results and stacks: freed with their register
     return v.aval.size * v.aval.dtype.itemsize >= _KILL_BYTES
 
 

@@ -375,6 +375,24 @@ reduction("reduce_sum", (0, 3), 0, False, variant="empty_axis")
 sample("matmul", lambda v: ([v.uniform((2, 0)), v.uniform((0, 3))], {}), "empty_contraction")
 sample("concat", lambda v: ([v.uniform((2, 0)), v.uniform((2, 3))], {"axis": 1}), "empty_part")
 
+# Control flow: native loops and branches in the kernel, and their gradient loops.
+sample(
+    "scan",
+    lambda v: ([v.uniform((3,)), v.uniform((5, 3)), v.uniform((3,))], {"reverse": False}),
+)
+sample(
+    "scan",
+    lambda v: ([v.uniform((2,)), v.uniform((4, 2)), v.uniform((2,))], {"reverse": True}),
+    "reverse",
+)
+sample(
+    "scan",
+    lambda v: ([v.uniform((2,)), v.uniform((0, 2)), v.uniform((2,))], {"reverse": False}),
+    "empty",
+)
+sample("cond", lambda v: ([v.uniform((2, 3)), np.asarray(1.0)], {}))
+sample("cond", lambda v: ([v.uniform(()), np.asarray(-1.0)], {}), "false")
+
 # Not differentiable: values only.
 for _name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
     sample(_name, lambda v: ([v.grid((2, 3), -3, 3), v.grid((3,), -3, 3)], {}))

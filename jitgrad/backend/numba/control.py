@@ -140,9 +140,10 @@ def op_loop(self, e, *inputs):
         trips = f"np.int32({t})"
     slices = [f"{x}[{i}]" for x in stacked]
     self.emit(f"{r} = {body_name}({', '.join([i, *args, *carry, *slices, *body_extra])})", 2)
-    _update_carry(self, body, n_consts, carry, r, init)
+    # The y slices first: one may be a carry array the body passed on (a stored residual).
     for k, name in enumerate(ys):
         self.emit(f"{name}[{i}] = {r}[{n_carry + k}]", 2)
+    _update_carry(self, body, n_consts, carry, r, init)
     if capacity is not None:
         self.emit(f"{t} += 1", 2)
         ys = [f"{name}[:{t}]" for name in ys]

@@ -32,7 +32,7 @@ import numpy as np
 from jitgrad.backend.numba import control, helper_names
 from jitgrad.backend.numba.literals import literal, np_dtype
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
-from jitgrad.core.aval import TupleAVal
+from jitgrad.core.aval import DYNAMIC, TupleAVal
 from jitgrad.core.opdef import REGISTRY, OpDef
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
@@ -738,7 +738,7 @@ class Emitter:
         temporary (its allocation, copy loop, reference counts) ~100x slower than a scalar, and
         a program indexing scalars out of arrays has one per read."""
         out = e.out
-        if isinstance(out.aval, TupleAVal) or out.aval.size != 1:
+        if isinstance(out.aval, TupleAVal) or DYNAMIC in out.aval.shape or out.aval.size != 1:
             return False
         if e.op.name == "slice" and self.read_only_by(
             out, lambda r: r.op.name == "reshape" and r.out.aval.ndim == 0
