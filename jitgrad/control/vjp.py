@@ -93,14 +93,51 @@ def _split_forward(joint: Graph, n_primal_inputs: int):
     return forward, backward, [v for v in read if v not in joint.consts], tainted
 
 
-def _recomputable(joint: Graph, forward: list, cheap_inputs: set) -> set:
-    """Forward values that depend on nothing but `cheap_inputs` (the consts and the index)
-    and constants: the reverse loop recomputes them instead of storing them."""
-    cheap = set(cheap_inputs) | set(joint.consts)
+def _residuals(joint: Graph, forward: list, read: list, invariant_inputs: set, xs: set):
+    """(the values the forward loop stores, the values the reverse loop recomputes) for the
+    forward values `read` by the backward pass. Recomputed: what depends only on the consts
+    and the index (loop-invariant: hoisted out of the reverse loop later), and what cheap
+    ops (arithmetic, shape ops: `_is_cheap`) make from other recomputed or stored values. Stored:
+    the carry and the results of everything else (matrix products, reductions,
+    transcendental functions), each once."""
+    invariant = set(invariant_inputs) | set(joint.consts)
     for e in forward:
-        if all(v in cheap for v in e.inputs):
-            cheap.add(e.out)
-    return cheap
+        if all(v in invariant for v in e.inputs):
+            invariant.add(e.out)
+    producer = {e.out: e for e in forward}
+    available = invariant | xs
+    stored: list = []
+    recomputed = set(available)
+    pending = list(reversed(read))
+    while pending:
+        v = pending.pop()
+        if v in recomputed or v in stored:
+            continue
+        e = producer.get(v)
+        if e is None or not _is_cheap(e):
+            stored.append(v)
+            continue
+        missing = [x for x in e.inputs if x not in recomputed and x not in stored]
+        if missing:
+            pending.append(v)
+            pending.extend(reversed(missing))
+        else:
+            recomputed.add(v)
+    return stored, recomputed
+
+
+def _is_cheap(e) -> bool:
+    """Whether recomputing `e` in the reverse loop costs less than storing and reloading its
+    result: shape ops, and elementwise arithmetic without a transcendental function."""
+    op = e.op
+    if op.kind == "shape":
+        return True
+    return (
+        op.kind == "elementwise"
+        and op.vmath is None
+        and "math." not in (op.template or "")
+        and "np." not in (op.template or "")
+    )
 
 
 def _needed_equations(eqns: list, wanted: set) -> list:
@@ -139,10 +176,9 @@ def loop_vjp(g, out, *inputs, body, cond, n_consts, n_carry, length, max_trips, 
     j_xs = j_in[1 + n_consts + n_carry : n_inputs]
     j_seeds = j_in[n_inputs:]
     grads = joint.outputs[n_primal:]
-    cheap = _recomputable(joint, forward, {j_index, *j_consts})
     # A gradient that is a forward value itself (no cotangent in it) is read as well.
     read += [v for v in grads if v not in tainted and v not in read and v not in joint.consts]
-    stored = [v for v in read if v not in cheap and v not in j_xs]
+    stored, cheap = _residuals(joint, forward, read, {j_index, *j_consts}, set(j_xs))
     dynamic = length is None
     if dynamic and not stored and not xs:
         stored = [j_index]  # a reverse loop over run-time-length stacks needs one stack

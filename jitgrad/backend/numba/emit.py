@@ -408,7 +408,10 @@ class Emitter:
         self.loop_footer(group, self.loop_body(group, 0))
         body, self.lines = self.lines, kernel_lines
         outputs = [self.name_of(v) for v in group.outputs]
-        name, params = self.add_block(group, body, outputs, own_function=True)
+        # A loop body's block stays inline: it runs at every iteration (a call each costs
+        # more than the block's work in a small scalar body, W8a).
+        own = self.parent is None
+        name, params = self.add_block(group, body, outputs, own_function=own)
         self.emit(f"# fused {describe(group.op_names())} over (): {name}")
         returned = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
         self.emit(f"{returned} = {name}({', '.join(params)})")
