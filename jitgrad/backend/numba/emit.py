@@ -920,9 +920,25 @@ class Emitter:
         if g in self.elements:  # one element (see inline_element)
             starts = ", ".join(self.size(start) for start, _, _ in e.params["index"])
             self.emit(f"{out}[{starts}] = {self.elements[g]}")
-        else:
+        elif g.aval.ndim == 0:
             self.emit(f"{out}[{self._slices(e.params['index'])}] = {self.value(g)}")
+        else:
+            starts = [(start, step) for start, _, step in e.params["index"]]
+            self.copy_into(out, starts, self.name_of(g), g.aval.shape)
         self.contiguous.add(e.out)
+
+    def copy_into(self, out: str, starts: list, source: str, shape: tuple) -> None:
+        """`out[start + i * step, ...] = source[i, ...]` over `shape`, as element loops: Numba
+        compiles an array assignment's shape check and error message in seconds (an im2col
+        convolution's 4-D copy took 8.7 s; perf/gaps.md), these loops in milliseconds."""
+        for d, n in enumerate(shape):
+            self.emit(f"for i{d} in range({self.size(n)}):", 1 + d)
+        target = []
+        for d, (start, step) in enumerate(starts):
+            offset = f"{self.size(start)} + " if start else ""
+            target.append(f"{offset}i{d}" if step == 1 else f"{offset}i{d} * {step}")
+        source_index = ", ".join(f"i{d}" for d in range(len(shape)))
+        self.emit(f"{out}[{', '.join(target)}] = {source}[{source_index}]", 1 + len(shape))
 
     @emits("concat")
     def op_concat(self, e, *xs):
@@ -936,11 +952,11 @@ class Emitter:
         fill = literal(e.params["constant"], e.out.aval.dtype)
         self.emit(f"{out} = np.full({self.size.shape(e.out.aval.shape)}, {fill})")
         # The input's block starts at `lo` and spans the input's own size.
-        index = ", ".join(
-            f"{lo}:{lo} + {self.size(d)}" if lo else f":{self.size(d)}"
-            for d, (lo, _) in zip(x.aval.shape, e.params["paddings"])
-        )
-        self.emit(f"{out}[{index}] = {self.name_of(x)}")
+        if x.aval.ndim == 0:
+            self.emit(f"{out}[()] = {self.value(x)}")
+        else:
+            starts = [(lo, 1) for lo, _ in e.params["paddings"]]
+            self.copy_into(out, starts, self.name_of(x), x.aval.shape)
         self.contiguous.add(e.out)
 
     def _three_axis(self, shape, axis):
