@@ -85,9 +85,10 @@ def _unpack(t, count: int) -> list:
 
 
 # -- the general loop ---------------------------------------------------------------------------
-def _scan(step, init, init_tree, xs, length, reverse, name):
+def _scan(step, init, init_tree, xs, length, reverse, name, remat=False):
     """(carry leaves, ys leaves, ys tree) of `step(i, carry leaves, x leaves) -> (carry tree,
-    y tree)` run over `length` iterations, `i` backwards if `reverse`."""
+    y tree)` run over `length` iterations, `i` backwards if `reverse`; `remat`: see
+    `scan`."""
     if not _traced(*init, *xs):
         return _scan_eager(step, init, init_tree, xs, length, reverse, name)
     n_carry = len(init)
@@ -120,6 +121,7 @@ def _scan(step, init, init_tree, xs, length, reverse, name):
         length=length,
         max_trips=None,
         reverse=reverse,
+        remat=remat,
         extends=None,
     )
     values = _unpack(result, 1 + n_carry + n_ys)
@@ -240,6 +242,7 @@ def _while(cond_step, body_step, init, init_tree, max_trips, name):
         length=None,
         max_trips=max_trips,
         reverse=False,
+        remat=False,
         extends=None,
     )
     return _unpack(result, 1 + len(init))[1:]
@@ -316,10 +319,13 @@ def _check_branch(name: str, k: int, first, other) -> None:
 
 
 # -- JAX's forms (jitgrad.lax) ------------------------------------------------------------------
-def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
+def scan(f, init, xs=None, length=None, reverse=False, unroll=1, remat=False):
     """JAX's `lax.scan`: `f(carry, x) -> (carry, y)` over the leading axis of `xs` (any pytree);
-    returns `(final carry, stacked ys)`. `unroll` is accepted for JAX's signature; the compiled
-    loop is native either way.
+    returns `(final carry, stacked ys)`. `unroll` is accepted for JAX's signature (the compiled
+    loop is a native loop whose unrolling LLVM decides). The gradient stores, per iteration,
+    what the body's backward pass reads except what cheap arithmetic recomputes from the carry;
+    `remat=True` stores the carry only and recomputes the body in the backward pass (JAX's
+    `scan(jax.checkpoint(f))`): memory of one carry per step, for long loops.
 
     >>> jitgrad.lax.scan(lambda c, x: (c + x, c * x), 0.0, jitgrad.constant([1.0, 2.0, 3.0]))[0]
     <jitgrad.Tensor: shape=(), dtype=float32, numpy=6.0>
@@ -332,7 +338,9 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
     def step(i, carry, x):
         return f(pytree.unflatten(init_tree, carry), pytree.unflatten(xs_tree, x))
 
-    carry, ys, y_tree = _scan(step, init_leaves, init_tree, xs_leaves, n, reverse, "scan")
+    carry, ys, y_tree = _scan(
+        step, init_leaves, init_tree, xs_leaves, n, reverse, "scan", remat=bool(remat)
+    )
     return pytree.unflatten(init_tree, carry), pytree.unflatten(y_tree, ys)
 
 

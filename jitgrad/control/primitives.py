@@ -4,7 +4,7 @@ Each holds its bodies as graphs in its static params (DESIGN 13): traced once, s
 graph's size never depends on a trip count. Their results are one tuple value (a `TupleAVal`)
 that `tuple_get` takes apart; no other op reads a tuple.
 
-    loop[body, cond, n_consts, n_carry, length, max_trips, reverse, extends](
+    loop[body, cond, n_consts, n_carry, length, max_trips, reverse, remat, extends](
         *consts, *init, *xs) -> (trips, *carry, *ys)
 
 * `body`: graph `(i, *consts, *carry, *x_slices) -> (*carry, *y_slices)`; `i` is the int32
@@ -16,6 +16,8 @@ that `tuple_get` takes apart; no other op reads a tuple.
 * `reverse`: `i` runs from the last index down to 0 (a static or xs-length loop only);
 * `trips` (int32[]) is the number of iterations run; ys stack each iteration's y slices along
   a new leading axis of the trip count's length (`DYNAMIC` unless `length` is static);
+* `remat`: the gradient stores only the carry and recomputes the rest of the body (less
+  memory for long loops; see vjp.py);
 * `extends`: None, or the body of another loop over the same inputs whose results are a
   prefix of this one's (a gradient's forward loop that also stores residuals); the `merge_loops`
   pass makes the two one loop.
@@ -43,7 +45,9 @@ from jitgrad.ir.interpret import eval_graph, replay
 from jitgrad.ops.shape import stack
 
 
-def loop_abstract_eval(*inputs, body, cond, n_consts, n_carry, length, max_trips, reverse, extends):
+def loop_abstract_eval(
+    *inputs, body, cond, n_consts, n_carry, length, max_trips, reverse, remat, extends
+):
     avals = [aval_of(x) for x in inputs]
     consts, init, xs = split_loop_inputs(avals, n_consts, n_carry)
     body_in = [v.aval for v in body.inputs]

@@ -93,13 +93,16 @@ def _split_forward(joint: Graph, n_primal_inputs: int):
     return forward, backward, [v for v in read if v not in joint.consts], tainted
 
 
-def _residuals(joint: Graph, forward: list, read: list, invariant_inputs: set, xs: set):
+def _residuals(
+    joint: Graph, forward: list, read: list, invariant_inputs: set, xs: set, remat: bool
+):
     """(the values the forward loop stores, the values the reverse loop recomputes) for the
     forward values `read` by the backward pass. Recomputed: what depends only on the consts
     and the index (loop-invariant: hoisted out of the reverse loop later), and what cheap
     ops (arithmetic, shape ops: `_is_cheap`) make from other recomputed or stored values. Stored:
     the carry and the results of everything else (matrix products, reductions,
-    transcendental functions), each once."""
+    transcendental functions), each once. With `remat`, everything but the carry is
+    recomputed."""
     invariant = set(invariant_inputs) | set(joint.consts)
     for e in forward:
         if all(v in invariant for v in e.inputs):
@@ -114,7 +117,7 @@ def _residuals(joint: Graph, forward: list, read: list, invariant_inputs: set, x
         if v in recomputed or v in stored:
             continue
         e = producer.get(v)
-        if e is None or not _is_cheap(e):
+        if e is None or not (remat or _is_cheap(e)):
             stored.append(v)
             continue
         missing = [x for x in e.inputs if x not in recomputed and x not in stored]
@@ -152,7 +155,9 @@ def _needed_equations(eqns: list, wanted: set) -> list:
     return kept
 
 
-def loop_vjp(g, out, *inputs, body, cond, n_consts, n_carry, length, max_trips, reverse, extends):
+def loop_vjp(
+    g, out, *inputs, body, cond, n_consts, n_carry, length, max_trips, reverse, remat, extends
+):
     del out, extends
     consts, init, xs = split_loop_inputs(list(inputs), n_consts, n_carry)
     n_ys = len(body.outputs) - n_carry
@@ -178,7 +183,7 @@ def loop_vjp(g, out, *inputs, body, cond, n_consts, n_carry, length, max_trips, 
     grads = joint.outputs[n_primal:]
     # A gradient that is a forward value itself (no cotangent in it) is read as well.
     read += [v for v in grads if v not in tainted and v not in read and v not in joint.consts]
-    stored, cheap = _residuals(joint, forward, read, {j_index, *j_consts}, set(j_xs))
+    stored, cheap = _residuals(joint, forward, read, {j_index, *j_consts}, set(j_xs), remat)
     dynamic = length is None
     if dynamic and not stored and not xs:
         stored = [j_index]  # a reverse loop over run-time-length stacks needs one stack
@@ -201,6 +206,7 @@ def loop_vjp(g, out, *inputs, body, cond, n_consts, n_carry, length, max_trips, 
         length=length,
         max_trips=max_trips,
         reverse=reverse,
+        remat=remat,
         extends=body,
     )
     first_residual = 1 + n_carry + n_ys
@@ -238,6 +244,7 @@ def loop_vjp(g, out, *inputs, body, cond, n_consts, n_carry, length, max_trips, 
         length=length,
         max_trips=None,
         reverse=not reverse,
+        remat=remat,
         extends=None,
     )
     n_back = len(back_carry)

@@ -319,9 +319,10 @@ class Tracer(ArrayMethods):
             with_location(
                 f"{what} of a traced value (shape={self.shape}, dtype={self.dtype.name}) "
                 f"while tracing {self.trace.name!r}: its value is not known until the compiled "
-                "function runs. Python control flow on it cannot be compiled; mark the argument "
-                "static (jit(..., static_argnums=...)) or use jitgrad.where for a "
-                "data-dependent choice"
+                "function runs. Python control flow on it cannot be compiled: use jitgrad.cond "
+                "or jitgrad.switch for a branch, jitgrad.while_loop or jitgrad.fori_loop for a "
+                "loop, jitgrad.where for an elementwise choice, or mark the argument static "
+                "(jit(..., static_argnums=...))"
             )
         )
 

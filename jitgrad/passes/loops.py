@@ -2,7 +2,8 @@
 computes for nobody, optimise the bodies, and hoist loop-invariant work out of loops.
 
 They know the loop's layout (jitgrad/control/primitives.py) through its params only:
-`loop[body, cond, n_consts, n_carry, length, max_trips, reverse, extends](*consts, *init, *xs)
+`loop[body, cond, n_consts, n_carry, length, max_trips, reverse, remat, extends](*consts, *init,
+*xs)
 -> (trips, *carry, *ys)`, with body `(i, *consts, *carry, *x slices) -> (*carry, *y slices)`
 and cond `(i, *consts, *carry) -> bool`.
 """
@@ -16,7 +17,7 @@ from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.ir.subgraphs import map_subgraphs
 from jitgrad.passes.dce import dce
 
-_SAME_LOOP = ("cond", "n_consts", "n_carry", "length", "max_trips", "reverse")
+_SAME_LOOP = ("cond", "n_consts", "n_carry", "length", "max_trips", "reverse", "remat")
 
 
 def merge_loops(graph: Graph) -> Graph:
