@@ -57,3 +57,32 @@ def test_logistic_regression_tape():
 def test_jax_style():
     out = run_example("jax_style.py", "--steps", "200")
     assert float(out.rsplit("final mse:", 1)[1]) < 0.05
+
+
+def test_ode_fit(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "ode.png"
+    out = run_example(
+        "ode_fit.py", "--iters", "300", "--steps", "300", "--log-every", "100", "--plot", str(png)
+    )
+    first = float(out.split("iter     1: loss", 1)[1].split()[0])
+    final = float(out.rsplit("final loss:", 1)[1].split()[0])
+    at_truth = float(out.rsplit("at the true parameters:", 1)[1].split(";")[0])
+    assert final < first / 5 and final <= 1.05 * at_truth  # down to the noise floor
+    assert "max relative error" in out and "us/step" in out
+    assert png.stat().st_size > 1000
+
+
+def test_rnn_sequence(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+    png = tmp_path / "rnn.png"
+    out = run_example(
+        "rnn_sequence.py",
+        *("--steps", "200", "--length", "12", "--hidden", "16"),
+        *("--train", "1024", "--test", "256", "--eval-every", "100", "--plot", str(png)),
+    )
+    accuracy = float(out.rsplit("test accuracy:", 1)[1].split()[0])
+    baseline = float(out.rsplit("current input alone:", 1)[1].split(")")[0])
+    assert accuracy >= 0.85 and accuracy > baseline + 0.15  # it remembers, not just reads
+    assert "ms/step" in out and png.stat().st_size > 1000
