@@ -10,8 +10,9 @@ float64, to second order; then the semantics one by one (reverse and zero-length
 carries, nested loops, closures and Variables, `jit_train_step`, data-dependent while loops,
 only-the-taken-branch) and the errors.
 
-Tests that show a bug in jitgrad are kept, marked `xfail(strict=True)` with the reason; see
-the BUG_* strings below.
+Each bug these tests found has a test here that failed before its fix: merging a second
+derivative's loops, a while loop's gradient inside a scan, jvp under jit, and the error for a
+carry with more leaves than the input.
 """
 
 import contextlib
@@ -26,37 +27,10 @@ from hypothesis import strategies as st
 
 import jitgrad as jg
 from jitgrad.core import pytree
-from jitgrad.core.errors import JitgradError
 from jitgrad.ir.interpret import eval_graph
-from jitgrad.ir.verify import IRError
 from jitgrad.testing import graph_vjp_fn
 
 lax = jg.lax
-
-# ---------------------------------------------------------------------------------------------
-# Known bugs (each xfail below names one of these)
-
-BUG_MERGE_LOOPS = (
-    "passes/loops.py merge_loops: two gradient loops that `extends` the same forward loop are "
-    "both merged into its slot; the second overwrites the first, whose readers are left "
-    "reading an undefined value (IRError 'tuple_get: input used before it is defined')"
-)
-BUG_WHILE_IN_SCAN_GRAD = (
-    "the gradient of a while_loop inside a scan body: the scan's forward stacks the while "
-    "loop's run-time-length residual stacks as its ys; the interpreter fails in np.stack "
-    "(different shapes), the compiled kernel emits `range(None)` for the unknown length "
-    "(Numba TypingError; before commit 22d7e5d a TypeError: 'NoneType' object cannot be "
-    "interpreted as an integer)"
-)
-BUG_JIT_JVP = (
-    "jvp under jit/make_graph returns a zero tangent (also without control flow: "
-    "jit(lambda x, t: jvp(sin, (x,), (t,))) gives 0)"
-)
-BUG_CARRY_COUNT_MESSAGE = (
-    "under a trace, a body whose carry output has more leaves than its input raises a bare "
-    "StopIteration from api._describe (it unflattens the input tree with too few avals), not "
-    "the TypeError naming both structures"
-)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -527,11 +501,6 @@ GRAD = {
     "scan in scan": (g_scan_in_scan, (S, XS1)),
     "while_loop in scan": (g_while_in_scan, (S, XS1)),
 }
-GRAD_XFAIL = {  # (case, mode): (reason, the exception it raises today)
-    ("while_loop in scan", "interpreter"): (BUG_WHILE_IN_SCAN_GRAD, ValueError),
-    ("while_loop in scan", "jit(grad)"): (BUG_WHILE_IN_SCAN_GRAD, (TypeError, JitgradError)),
-    ("while_loop in scan", "jit_grad"): (BUG_WHILE_IN_SCAN_GRAD, (TypeError, JitgradError)),
-}
 
 
 def gradients(mode, f, args, argnums):
@@ -565,8 +534,7 @@ JIT_GRAD_FN_CASES = {
 def grad_params():
     for name in GRAD:
         for mode in GRAD_MODES:
-            bug = GRAD_XFAIL.get((name, mode))
-            marks = [pytest.mark.xfail(reason=bug[0], raises=bug[1], strict=True)] if bug else []
+            marks = []
             if mode == "jit(grad)" and name not in JIT_GRAD_FN_CASES:
                 marks.append(pytest.mark.slow)
             yield pytest.param(name, mode, id=f"{name}-{mode}", marks=marks)
@@ -679,9 +647,7 @@ def test_hessian_eager_and_interpreted(f):
     "f",
     [
         h_scan,
-        pytest.param(
-            h_while, marks=pytest.mark.xfail(reason=BUG_MERGE_LOOPS, raises=IRError, strict=True)
-        ),
+        h_while,
     ],
     ids=["scan", "while_loop"],
 )
@@ -692,7 +658,6 @@ def test_hessian_compiled(f):
     )
 
 
-@pytest.mark.xfail(reason=BUG_MERGE_LOOPS, raises=IRError, strict=True)
 def test_hessian_compiled_merge_loops_minimal():
     f = lambda x: jg.reduce_sum(lax.fori_loop(0, 2, lambda i, c: c * c, jg.sin(x)))
     x = np.array([0.7, -0.4])
@@ -740,7 +705,6 @@ def test_jvp_through_scan_eager():
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.xfail(reason=BUG_JIT_JVP, raises=AssertionError, strict=True)
 def test_jvp_through_scan_compiled():
     f = lambda h, t: jg.jvp(lambda h: jg.reduce_sum(rnn(h, XS, W)[0]), (h,), (t,))[1]
     t = np.array([1.0, 0.5, -0.3])
@@ -1280,7 +1244,6 @@ def test_carry_mismatch_raises_type_error_naming_both_structures(name):
         assert "test_control_flow.py" in str(info.value)  # the user's line
 
 
-@pytest.mark.xfail(reason=BUG_CARRY_COUNT_MESSAGE, raises=StopIteration, strict=True)
 def test_carry_with_more_leaves_than_the_input_compiled_names_both_structures():
     fn = lambda x: lax.scan(lambda c, r: ((c, c), r), x, np.ones(3))
     message = "scan: the body's carry output (f64[], f64[]) differs from its input f64[]"

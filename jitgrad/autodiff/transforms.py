@@ -286,6 +286,9 @@ def jvp(f, primals, tangents):
         y_leaves, y_tree = pytree.flatten(out)
         y_leaves = [as_value(y) for y in y_leaves]
         us = [zeros_like_value(y) for y in y_leaves]
+        trace = current_trace.get()
+        if trace is not None:  # the tape records the traced constant that stands for u
+            us = [trace.lift(u) for u in us]
         outer.watch(us)
         float_ys = [(y, u) for y, u in zip(y_leaves, us) if y.dtype.kind == "f"]
         pullback = (

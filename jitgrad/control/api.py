@@ -52,6 +52,15 @@ class _Short:
         return self.text
 
 
+def _leaf_count(tree) -> int:
+    """How many leaves a pytree structure holds."""
+    if tree == pytree.LEAF:
+        return 1
+    if tree is None:
+        return 0
+    return sum(_leaf_count(child) for child in tree[2])
+
+
 def _check_carry(name: str, what: str, tree_in, avals_in, tree_out, avals_out) -> None:
     if tree_in != tree_out or list(avals_in) != list(avals_out):
         raise TypeError(
@@ -103,8 +112,9 @@ def _scan(step, init, init_tree, xs, length, reverse, name, remat=False):
     )
     carry_tree, y_tree = _split_pair_tree(traced.out_tree)
     outs = traced.graph.outputs
+    n_out = _leaf_count(carry_tree)
     _check_carry(
-        name, "carry", init_tree, _avals(init), carry_tree, [v.aval for v in outs[:n_carry]]
+        name, "carry", init_tree, _avals(init), carry_tree, [v.aval for v in outs[:n_out]]
     )
     consts = traced.captured
     graph = with_inputs(traced.graph, len(in_avals), consts, consts, at=1)

@@ -41,7 +41,8 @@ from jitgrad.core.aval import DYNAMIC, AVal, TupleAVal
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import defop
 from jitgrad.core.tensor import Tensor
-from jitgrad.ir.interpret import eval_graph, replay
+from jitgrad.ir.execute import make_executor
+from jitgrad.ir.interpret import replay
 from jitgrad.ops.shape import stack
 
 
@@ -126,6 +127,23 @@ def _while_indices(max_trips):
         i += 1
 
 
+# Graph -> its numpy executor (ir/execute.py), built once: the numpy implementations (the
+# interpreter, and the fallback that serves calls while the kernel compiles) run a body at
+# every iteration. Keyed by identity (graphs are compared by identity) and bounded.
+_EXECUTORS: dict = {}
+_MAX_EXECUTORS = 512
+
+
+def run_graph(graph, *values) -> list:
+    """`graph`'s outputs for `values` (numpy arrays or scalars), by its cached executor."""
+    entry = _EXECUTORS.get(id(graph))
+    if entry is None or entry[0] is not graph:
+        if len(_EXECUTORS) >= _MAX_EXECUTORS:
+            _EXECUTORS.clear()
+        entry = _EXECUTORS[id(graph)] = (graph, make_executor(graph, "loop body"))
+    return entry[1](list(values))
+
+
 def loop_impl(*inputs, **params):
     def finish_ys(slices, avals):
         return [
@@ -135,7 +153,7 @@ def loop_impl(*inputs, **params):
     done, carry, ys = run_loop(
         inputs,
         params,
-        eval_graph,
+        run_graph,
         lambda x, i: x[i],
         bool,
         finish_ys,
@@ -201,7 +219,7 @@ def branch_number(index, n: int) -> int:
 
 def cond_impl(index, *operands, branches):
     branch = branches[branch_number(index, len(branches))]
-    return tuple(eval_graph(branch, *operands))
+    return tuple(run_graph(branch, *operands))
 
 
 def cond_replay(index, *operands, branches):

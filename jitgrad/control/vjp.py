@@ -27,7 +27,7 @@ import numpy as np
 
 from jitgrad.autodiff.vjp import append_backward
 from jitgrad.control.layout import INDEX_DTYPE, split_loop_inputs
-from jitgrad.core.aval import AVal
+from jitgrad.core.aval import DYNAMIC, AVal, TupleAVal
 from jitgrad.core.dispatch import bind, tape_stack
 from jitgrad.core.opdef import REGISTRY
 from jitgrad.core.tensor import Tensor
@@ -117,7 +117,9 @@ def _residuals(
         if v in recomputed or v in stored:
             continue
         e = producer.get(v)
-        if e is None or not (remat or _is_cheap(e)):
+        if e is not None and _cannot_be_stored(e):
+            pass  # recomputed: a loop's tuple, or a stack whose length changes per iteration
+        elif e is None or not (remat or _is_cheap(e)):
             stored.append(v)
             continue
         missing = [x for x in e.inputs if x not in recomputed and x not in stored]
@@ -127,6 +129,13 @@ def _residuals(
         else:
             recomputed.add(v)
     return stored, recomputed
+
+
+def _cannot_be_stored(e) -> bool:
+    """An inner loop's results (a tuple) and its run-time-length stacks cannot be stacked by
+    the outer loop (they may have a different length at each iteration): recomputed."""
+    aval = e.out.aval
+    return isinstance(aval, TupleAVal) or DYNAMIC in aval.shape
 
 
 def _is_cheap(e) -> bool:

@@ -23,33 +23,46 @@ _SAME_LOOP = ("cond", "n_consts", "n_carry", "length", "max_trips", "reverse", "
 def merge_loops(graph: Graph) -> Graph:
     """A gradient's forward loop B (`extends` = the body of loop A, over A's inputs) stores
     residuals besides computing everything A does; its results are A's followed by the
-    residuals. B takes A's place and A's readers read B: the forward runs once. Runs before
-    any pass rewrites a body (`extends` compares bodies by identity); clears `extends`."""
+    residuals. B takes A's place and A's readers read B: the forward runs once. A chain
+    (the forward loop of a second derivative extends B) merges into the same place; a second
+    loop extending the same body runs apart. Runs before any pass rewrites a body
+    (`extends` compares bodies by identity); clears `extends`."""
     eqns = list(graph.eqns)
-    first: dict = {}  # (id of body, inputs) -> position of the loop with that body
+    slot: dict = {}  # (id of body, inputs) -> where the loop with that body is now
     for k, e in enumerate(eqns):
         if e.op.name == "loop":
-            first.setdefault((id(e.params["body"]), e.inputs), k)
+            slot.setdefault((id(e.params["body"]), e.inputs), k)
     renamed: dict[Var, Var] = {}
     dropped = set()
+    extended = set()  # ids of bodies a merged loop extended
     for k, e in enumerate(eqns):
         if e.op.name != "loop" or e.params["extends"] is None:
             continue
-        merged = Eqn(e.op, e.inputs, {**e.params, "extends": None}, e.out, e.source)
-        a = first.get((id(e.params["extends"]), e.inputs))
-        if a is not None and a < k and a not in dropped and _same_loop(eqns[a], e):
+        cleared = Eqn(e.op, e.inputs, {**e.params, "extends": None}, e.out, e.source)
+        base = e.params["extends"]
+        a = slot.get((id(base), e.inputs))
+        if a is not None and a < k and id(base) not in extended and _same_loop(eqns[a], e):
             renamed[eqns[a].out] = e.out
-            eqns[a] = merged
+            eqns[a] = cleared
             dropped.add(k)
+            extended.add(id(base))
+            slot[(id(e.params["body"]), e.inputs)] = a
         else:
-            eqns[k] = merged
+            eqns[k] = cleared
     if renamed or dropped:
         eqns = [_renamed(e, renamed) for k, e in enumerate(eqns) if k not in dropped]
     elif all(a is b for a, b in zip(eqns, graph.eqns)):
         eqns = graph.eqns
     eqns = [map_subgraphs(e, merge_loops) for e in eqns]
-    outputs = tuple(renamed.get(v, v) for v in graph.outputs)
+    outputs = tuple(_final(v, renamed) for v in graph.outputs)
     return Graph(graph.inputs, tuple(eqns), outputs, graph.consts, graph.custom_vjps)
+
+
+def _final(v: Var, renamed: dict) -> Var:
+    """Where a renamed value's readers read it now (renames chain: A -> B -> C)."""
+    while v in renamed:
+        v = renamed[v]
+    return v
 
 
 def _same_loop(a: Eqn, b: Eqn) -> bool:
@@ -61,7 +74,7 @@ def _same_loop(a: Eqn, b: Eqn) -> bool:
 def _renamed(e: Eqn, renamed: dict) -> Eqn:
     if not any(v in renamed for v in e.inputs):
         return e
-    inputs = tuple(renamed.get(v, v) for v in e.inputs)
+    inputs = tuple(_final(v, renamed) for v in e.inputs)
     return Eqn(e.op, inputs, e.params, e.out, e.source)
 
 

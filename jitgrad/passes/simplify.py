@@ -241,12 +241,16 @@ def compose_transposes(e, ctx):
 
 @rule("broadcast_to")
 def compose_broadcasts(e, ctx):
-    """broadcast_to(broadcast_to(x, s1), s2) = broadcast_to(x, s2); to its own shape, x."""
+    """broadcast_to(broadcast_to(x, s1), s2) = broadcast_to(x, s2); to its own shape, x;
+    broadcast_to(reshape(x, (1, ..., 1)), s) = broadcast_to(x, s) for a 0-d x (a mean's
+    gradient: no one-element array to make, at every iteration of a loop)."""
     x = e.inputs[0]
     if x.aval.shape == e.out.aval.shape:
         return x
     p = ctx.producer.get(x)
-    if p is not None and p.op.name == "broadcast_to":
+    if p is not None and (
+        p.op.name == "broadcast_to" or (p.op.name == "reshape" and p.inputs[0].aval.ndim == 0)
+    ):
         return [_new("broadcast_to", [p.inputs[0]], e.out.aval, shape=e.params["shape"])]
     return None
 

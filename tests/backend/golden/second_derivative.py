@@ -12,15 +12,15 @@ def kernel(v0, v8):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
     #   v0=a v1=b v2=c v3=d v4=e v5=f v6=g v7=h v8=i
-    # fused sin, cos, mul, neg, add, mul, add, add over (5,)
+    # fused sin, mul, cos, neg, add, mul, add, add over (5,)
     for i0 in range(5):
         x0 = v0[i0]
         x1 = math.sin(x0)
-        x2 = math.cos(x0)
-        x3 = (x1 * x1)
-        x4 = (-x3)
+        x2 = (x1 * x1)
+        x3 = math.cos(x0)
+        x4 = (-x2)
         x5 = (x4 + x4)
-        x6 = (x2 * x2)
+        x6 = (x3 * x3)
         x7 = (x5 + x6)
         x8 = (x7 + x6)
         v8[i0] = x8
