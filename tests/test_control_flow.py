@@ -1330,3 +1330,30 @@ def test_body_must_return_a_pair():
     for run in _both(f, np.float64(1.0)):
         with pytest.raises(TypeError, match=r"must return a pair \(carry, y\)"):
             run()
+
+
+def test_rnn_loop_bodies_allocate_nothing():
+    """No allocation per iteration: the bodies of an RNN's forward and gradient loops write
+    into buffers the kernel's caller allocates once per call (issue 13)."""
+    rng = np.random.default_rng(0)
+    params = {
+        "W": rng.normal(size=(8, 8)).astype(np.float32) * 0.3,
+        "U": rng.normal(size=(3, 8)).astype(np.float32),
+        "b": np.zeros(8, np.float32),
+    }
+    xs = rng.normal(size=(5, 4, 3)).astype(np.float32)
+
+    def loss(p, xs):
+        def step(h, x):
+            h = jg.tanh(h @ p["W"] + x @ p["U"] + p["b"])
+            return h, jg.reduce_mean(h) ** 2
+
+        h, means = lax.scan(step, np.zeros((4, 8), np.float32), xs)
+        return jg.reduce_mean(h**2) + jg.reduce_sum(means)
+
+    source = jg.jit_grad(loss, wrt=0).lower(params, xs).source
+    bodies = re.findall(r"\ndef (body\d+)\(.*?\n\n\n", source, re.S)
+    assert len(bodies) == 2  # the forward loop and the reverse loop
+    for body in re.findall(r"\ndef body\d+\(.*?\n\n\n", source, re.S):
+        for allocation in ("np.empty(", "np.zeros(", "np.full(", ".copy()", "np.concatenate("):
+            assert allocation not in body, body
