@@ -26,8 +26,17 @@ until its compiled kernel serves (`fn.wait()`; the kernel's result is checked to
 a persistent cache; PyTensor with an empty compile directory and NUMBA_CACHE_DIR; the
 hand-written Numba kernels are not cached (they compile in every process).
 
+Compile time against the trip count (issue 13: "the first call for T = 10 and T = 10,000 within
+10%"; `trip_counts`, jitgrad only): the W8a loss as in `ode_jitgrad` with T = 10 and T = 10,000
+Euler steps (observations drawn as W8a's, `ode_data(T)`), each sample a fresh first-call process
+as above with JITGRAD_COMPILE=blocking, so that the first call is the compile (trace, optimise,
+Numba); the medians of 3 samples per T (interleaved) and their ratio T = 10,000 / T = 10. Then
+T = 10,000 in jitgrad's default mode (background): the first gradient (the numpy fallback runs
+the loop step by step, so it grows with T) and the seconds until the kernel serves.
+
     python perf/w8_loops.py --system jax          # one system, both workloads, this process
     python perf/w8_loops.py --first-call jax W8a  # one first-call sample
+    python perf/w8_loops.py --first-call jitgrad W8a --steps 10000  # W8a with T = 10,000
     python perf/run.py --only W8                  # everything, through run.py
 """
 
@@ -58,8 +67,10 @@ THETA = (1.1, 0.4, 0.4, 0.1)
 Z0 = (10.0, 5.0)
 
 
-def ode_data():
-    obs = np.random.default_rng(0).uniform(1.0, 10.0, (STEPS, 2))
+def ode_data(steps: int = STEPS):
+    """W8a's theta and observations; `steps` other than 1,000 for the trip-count measurement
+    (the same draw, numpy default_rng(0), of shape (steps, 2))."""
+    obs = np.random.default_rng(0).uniform(1.0, 10.0, (steps, 2))
     return types.SimpleNamespace(theta=np.array(THETA, dtype=np.float64), obs=obs)
 
 
@@ -683,20 +694,23 @@ MODULES = {"jitgrad": "jitgrad", "jax": "jax", "torch": "torch", "autograd": "au
 MODULES.update({"pytensor": "pytensor", "numba": "numba", "numba_dot": "numba"})
 
 
-def first_call_child(system: str, key: str) -> None:
+def first_call_child(system: str, key: str, steps: int | None = None) -> None:
     """Build `system`'s value+grad for workload `key` and time its first call (this process is
-    fresh); print one TAG line, then check the result against the reference."""
+    fresh); print one TAG line, then check the result against the reference. `steps`: W8a
+    with that many Euler steps instead of 1,000 (the trip-count measurement)."""
     import importlib
 
     if system == "jitgrad" and _COMPILE_ENV is None:
         os.environ.pop("JITGRAD_COMPILE", None)  # jitgrad's default mode, not _harness's
     workload = next(w for w in WORKLOADS if w.key == key)
+    if steps is not None and key != "W8a":
+        raise ValueError(f"--steps is for W8a only, not {key}")
     start = time.monotonic()
     module = importlib.import_module(MODULES.get(system, "numpy"))
     if system == "jax":
         importlib.import_module("jax.numpy")
     imported = time.monotonic() - start
-    d = workload.data()
+    d = workload.data() if steps is None else ode_data(steps)
     mode = ""
     if system == "jitgrad":
         tiered = hasattr(module, "wait_for_compiles")
@@ -736,21 +750,32 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def first_call(
-    python: str, system: str, key: str, env: dict, prefix=(), limit: float = FIRST_TIMEOUT
+    python: str,
+    system: str,
+    key: str,
+    env: dict,
+    prefix=(),
+    limit: float = FIRST_TIMEOUT,
+    steps: int | None = None,
+    compile_mode: str | None = None,
 ) -> dict:
     """One first-call sample of `system` on `key` in a fresh process with empty caches (see
-    the module docstring). Returns {"status": "ok", "import", "first", "serving", "mode",
-    "err"} or {"status": "error" / "timeout", "note"}."""
+    the module docstring); `steps`: W8a with that many Euler steps; `compile_mode`: jitgrad's
+    JITGRAD_COMPILE (None: its default mode). Returns {"status": "ok", "import", "first",
+    "serving", "mode", "err"} or {"status": "error" / "timeout", "note"}."""
     directory = tempfile.mkdtemp(prefix=f"perf-w8-{system}-")
     env = {
         k: v for k, v in env.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "JITGRAD_COMPILE")
     }
     env["JITGRAD_CACHE_DIR"] = directory
+    if compile_mode is not None:
+        env["JITGRAD_COMPILE"] = compile_mode
+    extra = [] if steps is None else ["--steps", str(steps)]
     if system == "pytensor":
         env["PYTENSOR_FLAGS"] = f"base_compiledir={directory}"
         env["NUMBA_CACHE_DIR"] = os.path.join(directory, "numba")
     proc = subprocess.Popen(
-        [*prefix, python, os.path.abspath(__file__), "--first-call", system, key],
+        [*prefix, python, os.path.abspath(__file__), "--first-call", system, key, *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -794,6 +819,12 @@ def first_calls(
         now = time.monotonic()
         if now - start + (now - t0) > budget:
             break
+    return summarize(samples)
+
+
+def summarize(samples: list[dict]) -> dict:
+    """First-call samples (all "ok") as one: the medians of first, serving and import, the
+    largest error, and the samples' first-call seconds."""
     summary = {
         field: float(np.median([s[field] for s in samples]))
         for field in ("first", "serving", "import")
@@ -806,9 +837,44 @@ def first_calls(
     }
 
 
+# -- compile time against the trip count ---------------------------------------------------------
+TRIP_COUNTS = (10, 10_000)
+# (name, Euler steps, JITGRAD_COMPILE): the compile itself (blocking) for each trip count, and
+# the longest in jitgrad's default mode (background: the numpy fallback answers first).
+TRIP_RUNS = (
+    ("short", TRIP_COUNTS[0], "blocking"),
+    ("long", TRIP_COUNTS[1], "blocking"),
+    ("long_default", TRIP_COUNTS[1], None),
+)
+
+
+def trip_counts(python: str, env: dict, prefix=(), reps: int = 3) -> dict:
+    """jitgrad's first call on W8a with T = 10 and T = 10,000 Euler steps in fresh processes
+    (see the module docstring): `reps` samples of each of TRIP_RUNS, interleaved so that a
+    change of the machine's load falls on every run alike. Returns {"status": "ok", "ratio"
+    (the medians' long / short, blocking), "runs": {name: summary with "steps"}} or the first
+    failed sample's {"status", "note", "run"}."""
+    samples: dict[str, list[dict]] = {name: [] for name, _, _ in TRIP_RUNS}
+    for _ in range(reps):
+        for name, steps, mode in TRIP_RUNS:
+            sample = first_call(
+                python, "jitgrad", "W8a", env, prefix, steps=steps, compile_mode=mode
+            )
+            if sample["status"] != "ok":
+                return {**sample, "run": f"T = {steps:,} ({mode or 'default mode'})"}
+            samples[name].append(sample)
+    runs = {name: {**summarize(samples[name]), "steps": steps} for name, steps, _ in TRIP_RUNS}
+    return {
+        "status": "ok",
+        "ratio": runs["long"]["first"] / runs["short"]["first"],
+        "runs": runs,
+    }
+
+
 if __name__ == "__main__":
     if "--first-call" in sys.argv:
         i = sys.argv.index("--first-call")
-        first_call_child(sys.argv[i + 1], sys.argv[i + 2])
+        steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else None
+        first_call_child(sys.argv[i + 1], sys.argv[i + 2], steps)
     else:
         main(WORKLOADS)
