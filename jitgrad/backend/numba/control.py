@@ -12,6 +12,8 @@ one branch function. `tuple_get` reads one element of their result tuple.
 
 from __future__ import annotations
 
+import numpy as np
+
 from jitgrad.backend.numba.literals import np_dtype
 from jitgrad.ir.graph import Graph
 from jitgrad.passes.fuse import fuse
@@ -29,9 +31,18 @@ def emits(op_name: str):
     return register
 
 
-# A while loop without maximum_iterations stores its ys in arrays of this many rows, doubled
-# whenever they fill up.
+# A while loop stores its ys (a gradient's residuals) in arrays of `maximum_iterations` rows
+# when those take at most MAX_PREALLOCATED bytes; otherwise in arrays of FIRST_CAPACITY rows,
+# doubled whenever they fill up (a generous bound must not allocate gigabytes up front).
 FIRST_CAPACITY = 16
+MAX_PREALLOCATED = 1 << 24
+
+
+def _first_capacity(max_trips, y_avals) -> int:
+    row_bytes = sum(int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize for a in y_avals)
+    if max_trips is not None and max_trips * row_bytes <= MAX_PREALLOCATED:
+        return max_trips
+    return FIRST_CAPACITY
 
 
 def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]:
@@ -115,7 +126,7 @@ def op_loop(self, e, *inputs):
         max_trips = p["max_trips"]
         capacity = f"{out}_capacity"
         if ys:
-            self.emit(f"{capacity} = {max_trips if max_trips is not None else FIRST_CAPACITY}")
+            self.emit(f"{capacity} = {_first_capacity(max_trips, y_avals)}")
             for name, a in zip(ys, y_avals):
                 self.emit(f"{name} = np.empty(({capacity}, {_dims(a.shape)}), {np_dtype(a.dtype)})")
         self.emit(f"{t} = 0")
@@ -127,7 +138,7 @@ def op_loop(self, e, *inputs):
         cond_args = ", ".join([i, *args, *carry, *cond_extra])
         self.emit(f"if not {cond_name}({cond_args})[0]:", 2)
         self.emit("break", 3)
-        if ys and max_trips is None:
+        if ys and _first_capacity(max_trips, y_avals) != max_trips:
             self.emit(f"if {t} == {capacity}:", 2)
             self.emit(f"{capacity} *= 2", 3)
             for name, a in zip(ys, y_avals):
