@@ -1357,3 +1357,15 @@ def test_rnn_loop_bodies_allocate_nothing():
     for body in re.findall(r"\ndef body\d+\(.*?\n\n\n", source, re.S):
         for allocation in ("np.empty(", "np.zeros(", "np.full(", ".copy()", "np.concatenate("):
             assert allocation not in body, body
+
+
+def test_carries_and_ys_of_different_ranks_compile():
+    """Each array copy after a body call has a name of its own (Numba gives a name one type:
+    a 2-D carry and a 1-D y once shared one and did not compile)."""
+
+    def f(c, xs):
+        return lax.scan(lambda c, x: (c * 2.0 + x[0], c[0] * x), c, xs)
+
+    c, xs = np.ones((2, 3)), np.arange(12.0).reshape(4, 3)
+    for got, want in zip(jg.jit(f)(c, xs), f(jg.constant(c), jg.constant(xs))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want))

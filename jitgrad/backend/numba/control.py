@@ -148,7 +148,14 @@ def op_loop(self, e, *inputs):
                 )
                 self.emit(f"for {out}_row in range({t}):", 3)
                 if a.ndim:
-                    _copy(self, f"{grown}[{out}_row, ", f"{name}[{out}_row]", a.shape, out, 4)
+                    _copy(
+                        self,
+                        f"{grown}[{out}_row, ",
+                        f"{name}[{out}_row]",
+                        a.shape,
+                        f"{name}_row",
+                        4,
+                    )
                 else:
                     self.emit(f"{grown}[{out}_row] = {name}[{out}_row]", 4)
                 self.emit(f"{name} = {grown}", 3)
@@ -158,10 +165,10 @@ def op_loop(self, e, *inputs):
     # The y slices first: one may be a carry array the body passed on (a stored residual).
     for k, (name, a) in enumerate(zip(ys, y_avals)):
         if a.ndim:
-            _copy(self, f"{name}[{i}, ", f"{r}[{n_carry + k}]", a.shape, out, 2)
+            _copy(self, f"{name}[{i}, ", f"{r}[{n_carry + k}]", a.shape, f"{name}_new", 2)
         else:
             self.emit(f"{name}[{i}] = {r}[{n_carry + k}]", 2)
-    _update_carry(self, body, n_consts, carry, r, init, out)
+    _update_carry(self, body, n_consts, carry, r, init)
     if capacity is not None:
         self.emit(f"{t} += 1", 2)
         ys = [f"{name}[:{t}]" for name in ys]
@@ -172,19 +179,20 @@ def _dims(shape) -> str:
     return ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") if shape else ""
 
 
-def _copy(self, target: str, source: str, shape, out: str, depth: int) -> None:
+def _copy(self, target: str, source: str, shape, held: str, depth: int) -> None:
     """`target...] = source` element by element: `target` is an indexing expression left
-    open (`y0[i, `). Explicit loops, not an array assignment: Numba compiles the shape check
-    of `a[i] = b` (and its error message's string formatting) in seconds."""
-    self.emit(f"{out}_src = {source}", depth)
-    index = [f"{out}_j{d}" for d in range(len(shape))]
+    open (`y0[i, `), `held` the name that holds `source` (one per copy: Numba gives a name one
+    type). Explicit loops, not an array assignment: Numba compiles the shape check of
+    `a[i] = b` (and its error message's string formatting) in seconds."""
+    self.emit(f"{held} = {source}", depth)
+    index = [f"{held}_j{d}" for d in range(len(shape))]
     for d, n in enumerate(shape):
         self.emit(f"for {index[d]} in range({n}):", depth + d)
     joined = ", ".join(index)
-    self.emit(f"{target}{joined}] = {out}_src[{joined}]", depth + len(shape))
+    self.emit(f"{target}{joined}] = {held}[{joined}]", depth + len(shape))
 
 
-def _update_carry(self, body: Graph, n_consts: int, carry: list, r: str, init, out: str) -> None:
+def _update_carry(self, body: Graph, n_consts: int, carry: list, r: str, init) -> None:
     """Store the body's new carry. An array carry is updated in place; one the body passes on
     from another carry position (a swap) is copied first, before any carry changes."""
     carry_inputs = body.inputs[1 + n_consts : 1 + n_consts + len(carry)]
@@ -198,7 +206,7 @@ def _update_carry(self, body: Graph, n_consts: int, carry: list, r: str, init, o
     for k, (name, v) in enumerate(zip(carry, init)):
         value = f"{name}_moved" if k in moved else f"{r}[{k}]"
         if v.aval.ndim:
-            _copy(self, f"{name}[", value, v.aval.shape, out, 2)
+            _copy(self, f"{name}[", value, v.aval.shape, f"{name}_new", 2)
         else:
             self.emit(f"{name} = {value}", 2)
 
