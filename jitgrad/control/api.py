@@ -113,9 +113,7 @@ def _scan(step, init, init_tree, xs, length, reverse, name, remat=False):
     carry_tree, y_tree = _split_pair_tree(traced.out_tree)
     outs = traced.graph.outputs
     n_out = _leaf_count(carry_tree)
-    _check_carry(
-        name, "carry", init_tree, _avals(init), carry_tree, [v.aval for v in outs[:n_out]]
-    )
+    _check_carry(name, "carry", init_tree, _avals(init), carry_tree, [v.aval for v in outs[:n_out]])
     consts = traced.captured
     graph = with_inputs(traced.graph, len(in_avals), consts, consts, at=1)
     n_ys = len(outs) - n_carry

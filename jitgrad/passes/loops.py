@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jitgrad.core.aval import AVal, TupleAVal
+from jitgrad.core.aval import DYNAMIC, AVal, TupleAVal
+from jitgrad.core.opdef import REGISTRY
 from jitgrad.ir.graph import Eqn, Graph, Var
 from jitgrad.ir.subgraphs import map_subgraphs
 from jitgrad.passes.dce import dce
@@ -184,6 +185,89 @@ def _reduced(graph: Graph, keep: list[int], outputs: list) -> Graph:
     return Graph(
         tuple(graph.inputs[k] for k in keep), smaller.eqns, smaller.outputs, smaller.consts
     )
+
+
+# -- scanned broadcasts ---------------------------------------------------------------------------
+def unstack_broadcasts(graph: Graph) -> Graph:
+    """A scanned input that is a broadcast along the scanned axis (the same slice at every
+    iteration: a gradient's seed of ones, a zero cotangent) becomes a const of the loop, and
+    the body broadcasts it to the slice's shape (an index map of its fused loops): no stack of
+    copies is made, and none is read."""
+    producer = {e.out: e for e in graph.eqns}
+    eqns = []
+    changed = False
+    for e in graph.eqns:
+        if e.op.name == "loop":
+            new = _unstack_from(e, producer)
+            changed |= new is not e
+            e = new
+        eqns.append(e)
+    if not changed:
+        return graph
+    return Graph(graph.inputs, tuple(eqns), graph.outputs, graph.consts, graph.custom_vjps)
+
+
+def _unstack_from(e: Eqn, producer: dict) -> Eqn:
+    p = e.params
+    n_consts, n_carry = p["n_consts"], p["n_carry"]
+    xs = e.inputs[n_consts + n_carry :]
+    moved = []  # (position among xs, the broadcast's source)
+    for k, x in enumerate(xs):
+        b = producer.get(x)
+        if b is None or b.op.name != "broadcast_to" or DYNAMIC in x.aval.shape:
+            continue
+        src = b.inputs[0]
+        if src.aval.ndim < x.aval.ndim:  # numpy aligns on the right: the scanned axis is new
+            moved.append((k, src))
+    if not moved or (p["length"] is None and len(moved) == len(xs)):
+        return e  # (a run-time-length loop keeps a stack for its trip count)
+    body = p["body"]
+    x_start = 1 + n_consts + n_carry
+    moved_at = dict(moved)
+    const_inputs = [Var(src.aval) for _, src in moved]
+    replace = {}
+    new_eqns = []
+    for (k, src), const in zip(moved, const_inputs):
+        slice_var = body.inputs[x_start + k]
+        if slice_var.aval.shape == src.aval.shape:
+            replace[slice_var] = const
+        else:
+            out = Var(slice_var.aval)
+            new_eqns.append(
+                Eqn(REGISTRY["broadcast_to"], (const,), {"shape": slice_var.aval.shape}, out)
+            )
+            replace[slice_var] = out
+    kept_x = [body.inputs[x_start + k] for k in range(len(xs)) if k not in moved_at]
+    new_body = Graph(
+        body.inputs[: 1 + n_consts]
+        + tuple(const_inputs)
+        + body.inputs[1 + n_consts : x_start]
+        + tuple(kept_x),
+        tuple(new_eqns)
+        + tuple(
+            Eqn(b.op, tuple(replace.get(v, v) for v in b.inputs), b.params, b.out, b.source)
+            for b in body.eqns
+        ),
+        tuple(replace.get(v, v) for v in body.outputs),
+        body.consts,
+    )
+    cond = p["cond"]
+    if cond is not None:
+        extra = tuple(Var(src.aval) for _, src in moved)
+        cond = Graph(
+            cond.inputs[: 1 + n_consts] + extra + cond.inputs[1 + n_consts :],
+            cond.eqns,
+            cond.outputs,
+            cond.consts,
+        )
+    inputs = (
+        *e.inputs[:n_consts],
+        *[src for _, src in moved],
+        *e.inputs[n_consts : n_consts + n_carry],
+        *[x for k, x in enumerate(xs) if k not in moved_at],
+    )
+    params = {**p, "body": new_body, "cond": cond, "n_consts": n_consts + len(moved)}
+    return Eqn(e.op, inputs, params, e.out, e.source)
 
 
 # -- hoisting ------------------------------------------------------------------------------------

@@ -10,7 +10,13 @@ from jitgrad.ir.verify import verify
 from jitgrad.passes.cse import CseMemo, cse
 from jitgrad.passes.dce import dce
 from jitgrad.passes.fold import fold_constants
-from jitgrad.passes.loops import hoist_invariants, merge_loops, optimize_bodies, prune_loops
+from jitgrad.passes.loops import (
+    hoist_invariants,
+    merge_loops,
+    optimize_bodies,
+    prune_loops,
+    unstack_broadcasts,
+)
 from jitgrad.passes.simplify import simplify
 
 MAX_ITERATIONS = 6
@@ -36,7 +42,7 @@ def _to_fixed_point(graph: Graph, has_control: bool) -> Graph:
         before = (len(graph.eqns), len(graph.consts))
         graph = dce(cse(fold_constants(simplify(graph, uniform)), memo))
         if has_control:
-            graph = dce(prune_loops(graph))
+            graph = dce(prune_loops(unstack_broadcasts(graph)))
         if (len(graph.eqns), len(graph.consts)) == before:
             break
     return graph

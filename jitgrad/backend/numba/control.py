@@ -35,6 +35,7 @@ def emits(op_name: str):
 # when those take at most MAX_PREALLOCATED bytes; otherwise in arrays of FIRST_CAPACITY rows,
 # doubled whenever they fill up (a generous bound must not allocate gigabytes up front).
 FIRST_CAPACITY = 16
+MAX_COPY_RANK = 4  # runtime.copy1 ... copy4
 MAX_PREALLOCATED = 1 << 24
 
 
@@ -180,11 +181,18 @@ def _dims(shape) -> str:
 
 
 def _copy(self, target: str, source: str, shape, held: str, depth: int) -> None:
-    """`target...] = source` element by element: `target` is an indexing expression left
-    open (`y0[i, `), `held` the name that holds `source` (one per copy: Numba gives a name one
-    type). Explicit loops, not an array assignment: Numba compiles the shape check of
-    `a[i] = b` (and its error message's string formatting) in seconds."""
+    """`target...] = source`: `target` is an indexing expression left open (`y0[i, `), `held`
+    a name for `source` (one per copy: Numba gives a name one type). Ranks 1-4 call a runtime
+    helper compiled once per installation (`copyN`); higher ones are element loops. Never an
+    array assignment: Numba compiles the shape check of `a[i] = b` (and its error message's
+    string formatting) in seconds."""
     self.emit(f"{held} = {source}", depth)
+    if 1 <= len(shape) <= MAX_COPY_RANK:
+        helper = f"copy{len(shape)}"
+        self.runtime.add(helper)
+        view = target[:-2] + "]" if target.endswith(", ") else target[:-1]
+        self.emit(f"{helper}({view}, {held})", depth)
+        return
     index = [f"{held}_j{d}" for d in range(len(shape))]
     for d, n in enumerate(shape):
         self.emit(f"for {index[d]} in range({n}):", depth + d)

@@ -19,8 +19,8 @@ from jitgrad.backend.numba import cache
 
 def helper_signatures():
     """(dispatcher, argument types) for every helper signature that kernels use: the vmath
-    functions per float type, and `matmul_into` for C- and F-ordered (transposed) operands,
-    read-only (inputs) or not (buffers), per float type."""
+    functions per float type, `matmul_into` for C- and F-ordered (transposed) operands,
+    read-only (inputs) or not (buffers), and a loop's copies per rank, per float type."""
     from numba import types
 
     from jitgrad.backend.numba import helper_names, runtime, vmath
@@ -37,6 +37,11 @@ def helper_signatures():
         ]
         for a, b in itertools.product(operands, operands):
             yield runtime.matmul_into, (a, b, out)
+        for rank in range(1, 5):  # a loop's carry and ys copies (control.py)
+            copy = getattr(runtime, f"copy{rank}")
+            for readonly in (False, True):
+                source = types.Array(dtype, rank, "C", readonly=readonly)
+                yield copy, (types.Array(dtype, rank, "C"), source)
 
 
 def helpers_ready() -> bool:

@@ -43,3 +43,43 @@ def int_matmul(a, b):
             for j in range(n):
                 out[i, j] += aip * b[p, j]
     return out
+
+
+# Copies of a loop's carry and ys after each iteration (backend/numba/control.py), one helper
+# per rank: element loops that take any layout, compiled once per installation. Inline in a
+# kernel, `a[i] = b` costs Numba seconds (its shape check and error message), and even
+# element loops cost ~50 ms of compile each.
+
+
+@numba.njit(cache=True, nogil=True)
+def copy1(dst, src):
+    """dst[:] = src for 1-D arrays of one shape."""
+    for i0 in range(src.shape[0]):
+        dst[i0] = src[i0]
+
+
+@numba.njit(cache=True, nogil=True)
+def copy2(dst, src):
+    """dst[:, :] = src for 2-D arrays of one shape."""
+    for i0 in range(src.shape[0]):
+        for i1 in range(src.shape[1]):
+            dst[i0, i1] = src[i0, i1]
+
+
+@numba.njit(cache=True, nogil=True)
+def copy3(dst, src):
+    """dst[:, :, :] = src for 3-D arrays of one shape."""
+    for i0 in range(src.shape[0]):
+        for i1 in range(src.shape[1]):
+            for i2 in range(src.shape[2]):
+                dst[i0, i1, i2] = src[i0, i1, i2]
+
+
+@numba.njit(cache=True, nogil=True)
+def copy4(dst, src):
+    """dst[:, :, :, :] = src for 4-D arrays of one shape."""
+    for i0 in range(src.shape[0]):
+        for i1 in range(src.shape[1]):
+            for i2 in range(src.shape[2]):
+                for i3 in range(src.shape[3]):
+                    dst[i0, i1, i2, i3] = src[i0, i1, i2, i3]
