@@ -20,6 +20,7 @@ from jitgrad.nn.losses import (
     softmax_cross_entropy,
     sparse_softmax_cross_entropy,
 )
+from jitgrad.ops.conv import conv1d, conv2d, conv2d_transpose, depthwise_conv2d
 from jitgrad.ops.elementwise import sigmoid, softplus, tanh
 from jitgrad.ops.nn import (
     bias_add,
@@ -52,6 +53,10 @@ __all__ = [
     "LayerNorm",
     "Sequential",
     "binary_cross_entropy_with_logits",
+    "conv1d",
+    "conv2d",
+    "conv2d_transpose",
+    "depthwise_conv2d",
     "dropout",
     "fold_in",
     "get_activation",

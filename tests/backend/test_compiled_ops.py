@@ -393,6 +393,21 @@ sample(
 sample("cond", lambda v: ([v.uniform((2, 3)), np.asarray(1.0)], {}))
 sample("cond", lambda v: ([v.uniform(()), np.asarray(-1.0)], {}), "false")
 
+# Convolutions: strides, padding, dilations, groups (depthwise), channels first.
+sample(
+    "conv2d",
+    lambda v: ([v.uniform((2, 5, 6, 3)), v.uniform((3, 2, 3, 4))], {}),
+    fn=lambda x, w: jg.nn.conv2d(x, w, [1, 2], "SAME", dilations=[2, 1]),
+)
+sample(
+    "conv2d",
+    lambda v: ([v.uniform((1, 6, 5, 2)), v.uniform((2, 2, 2, 2))], {}),
+    "depthwise_nchw",
+    fn=lambda x, w: jg.nn.depthwise_conv2d(
+        jg.transpose(x, (0, 3, 1, 2)), w, [1, 1, 2, 2], "VALID", data_format="NCHW"
+    ),
+)
+
 # Not differentiable: values only.
 for _name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
     sample(_name, lambda v: ([v.grid((2, 3), -3, 3), v.grid((3,), -3, 3)], {}))

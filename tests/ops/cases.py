@@ -1243,4 +1243,48 @@ case(
     prims=("cond", "tuple_get"),
 )
 
+
+# ---------------------------------------------------------------------------------------------
+# Convolution (one primitive; conv1d, conv2d, depthwise_conv2d and conv2d_transpose over it)
+
+
+def _conv2d_draw(d):
+    n, c_in, c_out = d.int(1, 2), d.int(1, 3), d.int(1, 3)
+    h, w, k = d.int(3, 5), d.int(3, 5), d.int(1, 3)
+    params = {
+        "strides": d.choice([1, 2, [1, 2]]),
+        "padding": d.choice(["SAME", "VALID"]),
+        "dilations": d.choice([1, 2]) if k > 1 else 1,
+    }
+    return [d.uniform((n, h, w, c_in)), d.uniform((k, k, c_in, c_out))], params
+
+
+def _np_conv2d(x, w, strides, padding, dilations):
+    """Direct loops over TensorFlow's definition (SAME: the odd pad at the end)."""
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    kh, kw = w.shape[:2]
+    eh, ew = (kh - 1) * dilations + 1, (kw - 1) * dilations + 1
+    if padding == "SAME":
+        oh, ow = -(-x.shape[1] // sh), -(-x.shape[2] // sw)
+        ph = max((oh - 1) * sh + eh - x.shape[1], 0)
+        pw = max((ow - 1) * sw + ew - x.shape[2], 0)
+        x = np.pad(x, [(0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)])
+    oh, ow = (x.shape[1] - eh) // sh + 1, (x.shape[2] - ew) // sw + 1
+    out = np.zeros((x.shape[0], max(oh, 0), max(ow, 0), w.shape[3]), x.dtype)
+    for i in range(max(oh, 0)):
+        for j in range(max(ow, 0)):
+            patch = x[:, i * sh : i * sh + eh : dilations, j * sw : j * sw + ew : dilations, :]
+            out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, w)
+    return out
+
+
+case(
+    "conv2d",
+    lambda x, w, **p: jg.nn.conv2d(x, w, p["strides"], p["padding"], dilations=p["dilations"]),
+    _conv2d_draw,
+    ref=lambda x, w, **p: _np_conv2d(x, w, p["strides"], p["padding"], p["dilations"]),
+    prims=("conv",),
+    rtol=1e-4,
+)
+
 CASES_BY_NAME = {c.name: c for c in CASES}

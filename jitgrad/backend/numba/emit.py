@@ -873,6 +873,28 @@ class Emitter:
             )
         self.contiguous.add(e.out)
 
+    @emits("conv")
+    def op_conv(self, e, x, w):
+        """A convolution: runtime.conv1 / conv2 (direct loops, compiled once per installation)
+        into a caller-allocated buffer."""
+        p = e.params
+        rank = len(p["strides"])
+        helper = f"conv{rank}"
+        self.runtime.add(helper)
+        self.add_buffer(e.out)
+        if rank == 1:
+            args = [p["strides"][0], p["padding"][0][0], p["lhs_dilation"][0]]
+            args += [p["rhs_dilation"][0]]
+        else:
+            args = [
+                p["strides"],
+                tuple(lo for lo, _ in p["padding"]),
+                p["lhs_dilation"],
+                p["rhs_dilation"],
+            ]
+        operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
+        self.emit(f"{helper}({', '.join(operands + [repr(a) for a in args])}, {p['groups']})")
+
     def _slices(self, index) -> str:
         parts = []
         for start, stop, step in index:

@@ -37,6 +37,13 @@ def helper_signatures():
         ]
         for a, b in itertools.product(operands, operands):
             yield runtime.matmul_into, (a, b, out)
+        for rank in (1, 2):  # convolutions (ops/conv.py): inputs read-only or not
+            out = types.Array(dtype, rank + 2, "C")
+            ints = (types.UniTuple(types.int64, rank) if rank == 2 else types.int64,) * 4
+            for x_ro, w_ro in itertools.product((False, True), repeat=2):
+                x = types.Array(dtype, rank + 2, "C", readonly=x_ro)
+                w = types.Array(dtype, rank + 2, "C", readonly=w_ro)
+                yield getattr(runtime, f"conv{rank}"), (x, w, out, *ints, types.int64)
         for rank in range(1, 5):  # a loop's carry and ys copies (control.py)
             copy = getattr(runtime, f"copy{rank}")
             for readonly in (False, True):

@@ -83,3 +83,61 @@ def copy4(dst, src):
             for i2 in range(src.shape[2]):
                 for i3 in range(src.shape[3]):
                     dst[i0, i1, i2, i3] = src[i0, i1, i2, i3]
+
+
+# Convolutions (ops/conv.py's `conv`), channels last, by direct loops: for each output
+# position and window tap, the tap's index q in the lhs-dilated, padded input reads
+# x[q // lhs_dilation] when q is a multiple of the dilation inside the input, zero otherwise.
+
+
+@numba.njit(cache=True, nogil=True)
+def conv1(x, w, out, stride, pad, lhs_dilation, rhs_dilation, groups):
+    """out = conv(x, w) for x (N, W, C_in), w (K, C_in / groups, C_out), out (N, OW, C_out)."""
+    n_images, width, _ = x.shape
+    taps, cg, c_out = w.shape
+    og = c_out // groups
+    out_width = out.shape[1]
+    for n in range(n_images):
+        for j in range(out_width):
+            for o in range(c_out):
+                out[n, j, o] = 0
+            for b in range(taps):
+                q = j * stride + b * rhs_dilation - pad
+                if q < 0 or q % lhs_dilation != 0 or q // lhs_dilation >= width:
+                    continue
+                col = q // lhs_dilation
+                for g in range(groups):
+                    for c in range(cg):
+                        xv = x[n, col, g * cg + c]
+                        for o in range(og):
+                            out[n, j, g * og + o] += xv * w[b, c, g * og + o]
+
+
+@numba.njit(cache=True, nogil=True)
+def conv2(x, w, out, strides, pads, lhs_dilation, rhs_dilation, groups):
+    """out = conv(x, w) for x (N, H, W, C_in), w (KH, KW, C_in / groups, C_out), out
+    (N, OH, OW, C_out); strides, pads (the low pads), dilations: pairs."""
+    n_images, height, width, _ = x.shape
+    kh, kw, cg, c_out = w.shape
+    og = c_out // groups
+    out_height, out_width = out.shape[1], out.shape[2]
+    for n in range(n_images):
+        for i in range(out_height):
+            for j in range(out_width):
+                for o in range(c_out):
+                    out[n, i, j, o] = 0
+                for a in range(kh):
+                    qr = i * strides[0] + a * rhs_dilation[0] - pads[0]
+                    if qr < 0 or qr % lhs_dilation[0] != 0 or qr // lhs_dilation[0] >= height:
+                        continue
+                    row = qr // lhs_dilation[0]
+                    for b in range(kw):
+                        qc = j * strides[1] + b * rhs_dilation[1] - pads[1]
+                        if qc < 0 or qc % lhs_dilation[1] != 0 or qc // lhs_dilation[1] >= width:
+                            continue
+                        col = qc // lhs_dilation[1]
+                        for g in range(groups):
+                            for c in range(cg):
+                                xv = x[n, row, col, g * cg + c]
+                                for o in range(og):
+                                    out[n, i, j, g * og + o] += xv * w[a, b, c, g * og + o]
