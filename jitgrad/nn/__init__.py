@@ -43,6 +43,14 @@ from jitgrad.ops.nn import (
     sparse_softmax_cross_entropy_with_logits,
     swish,
 )
+from jitgrad.ops.pool import (
+    avg_pool,
+    avg_pool1d,
+    avg_pool2d,
+    max_pool,
+    max_pool1d,
+    max_pool2d,
+)
 
 __all__ = [
     "MLP",
@@ -52,6 +60,9 @@ __all__ = [
     "Layer",
     "LayerNorm",
     "Sequential",
+    "avg_pool",
+    "avg_pool1d",
+    "avg_pool2d",
     "binary_cross_entropy_with_logits",
     "conv1d",
     "conv2d",
@@ -62,6 +73,9 @@ __all__ = [
     "get_activation",
     "initializers",
     "losses",
+    "max_pool",
+    "max_pool1d",
+    "max_pool2d",
     "mean_squared_error",
     "softmax_cross_entropy",
     "sparse_softmax_cross_entropy",

@@ -36,7 +36,9 @@ from ops.cases import CASES, CASES_BY_NAME  # tests/ops; tests/conftest.py puts 
 
 import jitgrad as jg
 from jitgrad.core import pytree
+from jitgrad.core.dispatch import bind
 from jitgrad.core.tensor import Tensor
+from jitgrad.ops.pool import max_pool_gather_p
 
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-5}
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
@@ -405,6 +407,36 @@ sample(
     "depthwise_nchw",
     fn=lambda x, w: jg.nn.depthwise_conv2d(
         jg.transpose(x, (0, 3, 1, 2)), w, [1, 1, 2, 2], "VALID", data_format="NCHW"
+    ),
+)
+
+# Pooling: a tie goes to the window's first maximum (eager and compiled agree on it).
+sample(
+    "max_pool2d",
+    lambda v: ([v.distinct((2, 5, 4, 3))], {"ksize": 2, "strides": 2, "padding": "SAME"}),
+)
+sample(
+    "max_pool2d",
+    lambda v: ([np.repeat(v.distinct((1, 4, 2, 2)), 2, axis=2)], {}),
+    "ties",
+    fn=lambda x: jg.nn.max_pool2d(x, [2, 2], 1, "VALID"),
+    order=1,
+)
+sample(
+    "avg_pool2d",
+    lambda v: ([v.uniform((1, 5, 5, 2))], {"ksize": 3, "strides": 2, "padding": "SAME"}),
+)
+sample(
+    "max_pool_scatter",
+    lambda v: ([v.distinct((1, 4, 5, 2)), v.uniform((1, 2, 3, 2))], {}),
+    fn=lambda x, g: jg.grad(lambda x: jg.reduce_sum(jg.nn.max_pool2d(x, 2, 2, "SAME") * g))(x),
+    order=1,
+)
+sample(
+    "max_pool_gather",
+    lambda v: ([v.distinct((1, 4, 4, 1)), v.uniform((1, 4, 4, 1))], {}),
+    fn=lambda x, h: bind(
+        max_pool_gather_p, x, h, window=(2, 2), strides=(2, 2), padding=((0, 0), (0, 0))
     ),
 )
 

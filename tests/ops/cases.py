@@ -25,6 +25,7 @@ from hypothesis.extra import numpy as hnp
 import jitgrad as jg
 from jitgrad.core.dispatch import bind
 from jitgrad.ops.index import gather_p, scatter_add_p
+from jitgrad.ops.pool import max_pool_gather_p, max_pool_scatter_p
 from jitgrad.ops.shape import unslice_p
 
 # Example counts are multiplied by $JITGRAD_FUZZ (default 1) for longer bug hunts.
@@ -1285,6 +1286,84 @@ case(
     ref=lambda x, w, **p: _np_conv2d(x, w, p["strides"], p["padding"], p["dilations"]),
     prims=("conv",),
     rtol=1e-4,
+)
+
+
+# Pooling: max pooling's three primitives (with distinct values: no ties, where the maximum's
+# position, and so the derivative, jumps), average pooling as convolutions.
+
+
+def _pool_draw(d):
+    n, c = d.int(1, 2), d.int(1, 3)
+    h, w = d.int(2, 5), d.int(2, 5)
+    params = {
+        "ksize": d.choice([1, 2, [2, 1]]),
+        "strides": d.choice([1, 2]),
+        "padding": d.choice(["SAME", "VALID"]),
+    }
+    return [d.distinct((n, h, w, c))], params
+
+
+def _pool_params(x, ksize, strides, padding):
+    """The primitives' params for a 2-D pool of x (pool.py's own conversion)."""
+    from jitgrad.ops.pool import _pool_params as convert
+
+    _, window, strides, pads, _ = convert("max_pool2d", x, ksize, strides, padding, "NHWC", 2)
+    return {"window": window, "strides": strides, "padding": pads}
+
+
+def _np_pool(x, ksize, strides, padding, reduce):
+    kh, kw = (ksize, ksize) if isinstance(ksize, int) else ksize
+    s = strides
+    if padding == "SAME":
+        oh, ow = -(-x.shape[1] // s), -(-x.shape[2] // s)
+        ph, pw = max((oh - 1) * s + kh - x.shape[1], 0), max((ow - 1) * s + kw - x.shape[2], 0)
+    else:
+        oh, ow = (x.shape[1] - kh) // s + 1, (x.shape[2] - kw) // s + 1
+        ph = pw = 0
+    out = np.zeros((x.shape[0], max(oh, 0), max(ow, 0), x.shape[3]), x.dtype)
+    for i in range(max(oh, 0)):
+        for j in range(max(ow, 0)):
+            r0, c0 = i * s - ph // 2, j * s - pw // 2
+            rows = slice(max(r0, 0), min(r0 + kh, x.shape[1]))
+            cols = slice(max(c0, 0), min(c0 + kw, x.shape[2]))
+            out[:, i, j, :] = reduce(x[:, rows, cols, :], axis=(1, 2))
+    return out
+
+
+case(
+    "max_pool2d",
+    lambda x, **p: jg.nn.max_pool2d(x, p["ksize"], p["strides"], p["padding"]),
+    _pool_draw,
+    ref=lambda x, **p: _np_pool(x, p["ksize"], p["strides"], p["padding"], np.max),
+    prims=("max_pool",),
+)
+case(
+    "avg_pool2d",
+    lambda x, **p: jg.nn.avg_pool2d(x, p["ksize"], p["strides"], p["padding"]),
+    _pool_draw,
+    ref=lambda x, **p: _np_pool(x, p["ksize"], p["strides"], p["padding"], np.mean),
+    prims=("conv",),
+)
+
+
+def _pool_scatter_draw(d):
+    (x,), params = _pool_draw(d)
+    pooled = jg.nn.max_pool2d(x, params["ksize"], params["strides"], params["padding"])
+    return [x, d.uniform(pooled.shape)], params
+
+
+case(
+    "max_pool_scatter",
+    lambda x, g, **p: bind(max_pool_scatter_p, x, g, **_pool_params(x, **p)),
+    _pool_scatter_draw,
+    prims=("max_pool_scatter",),
+)
+case(
+    "max_pool_gather",
+    lambda x, h, **p: bind(max_pool_gather_p, x, h, **_pool_params(x, **p)),
+    lambda d: (lambda a, p: ([a[0], d.uniform(a[0].shape)], p))(*_pool_draw(d)),
+    prims=("max_pool_gather",),
 )
 
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -895,6 +895,35 @@ class Emitter:
         operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
         self.emit(f"{helper}({', '.join(operands + [repr(a) for a in args])}, {p['groups']})")
 
+    def _pool_call(self, e, helper: str, operands: list) -> None:
+        """A max-pool op (ops/pool.py) by its runtime helper, 2-D: a 1-d pool's arrays are
+        viewed with a height of 1."""
+        p = e.params
+        self.runtime.add(helper)
+        self.add_buffer(e.out)
+        names = [self.contiguous_expr(v) for v in operands] + [self.name_of(e.out)]
+        window, strides = p["window"], p["strides"]
+        pads = tuple(lo for lo, _ in p["padding"])
+        if len(window) == 1:
+            names = [
+                f"{name}.reshape(({v.aval.shape[0]}, 1, {v.aval.shape[1]}, {v.aval.shape[2]}))"
+                for name, v in zip(names, [*operands, e.out])
+            ]
+            window, strides, pads = (1, *window), (1, *strides), (0, *pads)
+        self.emit(f"{helper}({', '.join(names)}, {window!r}, {strides!r}, {pads!r})")
+
+    @emits("max_pool")
+    def op_max_pool(self, e, x):
+        self._pool_call(e, "max_pool2", [x])
+
+    @emits("max_pool_scatter")
+    def op_max_pool_scatter(self, e, x, g):
+        self._pool_call(e, "max_pool_scatter2", [x, g])
+
+    @emits("max_pool_gather")
+    def op_max_pool_gather(self, e, x, h):
+        self._pool_call(e, "max_pool_gather2", [x, h])
+
     def _slices(self, index) -> str:
         parts = []
         for start, stop, step in index:

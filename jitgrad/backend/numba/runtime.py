@@ -141,3 +141,65 @@ def conv2(x, w, out, strides, pads, lhs_dilation, rhs_dilation, groups):
                                 xv = x[n, row, col, g * cg + c]
                                 for o in range(og):
                                     out[n, i, j, g * og + o] += xv * w[a, b, c, g * og + o]
+
+
+# Max pooling (ops/pool.py), channels last, 2-D (a 1-D pool is a 2-D one of height 1): each
+# window's first maximum in row-major order among its taps inside the input (padding is
+# -inf: never the maximum), NaN winning as in numpy's max.
+
+
+@numba.njit(nogil=True)
+def _window_max(x, n, i, j, c, window, strides, pads):
+    """(row, col) of the first maximum of window (i, j) in channel c of image n."""
+    best_row, best_col = -1, -1
+    best = -np.inf
+    for a in range(window[0]):
+        row = i * strides[0] + a - pads[0]
+        if row < 0 or row >= x.shape[1]:
+            continue
+        for b in range(window[1]):
+            col = j * strides[1] + b - pads[1]
+            if col < 0 or col >= x.shape[2]:
+                continue
+            v = x[n, row, col, c]
+            if best_row < 0 or v > best or (v != v and best == best):
+                best, best_row, best_col = v, row, col
+    return best_row, best_col
+
+
+@numba.njit(cache=True, nogil=True)
+def max_pool2(x, out, window, strides, pads):
+    """out[n, i, j, c] = the maximum of window (i, j)."""
+    for n in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                for c in range(out.shape[3]):
+                    row, col = _window_max(x, n, i, j, c, window, strides, pads)
+                    out[n, i, j, c] = x[n, row, col, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def max_pool_scatter2(x, g, out, window, strides, pads):
+    """out (x's shape) = zeros plus g[n, i, j, c] at each window's maximum."""
+    for n in range(out.shape[0]):
+        for r in range(out.shape[1]):
+            for q in range(out.shape[2]):
+                for c in range(out.shape[3]):
+                    out[n, r, q, c] = 0
+    for n in range(g.shape[0]):
+        for i in range(g.shape[1]):
+            for j in range(g.shape[2]):
+                for c in range(g.shape[3]):
+                    row, col = _window_max(x, n, i, j, c, window, strides, pads)
+                    out[n, row, col, c] += g[n, i, j, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def max_pool_gather2(x, h, out, window, strides, pads):
+    """out[n, i, j, c] = h at window (i, j)'s maximum of x."""
+    for n in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                for c in range(out.shape[3]):
+                    row, col = _window_max(x, n, i, j, c, window, strides, pads)
+                    out[n, i, j, c] = h[n, row, col, c]
