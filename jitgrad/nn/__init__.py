@@ -4,11 +4,15 @@ initializers (`jitgrad.nn.initializers`)."""
 from jitgrad.nn import initializers, losses
 from jitgrad.nn.layers import (
     MLP,
+    AvgPool2D,
+    Conv2D,
     Dense,
     Dropout,
     Embedding,
+    Flatten,
     Layer,
     LayerNorm,
+    MaxPool2D,
     Sequential,
     dropout,
     fold_in,
@@ -54,6 +58,10 @@ from jitgrad.ops.pool import (
 
 __all__ = [
     "MLP",
+    "AvgPool2D",
+    "Conv2D",
+    "Flatten",
+    "MaxPool2D",
     "Dense",
     "Dropout",
     "Embedding",

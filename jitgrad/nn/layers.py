@@ -35,6 +35,8 @@ import numpy as np
 from jitgrad import ops
 from jitgrad.core.variable import Variable
 from jitgrad.nn import initializers
+from jitgrad.ops import conv as ops_conv
+from jitgrad.ops import pool as ops_pool
 from jitgrad.ops.base import as_value
 
 # -- activations ---------------------------------------------------------------------------------
@@ -278,6 +280,135 @@ class Dense(Layer):
 
     def output_shape(self, input_shape) -> tuple:
         return tuple(input_shape[:-1]) + (self.units,)
+
+
+class Conv2D(Layer):
+    """activation(conv2d(x, kernel) + bias) on NHWC images, kernel (KH, KW, C_in, filters):
+    Keras' Conv2D (`padding` "valid" or "same", `strides`, `dilation_rate` ints or pairs).
+
+    >>> layer = Conv2D(8, 5, activation="relu"); params = layer.init(0, (None, 28, 28, 1))
+    >>> layer.output_shape((None, 28, 28, 1))
+    (None, 24, 24, 8)
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        strides=1,
+        padding: str = "valid",
+        dilation_rate=1,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        name=None,
+        dtype=np.float32,
+    ):
+        super().__init__(name or "conv2d", seed, dtype)  # Keras' name
+        self.filters = int(filters)
+        self.kernel_size = _pair("Conv2D", "kernel_size", kernel_size)
+        self.strides = _pair("Conv2D", "strides", strides)
+        self.dilation_rate = _pair("Conv2D", "dilation_rate", dilation_rate)
+        self.padding = _padding_mode("Conv2D", padding)
+        self.activation = get_activation(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def init(self, seed, input_shape) -> dict:
+        rng = np.random.default_rng(seed)
+        shape = (*self.kernel_size, input_shape[-1], self.filters)
+        params = {"kernel": self.kernel_initializer(shape, self.dtype, seed=rng)}
+        if self.use_bias:
+            params["bias"] = self.bias_initializer((self.filters,), self.dtype, seed=rng)
+        return params
+
+    def apply(self, params, x, training=False, key=None):
+        y = ops_conv.conv2d(
+            x, params["kernel"], self.strides, self.padding, dilations=self.dilation_rate
+        )
+        if self.use_bias:
+            y = y + params["bias"]
+        return self.activation(y)
+
+    def output_shape(self, input_shape) -> tuple:
+        window = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate)]
+        spatial = [
+            _pooled_size(n, w, s, self.padding)
+            for n, w, s in zip(input_shape[1:3], window, self.strides)
+        ]
+        return (input_shape[0], *spatial, self.filters)
+
+
+class MaxPool2D(Layer):
+    """The maximum of each `pool_size` window of NHWC images (Keras' MaxPool2D: strides
+    default to the pool size, padding "valid").
+
+    >>> MaxPool2D(2).output_shape((None, 24, 24, 8))
+    (None, 12, 12, 8)
+    """
+
+    pool = staticmethod(ops_pool.max_pool2d)
+    keras_name = "max_pooling2d"
+
+    def __init__(self, pool_size=2, strides=None, padding: str = "valid", name=None):
+        super().__init__(name or self.keras_name)
+        self.pool_size = _pair(type(self).__name__, "pool_size", pool_size)
+        self.strides = _pair(type(self).__name__, "strides", strides or self.pool_size)
+        self.padding = _padding_mode(type(self).__name__, padding)
+
+    def apply(self, params, x, training=False, key=None):
+        return self.pool(x, self.pool_size, self.strides, self.padding)
+
+    def output_shape(self, input_shape) -> tuple:
+        spatial = [
+            _pooled_size(n, w, s, self.padding)
+            for n, w, s in zip(input_shape[1:3], self.pool_size, self.strides)
+        ]
+        return (input_shape[0], *spatial, input_shape[3])
+
+
+class AvgPool2D(MaxPool2D):
+    """The mean of each `pool_size` window (its elements inside the image), Keras' AvgPool2D."""
+
+    pool = staticmethod(ops_pool.avg_pool2d)
+    keras_name = "average_pooling2d"
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...)) in row-major (NHWC) order, as Keras' Flatten."""
+
+    def apply(self, params, x, training=False, key=None):
+        x = as_value(x)
+        return ops.reshape(x, (x.shape[0], -1))
+
+    def output_shape(self, input_shape) -> tuple:
+        return (input_shape[0], math.prod(input_shape[1:]))
+
+
+def _pair(layer: str, what: str, value) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in pair):
+        raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _padding_mode(layer: str, padding: str) -> str:
+    mode = str(padding).upper()
+    if mode not in ("SAME", "VALID"):
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {padding!r}")
+    return mode
+
+
+def _pooled_size(n, window: int, stride: int, padding: str):
+    """The output size of a window sliding over n (None: unknown) positions."""
+    if n is None:
+        return None
+    if padding == "SAME":
+        return -(-n // stride)
+    return max((n - window) // stride + 1, 0)
 
 
 class Dropout(Layer):

@@ -7,10 +7,14 @@ import pytest
 import jitgrad as jg
 from jitgrad.nn import (
     MLP,
+    AvgPool2D,
+    Conv2D,
     Dense,
     Dropout,
     Embedding,
+    Flatten,
     LayerNorm,
+    MaxPool2D,
     Sequential,
     dropout,
     fold_in,
@@ -198,3 +202,45 @@ def test_unbuilt_layer_has_no_variables_and_errors_are_clear():
     assert [v.shape for v in layer.trainable_variables] == [(3, 2), (2,)]
     with pytest.raises(ValueError, match="unknown activation"):
         Dense(2, activation="swishy")
+
+
+def test_conv_layers_build_a_lenet_whose_gradients_match_eager():
+    """Conv2D, MaxPool2D, AvgPool2D and Flatten: Keras' names and output shapes, and a small
+    CNN's compiled value and gradients equal the tape's."""
+    model = Sequential(
+        [
+            Conv2D(3, 3, activation="relu"),
+            MaxPool2D(2),
+            Conv2D(4, 2, padding="same"),
+            AvgPool2D(2, strides=1),
+            Flatten(),
+            Dense(2),
+        ]
+    )
+    shape = (None, 9, 9, 1)
+    params = model.init(0, shape)
+    assert list(params) == ["conv2d", "conv2d_1", "dense"]
+    assert model.output_shape(shape) == (None, 2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 9, 1)).astype(np.float32)
+    y = np.array([0, 1], np.int32)
+
+    def loss(p, x, y):
+        logits = model.apply(p, x)
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        )
+
+    value, grads = jg.jit_grad(loss, wrt=0)(params, x, y)
+    want_value, want_grads = jg.value_and_grad(loss)(params, x, y)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-5)
+    for layer in params:
+        for name in params[layer]:
+            np.testing.assert_allclose(
+                np.asarray(grads[layer][name]),
+                np.asarray(want_grads[layer][name]),
+                rtol=1e-4,
+                atol=1e-6,
+            )
+    with pytest.raises(ValueError, match="padding must be"):
+        Conv2D(3, 3, padding="full")
