@@ -44,6 +44,13 @@ def helper_signatures():
                 x = types.Array(dtype, rank + 2, "C", readonly=x_ro)
                 w = types.Array(dtype, rank + 2, "C", readonly=w_ro)
                 yield getattr(runtime, f"conv{rank}"), (x, w, out, *ints, types.int64)
+        image = types.Array(dtype, 4, "C")
+        pairs = (types.UniTuple(types.int64, 2),) * 3
+        for ro in (False, True):  # max pooling (ops/pool.py): a read-only input or not
+            x = types.Array(dtype, 4, "C", readonly=ro)
+            yield runtime.max_pool2, (x, image, *pairs)
+            yield runtime.max_pool_scatter2, (x, image, image, *pairs)
+            yield runtime.max_pool_gather2, (x, x, image, *pairs)
         for rank in range(1, 5):  # a loop's carry and ys copies (control.py)
             copy = getattr(runtime, f"copy{rank}")
             for readonly in (False, True):
