@@ -893,7 +893,8 @@ class Emitter:
                 p["rhs_dilation"],
             ]
         operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
-        self.emit(f"{helper}({', '.join(operands + [repr(a) for a in args])}, {p['groups']})")
+        params = [_int64s(a) for a in args] + [_int64s(p["groups"])]
+        self.emit(f"{helper}({', '.join(operands + params)})")
 
     def _pool_call(self, e, helper: str, operands: list) -> None:
         """A max-pool op (ops/pool.py) by its runtime helper, 2-D: a 1-d pool's arrays are
@@ -910,7 +911,8 @@ class Emitter:
                 for name, v in zip(names, [*operands, e.out])
             ]
             window, strides, pads = (1, *window), (1, *strides), (0, *pads)
-        self.emit(f"{helper}({', '.join(names)}, {window!r}, {strides!r}, {pads!r})")
+        params = [_int64s(window), _int64s(strides), _int64s(pads)]
+        self.emit(f"{helper}({', '.join(names + params)})")
 
     @emits("max_pool")
     def op_max_pool(self, e, x):
@@ -1143,6 +1145,15 @@ class Emitter:
 
 _NAME = re.compile(r"(?<![.\w])[a-z_][a-z_0-9]*\b(?![(.])")  # not an attribute (np.inf)
 _KERNEL_GLOBALS = frozenset({"np", "math", "numba"})
+
+
+def _int64s(value) -> str:
+    """An int or a tuple of ints as int64 expressions: a bare literal is typed by Numba as
+    that literal (`Literal[int](2)`), so a helper would compile once per value instead of
+    once per installation (precompile.py)."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_int64s(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return f"np.int64({int(value)})"
 
 
 def _names(expr: str) -> list[str]:
