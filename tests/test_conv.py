@@ -1003,21 +1003,8 @@ MISMATCHED_SHAPES = {
 }
 
 
-# Known bug (strict: remove when fixed): _convolve in jitgrad/ops/conv.py formats the message
-# with as_value(input), Python's builtin, instead of its argument `images`: a TypeError.
-INPUT_BUILTIN_BUG = pytest.mark.xfail(
-    strict=True, raises=TypeError, reason="conv.py _convolve: as_value(input) in the error"
-)
-
-
 @needs_conv
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=[] if c == "conv2d_transpose" else [INPUT_BUILTIN_BUG])
-        for c in CHANNEL_MISMATCH
-    ],
-)
+@pytest.mark.parametrize("case", list(CHANNEL_MISMATCH))
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit"])
 def test_channel_mismatch_names_the_op_and_the_shapes(case, compiled):
     x_shape, w_shape = MISMATCHED_SHAPES[case]

@@ -500,3 +500,16 @@ def test_broadcasting_and_its_errors():
 def test_every_dtype_object_is_a_jitgrad_dtype():
     for dt in (jitgrad.float32, jitgrad.float64, jitgrad.int32, jitgrad.int64, jitgrad.bool):
         assert isinstance(dt, jitgrad.DType)
+
+
+def test_convert_to_tensor_passes_tensors_through_as_tensorflow_does():
+    """A Variable or Tensor converts to itself, so a tape still sees it; a dtype it does not
+    have is refused (TensorFlow's ValueError); other values become constants."""
+    v = jitgrad.Variable(2.0)
+    with jitgrad.GradientTape() as tape:
+        y = jitgrad.convert_to_tensor(v) * 3.0
+    assert float(tape.gradient(y, v)) == 3.0
+    assert float(jitgrad.jit(lambda x: jitgrad.convert_to_tensor(x) * 2.0)(3.0)) == 6.0
+    assert jitgrad.convert_to_tensor([1, 2], dtype_hint=jitgrad.float32).dtype == np.float32
+    with pytest.raises(ValueError, match="convert_to_tensor"):
+        jitgrad.convert_to_tensor(jitgrad.constant(1.0), dtype=jitgrad.float64)

@@ -326,7 +326,7 @@ def _convolve(name, images, filters, strides, padding, data_format, dilations, r
     if x.shape[-1] != w.shape[-2] * groups:
         raise op_error(
             name,
-            f"input {tuple(as_value(input).shape)} has {x.shape[-1]} channels but filters "
+            f"input {tuple(as_value(images).shape)} has {x.shape[-1]} channels but filters "
             f"{w.shape} take {w.shape[-2] * groups}",
         )
     y = conv_general(x, w, strides, pads, None, dilations, groups)
@@ -359,10 +359,17 @@ def depthwise_conv2d(
     if w.ndim != 4:
         raise op_error("depthwise_conv2d", f"filter {w.shape} must be (KH, KW, C_in, M)")
     kh, kw, c, m = w.shape
-    grouped = sh.reshape(w, (kh, kw, 1, c * m))
-    return _convolve(
-        "depthwise_conv2d", input, grouped, strides, padding, data_format, dilations, 2, c
+    x = as_value(input, op="depthwise_conv2d")
+    channels = (
+        x.shape[-1 if _layout("depthwise_conv2d", data_format, 2) else 1] if x.ndim == 4 else c
     )
+    if channels != c:
+        raise op_error(
+            "depthwise_conv2d",
+            f"input {x.shape} has {channels} channels but filter {w.shape} is for {c}",
+        )
+    grouped = sh.reshape(w, (kh, kw, 1, c * m))
+    return _convolve("depthwise_conv2d", x, grouped, strides, padding, data_format, dilations, 2, c)
 
 
 def conv2d_transpose(

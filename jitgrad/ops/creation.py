@@ -36,7 +36,23 @@ def constant(value, dtype=None, shape=None, name=None) -> Tensor:
     return Tensor(array)
 
 
-convert_to_tensor = constant
+def convert_to_tensor(value, dtype=None, dtype_hint=None, name=None):
+    """TensorFlow's `tf.convert_to_tensor`: a tensor (or traced value) of the requested dtype
+    passes through as it is, so a tape or a trace still sees it (a Variable reads as itself);
+    anything else becomes a constant (`dtype_hint` is used when no dtype is forced)."""
+    if isinstance(value, (Tensor, Tracer)):
+        if dtype is None or dtypes.as_dtype(dtype) == value.dtype:
+            return value
+        raise op_error(
+            "convert_to_tensor",
+            f"a {value.dtype.name} tensor of shape {value.shape} is not {dtypes.as_dtype(dtype)}",
+        )  # TensorFlow's ValueError
+    if dtype is None and dtype_hint is not None:
+        try:
+            return constant(value, dtype_hint)
+        except (TypeError, ValueError):
+            return constant(value)
+    return constant(value, dtype)
 
 
 def zeros(shape, dtype=dtypes.float32, name=None) -> Tensor:
