@@ -875,10 +875,28 @@ class Emitter:
 
     @emits("conv")
     def op_conv(self, e, x, w):
-        """A convolution: runtime.conv1 / conv2 (direct loops, compiled once per installation)
-        into a caller-allocated buffer."""
+        """A convolution into a caller-allocated buffer, by a runtime helper compiled once per
+        installation: a 2-D one without groups or input dilation as windows copied into
+        caller-allocated scratch and one BLAS product (conv2_gemm); the others by direct loops
+        (conv1 / conv2)."""
         p = e.params
         rank = len(p["strides"])
+        if rank == 2 and p["groups"] == 1 and p["lhs_dilation"] == (1, 1):
+            self.runtime.add("conv2_gemm")
+            self.add_buffer(e.out)
+            n, oh, ow, _ = e.out.aval.shape
+            kh, kw, c_in, _ = w.aval.shape
+            scratch = f"{self.name_of(e.out)}_patches"
+            self.params.append(("buffer", (n * oh * ow, kh * kw * c_in), e.out.aval.dtype))
+            self.param_names.append(scratch)
+            operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
+            params = [
+                _int64s(p["strides"]),
+                _int64s(tuple(lo for lo, _ in p["padding"])),
+                _int64s(p["rhs_dilation"]),
+            ]
+            self.emit(f"conv2_gemm({', '.join(operands + [scratch] + params)})")
+            return
         helper = f"conv{rank}"
         self.runtime.add(helper)
         self.add_buffer(e.out)

@@ -46,6 +46,11 @@ def helper_signatures():
                 yield getattr(runtime, f"conv{rank}"), (x, w, out, *ints, types.int64)
         image = types.Array(dtype, 4, "C")
         pairs = (types.UniTuple(types.int64, 2),) * 3
+        matrix = types.Array(dtype, 2, "C")
+        for x_ro, w_ro in itertools.product((False, True), repeat=2):  # conv2 by GEMM
+            x = types.Array(dtype, 4, "C", readonly=x_ro)
+            w = types.Array(dtype, 4, "C", readonly=w_ro)
+            yield runtime.conv2_gemm, (x, w, image, matrix, *pairs)
         for ro in (False, True):  # max pooling (ops/pool.py): a read-only input or not
             x = types.Array(dtype, 4, "C", readonly=ro)
             yield runtime.max_pool2, (x, image, *pairs)

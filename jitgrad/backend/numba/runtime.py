@@ -203,3 +203,28 @@ def max_pool_gather2(x, h, out, window, strides, pads):
                 for c in range(out.shape[3]):
                     row, col = _window_max(x, n, i, j, c, window, strides, pads)
                     out[n, i, j, c] = h[n, row, col, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
+    """conv2 without groups or input dilation as one matrix product: the windows are copied
+    into `patches` (N * OH * OW, KH * KW * C_in: caller-allocated scratch, zeros for the
+    padding) and multiplied by the filters as a (KH * KW * C_in, C_out) matrix by BLAS."""
+    height, width, c_in = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw = w.shape[0], w.shape[1]
+    n_images, out_height, out_width, c_out = out.shape
+    row = 0
+    for n in range(n_images):
+        for i in range(out_height):
+            for j in range(out_width):
+                column = 0
+                for a in range(kh):
+                    r = i * strides[0] + a * rhs_dilation[0] - pads[0]
+                    for b in range(kw):
+                        q = j * strides[1] + b * rhs_dilation[1] - pads[1]
+                        inside = 0 <= r < height and 0 <= q < width
+                        for c in range(c_in):
+                            patches[row, column] = x[n, r, q, c] if inside else 0
+                            column += 1
+                row += 1
+    np.dot(patches, w.reshape((kh * kw * c_in, c_out)), out.reshape((row, c_out)))
