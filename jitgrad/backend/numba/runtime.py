@@ -145,14 +145,15 @@ def conv2(x, w, out, strides, pads, lhs_dilation, rhs_dilation, groups):
 
 # Max pooling (ops/pool.py), channels last, 2-D (a 1-D pool is a 2-D one of height 1): each
 # window's first maximum in row-major order among its taps inside the input (padding is
-# -inf: never the maximum), NaN winning as in numpy's max.
+# -inf: never the maximum), NaN winning as in numpy's max. Channels are the innermost loop
+# (contiguous, vectorisable): per output position, a running maximum and its tap per channel.
 
 
 @numba.njit(nogil=True)
-def _window_max(x, n, i, j, c, window, strides, pads):
-    """(row, col) of the first maximum of window (i, j) in channel c of image n."""
-    best_row, best_col = -1, -1
-    best = -np.inf
+def _window_max(x, n, i, j, window, strides, pads, best, where):
+    """best[c], where[c] = the first maximum of window (i, j) of image n in channel c, and
+    its flat (row * width + column) position."""
+    found = False
     for a in range(window[0]):
         row = i * strides[0] + a - pads[0]
         if row < 0 or row >= x.shape[1]:
@@ -161,48 +162,62 @@ def _window_max(x, n, i, j, c, window, strides, pads):
             col = j * strides[1] + b - pads[1]
             if col < 0 or col >= x.shape[2]:
                 continue
-            v = x[n, row, col, c]
-            if best_row < 0 or v > best or (v != v and best == best):
-                best, best_row, best_col = v, row, col
-    return best_row, best_col
+            flat = row * x.shape[2] + col
+            if not found:
+                for c in range(x.shape[3]):
+                    best[c] = x[n, row, col, c]
+                    where[c] = flat
+                found = True
+                continue
+            for c in range(x.shape[3]):
+                v = x[n, row, col, c]
+                if v > best[c] or (v != v and best[c] == best[c]):
+                    best[c] = v
+                    where[c] = flat
 
 
 @numba.njit(cache=True, nogil=True)
 def max_pool2(x, out, window, strides, pads):
     """out[n, i, j, c] = the maximum of window (i, j)."""
+    best = np.empty(x.shape[3], x.dtype)
+    where = np.empty(x.shape[3], np.int64)
     for n in range(out.shape[0]):
         for i in range(out.shape[1]):
             for j in range(out.shape[2]):
+                _window_max(x, n, i, j, window, strides, pads, best, where)
                 for c in range(out.shape[3]):
-                    row, col = _window_max(x, n, i, j, c, window, strides, pads)
-                    out[n, i, j, c] = x[n, row, col, c]
+                    out[n, i, j, c] = best[c]
 
 
 @numba.njit(cache=True, nogil=True)
 def max_pool_scatter2(x, g, out, window, strides, pads):
     """out (x's shape) = zeros plus g[n, i, j, c] at each window's maximum."""
-    for n in range(out.shape[0]):
-        for r in range(out.shape[1]):
-            for q in range(out.shape[2]):
-                for c in range(out.shape[3]):
-                    out[n, r, q, c] = 0
+    best = np.empty(x.shape[3], x.dtype)
+    where = np.empty(x.shape[3], np.int64)
+    flat_out = out.reshape(-1)
+    for k in range(flat_out.shape[0]):
+        flat_out[k] = 0
+    width, channels = x.shape[2], x.shape[3]
     for n in range(g.shape[0]):
         for i in range(g.shape[1]):
             for j in range(g.shape[2]):
-                for c in range(g.shape[3]):
-                    row, col = _window_max(x, n, i, j, c, window, strides, pads)
-                    out[n, row, col, c] += g[n, i, j, c]
+                _window_max(x, n, i, j, window, strides, pads, best, where)
+                for c in range(channels):
+                    out[n, where[c] // width, where[c] % width, c] += g[n, i, j, c]
 
 
 @numba.njit(cache=True, nogil=True)
 def max_pool_gather2(x, h, out, window, strides, pads):
     """out[n, i, j, c] = h at window (i, j)'s maximum of x."""
+    best = np.empty(x.shape[3], x.dtype)
+    where = np.empty(x.shape[3], np.int64)
+    width = x.shape[2]
     for n in range(out.shape[0]):
         for i in range(out.shape[1]):
             for j in range(out.shape[2]):
+                _window_max(x, n, i, j, window, strides, pads, best, where)
                 for c in range(out.shape[3]):
-                    row, col = _window_max(x, n, i, j, c, window, strides, pads)
-                    out[n, i, j, c] = h[n, row, col, c]
+                    out[n, i, j, c] = h[n, where[c] // width, where[c] % width, c]
 
 
 @numba.njit(cache=True, nogil=True)
