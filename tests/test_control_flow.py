@@ -1369,3 +1369,15 @@ def test_carries_and_ys_of_different_ranks_compile():
     c, xs = np.ones((2, 3)), np.arange(12.0).reshape(4, 3)
     for got, want in zip(jg.jit(f)(c, xs), f(jg.constant(c), jg.constant(xs))):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want))
+
+
+def test_debug_nans_names_the_loop_that_made_a_nan(monkeypatch):
+    """With config.debug_nans, a NaN made inside a compiled loop's body is reported at the loop
+    with the user's line (the locator walked into the loop's tuple and crashed)."""
+    monkeypatch.setattr(jg.config, "debug_nans", True)
+    f = jg.jit(lambda x: lax.scan(lambda c, v: (c + jg.log(v), c), 0.0, x)[0])
+    with (
+        np.errstate(invalid="ignore"),
+        pytest.raises(FloatingPointError, match="loop: produced NaN"),
+    ):
+        f(np.array([1.0, -1.0, 2.0], np.float32))

@@ -43,6 +43,20 @@ def locate_nan(graph: Graph, *args) -> None:
     env.update((v, np.asarray(a, v.aval.dtype)) for v, a in zip(graph.inputs, args))
     for e in graph.eqns:
         inputs = [env[v] for v in e.inputs]
+        if isinstance(e.out.aval, TupleAVal):  # a loop or branch: the op that made the NaN
+            parts = env[e.out] = e.op.impl(*inputs, **e.params)
+            floats = [np.ravel(p) for p in parts if np.asarray(p).dtype.kind == "f"]
+            if floats:
+                check_nans(
+                    e.op.name,
+                    inputs,
+                    np.concatenate(floats),
+                    lambda m, e=e: with_location(m, e.source),
+                )
+            continue
+        if e.op.name == "tuple_get":  # a part of a result checked above
+            env[e.out] = e.op.impl(*inputs, **e.params)
+            continue
         value = np.asarray(e.op.impl(*inputs, **e.params), dtype=e.out.aval.dtype)
         if value.dtype.kind == "f":
             check_nans(e.op.name, inputs, value, lambda m, e=e: with_location(m, e.source))
