@@ -881,6 +881,11 @@ class Emitter:
         (conv1 / conv2)."""
         p = e.params
         rank = len(p["strides"])
+        n, *out_spatial, c_out = e.out.aval.shape
+        in_positions = int(np.prod(x.aval.shape[1:-1]))
+        if rank == 2 and p["groups"] == 1 and in_positions < int(np.prod(out_spatial)):
+            self.conv_by_columns(e, x, w)
+            return
         if rank == 2 and p["groups"] == 1 and p["lhs_dilation"] == (1, 1):
             self.runtime.add("conv2_gemm")
             self.add_buffer(e.out)
@@ -913,6 +918,32 @@ class Emitter:
         operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
         params = [_int64s(a) for a in args] + [_int64s(p["groups"])]
         self.emit(f"{helper}({', '.join(operands + params)})")
+
+    def conv_by_columns(self, e, x, w) -> None:
+        """A conv whose output has more positions than its input (an input gradient): one
+        product per input position, added into the outputs it reaches (conv2_col2im)."""
+        p = e.params
+        self.runtime.add("conv2_col2im")
+        self.add_buffer(e.out)
+        out = self.name_of(e.out)
+        n, h, wd, c_in = x.aval.shape
+        kh, kw, _, c_out = w.aval.shape
+        dtype = e.out.aval.dtype
+        for name, shape in (
+            (f"{out}_columns", (n * h * wd, kh * kw * c_out)),
+            (f"{out}_taps", (c_in, kh * kw * c_out)),
+        ):
+            self.params.append(("buffer", shape, dtype))
+            self.param_names.append(name)
+        operands = [self.contiguous_expr(x), self.contiguous_expr(w), out]
+        params = [
+            _int64s(p["strides"]),
+            _int64s(tuple(lo for lo, _ in p["padding"])),
+            _int64s(p["lhs_dilation"]),
+            _int64s(p["rhs_dilation"]),
+        ]
+        scratch = [f"{out}_columns", f"{out}_taps"]
+        self.emit(f"conv2_col2im({', '.join(operands + scratch + params)})")
 
     def _pool_call(self, e, helper: str, operands: list) -> None:
         """A max-pool op (ops/pool.py) by its runtime helper, 2-D: a 1-d pool's arrays are

@@ -51,6 +51,7 @@ def helper_signatures():
             x = types.Array(dtype, 4, "C", readonly=x_ro)
             w = types.Array(dtype, 4, "C", readonly=w_ro)
             yield runtime.conv2_gemm, (x, w, image, matrix, *pairs)
+            yield runtime.conv2_col2im, (x, w, image, matrix, matrix, *pairs, pairs[0])
         for ro in (False, True):  # max pooling (ops/pool.py): a read-only input or not
             x = types.Array(dtype, 4, "C", readonly=ro)
             yield runtime.max_pool2, (x, image, *pairs)

@@ -243,3 +243,43 @@ def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
                             column += 1
                 row += 1
     np.dot(patches, w.reshape((kh * kw * c_in, c_out)), out.reshape((row, c_out)))
+
+
+@numba.njit(cache=True, nogil=True)
+def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dilation):
+    """conv2 without groups as one matrix product per input position rather than per output
+    position: columns = x (N * H * W, C_in) @ taps (C_in, KH * KW * C_out), then each input
+    position's products are added into the outputs its taps reach. Cheaper than im2col when
+    the output has more positions than the input (an input gradient: the cotangent, padded
+    by the window, convolved with the flipped filters; lhs_dilation = the forward strides).
+    `columns` and `taps` are caller-allocated scratch."""
+    n_images, height, width, c_in = x.shape
+    kh, kw, _, c_out = w.shape
+    out_height, out_width = out.shape[1], out.shape[2]
+    for c in range(c_in):
+        for a in range(kh):
+            for b in range(kw):
+                for o in range(c_out):
+                    taps[c, (a * kw + b) * c_out + o] = w[a, b, c, o]
+    np.dot(x.reshape((n_images * height * width, c_in)), taps, columns)
+    flat = out.reshape(-1)
+    for k in range(flat.shape[0]):
+        flat[k] = 0
+    row = 0
+    for n in range(n_images):
+        for r in range(height):
+            for q in range(width):
+                for a in range(kh):
+                    i = r * lhs_dilation[0] + pads[0] - a * rhs_dilation[0]
+                    if i < 0 or i % strides[0] != 0 or i // strides[0] >= out_height:
+                        continue
+                    i //= strides[0]
+                    for b in range(kw):
+                        j = q * lhs_dilation[1] + pads[1] - b * rhs_dilation[1]
+                        if j < 0 or j % strides[1] != 0 or j // strides[1] >= out_width:
+                            continue
+                        j //= strides[1]
+                        start = (a * kw + b) * c_out
+                        for o in range(c_out):
+                            out[n, i, j, o] += columns[row, start + o]
+                row += 1
