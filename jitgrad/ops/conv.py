@@ -73,7 +73,6 @@ def _conv_eval(x, w, *, strides, padding, lhs_dilation, rhs_dilation, groups):
 
 def _prepared(x, padding, lhs_dilation):
     """x with zeros inserted between its elements and padded (negative pads crop)."""
-    rank = len(padding)
     if any(d > 1 for d in lhs_dilation):
         shape = (x.shape[0], *[_dilated(n, d) for n, d in zip(x.shape[1:-1], lhs_dilation)])
         dilated = np.zeros(shape + x.shape[-1:], x.dtype)
@@ -84,7 +83,6 @@ def _prepared(x, padding, lhs_dilation):
     crop = tuple(
         slice(max(-lo, 0), x.shape[1 + d] - max(-hi, 0)) for d, (lo, hi) in enumerate(padding)
     )
-    del rank
     return x[(slice(None), *crop)]
 
 
