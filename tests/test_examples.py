@@ -48,6 +48,25 @@ def test_train_digits(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_train_cnn_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    pytest.importorskip("matplotlib")
+    curve, filters = tmp_path / "curve.png", tmp_path / "filters.png"
+    out = run_example(
+        "train_cnn_digits.py",
+        *("--epochs", "4", "--filters", "4", "--limit", "384", "--batch-size", "32"),
+        *("--learning-rate", "0.01", "--plot", str(curve), "--filters-png", str(filters)),
+    )
+    epochs = [line for line in out.splitlines() if "train acc" in line]
+    losses = [float(line.split("loss", 1)[1].split()[0]) for line in epochs]
+    accuracy = float(out.rsplit("test accuracy:", 1)[1].split()[0])
+    assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
+    assert accuracy >= 0.6  # a tiny model after 48 steps; the full-size run reaches 98.5%
+    assert "time to first step" in out and "ms/step" in out and "98.5% target" in out
+    assert curve.stat().st_size > 1000 and filters.stat().st_size > 1000
+
+
 def test_logistic_regression_tape():
     out = run_example("logistic_regression_tape.py", "--steps", "20")
     assert "1 eager, 19 compiled" in out
