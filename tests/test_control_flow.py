@@ -535,7 +535,8 @@ def grad_params():
     for name in GRAD:
         for mode in GRAD_MODES:
             marks = []
-            if mode == "jit(grad)" and name not in JIT_GRAD_FN_CASES:
+            # The compiled modes (a compile each) run for representative cases by default.
+            if mode in ("jit(grad)", "jit_grad") and name not in JIT_GRAD_FN_CASES:
                 marks.append(pytest.mark.slow)
             yield pytest.param(name, mode, id=f"{name}-{mode}", marks=marks)
 

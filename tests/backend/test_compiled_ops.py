@@ -102,6 +102,7 @@ class Sample:
     fn: Callable | None = None
     order: int | None = None
     xfail: str | None = None
+    slow: bool = False  # a variant of a sample that runs by default (pytest -m slow runs it)
 
     @property
     def id(self) -> str:
@@ -386,14 +387,16 @@ sample(
     "scan",
     lambda v: ([v.uniform((2,)), v.uniform((4, 2)), v.uniform((2,))], {"reverse": True}),
     "reverse",
+    slow=True,
 )
 sample(
     "scan",
     lambda v: ([v.uniform((2,)), v.uniform((0, 2)), v.uniform((2,))], {"reverse": False}),
     "empty",
+    slow=True,
 )
 sample("cond", lambda v: ([v.uniform((2, 3)), np.asarray(1.0)], {}))
-sample("cond", lambda v: ([v.uniform(()), np.asarray(-1.0)], {}), "false")
+sample("cond", lambda v: ([v.uniform(()), np.asarray(-1.0)], {}), "false", slow=True)
 
 # Convolutions: strides, padding, dilations, groups (depthwise), channels first.
 sample(
@@ -561,6 +564,8 @@ def _params(samples):
     out = []
     for s in samples:
         marks = [pytest.mark.xfail(strict=True, reason=s.xfail)] if s.xfail else []
+        if s.slow:
+            marks.append(pytest.mark.slow)
         out.append(pytest.param(s, id=s.id, marks=marks))
     return out
 
