@@ -192,7 +192,7 @@ def loop_vjp(
     grads = joint.outputs[n_primal:]
     # A gradient that is a forward value itself (no cotangent in it) is read as well.
     read += [v for v in grads if v not in tainted and v not in read and v not in joint.consts]
-    stored, cheap = _residuals(joint, forward, read, {j_index, *j_consts}, set(j_xs), remat)
+    stored, recomputed = _residuals(joint, forward, read, {j_index, *j_consts}, set(j_xs), remat)
     dynamic = length is None
     if dynamic and not stored and not xs:
         stored = [j_index]  # a reverse loop over run-time-length stacks needs one stack
@@ -230,7 +230,7 @@ def loop_vjp(
         joint,
         forward,
         backward,
-        cheap,
+        recomputed,
         stored,
         j_index,
         j_consts,
@@ -272,7 +272,7 @@ def _reverse_body(
     joint,
     forward,
     backward,
-    cheap,
+    recomputed,
     stored,
     j_index,
     j_consts,
@@ -308,7 +308,7 @@ def _reverse_body(
             env.update(zip(seeds_ys, ct_y))
             wanted = {v for e in backward for v in e.inputs} | set(grads)
             recompute = _needed_equations(
-                [e for e in forward if e.out in cheap and e.out not in env], wanted
+                [e for e in forward if e.out in recomputed and e.out not in env], wanted
             )
             for e in recompute + backward:
                 env[e.out] = bind(e.op, *[env[v] for v in e.inputs], **e.params)
