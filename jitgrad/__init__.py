@@ -18,12 +18,12 @@ from jitgrad.autodiff.tape import GradientTape, custom_gradient
 from jitgrad.autodiff.transforms import (
     grad,
     gradients_function,
-    hessian,
     hvp,
     jvp,
     value_and_grad,
     value_and_gradients_function,
 )
+from jitgrad.batching import hessian, jacfwd, jacrev, linearize, vjp, vmap
 from jitgrad.compiler.background import wait_for_compiles
 from jitgrad.compiler.function import jit, jit_grad, make_graph
 from jitgrad.compiler.train_step import jit_train_step
@@ -96,6 +96,11 @@ __all__ = sorted(
         "grad",
         "gradients_function",
         "hessian",
+        "jacfwd",
+        "jacrev",
+        "linearize",
+        "vjp",
+        "vmap",
         "hvp",
         "int8",
         "int16",

@@ -105,3 +105,11 @@ def test_rnn_sequence(tmp_path):
     baseline = float(out.rsplit("current input alone:", 1)[1].split(")")[0])
     assert accuracy >= 0.85 and accuracy > baseline + 0.15  # it remembers, not just reads
     assert "ms/step" in out and png.stat().st_size > 1000
+
+
+def test_per_example_gradients():
+    pytest.importorskip("sklearn")
+    out = run_example("per_example_gradients.py", "--epochs", "3")
+    assert float(out.split("max |diff| = ", 1)[1].split()[0]) < 1e-5
+    assert float(out.rsplit("test accuracy:", 1)[1].split()[0]) >= 0.75
+    assert "us/step" in out

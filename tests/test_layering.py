@@ -13,6 +13,9 @@ The allowed directions (a layer may import itself and the layers listed):
     control    -> core, ops, ir, autodiff    loops and branches: primitives holding graphs, their
                                              gradients, the lax and TensorFlow forms
     lax        -> control                    JAX's names
+    batching   -> core, ops, ir, autodiff, control
+                                             vmap (a loop for ops without a batching rule)
+                                             and jacfwd, jacrev, hessian, linearize, vjp
     passes     -> core, ir                   simplify, fold, cse, dce, fuse
     backend    -> core, ir, passes           the Numba backend: emitter, cache, kernels
     compiler   -> core, ops, ir, autodiff, passes, backend
@@ -40,6 +43,7 @@ ALLOWED = {
     "autodiff": {"core", "ops", "ir"},
     "control": {"core", "ops", "ir", "autodiff"},
     "lax": {"control"},
+    "batching": {"core", "ops", "ir", "autodiff", "control"},
     "passes": {"core", "ir"},
     "backend": {"core", "ir", "passes"},
     "compiler": {"core", "ops", "ir", "autodiff", "passes", "backend"},

@@ -1,4 +1,4 @@
-"""Function transforms built on the tape: grad, value_and_grad, hessian, jvp, hvp and the
+"""Function transforms built on the tape: grad, value_and_grad, jvp, hvp and the
 tfe-style gradients_function. They work on eager tensors and on tracers alike, so they
 compose with each other and with `jit` in any order."""
 
@@ -238,22 +238,6 @@ def _param_nums(f, params, nargs):
     return tuple(_argnums_tuple(tuple(nums), nargs, f))
 
 
-def hessian(f, argnums=0):
-    """`f` -> its Hessian w.r.t. argument `argnums` (an array): shape x.shape + x.shape."""
-
-    @functools.wraps(f)
-    def wrapped(*args, **kwargs):
-        (i,) = _argnums_tuple(argnums, len(args), f)
-        args = list(args)
-        args[i] = as_value(args[i])
-        with GradientTape(persistent=False, watch_accessed_variables=False) as outer:
-            outer.watch(args[i])
-            g = grad(f, i)(*args, **kwargs)
-        return outer.jacobian(g, args[i], unconnected_gradients="zero")
-
-    return wrapped
-
-
 def jvp(f, primals, tangents):
     """Forward-mode product J(primals) @ tangents, computed as a VJP of a VJP (the VJP is
     linear in its cotangent u, so differentiating it w.r.t. u transposes it back).
@@ -273,6 +257,9 @@ def jvp(f, primals, tangents):
             )
         )
     p_leaves = [as_value(p) for p in p_leaves]
+    trace = current_trace.get()
+    if trace is not None:  # a tape under a trace records the traced values, not constants
+        p_leaves = [trace.lift(p) for p in p_leaves]
     t_leaves = [as_value(t, dtype=p.dtype) for p, t in zip(p_leaves, t_leaves)]
     for p, t in zip(p_leaves, t_leaves):
         if p.shape != t.shape:
@@ -286,7 +273,6 @@ def jvp(f, primals, tangents):
         y_leaves, y_tree = pytree.flatten(out)
         y_leaves = [as_value(y) for y in y_leaves]
         us = [zeros_like_value(y) for y in y_leaves]
-        trace = current_trace.get()
         if trace is not None:  # the tape records the traced constant that stands for u
             us = [trace.lift(u) for u in us]
         outer.watch(us)
