@@ -16,17 +16,42 @@ from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
+from jitgrad.core.weak import WEAK_TYPES, as_weak, weak_constant
 from jitgrad.ir.trace import Trace, tracing
-from jitgrad.ops.base import as_value
-from jitgrad.ops.elementwise import zeros_like_value
+from jitgrad.ops.base import as_value, settle_weak
+from jitgrad.ops.elementwise import cast, zeros_like_value
 
 _VALUES = (Tensor, Tracer)
 VARIABLES = "variables"  # `wrt` of `_value_and_grads`: the trainable Variables read
 
 
 def _as_tree_of_values(tree):
+    """Tensors for the leaves of a differentiated argument; a Python float is weak (in
+    float64, core/weak.py), so f computes with the 1.7 it would get in an eager call."""
     leaves, treedef = pytree.flatten(tree)
-    return pytree.unflatten(treedef, [as_value(x) for x in leaves])
+    return pytree.unflatten(
+        treedef, [weak_constant(x) if type(x) is float else as_value(x) for x in leaves]
+    )
+
+
+def _settled(value, args, wrt, grads):
+    """(value, grads) as they leave the transform: a weak value becomes float32, and the
+    gradient for a weak argument (a Python float) takes the value's dtype: float64 where f
+    computes in float64, float32 as TensorFlow's Python floats otherwise."""
+    value = settle_weak(value)
+    if wrt == VARIABLES:
+        return value, grads
+    settled = []
+    for i, g in zip(wrt, grads):
+        sources = pytree.flatten(args[i])[0]
+        leaves, tree = pytree.flatten(g)
+        leaves = [
+            cast(x, value.dtype) if type(s) in WEAK_TYPES and x is not None else x
+            for s, x in zip(sources, leaves)
+        ]
+        settled.append(pytree.unflatten(tree, leaves))
+    return value, settled
+
 
 
 def _argnums_tuple(argnums, nargs: int, fn) -> tuple[int, ...]:
@@ -112,11 +137,12 @@ def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
     try:
         with tracing(sub):
             inner = [sub.new_input(AVal(x.shape, x.dtype)) for x in flat]
+            inner = [as_weak(t) if type(x) in WEAK_TYPES else t for x, t in zip(flat, inner)]
             sub_args = list(args)
             for k, i in enumerate(() if variables else wrt):
                 sub_args[i] = pytree.unflatten(trees[k], inner[ends[k] - len(leaves[k]) : ends[k]])
             value, aux = _split_aux(f(*sub_args, **kwargs), has_aux, f)
-            value = as_value(value)
+            value = settle_weak(as_value(value))  # here: weakness does not outlive `sub`
             _check_target(value)
             aux_leaves, aux_tree = pytree.flatten(aux)
             traced_aux = [k for k, x in enumerate(aux_leaves) if isinstance(x, _VALUES)]
@@ -165,6 +191,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         nums = _argnums_tuple(argnums, len(args), f)
         args = _watched_args(f, args, nums, require_float=True)
         value, aux, grads = _value_and_grads(f, args, kwargs, nums, has_aux)
+        value, grads = _settled(value, args, nums, grads)
         grads = grads[0] if isinstance(argnums, int) else tuple(grads)
         return ((value, aux) if has_aux else value), grads
 
@@ -179,6 +206,7 @@ def value_and_variable_grads(f, has_aux=False):
     @functools.wraps(f)
     def wrapped(*args):
         value, aux, grads = _value_and_grads(f, args, {}, VARIABLES, has_aux)
+        value = settle_weak(value)
         return ((value, aux) if has_aux else value), grads
 
     return wrapped
@@ -225,7 +253,7 @@ def value_and_gradients_function(f, params=None):
         nums = tuple(range(len(args))) if params is None else _param_nums(f, params, len(args))
         args = _watched_args(f, args, nums, require_float=False)
         value, _, grads = _value_and_grads(f, args, kwargs, nums, False, unconnected="none")
-        return value, grads
+        return _settled(value, args, nums, grads)
 
     return wrapped
 

@@ -24,7 +24,14 @@ from jitgrad.autodiff.transforms import value_and_grad, value_and_variable_grads
 from jitgrad.compiler import background
 from jitgrad.compiler.call_path import make_caller, make_entry
 from jitgrad.compiler.fallback import make_fallback
-from jitgrad.compiler.signature import call_key, entry_key, flatten_argument, leaf_array
+from jitgrad.compiler.signature import (
+    call_key,
+    entry_key,
+    flatten_argument,
+    leaf_array,
+    leaf_tracer,
+    traced_outputs,
+)
 from jitgrad.core import pytree
 from jitgrad.core.aval import TupleAVal
 from jitgrad.core.config import config
@@ -438,12 +445,11 @@ class JitFunction:
                 leaves, tree = flatten_argument(a)
                 tracers = []
                 for leaf in leaves:
-                    arr = leaf_array(leaf)
-                    tracers.append(trace.new_input(_aval(arr)))
+                    tracers.append(leaf_tracer(trace, leaf, leaf_array(leaf)))
                 traced_args.append(pytree.unflatten(tree, tracers))
             out = self.fn(*traced_args)
             leaves, out_tree = pytree.flatten(out)
-            graph = trace.to_graph(leaves)
+            graph = trace.to_graph(traced_outputs(leaves))
         variables = [v for v, _ in trace.captured]
         return graph, variables, out_tree
 
@@ -548,12 +554,6 @@ def compile_graph(
     _check_backend_dtypes(graph, name)
     compiled.lower(seconds)
     return compiled
-
-
-def _aval(arr: np.ndarray):
-    from jitgrad.core.aval import AVal
-
-    return AVal(arr.shape, arr.dtype)
 
 
 def _signature_or_none(fn):

@@ -4,7 +4,9 @@ An argument is a static value (selects a version by value) or a pytree whose lea
 classified here, once, by one set of rules:
 
 - a Python float, bool, or int that fits int32: a scalar of that weak type, key `((), char)`
-  (TensorFlow's rule: float -> float32, int -> int32; an int outside int32 is int64, `"l"`);
+  (int -> int32, TensorFlow's rule, and an int outside int32 is int64, `"l"`; a float is a
+  float64 input traced as a weak value, core/weak.py, so it computes as in an eager call:
+  `leaf_tracer`, and what is still weak at the end becomes float32: `traced_outputs`);
 - an array, Tensor or Variable (or a list of Python numbers, one array leaf, see `jit`): the
   C-contiguous array the kernel reads, key `(shape, dtype char)`.
 
@@ -16,7 +18,7 @@ The same rules yield the three forms the call path needs:
 - `entry_key(args, ...)`: the leaf types, which select among a version's fast entries.
 
 `aval_key` is the key of one array or Tensor, shared with the tape's recording key
-(tape_backward.Recording.key). This module imports only core and numpy.
+(tape_backward.Recording.key). This module imports only core, ops.base and numpy.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad.core import pytree
-from jitgrad.core.aval import aval_key
+from jitgrad.core.aval import AVal, aval_key
 from jitgrad.core.convert import to_array
 from jitgrad.core.errors import with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
+from jitgrad.core.weak import as_weak
+from jitgrad.ops.base import settle_weak
 
 INT32_MIN, INT32_END = -(2**31), 2**31
 SCALAR_KEYS = {float: ((), "f"), int: ((), "i"), bool: ((), "?")}
@@ -54,7 +58,10 @@ def flatten_argument(arg) -> tuple[list, object]:
 
 
 def leaf_array(leaf) -> np.ndarray:
-    """A C-contiguous array for an argument leaf (kernels index arrays as C-contiguous)."""
+    """A C-contiguous array for an argument leaf (kernels index arrays as C-contiguous); a
+    Python float is float64, the value it stands for, weak when traced (`leaf_tracer`)."""
+    if type(leaf) is float:
+        return np.asarray(leaf, np.float64)
     if type(leaf) is np.ndarray:
         return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
     if isinstance(leaf, Tensor):
@@ -63,6 +70,17 @@ def leaf_array(leaf) -> np.ndarray:
     if isinstance(leaf, Tracer):
         leaf._concrete("passing to a compiled function")
     return to_array(leaf, op="jit")
+
+
+def leaf_tracer(trace, leaf, arr: np.ndarray) -> Tracer:
+    """The input tracer for argument leaf `leaf` (its array `arr`): weak for a Python float."""
+    tracer = trace.new_input(AVal(arr.shape, arr.dtype))
+    return as_weak(tracer) if type(leaf) is float else tracer
+
+
+def traced_outputs(leaves) -> list:
+    """A traced function's output leaves, weak values settled to float32 (core/weak.py)."""
+    return [settle_weak(x) for x in leaves]
 
 
 def static_key(value, index: int, name: str) -> tuple:

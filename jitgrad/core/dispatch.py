@@ -14,6 +14,7 @@ import numpy as np
 from jitgrad.core.config import config
 from jitgrad.core.errors import LeakedTracerError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.weak import WEAK_TYPES, as_weak
 
 # The innermost active trace (None when eager) and the stack of active tapes (outermost first).
 current_trace: contextvars.ContextVar = contextvars.ContextVar("jitgrad_trace", default=None)
@@ -21,7 +22,9 @@ tape_stack: contextvars.ContextVar = contextvars.ContextVar("jitgrad_tapes", def
 
 
 def bind(op, *args, **params):
-    """Run primitive `op` on tensors/tracers `args` (already converted) with static `params`."""
+    """Run primitive `op` on tensors/tracers `args` (already converted) with static `params`.
+    A float64 result of weak inputs only is weak (core/weak.py)."""
+    weak = args and type(args[0]) in WEAK_TYPES and all(type(a) in WEAK_TYPES for a in args)
     trace = current_trace.get()
     if trace is not None:
         args = tuple([trace.lift(a) for a in args])
@@ -30,7 +33,7 @@ def bind(op, *args, **params):
         return op.replay(*args, **params)  # control flow: its inside is bound op by op
     else:
         for a in args:
-            if type(a) is Tracer:
+            if isinstance(a, Tracer):
                 raise LeakedTracerError(
                     with_location(
                         f"{op.name}: a traced value of shape {a.shape} was used outside the jit "
@@ -46,6 +49,8 @@ def bind(op, *args, **params):
         if config.debug_nans and value.dtype.kind == "f":
             check_nans(op.name, values, value, with_location)
         out = Tensor(value)
+    if weak and out.dtype == np.float64:
+        out = as_weak(out)
     tapes = tape_stack.get()
     if tapes:
         for tape in tapes:

@@ -22,13 +22,31 @@ def bind_operator_namespace(api) -> None:
     _api = api
 
 
+_numpy_calls = None  # (dispatch, dispatch_ufunc) of `jitgrad.numpy`, bound at its import
+
+
+def bind_numpy_namespace(dispatch, dispatch_ufunc) -> None:
+    global _numpy_calls
+    _numpy_calls = (dispatch, dispatch_ufunc)
+
+
+
 class ArrayMethods:
     """Operators and methods common to eager tensors and tracers."""
 
     __slots__ = ()
     __array_priority__ = 100
-    # numpy must defer to our reflected operators (`np_array @ tensor` -> Tensor.__rmatmul__).
-    __array_ufunc__ = None
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """numpy's ufuncs on tensors (`np.exp(t)`, `np_array * t`) run jitgrad.numpy's function
+        of the same name: recorded by tapes, traced by jit (see jitgrad.numpy.dispatch)."""
+        return _numpy_calls[1](ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """numpy's functions on tensors (`np.mean(t, axis=0)`) run jitgrad.numpy's function of
+        the same name; the others run in numpy on the values, except under a trace or on a
+        tensor a tape differentiates (see jitgrad.numpy.dispatch)."""
+        return _numpy_calls[0](func, args, kwargs)
 
     @property
     def ndim(self) -> int:
@@ -330,7 +348,18 @@ class Tracer(ArrayMethods):
         self._concrete(".numpy()")
 
     def __array__(self, dtype=None, copy=None):
-        self._concrete("np.asarray()")
+        # numpy's `arr[i]` lands here (after __index__ raised): an ndarray's __getitem__ can
+        # only return numpy values, so the fix is to index a tensor instead.
+        raise TracerError(
+            with_location(
+                f"np.asarray() of a traced value (shape={self.shape}, dtype={self.dtype.name}) "
+                f"while tracing {self.trace.name!r}: numpy needs its data, which exists only "
+                "when the compiled function runs. Indexing a numpy array with it (`arr[i]`) "
+                "comes here, since numpy cannot return a traced value: write "
+                "jitgrad.numpy.asarray(arr)[i] (a gather on the constant, compiled and "
+                "differentiable); for other numpy functions, use jitgrad.numpy's"
+            )
+        )
 
     def __bool__(self):
         self._concrete("bool()")

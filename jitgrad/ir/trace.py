@@ -10,6 +10,7 @@ from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import LeakedTracerError, user_frame, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
+from jitgrad.core.weak import WeakTracer, as_weak
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var
 
@@ -42,7 +43,7 @@ class Trace:
     def lift(self, value):
         """A tracer of this trace for `value`: tracers pass, Variables become inputs read at
         every call, other tensors become constants."""
-        if type(value) is Tracer:
+        if isinstance(value, Tracer):
             if value.trace is self:
                 return value
             if self._encloses(value.trace):
@@ -70,6 +71,8 @@ class Trace:
         if entry is not None:
             return entry[1]
         tracer = Tracer(self, Var(_interned(AVal(value.shape, value.dtype))), variable=variable)
+        if isinstance(value, WeakTracer):
+            tracer = as_weak(tracer)  # a closure over a weak value is weak inside too
         self.captured.append((value, tracer))
         self._lifted[id(value)] = (value, tracer)
         return tracer

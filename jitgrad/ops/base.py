@@ -11,6 +11,7 @@ from jitgrad.core.convert import broadcast, to_array
 from jitgrad.core.dispatch import check_nans, current_trace, tape_stack
 from jitgrad.core.errors import op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.weak import WEAK_TYPES, WeakTensor, weak_constant
 from jitgrad.ops.structural import broadcast_value, cast_value
 
 VALUE_TYPES = (Tensor, Tracer)
@@ -22,6 +23,12 @@ def as_value(x, dtype=None, op: str = "constant"):
     if isinstance(x, VALUE_TYPES):
         return x if dtype is None else cast_value(x, dtypes.as_dtype(dtype))
     return Tensor(to_array(x, dtype, op))
+
+
+def as_operand(x, op: str):
+    """`as_value` for the operand of an elementwise function: a Python float is weak (so
+    `jitgrad.log(1.35) * x64` computes log in float64, core/weak.py)."""
+    return weak_constant(x) if type(x) is float else as_value(x, op=op)
 
 
 def scalar_like(value, like) -> Tensor:
@@ -53,7 +60,7 @@ def eager_elementwise(op, x, y=_UNARY):
 
     Such calls are valid by construction, so the shape rule is skipped: in a training step of
     small ops the general path's layers cost more than the numpy work."""
-    if current_trace.get() is not None:
+    if current_trace.get() is not None or type(x) is WeakTensor or type(y) is WeakTensor:
         return None
     if y is _UNARY:
         if not isinstance(x, Tensor) or x._value.dtype.kind != "f":
@@ -129,7 +136,9 @@ def binary_operands(op: str, x, y):
     # type(), not isinstance: np.float64 subclasses float but is a strong numpy scalar.
     x_weak = type(x) in PYTHON_SCALARS and type(y) not in PYTHON_SCALARS
     y_weak = type(y) in PYTHON_SCALARS and type(x) not in PYTHON_SCALARS
-    if x_weak:
+    if type(x) in WEAK_TYPES or type(y) in WEAK_TYPES:
+        x, y = _weak_operands(op, x, y)
+    elif x_weak:
         y = as_value(y, op=op)
         x = _weak_constant(x, y, op)
     elif y_weak:
@@ -151,6 +160,39 @@ def _weak_constant(value, other, op: str) -> Tensor:
     if other.shape and current_trace.get() is None and array.dtype == other.dtype:
         array = broadcast(array, other.shape)
     return Tensor(array)
+
+
+def _weak_operands(op: str, x, y):
+    """Operands of which one at least is a weak value (core/weak.py): weak against weak (or
+    a Python scalar) stays weak, in float64, as Python's own float arithmetic; a weak value
+    against a tensor takes the dtype a Python float would (the tensor's, or float32 next to
+    integers), so `x * w64` is exact where the eager call was."""
+    x_weak, y_weak = _is_weak(x), _is_weak(y)
+    if x_weak and y_weak:
+        return _weak_value(x, op), _weak_value(y, op)
+    if x_weak:
+        y = as_value(y, op=op)
+        return cast_value(_weak_value(x, op), dtypes.weak_scalar_dtype(1.0, y.dtype)), y
+    x = as_value(x, op=op)
+    return x, cast_value(_weak_value(y, op), dtypes.weak_scalar_dtype(1.0, x.dtype))
+
+
+def _is_weak(x) -> bool:
+    return type(x) in WEAK_TYPES or type(x) in PYTHON_SCALARS
+
+
+def _weak_value(x, op: str):
+    if type(x) in WEAK_TYPES:
+        return x
+    if type(x) is bool:
+        return as_value(x, op=op)  # a bool is data, not a number to weaken
+    return weak_constant(float(x))
+
+
+def settle_weak(x):
+    """`x`, a float32 tensor if it is weak: what a weak value becomes when it leaves a compiled
+    function or a gradient transform (TensorFlow's dtype for a Python float)."""
+    return cast_value(x, dtypes.float32) if type(x) in WEAK_TYPES else x
 
 
 def broadcast_all(op: str, *xs):

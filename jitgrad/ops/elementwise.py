@@ -12,6 +12,7 @@ from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NOT_DIFFERENTIABLE, defop
 from jitgrad.ops.base import (
+    as_operand,
     as_value,
     binary_operands,
     broadcast_all,
@@ -352,7 +353,7 @@ def _unary_fn(prim, public_name, floats_only=True):
         out = eager_elementwise(prim, x)
         if out is not None:
             return out
-        x = as_value(x, op=public_name)
+        x = as_operand(x, public_name)
         if floats_only and x.dtype.kind in "biu":
             # TensorFlow refuses tf.exp(int); we follow numpy and compute in float32.
             x = cast(x, dtypes.float32)
@@ -394,13 +395,13 @@ def logical_not(x, name=None):
 
 def rsqrt(x, name=None):
     """1 / sqrt(x)."""
-    x = as_value(x, op="rsqrt")
+    x = as_operand(x, "rsqrt")
     return 1.0 / sqrt(x)
 
 
 def square(x, name=None):
     """x * x (one multiply; its VJP 2 g x comes out of mul's rule)."""
-    x = as_value(x, op="square")
+    x = as_operand(x, "square")
     return multiply(x, x)
 
 
