@@ -14,6 +14,7 @@ import numpy as np
 
 from jitgrad import checkpoint, data, lax, math, nn, optim
 from jitgrad import testing as test
+from jitgrad import numpy  # jitgrad.numpy; Tensor's numpy protocols dispatch to it
 from jitgrad.autodiff.tape import GradientTape, custom_gradient
 from jitgrad.autodiff.transforms import (
     grad,

@@ -30,7 +30,6 @@ def bind_numpy_namespace(dispatch, dispatch_ufunc) -> None:
     _numpy_calls = (dispatch, dispatch_ufunc)
 
 
-
 class ArrayMethods:
     """Operators and methods common to eager tensors and tracers."""
 
