@@ -27,7 +27,7 @@ from jitgrad.core.dispatch import bind
 from jitgrad.core.opdef import REGISTRY
 from jitgrad.core.tensor import Tensor
 from jitgrad.ops import index as ix
-from jitgrad.ops.elementwise import add, less, where
+from jitgrad.ops.elementwise import add, less, multiply, where
 from jitgrad.ops.linalg import matmul_p
 from jitgrad.ops.structural import broadcast_value, reshape_value
 
@@ -171,8 +171,16 @@ def _matmul(op, size, values, batched, **params):
         out = reshape_value(out, lead + (size, n))
         perm = (len(lead),) + tuple(range(len(lead))) + (len(lead) + 1,)
         return bind(REGISTRY["transpose"], out, perm=perm)
+    if b_batched and not a_batched and a.ndim == 2 and b.ndim == 2:
+        # The same matrix times every example's vector: the vectors as rows, times a^T.
+        return bind(matmul_p, b, bind(REGISTRY["transpose"], a, perm=(1, 0)))
     a, b = _all_batched(size, values, batched)
     a_vector, b_vector = a.ndim == 2, b.ndim == 2  # vectors of the example
+    if a.shape[-1] == 1 and not a_vector and not b_vector:
+        # A contraction over one element is an outer product: an elementwise multiply, which
+        # fuses with its neighbours (per-example weight gradients are all of this form).
+        shape = tuple(a.shape[:-1]) + tuple(b.shape[-1:])
+        return multiply(broadcast_value(a, shape), broadcast_value(b, shape))
     if a_vector:
         a = reshape_value(a, (size, 1, a.shape[1]))
     if b_vector:
