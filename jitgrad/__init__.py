@@ -12,7 +12,7 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 
 import numpy as np
 
-from jitgrad import checkpoint, data, lax, math, nn, optim
+from jitgrad import checkpoint, data, lax, linalg, math, nn, optim
 from jitgrad import testing as test
 from jitgrad import numpy  # jitgrad.numpy; Tensor's numpy protocols dispatch to it
 from jitgrad.autodiff.tape import GradientTape, custom_gradient
@@ -119,6 +119,7 @@ __all__ = sorted(
         "foldr",
         "fori_loop",
         "lax",
+        "linalg",
         "map_fn",
         "scan",
         "switch",

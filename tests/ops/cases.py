@@ -252,6 +252,28 @@ _unary("arccos", jg.math.acos, np.arccos, -0.9, 0.9)
 _unary("arctan", jg.math.atan, np.arctan, -3, 3)
 _unary("sqrt", jg.sqrt, np.sqrt, 0.5, 3)
 _unary("erf", jg.erf, scipy.special.erf, -2, 2)
+# Special functions (ops/special.py; their full ranges and accuracy: tests/test_special.py)
+_unary("lgamma", jg.math.lgamma, scipy.special.gammaln, 0.2, 4)
+_unary("lgamma_negative", jg.math.lgamma, scipy.special.gammaln, -2.9, -2.1, prim="lgamma")
+_unary("digamma", jg.math.digamma, scipy.special.digamma, 0.3, 4)
+_unary("erfc", jg.math.erfc, scipy.special.erfc, -2, 2)
+_unary("erfinv", jg.math.erfinv, scipy.special.erfinv, -0.9, 0.9)
+_unary("log_ndtr", jg.math.log_ndtr, scipy.special.log_ndtr, -30, 5, prim="erfc")
+case(
+    "polygamma",
+    lambda x, n: jg.math.polygamma(n, x),
+    lambda d: ([d.uniform(d.shape(), 0.3, 4)], {"n": d.int(1, 3)}),
+    ref=lambda x, n: scipy.special.polygamma(n, x),
+    prims=("polygamma",),
+)
+# betainc is differentiable in x only (None for a and b, as TensorFlow): a, b are params.
+case(
+    "betainc",
+    lambda x, a, b: jg.math.betainc(a, b, x),
+    lambda d: ([d.uniform(d.shape(), 0.05, 0.95)], {"a": d.choice([0.7, 2.5]), "b": 1.5}),
+    ref=lambda x, a, b: scipy.special.betainc(a, b, x),
+    prims=("betainc",),
+)
 _unary("abs", jg.abs, np.abs, -2, 2, kinks=(0,))
 _unary("sign", jg.sign, np.sign, -2, 2, kinks=(0,))
 _unary("floor", jg.floor, np.floor, -3, 3, kinks=range(-3, 4))
@@ -318,6 +340,21 @@ _binary(
 )
 _binary("maximum", jg.maximum, np.maximum, _no_ties)
 _binary("minimum", jg.minimum, np.minimum, _no_ties)
+_binary("logaddexp", jg.logaddexp, np.logaddexp, _plain)
+_binary(
+    "xlogy",
+    jg.math.xlogy,
+    scipy.special.xlogy,
+    lambda d, sx, sy: (d.uniform(sx), d.uniform(sy, 0.5, 2.0)),
+    prim="log",
+)
+_binary(
+    "xlog1py",
+    jg.math.xlog1py,
+    scipy.special.xlog1py,
+    lambda d, sx, sy: (d.uniform(sx), d.uniform(sy, -0.5, 2.0)),
+    prim="log1p",
+)
 
 
 def _mod_draw(d):
@@ -1196,6 +1233,21 @@ case(
 )
 
 
+def _adjust_contrast_ref(x, factor):
+    mean = x.mean(axis=(-3, -2), keepdims=True)
+    return (x - mean) * factor + mean
+
+
+case(  # no gradient, as in TensorFlow (tests/test_tf_compat.py checks the LookupError)
+    "adjust_contrast",
+    lambda x, factor: jg.image.adjust_contrast(x, factor),
+    lambda d: ([d.uniform(d.shape(min_dims=3, max_dims=4, min_side=1))], {"factor": 1.5}),
+    ref=_adjust_contrast_ref,
+    prims=("adjust_contrast",),
+    order=0,
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # Control flow (loop, cond and tuple_get are bound under a trace; eagerly they are Python
 # loops and branches over the ops above)
@@ -1365,5 +1417,192 @@ case(
     lambda d: (lambda a, p: ([a[0], d.uniform(a[0].shape)], p))(*_pool_draw(d)),
     prims=("max_pool_gather",),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear algebra (ops/decompositions.py): well-conditioned matrices with a batch axis or none,
+# symmetric positive definite for cholesky, distinct eigenvalues and singular values (the
+# derivatives' denominators are their gaps), full rank for qr and lstsq. References call
+# numpy/scipy as the impls do, so the values agree to the last bit.
+
+
+def _batch(d):
+    return d.choice([(), (2,)])
+
+
+def _spd(d, batch, n):
+    a = d.rng.uniform(-1, 1, batch + (n, n))
+    return a @ np.swapaxes(a, -1, -2) / n + np.eye(n)
+
+
+def _orthogonal(d, batch, n):
+    return np.linalg.qr(d.rng.standard_normal(batch + (n, n)))[0]
+
+
+def _spectrum(d, batch, k, lo):
+    """k values per matrix, ascending, at least 0.5 apart, from `lo` on."""
+    return lo + np.cumsum(d.rng.uniform(0.5, 1.0, batch + (k,)), axis=-1)
+
+
+def _sym_np(a):
+    return (a + np.swapaxes(a, -1, -2)) * a.dtype.type(0.5)
+
+
+def _per_matrix(fn, *arrays):
+    batch = arrays[0].shape[:-2]
+    first = fn(*[a[(0,) * len(batch)] for a in arrays])
+    out = np.empty(batch + first.shape, first.dtype)
+    for i in np.ndindex(batch):
+        out[i] = fn(*[a[i] for a in arrays])
+    return out
+
+
+def _cholesky_draw(d):
+    return [_spd(d, _batch(d), d.int(1, 4))], {}
+
+
+case(
+    "cholesky",
+    jg.linalg.cholesky,
+    _cholesky_draw,
+    ref=lambda a: np.linalg.cholesky(_sym_np(a)),
+    prims=("cholesky",),
+    rtol=1e-4,
+)
+
+
+def _triangular_draw(d):
+    batch, n = _batch(d), d.int(1, 4)
+    a = d.rng.uniform(-0.5, 0.5, batch + (n, n)) + 2 * np.eye(n)
+    params = {"lower": d.bool(), "adjoint": d.bool()}
+    return [a, d.uniform(batch + (n, d.int(1, 3)))], params
+
+
+def _triangular_ref(a, b, lower, adjoint):
+    import scipy.linalg
+
+    return _per_matrix(
+        lambda a1, b1: scipy.linalg.solve_triangular(a1, b1, lower=lower, trans=int(adjoint)),
+        a,
+        b,
+    )
+
+
+case(
+    "triangular_solve",
+    lambda a, b, **p: jg.linalg.triangular_solve(a, b, **p),
+    _triangular_draw,
+    ref=_triangular_ref,
+    prims=("triangular_solve",),
+    rtol=1e-4,
+)
+
+
+def _square_draw(d):
+    batch, n = _batch(d), d.int(1, 4)
+    return batch, n, d.uniform(batch + (n, n), -1, 1) + 3 * np.eye(n) * d.choice([1, -1])
+
+
+def _solve_draw(d):
+    batch, n, a = _square_draw(d)
+    return [a, d.uniform(batch + (n, d.int(1, 3)))], {"adjoint": d.bool()}
+
+
+case(
+    "solve",
+    lambda a, b, **p: jg.linalg.solve(a, b, **p),
+    _solve_draw,
+    ref=lambda a, b, adjoint: np.linalg.solve(np.swapaxes(a, -1, -2) if adjoint else a, b),
+    prims=("solve",),
+    rtol=1e-4,
+)
+case(
+    "slogdet",
+    jg.linalg.slogdet,
+    lambda d: ([_square_draw(d)[2]], {}),
+    ref=np.linalg.slogdet,
+    prims=("slogdet",),
+    rtol=1e-4,
+)
+case(
+    "inv",
+    jg.linalg.inv,
+    lambda d: ([_square_draw(d)[2]], {}),
+    ref=np.linalg.inv,
+    prims=("solve",),
+    rtol=1e-4,
+)
+
+
+def _qr_draw(d):
+    m, n = d.int(1, 4), d.int(1, 4)
+    # Full matrices only where they are unique (m <= n: the reduced QR).
+    return [d.uniform(_batch(d) + (m, n))], {"full_matrices": m <= n and d.bool()}
+
+
+def _qr_ref(a, full_matrices):
+    q, r = np.linalg.qr(a, mode="complete" if full_matrices else "reduced")
+    return q, r
+
+
+case(
+    "qr",
+    lambda a, **p: jg.linalg.qr(a, **p),
+    _qr_draw,
+    ref=_qr_ref,
+    prims=("qr",),
+    rtol=1e-4,
+)
+
+
+def _eigh_draw(d):
+    batch, n = _batch(d), d.int(1, 4)
+    v = _orthogonal(d, batch, n)
+    w = _spectrum(d, batch, n, -2.0)
+    return [(v * w[..., None, :]) @ np.swapaxes(v, -1, -2)], {}
+
+
+case(
+    "eigh",
+    jg.linalg.eigh,
+    _eigh_draw,
+    ref=lambda a: tuple(np.linalg.eigh(_sym_np(a))),
+    prims=("eigh",),
+    rtol=1e-4,
+)
+
+
+def _svd_draw(d):
+    batch, m, n = _batch(d), d.int(1, 4), d.int(1, 4)
+    k = min(m, n)
+    u = _orthogonal(d, batch, m)[..., :k]
+    v = _orthogonal(d, batch, n)[..., :k]
+    s = _spectrum(d, batch, k, 0.0)[..., ::-1]
+    return [(u * s[..., None, :]) @ np.swapaxes(v, -1, -2)], {}
+
+
+def _svd_ref(a):
+    u, s, vh = np.linalg.svd(a, full_matrices=False)
+    return s, u, np.swapaxes(vh, -1, -2)
+
+
+case("svd", jg.linalg.svd, _svd_draw, ref=_svd_ref, prims=("svd",), rtol=1e-4)
+
+
+def _lstsq_draw(d):
+    batch, m, n = _batch(d), d.int(1, 4), d.int(1, 4)
+    k = min(m, n)
+    u = _orthogonal(d, batch, m)[..., :k]
+    v = _orthogonal(d, batch, n)[..., :k]
+    a = (u * _spectrum(d, batch, k, 0.5)[..., None, :]) @ np.swapaxes(v, -1, -2)
+    return [a, d.uniform(batch + (m, d.int(1, 2)))], {}
+
+
+def _lstsq_ref(a, b):
+    rcond = np.finfo(a.dtype).eps * max(a.shape[-2:])
+    return _per_matrix(lambda a1, b1: np.linalg.lstsq(a1, b1, rcond=rcond)[0], a, b)
+
+
+case("lstsq", jg.linalg.lstsq, _lstsq_draw, ref=_lstsq_ref, prims=("lstsq",), rtol=1e-4)
 
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jitgrad.backend.numba import control, helper_names
+from jitgrad.backend.numba import control, helper_names, linalg
 from jitgrad.backend.numba.literals import literal, np_dtype
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.core.aval import DYNAMIC, TupleAVal
@@ -1371,5 +1371,6 @@ def check_emitters(registry: dict) -> None:
 
 
 EMITTERS.update(control.EMITTERS)  # loops and branches (control.py)
+EMITTERS.update(linalg.EMITTERS)  # decompositions and solves (linalg.py)
 # Importing any jitgrad module first imports `jitgrad`, which registers every op.
 check_emitters(REGISTRY)

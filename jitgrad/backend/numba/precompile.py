@@ -57,11 +57,34 @@ def helper_signatures():
             yield runtime.max_pool2, (x, image, *pairs)
             yield runtime.max_pool_scatter2, (x, image, image, *pairs)
             yield runtime.max_pool_gather2, (x, x, image, *pairs)
+        yield from _linalg_signatures(dtype)
         for rank in range(1, 5):  # a loop's carry and ys copies (control.py)
             copy = getattr(runtime, f"copy{rank}")
             for readonly in (False, True):
                 source = types.Array(dtype, rank, "C", readonly=readonly)
                 yield copy, (types.Array(dtype, rank, "C"), source)
+
+
+def _linalg_signatures(dtype):
+    """The linear-algebra helpers (backend/numba/linalg.py) per matrix: C-contiguous operands,
+    read-only (inputs) or not, into a matrix or a packed row."""
+    from numba import types
+
+    from jitgrad.backend.numba import runtime
+
+    matrix, row, i64 = types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C"), types.int64
+    for ro in (False, True):
+        a = types.Array(dtype, 2, "C", readonly=ro)
+        yield runtime.cholesky_into, (a, matrix)
+        yield runtime.slogdet_into, (a, row)
+        yield runtime.qr_into, (a, row, i64)
+        yield runtime.eigh_into, (a, row)
+        yield runtime.svd_into, (a, row)
+        for b_ro in (False, True):
+            b = types.Array(dtype, 2, "C", readonly=b_ro)
+            yield runtime.triangular_solve_into, (a, b, matrix, i64, i64)
+            yield runtime.solve_into, (a, b, matrix, i64)
+            yield runtime.lstsq_into, (a, b, matrix, types.float64)
 
 
 def helpers_ready() -> bool:

@@ -283,3 +283,172 @@ def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dila
                         for o in range(c_out):
                             out[n, i, j, o] += columns[row, start + o]
                 row += 1
+
+
+# Linear algebra (ops/decompositions.py): one matrix per call, the kernel loops over the batch
+# (backend/numba/linalg.py). Results go into the caller's output, packed results (slogdet, qr,
+# eigh, svd) flat in the order of their parts. A failure (not positive definite, singular,
+# non-finite input, no convergence) fills the output with NaN, as the eager impls do: Numba's
+# np.linalg raises, and an exception from inside a kernel would lose the caller's context.
+
+
+@numba.njit(cache=True, nogil=True)
+def symmetric_part(a):
+    """(a + a^T) / 2, which cholesky and eigh factor (their eager impls do the same)."""
+    n = a.shape[0]
+    s = np.empty((n, n), a.dtype)
+    for i in range(n):
+        for j in range(n):
+            s[i, j] = (a[i, j] + a[j, i]) * 0.5
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_into(a, out):
+    """out = the lower Cholesky factor of a's symmetric part; NaN if not positive definite."""
+    if a.shape[0] == 0:
+        return
+    try:
+        factor = np.linalg.cholesky(symmetric_part(a))
+    except Exception:  # noqa: BLE001 - Numba catches only bare or Exception
+        out[:, :] = np.nan
+        return
+    copy2(out, factor)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def triangular_solve_into(a, b, out, lower, adjoint):
+    """out = op(a)^-1 b for triangular a (op(a) = a^T if `adjoint`), reading one triangle: by
+    forward substitution if op(a) is lower triangular, back substitution if upper, a whole row
+    of the right-hand sides at a time (the inner loop vectorises). IEEE division by the
+    diagonal (error_model numpy): a zero there gives inf/NaN, as the eager impl."""
+    n, k = b.shape
+    forward = (lower != 0) != (adjoint != 0)
+    for step in range(n):
+        i = step if forward else n - 1 - step
+        for c in range(k):
+            out[i, c] = b[i, c]
+        lo, hi = (0, i) if forward else (i + 1, n)
+        for j in range(lo, hi):
+            t = a[j, i] if adjoint != 0 else a[i, j]
+            for c in range(k):
+                out[i, c] -= t * out[j, c]
+        d = a[i, i]
+        for c in range(k):
+            out[i, c] = out[i, c] / d
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_into(a, b, out, adjoint):
+    """out = op(a)^-1 b by LU (np.linalg.solve); NaN if a is singular."""
+    n, k = b.shape
+    if n == 0 or k == 0:
+        return
+    m = np.empty((n, n), a.dtype)
+    for i in range(n):
+        for j in range(n):
+            m[i, j] = a[j, i] if adjoint != 0 else a[i, j]
+    try:
+        x = np.linalg.solve(m, np.ascontiguousarray(b))
+    except Exception:  # noqa: BLE001
+        out[:, :] = np.nan
+        return
+    copy2(out, x)
+
+
+@numba.njit(cache=True, nogil=True)
+def slogdet_into(a, out):
+    """out = (sign, log|det a|); (0, -inf) if a is singular."""
+    if a.shape[0] == 0:
+        out[0], out[1] = 1, 0
+        return
+    try:
+        sign, logdet = np.linalg.slogdet(a)
+    except Exception:  # noqa: BLE001
+        out[0], out[1] = np.nan, np.nan
+        return
+    out[0], out[1] = sign, logdet
+
+
+@numba.njit(cache=True, nogil=True)
+def qr_into(a, out, full):
+    """out = (Q, R) flat; a complete QR of a tall `a` is the reduced QR of [a | I], of which R's
+    first n columns are kept (decompositions.qr_input: the eager impl does the same)."""
+    m, n = a.shape
+    cols = n + m if full != 0 and m > n else n
+    x = np.zeros((m, cols), a.dtype)
+    for i in range(m):
+        for j in range(n):
+            x[i, j] = a[i, j]
+        if cols > n:
+            x[i, n + i] = 1
+    if m == 0 or cols == 0:
+        return
+    try:
+        q, r = np.linalg.qr(x)
+    except Exception:  # noqa: BLE001
+        out[:] = np.nan
+        return
+    kq = q.shape[1]
+    for i in range(m):
+        for j in range(kq):
+            out[i * kq + j] = q[i, j]
+    start = m * kq
+    for i in range(kq):
+        for j in range(n):
+            out[start + i * n + j] = r[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def eigh_into(a, out):
+    """out = (w, V) flat: the eigendecomposition of a's symmetric part."""
+    n = a.shape[0]
+    if n == 0:
+        return
+    try:
+        w, v = np.linalg.eigh(symmetric_part(a))
+    except Exception:  # noqa: BLE001
+        out[:] = np.nan
+        return
+    for i in range(n):
+        out[i] = w[i]
+        for j in range(n):
+            out[n + i * n + j] = v[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def svd_into(a, out):
+    """out = (U, s, V) flat: the reduced SVD, V = vh^T."""
+    m, n = a.shape
+    k = min(m, n)
+    if k == 0:
+        return
+    try:
+        u, s, vh = np.linalg.svd(np.ascontiguousarray(a), full_matrices=False)
+    except Exception:  # noqa: BLE001
+        out[:] = np.nan
+        return
+    for i in range(m):
+        for j in range(k):
+            out[i * k + j] = u[i, j]
+    for j in range(k):
+        out[m * k + j] = s[j]
+    start = m * k + k
+    for i in range(n):
+        for j in range(k):
+            out[start + i * k + j] = vh[j, i]
+
+
+@numba.njit(cache=True, nogil=True)
+def lstsq_into(a, b, out, rcond):
+    """out = the minimum-norm least-squares solution a^+ b (np.linalg.lstsq, cutoff rcond)."""
+    m, n = a.shape
+    if m == 0 or n == 0 or b.shape[1] == 0:
+        out[:, :] = 0
+        return
+    try:
+        x = np.linalg.lstsq(np.ascontiguousarray(a), np.ascontiguousarray(b), rcond)[0]
+    except Exception:  # noqa: BLE001
+        out[:, :] = np.nan
+        return
+    copy2(out, x)
