@@ -43,6 +43,7 @@ from jitgrad.core.dtypes import (
     int32,
     int64,
     uint8,
+    uint32,
 )
 from jitgrad.core.errors import JitgradError, LeakedTracerError, TracerError
 from jitgrad.core.tensor import Tensor
@@ -50,6 +51,7 @@ from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Graph
 from jitgrad.ops import *  # noqa: F403 - the TensorFlow-style top level
 from jitgrad.ops import __all__ as _ops_all
+from jitgrad.ops import random
 from jitgrad.ops.nn import (
     elu,
     gelu,
@@ -112,6 +114,8 @@ __all__ = sorted(
         "nn",
         "test",
         "uint8",
+        "uint32",
+        "random",
         "checkpoint",
         "cond",
         "data",

@@ -129,6 +129,9 @@ def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
     differentiated leaves; everything else it uses is captured), then `append_backward`
     adds the graph and its backward to the current trace."""
     sub = Trace(getattr(f, "__name__", "f"), parent=current_trace.get())
+    # A state that `f` advances (a random Generator) is also an output of its graph, and its
+    # new value the enclosing trace's, if that one returns states.
+    sub.states = None if sub.parent.states is None else {}
     variables = wrt == VARIABLES
     leaves, trees = zip(*[pytree.flatten(args[i]) for i in wrt]) if not variables else ((), ())
     flat = [x for arg_leaves in leaves for x in arg_leaves]
@@ -146,12 +149,17 @@ def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
             _check_target(value)
             aux_leaves, aux_tree = pytree.flatten(aux)
             traced_aux = [k for k, x in enumerate(aux_leaves) if isinstance(x, _VALUES)]
-            graph = sub.to_graph([value] + [aux_leaves[k] for k in traced_aux])
+            states = list(sub.states.values()) if sub.states else []
+            graph = sub.to_graph(
+                [value] + [aux_leaves[k] for k in traced_aux] + [new for _, new in states]
+            )
     finally:
         tape_stack.reset(token)
     sources = _variables_read(sub, graph) if variables else graph.inputs[: len(flat)]
     values = flat + [v for v, _ in sub.captured]
     outs, grads = append_backward(graph, values, [graph.outputs[0]], sources)
+    for (variable, _), new in zip(states, outs[len(outs) - len(states) :]):
+        sub.parent.write_state(variable, new)
     for k, out in zip(traced_aux, outs[1:]):
         aux_leaves[k] = out
     if unconnected == "zero":

@@ -24,6 +24,7 @@ from jitgrad.autodiff.transforms import value_and_grad, value_and_variable_grads
 from jitgrad.compiler import background
 from jitgrad.compiler.call_path import make_caller, make_entry
 from jitgrad.compiler.fallback import make_fallback
+from jitgrad.compiler.numpy_random import watch_numpy_random
 from jitgrad.compiler.signature import (
     call_key,
     entry_key,
@@ -32,6 +33,7 @@ from jitgrad.compiler.signature import (
     leaf_tracer,
     traced_outputs,
 )
+from jitgrad.compiler.stateful import Traced, output_leaves, write_back
 from jitgrad.core import pytree
 from jitgrad.core.aval import TupleAVal
 from jitgrad.core.config import config
@@ -63,6 +65,9 @@ class Compiled:
     out_tree: object
     fastmath: bool = False
     prune_inputs: bool = False  # see `lower`
+    # Variables the kernel advances (random Generators' states): their new values lead the
+    # outputs, and each call assigns them (compiler/stateful.py).
+    states: list = field(default_factory=list)
     # Set by `lower`:
     graph: Graph | None = None  # optimised
     schedule: Schedule | None = None  # fused loops and calls (train_step plans donations)
@@ -327,7 +332,10 @@ class JitFunction:
         return self._run(compiled, arrays)
 
     def _entry_for(self, compiled: Compiled, args):
-        """The fast entry for calls shaped like `args` (built once per leaf types)."""
+        """The fast entry for calls shaped like `args` (built once per leaf types); None for a
+        version that writes states back, which the general path does (`_run`)."""
+        if compiled.states:
+            return None
         leaf_types = entry_key(args, self._static_argnums)
         if leaf_types in compiled.entries:
             entry = compiled.entries[leaf_types]
@@ -356,6 +364,8 @@ class JitFunction:
 
     def _run(self, compiled: Compiled, arrays: list):
         result = compiled.run(arrays)
+        if compiled.states:
+            result = write_back(compiled.states, result)
         if config.debug_nans:
             self._check_nans(compiled, arrays, result)
         return result
@@ -422,10 +432,12 @@ class JitFunction:
     def _build(self, args, lower: bool = True):
         """A new version for `args`: traced, and lowered unless the background will."""
         start = time.perf_counter()
-        traced, variables, out_tree = self._trace(args)
+        found = self._trace(args)
+        traced, variables, out_tree = found
         self._seconds[0] += time.perf_counter() - start
         _check_backend_dtypes(traced, self.name)
         compiled = Compiled(self.name, traced, variables, out_tree, self.fastmath)
+        compiled.states = found.states
         message = f"traced {self.name}{_describe_args(args, self._static_argnums)}: "
         message += f"{len(traced.eqns)} ops in {time.perf_counter() - start:.3f} s"
         if lower:
@@ -434,9 +446,10 @@ class JitFunction:
         self._log(message)
         return compiled, traced
 
-    def _trace(self, args):
+    def _trace(self, args) -> Traced:
         trace = Trace(self.name)
-        with tracing(trace):
+        trace.states = {}  # random Generators advance (compiler/stateful.py)
+        with tracing(trace), watch_numpy_random(self.name):
             traced_args = []
             for i, a in enumerate(args):
                 if i in self._static_argnums:
@@ -448,10 +461,10 @@ class JitFunction:
                     tracers.append(leaf_tracer(trace, leaf, leaf_array(leaf)))
                 traced_args.append(pytree.unflatten(tree, tracers))
             out = self.fn(*traced_args)
-            leaves, out_tree = pytree.flatten(out)
+            leaves, out_tree, states = output_leaves(trace, out)
             graph = trace.to_graph(traced_outputs(leaves))
         variables = [v for v, _ in trace.captured]
-        return graph, variables, out_tree
+        return Traced(graph, variables, out_tree, states)
 
     def _log(self, message: str) -> None:
         if config.log_compiles:
@@ -509,7 +522,8 @@ class JitFunction:
         values += compiled.variables
         traced, _, _ = self._trace(args)
         outs = replay(traced, *values)
-        return pytree.unflatten(compiled.out_tree, outs)
+        result = pytree.unflatten(compiled.out_tree, outs)
+        return write_back(compiled.states, result) if compiled.states else result
 
     # -- introspection -----------------------------------------------------------------------
     def lower(self, *args, **kwargs) -> Lowered:
@@ -579,7 +593,8 @@ def _describe_args(args, static) -> str:
 
 
 _BACKEND_DTYPES = frozenset(
-    np.dtype(d) for d in ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+    np.dtype(d)
+    for d in ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "bool")
 )
 
 

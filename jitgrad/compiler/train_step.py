@@ -25,6 +25,7 @@ import numpy as np
 
 from jitgrad.autodiff.transforms import value_and_grad
 from jitgrad.compiler.function import Compiled, JitFunction
+from jitgrad.compiler.stateful import write_back
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
 from jitgrad.ir.schedule import LoopGroup
@@ -148,6 +149,8 @@ class TrainStep(JitFunction):
             value = flat[out_index]._value
             if value is not target:
                 target[...] = value
+        if compiled.states:  # random Generators the step advanced (compiler/stateful.py)
+            outputs = write_back(compiled.states, outputs)
         return outputs[0]
 
 
@@ -215,8 +218,9 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
 
 
 def _count_updated(compiled: Compiled) -> int:
-    """Number of (params + state) leaves: the trailing outputs of the step."""
-    tree = compiled.out_tree
+    """Number of (params + state) leaves: the trailing outputs of the step (advanced random
+    states lead the outputs: compiler/stateful.py)."""
+    tree = compiled.out_tree[2][1] if compiled.states else compiled.out_tree
     _, _, children = tree
     count = 0
     for child in children[1:]:

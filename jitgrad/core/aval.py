@@ -58,6 +58,7 @@ _SHORT = {
     "int32": "i32",
     "int64": "i64",
     "uint8": "u8",
+    "uint32": "u32",
     "bool": "bool",
 }
 

@@ -25,9 +25,11 @@ int16 = np.dtype("int16")
 int32 = np.dtype("int32")
 int64 = np.dtype("int64")
 uint8 = np.dtype("uint8")
+# Only for random keys and bits (jitgrad.random): the Philox generator works in 32-bit words.
+uint32 = np.dtype("uint32")
 bool_ = np.dtype("bool")
 
-SUPPORTED = frozenset({float16, float32, float64, int8, int16, int32, int64, uint8, bool_})
+SUPPORTED = frozenset({float16, float32, float64, int8, int16, int32, int64, uint8, uint32, bool_})
 
 
 def as_dtype(dtype) -> np.dtype:

@@ -7,7 +7,7 @@ import contextlib
 from jitgrad.core.aval import AVal
 from jitgrad.core.convert import to_array
 from jitgrad.core.dispatch import current_trace
-from jitgrad.core.errors import LeakedTracerError, user_frame, with_location
+from jitgrad.core.errors import LeakedTracerError, TracerError, user_frame, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
 from jitgrad.core.weak import WeakTracer, as_weak
@@ -34,6 +34,11 @@ class Trace:
         self.source: str | None = None
         # Frames of jitgrad code under way -> the user's line above them (see user_frame).
         self.known_frames: dict = {}
+        # Variables the traced code advances (a random Generator's state): id -> (the Variable,
+        # its latest value in this trace). Like the Variables it reads, each is an input of the
+        # graph; its latest value is also an output, which the trace's owner writes back after
+        # every call. None where the owner cannot (a loop body, a branch): writing raises.
+        self.states: dict | None = None
 
     def new_input(self, aval: AVal) -> Tracer:
         var = Var(_interned(aval))
@@ -76,6 +81,29 @@ class Trace:
         self.captured.append((value, tracer))
         self._lifted[id(value)] = (value, tracer)
         return tracer
+
+    def read_state(self, variable: Variable) -> Tracer:
+        """The current value of a state `variable`: the latest one written in this trace or an
+        enclosing one (a closure), else the Variable itself, an input read at each call."""
+        trace = self
+        while trace is not None:
+            if trace.states and id(variable) in trace.states:
+                return self.lift(trace.states[id(variable)][1])
+            trace = trace.parent
+        return self.lift(variable)
+
+    def write_state(self, variable: Variable, value) -> None:
+        """Make `value` the new value of state `variable`, assigned after each call."""
+        if self.states is None:
+            raise TracerError(
+                with_location(
+                    f"{variable.name}: a random Generator (or jitgrad.random's global one) "
+                    f"advanced its state inside {self.name!r}, which cannot return it to the "
+                    "Generator; draw outside the loop or branch and pass the numbers in, or "
+                    "use explicit keys (jitgrad.random.split / fold_in)"
+                )
+            )
+        self.states[id(variable)] = (variable, self.lift(value))
 
     def _encloses(self, other: Trace) -> bool:
         """Whether `other` is a trace this one was started in (so its values are closures)."""

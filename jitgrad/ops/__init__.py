@@ -7,6 +7,7 @@ and has TensorFlow's name and argument names.
 import types as _types
 
 from jitgrad.core.tensor import bind_operator_namespace
+from jitgrad.ops import random
 from jitgrad.ops.creation import (
     constant,
     convert_to_tensor,
@@ -16,9 +17,7 @@ from jitgrad.ops.creation import (
     linspace,
     ones,
     ones_like,
-    random,
     range,
-    set_seed,
     zeros,
     zeros_like,
 )
@@ -94,6 +93,7 @@ from jitgrad.ops.nn import (
     sparse_softmax_cross_entropy_with_logits,
     swish,
 )
+from jitgrad.ops.random import set_seed
 from jitgrad.ops.reduce import (
     argmax,
     argmin,

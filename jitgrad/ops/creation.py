@@ -1,7 +1,7 @@
-"""Creation functions (not differentiable): constants, ranges and random tensors.
+"""Creation functions (not differentiable): constants and ranges.
 
-Under `jit` they produce constants of the compiled function; random tensors drawn while tracing
-are therefore frozen into the kernel (pass random inputs as arguments instead)."""
+Under `jit` they produce constants of the compiled function. Random tensors are in
+jitgrad/ops/random.py: their draws stay random under `jit`."""
 
 from __future__ import annotations
 
@@ -121,47 +121,3 @@ def linspace(start, stop, num, name=None, axis=0) -> Tensor:
 
 
 lin_space = linspace
-
-
-class _Random:
-    """`jitgrad.random`: seeded normal/uniform draws (numpy's PCG64 generator)."""
-
-    def __init__(self):
-        self._generator = np.random.default_rng()
-
-    def set_seed(self, seed: int) -> None:
-        """Make later draws reproducible."""
-        self._generator = np.random.default_rng(seed)
-
-    def _rng(self, seed):
-        return self._generator if seed is None else np.random.default_rng(seed)
-
-    def normal(self, shape, mean=0.0, stddev=1.0, dtype=dtypes.float32, seed=None, name=None):
-        draw = self._rng(seed).normal(mean, stddev, _shape(shape))
-        return Tensor(draw.astype(dtypes.as_dtype(dtype)))
-
-    def uniform(self, shape, minval=0, maxval=None, dtype=dtypes.float32, seed=None, name=None):
-        dtype = dtypes.as_dtype(dtype)
-        if dtype.kind in "iu":
-            if maxval is None:
-                raise op_error("random.uniform", "integer dtypes need maxval", TypeError)
-            draw = self._rng(seed).integers(minval, maxval, _shape(shape))
-        else:
-            draw = self._rng(seed).uniform(minval, 1.0 if maxval is None else maxval, _shape(shape))
-        return Tensor(draw.astype(dtype))
-
-    def truncated_normal(
-        self, shape, mean=0.0, stddev=1.0, dtype=dtypes.float32, seed=None, name=None
-    ):
-        """Normal draws redrawn until within two standard deviations."""
-        rng, shape = self._rng(seed), _shape(shape)
-        draw = rng.normal(0.0, 1.0, shape)
-        bad = np.abs(draw) > 2
-        while bad.any():
-            draw[bad] = rng.normal(0.0, 1.0, int(bad.sum()))
-            bad = np.abs(draw) > 2
-        return Tensor((draw * stddev + mean).astype(dtypes.as_dtype(dtype)))
-
-
-random = _Random()
-set_seed = random.set_seed

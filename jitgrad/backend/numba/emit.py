@@ -975,6 +975,28 @@ class Emitter:
     def op_max_pool_gather(self, e, x, h):
         self._pool_call(e, "max_pool_gather2", [x, h])
 
+    @emits("philox")
+    def op_philox(self, e, key, offset):
+        """Random draws (ops/philox.py) by a runtime helper (backend/numba/philox.py) that
+        fills the flat output in the numpy implementation's order, with its arithmetic."""
+        distribution, dtype = e.params["distribution"], e.out.aval.dtype
+        helper = {
+            "bits": "philox_bits",
+            "uniform": f"philox_uniform{8 * dtype.itemsize}",
+            "normal": "philox_normal",
+            "truncated_normal": "philox_truncated_normal",
+        }[distribution]
+        self.runtime.add(helper)
+        out = self.name_of(e.out)
+        operands = f"{self.contiguous_expr(key)}, {self.value(offset)}"  # offset: int64
+        if e.out.aval.ndim == 0:  # a scalar in the kernel: drawn into a one-element array
+            self.emit(f"{out}_one = np.empty(1, {np_dtype(dtype)})")
+            self.emit(f"{helper}({operands}, {out}_one)")
+            self.emit(f"{out} = {out}_one[0]")
+        else:
+            self.add_buffer(e.out)
+            self.emit(f"{helper}({operands}, {out}.reshape(-1))")
+
     def _slices(self, index) -> str:
         parts = []
         for start, stop, step in index:

@@ -5,6 +5,13 @@ import numba
 import numpy as np
 
 from jitgrad.backend.numba.helper_names import RUNTIME_MODULE
+from jitgrad.backend.numba.philox import (  # noqa: F401 - kernels import them from here
+    philox_bits,
+    philox_normal,
+    philox_truncated_normal,
+    philox_uniform32,
+    philox_uniform64,
+)
 
 SOURCE_MODULE = RUNTIME_MODULE
 
