@@ -56,6 +56,18 @@ from jitgrad.ops import (
     tan,
     tanh,
 )
+from jitgrad.ops.special import (
+    betainc,
+    digamma,
+    erfc,
+    erfinv,
+    lgamma,
+    log_ndtr,
+    logaddexp,
+    polygamma,
+    xlog1py,
+    xlogy,
+)
 
 acos, asin, atan, floormod = arccos, arcsin, arctan, mod
 truediv = divide

@@ -22,6 +22,7 @@ The allowed directions (a layer may import itself and the layers listed):
                                              jit, jit_grad, jit_train_step, signatures,
                                              the call path, the tape's compiled backward
     nn, optim, math -> core, ops             the training library and namespaces
+    scipy      -> core, ops                  jax.scipy's names (special functions)
     linalg     -> core, ops                  TensorFlow's tf.linalg namespace
     numpy      -> core, ops, linalg          numpy's names over the ops (jitgrad.numpy)
     checkpoint, data -> core
@@ -52,6 +53,7 @@ ALLOWED = {
     "nn": {"core", "ops"},
     "optim": {"core", "ops"},
     "math": {"core", "ops"},
+    "scipy": {"core", "ops"},
     "linalg": {"core", "ops"},
     "numpy": {"core", "ops", "linalg"},
     "checkpoint": {"core"},

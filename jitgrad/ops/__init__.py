@@ -121,6 +121,7 @@ from jitgrad.ops.shape import (
     transpose,
     unstack,
 )
+from jitgrad.ops.special import logaddexp
 
 __all__ = [
     name

@@ -150,6 +150,20 @@ unary("arccos", -0.9, 0.9)
 unary("arctan", -3, 3)
 unary("sqrt", 0.5, 3)
 unary("erf", -2, 2)
+# Special functions: by default one sample per way of emitting them (a libm template, a helper
+# of one argument, with an int param, of three arguments); the rest with -m slow, since
+# tests/test_special.py compiles every one of them (values, gradients) in a kernel per dtype.
+unary("lgamma", 0.2, 4)
+unary("lgamma_negative", -2.9, -2.1, slow=True)
+unary("digamma", 0.3, 4)
+unary("erfc", -2, 2, slow=True)
+unary("erfinv", -0.9, 0.9, slow=True)
+unary("log_ndtr", -30, 5, shape=(7,), slow=True)
+sample("polygamma", lambda v: ([v.uniform((2, 3), 0.3, 4)], {"n": 2}))
+sample("betainc", lambda v: ([v.uniform((2, 3), 0.05, 0.95)], {"a": 2.5, "b": 1.5}))
+sample("logaddexp", lambda v: ([v.uniform((2, 3)), v.uniform((3,))], {}), slow=True)
+sample("xlogy", lambda v: ([v.uniform((2, 3)), v.uniform((3,), 0.5, 2.0)], {}), slow=True)
+sample("xlog1py", lambda v: ([v.uniform((2, 3)), v.uniform((3,), -0.5, 2.0)], {}), slow=True)
 unary("abs", -2, 2, kinks=(0,))
 # sign, floor, ceil, round: the gradient is a broadcast zero and a graph output, once never
 # written (emit.py) and, when also inlined in another loop, a buffer with two writers (fuse.py).

@@ -252,6 +252,28 @@ _unary("arccos", jg.math.acos, np.arccos, -0.9, 0.9)
 _unary("arctan", jg.math.atan, np.arctan, -3, 3)
 _unary("sqrt", jg.sqrt, np.sqrt, 0.5, 3)
 _unary("erf", jg.erf, scipy.special.erf, -2, 2)
+# Special functions (ops/special.py; their full ranges and accuracy: tests/test_special.py)
+_unary("lgamma", jg.math.lgamma, scipy.special.gammaln, 0.2, 4)
+_unary("lgamma_negative", jg.math.lgamma, scipy.special.gammaln, -2.9, -2.1, prim="lgamma")
+_unary("digamma", jg.math.digamma, scipy.special.digamma, 0.3, 4)
+_unary("erfc", jg.math.erfc, scipy.special.erfc, -2, 2)
+_unary("erfinv", jg.math.erfinv, scipy.special.erfinv, -0.9, 0.9)
+_unary("log_ndtr", jg.math.log_ndtr, scipy.special.log_ndtr, -30, 5, prim="erfc")
+case(
+    "polygamma",
+    lambda x, n: jg.math.polygamma(n, x),
+    lambda d: ([d.uniform(d.shape(), 0.3, 4)], {"n": d.int(1, 3)}),
+    ref=lambda x, n: scipy.special.polygamma(n, x),
+    prims=("polygamma",),
+)
+# betainc is differentiable in x only (None for a and b, as TensorFlow): a, b are params.
+case(
+    "betainc",
+    lambda x, a, b: jg.math.betainc(a, b, x),
+    lambda d: ([d.uniform(d.shape(), 0.05, 0.95)], {"a": d.choice([0.7, 2.5]), "b": 1.5}),
+    ref=lambda x, a, b: scipy.special.betainc(a, b, x),
+    prims=("betainc",),
+)
 _unary("abs", jg.abs, np.abs, -2, 2, kinks=(0,))
 _unary("sign", jg.sign, np.sign, -2, 2, kinks=(0,))
 _unary("floor", jg.floor, np.floor, -3, 3, kinks=range(-3, 4))
@@ -318,6 +340,21 @@ _binary(
 )
 _binary("maximum", jg.maximum, np.maximum, _no_ties)
 _binary("minimum", jg.minimum, np.minimum, _no_ties)
+_binary("logaddexp", jg.logaddexp, np.logaddexp, _plain)
+_binary(
+    "xlogy",
+    jg.math.xlogy,
+    scipy.special.xlogy,
+    lambda d, sx, sy: (d.uniform(sx), d.uniform(sy, 0.5, 2.0)),
+    prim="log",
+)
+_binary(
+    "xlog1py",
+    jg.math.xlog1py,
+    scipy.special.xlog1py,
+    lambda d, sx, sy: (d.uniform(sx), d.uniform(sy, -0.5, 2.0)),
+    prim="log1p",
+)
 
 
 def _mod_draw(d):

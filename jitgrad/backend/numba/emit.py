@@ -326,7 +326,8 @@ class Emitter:
         flags = "True" if self.fastmath else "False"
         imports = ""
         for module, names in (
-            (helper_names.VMATH_MODULE, self.helpers),
+            (helper_names.VMATH_MODULE, self.helpers - set(helper_names.SPECIAL.values())),
+            (helper_names.SPECIAL_MODULE, self.helpers & set(helper_names.SPECIAL.values())),
             (helper_names.RUNTIME_MODULE, self.runtime),
             (BLOCKS_MODULE, {"scalar_block"} if self.blocks else set()),
         ):
@@ -700,10 +701,14 @@ class Emitter:
         op = e.op
         dtype = e.inputs[0].aval.dtype if e.inputs else e.out.aval.dtype
         if op.vmath is not None:
-            fn = helper_names.VMATH.get((op.vmath, dtype.name))
+            key = (op.vmath, dtype.name)
+            fn = helper_names.VMATH.get(key) or helper_names.SPECIAL.get(key)
             if fn is not None:
                 self.helpers.add(fn)
-                return f"{fn}({', '.join(args)})"
+                # Static int params (polygamma's order) follow the operands, typed int64 (a
+                # bare literal would compile the helper once per value).
+                ints = [f"np.int64({e.params[k]})" for k in sorted(e.params)]
+                return f"{fn}({', '.join(args + ints)})"
         if op.name == "cast":
             target = e.params["dtype"]
             if target == np.bool_:

@@ -18,3 +18,14 @@ VMATH = {
     for op in VMATH_OPS
     for dtype, suffix in (("float32", "f32"), ("float64", "f64"))
 } | {("floordiv", "int64"): "floordiv_i64"}
+
+SPECIAL_MODULE = "jitgrad.backend.numba.special"
+
+# op -> the number of arguments of its helpers in SPECIAL_MODULE (polygamma's second one is
+# its order n, an int64). (op, dtype name) -> helper name, as VMATH.
+SPECIAL_ARITY = {"digamma": 1, "polygamma": 2, "erfinv": 1, "betainc": 3}
+SPECIAL = {
+    (op, dtype): f"v{op}_{suffix}"
+    for op in SPECIAL_ARITY
+    for dtype, suffix in (("float32", "f32"), ("float64", "f64"))
+}

@@ -1,5 +1,5 @@
-"""Compile jitgrad's own Numba helpers (vmath, the BLAS wrappers, the reassociable sum step)
-ahead of time, so that no user's first kernel waits for them.
+"""Compile jitgrad's own Numba helpers (vmath, special, the BLAS wrappers, the reassociable sum
+step) ahead of time, so that no user's first kernel waits for them.
 
 They are compiled once per installation into Numba's cache (`cache=True`: the package's
 `__pycache__`, or NUMBA_CACHE_DIR). The compile worker (worker.py) runs this in its idle time,
@@ -23,11 +23,16 @@ def helper_signatures():
     read-only (inputs) or not (buffers), and a loop's copies per rank, per float type."""
     from numba import types
 
-    from jitgrad.backend.numba import helper_names, runtime, vmath
+    from jitgrad.backend.numba import helper_names, runtime, special, vmath
 
     for (_, dtype), name in helper_names.VMATH.items():
         scalar = getattr(types, dtype)
         yield getattr(vmath, name), (scalar,) * (2 if name == "floordiv_i64" else 1)
+    for (op, dtype), name in helper_names.SPECIAL.items():
+        scalar = getattr(types, dtype)
+        arity = helper_names.SPECIAL_ARITY[op]
+        args = (scalar, types.int64) if op == "polygamma" else (scalar,) * arity
+        yield getattr(special, name), args
     for dtype in (types.float32, types.float64):
         yield runtime.sum_step, (types.float64, dtype)
         out = types.Array(dtype, 2, "C")
