@@ -65,6 +65,7 @@ def _inputs(dtype):
     erfc_hi = 27 if dtype == F64 else 10  # where erfc underflows
     erfc_x = np.concatenate([_u(rng, -6, erfc_hi, n), _logu(rng, -10, 0, n // 4)])
     tail = 1 - _logu(rng, -16 if dtype == F64 else -7, -1, n)
+    erf_x = np.concatenate([_u(rng, -6, 6, n), _logu(rng, -300, 0, n // 4)])
     erfinv_y = np.concatenate([_u(rng, -1, 1, n), tail, -tail, _logu(rng, -300, -1, n // 4)])
     betainc_a = _logu(rng, -1, 1.5, n)
     betainc_b = _logu(rng, -1, 1.5, n)
@@ -77,6 +78,7 @@ def _inputs(dtype):
         "lgamma": (gamma_x,),
         "digamma": (gamma_x,),
         "polygamma": (poly_x,),
+        "erf": (erf_x,),
         "erfc": (erfc_x,),
         "erfinv": (erfinv_y,),
         "betainc": (betainc_a, betainc_b, betainc_x),
@@ -104,6 +106,7 @@ def _reference(name, args):
         (x,) = args
         return np.stack([sc.polygamma(n, x) for n in POLYGAMMA_ORDERS]), None
     functions = {
+        "erf": sc.erf,
         "erfc": sc.erfc,
         "erfinv": sc.erfinv,
         "betainc": sc.betainc,
@@ -153,6 +156,7 @@ def _mpmath(name, args):
     else:
         value = {
             "digamma": mp.digamma,
+            "erf": mp.erf,
             "erfc": mp.erfc,
             "erfinv": mp.erfinv,
             "logaddexp": lambda x, y: mp.log(mp.exp(x) + mp.exp(y)),
@@ -181,6 +185,7 @@ BOUNDS = {
     "lgamma": {"eager": (0, 1), "compiled": (8, 1)},
     "digamma": {"eager": (0, 1), "compiled": (12, 1)},
     "polygamma": {"eager": (0, 1), "compiled": (8, 1)},
+    "erf": {"eager": (0, 1), "compiled": (4, 1)},  # libm's erf and erff
     "erfc": {"eager": (0, 1), "compiled": (6, 1)},
     "erfinv": {"eager": (0, 1), "compiled": (4, 1)},
     "betainc": {"eager": (0, 1), "compiled": (1000, 1)},
