@@ -15,7 +15,7 @@ import numpy as np
 from jitgrad import checkpoint, data, lax, linalg, math, nn, optim
 from jitgrad import testing as test
 from jitgrad import numpy  # jitgrad.numpy; Tensor's numpy protocols dispatch to it
-from jitgrad.autodiff.tape import GradientTape, custom_gradient
+from jitgrad.autodiff.tape import GradientTape, UnconnectedGradients, custom_gradient
 from jitgrad.autodiff.transforms import (
     grad,
     gradients_function,
@@ -27,6 +27,7 @@ from jitgrad.autodiff.transforms import (
 from jitgrad.batching import hessian, jacfwd, jacrev, linearize, vjp, vmap
 from jitgrad.compiler.background import wait_for_compiles
 from jitgrad.compiler.function import jit, jit_grad, make_graph
+from jitgrad.compiler.tf_function import TensorSpec, function
 from jitgrad.compiler.train_step import jit_train_step
 from jitgrad.control.api import fori_loop, switch
 from jitgrad.control.tf import cond, foldl, foldr, map_fn, scan, while_loop
@@ -46,11 +47,13 @@ from jitgrad.core.dtypes import (
     uint32,
 )
 from jitgrad.core.errors import JitgradError, LeakedTracerError, TracerError
+from jitgrad.core.module import Module
 from jitgrad.core.tensor import Tensor
-from jitgrad.core.variable import Variable
+from jitgrad.core.variable import Variable, name_scope
 from jitgrad.ir.graph import Graph
 from jitgrad.ops import *  # noqa: F403 - the TensorFlow-style top level
 from jitgrad.ops import __all__ as _ops_all
+from jitgrad.ops import image
 from jitgrad.ops import random
 from jitgrad.ops.nn import (
     elu,
@@ -79,6 +82,12 @@ __all__ = sorted(
     set(_ops_all)
     | {
         "GradientTape",
+        "image",
+        "Module",
+        "TensorSpec",
+        "UnconnectedGradients",
+        "function",
+        "name_scope",
         "Graph",
         "config",
         "jit",

@@ -131,7 +131,8 @@ def test_a_variable_owns_its_array():
 
 def test_variable_name_and_trainable():
     w = jitgrad.Variable(1.0, name="w")
-    assert w.name == "w" and w.trainable is True
+    assert w.name == "w:0" and w.trainable is True
+    assert jitgrad.Variable(2.0).name == "Variable:0"
     assert jitgrad.Variable(1.0, trainable=False).trainable is False
     assert isinstance(w, jitgrad.Tensor)
 

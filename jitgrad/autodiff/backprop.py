@@ -4,7 +4,8 @@ recorded by any enclosing tape or trace, which is what makes higher derivatives 
 
 from __future__ import annotations
 
-from jitgrad.core.opdef import NOT_DIFFERENTIABLE
+from jitgrad.core.errors import with_location
+from jitgrad.core.opdef import NO_GRADIENT, NOT_DIFFERENTIABLE
 from jitgrad.ops.elementwise import add
 
 
@@ -29,6 +30,14 @@ def backprop(eqns, seeds, sources) -> list:
         g = cts.get(id(e.out))
         if g is None:
             continue
+        if e.op.vjp is NO_GRADIENT:
+            raise LookupError(
+                with_location(
+                    f"gradient registry has no entry for: {e.op.name} (the op has no gradient, "
+                    "in jitgrad as in TensorFlow; stop_gradient its inputs if they need none)",
+                    getattr(e, "source", None),
+                )
+            )
         in_cts = e.op.vjp(g, e.out, *e.inputs, **e.params)
         for x, ct in zip(e.inputs, in_cts):
             if ct is None or id(x) not in reach:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import inspect
+import warnings
 
 import numpy as np
 
@@ -30,6 +32,15 @@ def install_compiled_backprop(fn) -> None:
     """Make `fn` the tape's compiled backward (see jitgrad.compiler.tape_backward)."""
     global _compiled_backprop
     _compiled_backprop = fn
+
+
+class UnconnectedGradients(str, enum.Enum):
+    """What `GradientTape.gradient` returns for a source the target does not depend on:
+    None, or zeros of the source's shape (tf.UnconnectedGradients). The values equal the
+    strings "none" and "zero", which the tape accepts too."""
+
+    NONE = "none"
+    ZERO = "zero"
 
 
 class GradientTape:
@@ -181,10 +192,11 @@ class GradientTape:
         return [source] if id(source) in self._tracked else []
 
     def _as_target(self, target):
-        """A Variable target stands for its current read, credited to it if watched."""
+        """A Variable target stands for its current read, credited to it if the tape watches
+        it or would watch its reads: `gradient(v, v)` is ones, as in TensorFlow."""
         if isinstance(target, Variable):
             read = target._read()
-            if id(target) in self._tracked:
+            if id(target) in self._tracked or (self._watch_accessed and target.trainable):
                 self._note_read(target, read)
             return read
         return target
@@ -207,7 +219,16 @@ class GradientTape:
             )
         targets, _ = pytree.flatten(target)
         for t in targets:
-            _check_target(t)
+            _check_target(t, floats_only=False)
+            if t.dtype.kind != "f":
+                # TensorFlow's rule: a warning, and no gradient from this target.
+                warnings.warn(
+                    f"GradientTape.gradient: the target has dtype {t.dtype.name} (shape "
+                    f"{t.shape}); the dtype of a target must be floating, so it contributes no "
+                    "gradient (cast it first)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         leaves, treedef = pytree.flatten(sources)
         for s in leaves:
             if not isinstance(s, _VALUES):
@@ -226,6 +247,7 @@ class GradientTape:
         seeds = [
             (self._as_target(t), ones_like_value(t) if c is None else c)
             for t, c in zip(targets, cts)
+            if t.dtype.kind == "f"
         ]
         grads = self._backprop(seeds, leaves)
         if unconnected_gradients == "zero":
@@ -395,14 +417,14 @@ def _cotangents(target, output_gradients) -> list:
     return []  # None in the target's structure: no tensor, no cotangent
 
 
-def _check_target(t) -> None:
+def _check_target(t, floats_only: bool = True) -> None:
     if not isinstance(t, _VALUES):
         raise TypeError(
             with_location(
                 f"GradientTape.gradient: the target must be a tensor, got {type(t).__name__}"
             )
         )
-    if t.dtype.kind != "f":
+    if floats_only and t.dtype.kind != "f":
         raise TypeError(
             with_location(
                 f"GradientTape.gradient: the target has dtype {t.dtype.name} (shape {t.shape}); "

@@ -40,6 +40,7 @@ from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import JitgradError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.subgraphs import subgraphs
@@ -293,6 +294,13 @@ class JitFunction:
         self._fast_hits = [0]  # counted by the fast entries
         self._seconds = [0.0, 0.0, 0.0]
         self._warned_retrace = False
+        # `(args) -> args` run before the signature key on the general path: `jitgrad.function`'s
+        # input_signature check (a call the fast entry's guard accepts already conforms).
+        self.convert_args = None
+        # TensorFlow's rule (set by `jitgrad.function`): a call whose trace fails because the
+        # function creates its Variables (a model built on its first call) runs eagerly.
+        self.variables_on_first_call = False
+        self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # see __get__
         functools.update_wrapper(self, fn)
         self.__class__ = type(type(self).__name__, (type(self),), {"__module__": __name__})
         if config.compile == "background":
@@ -316,6 +324,8 @@ class JitFunction:
         """The general path: signature key, version lookup (or a miss), tapes, traces."""
         if kwargs:
             args = self._positional(args, kwargs)
+        if self.convert_args is not None:
+            args = self.convert_args(args)
         if current_trace.get() is not None:
             return self.fn(*args)  # inside another trace: inline
         key, arrays = call_key(args, self._static_argnums, self.name)
@@ -394,7 +404,14 @@ class JitFunction:
             if compiled is None:
                 self._misses += 1
                 blocking = config.compile == "blocking"
-                compiled, _ = self._build(args, lower=blocking)
+                try:
+                    compiled, _ = self._build(args, lower=blocking)
+                except Exception as error:
+                    if not self.variables_on_first_call:
+                        raise
+                    result = _creating_variables(self.fn, args, error)
+                    self._misses -= 1  # nothing was compiled: the next call traces again
+                    return result
                 if tape_stack.get() and self._watched_by_tape(args, compiled):
                     return self._eager(compiled, args)  # not kept: the next call compiles
                 if blocking:
@@ -550,7 +567,61 @@ class JitFunction:
         self._use_entry(None)
 
     def __get__(self, obj, objtype=None):
-        return self if obj is None else functools.partial(self, obj)
+        """A jitted method: one JitFunction per instance, holding it weakly, whose function
+        calls the method on it. The instance is not an argument: the Variables the method
+        reads through it are inputs read at each call, as for a closure, and its other
+        attributes are constants of the trace (as in TensorFlow, which traces per instance)."""
+        if obj is None:
+            return self
+        try:
+            bound = self._bound.get(obj)
+        except TypeError:
+            raise TypeError(
+                with_location(
+                    f"{self.name}: a jitted method needs an instance that can be hashed and "
+                    f"weakly referenced; {type(obj).__name__} cannot"
+                )
+            ) from None
+        if bound is None:
+            bound = self._bound[obj] = self._bind(obj)
+        return bound
+
+    def _bind(self, obj) -> JitFunction:
+        instance = weakref.ref(obj)
+        fn = self.fn
+
+        def method(*args, **kwargs):
+            return fn(instance(), *args, **kwargs)
+
+        functools.update_wrapper(method, fn)
+        if self._signature is not None:
+            params = list(self._signature.parameters.values())[1:]
+            method.__signature__ = self._signature.replace(parameters=params)
+        bound = JitFunction(
+            method,
+            tuple(i - 1 for i in self._static_argnums if i > 0),
+            tuple(self._static_argnames),
+            self.fastmath,
+            name=f"{type(obj).__name__}.{self.name}",
+        )
+        bound.convert_args = self.convert_args
+        bound.variables_on_first_call = self.variables_on_first_call
+        return bound
+
+
+def _creating_variables(fn, args, trace_error: Exception):
+    """`fn(*args)` run eagerly, if it creates Variables: a function that builds its model on
+    its first call cannot be traced then (an initial value drawn from traced values is not
+    concrete), and TensorFlow runs the initialisers outside the graph. Otherwise (an ordinary
+    error, which the eager run repeats or not) the trace's error is raised."""
+    created = Variable.created
+    try:
+        result = fn(*args)
+    except Exception:
+        raise trace_error from None
+    if Variable.created == created:
+        raise trace_error
+    return result
 
 
 def compile_graph(

@@ -55,6 +55,10 @@ class TracerError(JitgradError, TypeError):
     """A traced (symbolic) value was used where a concrete value is needed."""
 
 
+class VariableCreationError(TracerError):
+    """A Variable was created from a traced value: its initial value must be concrete."""
+
+
 class LeakedTracerError(JitgradError, RuntimeError):
     """A symbolic value escaped the trace that created it."""
 

@@ -39,6 +39,13 @@ def NOT_DIFFERENTIABLE(*_args, **_params):  # noqa: N802 - a sentinel that reads
     raise AssertionError("NOT_DIFFERENTIABLE is a marker, never called")
 
 
+def NO_GRADIENT(*_args, **_params):  # noqa: N802 - a sentinel that reads like one
+    """VJP of an op that has no gradient at all (TensorFlow: no entry in its gradient
+    registry): differentiating through it raises LookupError, as TensorFlow does, instead of
+    silently giving None like NOT_DIFFERENTIABLE."""
+    raise AssertionError("NO_GRADIENT is a marker, never called")
+
+
 @dataclass(frozen=True, slots=True)
 class Reduction:
     """How a loop computes a reduction: the accumulator starts at `identity(dtype)` (the
@@ -69,7 +76,7 @@ class OpDef:
 
     @property
     def differentiable(self) -> bool:
-        return self.vjp is not NOT_DIFFERENTIABLE
+        return self.vjp is not NOT_DIFFERENTIABLE and self.vjp is not NO_GRADIENT
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"

@@ -252,6 +252,12 @@ class Tensor(ArrayMethods):
             raise TypeError(with_location(f"a {self.dtype} tensor cannot be used as an index"))
         return int(self._one_element("int"))
 
+    def __format__(self, spec: str) -> str:
+        """The value's format, as TensorFlow's: `f"{loss:.5f}"` formats the number of a 0-d
+        tensor, and a tensor of any rank formats as its numpy array (`f"{t}"` is the array's
+        text, not the repr)."""
+        return format(self.numpy(), spec)
+
     def _numpy_text(self, is_repr: bool = True) -> str:
         """The value as TensorFlow shows it: a multi-line array starts on a new line
         (`numpy=\narray([[...` in the seeds), so its rows line up."""
@@ -330,6 +336,9 @@ class Tracer(ArrayMethods):
     @property
     def aval(self) -> AVal:
         return self.var.aval
+
+    def __format__(self, spec: str) -> str:
+        self._concrete("format()")
 
     def _concrete(self, what: str):
         raise TracerError(

@@ -3,13 +3,52 @@ and VariableRead, one read of it."""
 
 from __future__ import annotations
 
+import contextvars
 import weakref
 
 import numpy as np
 
 from jitgrad.core.convert import to_array
-from jitgrad.core.errors import with_location
-from jitgrad.core.tensor import Tensor
+from jitgrad.core.errors import VariableCreationError, with_location
+from jitgrad.core.tensor import Tensor, Tracer
+
+# The enclosing name scopes, joined: "outer/inner/" ("" at the top). A contextvar, like the
+# tape stack: each thread and task has its own.
+_scope: contextvars.ContextVar = contextvars.ContextVar("jitgrad_name_scope", default="")
+
+
+def current_name_scope() -> str:
+    """The enclosing scopes' prefix for new Variable names ("" outside any scope)."""
+    return _scope.get()
+
+
+class name_scope:  # noqa: N801 - TensorFlow's name
+    """A context manager that prefixes the names of Variables created inside it.
+
+    >>> with jitgrad.name_scope("layer"):
+    ...     v = jitgrad.Variable(1.0, name="w")
+    >>> v.name
+    'layer/w:0'
+
+    As in TensorFlow, a name is relative to the scope entered around it ("outer/layer/"
+    inside "outer"), a name ending in "/" is a whole scope, and "" is the top. Eager
+    TensorFlow does not make names unique, and neither does this."""
+
+    def __init__(self, name: str):
+        if not isinstance(name, str):
+            raise TypeError(with_location(f"name_scope: the name must be a str, got {name!r}"))
+        self.name = name
+        self._tokens: list = []
+
+    def __enter__(self) -> str:
+        name = self.name
+        full = name if not name or name.endswith("/") else f"{_scope.get()}{name}/"
+        self._tokens.append(_scope.set(full))
+        return full
+
+    def __exit__(self, *exc) -> bool:
+        _scope.reset(self._tokens.pop())
+        return False
 
 
 class Variable(Tensor):
@@ -26,14 +65,23 @@ class Variable(Tensor):
     """
 
     __slots__ = ("name", "trainable", "_last_read")
-    _counter = 0
+    created = 0  # Variables made so far: `jitgrad.function` tells a first call that builds a model
 
     def __init__(self, value, name: str | None = None, trainable: bool = True, dtype=None):
+        if isinstance(value, Tracer):
+            raise VariableCreationError(
+                with_location(
+                    f"Variable created from a traced value ({value.aval.short()}) while tracing "
+                    f"{value.trace.name!r}: a Variable needs a concrete initial value. Create it "
+                    "outside the traced function, or decorate that with jitgrad.function, which "
+                    "runs a call that creates Variables eagerly (TensorFlow's first-call rule)"
+                )
+            )
         super().__init__(_owned(to_array(value, dtype), value))
-        if name is None:
-            Variable._counter += 1
-            name = f"Variable_{Variable._counter}" if Variable._counter > 1 else "Variable"
-        self.name = name
+        Variable.created += 1
+        # TensorFlow's names: the enclosing name scopes, the name ("Variable" by default: eager
+        # TensorFlow does not make names unique) and ":0", its output index.
+        self.name = f"{_scope.get()}{'Variable' if name is None else name}:0"
         self.trainable = bool(trainable)
         self._last_read = None
 
@@ -83,12 +131,17 @@ class Variable(Tensor):
 
     def __repr__(self) -> str:
         return (
-            f"<jitgrad.Variable '{self.name}:0' shape={self.shape} dtype={self.dtype.name}, "
+            f"<jitgrad.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}, "
             f"numpy={self._numpy_text()}>"
         )
 
     # print(v) shows the Variable, not a Tensor, as TensorFlow does.
     __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        """`f"{v}"` is the Variable's text, as in TensorFlow; a format spec (`f"{v:.2f}"`,
+        which TensorFlow refuses) formats its current value."""
+        return str(self) if not spec else format(self.numpy()[()], spec)
 
 
 def _owned(array: np.ndarray, source) -> np.ndarray:

@@ -13,7 +13,7 @@ TensorFlow style: `model.build(input_shape)`, or the first `model(x)`, stores
 `model.trainable_variables` lists in Keras order (layer by layer, kernel before bias):
 
 >>> logits = model(x); [v.name for v in model.trainable_variables]
-['sequential/dense/kernel', 'sequential/dense/bias', 'sequential/dense_1/kernel', ...]
+['sequential/dense/kernel:0', 'sequential/dense/bias:0', 'sequential/dense_1/kernel:0', ...]
 
 Randomness is explicit. Dropout in training mode needs `key`: a Python int or a 0-d integer
 array (traced under jit; feed a new one each step, the step counter will do). The mask is a
@@ -33,6 +33,7 @@ import re
 import numpy as np
 
 from jitgrad import ops
+from jitgrad.core.module import Module
 from jitgrad.core.variable import Variable
 from jitgrad.nn import initializers
 from jitgrad.ops import conv as ops_conv
@@ -185,19 +186,23 @@ def _to_variables(tree, prefix: str):
     return Variable(tree, name=prefix)
 
 
-class Layer:
+class Layer(Module):
     """The base class: `init` makes parameters, `apply` is the pure forward pass.
 
     Subclasses override `init(seed, input_shape) -> dict` (default: no parameters),
     `apply(params, x, training=False, key=None)` and, when the shape changes,
     `output_shape(input_shape)`. `seed` only seeds `build` (TF style): `init` uses its
     argument.
+
+    A Layer is a `jitgrad.Module` (as Keras layers are tf.Modules): `submodules` finds the
+    layers of a Sequential, and `variables` / `trainable_variables` list the built Variables
+    in Keras order (layer by layer, kernel before bias), then any others the Module walk finds.
     """
 
     stochastic = False  # whether `apply` draws from `key` (Sequential folds keys only for these)
 
     def __init__(self, name: str | None = None, seed=None, dtype=np.float32):
-        self.name = name or _snake_case(type(self).__name__)
+        super().__init__(name or _snake_case(type(self).__name__))
         self.seed = seed
         self.dtype = np.dtype(dtype)
         self.params = None  # the Variables, once built
@@ -222,11 +227,17 @@ class Layer:
         return self.apply(self.params, x, training=training, key=key)
 
     @property
+    def variables(self) -> list:
+        """The Variables, layer by layer in creation order (empty before `build`), then those
+        of the Module walk not listed yet (sub-layers built on their own, user attributes).
+        A list, as Keras gives (a Module's are a tuple)."""
+        ordered = _ordered_leaves(self.params) if self.params is not None else []
+        listed = {id(v) for v in ordered}
+        return ordered + [v for v in super().variables if id(v) not in listed]
+
+    @property
     def trainable_variables(self) -> list:
-        """The Variables, layer by layer in creation order (empty before `build`)."""
-        if self.params is None:
-            return []
-        return [v for v in _ordered_leaves(self.params) if v.trainable]
+        return [v for v in self.variables if v.trainable]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -41,6 +41,7 @@ from jitgrad.ops.elementwise import (
     floordiv,
     greater,
     greater_equal,
+    identity,
     less,
     less_equal,
     log,
@@ -93,6 +94,7 @@ from jitgrad.ops.nn import (
     sparse_softmax_cross_entropy_with_logits,
     swish,
 )
+from jitgrad.ops.norms import clip_by_global_norm, clip_by_norm, norm
 from jitgrad.ops.random import set_seed
 from jitgrad.ops.reduce import (
     argmax,

@@ -107,11 +107,12 @@ def range(start, limit=None, delta=1, dtype=None, name=None) -> Tensor:  # noqa:
 
 
 def linspace(start, stop, num, name=None, axis=0) -> Tensor:
-    """`num` evenly spaced values from start to stop inclusive (float32 for Python floats)."""
+    """`num` evenly spaced values from start to stop inclusive: float32 for Python floats,
+    float64 for integers (TensorFlow's rule: `linspace(-2, 2, 5)` is float64)."""
     start_a, stop_a = to_array(start), to_array(stop)
     dtype = dtypes.promote(start_a.dtype, stop_a.dtype)
     if dtype.kind != "f":
-        dtype = dtypes.float32
+        dtype = dtypes.float64
     # Computed in float64 then rounded once, so the end points are exact.
     return Tensor(
         np.linspace(

@@ -500,6 +500,18 @@ def stop_gradient(x, name=None):
     return bind(stop_gradient_p, as_value(x, op="stop_gradient"))
 
 
+def identity(input, name=None):  # noqa: A002 - TensorFlow's argument name
+    """A new tensor equal to `input` (a Variable's current value), through which gradients
+    flow: TensorFlow's tf.identity. It is `input * 1` (`input and True` for bools), exact in
+    IEEE arithmetic and folded away when compiled, so that the tape records a node for it.
+
+    >>> float(jitgrad.identity(jitgrad.Variable(2.0)))
+    2.0
+    """
+    x = as_value(input, op="identity")
+    return logical_and(x, True) if x.dtype == dtypes.bool_ else multiply(x, 1)
+
+
 def zeros_like_value(x):
     """A zero tensor of x's shape and dtype, as a constant (broadcast view of a 0-d zero)."""
     return broadcast_value(scalar_like(0, x), x.shape)

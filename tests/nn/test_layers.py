@@ -169,10 +169,10 @@ def test_tensorflow_style_builds_variables_equal_to_functional_init():
     np.testing.assert_array_equal(out.numpy(), model.apply(params, X).numpy())
     names = [v.name for v in model.trainable_variables]
     assert names == [
-        "sequential/dense/kernel",
-        "sequential/dense/bias",
-        "sequential/dense_1/kernel",
-        "sequential/dense_1/bias",
+        "sequential/dense/kernel:0",
+        "sequential/dense/bias:0",
+        "sequential/dense_1/kernel:0",
+        "sequential/dense_1/bias:0",
     ]
     assert all(isinstance(v, jg.Variable) for v in model.trainable_variables)
 

@@ -1233,6 +1233,21 @@ case(
 )
 
 
+def _adjust_contrast_ref(x, factor):
+    mean = x.mean(axis=(-3, -2), keepdims=True)
+    return (x - mean) * factor + mean
+
+
+case(  # no gradient, as in TensorFlow (tests/test_tf_compat.py checks the LookupError)
+    "adjust_contrast",
+    lambda x, factor: jg.image.adjust_contrast(x, factor),
+    lambda d: ([d.uniform(d.shape(min_dims=3, max_dims=4, min_side=1))], {"factor": 1.5}),
+    ref=_adjust_contrast_ref,
+    prims=("adjust_contrast",),
+    order=0,
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # Control flow (loop, cond and tuple_get are bound under a trace; eagerly they are Python
 # loops and branches over the ops above)
