@@ -320,3 +320,16 @@ def test_numpy_random_while_tracing_warns_with_the_line_and_is_restored():
         warnings.simplefilter("error")
         np.random.randn(1)  # outside a trace: no warning
         jg.jit(lambda x: x * 2)(1.0)
+
+
+def test_a_call_a_tape_watches_draws_and_advances_as_the_kernel_does():
+    """A tape watching the inputs replays the graph op by op: the state still advances."""
+    g = jg.random.Generator.from_seed(4)
+    f = jg.jit(lambda x: jg.reduce_sum(x * g.normal((2,))))
+    x = jg.constant(np.ones(2, np.float32))
+    with jg.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    want = jg.random.Generator.from_seed(4).normal((2,)).numpy()
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy(), want)
+    assert g.state.numpy()[0] == 1

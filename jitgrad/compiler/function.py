@@ -374,10 +374,10 @@ class JitFunction:
 
     def _run(self, compiled: Compiled, arrays: list):
         result = compiled.run(arrays)
+        if config.debug_nans:  # before the states advance: a replay draws the same numbers
+            self._check_nans(compiled, arrays, result)
         if compiled.states:
             result = write_back(compiled.states, result)
-        if config.debug_nans:
-            self._check_nans(compiled, arrays, result)
         return result
 
     def _check_nans(self, compiled: Compiled, arrays: list, result) -> None:

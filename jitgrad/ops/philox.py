@@ -16,15 +16,18 @@ How words become draws (`distribution`, with the output dtype):
 * "bits" (uint32): element i is word i (word i mod 4 of block i div 4);
 * "uniform" float32: word i's top 24 bits times 2**-24, in [0, 1);
   float64: words 2i and 2i+1 as one 64-bit number, its top 53 bits times 2**-53, in [0, 1);
-* "normal": element i from block i, Box-Muller in float64 (then rounded once to the dtype):
-  u1 in (0, 1] from words 0-1, u2 in [0, 1) from words 2-3, z = sqrt(-2 log u1) cos(2 pi u2);
+* "normal": elements 2i and 2i+1 from block i by Box-Muller in float64 (then rounded once to
+  the dtype): u1 = x 2**-53 in (0, 1] with x = 1 + the top 53 bits of words 0-1, u2 in [0, 1)
+  from words 2-3, r = sqrt(-2 log u1), z = (r cos(2 pi u2), r sin(2 pi u2));
 * "truncated_normal": normals within two standard deviations (TensorFlow's rule): element i
-  takes the first of the normals of blocks i, n + i, 2n + i, ... (n elements) that is.
+  takes the first of the cosine normals of blocks i, n + i, 2n + i, ... (n elements) that is.
 
-The logarithm and cosine are written here with +, -, *, / and sqrt only (IEEE correctly
+The logarithm, sine and cosine are written here with +, -, *, / and sqrt only (IEEE correctly
 rounded operations) instead of numpy's and libm's, whose last bits differ between
 implementations and SIMD paths: the numpy code and the Numba code then compute the same
-bits. They are accurate to a few ulps, far below a sample's own noise.
+bits. They are accurate to a few ulps, far below a sample's own noise. Both are vectorisable:
+numpy's array operations, and straight-line Numba loops (the exponent of log's argument is
+found by counting bits, not by libm's frexp).
 """
 
 from __future__ import annotations
@@ -65,28 +68,35 @@ DISTRIBUTIONS = {
 }
 
 
-def philox4x32(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 of counter words (c0..c3) under key (k0, k1): four words. Every value is
-    a uint64 array (or scalar) holding 32 bits, so a product of two words is exact."""
-    m0, m1, mask = np.uint64(M0), np.uint64(M1), np.uint64(MASK)
-    w0, w1, shift = np.uint64(W0), np.uint64(W1), np.uint64(32)
-    k0, k1 = np.uint64(k0), np.uint64(k1)
+def philox4x32(c0, c1, c2, c3, k0: int, k1: int):
+    """Philox4x32-10 of counter words (c0..c3: arrays or scalars of 32-bit values) under the
+    key (k0, k1): four uint32 words. Each round widens two words to uint64 for its products
+    (exact: below 2**64) and keeps 32 bits of every result."""
+    m0, m1, shift = np.uint64(M0), np.uint64(M1), np.uint64(32)
+    k0, k1 = int(k0), int(k1)
+    c0, c1, c2, c3 = (np.asarray(c).astype(np.uint32) for c in (c0, c1, c2, c3))
     for r in range(ROUNDS):
-        if r:
-            k0, k1 = (k0 + w0) & mask, (k1 + w1) & mask
-        p0, p1 = m0 * c0, m1 * c2
-        c0, c1, c2, c3 = (p1 >> shift) ^ c1 ^ k0, p1 & mask, (p0 >> shift) ^ c3 ^ k1, p0 & mask
+        if r:  # the Weyl key schedule, in Python ints (numpy scalars warn when they wrap)
+            k0, k1 = (k0 + W0) & MASK, (k1 + W1) & MASK
+        p0, p1 = c0 * m0, c2 * m1
+        c0, c1, c2, c3 = (
+            (p1 >> shift).astype(np.uint32) ^ c1 ^ np.uint32(k0),
+            p1.astype(np.uint32),
+            (p0 >> shift).astype(np.uint32) ^ c3 ^ np.uint32(k1),
+            p0.astype(np.uint32),
+        )
     return c0, c1, c2, c3
 
 
 def blocks(key, offset, index):
-    """The four words of blocks `index` (a uint64 array) of a draw at (key, offset)."""
+    """The four words (uint32 arrays) of blocks `index` (a uint64 array) of a draw at
+    (key, offset)."""
     off = np.uint64(np.int64(offset).view(np.uint64))
     shift, mask = np.uint64(32), np.uint64(MASK)
     lo, hi = off & mask, off >> shift
     c0, c1 = index & mask, index >> shift
     c2, c3 = np.full_like(index, lo), np.full_like(index, hi)
-    return philox4x32(c0, c1, c2, c3, int(key[0]), int(key[1]))
+    return philox4x32(c0, c1, c2, c3, key[0], key[1])
 
 
 def words(key, offset, n: int):
@@ -95,24 +105,28 @@ def words(key, offset, n: int):
     return np.stack(blocks(key, offset, index), axis=1).reshape(-1)[:n]
 
 
-def log_unit(u):
-    """log(u) for u in (0, 1] (arrays), by exponent split and the atanh series."""
-    m, e = np.frexp(u)
+def log_of_count(x):
+    """log(x 2**-53) for integers x in [1, 2**53] (uint64 arrays): x = m 2**e exactly, with e
+    the bit length of x and m in [1/2, 1), then m moved into [sqrt(1/2), sqrt(2)) and
+    log m = 2 atanh(s), s = (m - 1) / (m + 1), by its series."""
+    xf = x.astype(np.float64)  # exact: x <= 2**53
+    e = np.frexp(xf)[1]  # the bit length of x
+    m = xf / (np.uint64(1) << e.astype(np.uint64)).astype(np.float64)
     small = m < SQRT_HALF
     m = np.where(small, m + m, m)
-    e = (e - small).astype(np.float64)
+    k = (e - small - 53).astype(np.float64)
     f = m - 1.0
     s = f / (2.0 + f)
     z = s * s
     g = LOG_G[-1]
     for c in LOG_G[-2::-1]:
         g = c + z * g
-    return e * LN2_HI + (e * LN2_LO + (s + s + s * (z * g)))
+    return k * LN2_HI + (k * LN2_LO + (s + s + s * (z * g)))
 
 
-def cos_turns(u):
-    """cos(2 pi u) for u in [0, 1) (arrays): the quadrant from 4u, then a series in
-    theta = (4u - q) pi / 2 in [-pi/4, pi/4]."""
+def sincos_turns(u):
+    """(cos(2 pi u), sin(2 pi u)) for u in [0, 1) (arrays): the quadrant q from 4u, then the
+    series in theta = (4u - q) pi / 2 in [-pi/4, pi/4], rotated by q quarter turns."""
     t = u * 4.0
     q = np.floor(t + 0.5)
     theta = (t - q) * HALF_PI
@@ -122,19 +136,24 @@ def cos_turns(u):
         sin, cos = a + s * sin, b + s * cos
     sin = theta * sin
     quadrant = q.astype(np.int64) % 4
-    return np.where(
+    rotated_cos = np.where(
         quadrant == 0, cos, np.where(quadrant == 1, -sin, np.where(quadrant == 2, -cos, sin))
     )
+    rotated_sin = np.where(
+        quadrant == 0, sin, np.where(quadrant == 1, cos, np.where(quadrant == 2, -sin, -cos))
+    )
+    return rotated_cos, rotated_sin
 
 
 def box_muller(w0, w1, w2, w3):
-    """A standard normal (float64) per block from its four words (uint64 arrays)."""
+    """Two standard normals (float64 arrays: the cosine and the sine one) per block from its
+    four words (uint32 arrays, widened by the shifts)."""
     shift, drop = np.uint64(32), np.uint64(11)
-    a = ((w0 << shift) | w1) >> drop
-    b = ((w2 << shift) | w3) >> drop
-    u1 = (a + np.uint64(1)).astype(np.float64) * TWO_M53  # (0, 1]: log(u1) is finite
-    u2 = b.astype(np.float64) * TWO_M53
-    return np.sqrt(-2.0 * log_unit(u1)) * cos_turns(u2)
+    x = (((w0 << shift) | w1) >> drop) + np.uint64(1)  # u1 = x 2**-53 in (0, 1]: a finite log
+    u2 = (((w2 << shift) | w3) >> drop).astype(np.float64) * TWO_M53
+    r = np.sqrt(-2.0 * log_of_count(x))
+    cos, sin = sincos_turns(u2)
+    return r * cos, r * sin
 
 
 def _truncated(key, offset, n: int):
@@ -143,7 +162,7 @@ def _truncated(key, offset, n: int):
     todo = np.arange(n, dtype=np.uint64)
     base = np.uint64(0)
     while todo.size:
-        z = box_muller(*blocks(key, offset, base + todo))
+        z = box_muller(*blocks(key, offset, base + todo))[0]
         ok = np.abs(z) <= 2.0
         out[todo[ok].astype(np.int64)] = z[ok]
         todo = todo[~ok]
@@ -162,7 +181,8 @@ def _impl(key, offset, *, shape, dtype, distribution):
         x = ((w[0::2] << np.uint64(32)) | w[1::2]) >> np.uint64(11)
         flat = x.astype(np.float64) * TWO_M53
     elif distribution == "normal":
-        flat = box_muller(*blocks(key, offset, np.arange(n, dtype=np.uint64)))
+        pairs = box_muller(*blocks(key, offset, np.arange((n + 1) // 2, dtype=np.uint64)))
+        flat = np.stack(pairs, axis=1).reshape(-1)[:n]
     else:
         flat = _truncated(key, offset, n)
     return flat.astype(dtype).reshape(shape)
