@@ -118,7 +118,8 @@ def _operands(x, y):
     return _operand(x), _operand(y)
 
 
-def _ufunc_args(fn: str, out, where, dtype, kwargs) -> None:
+def _ufunc_args(fn: str, out, where, kwargs) -> None:
+    """numpy's ufunc arguments: accepted at their defaults only."""
     _unsupported(fn, out=(out, None), where=(where, True))
     for name, value in kwargs.items():
         default = {"casting": "same_kind", "order": "K", "subok": True, "signature": None}
@@ -129,7 +130,7 @@ def _ufunc_args(fn: str, out, where, dtype, kwargs) -> None:
 
 def _unary(name: str, fn):
     def unary(x, /, out=None, *, where=True, dtype=None, **kwargs):
-        _ufunc_args(name, out, where, dtype, kwargs)
+        _ufunc_args(name, out, where, kwargs)
         y = fn(asarray(x))
         return y if dtype is None else ops.cast(y, dtype)
 
@@ -140,7 +141,7 @@ def _unary(name: str, fn):
 
 def _binary(name: str, fn):
     def binary(x1, x2, /, out=None, *, where=True, dtype=None, **kwargs):
-        _ufunc_args(name, out, where, dtype, kwargs)
+        _ufunc_args(name, out, where, kwargs)
         y = fn(*_operands(x1, x2))
         return y if dtype is None else ops.cast(y, dtype)
 
@@ -317,8 +318,8 @@ def _axis(axis):
 sum = _reduction("sum", ops.reduce_sum)  # noqa: A001 - numpy's name
 prod = _reduction("prod", ops.reduce_prod)
 mean = _reduction("mean", ops.reduce_mean, float_ints=True)
-max = _reduction("max", lambda x, axis, keepdims: ops.reduce_max(x, axis, keepdims))  # noqa: A001
-min = _reduction("min", lambda x, axis, keepdims: ops.reduce_min(x, axis, keepdims))  # noqa: A001
+max = _reduction("max", ops.reduce_max)  # noqa: A001 - numpy's name
+min = _reduction("min", ops.reduce_min)  # noqa: A001 - numpy's name
 amax, amin = max, min
 
 
@@ -394,7 +395,7 @@ def dot(a, b, out=None):
 
 def matmul(x1, x2, /, out=None, **kwargs):
     """numpy's matmul (batch dimensions broadcast)."""
-    _ufunc_args("matmul", out, True, None, kwargs)
+    _ufunc_args("matmul", out, True, kwargs)
     return ops.matmul(asarray(x1), asarray(x2))
 
 
