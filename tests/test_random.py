@@ -209,6 +209,9 @@ def test_the_tensorflow_forms():
     np.testing.assert_array_equal(stateless, jg.random.normal(jg.random.key(7), (3,)).numpy())
     v = jg.random.stateless_uniform([3], seed=[1, 2], minval=1.0, maxval=2.0).numpy()
     assert v.min() >= 1 and v.max() < 2
+    half = jg.random.uniform(jg.random.key(1), (20_000,), jg.float16).numpy()
+    assert half.dtype == np.float16 and half.min() >= 0 and half.max() < 1  # float32 rounded
+    assert jg.random.normal([3], dtype=jg.float16).dtype == jg.float16
 
 
 def test_a_generator_is_deterministic_given_its_seed():

@@ -43,7 +43,7 @@ from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
 from jitgrad.ops.base import as_value
 from jitgrad.ops.creation import _shape
-from jitgrad.ops.elementwise import cast, floor, floordiv, less, mod
+from jitgrad.ops.elementwise import cast, floor, floordiv, less, minimum, mod
 from jitgrad.ops.philox import MASK, philox_p, uint32
 from jitgrad.ops.shape import stack
 
@@ -55,6 +55,7 @@ _SPLIT = -1
 _FOLD_IN = 1 << 62
 _ZERO = Tensor(np.zeros((), np.int64))
 _ADVANCE = Tensor(np.array([1, 0, 0], np.int64))  # a Generator's state after one draw
+_BELOW_ONE_F16 = Tensor(np.float16(1 - 2**-11))  # float16's largest value below 1
 
 
 def _seed_words(seed) -> np.ndarray:
@@ -102,15 +103,21 @@ def _is_key(x) -> bool:
     return getattr(x, "dtype", None) == uint32
 
 
+def _philox(key, offset, shape, dtype, distribution: str):
+    """The primitive's draw; float16 ones are float32 draws rounded (as TensorFlow allows
+    float16 draws; the generator itself makes float32 and float64)."""
+    dtype = dtypes.as_dtype(dtype)
+    wide = dtypes.float32 if dtype == dtypes.float16 else dtype
+    out = bind(philox_p, key, offset, shape=_shape(shape), dtype=wide, distribution=distribution)
+    if wide == dtype:
+        return out
+    if distribution == "uniform":  # float32 values within 2**-12 of 1 would round up to 1
+        return minimum(cast(out, dtype), _BELOW_ONE_F16)
+    return cast(out, dtype)
+
+
 def _draw_with_key(k, shape, dtype, distribution: str, op: str, offset=_ZERO):
-    return bind(
-        philox_p,
-        _as_key(k, op),
-        offset,
-        shape=_shape(shape),
-        dtype=dtypes.as_dtype(dtype),
-        distribution=distribution,
-    )
+    return _philox(_as_key(k, op), offset, shape, dtype, distribution)
 
 
 def split(key, num: int = 2):
@@ -224,7 +231,8 @@ class Generator:
     Philox state has the same size but another layout). Each draw takes the counter as its
     offset and adds one. A Generator used inside a jitted function is an implicit input and
     output of the kernel (see jitgrad.compiler.function); inside a loop body or a branch it
-    cannot advance (an error says so): draw before the loop, or use keys.
+    cannot advance (an error says so): draw before the loop, or use keys. Like a Variable, a
+    Generator is not locked: threads drawing from one at once may draw the same numbers.
     """
 
     def __init__(self, state, alg=None):
@@ -270,14 +278,7 @@ class Generator:
         """One draw at the current counter; the counter advances (in the trace, if any)."""
         trace = current_trace.get()
         state = self._state.read_value() if trace is None else trace.read_state(self._state)
-        out = bind(
-            philox_p,
-            cast(state[1:], uint32),
-            state[0],
-            shape=_shape(shape),
-            dtype=dtypes.as_dtype(dtype),
-            distribution=distribution,
-        )
+        out = _philox(cast(state[1:], uint32), state[0], shape, dtype, distribution)
         if trace is None:
             self._state.assign(state + _ADVANCE)
         else:
