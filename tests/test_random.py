@@ -336,3 +336,16 @@ def test_a_call_a_tape_watches_draws_and_advances_as_the_kernel_does():
     want = jg.random.Generator.from_seed(4).normal((2,)).numpy()
     np.testing.assert_array_equal(tape.gradient(y, x).numpy(), want)
     assert g.state.numpy()[0] == 1
+
+
+def test_categorical_samples_follow_the_softmax_of_the_logits():
+    probs = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    logits = np.log(probs).astype(np.float32)
+    s = jg.random.categorical(jg.random.key(0), logits, shape=(20_000, 2)).numpy()
+    assert s.shape == (20_000, 2) and s.dtype == np.int64
+    for b in range(2):
+        freq = np.bincount(s[:, b], minlength=3) / 20_000
+        np.testing.assert_allclose(freq, probs[b], atol=5 * np.sqrt(0.25 / 20_000))
+    tf_form = jg.random.categorical(logits, 7, seed=3)
+    assert tf_form.shape == (2, 7)
+    assert jg.random.categorical(jg.random.key(1), logits.T, axis=0).shape == (2,)

@@ -43,9 +43,10 @@ from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
 from jitgrad.ops.base import as_value
 from jitgrad.ops.creation import _shape
-from jitgrad.ops.elementwise import cast, floor, floordiv, less, minimum, mod
+from jitgrad.ops.elementwise import cast, floor, floordiv, less, log, minimum, mod
 from jitgrad.ops.philox import MASK, philox_p, uint32
-from jitgrad.ops.shape import stack
+from jitgrad.ops.reduce import argmax
+from jitgrad.ops.shape import expand_dims, stack, transpose
 
 # Offsets (the Philox counter's high 64 bits) of what a key draws: its numbers from 0, the
 # keys `split` makes at all ones, and `fold_in`'s keys at 2**62 + data, apart from both.
@@ -217,6 +218,63 @@ def bernoulli(key, p=0.5, shape=None):
         key, p.shape if shape is None else shape, p.dtype, "uniform", "random.bernoulli"
     )
     return less(u, p)
+
+
+def _gumbel_argmax(draw, logits, axis: int, prefix: tuple, op: str):
+    """Samples of the categorical distributions `softmax(logits)` along `axis`, by the
+    Gumbel-max trick: argmax(logits + g), g = -log(-log u) for uniform u (u = 0 gives
+    g = -inf, a class never chosen). `prefix`: leading sample dimensions. The logs are
+    jitgrad's log op, so a compiled sample can differ from the eager one where two classes'
+    scores tie to the last bit."""
+    logits = as_value(logits, op=op)
+    if logits.dtype.kind != "f" or logits.ndim == 0:
+        raise op_error(
+            op, f"logits must be float and at least 1-d, got {logits.dtype}{logits.shape}"
+        )
+    axis = axis % logits.ndim
+    if axis != logits.ndim - 1:  # the classes last
+        perm = [d for d in range(logits.ndim) if d != axis] + [axis]
+        logits = transpose(logits, perm)
+    u = draw((*prefix, *logits.shape), logits.dtype, "uniform")
+    for _ in prefix:
+        logits = expand_dims(logits, 0)
+    return argmax(logits - log(-log(u)), axis=-1)
+
+
+def categorical(*args, **kwargs):
+    """Class samples from logits: `categorical(key, logits, axis=-1, shape=None)` (JAX: the
+    batch shape of `logits`, or `shape` ending with it) or
+    `categorical(logits, num_samples, dtype=int64, seed=None)` (TensorFlow: logits
+    [batch, classes] -> samples [batch, num_samples]). By the Gumbel-max trick."""
+    if _is_key(args[0] if args else kwargs.get("key")):
+        return _key_categorical(*args, **kwargs)
+    return _tf_categorical(*args, **kwargs)
+
+
+def _key_categorical(key, logits, axis=-1, shape=None):
+    logits = as_value(logits, op="random.categorical")
+    batch = tuple(d for i, d in enumerate(logits.shape) if i != axis % max(logits.ndim, 1))
+    shape = batch if shape is None else _shape(shape)
+    if shape[len(shape) - len(batch) :] != batch:
+        raise op_error("random.categorical", f"shape {shape} must end with the batch shape {batch}")
+
+    def draw(shape, dtype, distribution):
+        return _draw_with_key(key, shape, dtype, distribution, "random.categorical")
+
+    return _gumbel_argmax(
+        draw, logits, axis, shape[: len(shape) - len(batch)], "random.categorical"
+    )
+
+
+def _tf_categorical(logits, num_samples, dtype=None, seed=None, name=None):
+    logits = as_value(logits, op="random.categorical")
+    if logits.ndim != 2:
+        raise op_error("random.categorical", f"logits are [batch, classes], got {logits.shape}")
+    draw = _seeded_or_global(seed, "random.categorical")
+    # Noise [num_samples, batch, classes] -> samples [num_samples, batch] -> [batch, samples].
+    samples = _gumbel_argmax(draw, logits, -1, (int(num_samples),), "random.categorical")
+    samples = transpose(samples, [1, 0])
+    return samples if dtype is None else cast(samples, dtype)
 
 
 class Generator:
@@ -419,6 +477,7 @@ __all__ = [
     "PRNGKey",
     "bernoulli",
     "bits",
+    "categorical",
     "fold_in",
     "get_global_generator",
     "key",
