@@ -15,28 +15,15 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import leading_zeros
 
-from jitgrad.core.philox import (
-    COS_C,
-    HALF_PI,
-    LN2_HI,
-    LN2_LO,
-    LOG_G,
-    M0,
-    M1,
-    MASK,
-    ROUNDS,
-    SIN_C,
-    SQRT_HALF,
-    TWO_M24,
-    TWO_M53,
-    W0,
-    W1,
-)
+from jitgrad.core import philox as constants
 
-_M0, _M1, _W0, _W1 = np.uint64(M0), np.uint64(M1), np.uint32(W0), np.uint32(W1)
-_MASK, _32, _11, _8, _1 = np.uint64(MASK), np.uint64(32), np.uint64(11), np.uint64(8), np.uint64(1)
-_LOG_G = np.array(LOG_G)
-_SIN_C, _COS_C = np.array(SIN_C), np.array(COS_C)
+# Typed constants: Numba types a uint64 mixed with a Python int as float64.
+_M0, _M1 = np.uint64(constants.M0), np.uint64(constants.M1)
+_W0, _W1 = np.uint32(constants.W0), np.uint32(constants.W1)
+_MASK, _1 = np.uint64(constants.MASK), np.uint64(1)
+_32, _11, _8 = np.uint64(32), np.uint64(11), np.uint64(8)  # shifts
+_LOG_G = np.array(constants.LOG_G)
+_SIN_C, _COS_C = np.array(constants.SIN_C), np.array(constants.COS_C)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -46,7 +33,7 @@ def _block(k0, k1, b, lo, hi):
     32 x 32 -> 64-bit multiplies, which vectorise."""
     c0, c1, c2, c3 = np.uint32(b & _MASK), np.uint32(b >> _32), np.uint32(lo), np.uint32(hi)
     key0, key1 = np.uint32(k0), np.uint32(k1)
-    for r in range(ROUNDS):
+    for r in range(constants.ROUNDS):
         if r:
             key0 = np.uint32(key0 + _W0)
             key1 = np.uint32(key1 + _W1)
@@ -66,7 +53,7 @@ def _log_of_count(x):
     """log(x 2**-53) for an integer x in [1, 2**53] (ops/philox.py's log_of_count)."""
     e = 64 - leading_zeros(x)  # the bit length of x
     m = np.float64(x) / np.float64(_1 << np.uint64(e))
-    if m < SQRT_HALF:
+    if m < constants.SQRT_HALF:
         m = m + m
         e -= 1
     k = np.float64(e - 53)
@@ -76,7 +63,7 @@ def _log_of_count(x):
     g = _LOG_G[-1]
     for j in range(len(_LOG_G) - 2, -1, -1):
         g = _LOG_G[j] + z * g
-    return k * LN2_HI + (k * LN2_LO + (s + s + s * (z * g)))
+    return k * constants.LN2_HI + (k * constants.LN2_LO + (s + s + s * (z * g)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -84,7 +71,7 @@ def _sincos_turns(u):
     """(cos(2 pi u), sin(2 pi u)) for u in [0, 1) (ops/philox.py's sincos_turns)."""
     t = u * 4.0
     q = np.floor(t + 0.5)
-    theta = (t - q) * HALF_PI
+    theta = (t - q) * constants.HALF_PI
     s = theta * theta
     sin = _SIN_C[-1]
     cos = _COS_C[-1]
@@ -107,7 +94,7 @@ def _box_muller(k0, k1, b, lo, hi):
     """The two normals (cosine, sine) of block b."""
     w0, w1, w2, w3 = _block(k0, k1, b, lo, hi)
     x = (((w0 << _32) | w1) >> _11) + _1
-    u2 = np.float64(((w2 << _32) | w3) >> _11) * TWO_M53
+    u2 = np.float64(((w2 << _32) | w3) >> _11) * constants.TWO_M53
     r = math.sqrt(-2.0 * _log_of_count(x))
     cos, sin = _sincos_turns(u2)
     return r * cos, r * sin
@@ -143,7 +130,7 @@ def philox_uniform32(key, offset, out):
     k0, k1, lo, hi = _key_and_offset(key, offset)
     n = out.size
     full = n // 4
-    scale = np.float32(TWO_M24)
+    scale = np.float32(constants.TWO_M24)
     for b in range(full):
         w0, w1, w2, w3 = _block(k0, k1, np.uint64(b), lo, hi)
         out[4 * b] = np.float32(w0 >> _8) * scale
@@ -163,11 +150,11 @@ def philox_uniform64(key, offset, out):
     n = out.size
     for b in range(n // 2):
         w0, w1, w2, w3 = _block(k0, k1, np.uint64(b), lo, hi)
-        out[2 * b] = np.float64(((w0 << _32) | w1) >> _11) * TWO_M53
-        out[2 * b + 1] = np.float64(((w2 << _32) | w3) >> _11) * TWO_M53
+        out[2 * b] = np.float64(((w0 << _32) | w1) >> _11) * constants.TWO_M53
+        out[2 * b + 1] = np.float64(((w2 << _32) | w3) >> _11) * constants.TWO_M53
     if n % 2:
         w0, w1, _, _ = _block(k0, k1, np.uint64(n // 2), lo, hi)
-        out[n - 1] = np.float64(((w0 << _32) | w1) >> _11) * TWO_M53
+        out[n - 1] = np.float64(((w0 << _32) | w1) >> _11) * constants.TWO_M53
 
 
 @numba.njit(cache=True, nogil=True)
