@@ -72,16 +72,15 @@ def key(seed) -> Tensor:
     >>> jitgrad.random.key(42).numpy()
     array([ 0, 42], dtype=uint32)
     """
-    if isinstance(seed, Tracer) or (isinstance(seed, Tensor) and seed.dtype.kind not in "iu"):
-        s = cast(as_value(seed, op="random.key"), dtypes.int64)
-        if s.dtype.kind != "i" or s.shape != ():
-            raise op_error("random.key", f"a seed is an integer scalar, not {s.dtype}{s.shape}")
-        return cast(stack([mod(floordiv(s, 1 << 32), 1 << 32), mod(s, 1 << 32)]), uint32)
-    value = np.asarray(seed.numpy() if isinstance(seed, Tensor) else seed)
+    traced = isinstance(seed, Tracer)
+    value = seed if traced else np.asarray(seed.numpy() if isinstance(seed, Tensor) else seed)
     if value.shape != () or value.dtype.kind not in "iu":
         raise op_error(
             "random.key", f"a seed is an integer scalar, got {value.dtype}{value.shape}", TypeError
         )
+    if traced:  # the words of its 64 bits, by integer ops (floor division and modulo)
+        s = cast(seed, dtypes.int64)
+        return cast(stack([mod(floordiv(s, 1 << 32), 1 << 32), mod(s, 1 << 32)]), uint32)
     return Tensor(_seed_words(value))
 
 
@@ -134,13 +133,15 @@ def split(key, num: int = 2):
 def fold_in(key, data):
     """A new key from `key` and an integer `data` (a step number, a device index), which
     may be traced: `fold_in(key, step)` inside a jitted training step gives each step its key."""
-    if isinstance(data, Tracer):
-        d = cast(data, dtypes.int64)
-        offset = mod(d, 1 << 32) + _FOLD_IN
+    traced = isinstance(data, Tracer)
+    d = data if traced else np.asarray(data.numpy() if isinstance(data, Tensor) else data)
+    if d.shape != () or d.dtype.kind not in "iu":
+        raise op_error(
+            "random.fold_in", f"data is an integer scalar, got {d.dtype}{d.shape}", TypeError
+        )
+    if traced:  # its low 32 bits, as for a concrete one
+        offset = mod(cast(data, dtypes.int64), 1 << 32) + _FOLD_IN
     else:
-        d = np.asarray(data.numpy() if isinstance(data, Tensor) else data)
-        if d.shape != () or d.dtype.kind not in "iu":
-            raise op_error("random.fold_in", f"data is an integer scalar, got {d.dtype}{d.shape}")
         offset = Tensor(np.int64(_FOLD_IN + (int(d) & MASK)))
     return _draw_with_key(key, (2,), uint32, "bits", "random.fold_in", offset)
 
