@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import numpy as np
 
 from jitgrad.core.aval import AVal
@@ -139,70 +142,206 @@ def tensordot(a, b, axes, name=None):
     return sh.reshape(matmul(a2, b2), out_shape)
 
 
-def _parse_einsum(equation: str, n_operands: int):
-    equation = equation.replace(" ", "")
-    if "." in equation:
-        raise op_error("einsum", f"{equation!r}: ellipsis is not supported")
-    inputs, arrow, output = equation.partition("->")
+# -- einsum ----------------------------------------------------------------------------------
+# Labels are one-character strings: the equation's letters, and for the axes an ellipsis stands
+# for, characters past the letters (chr(0x100 + k), numbered from the right, as broadcasting
+# aligns them).
+
+_ELLIPSIS_BASE = 0x100
+
+
+def _einsum_error(equation: str, shapes, message: str) -> Exception:
+    listed = ", ".join(str(tuple(s)) for s in shapes)
+    return op_error("einsum", f"{equation!r} with operands of shapes {listed}: {message}")
+
+
+def _split_term(term: str, fail) -> tuple[list[str], bool]:
+    """A term's letters before and after its ellipsis, and whether it has one."""
+    if term.count("...") > 1 or term.replace("...", "").count("."):
+        raise fail(f"term {term!r}: '.' only as one '...'")
+    head, dots, tail = term.partition("...")
+    for c in head + tail:
+        if not c.isalpha() or not c.isascii():
+            raise fail(f"term {term!r}: labels are the letters a-z and A-Z, got {c!r}")
+    return [list(head), list(tail)], bool(dots)
+
+
+def _parse_einsum(equation: str, shapes) -> tuple[list[list[str]], list[str]]:
+    """(labels of each operand, labels of the output), each as numpy reads the equation: an
+    ellipsis covers an operand's remaining axes, broadcast across operands from the right;
+    without '->' the output is the ellipsis axes, then the letters used once, sorted."""
+
+    def fail(message):
+        return _einsum_error(equation, shapes, message)
+
+    spec = equation.replace(" ", "")
+    inputs, arrow, output = spec.partition("->")
+    if "->" in output or ("-" in inputs or ">" in inputs):
+        raise fail("at most one '->', and '-' or '>' nowhere else")
     terms = inputs.split(",")
-    if len(terms) != n_operands or n_operands not in (1, 2):
-        raise op_error(
-            "einsum", f"{equation!r}: one or two operands are supported, got {n_operands}"
-        )
-    if not arrow:
-        counts = {c: inputs.count(c) for c in inputs if c != ","}
-        output = "".join(sorted(c for c, n in counts.items() if n == 1))
-    for t in terms:
-        if len(set(t)) != len(t):
-            raise op_error(
-                "einsum",
-                f"{equation!r}: repeated index in one operand (diagonals) is not supported",
-            )
-    return terms, output
+    if not shapes:
+        raise fail("needs at least one operand")
+    if len(terms) != len(shapes):
+        raise fail(f"{len(terms)} term(s) for {len(shapes)} operand(s)")
+    labels, ellipsis_rank = [], 0
+    for term, shape in zip(terms, shapes):
+        (head, tail), dots = _split_term(term, fail)
+        rest = len(shape) - len(head) - len(tail)
+        if rest < 0 or (rest and not dots):
+            raise fail(f"term {term!r} does not fit an operand of rank {len(shape)}")
+        ellipsis_rank = max(ellipsis_rank, rest)
+        labels.append(head + [chr(_ELLIPSIS_BASE + k) for k in reversed(range(rest))] + tail)
+    ellipsis = [chr(_ELLIPSIS_BASE + k) for k in reversed(range(ellipsis_rank))]
+    if arrow:
+        (head, tail), dots = _split_term(output, fail)
+        out = head + (ellipsis if dots else []) + tail
+        letters = head + tail
+        used = {c for term in labels for c in term}
+        for c in letters:
+            if letters.count(c) > 1:
+                raise fail(f"output label {c!r} appears more than once")
+            if c not in used:
+                raise fail(f"output label {c!r} is in no operand")
+    else:
+        counts = collections.Counter(c for term in labels for c in term if ord(c) < 128)
+        out = ellipsis + sorted(c for c, n in counts.items() if n == 1)
+    return labels, out
 
 
-def einsum(equation, *inputs, name=None):
-    """Einstein summation for one or two operands (transposes, reductions, batched and outer
-    products, contractions), lowered to transpose + reshape + matmul."""
-    xs = [as_value(x, op="einsum") for x in inputs]
-    terms, output = _parse_einsum(equation, len(xs))
+def _label_sizes(equation: str, shapes, labels) -> dict[str, int]:
+    """The size of each label: equal within an operand (a diagonal), and across operands equal
+    or 1 (broadcast, as numpy does)."""
     sizes: dict[str, int] = {}
-    for term, x in zip(terms, xs):
-        if len(term) != x.ndim:
-            raise op_error("einsum", f"{equation!r}: term {term!r} for a tensor of shape {x.shape}")
-        for c, d in zip(term, x.shape):
-            if sizes.setdefault(c, d) != d:
-                raise op_error("einsum", f"{equation!r}: index {c!r} has sizes {sizes[c]} and {d}")
-    # Sum out the indices that appear in one operand only and not in the output.
-    summed = []
-    for i, (term, x) in enumerate(zip(terms, xs)):
-        others = "".join(t for j, t in enumerate(terms) if j != i) + output
-        drop = [k for k, c in enumerate(term) if c not in others]
-        if drop:
-            x = reduce.reduce_sum(x, drop)
-            term = "".join(c for k, c in enumerate(term) if k not in drop)
-        summed.append((term, x))
-    if len(summed) == 1:
-        term, x = summed[0]
-        return sh.transpose(x, [term.index(c) for c in output])
-    (ta, a), (tb, b) = summed
-    batch = [c for c in ta if c in tb and c in output]
-    contract = [c for c in ta if c in tb and c not in output]
+    for term, shape in zip(labels, shapes):
+        own: dict[str, int] = {}
+        for c, d in zip(term, shape):
+            if own.setdefault(c, d) != d:
+                raise _einsum_error(
+                    equation, shapes, f"a repeated label has sizes {own[c]} and {d} in one operand"
+                )
+            if sizes.get(c, 1) == 1:
+                sizes[c] = d
+            elif d not in (1, sizes[c]):
+                raise _einsum_error(
+                    equation,
+                    shapes,
+                    f"a label has sizes {sizes[c]} and {d}, which do not broadcast",
+                )
+    return sizes
+
+
+def _diagonal(x, term: list[str]):
+    """x with each repeated label taken once, along the diagonal: the repeated axes are moved
+    last, flattened, and the diagonal's flat positions gathered (exact, and its gradient is a
+    scatter-add onto the diagonal)."""
+    from jitgrad.ops.index import gather
+
+    for c in dict.fromkeys(term):
+        where = [k for k, label in enumerate(term) if label == c]
+        if len(where) == 1:
+            continue
+        keep = [k for k in range(len(term)) if k not in where]
+        n = x.shape[where[0]]
+        x = sh.transpose(x, keep + where)
+        x = sh.reshape(x, tuple(x.shape[: len(keep)]) + (n ** len(where),))
+        step = sum(n**j for j in range(len(where)))  # flat index of (i, i, ..., i) is i * step
+        x = gather(x, np.arange(n, dtype=np.int64) * step, axis=-1)
+        term = [term[k] for k in keep] + [c]
+    return x, term
+
+
+def _sum_unused(x, term: list[str], needed: set):
+    """x summed over the labels nothing else needs."""
+    drop = [k for k, c in enumerate(term) if c not in needed]
+    if not drop:
+        return x, term
+    return reduce.reduce_sum(x, drop), [c for c in term if c in needed]
+
+
+def _contract(a, ta: list[str], b, tb: list[str], keep: set):
+    """The product of two operands summed over their shared labels not in `keep`: a multiply
+    when nothing is summed, else one batched matmul (batch, free_a, summed) @ (batch, summed,
+    free_b). A shared label of size 1 on one side is broadcast to the other side's size."""
+    both = [c for c in ta if c in tb]
+    batch = [c for c in both if c in keep]
+    summed = [c for c in both if c not in keep]
     free_a = [c for c in ta if c not in tb]
     free_b = [c for c in tb if c not in ta]
+    sizes = dict(zip(ta, a.shape))
+    for c, d in zip(tb, b.shape):
+        sizes[c] = max(sizes.get(c, d), d)
 
     def size(cs):
         return int(np.prod([sizes[c] for c in cs], dtype=np.int64))
 
-    a3 = sh.reshape(
-        sh.transpose(a, [ta.index(c) for c in batch + free_a + contract]),
-        (size(batch), size(free_a), size(contract)),
-    )
-    b3 = sh.reshape(
-        sh.transpose(b, [tb.index(c) for c in batch + contract + free_b]),
-        (size(batch), size(contract), size(free_b)),
-    )
-    out = matmul(a3, b3)
+    def arrange(x, term, order, shape):
+        x = sh.transpose(x, [term.index(c) for c in order])
+        full = tuple(sizes[c] for c in order)
+        if x.shape != full:
+            x = sh.broadcast_to(x, full)
+        return sh.reshape(x, shape)
+
+    if not summed:
+        a2 = arrange(a, ta, batch + free_a, (size(batch), size(free_a), 1))
+        b2 = arrange(b, tb, batch + free_b, (size(batch), 1, size(free_b)))
+        out = a2 * b2
+    else:
+        a2 = arrange(a, ta, batch + free_a + summed, (size(batch), size(free_a), size(summed)))
+        b2 = arrange(b, tb, batch + summed + free_b, (size(batch), size(summed), size(free_b)))
+        out = matmul(a2, b2)
     labels = batch + free_a + free_b
-    out = sh.reshape(out, tuple(sizes[c] for c in labels))
-    return sh.transpose(out, [labels.index(c) for c in output])
+    return sh.reshape(out, tuple(sizes[c] for c in labels)), labels
+
+
+def _greedy_pair(terms: list[list[str]], output: list[str], sizes: dict) -> tuple[int, int]:
+    """The pair of operands whose contraction gives the smallest intermediate (ties: the
+    first pair), opt_einsum's greedy rule: it keeps every step small."""
+    best = None
+    for i in range(len(terms)):
+        for j in range(i + 1, len(terms)):
+            others = {c for k, t in enumerate(terms) if k not in (i, j) for c in t}
+            kept = {c for c in terms[i] + terms[j] if c in others or c in output}
+            cost = int(np.prod([sizes[c] for c in kept], dtype=np.int64))
+            shares = bool(set(terms[i]) & set(terms[j]))
+            key = (cost, not shares)
+            if best is None or key < best[0]:
+                best = (key, i, j)
+    return best[1], best[2]
+
+
+def einsum(equation, *inputs, name=None):
+    """Einstein summation with numpy's rules, for any number of operands.
+
+    >>> jitgrad.einsum("ij,jk->ik", a, b)          # a matrix product
+    >>> jitgrad.einsum("bxby->bxy", t)              # a diagonal (a label repeated in a term)
+    >>> jitgrad.einsum("...ij,...jk", a, b)         # ellipsis and implicit output
+
+    Each operand first loses its repeated labels (diagonals, by a gather) and the labels
+    nothing else uses (summed); then operands are contracted two at a time, the pair with the
+    smallest result first (greedy), each contraction one batched matmul (or a broadcast
+    multiply when nothing is summed). Size-1 axes broadcast against the other operands'.
+    """
+    xs = [as_value(x, op="einsum") for x in inputs]
+    shapes = [x.shape for x in xs]
+    labels, output = _parse_einsum(equation, shapes)
+    sizes = _label_sizes(equation, shapes, labels)
+    if len({x.dtype for x in xs}) > 1:
+        dtype = functools.reduce(promote, [x.dtype for x in xs])
+        xs = [cast(x, dtype) for x in xs]
+    terms = []
+    for k, (x, term) in enumerate(zip(xs, labels)):
+        x, term = _diagonal(x, term)
+        others = {c for j, t in enumerate(labels) if j != k for c in t}
+        xs[k], term = _sum_unused(x, term, others | set(output))
+        terms.append(term)
+    while len(xs) > 1:
+        i, j = _greedy_pair(terms, output, sizes)
+        rest = [k for k in range(len(xs)) if k not in (i, j)]
+        keep = {c for k in rest for c in terms[k]} | set(output)
+        a, ta = _sum_unused(xs[i], terms[i], keep | set(terms[j]))
+        b, tb = _sum_unused(xs[j], terms[j], keep | set(ta))
+        out, labels_out = _contract(a, ta, b, tb, keep)
+        xs = [xs[k] for k in rest] + [out]
+        terms = [terms[k] for k in rest] + [labels_out]
+    (x,), (term,) = xs, terms
+    return sh.transpose(x, [term.index(c) for c in output])
