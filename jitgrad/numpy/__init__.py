@@ -21,14 +21,14 @@ module does not define.
 from __future__ import annotations
 
 import builtins
-import importlib
 import math
+import sys
 import types
 import warnings
 
 import numpy as np  # the real numpy: this package is `jitgrad.numpy`, imports are absolute
 
-from jitgrad import ops
+from jitgrad import linalg, ops
 from jitgrad.core import dtypes as _dtypes
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import TracerError, op_error, with_location
@@ -37,6 +37,10 @@ from jitgrad.core.variable import Variable
 from jitgrad.ops.base import as_value, binary_operands, normalize_axes, normalize_axis
 from jitgrad.ops.elementwise import zeros_like_value
 from jitgrad.ops.index import check_index
+
+# `jnp.linalg` is jitgrad.linalg (numpy's names are among its aliases); registered as the
+# submodule too, so that `import jitgrad.numpy.linalg` works.
+sys.modules[__name__ + ".linalg"] = linalg
 
 # numpy's dtypes and constants (jitgrad's dtypes are numpy dtypes).
 float16, float32, float64 = np.float16, np.float32, np.float64
@@ -719,20 +723,6 @@ def result_type(*arrays_and_dtypes):
 # numpy calls with tensors: Tensor.__array_function__ / __array_ufunc__ land here
 
 
-class _LazyLinalg(types.ModuleType):
-    """`jitgrad.numpy.linalg`: jitgrad.linalg's functions (numpy's names), imported on first
-    use so that `import jitgrad.numpy` does not load the linear-algebra module."""
-
-    def __getattr__(self, name):
-        return getattr(importlib.import_module("jitgrad.linalg"), name)
-
-    def __dir__(self):
-        return dir(importlib.import_module("jitgrad.linalg"))
-
-
-linalg = _LazyLinalg("jitgrad.numpy.linalg")
-
-
 def _numpy_functions() -> dict:
     """numpy function -> the function here of the same name, for every numpy function this
     module defines (dtypes and constants are not functions)."""
@@ -833,11 +823,7 @@ def _linalg_function(func):
     """jitgrad.linalg's function for numpy.linalg's `func`, if it has one."""
     if getattr(func, "__module__", "") != "numpy.linalg":
         return None
-    try:
-        module = importlib.import_module("jitgrad.linalg")
-    except ImportError:
-        return None
-    return getattr(module, func.__name__, None)
+    return getattr(linalg, func.__name__, None)
 
 
 def dispatch_ufunc(ufunc, method, inputs, kwargs):
@@ -862,4 +848,17 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
 
 bind_numpy_namespace(dispatch, dispatch_ufunc)
 
-__all__ = [n for n in globals() if not n.startswith("_") and n not in ("annotations",)]
+# numpy's names: the functions defined here (not the protocol hooks) and the names bound above.
+__all__ = sorted(
+    name
+    for name, value in globals().items()
+    if not name.startswith("_")
+    and name not in ("dispatch", "dispatch_ufunc")
+    and (
+        isinstance(value, types.FunctionType)
+        and value.__module__ == __name__
+        or name in ("linalg", "ndarray", "pi", "e", "inf", "nan", "newaxis")
+        or isinstance(value, type)
+        and issubclass(value, np.generic)
+    )
+)
