@@ -7,7 +7,8 @@ from numpy's global RandomState) and `default_rng` are replaced by wrappers that
 the user's line when called from the tracing thread, then draw as usual; the originals come
 back when the trace ends, also when it raises. Draws through a name imported before
 (`from numpy.random import randn`) bypass the wrappers, so the global state is compared before
-and after the trace as well, and a change that no wrapper reported warns without a line.
+and after the trace as well, and a change that no wrapper reported warns without a line (a
+draw by another thread meanwhile would be reported too: numpy's global state is shared).
 A `numpy.random.Generator` made before the trace cannot be watched (its methods belong to a
 compiled type); one made by `default_rng` inside the trace is reported when it is made.
 """
