@@ -50,8 +50,10 @@ def test_module_name_defaults_to_the_snake_case_class_name():
     assert MyDenseLayer().name == "my_dense_layer"
     assert MLP().name == "mlp"
     assert Leaf(1.0, name="encoder").name == "encoder"
-    with pytest.raises(ValueError, match="not a valid module name"):
-        tf.Module(name="has space")
+    for bad in ("has space", "a.b", "1st"):
+        with pytest.raises(ValueError, match="not a valid module name"):
+            tf.Module(name=bad)
+    assert tf.nn.Dense(3, name="my-dense").name == "my-dense"  # Keras' names are not checked
 
 
 def test_module_walk_finds_variables_in_tensorflows_order():
@@ -136,6 +138,9 @@ def test_nn_layers_are_modules_with_keras_names_and_order():
         "sequential/dense_1/bias:0",
     ]
     assert model.trainable_variables == model.variables
+    with tf.name_scope("outer"):
+        layer = tf.nn.Dense(2)
+    assert layer.name_scope.name == "outer/dense/"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from jitgrad.core.errors import with_location
 from jitgrad.core.variable import Variable, name_scope
 
 _CAMEL_TO_SNAKE = re.compile(r"((?<=[a-z0-9])[A-Z]|(?!^)[A-Z](?=[a-z]))")
-_VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 def camel_to_snake(name: str) -> str:
@@ -46,16 +45,19 @@ class Module:
     def __init__(self, name: str | None = None):
         if name is None:
             name = camel_to_snake(type(self).__name__)
-        elif not isinstance(name, str) or not _VALID_NAME.match(name):
+        elif not isinstance(name, str) or not name.isidentifier():
             raise ValueError(
                 with_location(
                     f"Module: {name!r} is not a valid module name; module names must be valid "
-                    "Python identifiers (letters, digits, '_', '.', '-'; not starting with a "
-                    "digit)"
+                    "Python identifiers (as in TensorFlow)"
                 )
             )
+        self._set_name(name)
+
+    def _set_name(self, name: str) -> None:
+        """Name the module, and fix its scope inside the scopes enclosing its creation."""
         self._name = name
-        with name_scope(name) as full:  # inside the scopes enclosing the module's creation
+        with name_scope(name) as full:
             self._name_scope = name_scope(full)
 
     @property

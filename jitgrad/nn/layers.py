@@ -202,7 +202,8 @@ class Layer(Module):
     stochastic = False  # whether `apply` draws from `key` (Sequential folds keys only for these)
 
     def __init__(self, name: str | None = None, seed=None, dtype=np.float32):
-        super().__init__(name or _snake_case(type(self).__name__))
+        # Keras' names need not be Python identifiers: Module's check is not applied.
+        self._set_name(name or _snake_case(type(self).__name__))
         self.seed = seed
         self.dtype = np.dtype(dtype)
         self.params = None  # the Variables, once built
