@@ -29,10 +29,13 @@ def helper_signatures():
         scalar = getattr(types, dtype)
         yield getattr(vmath, name), (scalar,) * (2 if name == "floordiv_i64" else 1)
     for (op, dtype), name in helper_names.SPECIAL.items():
+        helper = getattr(special, name)
+        if helper.targetoptions.get("inline") == "always":
+            continue  # compiled inside each kernel (Numba-IR inlining), never on its own
         scalar = getattr(types, dtype)
         arity = helper_names.SPECIAL_ARITY[op]
         args = (scalar, types.int64) if op == "polygamma" else (scalar,) * arity
-        yield getattr(special, name), args
+        yield helper, args
     for dtype in (types.float32, types.float64):
         yield runtime.sum_step, (types.float64, dtype)
         out = types.Array(dtype, 2, "C")

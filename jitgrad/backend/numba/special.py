@@ -6,9 +6,17 @@ directly); these four have no libm counterpart. Each exists as ``v<name>_f64`` a
 
 The float32 variants widen to float64, run the float64 algorithm and round once: float32's
 range lies inside float64's, so the result is the float64 one (a few float64 ulps) correctly
-rounded to within 1 float32 ulp, at the price of half the SIMD width. The functions are
-branchy scalar code (data-dependent recurrence counts, continued fractions, libm's tan/erf
-calls), so a loop calling them is not vectorised: they are exact, not fast.
+rounded to within 1 float32 ulp, at the price of half the SIMD width.
+
+digamma and erfinv are straight-line code (every branch computed, one selected, vmath's log
+and no libm call), so a kernel's loop over them vectorises, as over vmath's functions. They
+are `inline="always"`: Numba inlines them into the kernel (LLVM would leave a function this
+size as a call, which stops the vectoriser), where they take the kernel's fast-math flags (off
+unless `jit(fastmath=True)`, which licenses dropping their special-value selects), and each
+kernel that uses them compiles them anew (~0.5 s of compile time, against a call's cost once
+cached: the price of SIMD). polygamma
+(a data-dependent number of terms) and betainc (a continued fraction run to convergence) stay
+scalar functions.
 
 Algorithms (the bounds each meets against scipy are in jitgrad/ops/special.py and tested in
 tests/test_special.py):
@@ -18,15 +26,15 @@ tests/test_special.py):
   relative error stays small through the zero; (0, 1) by psi(x) = psi(x + 1) - 1/x; (2, 10) by
   the upward recurrence psi(y + m) = psi(y) + sum 1/(y + k), all terms positive; [10, inf) by
   the asymptotic series log x - 1/(2x) - sum B_2k / (2k x^2k); negative x by the reflection
-  psi(x) = psi(1 - x) - pi / tan(pi x), with tan taken of the exact remainder x - round(x).
+  psi(x) = psi(1 - x) - pi cot(pi r), r = x - round(x) exact, pi cot(pi r) = 1/r + r C(r^2)
+  with C fitted likewise.
 * polygamma(n, x), n >= 1: (-1)^(n+1) n! zeta(n + 1, x), the Hurwitz zeta summed directly up
   to x + k >= max(10, n + 2) and completed by 12 Euler-Maclaurin terms (the technique of
   Cephes' zeta).
-* erfinv: an initial guess good to ~1e-7 (M. Giles' single-precision approximation,
-  "Approximating the erfinv function", GPU Computing Gems, 2011) refined by two Halley steps on
-  erf(x) - y, written as (1 - y) - erfc(x) for |y| > 1/2 so that nothing cancels near +-1;
-  beyond Giles' range (1 - |y| < 1e-7) Newton on log erfc(x) = log(1 - |y|) from the
-  asymptotic guess.
+* erfinv: y times a Chebyshev series in w = -log(1 - y^2) (w < 6.25) or in sqrt(w) (two
+  pieces), fitted here to 60-digit values: the layout of M. Giles' double-precision
+  approximation ("Approximating the erfinv function", GPU Computing Gems, 2011); 1 - |y| is
+  exact near 1, so the tail keeps full precision up to 1 - 2^-53.
 * betainc(a, b, x): the regularized incomplete beta by its continued fraction (modified Lentz)
   on the side x < (a + 1) / (a + b + 2) where it converges fast, I_x(a, b) = 1 - I_(1-x)(b, a)
   on the other; the prefactor x^a (1-x)^b / (a B(a, b)) in log space with math.lgamma.
@@ -38,8 +46,12 @@ import numpy as np
 from numba import njit
 
 from jitgrad.backend.numba.helper_names import SPECIAL, SPECIAL_MODULE  # noqa: F401 - re-exported
+from jitgrad.backend.numba.vmath import vlog_f64
 
 _JIT = {"error_model": "numpy", "cache": True, "nogil": True}
+# Pieces of a vectorisable helper: inlined by Numba (LLVM's inliner leaves them as calls, which
+# stop the loop vectoriser); they compile with the flags above, those of their only callers.
+_INLINE = {**_JIT, "inline": "always"}
 
 _INF = math.inf
 _NAN = math.nan
@@ -86,6 +98,27 @@ _DIGAMMA_ASYMPTOTIC = (
     0.08333333333333333,
     -0.4432598039215686,
 )
+# pi cot(pi r) = 1/r + r C(r^2) for |r| <= 1/2, C lowest degree first (mpmath.chebyfit on
+# [0, 1/4], degree 16: error 3e-18).
+_PI_COT = (
+    -3.2898681336964528731,
+    -2.1646464674222760522,
+    -2.0346861239690250535,
+    -2.008154712376695502,
+    -2.001989151782039062,
+    -2.0004920996200898174,
+    -2.0001248231973245877,
+    -1.9999795020240847267,
+    -2.0008108028428335311,
+    -1.9907553026387696092,
+    -2.078768730422160014,
+    -1.5026711150952591855,
+    -4.3080141933315682867,
+    5.704902981248280441,
+    -19.724727875968052433,
+    23.768709739065578626,
+    -21.127741990815450546,
+)
 # (2j)! / B_2j, j = 1..12: the Euler-Maclaurin terms of the Hurwitz zeta.
 _ZETA_EM = (
     12.0,
@@ -101,32 +134,86 @@ _ZETA_EM = (
     1.8152105401943546e17,
     -7.166165256175666e18,
 )
-# Giles' erfinv approximation: w = -log(1 - y^2), p(w - 2.5) for w < 5, else p(sqrt(w) - 3);
-# erfinv(y) ~= p y. Highest degree first.
-_ERFINV_CENTRAL = (
-    2.81022636e-08,
-    3.43273939e-07,
-    -3.5233877e-06,
-    -4.39150654e-06,
-    0.00021858087,
-    -0.00125372503,
-    -0.00417768164,
-    0.246640727,
-    1.50140941,
+# erfinv(y) / y as Chebyshev series (coefficients c_0, c_1, ...; 60-digit mpmath, truncated
+# below 2^-60 of c_0) in w = -log(1 - y^2) on [0, 6.25] and in s = sqrt(w) on [2.5, 4] and
+# [4, 6.1] (y = 1 - 2^-53, the largest float64 below 1, has s = 6.004): the layout of M. Giles'
+# double-precision erfinv ("Approximating the erfinv function", GPU Computing Gems, 2011).
+_ERFINV_W = (
+    1.6304220989459326,
+    0.7315674456742257,
+    -0.021235032142504585,
+    -0.0065808875424494635,
+    0.0019488711426908524,
+    -0.00014158343386374536,
+    -4.9292864636180004e-05,
+    1.4752887929042498e-05,
+    -6.111918603258194e-07,
+    -5.106997335480761e-07,
+    1.159027723297735e-07,
+    1.4907998843194937e-09,
+    -5.244776785530681e-09,
+    8.51790549109762e-10,
+    7.917020592973908e-11,
+    -5.0994281737154326e-11,
+    5.436227530231317e-12,
+    1.292282189751795e-12,
+    -4.656064719044143e-13,
+    2.4256976317675218e-14,
+    1.6403697972051414e-14,
+    -3.94956069090147e-15,
+    -3.9036001761416307e-17,
+    1.83129083527959e-16,
+    -3.03580260263594e-17,
+    -2.8782301773959922e-18,
+    1.8669320251663633e-18,
 )
-_ERFINV_TAIL = (
-    -0.000200214257,
-    0.000100950558,
-    0.00134934322,
-    -0.00367342844,
-    0.00573950773,
-    -0.0076224613,
-    0.00943887047,
-    1.00167406,
-    2.83297682,
+_ERFINV_S_MID = (
+    3.085744844023102,
+    0.7524837268921277,
+    0.0019842584172056767,
+    -0.000534561900101604,
+    0.0001302806745904227,
+    -2.943377534710642e-05,
+    5.231051543788091e-06,
+    -5.385189635316591e-07,
+    -2.922686732135409e-08,
+    2.3903569231251557e-08,
+    -4.411209869554094e-09,
+    2.2053622855049448e-10,
+    8.095391923249493e-11,
+    -2.1642011149793333e-11,
+    1.9364299208504444e-12,
+    1.9183918173325102e-13,
+    -8.245551635697369e-14,
+    1.0402388222104601e-14,
+    2.9484539267546553e-17,
+    -2.4669496593190295e-16,
+    4.5962728850225956e-17,
+    -3.0942577381166363e-18,
 )
-_SQRT_PI = math.sqrt(math.pi)
-_TWO_OVER_SQRT_PI = 2.0 / _SQRT_PI
+_ERFINV_S_TAIL = (
+    4.90036173887868,
+    1.060609945940428,
+    -4.7553553480943616e-05,
+    -6.575473998320701e-05,
+    1.1954464593415608e-05,
+    -1.621367947252388e-06,
+    1.987629118165904e-07,
+    -2.4375799091760192e-08,
+    3.4566606298205155e-09,
+    -6.531992299707701e-10,
+    1.5559659251917995e-10,
+    -3.8932130213237084e-11,
+    9.02613213565678e-12,
+    -1.810033271887814e-12,
+    2.925540796397148e-13,
+    -3.189723436808639e-14,
+    5.716041001700554e-17,
+    1.010802601869117e-15,
+    -2.879487147676619e-16,
+    4.830471036746528e-17,
+    -4.467392565292762e-18,
+)
 # Continued fraction of betainc: at most this many steps (it needs O(sqrt(max(a, b)))), and
 # Lentz's guard against a zero denominator.
 _BETAINC_STEPS = 1000
@@ -134,65 +221,56 @@ _LENTZ_TINY = 1e-300
 _EPS = float(np.finfo(np.float64).eps)
 
 
-@njit(**_JIT)
-def _horner_low_first(x, c):
+@njit(**_INLINE)
+def _horner(x, c):
+    """c[0] + c[1] x + c[2] x^2 + ... (c a constant tuple: LLVM unrolls the loop)."""
     acc = c[-1]
     for i in range(len(c) - 2, -1, -1):
         acc = acc * x + c[i]
     return acc
 
 
-@njit(**_JIT)
-def _horner_high_first(x, c):
-    acc = c[0]
-    for i in range(1, len(c)):
-        acc = acc * x + c[i]
-    return acc
+@njit(**_INLINE)
+def _digamma_positive(z):
+    """psi(z) for z > 0, straight-line: both regions are computed and one is selected.
+
+    z < 10: with m = floor(z) - 1 and y = z - m in [1, 2) (exact), psi(z) = psi(y) +
+    sum_{k < m} 1/(y + k) (m <= 8 terms, all positive) and psi(z) = psi(z + 1) - 1/z for m = -1,
+    where z + 1 - x0 is formed as z + (1 - X0_HI) (exact constant, one rounding);
+    z >= 10: the asymptotic series, at max(z, 10) so the unused side stays finite.
+    """
+    m = math.floor(z) - 1.0
+    y = z - m
+    t = (z + (1.0 - _X0_HI)) - _X0_LO if m < 0.0 else (y - _X0_HI) - _X0_LO
+    near = t * _horner(t, _DIGAMMA_Q)
+    acc = 0.0
+    for k in range(7, -1, -1):  # the smallest terms first
+        acc += 1.0 / (y + k) if k < m else 0.0
+    acc = -1.0 / z if m < 0.0 else acc
+    w = z if z > 10.0 else 10.0
+    v = 1.0 / (w * w)
+    far = vlog_f64(w) - 0.5 / w - v * _horner(v, _DIGAMMA_ASYMPTOTIC)
+    return far if z >= 10.0 else near + acc  # near + acc for NaN: NaN
 
 
-@njit(**_JIT)
-def _digamma_near_zero(t):
-    """psi(x0 + t) for t in [1 - x0, 2 - x0]."""
-    return t * _horner_low_first(t, _DIGAMMA_Q)
-
-
-@njit(**_JIT)
-def _digamma_positive(x):
-    """psi(x) for finite x > 0."""
-    if x < 1.0:
-        # psi(x) = psi(x + 1) - 1/x; x + 1 - x0 as x + (1 - X0_HI) rounds once (1 - X0_HI is
-        # exact).
-        return _digamma_near_zero((x + (1.0 - _X0_HI)) - _X0_LO) - 1.0 / x
-    if x <= 2.0:
-        return _digamma_near_zero((x - _X0_HI) - _X0_LO)  # x - X0_HI is exact (Sterbenz)
-    if x < 10.0:
-        m = int(x) - 1
-        y = x - m  # in [1, 2), exact
-        acc = 0.0
-        for k in range(m - 1, -1, -1):  # the smallest terms first
-            acc += 1.0 / (y + k)
-        return _digamma_near_zero((y - _X0_HI) - _X0_LO) + acc
-    z = 1.0 / (x * x)
-    return math.log(x) - 0.5 / x - z * _horner_low_first(z, _DIGAMMA_ASYMPTOTIC)
-
-
-@njit(**_JIT)
+@njit(**_INLINE)
 def vdigamma_f64(x):
     """digamma(x) = d/dx log|Gamma(x)|; as scipy: -inf at +0, +inf at -0, nan at negative
-    integers and -inf, log-like growth to inf at inf."""
-    if x != x or x == _INF:
-        return x
-    if x > 0.0:
-        return _digamma_positive(x)
-    if x == 0.0:
-        return -math.copysign(_INF, x)
-    r = x - np.round(x)  # exact; pi / tan(pi x) = pi / tan(pi r)
-    if r == 0.0:  # a negative integer (or -inf): a pole
-        return _NAN
-    return _digamma_positive(1.0 - x) - math.pi / math.tan(math.pi * r)
+    integers and -inf, log-like growth to inf at inf. No libm call and no branch that LLVM
+    cannot turn into a select: a loop of it vectorises. Negative x by the reflection
+    psi(x) = psi(1 - x) - pi cot(pi r), r = x - round(x) (exact), pi cot(pi r) = 1/r +
+    r C(r^2)."""
+    negative = x < 0.0
+    z = 1.0 - x if negative else x
+    psi = _digamma_positive(z)
+    r = x - math.floor(x + 0.5)  # exact for |x| < 2**52; larger x are integers: poles
+    r = r if negative and r != 0.0 else 0.5  # keep the unused side finite
+    psi = psi - (1.0 / r + r * _horner(r * r, _PI_COT)) if negative else psi
+    psi = _NAN if negative and x == math.floor(x) else psi  # poles, -inf
+    return -math.copysign(_INF, x) if x == 0.0 else psi
 
 
-@njit(**_JIT)
+@njit(**_INLINE)
 def vdigamma_f32(x):
     return np.float32(vdigamma_f64(np.float64(x)))
 
@@ -240,47 +318,32 @@ def vpolygamma_f32(x, n):
     return np.float32(vpolygamma_f64(np.float64(x), n))
 
 
-@njit(**_JIT)
-def _erfc_inverse_tail(q):
-    """x with erfc(x) = q for q < 1e-7 (beyond Giles' range): from erfc(x) ~ exp(-x^2) /
-    (x sqrt(pi)), x^2 ~ -log(q sqrt(pi) x), good to ~1e-3; then Newton on log erfc(x) - log q,
-    nearly linear in x there (slope ~ -2x), so three steps reach full precision."""
-    log_q = math.log(q)
-    x = math.sqrt(-log_q)
-    for _ in range(2):
-        x = math.sqrt(-log_q - math.log(_SQRT_PI * x))
-    for _ in range(3):
-        e = math.erfc(x)
-        x -= (math.log(e) - log_q) * e / (-_TWO_OVER_SQRT_PI * math.exp(-x * x))
-    return x
+@njit(**_INLINE)
+def _chebyshev(t, c):
+    """sum_j c[j] T_j(t) for t in [-1, 1] by Clenshaw's recurrence (c a constant tuple)."""
+    b1 = 0.0
+    b2 = 0.0
+    for j in range(len(c) - 1, 0, -1):
+        b1, b2 = 2.0 * t * b1 - b2 + c[j], b1
+    return t * b1 - b2 + c[0]
 
 
-@njit(**_JIT)
+@njit(**_INLINE)
 def verfinv_f64(y):
-    """erfinv(y): +-inf at +-1, nan outside [-1, 1], the sign of zero kept."""
+    """erfinv(y): +-inf at +-1, nan outside [-1, 1], the sign of zero kept. Straight-line
+    (the three series are all evaluated, one selected; vmath's log): a loop of it vectorises."""
     a = abs(y)
-    if not a <= 1.0:  # nan too
-        return _NAN
-    if a == 1.0:
-        return math.copysign(_INF, y)
-    if a == 0.0:
-        return y
-    w = -math.log((1.0 - a) * (1.0 + a))
-    if w > 16.0:
-        return math.copysign(_erfc_inverse_tail(1.0 - a), y)
-    if w < 5.0:
-        x = _horner_high_first(w - 2.5, _ERFINV_CENTRAL) * a
-    else:
-        x = _horner_high_first(math.sqrt(w) - 3.0, _ERFINV_TAIL) * a
-    for _ in range(2):
-        # Halley on f(x) = erf(x) - a: f'' / f' = -2x, so x -= d / (1 + x d), d = f / f'.
-        f = math.erf(x) - a if a <= 0.5 else (1.0 - a) - math.erfc(x)
-        d = f / (_TWO_OVER_SQRT_PI * math.exp(-x * x))
-        x -= d / (1.0 + x * d)
-    return math.copysign(x, y)
+    w = -vlog_f64((1.0 - a) * (1.0 + a))  # 1 - a is exact where it matters (a >= 1/2)
+    s = math.sqrt(w)
+    central = _chebyshev(w * (1.0 / 3.125) - 1.0, _ERFINV_W)
+    mid = _chebyshev((s - 3.25) * (1.0 / 0.75), _ERFINV_S_MID)
+    tail = _chebyshev((s - 5.05) * (1.0 / 1.05), _ERFINV_S_TAIL)
+    x = y * (central if w < 6.25 else (mid if s < 4.0 else tail))
+    x = math.copysign(_INF, y) if a == 1.0 else x
+    return x if a <= 1.0 else _NAN  # nan too
 
 
-@njit(**_JIT)
+@njit(**_INLINE)
 def verfinv_f32(y):
     return np.float32(verfinv_f64(np.float64(y)))
 
