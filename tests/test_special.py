@@ -565,3 +565,12 @@ def test_a_kernel_using_the_helpers_is_cached_on_disk(tmp_path):
     assert (first[1], second[1]) == ("0", "1")  # compiled, then loaded from the cache
     source = next((tmp_path / "kernels").glob("*.py")).read_text()
     assert "from jitgrad.backend.numba.special import" in source
+
+
+def test_docstring_examples():
+    import doctest
+
+    import jitgrad.ops.special
+
+    for module in (jitgrad.ops.special, jsp):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -244,7 +244,7 @@ lgamma = _unary_fn(
 digamma = _unary_fn(
     digamma_p,
     "digamma",
-    "d/dx log|Gamma(x)| elementwise (nan at the poles 0, -1, -2, ...).",
+    "d/dx log|Gamma(x)| elementwise (-inf at +0, +inf at -0, nan at -1, -2, ...; as scipy).",
     ">>> import jitgrad\n>>> round(float(jitgrad.math.digamma(1.0)), 6)  # -Euler's gamma\n"
     "-0.577216",
 )
@@ -253,7 +253,7 @@ erfc = _unary_fn(
     "erfc",
     "1 - erf(x) elementwise, accurate in the tail where 1 - erf(x) rounds to 0.",
     ">>> import jitgrad\n>>> float(jitgrad.math.erfc(jitgrad.constant(10.0, jitgrad.float64)))\n"
-    "2.088487583762545e-45",
+    "2.0884875837625446e-45",
 )
 erfinv = _unary_fn(
     erfinv_p,

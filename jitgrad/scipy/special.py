@@ -3,7 +3,7 @@ JAX code ports by changing one import.
 
 >>> import jitgrad.scipy.special as jsp
 >>> float(jsp.gammaln(5.0))  # log 4!
-3.1780538558959961
+3.178053855895996
 
 As in JAX (and unlike jitgrad.math, which refuses them as TensorFlow does), integer and bool
 inputs compute in float32: `gammaln(k + 1)` of integer counts is a common idiom. Accuracy,
