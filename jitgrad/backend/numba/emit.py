@@ -369,25 +369,19 @@ class Emitter:
 
     # -- fused loops -------------------------------------------------------------------------
     def is_parallel(self, group: LoopGroup) -> bool:
-        """Large loops whose reductions are full sums run as prange loops (not in a loop
-        body: a parallel region per iteration costs more than it saves)."""
+        """Large loops run as prange loops over their first dimension when every reduction is
+        a full sum (Numba's parallel reduction) or keeps that dimension (each iteration then
+        writes rows of its own: row sums, row maxima); not in a loop body (a parallel region
+        per iteration costs more than it saves)."""
         if self.parent is not None:
             return False
         size = int(np.prod(group.space, dtype=np.int64))
-        full_sums = all(
-            e.out.aval.ndim == 0 and is_sum(e) for e in group.eqns if e.op.reduction is not None
-        )
-        partial_on_outer = any(
-            0 in e.params["axes"] and e.out.aval.ndim
+        safe = all(
+            (e.out.aval.ndim == 0 and is_sum(e)) or (e.out.aval.ndim and 0 not in e.params["axes"])
             for e in group.eqns
             if e.op.reduction is not None
         )
-        return (
-            len(group.space) > 0
-            and size >= PARALLEL_THRESHOLD
-            and full_sums
-            and not partial_on_outer
-        )
+        return len(group.space) > 0 and size >= PARALLEL_THRESHOLD and safe
 
     def is_block(self, group: LoopGroup) -> bool:
         """Whether `group` is a scalar block: over no dimensions, no reductions, big enough
@@ -474,7 +468,7 @@ class Emitter:
             self.loop_footer(group, self.loop_body(group, 1))
             return
         # Partial sums span an innermost row; a row of one element adds straight into float64.
-        partials = float_sums(group) if space[-1] != 1 else []
+        partials = float_sums(group) + row_sums(group) if space[-1] != 1 else []
         depth = 1
         for d in dims[:-1]:
             rng = "numba.prange" if parallel and d == 0 else "range"
@@ -486,7 +480,7 @@ class Emitter:
             last, space[last], rng, depth, partials, blocked=len(space) == 1
         )
         scalars = self.loop_body(group, depth, partials)
-        self.close_partials(partials, flush)
+        self.close_partials(group, partials, flush)
         self.loop_footer(group, scalars)
 
     def open_innermost_loop(
@@ -523,10 +517,17 @@ class Emitter:
             self.emit(f"for i{d} in {rng}({n}):", depth)
         return depth, depth + 1
 
-    def close_partials(self, partials: list, depth: int) -> None:
+    def close_partials(self, group: LoopGroup, partials: list, depth: int) -> None:
+        """After the innermost loop: a full sum's partial into its float64 accumulator, a row
+        sum's into its element (every index but the innermost one's is fixed here)."""
         for e in partials:
             number = self.name_of(e.out)[1:]
-            self.emit(f"acc{number} += np.float64(part{number})", depth)
+            if e.out.aval.ndim == 0:
+                self.emit(f"acc{number} += np.float64(part{number})", depth)
+            else:
+                kept = [d for d in range(len(group.space)) if d not in e.params["axes"]]
+                index = ", ".join("0" if group.space[d] == 1 else f"i{d}" for d in kept)
+                self.emit(f"{self.name_of(e.out)}[{index}] += part{number}", depth)
 
     def row_loop(self, row: RowLoop) -> None:
         """Several groups in one loop over their shared leading dimension (see rows.py)."""
@@ -547,7 +548,9 @@ class Emitter:
             dims = [d for d in range(1, len(space)) if space[d] != 1]  # as in `loop`
             # A row-level sum (a 1-D group, or rows of one element) adds one term a row:
             # straight into float64.
-            partials = float_sums(group) if len(space) > 1 and space[-1] != 1 else []
+            partials = (
+                float_sums(group) + row_sums(group) if len(space) > 1 and space[-1] != 1 else []
+            )
             for d in dims[:-1]:
                 self.emit(f"for i{d} in range({self.size(space[d])}):", depth)
                 depth += 1
@@ -557,7 +560,7 @@ class Emitter:
                     dims[-1], space[dims[-1]], "range", depth, partials, blocked=False
                 )
             bodies.append(self.loop_body(group, depth, partials))
-            self.close_partials(partials, flush)
+            self.close_partials(group, partials, flush)
         for group, scalars in zip(row.groups, bodies):
             self.loop_footer(group, scalars)
 
@@ -621,7 +624,7 @@ class Emitter:
                 accumulator = "part" if e in partials else "acc"
                 target = (
                     f"{accumulator}{self.name_of(e.out)[1:]}"
-                    if e.out.aval.ndim == 0
+                    if e.out.aval.ndim == 0 or e in partials
                     else f"{self.name_of(e.out)}["
                     + ", ".join(idx[d] for d in range(ndim) if d not in e.params["axes"])
                     + "]"
@@ -1355,6 +1358,22 @@ def float_sums(group: LoopGroup) -> list[Eqn]:
     Emitter.open_innermost_loop)."""
     return [
         e for e in group.eqns if is_sum(e) and e.out.aval.ndim == 0 and e.out.aval.dtype.kind == "f"
+    ]
+
+
+def row_sums(group: LoopGroup) -> list[Eqn]:
+    """The group's float sums over its innermost dimension that keep other dimensions (the
+    row sums of a softmax, a per-example norm): each row adds up in a partial sum, in a
+    register and vectorised, and goes to memory once (see Emitter.close_partials), instead of
+    a read-add-write of the same element for every term."""
+    inner = len(group.space) - 1
+    return [
+        e
+        for e in group.eqns
+        if is_sum(e)
+        and e.out.aval.ndim
+        and inner in e.params["axes"]
+        and e.out.aval.dtype.kind == "f"
     ]
 
 

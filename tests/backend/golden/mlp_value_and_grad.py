@@ -6,7 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
-from jitgrad.backend.numba.runtime import matmul_into
+from jitgrad.backend.numba.runtime import matmul_into, sum_step
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
@@ -65,6 +65,7 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # one loop over the 4 rows for the 7 groups above
     for i0 in range(4):
         v46[i0] = np.float32(-0.25)
+        part51 = np.float32(0.0)
         for i1 in range(2):
             x18 = v1[i1]
             x17 = v17[i0, i1]
@@ -79,12 +80,14 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
             x49 = (x48 if x24 else np.float32(0.0))
             v49[i0, i1] = x49
             x50 = (-x49)
-            v51[i0] += x50
+            part51 = sum_step(part51, x50)
+        v51[i0] += part51
         x26 = v26[i0, 0]
         x27 = abs(x26)
         x29 = (x27 < np.float32(np.inf))
         x31 = (x26 if x29 else np.float32(0.0))
         v31[i0, 0] = x31
+        part35 = np.float32(0.0)
         for i1 in range(2):
             x32 = v31[i0, 0]
             x19 = v19[i0, i1]
@@ -92,20 +95,22 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
             v33[i0, i1] = x33
             x34 = vexp_f32(x33)
             v34[i0, i1] = x34
-            v35[i0] += x34
+            part35 = sum_step(part35, x34)
+        v35[i0] += part35
         x36 = v36[i0, 0]
         x37 = vlog_f32(x36)
         v37[i0, 0] = x37
         x52 = v52[i0, 0]
         x53 = (x52 / x36)
         v53[i0, 0] = x53
+        part42 = np.float32(0.0)
         for i1 in range(2):
             x38 = v37[i0, 0]
             x33 = v33[i0, i1]
             x39 = (x33 - x38)
             x24 = v24[i0, i1]
             x41 = (x39 if x24 else np.float32(0.0))
-            v42[i0] += x41
+            part42 = sum_step(part42, x41)
             x54 = v53[i0, 0]
             x34 = v34[i0, i1]
             x55 = (x54 * x34)
@@ -113,6 +118,7 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
             x56 = (x49 + x55)
             v56[i0, i1] = x56
             v57[i1] += x56
+        v42[i0] += part42
         x42 = v42[i0]
         x43 = (-x42)
         acc44 += x43

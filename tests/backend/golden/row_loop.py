@@ -6,6 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
+from jitgrad.backend.numba.runtime import sum_step
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
@@ -34,13 +35,15 @@ def kernel(v0, v3, v9, v11, v13, v15, v17):
         x7 = (x5 < np.float32(np.inf))
         x9 = (x4 if x7 else np.float32(0.0))
         v9[i0, 0] = x9
+        part13 = np.float32(0.0)
         for i1 in range(3):
             x10 = v9[i0, 0]
             x0 = v0[i0, i1]
             x11 = (x0 - x10)
             v11[i0, i1] = x11
             x12 = vexp_f32(x11)
-            v13[i0] += x12
+            part13 = sum_step(part13, x12)
+        v13[i0] += part13
         x14 = v14[i0, 0]
         x15 = vlog_f32(x14)
         v15[i0, 0] = x15
