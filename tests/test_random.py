@@ -122,6 +122,7 @@ def test_generator_draws_are_the_same_bits_eagerly_and_compiled():
         _assert_same_bits(got, want)
     assert not np.array_equal(compiled[0]["normal"], compiled[1]["normal"])
     assert GENERATOR.state.numpy()[0] == 10  # five draws per call
+    assert "states[0].assign(" in type(f).__call__.source  # the fast entry writes it back
 
 
 def test_keys_passed_to_a_jitted_function_draw_per_key():

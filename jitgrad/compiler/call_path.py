@@ -223,7 +223,10 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
     the objects it last passed to `check(self, params, opt_state)` (which raises for arrays
     that share memory), and calls `check` again when they are not: an `is` per leaf (an array
     object never moves its memory) instead of comparing memory ranges at every call. It
-    keeps the last checked arrays alive."""
+    keeps the last checked arrays alive.
+
+    A version that advances random states (`compiled.states`) assigns their new values, the
+    leading outputs, after the kernel ran (and after a train step's copies)."""
     body = _Body(compiled, kernel_error, lock)
     body.env.update(tape_stack=tape_stack, current_trace=current_trace, config=config, hits=hits)
     guard = Guard(body.env, _FALLBACK)
@@ -266,6 +269,12 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
         body.add(f"if {value} is not l{k}:")
         body.add(f"    l{k}[...] = {value}")
     tree = compiled.out_tree
+    if compiled.states:  # advanced random states lead the outputs (compiler/stateful.py)
+        body.env["states"] = compiled.states
+        for i, (value, _) in enumerate(values[: len(compiled.states)]):
+            body.add(f"states[{i}].assign({value})")
+        values = values[len(compiled.states) :]
+        tree = tree[2][1]
     if in_place is not None:
         tree = tree[2][0]  # a train step returns its loss (and aux), the first output
     leaves = iter(f"{wrap}({v})" for v, wrap in values)

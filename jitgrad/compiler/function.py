@@ -342,10 +342,7 @@ class JitFunction:
         return self._run(compiled, arrays)
 
     def _entry_for(self, compiled: Compiled, args):
-        """The fast entry for calls shaped like `args` (built once per leaf types); None for a
-        version that writes states back, which the general path does (`_run`)."""
-        if compiled.states:
-            return None
+        """The fast entry for calls shaped like `args` (built once per leaf types)."""
         leaf_types = entry_key(args, self._static_argnums)
         if leaf_types in compiled.entries:
             entry = compiled.entries[leaf_types]
