@@ -113,3 +113,11 @@ def test_per_example_gradients():
     assert float(out.split("max |diff| = ", 1)[1].split()[0]) < 1e-5
     assert float(out.rsplit("test accuracy:", 1)[1].split()[0]) >= 0.75
     assert "us/step" in out
+
+def test_gaussian_process():
+    out = run_example("gaussian_process.py", "--steps", "150")
+    assert "fitted: lengthscale" in out
+    assert float(out.rsplit("posterior mean:", 1)[1].split()[0]) < 0.15
+    first = float(out.split("step    1: -log p(y)/N =", 1)[1].split()[0])
+    last = float(out.split("step  100: -log p(y)/N =", 1)[1].split()[0])
+    assert last < first - 1.0
