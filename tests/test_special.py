@@ -188,7 +188,7 @@ BOUNDS = {
     "erf": {"eager": (0, 1), "compiled": (4, 1)},  # libm's erf and erff
     "erfc": {"eager": (0, 1), "compiled": (6, 1)},
     "erfinv": {"eager": (0, 1), "compiled": (6, 1)},
-    "betainc": {"eager": (0, 1), "compiled": (1000, 1)},
+    "betainc": {"eager": (0, 1), "compiled": (300, 1)},
     "logaddexp": {"eager": (0, 1), "compiled": (2, 1)},
     "log_ndtr": {"eager": (16, 4), "compiled": (16, 4)},
 }
