@@ -20,7 +20,7 @@ from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Eqn
 from jitgrad.ops.elementwise import add, ones_like_value, zeros_like_value
-from jitgrad.ops.shape import reshape, stack
+from jitgrad.ops.shape import reshape, transpose
 
 _VALUES = (Tensor, Tracer)
 # The compiled backward, `fn(seeds, sources, tape) -> cotangents` (None: run op by op),
@@ -32,6 +32,17 @@ def install_compiled_backprop(fn) -> None:
     """Make `fn` the tape's compiled backward (see jitgrad.compiler.tape_backward)."""
     global _compiled_backprop
     _compiled_backprop = fn
+
+
+# jitgrad.batching.vmap, installed by that layer (above this one) when jitgrad is imported:
+# the Jacobians are one batched backward pass over their seeds.
+_vmap = None
+
+
+def install_vmap(fn) -> None:
+    """Make `fn` (vmap) what jacobian and batch_jacobian batch their backward passes with."""
+    global _vmap
+    _vmap = fn
 
 
 class UnconnectedGradients(str, enum.Enum):
@@ -292,33 +303,37 @@ class GradientTape:
         leaves, treedef = pytree.flatten(sources)
         self._begin()
         target = self._as_target(target)
-        rows = []
         flat_size = int(np.prod(target.shape, dtype=np.int64))
-        for k in range(flat_size):
-            seed = np.zeros(flat_size, target.dtype)
-            seed[k] = 1
-            rows.append(self._backprop([(target, Tensor(seed.reshape(target.shape)))], leaves))
+        if flat_size:
+            seeds = np.eye(flat_size, dtype=target.dtype).reshape((flat_size,) + target.shape)
+            stacked = self._stacked_backprop(target, seeds, leaves)
+        else:  # an empty target has an empty (not a missing) Jacobian if it depends on s
+            stacked = [_jac_zeros(target, s) if self._recorded_values(s) else None for s in leaves]
         out = []
-        for i, s in enumerate(leaves):
-            column = [r[i] for r in rows]
-            # An empty target has an empty (not a missing) Jacobian if it depends on s.
-            connected = (
-                any(c is not None for c in column) if column else bool(self._recorded_values(s))
-            )
-            if not connected:
-                out.append(
-                    zeros_like_value(_jac_zeros(target, s))
-                    if unconnected_gradients == "zero"
-                    else None
-                )
-                continue
-            column = [zeros_like_value(s) if c is None else c for c in column]
-            out.append(
-                reshape(stack(column) if column else _jac_zeros(target, s), target.shape + s.shape)
-            )
+        for s, rows in zip(leaves, stacked):
+            if rows is None:
+                unconnected = unconnected_gradients == "zero"
+                out.append(zeros_like_value(_jac_zeros(target, s)) if unconnected else None)
+            else:
+                out.append(reshape(rows, target.shape + s.shape))
         if not self._persistent:
             self._release()
         return pytree.unflatten(treedef, out)
+
+    def _stacked_backprop(self, target, seeds: np.ndarray, sources: list) -> list:
+        """For each source, the gradients of `target` weighted by every seed (seeds[k] has the
+        target's shape), stacked: (len(seeds), *source.shape), or None where the target does
+        not depend on the source. ONE batched backward pass over the seeds (vmap), not one
+        pass per seed: under jit it is one set of batched ops, not len(seeds) copies."""
+        unconnected: list[bool] = []
+
+        def weighted(seed):
+            grads = self._backprop([(target, seed)], sources)
+            unconnected[:] = [g is None for g in grads]
+            return [zeros_like_value(s) if g is None else g for g, s in zip(grads, sources)]
+
+        rows = _vmap(weighted)(Tensor(seeds))
+        return [None if u else r for r, u in zip(rows, unconnected)]
 
     def batch_jacobian(
         self,
@@ -343,22 +358,22 @@ class GradientTape:
         target = self._as_target(target)
         inner = int(np.prod(target.shape[1:], dtype=np.int64))
         batch = target.shape[0]
-        columns = []
-        for k in range(inner):
-            seed = np.zeros((batch, inner), target.dtype)
-            seed[:, k] = 1
-            (g,) = self._backprop([(target, Tensor(seed.reshape(target.shape)))], [source])
-            columns.append(g)
-        connected = (
-            any(c is not None for c in columns) if columns else bool(self._recorded_values(source))
-        )
+        if inner:
+            # Seed k is one at position k of every example's target.
+            eye = np.eye(inner, dtype=target.dtype)[:, None, :]
+            seeds = np.broadcast_to(eye, (inner, batch, inner)).reshape((inner,) + target.shape)
+            (stacked,) = self._stacked_backprop(target, seeds, [source])
+        else:
+            stacked = _jac_zeros(target[0], source) if self._recorded_values(source) else None
         if not self._persistent:
             self._release()
-        if not connected and unconnected_gradients == "none":
-            return None
-        columns = [zeros_like_value(source) if c is None else c for c in columns]
-        out = stack(columns, axis=1) if columns else _jac_zeros(target[0], source)
-        return reshape(out, target.shape + source.shape[1:])
+        if stacked is None:
+            if unconnected_gradients == "none":
+                return None
+            stacked = _jac_zeros(target[0], source)
+        elif inner:  # (inner, B, *source[1:]) -> (B, inner, *source[1:])
+            stacked = transpose(stacked, (1, 0) + tuple(range(2, stacked.ndim)))
+        return reshape(stacked, target.shape + source.shape[1:])
 
 
 def _jac_zeros(target, source):
