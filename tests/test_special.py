@@ -226,50 +226,72 @@ def test_accuracy_in_ulps_against_scipy(name, mode, dtype):
 # Special values, eager and compiled
 
 
+m = jg.math
 SPECIAL_VALUES = [
-    # (function, inputs, expected): poles, infinities, the ends of the domains
+    # (label, function, inputs, expected): poles, infinities, the ends of the domains
     (
         "lgamma",
+        m.lgamma,
         ([0.0, -1.0, -2.0, np.inf, -np.inf, 1.0, 2.0, np.nan],),
         [np.inf] * 5 + [0, 0, np.nan],
     ),
-    ("digamma", ([0.0, -1.0, np.inf, np.nan],), [-np.inf, np.nan, np.inf, np.nan]),
-    ("erfc", ([-np.inf, np.inf, 0.0, np.nan],), [2.0, 0.0, 1.0, np.nan]),
-    ("erfinv", ([1.0, -1.0, 0.0, 1.5, np.nan],), [np.inf, -np.inf, 0.0, np.nan, np.nan]),
+    (
+        "digamma",
+        m.digamma,
+        ([0.0, -0.0, -1.0, np.inf, -np.inf, np.nan],),
+        [-np.inf, np.inf, np.nan, np.inf, np.nan, np.nan],
+    ),
+    (
+        "polygamma1",
+        lambda x: m.polygamma(1, x),
+        ([0.0, -1.0, np.inf, np.nan],),
+        [np.inf, np.inf, 0.0, np.nan],
+    ),
+    (
+        "polygamma2",
+        lambda x: m.polygamma(2, x),
+        ([0.0, -1.0, np.inf, np.nan],),
+        [-np.inf, -np.inf, -0.0, np.nan],
+    ),
+    ("erfc", m.erfc, ([-np.inf, np.inf, 0.0, np.nan],), [2.0, 0.0, 1.0, np.nan]),
+    ("erfinv", m.erfinv, ([1.0, -1.0, 0.0, 1.5, np.nan],), [np.inf, -np.inf, 0.0, np.nan, np.nan]),
     (
         "betainc",
+        m.betainc,
         ([2.0, 2.0, 2.0, -1.0], [3.0, 3.0, 3.0, 1.0], [0.0, 1.0, 1.5, 0.5]),
         [0, 1, np.nan, np.nan],
     ),
     (
         "logaddexp",
+        m.logaddexp,
         ([-np.inf, np.inf, 0.0, 1000.0], [-np.inf, np.inf, -np.inf, 1000.0]),
         [-np.inf, np.inf, 0.0, 1000.0 + np.log(2)],
     ),
-    ("log_ndtr", ([-np.inf, np.inf, 0.0, np.nan],), [-np.inf, 0.0, np.log(0.5), np.nan]),
-    ("xlogy", ([0.0, 0.0, 0.0, 2.0], [0.0, np.inf, np.nan, 0.0]), [0.0, 0.0, 0.0, -np.inf]),
-    ("xlog1py", ([0.0, 0.0, 3.0], [-1.0, np.nan, -1.0]), [0.0, 0.0, -np.inf]),
+    (
+        "log_ndtr",
+        m.log_ndtr,
+        ([-np.inf, np.inf, 0.0, np.nan],),
+        [-np.inf, 0.0, np.log(0.5), np.nan],
+    ),
+    (
+        "xlogy",
+        m.xlogy,
+        ([0.0, 0.0, 0.0, 2.0], [0.0, np.inf, np.nan, 0.0]),
+        [0.0, 0.0, 0.0, -np.inf],
+    ),
+    ("xlog1py", m.xlog1py, ([0.0, 0.0, 3.0], [-1.0, np.nan, -1.0]), [0.0, 0.0, -np.inf]),
 ]
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_special_values(compiled):
     def evaluate(*args):
-        return [getattr(jg.math, name)(*xs) for (name, _, _), xs in zip(SPECIAL_VALUES, args)]
+        return [fn(*xs) for (_, fn, _, _), xs in zip(SPECIAL_VALUES, args)]
 
-    args = [tuple(np.asarray(a, np.float64) for a in inputs) for _, inputs, _ in SPECIAL_VALUES]
-    fn = jg.jit(evaluate) if compiled else evaluate
-    got = fn(*args)
-    for (name, _, expected), value in zip(SPECIAL_VALUES, got):
-        np.testing.assert_array_equal(np.asarray(value), np.asarray(expected, np.float64), name)
-    polygamma = jg.math.polygamma
-    poles = np.asarray([0.0, -1.0, np.inf, np.nan])
-    if compiled:
-        got = jg.jit(lambda x: [polygamma(1, x), polygamma(2, x)])(poles)
-    else:
-        got = [polygamma(1, poles), polygamma(2, poles)]
-    np.testing.assert_array_equal(got[0], [np.inf, np.inf, 0.0, np.nan])
-    np.testing.assert_array_equal(got[1], [-np.inf, -np.inf, -0.0, np.nan])
+    args = [tuple(np.asarray(a, np.float64) for a in inputs) for _, _, inputs, _ in SPECIAL_VALUES]
+    got = (jg.jit(evaluate) if compiled else evaluate)(*args)
+    for (label, _, _, expected), value in zip(SPECIAL_VALUES, got):
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(expected, np.float64), label)
 
 
 def test_log_ndtr_far_tail_in_float64():
@@ -367,7 +389,9 @@ def test_logaddexp_keeps_tiny_results():
     assert float(jg.jit(jg.logaddexp)(np.float64(0.0), np.float64(-40.0))) == want
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+# float32's first order (kernels compile for a few seconds) runs with -m slow; float32's
+# compiled gradients are covered by tests/backend/test_compiled_ops.py's samples.
+@pytest.mark.parametrize("dtype", [F64, pytest.param(F32, marks=pytest.mark.slow)], ids=str)
 def test_compiled_gradients_equal_eager(dtype):
     """One kernel: value and first derivatives of every function (second order in float64)."""
 
