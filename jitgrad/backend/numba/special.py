@@ -14,9 +14,8 @@ are `inline="always"`: Numba inlines them into the kernel (LLVM would leave a fu
 size as a call, which stops the vectoriser), where they take the kernel's fast-math flags (off
 unless `jit(fastmath=True)`, which licenses dropping their special-value selects), and each
 kernel that uses them compiles them anew (~0.5 s of compile time, against a call's cost once
-cached: the price of SIMD). polygamma
-(a data-dependent number of terms) and betainc (a continued fraction run to convergence) stay
-scalar functions.
+cached: the price of SIMD). polygamma (a data-dependent number of terms) and betainc (a
+continued fraction run to convergence) stay scalar functions.
 
 Algorithms (the bounds each meets against scipy are in jitgrad/ops/special.py and tested in
 tests/test_special.py):
@@ -240,7 +239,7 @@ def _digamma_positive(z):
     where z + 1 - x0 is formed as z + (1 - X0_HI) (exact constant, one rounding);
     z >= 10: the asymptotic series, at max(z, 10) so the unused side stays finite.
     """
-    m = math.floor(z) - 1.0
+    m = np.floor(z) - 1.0
     y = z - m
     t = (z + (1.0 - _X0_HI)) - _X0_LO if m < 0.0 else (y - _X0_HI) - _X0_LO
     near = t * _horner(t, _DIGAMMA_Q)
@@ -264,10 +263,11 @@ def vdigamma_f64(x):
     negative = x < 0.0
     z = 1.0 - x if negative else x
     psi = _digamma_positive(z)
-    r = x - math.floor(x + 0.5)  # exact for |x| < 2**52; larger x are integers: poles
+    # np.floor, not math.floor: that one returns an int64, which overflows beyond 2**63
+    r = x - np.floor(x + 0.5)  # exact for |x| < 2**52; larger x are integers: poles
     r = r if negative and r != 0.0 else 0.5  # keep the unused side finite
     psi = psi - (1.0 / r + r * _horner(r * r, _PI_COT)) if negative else psi
-    psi = _NAN if negative and x == math.floor(x) else psi  # poles, -inf
+    psi = _NAN if negative and x == np.floor(x) else psi  # poles, -inf
     return -math.copysign(_INF, x) if x == 0.0 else psi
 
 
@@ -289,7 +289,7 @@ def vpolygamma_f64(x, n):
     factorial = 1.0
     for k in range(2, n + 1):
         factorial *= k
-    if x <= 0.0 and x == math.floor(x):
+    if x <= 0.0 and x == np.floor(x):
         return sign * _INF  # a pole
     # sum_{k < K} (x + k)^-s with x + K >= max(10, n + 2): then the Euler-Maclaurin terms
     # below decrease fast (their ratio is about ((s + 2j) / (2 pi w))^2).
@@ -377,20 +377,6 @@ def _betainc_fraction(a, b, x):
 
 
 @njit(**_JIT)
-def vbetainc_f64(a, b, x):
-    """The regularized incomplete beta function I_x(a, b); nan outside a, b > 0, 0 <= x <= 1."""
-    if not (a > 0.0 and b > 0.0 and 0.0 <= x <= 1.0):  # nan too
-        return _NAN
-    if x == 0.0 or x == 1.0:
-        return x
-    swap = x > (a + 1.0) / (a + b + 2.0)
-    if swap:
-        a, b, x = b, a, 1.0 - x
-    out = _betainc_front(a, b, x) * _betainc_fraction(a, b, x)
-    return 1.0 - out if swap else out
-
-
-@njit(**_JIT)
 def _betainc_front(a, b, x):
     """x^a (1-x)^b / (a B(a, b)). Directly by pow and Gamma while they stay finite (each
     within an ulp or two, so the product is too); else in log space, where terms as large as
@@ -404,6 +390,20 @@ def _betainc_front(a, b, x):
             return front
     log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
     return math.exp(a * math.log(x) + b * math.log1p(-x) - log_beta) / a
+
+
+@njit(**_JIT)
+def vbetainc_f64(a, b, x):
+    """The regularized incomplete beta function I_x(a, b); nan outside a, b > 0, 0 <= x <= 1."""
+    if not (a > 0.0 and b > 0.0 and 0.0 <= x <= 1.0):  # nan too
+        return _NAN
+    if x == 0.0 or x == 1.0:
+        return x
+    swap = x > (a + 1.0) / (a + b + 2.0)
+    if swap:
+        a, b, x = b, a, 1.0 - x
+    out = _betainc_front(a, b, x) * _betainc_fraction(a, b, x)
+    return 1.0 - out if swap else out
 
 
 @njit(**_JIT)
