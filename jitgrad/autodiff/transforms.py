@@ -53,7 +53,6 @@ def _settled(value, args, wrt, grads):
     return value, settled
 
 
-
 def _argnums_tuple(argnums, nargs: int, fn) -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for i in nums:
@@ -120,6 +119,14 @@ def _value_and_grads(f, args, kwargs, wrt, has_aux, unconnected="zero"):
             tape.watch([args[i] for i in wrt])
         value, aux = _split_aux(f(*args, **kwargs), has_aux, f)
     value = as_value(value)
+    if value.dtype.kind != "f":
+        # JAX's rule for its transforms (the tape, as TensorFlow's, would warn and give None).
+        raise TypeError(
+            with_location(
+                f"{getattr(f, '__name__', 'function')} returns a {value.dtype.name} value of "
+                f"shape {value.shape}: only float targets can be differentiated (cast it first)"
+            )
+        )
     sources = list(tape.watched_variables()) if variables else [args[i] for i in wrt]
     return value, aux, tape.gradient(value, sources, unconnected_gradients=unconnected)
 
