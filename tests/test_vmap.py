@@ -133,7 +133,7 @@ def test_ops_without_a_rule_loop_over_the_examples():
     def cumulative(x):
         return jg.lax.scan(lambda c, v: (c + v, c * v), np.float64(0.0), x)[1]
 
-    check(cumulative, randn(4, 6), compiled=False)
+    check(cumulative, randn(4, 6))
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,3 +326,17 @@ def test_vjp_pullback_is_reusable_and_linearize_gives_jvps():
         pullback(np.ones(3))
     out, f_jvp = jg.linearize(lambda v: jg.sin(v) * v[0], x)
     np.testing.assert_allclose(f_jvp(np.array([0.0, 1.0])).numpy(), jac @ [0.0, 1.0], rtol=1e-6)
+
+
+def test_gradients_of_while_loops_run_per_example():
+    """A while loop's gradient passes run-time-length stacks between its loops: vmap runs
+    such a function once per example (one native loop over the examples when compiled)."""
+
+    def f(x):
+        v = jg.lax.while_loop(lambda v: jg.reduce_sum(v) < 5.0, lambda v: v * v + x, x)
+        return jg.reduce_sum(v * v)
+
+    xs = np.array([[0.6, 0.5], [0.9, 0.2], [0.3, 0.4]])
+    check(jg.grad(f), xs)
+    h = jg.hessian(f)(xs[0]).numpy()
+    np.testing.assert_allclose(jg.jit(jg.hessian(f))(xs[0]).numpy(), h, rtol=1e-12)

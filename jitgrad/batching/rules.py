@@ -69,7 +69,7 @@ def _map_fallback(op, size, values, batched, params):
             return out
         if isinstance(getattr(out, "aval", None), TupleAVal):
             tuple_get = REGISTRY["tuple_get"]
-            return tuple(bind(tuple_get, out, index=i) for i in range(len(out.aval.parts)))
+            return tuple(bind(tuple_get, out, index=i) for i in range(len(out.aval.avals)))
         return out
 
     return lax_map(one_example, [values[k] for k in positions])

@@ -18,7 +18,7 @@ import functools
 from jitgrad.batching.rules import apply_rule, batched_like
 from jitgrad.control.api import map as lax_map
 from jitgrad.core import pytree
-from jitgrad.core.aval import AVal
+from jitgrad.core.aval import DYNAMIC, AVal, TupleAVal
 from jitgrad.core.dispatch import bind, current_trace, tape_stack
 from jitgrad.core.errors import with_location
 from jitgrad.core.tensor import Tensor, Tracer
@@ -79,8 +79,7 @@ def _vmap_call(fun, name, in_axes, out_axes, axis_size, args, kwargs):
     leaves, batched, size = _batch_leaves(name, arg_leaves, leaf_axes, axis_size)
 
     graph, out_tree, example_trace = _trace_example(fun, name, leaves, batched, arg_tree)
-    if graph.custom_vjps:
-        # A custom gradient's rule is Python over one example: run the function per example.
+    if _loops_over_examples(graph):
         return _per_example(fun, arg_tree, leaves, batched, out_axes, name)
     values = [(x, b) for x, b in zip(leaves, batched) if _is_array(x)]
     values += [(v, False) for v, _ in example_trace.captured]
@@ -207,6 +206,19 @@ def _trace_example(fun, name, leaves, batched, arg_tree):
     finally:
         tape_stack.reset(token)
     return graph, out_tree, trace
+
+
+def _loops_over_examples(graph) -> bool:
+    """Whether `graph` is run per example rather than replayed batched: a custom gradient's
+    rule is Python over one example, and the run-time-length stacks a while loop's gradient
+    passes between its loops (`DYNAMIC` length) cannot be broadcast over a batch."""
+    if graph.custom_vjps:
+        return True
+    for e in graph.eqns:
+        avals = e.out.aval.avals if isinstance(e.out.aval, TupleAVal) else (e.out.aval,)
+        if any(DYNAMIC in a.shape for a in avals):
+            return True
+    return False
 
 
 def _replay_batched(graph, values, size: int) -> list:
