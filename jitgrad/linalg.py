@@ -12,11 +12,13 @@ primitives and their conventions: singular inputs give NaN, not exceptions).
 Where TensorFlow and numpy disagree, TensorFlow's meaning wins: `svd` returns (s, u, v) with v
 (not numpy's (u, s, vh)), `trace` and `diag` work on the last axes of batches, `lstsq` returns
 the solution only, `qr` takes `full_matrices` (numpy's mode strings are accepted too).
+numpy's meanings of `svd` and `lstsq` are `NUMPY_MEANINGS` (jitgrad.numpy's `linalg` uses them).
 """
 
 from jitgrad.ops.creation import eye
 from jitgrad.ops.linalg import einsum, matmul, tensordot
 from jitgrad.ops.matrix import (
+    NUMPY_MEANINGS,  # noqa: F401 - jitgrad.numpy's linalg reads it
     band_part,
     cholesky,
     cholesky_solve,
@@ -29,7 +31,6 @@ from jitgrad.ops.matrix import (
     logdet,
     lstsq,
     matvec,
-    norm,
     pinv,
     qr,
     set_diag,
@@ -39,6 +40,7 @@ from jitgrad.ops.matrix import (
     trace,
     triangular_solve,
 )
+from jitgrad.ops.norms import global_norm, norm
 from jitgrad.ops.shape import matrix_transpose
 
 adjoint = matrix_transpose  # real matrices: the adjoint is the transpose
@@ -57,6 +59,7 @@ __all__ = [
     "eigvalsh",
     "einsum",
     "eye",
+    "global_norm",
     "inv",
     "logdet",
     "lstsq",

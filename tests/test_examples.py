@@ -114,6 +114,7 @@ def test_per_example_gradients():
     assert float(out.rsplit("test accuracy:", 1)[1].split()[0]) >= 0.75
     assert "us/step" in out
 
+
 def test_gaussian_process():
     out = run_example("gaussian_process.py", "--steps", "150")
     assert "fitted: lengthscale" in out

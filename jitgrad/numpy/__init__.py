@@ -823,7 +823,7 @@ def _linalg_function(func):
     """jitgrad.linalg's function for numpy.linalg's `func`, if it has one."""
     if getattr(func, "__module__", "") != "numpy.linalg":
         return None
-    return getattr(linalg, func.__name__, None)
+    return linalg.NUMPY_MEANINGS.get(func.__name__) or getattr(linalg, func.__name__, None)
 
 
 def dispatch_ufunc(ufunc, method, inputs, kwargs):

@@ -299,25 +299,38 @@ def matvec(a, b, transpose_a=False, name=None):
     return sh.squeeze(matmul(a, sh.expand_dims(b, -1), transpose_a=transpose_a), -1)
 
 
-def norm(tensor, ord="euclidean", axis=None, keepdims=None, name=None):  # noqa: A002
-    """Vector norms (ord 'euclidean' = 2, 1, inf) over one axis or all of them, and the
-    Frobenius norm ('fro' or 'euclidean') over a pair of axes. A simple one: the gradient of
-    the 2-norm at 0 is NaN, as TensorFlow's."""
-    x = as_value(tensor, op="norm")
-    axes = axis if axis is None or isinstance(axis, (tuple, list)) else (axis,)
-    if axes is not None and len(axes) not in (1, 2):
-        raise op_error("norm", f"axis={axis}: one axis or a pair of axes")
-    matrix = axes is not None and len(axes) == 2
-    euclidean = ("euclidean", "fro") if matrix else ("euclidean", 2)
-    if ord in euclidean:
-        out = ew.sqrt(reduce.reduce_sum(x * x, axes, keepdims=bool(keepdims)))
-    elif ord in (1, np.inf) and not matrix:
-        a = ew.abs(x)
-        out = (reduce.reduce_sum if ord == 1 else reduce.reduce_max)(a, axes, bool(keepdims))
+# ---------------------------------------------------------------------------------------------
+# numpy.linalg's meanings where they differ from TensorFlow's (jitgrad.numpy runs numpy.linalg
+# calls on tensors through NUMPY_MEANINGS first, then the names above).
+
+
+def numpy_svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    """numpy.linalg.svd: (u, s, vh), or s alone without `compute_uv`. full_matrices (numpy's
+    default) for square matrices only, as `svd`."""
+    s, u, v = svd(a, full_matrices=full_matrices)
+    return (u, s, sh.matrix_transpose(v)) if compute_uv else s
+
+
+def numpy_lstsq(a, b, rcond=None):
+    """numpy.linalg.lstsq: (x, residuals, rank, s). The residuals (the squared norm of each
+    column of b - a x) are given when m > n, empty otherwise; numpy also leaves them empty for a
+    rank-deficient a, which a traced function cannot know. rank counts the singular values
+    above the cutoff."""
+    a = _matrix("lstsq", a)
+    x = lstsq(a, b, rcond=rcond)
+    m, n = a.shape[-2:]
+    s = svd(a, compute_uv=False)
+    cutoff = dec.default_rcond(a.dtype, m, n) if rcond is None else float(rcond)
+    above = ew.greater(s, cutoff * reduce.reduce_max(s, -1, keepdims=True))
+    rank = reduce.reduce_sum(ew.cast(above, np.int64), -1)
+    if m > n:
+        b = as_value(b, dtype=None if isinstance(b, VALUE_TYPES) else a.dtype, op="lstsq")
+        residual = b - (matmul(a, x) if b.ndim > 1 else matvec(a, x))
+        residuals = reduce.reduce_sum(residual * residual, axis=-2 if b.ndim > 1 else -1)
+        residuals = sh.reshape(residuals, (1,)) if b.ndim == 1 else residuals
     else:
-        raise op_error(
-            "norm",
-            f"ord={ord!r} over axis={axis}: supported are 'euclidean', 2, 1 and inf for "
-            "vectors, 'fro' and 'euclidean' for matrices",
-        )
-    return out
+        residuals = Tensor(np.zeros((0,), a.dtype))
+    return x, residuals, rank, s
+
+
+NUMPY_MEANINGS = {"svd": numpy_svd, "lstsq": numpy_lstsq}
