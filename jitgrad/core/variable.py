@@ -9,8 +9,10 @@ import weakref
 import numpy as np
 
 from jitgrad.core.convert import to_array
+from jitgrad.core.dispatch import current_trace
 from jitgrad.core.errors import VariableCreationError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.weak import WEAK_TYPES
 
 # The enclosing name scopes, joined: "outer/inner/" ("" at the top). A contextvar, like the
 # tape stack: each thread and task has its own.
@@ -100,11 +102,13 @@ class Variable(Tensor):
 
     def value(self) -> Tensor:
         """The current value as an immutable Tensor (tapes that watch this Variable see ops on
-        it as reads of the Variable, as in TensorFlow)."""
-        return self._read()
+        it as reads of the Variable, as in TensorFlow). Under `jit`, the traced read: an input
+        of the kernel, or the value assigned earlier in the function, not the value at trace
+        time."""
+        trace = current_trace.get()
+        return self._read() if trace is None else trace.read_state(self)
 
-    def read_value(self) -> Tensor:
-        return self._read()
+    read_value = value
 
     def _new_value(self, value, op: str) -> np.ndarray:
         new = to_array(value, self.dtype)
@@ -118,16 +122,56 @@ class Variable(Tensor):
         return new
 
     def assign(self, value):
+        """Set the value. Under `jit` (tf.function) the new value is an output of the kernel,
+        assigned after each call; later reads in the same function see it."""
+        trace = current_trace.get()
+        if trace is not None:
+            trace.write_state(self, self._traced_value(trace, value, "assign"))
+            return self
         self._value = _owned(self._new_value(value, "assign"), value)
         return self
 
     def assign_add(self, delta):
+        trace = current_trace.get()
+        if trace is not None:
+            new = trace.read_state(self) + self._traced_value(trace, delta, "assign_add")
+            trace.write_state(self, new)
+            return self
         self._value = self._value + self._new_value(delta, "assign_add")
         return self
 
     def assign_sub(self, delta):
+        trace = current_trace.get()
+        if trace is not None:
+            new = trace.read_state(self) - self._traced_value(trace, delta, "assign_sub")
+            trace.write_state(self, new)
+            return self
         self._value = self._value - self._new_value(delta, "assign_sub")
         return self
+
+    def _traced_value(self, trace, value, op: str):
+        """`value` as a value of `trace` with this Variable's shape and dtype: Python and numpy
+        values are converted to the dtype, traced values must have it (as TensorFlow)."""
+        if isinstance(value, WEAK_TYPES):  # a Python float: takes the Variable's dtype
+            value = value.astype(self.dtype)
+        if isinstance(value, (Tensor, Tracer)):
+            if value.dtype != self.dtype:
+                raise TypeError(
+                    with_location(
+                        f"Variable.{op}: a {value.dtype.name} value for the {self.dtype.name} "
+                        f"variable '{self.name}' (cast it first)"
+                    )
+                )
+        else:
+            value = Tensor(self._new_value(value, op))
+        if value.shape != self.shape:
+            raise ValueError(
+                with_location(
+                    f"Variable.{op}: value of shape {value.shape} does not match the variable "
+                    f"'{self.name}' of shape {self.shape}"
+                )
+            )
+        return trace.lift(value)
 
     def __repr__(self) -> str:
         return (

@@ -457,6 +457,7 @@ sample(
     ),
 )
 
+
 # Linear algebra (ops/decompositions.py): one kernel per sample and dtype, and Numba compiles
 # np.linalg slowly, so these run with -m slow; tests/test_linalg.py compiles every primitive
 # in one shared kernel per dtype by default.
@@ -506,6 +507,7 @@ sample("logical_not", lambda v: ([v.uniform((2, 3)) < 0, v.uniform((2, 3)) < 0],
 sample("argmax", lambda v: ([v.distinct((3, 4))], {"axis": -1}))
 sample("argmin", lambda v: ([v.distinct((3, 4, 2))], {"axis": 1}))
 sample("stop_gradient", lambda v: ([v.uniform((2, 3))], {}), order=2)
+sample("adjust_contrast", lambda v: ([v.uniform((2, 3, 2))], {"factor": 1.5}))
 
 
 # ---------------------------------------------------------------------------------------------
