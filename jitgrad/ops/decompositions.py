@@ -12,7 +12,7 @@
 Why these are the primitives: each is one LAPACK routine (or, for triangular_solve, a
 substitution) that numpy and Numba's nopython mode both provide, so eager and compiled code
 run the same algorithm; and each has a short VJP over its own output. Everything else is a
-composite over them (matrix.py, linalg.py): inv is a solve against the identity, det and logdet
+composite over them (matrix.py): inv is a solve against the identity, det and logdet
 come from slogdet and cholesky, pinv is a lstsq against the identity. Every VJP is written with
 these primitives and jitgrad's other ops, so it is differentiable again (second order).
 
@@ -28,7 +28,8 @@ in a useful way, and `jitgrad.config.debug_nans` finds the op that made it. Prec
 of a matrix whose symmetric part is not positive definite is all NaN; solve of an exactly
 singular matrix is all NaN; triangular_solve divides by its diagonal (a zero there gives inf or
 NaN by IEEE arithmetic, as TensorFlow's and JAX's kernels do); slogdet of a singular matrix is
-(0, -inf), as numpy's. Only float32 and float64 are supported (LAPACK's types).
+(0, -inf), as numpy's; qr, eigh, svd and lstsq of a matrix holding inf or NaN (which Numba's
+np.linalg refuses) are all NaN. Only float32 and float64 are supported (LAPACK's types).
 
 cholesky and eigh read the symmetric part (A + A^T) / 2 of their input (JAX's
 `symmetrize_input`): LAPACK reads one triangle only, and a function of one triangle has a
@@ -41,7 +42,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
 
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
@@ -139,9 +139,10 @@ def finite_or_nan(impl):
 
 
 def _eval_shape(impl, a, rest, params):
-    """The result shape of `impl` on these inputs, from a zero-filled run of one matrix."""
-    one = impl(np.zeros((1,) + a.shape[-2:], a.dtype), *[r[:1] * 0 for r in rest], **params)
-    return a.shape[:-2] + one.shape[1:]
+    """The result shape of `impl` on these inputs, from a run on one matrix of zeros."""
+    batch = a.shape[:-2]
+    zeros = [np.zeros((1,) + x.shape[len(batch) :], x.dtype) for x in (a, *rest)]
+    return batch + impl(*zeros, **params).shape[1:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,13 +158,12 @@ def mm(a, b):
 
 
 def mask(n: int, m: int, dtype, kind: str):
-    """A constant (n, m) 0/1 matrix: `lower`/`upper` triangle (with the diagonal), `strict`
-    lower triangle, `eye`, `half` (strict lower triangle plus 0.5 on the diagonal)."""
+    """A constant (n, m) 0/1 matrix: `lower`/`upper` triangle (with the diagonal), `eye`,
+    `half` (the strict lower triangle plus 0.5 on the diagonal)."""
     ones = np.ones((n, m), dtype)
     table = {
         "lower": lambda: np.tril(ones),
         "upper": lambda: np.triu(ones),
-        "strict": lambda: np.tril(ones, -1),
         "eye": lambda: np.eye(n, m, dtype=dtype),
         "half": lambda: np.tril(ones, -1) + 0.5 * np.eye(n, m, dtype=dtype),
     }
@@ -257,6 +257,8 @@ def _triangular_impl(a, b, *, lower, adjoint):
         return np.zeros(b.shape, b.dtype)
     if not np.all(np.diagonal(a, axis1=-2, axis2=-1)):
         return substitute(a, b, lower, adjoint)
+
+    import scipy.linalg  # here: importing it takes `import jitgrad` ~0.3-1 s longer
 
     def one(a1, b1):
         return scipy.linalg.solve_triangular(
