@@ -543,7 +543,7 @@ def test_basic_training_loops_guide():
     lines = []
 
     def report(model, loss):
-        return f"W = {model.w.numpy():1.2f}, b = {model.b.numpy():1.2f}, loss={loss:2.5f}"
+        return f"W = {model.w.numpy():1.2f}, b = {model.b.numpy():1.2f}, loss={current_loss:2.5f}"
 
     def training_loop(model, x, y):
         for epoch in epochs:
