@@ -277,7 +277,7 @@ def test_a_generator_cannot_advance_inside_a_compiled_loop_body():
     def f(x):
         return jg.fori_loop(0, 3, lambda i, c: c + g.normal(()), x)
 
-    with pytest.raises(TypeError, match="random Generator.*advanced its state inside"):
+    with pytest.raises(TypeError, match="random Generator.*advanced its state, inside"):
         f(np.float32(0))
 
 

@@ -61,7 +61,7 @@ class Trace:
                 )
             )
         if isinstance(value, Variable):
-            return self._capture(value, value)
+            return self.read_state(value)
         entry = self._lifted.get(id(value))
         if entry is not None:
             return entry[1]
@@ -83,24 +83,27 @@ class Trace:
         return tracer
 
     def read_state(self, variable: Variable) -> Tracer:
-        """The current value of a state `variable`: the latest one written in this trace or an
-        enclosing one (a closure), else the Variable itself, an input read at each call."""
+        """The current value of `variable`: the latest one written (assigned, or a random
+        Generator's advanced state) in this trace or an enclosing one, else the Variable
+        itself, an input read at each call."""
         trace = self
         while trace is not None:
             if trace.states and id(variable) in trace.states:
                 return self.lift(trace.states[id(variable)][1])
             trace = trace.parent
-        return self.lift(variable)
+        return self._capture(variable, variable)
 
     def write_state(self, variable: Variable, value) -> None:
-        """Make `value` the new value of state `variable`, assigned after each call."""
+        """Make `value` the new value of `variable`, assigned after each call (a Variable's
+        assign, a random Generator's draw)."""
         if self.states is None:
             raise TracerError(
                 with_location(
-                    f"{variable.name}: a random Generator (or jitgrad.random's global one) "
-                    f"advanced its state inside {self.name!r}, which cannot return it to the "
-                    "Generator; draw outside the loop or branch and pass the numbers in, or "
-                    "use explicit keys (jitgrad.random.split / fold_in)"
+                    f"{variable.name}: a Variable was assigned, or a random Generator (or "
+                    f"jitgrad.random's global one) advanced its state, inside {self.name!r}, "
+                    "which cannot return the new value; assign outside the loop, branch or "
+                    "vmap (return the value from it), and draw random numbers outside and pass "
+                    "them in, or use explicit keys (jitgrad.random.split / fold_in)"
                 )
             )
         self.states[id(variable)] = (variable, self.lift(value))

@@ -5,6 +5,8 @@ from jitgrad.nn import initializers, losses
 from jitgrad.nn.layers import (
     MLP,
     AvgPool2D,
+    BatchNorm,
+    BatchNormalization,
     Conv2D,
     Dense,
     Dropout,
@@ -66,6 +68,8 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Layer",
+    "BatchNorm",
+    "BatchNormalization",
     "LayerNorm",
     "Sequential",
     "avg_pool",

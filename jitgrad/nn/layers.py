@@ -473,6 +473,86 @@ class LayerNorm(Layer):
         return y * ops.reshape(params["gamma"], along) + ops.reshape(params["beta"], along)
 
 
+class BatchNorm(Layer):
+    """Batch normalization (Keras' BatchNormalization): over the batch (every axis but `axis`),
+    (x - mean) / sqrt(variance + epsilon) * gamma + beta.
+
+    `training=True` normalizes with the batch's own mean and (biased) variance and moves the
+    running statistics towards them: `moving = momentum * moving + (1 - momentum) * batch`.
+    `training=False` normalizes with the running statistics. `gamma` and `beta` are parameters
+    (in `params`); the running statistics are state, not parameters: the non-trainable
+    Variables `moving_mean` and `moving_variance` of the layer, (re)made by `init`, so that
+    `jit_train_step` updates them in place at every step (an `assign` under a trace is an
+    output of the kernel written back after the call) and no optimizer ever touches them.
+
+    >>> bn = BatchNorm(); params = bn.init(0, (None, 3))
+    >>> bn.apply(params, np.ones((4, 3), np.float32), training=True).shape
+    (4, 3)
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        name=None,
+        dtype=np.float32,
+    ):
+        super().__init__(name, None, dtype)
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center, self.scale = center, scale
+        self.moving_mean = self.moving_variance = None
+
+    def init(self, seed, input_shape) -> dict:
+        channels = (input_shape[self.axis],)
+        self.moving_mean = Variable(
+            initializers.zeros(channels, self.dtype), trainable=False, name="moving_mean"
+        )
+        self.moving_variance = Variable(
+            initializers.ones(channels, self.dtype), trainable=False, name="moving_variance"
+        )
+        params = {}
+        if self.scale:
+            params["gamma"] = initializers.ones(channels, self.dtype)
+        if self.center:
+            params["beta"] = initializers.zeros(channels, self.dtype)
+        return params
+
+    def apply(self, params, x, training=False, key=None):
+        if self.moving_mean is None:
+            raise ValueError(
+                f"{self.name}: call init (or build) before apply: the running statistics are "
+                "made there"
+            )
+        x = as_value(x)
+        axis = self.axis % x.ndim
+        along = tuple(d if i == axis else 1 for i, d in enumerate(x.shape))
+        if training:
+            reduced = tuple(i for i in range(x.ndim) if i != axis)
+            mean, variance = ops.moments(x, reduced)
+            keep = self.momentum
+            self.moving_mean.assign(
+                keep * self.moving_mean + (1.0 - keep) * ops.stop_gradient(mean)
+            )
+            self.moving_variance.assign(
+                keep * self.moving_variance + (1.0 - keep) * ops.stop_gradient(variance)
+            )
+        else:
+            mean, variance = self.moving_mean.value(), self.moving_variance.value()
+        factor = ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            factor = factor * params["gamma"]
+        y = (x - ops.reshape(mean, along)) * ops.reshape(factor, along)
+        return y + ops.reshape(params["beta"], along) if self.center else y
+
+
+BatchNormalization = BatchNorm  # Keras' name
+
+
 class Embedding(Layer):
     """Rows of an (input_dim, output_dim) table at integer ids: ids.shape + (output_dim,).
 
