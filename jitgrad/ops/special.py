@@ -95,12 +95,15 @@ def _lgamma_fix(args, out):
     return np.where(x == -np.inf, np.inf, out).astype(out.dtype)
 
 
-def _float32_or_64(op: str):
-    """The shape rule of a special function: equal shapes, float32 or float64 (the compiled
-    helpers exist for those two; float16 has no libm or scipy loop of its own either)."""
+def _float32_or_64(op: str, arity: int = 1):
+    """The shape rule of a special function: `arity` operands of equal shapes, float32 or
+    float64 (the compiled helpers exist for those two; float16 has no libm or scipy loop of its
+    own either)."""
     same = _same(op, floats_only=True)
 
     def abstract_eval(*xs, **params):
+        if len(xs) != arity:
+            raise op_error(op, f"takes {arity} operand(s), got {len(xs)}", TypeError)
         out = same(*xs)
         if out.dtype not in (dtypes.float32, dtypes.float64):
             raise op_error(
@@ -189,7 +192,7 @@ def _betainc_vjp(g, out, a, b, x):
 
 betainc_p = defop(
     "betainc",
-    abstract_eval=_float32_or_64("betainc"),
+    abstract_eval=_float32_or_64("betainc", arity=3),
     impl=_scipy("betainc"),
     vjp=_betainc_vjp,
     kind="elementwise",
@@ -211,7 +214,7 @@ def _logaddexp_vjp(g, out, x, y):
 # x + log 2.
 logaddexp_p = defop(
     "logaddexp",
-    abstract_eval=_float32_or_64("logaddexp"),
+    abstract_eval=_float32_or_64("logaddexp", arity=2),
     impl=np.logaddexp,
     vjp=_logaddexp_vjp,
     kind="elementwise",
