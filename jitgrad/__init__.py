@@ -12,7 +12,7 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 
 import numpy as np
 
-from jitgrad import checkpoint, data, lax, linalg, math, nn, optim
+from jitgrad import checkpoint, data, distributed, lax, linalg, math, nn, optim
 from jitgrad import testing as test
 from jitgrad import numpy  # jitgrad.numpy; Tensor's numpy protocols dispatch to it
 from jitgrad.autodiff.tape import GradientTape, UnconnectedGradients, custom_gradient
@@ -128,6 +128,7 @@ __all__ = sorted(
         "checkpoint",
         "cond",
         "data",
+        "distributed",
         "foldl",
         "foldr",
         "fori_loop",

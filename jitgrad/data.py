@@ -12,13 +12,19 @@ import math
 
 import numpy as np
 
+from jitgrad.distributed import world as _world
+from jitgrad.distributed.collectives import shard_bounds
+
 
 class Batches:
     """Iterable over tuples of batches, one epoch per `iter()`. With `shuffle`, epoch e uses
     the permutation drawn from (seed, e), so a run is reproducible and can resume at any epoch
-    by setting `epoch` (the number of the next pass)."""
+    by setting `epoch` (the number of the next pass). With `shard`, each batch is this rank's
+    slice of the global batch (jitgrad.distributed.shard)."""
 
-    def __init__(self, arrays, batch_size: int, shuffle: bool, seed, drop_last: bool):
+    def __init__(
+        self, arrays, batch_size: int, shuffle: bool, seed, drop_last: bool, shard: bool = False
+    ):
         if not arrays:
             raise ValueError("batches: needs at least one array")
         self.arrays = [np.asarray(a) for a in arrays]
@@ -33,6 +39,11 @@ class Batches:
         self.shuffle = shuffle
         self.seed = np.random.SeedSequence().entropy if seed is None else seed
         self.drop_last = drop_last
+        self.shard = shard
+        comm = _world.world().comm if shard else None
+        if comm is not None and seed is None:
+            # Every rank must cut its slice out of the same permutation: rank 0's.
+            self.seed = comm.bcast(self.seed, root=0)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -49,14 +60,24 @@ class Batches:
             else None
         )
         for b in range(len(self)):
-            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            start = b * self.batch_size
+            stop = min(start + self.batch_size, self.num_rows)
+            if self.shard:
+                lo, hi = shard_bounds(stop - start)
+                start, stop = start + lo, start + hi
+            rows = slice(start, stop)
             if order is not None:
                 rows = order[rows]
             yield tuple(a[rows] for a in self.arrays)
 
 
 def batches(
-    *arrays, batch_size: int, shuffle: bool = True, seed=None, drop_last: bool = False
+    *arrays,
+    batch_size: int,
+    shuffle: bool = True,
+    seed=None,
+    drop_last: bool = False,
+    shard: bool = False,
 ) -> Batches:
     """Batches of rows of `arrays` (same first dimension), as tuples of numpy arrays.
 
@@ -67,5 +88,9 @@ def batches(
     `shuffle` draws a new permutation each epoch (each `for` over the result), reproducible
     from `seed`; `drop_last` drops a final partial batch. Without shuffling, batches are
     views of the arrays.
+
+    `shard=True` (data parallelism, jitgrad.distributed): `batch_size` is the global batch,
+    and each rank gets its consecutive slice of every global batch (sizes differing by at most
+    one row); every rank draws the same permutation (with `seed=None`, rank 0's seed).
     """
-    return Batches(arrays, batch_size, shuffle, seed, drop_last)
+    return Batches(arrays, batch_size, shuffle, seed, drop_last, shard)

@@ -1,6 +1,7 @@
 """Layers point down: every import inside jitgrad/ (at module level or inside a function) goes
 from a layer to one it may use, never up, and no chain of imports comes back to where it
-started. numba and llvmlite are imported by the Numba backend only.
+started. numba and llvmlite are imported by the Numba backend only; mpi4py by the distributed
+layer and the backend, numba_mpi by the backend.
 
 The allowed directions (a layer may import itself and the layers listed):
 
@@ -18,14 +19,17 @@ The allowed directions (a layer may import itself and the layers listed):
                                              and jacfwd, jacrev, hessian, linearize, vjp
     passes     -> core, ir                   simplify, fold, cse, dce, fuse
     backend    -> core, ir, passes           the Numba backend: emitter, cache, kernels
-    compiler   -> core, ops, ir, autodiff, passes, backend
+    compiler   -> core, ops, ir, autodiff, passes, backend, distributed
                                              jit, jit_grad, jit_train_step, signatures,
                                              the call path, the tape's compiled backward
+    distributed -> core, ops, optim          MPI data parallelism: the job, collectives on
+                                             pytrees, DistributedOptimizer, the launcher
     nn, optim, math -> core, ops             the training library and namespaces
     scipy      -> core, ops                  jax.scipy's names (special functions)
     linalg     -> core, ops                  TensorFlow's tf.linalg namespace
     numpy      -> core, ops, linalg          numpy's names over the ops (jitgrad.numpy)
-    checkpoint, data -> core
+    checkpoint -> core
+    data       -> core, distributed          batches (a rank's shard of each global batch)
     testing    -> core, ops, ir, autodiff
     jitgrad/__init__.py -> anything
 """
@@ -49,7 +53,8 @@ ALLOWED = {
     "batching": {"core", "ops", "ir", "autodiff", "control"},
     "passes": {"core", "ir"},
     "backend": {"core", "ir", "passes"},
-    "compiler": {"core", "ops", "ir", "autodiff", "passes", "backend"},
+    "compiler": {"core", "ops", "ir", "autodiff", "passes", "backend", "distributed"},
+    "distributed": {"core", "ops", "optim"},
     "nn": {"core", "ops"},
     "optim": {"core", "ops"},
     "math": {"core", "ops"},
@@ -57,10 +62,12 @@ ALLOWED = {
     "linalg": {"core", "ops"},
     "numpy": {"core", "ops", "linalg"},
     "checkpoint": {"core"},
-    "data": {"core"},
+    "data": {"core", "distributed"},
     "testing": {"core", "ops", "ir", "autodiff"},
 }
 NUMBA_ONLY_IN = "backend"
+# Top-level module -> the layers that may import it.
+MPI_ONLY_IN = {"mpi4py": {"distributed", "backend"}, "numba_mpi": {"backend"}}
 
 
 def _modules() -> dict[str, str]:
@@ -192,6 +199,15 @@ def test_numba_is_imported_by_the_backend_only():
         if t.split(".")[0] in ("numba", "llvmlite") and layer_of(i) != NUMBA_ONLY_IN
     ]
     assert not bad, "numba outside jitgrad/backend:\n" + "\n".join(bad)
+
+
+def test_mpi_is_imported_by_the_distributed_layer_and_the_backend_only():
+    bad = [
+        f"{MODULES[i]}:{n}: {t}"
+        for i, t, n in _imports()
+        if t.split(".")[0] in MPI_ONLY_IN and layer_of(i) not in MPI_ONLY_IN[t.split(".")[0]]
+    ]
+    assert not bad, "MPI imported outside its layers:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize(

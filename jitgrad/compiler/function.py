@@ -362,6 +362,10 @@ class JitFunction:
         """How a call writes into its arguments (see TrainStep); plain functions do not."""
         return None
 
+    def _compiles_now(self) -> bool:
+        """Whether a miss compiles before it runs (`config.compile`, see `_miss`)."""
+        return config.compile == "blocking"
+
     def _first_run(self, compiled: Compiled, arrays: list):
         """A blocking first call: compile (or load machine code from Numba's disk cache),
         then run the kernel."""
@@ -400,7 +404,7 @@ class JitFunction:
             compiled = self._versions.get(key)
             if compiled is None:
                 self._misses += 1
-                blocking = config.compile == "blocking"
+                blocking = self._compiles_now()
                 try:
                     compiled, _ = self._build(args, lower=blocking)
                 except Exception as error:

@@ -13,6 +13,17 @@ the kernel returned, and cannot fail (same shapes and dtypes; the step count is 
 
 The optimizer's numeric settings are kernel inputs read at every call, and changing a schedule
 or a flag retraces (see `jitgrad.optim.hyperparameters`).
+
+Distributed (`distributed=True`, data parallelism over MPI ranks): the traced step takes the
+mean over ranks of each gradient (the `allreduce` op, ops/collective.py) before the optimizer
+update, so clipping and the update see the reduced gradients, and the kernel calls
+MPI_Allreduce on the gradient buffers in place between backward and update
+(backend/numba/mpi.py): a step is still one native call. Every rank must make the same
+collective calls in the same order, so a distributed step compiles in its own process before
+its first call runs (no numpy fallback meanwhile, no compile worker: a fallback step would
+round differently from the kernel, and the ranks' parameters would drift apart). Its first
+call checks that params and opt_state have the same structure, shapes and dtypes on every
+rank (one allgather), and raises naming the first difference.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from jitgrad.compiler.stateful import write_back
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
 from jitgrad.ir.schedule import LoopGroup
+from jitgrad.ops.collective import allreduce
 
 # Compiled version -> its `_donation_plan`, computed once; a version belongs to one train step.
 _DONATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -55,13 +67,30 @@ class TrainStep(JitFunction):
     """`step(params, opt_state, *batch) -> loss` (or `(loss, aux)`), updating `params` and
     `opt_state` (nested dicts/lists of numpy arrays) in place."""
 
-    def __init__(self, loss_fn, optimizer, has_aux=False, static_argnums=(), fastmath=False):
+    def __init__(
+        self,
+        loss_fn,
+        optimizer,
+        has_aux=False,
+        static_argnums=(),
+        fastmath=False,
+        distributed=False,
+    ):
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.has_aux = has_aux
+        self.distributed = distributed
+        self._structure_checked = not distributed
+        if distributed:
+            from jitgrad.distributed.world import world
+
+            world()  # join the job: the traced mean divides by its size
 
         def step(params, opt_state, *batch):
             out, grads = value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
+            if distributed:
+                leaves, treedef = pytree.flatten(grads)
+                grads = pytree.unflatten(treedef, [allreduce(g, op="mean") for g in leaves])
             new_params, new_state = optimizer.update(params, grads, opt_state)
             return out, new_params, new_state
 
@@ -84,7 +113,15 @@ class TrainStep(JitFunction):
                 )
             )
         self._check_updated(args[0], args[1])
+        if not self._structure_checked:
+            from jitgrad.distributed.world import check_same_structure
+
+            check_same_structure(f"{self.name}: (params, opt_state)", (args[0], args[1]))
+            self._structure_checked = True
         return super()._call(args, kwargs)
+
+    def _compiles_now(self) -> bool:
+        return self.distributed or super()._compiles_now()
 
     def _check_updated(self, params, opt_state) -> None:
         """Raise unless every leaf of params and opt_state is a writeable C-contiguous array of
@@ -239,7 +276,13 @@ class _Counter:
 
 
 def jit_train_step(
-    loss_fn=None, optimizer=None, *, has_aux=False, static_argnums=(), fastmath=False
+    loss_fn=None,
+    optimizer=None,
+    *,
+    has_aux=False,
+    static_argnums=(),
+    fastmath=False,
+    distributed=False,
 ):
     """Compile a whole training step (forward, backward, clipping, optimizer update) into one
     kernel that updates `params` and `opt_state` in place and returns the loss.
@@ -248,9 +291,18 @@ def jit_train_step(
     >>> step = jitgrad.jit_train_step(loss_fn, opt)
     >>> state = opt.init(params)
     >>> loss = step(params, state, x, y)   # params and state now hold the updated values
+
+    `distributed=True` (under an MPI launcher, see jitgrad.distributed): the kernel averages
+    the gradients over ranks (MPI_Allreduce, in place) before the update; the loss returned
+    is this rank's.
     """
     if loss_fn is None:
         return lambda fn: jit_train_step(
-            fn, optimizer, has_aux=has_aux, static_argnums=static_argnums, fastmath=fastmath
+            fn,
+            optimizer,
+            has_aux=has_aux,
+            static_argnums=static_argnums,
+            fastmath=fastmath,
+            distributed=distributed,
         )
-    return TrainStep(loss_fn, optimizer, has_aux, static_argnums, fastmath)
+    return TrainStep(loss_fn, optimizer, has_aux, static_argnums, fastmath, distributed)

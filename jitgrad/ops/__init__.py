@@ -7,7 +7,7 @@ and has TensorFlow's name and argument names.
 import types as _types
 
 from jitgrad.core.tensor import bind_operator_namespace
-from jitgrad.ops import random
+from jitgrad.ops import collective, random
 from jitgrad.ops.creation import (
     constant,
     convert_to_tensor,

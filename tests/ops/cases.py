@@ -1224,6 +1224,13 @@ case(
     order=0,
 )
 case(
+    "allreduce",  # the sum over the processes of an MPI job: the value itself in one process
+    lambda x: jg.ops.collective.allreduce(x) * x,
+    one(lambda d, s: d.uniform(s)),
+    ref=lambda x: x * x,
+    prims=("allreduce",),
+)
+case(
     "stop_gradient",
     lambda x: x * jg.stop_gradient(x),
     one(lambda d, s: d.uniform(s)),

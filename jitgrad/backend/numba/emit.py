@@ -63,6 +63,8 @@ MIN_BLOCK = 8
 MIN_LOOP_BLOCK = 32
 # Comments list the ops of groups up to this size, and count them in larger ones.
 MAX_LISTED_OPS = 40
+# Helpers that are not from the vectorised math module (their own imports in module_source).
+_SPECIAL_OR_MPI = set(helper_names.SPECIAL.values()) | set(helper_names.MPI_ALLREDUCE.values())
 # Structured op name -> the Emitter method that writes it (see `emits`).
 EMITTERS: dict[str, Callable] = {}
 
@@ -326,8 +328,9 @@ class Emitter:
         flags = "True" if self.fastmath else "False"
         imports = ""
         for module, names in (
-            (helper_names.VMATH_MODULE, self.helpers - set(helper_names.SPECIAL.values())),
+            (helper_names.VMATH_MODULE, self.helpers - _SPECIAL_OR_MPI),
             (helper_names.SPECIAL_MODULE, self.helpers & set(helper_names.SPECIAL.values())),
+            (helper_names.MPI_MODULE, self.helpers & set(helper_names.MPI_ALLREDUCE.values())),
             (helper_names.RUNTIME_MODULE, self.runtime),
             (BLOCKS_MODULE, {"scalar_block"} if self.blocks else set()),
         ):
@@ -1004,6 +1007,30 @@ class Emitter:
         else:
             self.add_buffer(e.out)
             self.emit(f"{helper}({operands}, {out}.reshape(-1))")
+
+    @emits("allreduce")
+    def op_allreduce(self, e, x):
+        """The sum over MPI ranks (ops/collective.py), by MPI_Allreduce in place on the
+        buffer (backend/numba/mpi.py): on `x`'s own buffer when this kernel computed it and
+        nothing else reads it (a gradient on its way to the optimizer update), else on a copy.
+        A 0-d value is reduced in a one-element array."""
+        helper = helper_names.MPI_ALLREDUCE[e.out.aval.dtype.name]
+        self.helpers.add(helper)
+        out = self.name_of(e.out)
+        if e.out.aval.ndim == 0:
+            self.emit(f"{out}_one = np.full(1, {self.value(x)})")
+            self.emit(f"{helper}({out}_one)")
+            self.emit(f"{out} = {out}_one[0]")
+            return
+        owned = (
+            x in self.contiguous
+            and x not in self.graph.inputs
+            and self.read_only_by(x, lambda r: r is e)
+        )
+        source = self.name_of(x) if owned else f"{self.name_of(x)}.copy()"
+        self.emit(f"{out} = {source}")
+        self.emit(f"{helper}({out}.reshape(-1))")
+        self.contiguous.add(e.out)
 
     def _slices(self, index) -> str:
         parts = []

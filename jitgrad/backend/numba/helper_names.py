@@ -29,3 +29,8 @@ SPECIAL = {
     for op in SPECIAL_ARITY
     for dtype, suffix in (("float32", "f32"), ("float64", "f64"))
 }
+
+# The in-kernel allreduce (backend/numba/mpi.py): MPI_ALLREDUCE[dtype name] sums a flat
+# C-contiguous array over the ranks of the job, in place.
+MPI_MODULE = "jitgrad.backend.numba.mpi"
+MPI_ALLREDUCE = {"float32": "allreduce_sum_f32", "float64": "allreduce_sum_f64"}

