@@ -232,20 +232,20 @@ SPECIAL_VALUES = [
     (
         "lgamma",
         m.lgamma,
-        ([0.0, -1.0, -2.0, np.inf, -np.inf, 1.0, 2.0, np.nan],),
-        [np.inf] * 5 + [0, 0, np.nan],
+        ([0.0, -1.0, -2.0, -1e300, np.inf, -np.inf, 1.0, 2.0, np.nan],),
+        [np.inf] * 6 + [0, 0, np.nan],
     ),
     (
         "digamma",
         m.digamma,
-        ([0.0, -0.0, -1.0, np.inf, -np.inf, np.nan],),
-        [-np.inf, np.inf, np.nan, np.inf, np.nan, np.nan],
+        ([0.0, -0.0, -1.0, -1e300, np.inf, -np.inf, np.nan],),
+        [-np.inf, np.inf, np.nan, np.nan, np.inf, np.nan, np.nan],
     ),
     (
         "polygamma1",
         lambda x: m.polygamma(1, x),
-        ([0.0, -1.0, np.inf, np.nan],),
-        [np.inf, np.inf, 0.0, np.nan],
+        ([0.0, -1.0, -1e300, np.inf, np.nan],),
+        [np.inf, np.inf, np.inf, 0.0, np.nan],
     ),
     (
         "polygamma2",

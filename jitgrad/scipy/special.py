@@ -92,8 +92,8 @@ def log_ndtr(x):
 
 def ndtr(x):
     """The standard normal CDF, erfc(-x / sqrt 2) / 2 (no cancellation in the left tail)."""
-    x = _float(x, "ndtr")
-    return 0.5 * _special.erfc(as_value(x, op="ndtr") * (-1.0 / math.sqrt(2.0)))
+    x = as_value(_float(x, "ndtr"), op="ndtr")
+    return 0.5 * _special.erfc(x / -math.sqrt(2.0))
 
 
 def betainc(a, b, x):

@@ -351,6 +351,7 @@ def verfinv_f32(y):
 
 @njit(**_JIT)
 def _lentz_guard(v):
+    """Lentz's substitute for a zero denominator (a tiny number: the fraction then goes on)."""
     return _LENTZ_TINY if abs(v) < _LENTZ_TINY else v
 
 
