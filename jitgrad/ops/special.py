@@ -327,7 +327,9 @@ def betainc(a, b, x, name=None):
     """The regularized incomplete beta function I_x(a, b), elementwise with broadcasting.
 
     Differentiable in x only: the gradients with respect to a and b are None, as in
-    TensorFlow (tf.math.betainc registers no gradient for them).
+    TensorFlow (tf.math.betainc's gradient gives None for them): `tape.gradient` returns None
+    for them, and `jitgrad.grad`/`jit_grad`, which give zeros for any argument without a
+    gradient path, give zeros. Those zeros are not the derivative: do not ask for it.
 
     >>> import jitgrad
     >>> float(jitgrad.math.betainc(2.0, 3.0, 0.5))
