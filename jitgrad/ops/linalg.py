@@ -16,6 +16,7 @@ from jitgrad.ops import reduce
 from jitgrad.ops import shape as sh
 from jitgrad.ops.base import as_value, broadcast_shapes
 from jitgrad.ops.elementwise import cast
+from jitgrad.ops.index import gather
 
 
 def _describe(a, b) -> str:
@@ -234,8 +235,6 @@ def _diagonal(x, term: list[str]):
     """x with each repeated label taken once, along the diagonal: the repeated axes are moved
     last, flattened, and the diagonal's flat positions gathered (exact, and its gradient is a
     scatter-add onto the diagonal)."""
-    from jitgrad.ops.index import gather
-
     for c in dict.fromkeys(term):
         where = [k for k, label in enumerate(term) if label == c]
         if len(where) == 1:
