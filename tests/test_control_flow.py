@@ -1382,3 +1382,15 @@ def test_debug_nans_names_the_loop_that_made_a_nan(monkeypatch):
         pytest.raises(FloatingPointError, match="loop: produced NaN"),
     ):
         f(np.array([1.0, -1.0, 2.0], np.float32))
+
+
+def test_a_python_float_carry_under_jit_is_weak_like_its_argument():
+    """A Python float argument of jit is weak (float64 inside); the loop's final carry stays
+    weak, so the result leaves as float32, as the eager loop's."""
+    loop = jg.jit(lambda x: jg.fori_loop(0, 3, lambda i, c: c * 1.5, x))
+    out = loop(1.0)
+    assert out.dtype == np.float32 and float(out) == 3.375
+    grow = jg.jit(lambda x: jg.while_loop(lambda c: c < 5.0, lambda c: (c * 1.5,), (x,)))
+    assert grow(1.0)[0].dtype == np.float32
+    scanned = jg.jit(jg.grad(lambda x: lax.scan(lambda c, v: (c * x, c), x, None, length=3)[0]))
+    assert scanned(1.5).dtype == np.float32 and float(scanned(1.5)) == 13.5

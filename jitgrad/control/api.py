@@ -22,6 +22,7 @@ from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind, current_trace
 from jitgrad.core.errors import op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
+from jitgrad.core.weak import WEAK_TYPES, as_weak
 from jitgrad.ops.base import as_value
 from jitgrad.ops.elementwise import cast, maximum, minimum, not_equal
 from jitgrad.ops.shape import stack
@@ -133,7 +134,17 @@ def _scan(step, init, init_tree, xs, length, reverse, name, remat=False):
         extends=None,
     )
     values = _unpack(result, 1 + n_carry + n_ys)
-    return values[1 : 1 + n_carry], values[1 + n_carry :], y_tree
+    return _weak_like(init, values[1 : 1 + n_carry]), values[1 + n_carry :], y_tree
+
+
+def _weak_like(init: list, carry: list) -> list:
+    """The final carry, weak where its initial value was weak (a Python float argument of
+    jit/grad, core/weak.py): it runs in float64 inside the loop and, like any weak value,
+    becomes float32 when it leaves the function, as the eager loop's float32 carry."""
+    return [
+        as_weak(c) if type(i) in WEAK_TYPES and c.dtype == np.float64 else c
+        for i, c in zip(init, carry)
+    ]
 
 
 def _scan_eager(step, init, init_tree, xs, length, reverse, name):
@@ -253,7 +264,7 @@ def _while(cond_step, body_step, init, init_tree, max_trips, name):
         remat=False,
         extends=None,
     )
-    return _unpack(result, 1 + len(init))[1:]
+    return _weak_like(init, _unpack(result, 1 + len(init))[1:])
 
 
 def _while_eager(cond_step, body_step, init, init_tree, max_trips, name):

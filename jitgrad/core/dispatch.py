@@ -11,6 +11,7 @@ import contextvars
 
 import numpy as np
 
+from jitgrad.core.aval import TupleAVal
 from jitgrad.core.config import config
 from jitgrad.core.errors import LeakedTracerError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
@@ -49,6 +50,8 @@ def bind(op, *args, **params):
         if config.debug_nans and value.dtype.kind == "f":
             check_nans(op.name, values, value, with_location)
         out = Tensor(value)
+    if weak and type(out) is Tracer and isinstance(out.var.aval, TupleAVal):
+        weak = False  # a loop's or branch's tuple of results: taken apart by tuple_get
     if weak and out.dtype == np.float64:
         out = as_weak(out)
     tapes = tape_stack.get()
