@@ -38,9 +38,8 @@ from jitgrad.core import pytree
 from jitgrad.core.aval import TupleAVal
 from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
-from jitgrad.core.errors import JitgradError, with_location
+from jitgrad.core.errors import JitgradError, VariableCreationError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
-from jitgrad.core.variable import Variable
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.subgraphs import subgraphs
@@ -297,8 +296,8 @@ class JitFunction:
         # `(args) -> args` run before the signature key on the general path: `jitgrad.function`'s
         # input_signature check (a call the fast entry's guard accepts already conforms).
         self.convert_args = None
-        # TensorFlow's rule (set by `jitgrad.function`): a call whose trace fails because the
-        # function creates its Variables (a model built on its first call) runs eagerly.
+        # TensorFlow's rule (set by `jitgrad.function`): a call whose trace creates a Variable
+        # from traced values (a model built on its first call) runs eagerly.
         self.variables_on_first_call = False
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # see __get__
         functools.update_wrapper(self, fn)
@@ -407,12 +406,14 @@ class JitFunction:
                 blocking = self._compiles_now()
                 try:
                     compiled, _ = self._build(args, lower=blocking)
-                except Exception as error:
+                except VariableCreationError:
                     if not self.variables_on_first_call:
                         raise
-                    result = _creating_variables(self.fn, args, error)
-                    self._misses -= 1  # nothing was compiled: the next call traces again
-                    return result
+                    # The initial values are traced, not concrete, and TensorFlow runs the
+                    # initialisers outside the graph: this call runs eagerly, creating the
+                    # Variables, and the next call traces the function that reads them.
+                    self._misses -= 1
+                    return self.fn(*args)
                 if tape_stack.get() and self._watched_by_tape(args, compiled):
                     return self._eager(compiled, args)  # not kept: the next call compiles
                 if blocking:
@@ -608,21 +609,6 @@ class JitFunction:
         bound.convert_args = self.convert_args
         bound.variables_on_first_call = self.variables_on_first_call
         return bound
-
-
-def _creating_variables(fn, args, trace_error: Exception):
-    """`fn(*args)` run eagerly, if it creates Variables: a function that builds its model on
-    its first call cannot be traced then (an initial value drawn from traced values is not
-    concrete), and TensorFlow runs the initialisers outside the graph. Otherwise (an ordinary
-    error, which the eager run repeats or not) the trace's error is raised."""
-    created = Variable.created
-    try:
-        result = fn(*args)
-    except Exception:
-        raise trace_error from None
-    if Variable.created == created:
-        raise trace_error
-    return result
 
 
 def compile_graph(

@@ -56,7 +56,8 @@ class TracerError(JitgradError, TypeError):
 
 
 class VariableCreationError(TracerError):
-    """A Variable was created from a traced value: its initial value must be concrete."""
+    """A Variable was created from a traced value: its initial value must be concrete. Under
+    `jitgrad.function` the call then runs eagerly (TensorFlow's first-call rule)."""
 
 
 class LeakedTracerError(JitgradError, RuntimeError):

@@ -67,7 +67,6 @@ class Variable(Tensor):
     """
 
     __slots__ = ("name", "trainable", "_last_read")
-    created = 0  # Variables made so far: `jitgrad.function` tells a first call that builds a model
 
     def __init__(self, value, name: str | None = None, trainable: bool = True, dtype=None):
         if isinstance(value, Tracer):
@@ -80,7 +79,6 @@ class Variable(Tensor):
                 )
             )
         super().__init__(_owned(to_array(value, dtype), value))
-        Variable.created += 1
         # TensorFlow's names: the enclosing name scopes, the name ("Variable" by default: eager
         # TensorFlow does not make names unique) and ":0", its output index.
         self.name = f"{_scope.get()}{'Variable' if name is None else name}:0"
