@@ -116,7 +116,8 @@ class TrainStep(JitFunction):
         if not self._structure_checked:
             from jitgrad.distributed.world import check_same_structure
 
-            check_same_structure(f"{self.name}: (params, opt_state)", (args[0], args[1]))
+            check_same_structure(f"{self.name}: params", args[0], "params")
+            check_same_structure(f"{self.name}: opt_state", args[1], "opt_state")
             self._structure_checked = True
         return super()._call(args, kwargs)
 

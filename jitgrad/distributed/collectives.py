@@ -30,7 +30,7 @@ def broadcast(tree, root: int = 0):
     _check_root(root, w.size)
     if w.comm is None:
         return tree
-    check_same_structure("broadcast", tree)
+    check_same_structure("broadcast: tree", tree)
     leaves, treedef = pytree.flatten(tree)
     out = []
     for leaf in leaves:
@@ -59,7 +59,7 @@ def allreduce(tree, op: str = "sum"):
             )
     if w.comm is None:
         return tree
-    check_same_structure("allreduce", tree)
+    check_same_structure("allreduce: tree", tree)
     from mpi4py import MPI
 
     out = []

@@ -135,14 +135,15 @@ def barrier() -> None:
         comm.Barrier()
 
 
-def check_same_structure(what: str, tree) -> None:
-    """Raise the same ValueError on every rank unless `tree` has the same structure, leaf
-    shapes and dtypes on all of them (one allgather of a short description). Collectives on
-    mismatched buffers would otherwise sum unrelated numbers, fail deep inside MPI, or hang."""
+def check_same_structure(what: str, tree, name: str = "tree") -> None:
+    """Raise the same ValueError on every rank unless `tree` (called `name` in the message's
+    leaf paths) has the same structure, leaf shapes and dtypes on all of them (one allgather
+    of a short description). Collectives on mismatched buffers would otherwise sum unrelated
+    numbers, fail deep inside MPI, or hang."""
     comm = world().comm
     if comm is None:
         return
-    mine = signature(what, tree)
+    mine = signature(name, tree)
     every = comm.allgather(mine)
     for other_rank, other in enumerate(every):
         if other != every[0]:
@@ -152,10 +153,10 @@ def check_same_structure(what: str, tree) -> None:
             )
 
 
-def signature(what: str, tree) -> tuple:
+def signature(name: str, tree) -> tuple:
     """(structure, ((path, shape, dtype), ...)) of a pytree of arrays or tensors."""
     leaves, treedef = pytree.flatten(tree)
-    paths = pytree.leaf_paths(what, treedef)
+    paths = pytree.leaf_paths(name, treedef)
     described = tuple(
         (path, tuple(np.shape(leaf)), str(getattr(leaf, "dtype", type(leaf).__name__)))
         for path, leaf in zip(paths, leaves)

@@ -1225,7 +1225,7 @@ case(
 )
 case(
     "allreduce",  # the sum over the processes of an MPI job: the value itself in one process
-    lambda x: jg.ops.collective.allreduce(x) * x,
+    lambda x: bind(jg.ops.collective.allreduce_p, x) * x,
     one(lambda d, s: d.uniform(s)),
     ref=lambda x: x * x,
     prims=("allreduce",),

@@ -1,0 +1,289 @@
+"""jitgrad.distributed: collectives, data-parallel training and failures on 2 MPI ranks.
+
+Each multi-rank test writes a script to tmp_path and runs it with
+`python -m jitgrad.distributed.run -n 2` (mpiexec on loopback, oversubscribed on a small
+machine); the script asserts on every rank and the test checks the exit status and output.
+The size-1 fallback runs in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+import jitgrad.distributed as dist
+
+pytest.importorskip("mpi4py", reason="needs the distributed extra")
+
+# A job that does not end by itself within this bound has hung: the test fails.
+JOB_TIMEOUT = 120
+
+
+def run_ranks(tmp_path, source: str, n: int = 2, timeout: float = JOB_TIMEOUT):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(source))
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "jitgrad.distributed.run", "-n", str(n), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def check_ok(result, expected_lines: int):
+    assert result.returncode == 0, result.stdout + result.stderr
+    oks = [line for line in result.stdout.splitlines() if line.startswith("ok ")]
+    assert len(oks) == expected_lines, result.stdout + result.stderr
+
+
+COLLECTIVES = """
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    r, n = dist.rank(), dist.size()
+    assert n == 2 and dist.is_main() == (r == 0)
+    for dtype in (np.float16, np.float32, np.float64):
+        leaf = np.arange(6, dtype=dtype).reshape(2, 3) + r
+        variable = jg.Variable(np.full(3, 2.0 * r, dtype))
+        tree = {"a": leaf, "b": [jg.constant(np.full(4, r + 1.0, dtype))], "v": variable}
+        out = dist.allreduce(tree, op="sum")
+        expected = 2 * np.arange(6, dtype=dtype).reshape(2, 3) + 1
+        assert out["a"] is leaf and leaf.dtype == dtype and np.array_equal(leaf, expected)
+        tensor = out["b"][0]
+        assert tensor.dtype == dtype and np.array_equal(tensor.numpy(), np.full(4, 3.0, dtype))
+        assert out["v"] is variable and np.array_equal(variable.numpy(), np.full(3, 2.0, dtype))
+        frozen = np.full(3, r + 1.0, dtype)
+        frozen.flags.writeable = False
+        mean = dist.allreduce({"f": frozen}, op="mean")["f"]
+        assert mean is not frozen and np.array_equal(mean, np.full(3, 1.5, dtype)), mean
+        assert np.array_equal(frozen, np.full(3, r + 1.0, dtype))       # read-only: untouched
+        strided = np.full((3, 4), r + 1.0, dtype)[:, ::2]
+        dist.allreduce([strided])
+        assert np.array_equal(strided, np.full((3, 2), 3.0, dtype))
+        b = {"w": np.full(5, r * 10.0, dtype), "t": jg.constant(np.full(2, r, dtype))}
+        got = dist.broadcast(b, root=1)
+        assert got["w"] is b["w"] and np.array_equal(b["w"], np.full(5, 10.0, dtype))
+        assert np.array_equal(got["t"].numpy(), np.full(2, 1, dtype))
+        print("ok", r, np.dtype(dtype).name, flush=True)
+    dist.barrier()
+    x = np.arange(10)
+    part = dist.shard(x)
+    assert np.array_equal(part, x[:5] if r == 0 else x[5:])
+    loader = jg.data.batches(x, batch_size=4, seed=None, shard=True)
+    rows = [b[0] for b in loader]
+    every = dist.world.world().comm.allgather(rows)
+    for b in range(len(loader)):
+        joined = np.concatenate([every[0][b], every[1][b]])
+        assert len(every[0][b]) - len(every[1][b]) in (0, 1), every
+        if b == 0:
+            first = set(joined)
+    assert len(first) == 4
+    print("ok", r, "shard", flush=True)
+"""
+
+
+def test_collectives_on_two_ranks(tmp_path):
+    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 4)
+
+
+TRAINING = """
+    import hashlib
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+    from jitgrad.core import pytree
+
+    dist.init()
+    comm = dist.world.world().comm
+    B, D, H, C, STEPS = 32, 12, 16, 4, 20
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B * STEPS, D)).astype(np.float32)
+    y = rng.integers(0, C, B * STEPS)
+
+
+    def init_params():
+        r = np.random.default_rng(1 + 7 * dist.rank())   # different on each rank: broadcast
+        p = {
+            "w1": (r.standard_normal((D, H)) * 0.3).astype(np.float32),
+            "b1": np.zeros(H, np.float32),
+            "w2": (r.standard_normal((H, C)) * 0.3).astype(np.float32),
+            "b2": np.zeros(C, np.float32),
+        }
+        return p
+
+
+    def loss_fn(p, xb, yb):
+        h = jg.tanh(xb @ p["w1"] + p["b1"])
+        logits = h @ p["w2"] + p["b2"]
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+        )
+
+
+    def identical_on_every_rank(tree):
+        leaves = [np.asarray(getattr(l, "numpy", lambda: l)()) for l in pytree.flatten(tree)[0]]
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(l).tobytes() for l in leaves))
+        return len(set(comm.allgather(digest.hexdigest()))) == 1
+
+
+    def close(a, b):
+        for k in a:
+            np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-5, atol=2e-6)
+
+
+    optimizers = {
+        "sgd": lambda: jg.optim.SGD(0.1),
+        "adam": lambda: jg.optim.Adam(0.01, global_clipnorm=1.0),
+    }
+    for name, make in optimizers.items():
+        par = dist.broadcast(init_params())
+        ref = {k: v.copy() for k, v in par.items()}
+        ref_opt, par_opt = make(), make()
+        ref_state, par_state = ref_opt.init(ref), par_opt.init(par)
+        ref_step = jg.jit_train_step(loss_fn, ref_opt)               # one process, batch B
+        par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True)
+        full = jg.data.batches(x, y, batch_size=B, seed=3)
+        sharded = jg.data.batches(x, y, batch_size=B, seed=3, shard=True)
+        for (xb, yb), (xs, ys) in zip(full, sharded):
+            assert len(xs) == B // 2
+            ref_step(ref, ref_state, xb, yb)
+            par_step(par, par_state, xs, ys)
+            assert identical_on_every_rank((par, par_state)), name
+        close(par, ref)
+        assert "allreduce_sum_f32" in par_step.lower(par, par_state, xs, ys).source
+        print("ok", dist.rank(), "jit_train_step", name, flush=True)
+
+    # The eager tape with DistributedOptimizer (Horovod's pattern) against one process.
+    start = dist.broadcast(init_params())
+    ref_vars = {k: jg.Variable(v) for k, v in start.items()}
+    par_vars = {k: jg.Variable(v) for k, v in start.items()}
+    ref_opt = jg.optim.Adam(0.01)
+    par_opt = dist.DistributedOptimizer(jg.optim.Adam(0.01))
+    full = jg.data.batches(x, y, batch_size=B, seed=5)
+    sharded = jg.data.batches(x, y, batch_size=B, seed=5, shard=True)
+    names = sorted(start)
+    for (xb, yb), (xs, ys) in zip(full, sharded):
+        for variables, opt, xa, ya in ((ref_vars, ref_opt, xb, yb), (par_vars, par_opt, xs, ys)):
+            with jg.GradientTape() as tape:
+                loss = loss_fn(variables, xa, ya)
+            grads = tape.gradient(loss, [variables[k] for k in names])
+            opt.apply_gradients(zip(grads, [variables[k] for k in names]))
+        assert identical_on_every_rank(par_vars)
+    close({k: v.numpy() for k, v in par_vars.items()}, {k: v.numpy() for k, v in ref_vars.items()})
+    print("ok", dist.rank(), "tape", flush=True)
+"""
+
+
+def test_data_parallel_training_equals_one_process(tmp_path):
+    check_ok(run_ranks(tmp_path, TRAINING), 2 * 3)
+
+
+RAISING = """
+    import jitgrad.distributed as dist
+
+    dist.init()
+    if dist.rank() == 1:
+        raise RuntimeError("rank 1 fails on purpose")
+    dist.barrier()   # rank 0 would wait here forever without the abort
+    print("rank 0 passed the barrier", flush=True)
+"""
+
+
+def test_a_raising_rank_ends_the_job(tmp_path):
+    result = run_ranks(tmp_path, RAISING, timeout=30)
+    assert result.returncode != 0
+    assert "rank 1 fails on purpose" in result.stderr
+    assert "passed the barrier" not in result.stdout
+
+
+MISMATCH = """
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    hidden = 8 if dist.rank() == 0 else 6
+    params = {"w": np.ones((3, hidden), np.float32)}
+    opt = jg.optim.SGD(0.1)
+    state = opt.init(params)
+    step = jg.jit_train_step(lambda p, x: jg.reduce_sum(x @ p["w"]), opt, distributed=True)
+    try:
+        step(params, state, np.ones((2, 3), np.float32))
+    except ValueError as error:
+        print("ok", dist.rank(), error, flush=True)
+"""
+
+
+def test_mismatched_shapes_give_a_clear_error(tmp_path):
+    result = run_ranks(tmp_path, MISMATCH)
+    check_ok(result, 2)
+    assert "differs between ranks" in result.stdout
+    assert (
+        "jit_train_step(<lambda>): params differs between ranks: rank 0 has params['w'] float32 "
+        "(3, 8), rank 1 has params['w'] float32 (3, 6)"
+    ) in result.stdout
+
+
+def test_single_process_fallback():
+    """Without mpiexec: a job of one process, every collective the identity."""
+    dist.init()
+    dist.init()  # idempotent
+    assert (dist.rank(), dist.size(), dist.is_main()) == (0, 1, True)
+    dist.barrier()
+    tree = {"w": np.arange(3.0, dtype=np.float32), "t": jg.constant([1.0, 2.0])}
+    assert dist.allreduce(tree, op="mean") is tree
+    assert dist.broadcast(tree) is tree
+    x, y = np.arange(6), np.arange(6) * 2
+    sx, sy = dist.shard(x, y)
+    assert np.array_equal(sx, x) and np.array_equal(sy, y)
+    with pytest.raises(ValueError, match="op must be 'sum' or 'mean'"):
+        dist.allreduce(tree, op="max")
+    with pytest.raises(TypeError, match=r"tree\['i'\] is int64"):
+        dist.allreduce({"i": np.arange(3)})
+    with pytest.raises(ValueError, match="root must be a rank"):
+        dist.broadcast(tree, root=1)
+
+    def loss_fn(p, xb):
+        return jg.reduce_sum(jg.tanh(xb @ p["w"]))
+
+    params = {"w": np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)}
+    plain = {"w": params["w"].copy()}
+    opt, plain_opt = jg.optim.Adam(0.1), jg.optim.Adam(0.1)
+    state, plain_state = opt.init(params), plain_opt.init(plain)
+    step = jg.jit_train_step(loss_fn, opt, distributed=True)
+    plain_step = jg.jit_train_step(loss_fn, plain_opt)
+    xb = np.ones((4, 3), np.float32)
+    for _ in range(3):
+        step(params, state, xb)
+        plain_step(plain, plain_state, xb)
+    jg.wait_for_compiles()
+    assert np.array_equal(params["w"], plain["w"])
+    assert "allreduce" not in step.lower(params, state, xb).source  # nothing to reduce
+
+    variable = jg.Variable(np.ones(3, np.float32))
+    distributed_opt = dist.DistributedOptimizer(jg.optim.SGD(0.5))
+    distributed_opt.apply_gradients([(jg.constant(np.ones(3, np.float32)), variable)])
+    assert np.array_equal(variable.numpy(), np.full(3, 0.5, np.float32))
+    assert int(distributed_opt.iterations.numpy()) == 1
+
+
+def test_launcher_command():
+    from jitgrad.distributed import run
+
+    argv, env = run.command(64, ["train.py", "--lr", "0.1"])
+    assert argv[1:3] == ["-n", "64"] and argv[-3:] == ["train.py", "--lr", "0.1"]
+    assert argv[-4] == sys.executable and os.path.basename(argv[0]) == "mpiexec"
+    assert "--oversubscribe" in argv  # more ranks than this machine's cores
+    hosts, _ = run.command(4, ["train.py"], hosts="a:2,b:2")
+    assert hosts[3:5] == ["-H", "a:2,b:2"] and "--oversubscribe" not in hosts
