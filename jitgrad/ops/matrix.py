@@ -33,8 +33,8 @@ def _matrix(op: str, x, square: bool = False):
 
 def _operands(op: str, matrix, rhs, square: bool = True):
     """(matrix, rhs as a matrix with the matrix's batch axes, whether rhs was a vector).
-    Batch axes broadcast; an rhs that is not a tensor takes the matrix's dtype; a 1-d rhs of
-    an unbatched matrix is one column (numpy's rule)."""
+    Batch axes broadcast; an rhs that is not a tensor takes the matrix's dtype; a 1-d rhs is
+    one column, the result a vector again (numpy's rule)."""
     a = _matrix(op, matrix, square)
     b = as_value(rhs, dtype=None if isinstance(rhs, VALUE_TYPES) else a.dtype, op=op)
     vector = b.ndim == 1
@@ -83,7 +83,7 @@ def triangular_solve(matrix, rhs, lower=True, adjoint=False, name=None):
 
 def solve(matrix, rhs, adjoint=False, name=None):
     """X with A X = rhs (A^T X = rhs if `adjoint`), by LU; an exactly singular A gives NaN.
-    A 1-d rhs of one matrix is a vector (numpy's rule).
+    A 1-d rhs is a vector (numpy's rule).
 
     >>> jitgrad.linalg.solve([[2.0, 0.0], [0.0, 4.0]], [2.0, 2.0]).numpy()
     array([1. , 0.5], dtype=float32)
@@ -192,8 +192,8 @@ def lstsq(matrix, rhs, l2_regularizer=0.0, fast=True, rcond=None, name=None):
     Without regularization: the minimum-norm solution A^+ rhs by SVD (LAPACK gelsd, numpy's
     `rcond` cutoff, default eps * max(m, n)), also for rank-deficient A; gradients assume the
     rank does not change nearby. With l2_regularizer > 0: TensorFlow's fast path, the normal
-    equations solved by Cholesky. `fast` is accepted for TensorFlow's signature. A 1-d rhs of
-    one matrix is a vector (numpy's rule).
+    equations solved by Cholesky. `fast` is accepted for TensorFlow's signature. A 1-d rhs is
+    a vector (numpy's rule).
 
     >>> jitgrad.linalg.lstsq([[1.0], [1.0]], [[1.0], [3.0]]).numpy().tolist()
     [[2.0]]

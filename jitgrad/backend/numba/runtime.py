@@ -297,6 +297,44 @@ def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dila
 # eigh, svd) flat in the order of their parts. A failure (not positive definite, singular,
 # non-finite input, no convergence) fills the output with NaN, as the eager impls do: Numba's
 # np.linalg raises, and an exception from inside a kernel would lose the caller's context.
+# Each np.linalg call is in a function of its own (`lapack_*`) that only ever sees fresh,
+# writable C arrays: Numba compiles np.linalg for seconds, and the `*_into` helpers, typed once
+# per combination of read-only and writable operands, then only link to it.
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_cholesky(s):
+    return np.linalg.cholesky(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_solve(a, b):
+    return np.linalg.solve(a, b)
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_slogdet(a):
+    return np.linalg.slogdet(a)
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_qr(a):
+    return np.linalg.qr(a)
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_eigh(s):
+    return np.linalg.eigh(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_svd(a):
+    return np.linalg.svd(a, full_matrices=False)
+
+
+@numba.njit(cache=True, nogil=True)
+def lapack_lstsq(a, b, rcond):
+    return np.linalg.lstsq(a, b, rcond)[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -316,7 +354,7 @@ def cholesky_into(a, out):
     if a.shape[0] == 0:
         return
     try:
-        factor = np.linalg.cholesky(symmetric_part(a))
+        factor = lapack_cholesky(symmetric_part(a))
     except Exception:  # noqa: BLE001 - Numba catches only bare or Exception
         out[:, :] = np.nan
         return
@@ -356,7 +394,7 @@ def solve_into(a, b, out, adjoint):
         for j in range(n):
             m[i, j] = a[j, i] if adjoint != 0 else a[i, j]
     try:
-        x = np.linalg.solve(m, np.ascontiguousarray(b))
+        x = lapack_solve(m, b.copy())
     except Exception:  # noqa: BLE001
         out[:, :] = np.nan
         return
@@ -370,7 +408,7 @@ def slogdet_into(a, out):
         out[0], out[1] = 1, 0
         return
     try:
-        sign, logdet = np.linalg.slogdet(a)
+        sign, logdet = lapack_slogdet(a.copy())
     except Exception:  # noqa: BLE001
         out[0], out[1] = np.nan, np.nan
         return
@@ -392,7 +430,7 @@ def qr_into(a, out, full):
     if m == 0 or cols == 0:
         return
     try:
-        q, r = np.linalg.qr(x)
+        q, r = lapack_qr(x)
     except Exception:  # noqa: BLE001
         out[:] = np.nan
         return
@@ -413,7 +451,7 @@ def eigh_into(a, out):
     if n == 0:
         return
     try:
-        w, v = np.linalg.eigh(symmetric_part(a))
+        w, v = lapack_eigh(symmetric_part(a))
     except Exception:  # noqa: BLE001
         out[:] = np.nan
         return
@@ -431,7 +469,7 @@ def svd_into(a, out):
     if k == 0:
         return
     try:
-        u, s, vh = np.linalg.svd(np.ascontiguousarray(a), full_matrices=False)
+        u, s, vh = lapack_svd(a.copy())
     except Exception:  # noqa: BLE001
         out[:] = np.nan
         return
@@ -454,7 +492,7 @@ def lstsq_into(a, b, out, rcond):
         out[:, :] = 0
         return
     try:
-        x = np.linalg.lstsq(np.ascontiguousarray(a), np.ascontiguousarray(b), rcond)[0]
+        x = lapack_lstsq(a.copy(), b.copy(), rcond)
     except Exception:  # noqa: BLE001
         out[:, :] = np.nan
         return
