@@ -48,6 +48,24 @@ def test_train_digits(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_train_digits_distributed():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    pytest.importorskip("mpi4py")
+    out = subprocess.run(
+        [sys.executable, "-m", "jitgrad.distributed.run", "-n", "2"]
+        + [os.path.join(ROOT, "examples", "train_digits_distributed.py"), "--epochs", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 ranks, global batch 64" in out.stdout
+    assert out.stdout.count("test accuracy:") == 1  # rank 0 logs
+    assert float(out.stdout.rsplit("test accuracy:", 1)[1].split()[0]) >= 0.9
+
+
 def test_train_cnn_digits(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")
