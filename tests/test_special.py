@@ -372,6 +372,10 @@ def test_betainc_has_no_gradient_for_a_and_b():
     da, db, dx = tape.gradient(y, [a, b, x])
     assert da is None and db is None
     np.testing.assert_allclose(float(dx), 0.4 * 0.6**2 / sc.beta(2.0, 3.0), rtol=1e-13)
+    # grad's convention for an argument without a gradient path: zeros (documented)
+    da, dx = jg.grad(lambda a, x: jg.math.betainc(a, 3.0, x), argnums=(0, 1))(a, x)
+    assert float(da) == 0.0
+    np.testing.assert_allclose(float(dx), 0.4 * 0.6**2 / sc.beta(2.0, 3.0), rtol=1e-13)
 
 
 def test_logaddexp_splits_the_gradient_on_ties():
