@@ -1,7 +1,7 @@
 """jitgrad.linalg: values against numpy/scipy, gradients against finite differences (float64,
 second order) for the composites (the primitives' rows are in tests/ops/cases.py), batches and
 broadcasting, the NaN convention for singular and non-positive-definite inputs in eager and
-compiled code, errors, and compiled == eager for every primitive in one kernel per dtype."""
+compiled code, errors, and compiled == eager for every primitive (two kernels per dtype)."""
 
 from __future__ import annotations
 
@@ -305,45 +305,49 @@ def test_traced_shape_errors_name_the_user_line():
 
 
 # ---------------------------------------------------------------------------------------------
-# Compiled == eager: every primitive in one kernel per dtype (value and gradients)
+# Compiled == eager: the primitives in two kernels per dtype (value and gradients)
 
 
-def _everything(a, b, wide):
+def _solves(a, b):
+    """cholesky, triangular_solve, solve, slogdet and eigh, batched."""
     chol = la.cholesky(a)
     x = la.triangular_solve(chol, b)
     y = la.solve(a, b, adjoint=True)
     _, logdet = la.slogdet(a)
-    q, r = la.qr(wide)
     w, v = la.eigh(a + la.diag(jg.cast(jg.range(3), a.dtype)))
-    s, u, vv = la.svd(wide)
+    eig = jg.reduce_sum(w * w) + jg.reduce_sum(v[..., 0] * v[..., 0] * w[..., :1])
+    return jg.reduce_sum(x * x) + jg.reduce_sum(y) + jg.reduce_sum(logdet) + eig
+
+
+def _factorizations(b, wide):
+    """qr, svd and lstsq, batched."""
+    q, r = la.qr(wide)
+    s, u, v = la.svd(wide)
     z = la.lstsq(wide, b[..., :2, :])
     parts = [
-        jg.reduce_sum(x * x),
-        jg.reduce_sum(y),
-        jg.reduce_sum(logdet),
         jg.reduce_sum(q[..., 0] * r[..., 0, :2]),
-        jg.reduce_sum(w * w) + jg.reduce_sum(v[..., 0] * v[..., 0] * w[..., :1]),
-        jg.reduce_sum(s) + jg.reduce_sum(u[..., 0] * u[..., 0]) + jg.reduce_sum(vv[..., 1, :]),
+        jg.reduce_sum(s) + jg.reduce_sum(u[..., 0] * u[..., 0]) + jg.reduce_sum(v[..., 1, :]),
         jg.reduce_sum(z * z),
     ]
     return sum(parts)
 
 
+# Numba compiles np.linalg for seconds per function and dtype the first time (then it is
+# cached): the default run compiles the solves in float64; qr, svd and lstsq, and float32, run
+# with -m slow (as does every primitive's own kernel in tests/backend/test_compiled_ops.py).
 @pytest.mark.parametrize(
-    "dtype, rtol",
-    [
-        (np.float64, 1e-9),
-        # Numba compiles np.linalg per dtype for seconds each: float32 runs with -m slow (and
-        # every primitive's float32 kernel in tests/backend/test_compiled_ops.py -m slow).
-        pytest.param(np.float32, 2e-3, marks=pytest.mark.slow),
-    ],
+    "fn", [_solves, pytest.param(_factorizations, marks=pytest.mark.slow)], ids=lambda f: f.__name__
 )
-def test_compiled_equals_eager_for_every_primitive(dtype, rtol):
+@pytest.mark.parametrize(
+    "dtype, rtol", [(np.float64, 1e-9), pytest.param(np.float32, 2e-3, marks=pytest.mark.slow)]
+)
+def test_compiled_equals_eager(fn, dtype, rtol):
     a = (spd(2) + np.diag([0.0, 1.0, 2.0])).astype(dtype)
     b = rng.standard_normal((2, 3, 2)).astype(dtype)
     wide = (np.eye(2, 3) * [[3.0], [1.5]] + 0.1 * rng.standard_normal((2, 2, 3))).astype(dtype)
-    compiled = jg.jit_grad(_everything, wrt=(0, 1, 2))(a, b, wide)
-    eager = jg.value_and_grad(_everything, (0, 1, 2))(a, b, wide)
+    args = (a, b) if fn is _solves else (b, wide)
+    compiled = jg.jit_grad(fn, wrt=(0, 1))(*args)
+    eager = jg.value_and_grad(fn, (0, 1))(*args)
     np.testing.assert_allclose(np.asarray(compiled[0]), np.asarray(eager[0]), rtol=rtol)
     for c, e in zip(compiled[1], eager[1]):
         assert np.asarray(c).dtype == dtype
