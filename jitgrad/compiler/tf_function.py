@@ -117,9 +117,8 @@ def _conform(name: str, signature, args: tuple) -> tuple:
     return tuple(out)
 
 
-_TF_OPTIONS = frozenset(
-    {"autograph", "jit_compile", "reduce_retracing", "experimental_relax_shapes", "name"}
-)
+# tf.function's options besides the experimental_* ones; `name` names the compiled function.
+_TF_OPTIONS = frozenset({"autograph", "jit_compile", "reduce_retracing", "name"})
 
 
 def function(func=None, input_signature=None, **options):
