@@ -103,28 +103,6 @@ def _linalg_signatures(dtype):
             yield runtime.lstsq_into, (a, b, matrix, types.float64)
 
 
-def _linalg_signatures(dtype):
-    """The linear-algebra helpers (backend/numba/linalg.py) per matrix: C-contiguous operands,
-    read-only (inputs) or not, into a matrix or a packed row."""
-    from numba import types
-
-    from jitgrad.backend.numba import runtime
-
-    matrix, row, i64 = types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C"), types.int64
-    for ro in (False, True):
-        a = types.Array(dtype, 2, "C", readonly=ro)
-        yield runtime.cholesky_into, (a, matrix)
-        yield runtime.slogdet_into, (a, row)
-        yield runtime.qr_into, (a, row, i64)
-        yield runtime.eigh_into, (a, row)
-        yield runtime.svd_into, (a, row)
-        for b_ro in (False, True):
-            b = types.Array(dtype, 2, "C", readonly=b_ro)
-            yield runtime.triangular_solve_into, (a, b, matrix, i64, i64)
-            yield runtime.solve_into, (a, b, matrix, i64)
-            yield runtime.lstsq_into, (a, b, matrix, types.float64)
-
-
 def helpers_ready() -> bool:
     """Whether this installation's helpers were all compiled before: a stamp beside their
     machine code (loading them all from Numba's cache just to find out takes seconds)."""
