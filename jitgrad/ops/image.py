@@ -17,6 +17,8 @@ from jitgrad.ops.base import as_value, broadcast_all
 
 
 def _adjust_contrast_eval(x, mean, factor):
+    if x.dtype.kind != "f":
+        raise op_error("adjust_contrast", f"expects float images, got {x.dtype.name}", TypeError)
     if not (x.shape == mean.shape == factor.shape) or not (x.dtype == mean.dtype == factor.dtype):
         raise op_error(
             "adjust_contrast",

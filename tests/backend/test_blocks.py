@@ -63,7 +63,9 @@ def _program(dtype: np.dtype):
         acc = x
         for name in names:
             op = REGISTRY[name]
-            args = {1: (x,), 2: (x, y), 3: (c, x, y)}[_arity(name)]
+            # select picks with the bool c; other 3-operand ops (adjust_contrast) take values
+            three = (c, x, y) if name == "select" else (x, y, x)
+            args = {1: (x,), 2: (x, y), 3: three}[_arity(name)]
             out = bind(op, *args, **_params(name, dtype))
             outs.append(out)
             if out.dtype == x.dtype and name not in ("floordiv", "mod"):
