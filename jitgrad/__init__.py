@@ -12,9 +12,19 @@ Eager tape (TensorFlow's GradientTape semantics) and function transforms:
 
 import numpy as np
 
-from jitgrad import checkpoint, data, distributed, lax, linalg, math, nn, optim
+from jitgrad import (
+    checkpoint,
+    data,
+    distributed,
+    lax,
+    linalg,
+    math,
+    nn,
+    numpy,  # jitgrad.numpy; Tensor's numpy protocols dispatch to it
+    optim,
+    scipy,
+)
 from jitgrad import testing as test
-from jitgrad import numpy  # jitgrad.numpy; Tensor's numpy protocols dispatch to it
 from jitgrad.autodiff.tape import GradientTape, UnconnectedGradients, custom_gradient
 from jitgrad.autodiff.transforms import (
     grad,
@@ -53,8 +63,7 @@ from jitgrad.core.variable import Variable, name_scope
 from jitgrad.ir.graph import Graph
 from jitgrad.ops import *  # noqa: F403 - the TensorFlow-style top level
 from jitgrad.ops import __all__ as _ops_all
-from jitgrad.ops import image
-from jitgrad.ops import random
+from jitgrad.ops import image, random
 from jitgrad.ops.nn import (
     elu,
     gelu,
@@ -134,6 +143,7 @@ __all__ = sorted(
         "fori_loop",
         "lax",
         "linalg",
+        "scipy",
         "map_fn",
         "scan",
         "switch",
