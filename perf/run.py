@@ -1,4 +1,4 @@
-"""Run the perf/ suite: every workload (W1-W10, W3L) on jitgrad, the hand-written references
+"""Run the perf/ suite: every workload (W1-W11, W3L) on jitgrad, the hand-written references
 and the installed peers, one fresh process per (workload, system); write a markdown report and
 a bar chart of the ratios.
 
@@ -9,6 +9,7 @@ a bar chart of the ratios.
     python perf/run.py --only W9 --w9-big   # compile cost, with the minutes-long programs
     python perf/run.py --only W8            # loops: W8a (ODE fit) and W8b (RNN)
     python perf/run.py --only W10,W3L       # issue 14: the CNN (+ first calls) and the big MLP
+    python perf/run.py --only W11           # issue 16: data-parallel W3 step on 1 and 2 MPI ranks
 
 A complete run writes perf/results/latest.md, latest.png and latest.json (and refreshes the
 table in perf/README.md); a partial one (--only, --quick, --threads, --systems) writes
@@ -59,10 +60,11 @@ ALIASES = {"W8": list(W8_SCRIPTS)}
 VARIANT_OF = {"numba_dot": "numba", "tf_function": "tf"}
 LABELS = {**LABELS, "tf_function": "TensorFlow tf.function"}
 REQUIRES = {**REQUIRES, "tf_function": "tensorflow"}
-# W9 (compile cost) is run by run_w9 from its own script, not through _harness's protocol.
-ORDER = ["W1", "W2", "W3", "W3L", "W4", "W5", "W6", "W6c", "W7", "W8a", "W8b", "W9", "W10"]
-assert sorted(ORDER) == sorted([*ALL_SCRIPTS, "W9"])
-SPECIAL = ("W4", "W9")  # fresh-process workloads with their own runner and table
+# W9 (compile cost) is run by run_w9 from its own script, not through _harness's protocol, and
+# W11 (data parallelism) by its script's `measure`, which starts the MPI jobs.
+ORDER = ["W1", "W2", "W3", "W3L", "W4", "W5", "W6", "W6c", "W7", "W8a", "W8b", "W9", "W10", "W11"]
+assert sorted(ORDER) == sorted([*ALL_SCRIPTS, "W9", "W11"])
+SPECIAL = ("W4", "W9", "W11")  # fresh-process workloads with their own runner and table
 # Row order of the tables (workload-specific systems go after jitgrad).
 SYSTEM_ORDER = [
     "jitgrad",
@@ -545,6 +547,24 @@ def run_w9(env, threads, quick, systems_filter, args) -> list[dict]:
             results.append(record)
             print("  W9   " + w9_line(record), flush=True)
     return results
+
+
+def run_w11(env, quick) -> list[dict]:
+    """W11: w11_distributed.py starts the MPI jobs (1 rank, then 2) and returns rank 0's
+    records; each is shown as it is in the table."""
+    import w11_distributed
+
+    records = w11_distributed.measure(quick, env)
+    for record in records:
+        if record["status"] == "ok":
+            print(
+                f"  W11  {record['ranks']} rank(s) {record['system']:12} "
+                f"{record['median'] * 1e3:.3f} ms",
+                flush=True,
+            )
+        else:
+            print(f"  W11  {record['ranks']} rank(s) error: {record['note']}", flush=True)
+    return records
 
 
 def run_w8_first(
@@ -1480,6 +1500,14 @@ def report(meta, sections) -> str:
                         "",
                         *first,
                     ]
+            elif workload.key == "W11":
+                import w11_distributed
+
+                table = w11_distributed.table(results)
+                title = (
+                    "W11 data parallel: the W3 step + Adam, global batch 256, on 1 and 2 MPI "
+                    "ranks of 1 thread each (median block of 20 steps, range), ms per step"
+                )
             elif workload.key == "W4":
                 table = w4_table(results)
                 title = (
@@ -1642,6 +1670,7 @@ def main(argv=None) -> int:
     special = {
         "W4": types.SimpleNamespace(key="W4", title="time to first gradient", unit="s", floor=None),
         "W9": types.SimpleNamespace(key="W9", title="compile cost", unit="s", floor=None),
+        "W11": types.SimpleNamespace(key="W11", title="data parallel", unit="ms", floor=None),
     }
 
     pytensor = pytensor_python()
@@ -1729,6 +1758,11 @@ def main(argv=None) -> int:
             print("  W9: compile cost, a fresh process per sample with an empty cache", flush=True)
             results += run_w9(env, threads, args.quick, systems_filter, args)
             load["W9"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
+        if "W11" in keys:
+            before = os.getloadavg()[0]
+            print("  W11: MPI jobs of 1 and 2 ranks, 1 thread each", flush=True)
+            results += run_w11(env, args.quick)
+            load["W11"] = f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
         failed |= any(r["status"] in ("MISMATCH", "error") for r in results)
         sections.append(
             {

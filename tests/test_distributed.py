@@ -285,5 +285,7 @@ def test_launcher_command():
     assert argv[1:3] == ["-n", "64"] and argv[-3:] == ["train.py", "--lr", "0.1"]
     assert argv[-4] == sys.executable and os.path.basename(argv[0]) == "mpiexec"
     assert "--oversubscribe" in argv  # more ranks than this machine's cores
+    assert env["OMPI_MCA_mpi_yield_when_idle"] == "1"
+    assert env["OMPI_MCA_coll_tuned_allreduce_algorithm"] == "4"  # the ring
     hosts, _ = run.command(4, ["train.py"], hosts="a:2,b:2")
     assert hosts[3:5] == ["-H", "a:2,b:2"] and "--oversubscribe" not in hosts

@@ -1,0 +1,248 @@
+"""W11 data-parallel: the W3 step (MLP 784-256-10, value + grads + Adam update) with a global
+batch of 256 on 1 MPI rank and on 2 ranks (1 thread each: NUMBA_NUM_THREADS, OMP and OPENBLAS
+threads 1; same machine, loopback), milliseconds per step.
+
+Systems (each rank reads its half of the global batch; rank 0 reports):
+- `kernel`: jit_train_step(distributed=True): forward, backward, MPI_Allreduce of the gradients
+  in place and the Adam update in one kernel. On 1 rank there is nothing to reduce, so it is
+  the plain step: the baseline of the 2-rank ratio.
+- `handwritten`: what users write today: jit_grad, then mpi4py's Allreduce of each gradient
+  (in place) and the mean, then a separately jitted `optimizer.update`.
+- `compute`: the kernel step without the allreduce (jit_train_step) on this rank's batch: the
+  step's compute; `kernel - compute` is the time the step spends in the allreduce (waiting for
+  the slower rank included).
+- `allreduce`: mpi4py's Allreduce of the four gradient buffers alone (0.81 MB), per step.
+
+The systems take turns block by block, so that load from other processes falls on all of them;
+each block is `STEPS` steps between barriers; the table gives the median block and the range,
+and rank 0's CPU time per step (time.process_time: the work, without the time the rank waited
+for a core or spun in MPI, which other processes on the machine inflate).
+Correctness first: after the timed steps the parameters must be bitwise identical on every
+rank, and the first step of each system must match the single-process float64 reference.
+
+Run: python perf/w11_distributed.py            (both jobs; prints the table)
+     python perf/run.py --only W11             (the same, in the suite's report)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PERF_DIR = os.path.dirname(os.path.abspath(__file__))
+GLOBAL_BATCH = 256
+STEPS, BLOCKS = 20, 15
+QUICK_BLOCKS = 4
+TAG = "W11-RESULT "
+SYSTEMS = ("kernel", "handwritten", "compute", "allreduce")
+LABELS = {
+    "kernel": "jit_train_step(distributed=True): allreduce in the kernel",
+    "handwritten": "jit_grad + mpi4py Allreduce + jit(update)",
+    "compute": "the step without the allreduce (this rank's batch)",
+    "allreduce": "mpi4py Allreduce of the gradients alone (0.81 MB)",
+}
+ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def global_batch():
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((GLOBAL_BATCH, 784)).astype(np.float32)
+    y = rng.integers(0, 10, GLOBAL_BATCH).astype(np.int32)
+    return X, y
+
+
+def worker(blocks: int) -> None:
+    """One rank of the job: build the systems, check them, time them, print rank 0's records."""
+    from mpi4py import MPI
+
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+    import w3_mlp
+
+    dist.init()
+    comm = MPI.COMM_WORLD
+    X, y = global_batch()
+    Xs, ys = dist.shard(X, y)
+    lr = 1e-3
+
+    def fresh():
+        params = {k: v.copy() for k, v in w3_mlp.data().params.items()}
+        return params, jg.optim.Adam(lr)
+
+    params_k, opt_k = fresh()
+    state_k = opt_k.init(params_k)
+    kernel = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_k, distributed=True)
+
+    params_c, opt_c = fresh()
+    state_c = opt_c.init(params_c)
+    compute = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_c)
+
+    params_h, opt_h = fresh()
+    box = {"params": params_h, "state": opt_h.init(params_h)}
+    value_and_grad = jg.jit_grad(w3_mlp.loss_jitgrad, wrt=0)
+    update = jg.jit(opt_h.update)
+    scale = np.float32(1.0 / dist.size())
+
+    def handwritten():
+        loss, grads = value_and_grad(box["params"], Xs, ys)
+        arrays = {k: np.asarray(g) for k, g in grads.items()}
+        for g in arrays.values():
+            comm.Allreduce(MPI.IN_PLACE, g, op=MPI.SUM)
+            g *= scale
+        new_params, new_state = update(box["params"], arrays, box["state"])
+        box["params"] = {k: np.asarray(v) for k, v in new_params.items()}
+        box["state"] = new_state
+        return loss
+
+    buffers = [np.ones_like(v) for v in w3_mlp.data().params.values()]
+
+    def allreduce_alone():
+        for g in buffers:
+            comm.Allreduce(MPI.IN_PLACE, g, op=MPI.SUM)
+
+    steps = {
+        "kernel": lambda: kernel(params_k, state_k, Xs, ys),
+        "handwritten": handwritten,
+        "compute": lambda: compute(params_c, state_c, Xs, ys),
+        "allreduce": allreduce_alone,
+    }
+    # The first step compiles (every rank at once) and is checked: the mean gradient over ranks
+    # is the global batch's gradient, so Adam's first update is the single-process one.
+    steps["kernel"]()
+    handwritten()
+    reference = {k: v.copy() for k, v in w3_mlp.data().params.items()}
+    one = jg.optim.Adam(lr)
+    one_state = one.init(reference)
+    jg.jit_train_step(w3_mlp.loss_jitgrad, one)(reference, one_state, X, y)
+    for name, got in (("kernel", params_k), ("handwritten", box["params"])):
+        for k in reference:
+            np.testing.assert_allclose(got[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=name)
+    steps["compute"]()
+    times = {name: [] for name in SYSTEMS}
+    cpu = {name: [] for name in SYSTEMS}
+    for _ in range(blocks):
+        for name in SYSTEMS:
+            step = steps[name]
+            comm.Barrier()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(STEPS):
+                step()
+            cpu[name].append((time.process_time() - start_cpu) / STEPS)
+            comm.Barrier()
+            times[name].append((time.perf_counter() - start) / STEPS)
+    for name, params in (("kernel", params_k), ("handwritten", box["params"])):
+        digest = b"".join(np.ascontiguousarray(params[k]).tobytes() for k in sorted(params))
+        if len(set(comm.allgather(digest))) != 1:
+            raise AssertionError(f"W11 {name}: parameters differ between ranks")
+    if dist.is_main():
+        for name in SYSTEMS:
+            samples = times[name]
+            record = {
+                "workload": "W11",
+                "system": name,
+                "ranks": dist.size(),
+                "status": "ok",
+                "unit": "ms",
+                "label": LABELS[name],
+                "median": statistics.median(samples),
+                "min": min(samples),
+                "max": max(samples),
+                "samples": len(samples),
+                "cpu_median": statistics.median(cpu[name]),
+            }
+            print(TAG + json.dumps(record), flush=True)
+
+
+def measure(quick: bool = False, env: dict | None = None) -> list[dict]:
+    """Run the job on 1 rank, then on 2; the records of rank 0 (status "error" with the
+    reason when a job fails)."""
+    env = dict(os.environ if env is None else env, **ONE_THREAD)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PERF_DIR, env.get("PYTHONPATH")) if p)
+    env.setdefault("JITGRAD_COMPILE", "blocking")
+    blocks = QUICK_BLOCKS if quick else BLOCKS
+    records = []
+    for ranks in (1, 2):
+        command = [sys.executable, "-m", "jitgrad.distributed.run", "-n", str(ranks)]
+        command += [os.path.abspath(__file__), "--worker", "--blocks", str(blocks)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        found = [
+            json.loads(line[len(TAG) :])
+            for line in proc.stdout.splitlines()
+            if line.startswith(TAG)
+        ]
+        if proc.returncode != 0 or not found:
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])[-300:]
+            found = [
+                {
+                    "workload": "W11",
+                    "system": "kernel",
+                    "ranks": ranks,
+                    "status": "error",
+                    "label": LABELS["kernel"],
+                    "note": f"exit {proc.returncode}: {tail}",
+                }
+            ]
+        records += found
+    return records
+
+
+def table(records: list[dict]) -> list[str]:
+    """The markdown table of W11 and its two targets."""
+    by = {(r["system"], r["ranks"]): r for r in records if r.get("workload") == "W11"}
+    errors = [r for r in by.values() if r["status"] != "ok"]
+    if errors:
+        return [f"- {r['ranks']} rank(s): {r.get('note', 'error')}" for r in errors]
+    lines = [
+        "| system | 1 rank, ms (range) | 2 ranks, ms (range) | 2 ranks / 1 rank "
+        "| rank 0 CPU ms, 1 / 2 ranks |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(r):
+        ms = 1e3
+        return f"{r['median'] * ms:.3f} ({r['min'] * ms:.3f}-{r['max'] * ms:.3f})"
+
+    for name in SYSTEMS:
+        one, two = by.get((name, 1)), by.get((name, 2))
+        if one is None or two is None:
+            continue
+        lines.append(
+            f"| {LABELS[name]} | {cell(one)} | {cell(two)} | {two['median'] / one['median']:.2f} "
+            f"| {one['cpu_median'] * 1e3:.3f} / {two['cpu_median'] * 1e3:.3f} |"
+        )
+    kernel1, kernel2 = by[("kernel", 1)]["median"], by[("kernel", 2)]["median"]
+    hand2, compute2 = by[("handwritten", 2)]["median"], by[("compute", 2)]["median"]
+    share = max(kernel2 - compute2, 0.0) / kernel2
+    lines += [
+        "",
+        f"- 2-rank step / 1-rank step (same global batch): {kernel2 / kernel1:.2f} "
+        f"(target <= 0.6: {'met' if kernel2 <= 0.6 * kernel1 else 'NOT met'})",
+        f"- in-kernel allreduce step / hand-written mpi4py step, 2 ranks: {kernel2 / hand2:.2f} "
+        f"(target <= 1: {'met' if kernel2 <= hand2 else 'NOT met'})",
+        f"- share of the 2-rank step in the allreduce ((kernel - compute) / kernel): {share:.0%}",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", action="store_true", help="(one rank of the MPI job)")
+    parser.add_argument("--blocks", type=int, default=BLOCKS)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.blocks)
+        return
+    records = measure(args.quick)
+    print("\n".join(table(records)))
+
+
+if __name__ == "__main__":
+    main()
