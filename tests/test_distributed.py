@@ -90,11 +90,24 @@ COLLECTIVES = """
             first = set(joined)
     assert len(first) == 4
     print("ok", r, "shard", flush=True)
+
+    # DistributedOptimizer inside a plain jit_train_step, with background compiles: the kernel
+    # calls MPI, so it compiles before its first call (no fallback, no compile worker).
+    jg.config.compile = "background"
+    opt = dist.DistributedOptimizer(jg.optim.SGD(0.5))
+    p = {"w": np.ones(3, np.float32)}
+    state = opt.init(p)
+    step = jg.jit_train_step(lambda p, x: jg.reduce_sum(p["w"] * x), opt)
+    step(p, state, np.full(3, r + 1.0, np.float32))  # mean gradient over ranks: 1.5
+    assert step.cache_info().states == ("compiled",)  # the first call ran the kernel
+    assert np.array_equal(p["w"], np.full(3, 0.25, np.float32)), p
+    assert "allreduce_sum_f32" in step.lower(p, state, np.ones(3, np.float32)).source
+    print("ok", r, "DistributedOptimizer in jit_train_step", flush=True)
 """
 
 
 def test_collectives_on_two_ranks(tmp_path):
-    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 4)
+    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 5)
 
 
 TRAINING = """

@@ -44,6 +44,7 @@ from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.subgraphs import subgraphs
 from jitgrad.ir.trace import Trace, tracing
+from jitgrad.passes.fold import COLLECTIVES
 
 if TYPE_CHECKING:
     from jitgrad.backend.numba.emit import KernelSource
@@ -414,6 +415,9 @@ class JitFunction:
                     # Variables, and the next call traces the function that reads them.
                     self._misses -= 1
                     return self.fn(*args)
+                if not blocking and _calls_collectives(compiled.traced):
+                    blocking = True
+                    compiled.lower(self._seconds)
                 if tape_stack.get() and self._watched_by_tape(args, compiled):
                     return self._eager(compiled, args)  # not kept: the next call compiles
                 if blocking:
@@ -626,6 +630,15 @@ def compile_graph(
     _check_backend_dtypes(graph, name)
     compiled.lower(seconds)
     return compiled
+
+
+def _calls_collectives(graph: Graph) -> bool:
+    """Whether `graph` calls MPI collectives (the allreduce of a DistributedOptimizer, say):
+    such a version compiles in this process before its first call, as a distributed train step
+    does (compiler/train_step.py): every rank must make the same MPI calls in the same order,
+    which a numpy fallback serving calls meanwhile would not, and a compile worker process
+    must not join the MPI job."""
+    return any(e.op.name in COLLECTIVES for e in graph.eqns)
 
 
 def _signature_or_none(fn):
