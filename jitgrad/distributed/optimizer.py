@@ -25,6 +25,8 @@ class DistributedOptimizer:
         self.__dict__["optimizer"] = optimizer
 
     def __getattr__(self, name):
+        if name == "optimizer":  # not set yet (unpickling): no recursion through this method
+            raise AttributeError(name)
         return getattr(self.optimizer, name)
 
     def __setattr__(self, name, value):
