@@ -84,10 +84,10 @@ def init() -> None:
     _world = _World(comm)
     install_communicator(_MPICommunicator(comm))
     if _world.size > 1:
-        sys.excepthook = _abort_on_exception(sys.excepthook, comm)
+        sys.excepthook = _abort_on_exception(comm)
 
 
-def _abort_on_exception(previous, comm):
+def _abort_on_exception(comm):
     """An excepthook that reports the exception, then ends the whole job (MPI_Abort): the
     other ranks would otherwise wait forever for this one in their next collective."""
 
@@ -96,8 +96,7 @@ def _abort_on_exception(previous, comm):
         sys.stderr.write(f"jitgrad.distributed: rank {rank} raised; aborting the job\n")
         sys.stderr.write("".join(traceback.format_exception(kind, value, tb)))
         sys.stderr.flush()
-        comm.Abort(1)
-        previous(kind, value, tb)  # only reached if Abort returned (it does not)
+        comm.Abort(1)  # does not return
 
     return hook
 
