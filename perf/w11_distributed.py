@@ -27,6 +27,7 @@ Run: python perf/w11_distributed.py            (both jobs; prints the table)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -145,12 +146,7 @@ def worker(blocks: int) -> None:
         for name in SYSTEMS:
             samples = times[name]
             record = {
-                "workload": "W11",
-                "system": name,
-                "ranks": dist.size(),
-                "status": "ok",
-                "unit": "ms",
-                "label": LABELS[name],
+                **_record(name, dist.size(), "ok"),
                 "median": statistics.median(samples),
                 "min": min(samples),
                 "max": max(samples),
@@ -163,6 +159,9 @@ def worker(blocks: int) -> None:
 def measure(quick: bool = False, env: dict | None = None) -> list[dict]:
     """Run the job on 1 rank, then on 2; the records of rank 0 (status "error" with the
     reason when a job fails)."""
+    if importlib.util.find_spec("mpi4py") is None:
+        note = 'mpi4py is not installed (pip install -e ".[distributed]")'
+        return [{**_record("kernel", ranks, "absent"), "note": note} for ranks in (1, 2)]
     env = dict(os.environ if env is None else env, **ONE_THREAD)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (PERF_DIR, env.get("PYTHONPATH")) if p)
     env.setdefault("JITGRAD_COMPILE", "blocking")
@@ -180,17 +179,21 @@ def measure(quick: bool = False, env: dict | None = None) -> list[dict]:
         if proc.returncode != 0 or not found:
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:])[-300:]
             found = [
-                {
-                    "workload": "W11",
-                    "system": "kernel",
-                    "ranks": ranks,
-                    "status": "error",
-                    "label": LABELS["kernel"],
-                    "note": f"exit {proc.returncode}: {tail}",
-                }
+                {**_record("kernel", ranks, "error"), "note": f"exit {proc.returncode}: {tail}"}
             ]
         records += found
     return records
+
+
+def _record(system: str, ranks: int, status: str) -> dict:
+    return {
+        "workload": "W11",
+        "system": system,
+        "ranks": ranks,
+        "status": status,
+        "unit": "ms",
+        "label": LABELS[system],
+    }
 
 
 def table(records: list[dict]) -> list[str]:
@@ -198,7 +201,7 @@ def table(records: list[dict]) -> list[str]:
     by = {(r["system"], r["ranks"]): r for r in records if r.get("workload") == "W11"}
     errors = [r for r in by.values() if r["status"] != "ok"]
     if errors:
-        return [f"- {r['ranks']} rank(s): {r.get('note', 'error')}" for r in errors]
+        return [f"- {r['ranks']} rank(s), {r['status']}: {r.get('note', '')}" for r in errors]
     lines = [
         "| system | 1 rank, ms (range) | 2 ranks, ms (range) | 2 ranks / 1 rank "
         "| rank 0 CPU ms, 1 / 2 ranks |",
