@@ -508,6 +508,16 @@ sample("argmax", lambda v: ([v.distinct((3, 4))], {"axis": -1}))
 sample("argmin", lambda v: ([v.distinct((3, 4, 2))], {"axis": 1}))
 sample("stop_gradient", lambda v: ([v.uniform((2, 3))], {}), order=2)
 sample("adjust_contrast", lambda v: ([v.uniform((2, 3, 2))], {"factor": 1.5}))
+sample("philox", lambda v: ([v.uniform((2, 3))], {}))
+
+
+def _allreduce_sample(v):
+    """A one-process MPI job: the kernel calls MPI's allreduce (the distributed extra)."""
+    pytest.importorskip("mpi4py")
+    return [v.uniform((2, 3))], {}
+
+
+sample("allreduce", _allreduce_sample, order=1)
 
 
 # ---------------------------------------------------------------------------------------------

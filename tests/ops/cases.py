@@ -1230,6 +1230,13 @@ case(
     ref=lambda x: x * x,
     prims=("allreduce",),
 )
+case(  # values are checked bit for bit against the numpy impl in tests/test_random.py
+    "philox",
+    lambda x: x + jg.random.uniform(jg.random.key(7), x.shape, dtype=x.dtype),
+    one(lambda d, s: d.uniform(s)),
+    prims=("philox",),
+    order=0,
+)
 case(
     "stop_gradient",
     lambda x: x * jg.stop_gradient(x),
