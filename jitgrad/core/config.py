@@ -12,7 +12,11 @@
   "blocking" (the first call compiles; results are then bitwise the kernel's from the start).
   `compile_worker` (JITGRAD_COMPILE_WORKER): where background compiles run, "process" (a
   compile worker process writing into the disk cache) or "thread"; `compile_exit_budget`:
-  seconds a worker may go on after the program exits, to finish its cache entries.
+  seconds a worker may go on after the program exits, to finish its cache entries;
+  `warm_helpers` (JITGRAD_WARM_HELPERS=0 turns it off): in its idle time, and after the
+  program exits, the worker compiles jitgrad's own helpers into Numba's cache once per
+  installation (off where an image was prepared with `python -m
+  jitgrad.backend.numba.precompile`, or for short-lived jobs that should leave no worker).
 * `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
   the eager tape compiles the backward pass of a graph structure it has recorded this many
   times (2: the first backward runs eagerly, the second compiles).
@@ -47,6 +51,7 @@ class Config:
         self.compile = os.environ.get("JITGRAD_COMPILE") or "background"
         self.compile_worker = os.environ.get("JITGRAD_COMPILE_WORKER") or "process"
         self.compile_exit_budget = 300.0
+        self.warm_helpers = os.environ.get("JITGRAD_WARM_HELPERS", "1") != "0"
         self.compile_tape_backward = os.environ.get("JITGRAD_TAPE_COMPILE", "1") != "0"
         self.tape_compile_after = 2
         self.retrace_warning_after = 8

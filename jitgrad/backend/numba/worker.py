@@ -31,6 +31,7 @@ import traceback
 from concurrent.futures import Future
 
 from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
+from jitgrad.core.config import config
 
 
 class WorkerDiedError(RuntimeError):
@@ -167,7 +168,7 @@ def main(exit_budget: float) -> None:
 
     threading.Thread(target=read_requests, daemon=True).start()
     out = sys.stdout
-    helpers = None if helpers_ready() else _warm_helpers()
+    helpers = _warm_helpers() if config.warm_helpers and not helpers_ready() else None
     while True:
         if helpers is None:
             request = requests.get()
