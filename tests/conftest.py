@@ -5,7 +5,7 @@ Numba compiles).
 Hypothesis profiles (tests that set their own `max_examples` keep it):
 * "ci", the default: bounded and derandomized, so a CI run checks the same examples every
   time (reproducible, and with JITGRAD_CACHE_DIR set, reruns load the fuzzer's kernels from
-  disk instead of compiling them). The differential fuzzer (tests/fuzz) runs 60 examples.
+  disk instead of compiling them). The differential fuzzer (tests/fuzz) runs 40 examples.
 * "long": `pytest -m fuzz --hypothesis-profile=long` runs thousands of fresh random examples.
 """
 
@@ -21,7 +21,7 @@ from hypothesis import settings  # noqa: E402
 
 import jitgrad as jg  # noqa: E402
 
-settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True)
 settings.load_profile("ci")
 

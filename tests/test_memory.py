@@ -8,6 +8,7 @@ import textwrap
 import weakref
 
 import numpy as np
+import pytest
 
 import jitgrad as jg
 
@@ -41,6 +42,7 @@ def _growth(step, n):
     return rss_bytes() - before
 
 
+@pytest.mark.slow  # a soak test (the default run stays under 10 minutes)
 def test_eager_tape_loop_memory_is_flat():
     w = jg.Variable(np.zeros(20, np.float32))
     b = jg.Variable(0.0)
@@ -124,6 +126,7 @@ def test_functions_of_one_structure_share_a_kernel():
     assert len(kernels) == 2
 
 
+@pytest.mark.slow  # a soak test (the default run stays under 10 minutes)
 def test_a_thousand_shapes_stay_under_200_mib():
     """The issue's bound, in a fresh process: RSS after 1,000 input shapes of a jit_grad
     function, with the default settings, minus RSS after `import jitgrad`."""

@@ -37,18 +37,23 @@ from ops.cases import CASES, CASES_BY_NAME  # tests/ops; tests/conftest.py puts 
 import jitgrad as jg
 from jitgrad.core import pytree
 from jitgrad.core.dispatch import bind
+from jitgrad.core.opdef import REGISTRY
 from jitgrad.core.tensor import Tensor
 from jitgrad.ops.pool import max_pool_gather_p
 
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-5}
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
-# (dtype, highest derivative order). Numba compile time is what this file spends, and a
-# second-order kernel is ~3x the first-order one: float32's second order runs with the slow
-# tests (float64 covers second-order code generation on every run).
+# (dtype, highest derivative order, id, runs by default). Numba compile time is what this file
+# spends, and a second-order kernel is ~3x the first-order one: float32's second order runs with
+# the slow tests (float64 covers second-order code generation on every run), and so does
+# float32's first order of structured ops (matmul, conv, gather, loops, ...), whose kernels
+# differ from float64's only in the types the helpers are called with. Elementwise math keeps
+# its float32 run by default: typed constants and the float32 vmath/special helpers are where
+# float32 code differs.
 MODES = [
-    pytest.param(np.float64, 2, id="f64"),
-    pytest.param(np.float32, 1, id="f32"),
-    pytest.param(np.float32, 2, id="f32-second", marks=pytest.mark.slow),
+    (np.float64, 2, "f64", True),
+    (np.float32, 1, "f32", "elementwise"),
+    (np.float32, 2, "f32-second", False),
 ]
 
 
@@ -625,18 +630,24 @@ def _leaf_names(treedef, prefix="out") -> list[str]:
     return names
 
 
+def _elementwise(s: Sample) -> bool:
+    """Whether the sample's op-table case binds elementwise primitives only."""
+    case = CASES_BY_NAME.get(s.case)
+    return bool(case and case.prims) and all(REGISTRY[p].kind == "elementwise" for p in case.prims)
+
+
 def _params(samples):
     out = []
     for s in samples:
-        marks = [pytest.mark.xfail(strict=True, reason=s.xfail)] if s.xfail else []
-        if s.slow:
-            marks.append(pytest.mark.slow)
-        out.append(pytest.param(s, id=s.id, marks=marks))
+        for dtype, order, mode, default in MODES:
+            marks = [pytest.mark.xfail(strict=True, reason=s.xfail)] if s.xfail else []
+            if s.slow or not default or (default == "elementwise" and not _elementwise(s)):
+                marks.append(pytest.mark.slow)
+            out.append(pytest.param(s, dtype, order, id=f"{s.id}-{mode}", marks=marks))
     return out
 
 
-@pytest.mark.parametrize("dtype, order", MODES)
-@pytest.mark.parametrize("s", _params(SAMPLES))
+@pytest.mark.parametrize("s, dtype, order", _params(SAMPLES))
 def test_op_compiled_equals_eager(s: Sample, dtype, order):
     if dtype is np.float32 and order > 1 and s.derivative_order() < 2:
         pytest.skip("no second order: the float32 first-order run covers this sample")
@@ -714,7 +725,13 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("dtype, order", MODES)
+@pytest.mark.parametrize(
+    "dtype, order",
+    [  # the composite models keep their float32 first order by default
+        pytest.param(dtype, order, id=mode, marks=[] if default else [pytest.mark.slow])
+        for dtype, order, mode, default in MODES
+    ],
+)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_compiled_equals_eager(name, dtype, order):
     fn, build = MODELS[name]

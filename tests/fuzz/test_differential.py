@@ -20,7 +20,7 @@ values (-0.0, +-inf, NaN, denormals, overflowing magnitudes) through exactly rou
 `jit` results must equal the eager ones bit for bit (one small `value` kernel each).
 
 The number of examples comes from the hypothesis profile (tests/conftest.py): "ci" (the
-default) runs 60 in about 40 seconds; `pytest -m fuzz --hypothesis-profile=long` runs
+default) runs 40 in about 30 seconds; `pytest -m fuzz --hypothesis-profile=long` runs
 thousands. A failing program is printed as Python source with its inputs (`note`; its repr in
 the falsifying example rebuilds it), and each one found goes to test_regressions.py.
 `--hypothesis-show-statistics` shows the kernels built and how many finite-difference checks

@@ -125,7 +125,7 @@ _OP_NAME = {
 
 
 @pytest.mark.fuzz
-@settings(deadline=None, max_examples=60, suppress_health_check=SLOW_OK)
+@settings(deadline=None, max_examples=30, suppress_health_check=SLOW_OK)
 @given(
     case=st.one_of(gather_cases(), gather_nd_cases(), getitem_cases(), label_cases()),
     mode=st.sampled_from(["eager", "jit", "jit_grad"]),
