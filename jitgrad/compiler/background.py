@@ -83,8 +83,10 @@ def _lower_and_submit(compiled, seconds) -> None:
         on_start=started,
     )
     future.add_done_callback(lambda f: _enqueue(_load_from_worker, compiled, f))
-    # This process loads the worker's machine code: import Numba meanwhile.
-    import jitgrad.backend.numba.compile  # noqa: F401
+    # This process loads the worker's machine code: prepare Numba meanwhile.
+    from jitgrad.backend.numba.compile import prepare_loading
+
+    prepare_loading()
 
 
 def run(build) -> None:

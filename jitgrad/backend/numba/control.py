@@ -62,8 +62,11 @@ def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]
         parent.param_names.append(outer)
         extra.append(outer)
     flags = "True" if parent.fastmath else "False"
+    # inline='always': Numba splices the body into the kernel's own IR, so that the body is
+    # not a second function that Numba types, lowers and LLVM optimises on its own, and then
+    # again as part of the kernel (W8b's kernel: 1.77 -> 1.33 s to compile, two bodies).
     parent.functions.append(
-        f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags})\n"
+        f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags}, inline='always')\n"
         f"def {name}({', '.join(sub.param_names)}):\n"
         f'    """{what}"""\n' + "\n".join(sub.legend() + sub.lines) + "\n"
     )
