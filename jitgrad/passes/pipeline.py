@@ -1,6 +1,6 @@
 """The optimisation pipeline: simplify, fold constants, CSE and DCE to a fixed point; with
-control flow, also inside loop bodies and branches, and loop-invariant work hoisted out of
-loops (passes/loops.py)."""
+control flow, also inside loop bodies and branches, linear recurrences in Jacobian form
+(passes/recurrence.py), and loop-invariant work hoisted out of loops (passes/loops.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from jitgrad.passes.loops import (
     prune_loops,
     unstack_broadcasts,
 )
+from jitgrad.passes.recurrence import shorten_recurrences
 from jitgrad.passes.simplify import simplify
 
 MAX_ITERATIONS = 6
@@ -30,7 +31,7 @@ def optimize(graph: Graph) -> Graph:
             graph = merge_loops(graph)
         graph = _to_fixed_point(graph, has_control)
         if has_control:
-            graph = hoist_invariants(optimize_bodies(graph, optimize))
+            graph = hoist_invariants(shorten_recurrences(optimize_bodies(graph, optimize)))
             graph = _to_fixed_point(graph, has_control)
         return verify(graph)
 
