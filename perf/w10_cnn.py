@@ -58,7 +58,14 @@ import types  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _harness import Bench, Workload, compare_all, main, setups  # noqa: E402
+from _harness import (  # noqa: E402
+    Bench,
+    Workload,
+    compare_all,
+    end_compile_worker,
+    main,
+    setups,
+)
 
 N, HW, C = 64, 28, 10  # batch, image side, classes
 KS = 5  # filter side
@@ -494,6 +501,7 @@ def first_call_child(name: str) -> None:
         err = max(err, compare_all(value, grads, ref_value, ref_grads, W10.rtol))
     info = {"import": imported, "first": first, "serving": serving, "mode": mode, "err": err}
     print(TAG + json.dumps(info), flush=True)
+    end_compile_worker()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

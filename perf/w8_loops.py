@@ -59,7 +59,7 @@ import types  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _harness import Bench, Workload, compare_all, main  # noqa: E402
+from _harness import Bench, Workload, compare_all, end_compile_worker, main  # noqa: E402
 
 # -- W8a: Lotka-Volterra -------------------------------------------------------------------------
 STEPS, DT = 1000, 0.01
@@ -739,6 +739,7 @@ def first_call_child(system: str, key: str, steps: int | None = None) -> None:
         err = max(err, compare_all(np.asarray(value), grads, ref_value, ref_grads, workload.rtol))
     info = {"import": imported, "first": first, "serving": serving, "mode": mode, "err": err}
     print(TAG + json.dumps(info), flush=True)
+    end_compile_worker()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

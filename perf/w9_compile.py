@@ -215,7 +215,7 @@ def states(fn) -> tuple:
 
 
 def child(system: str, program: str) -> None:
-    from _harness import compare_all
+    from _harness import compare_all, end_compile_worker
 
     parse(program)
     t0 = time.monotonic()
@@ -259,6 +259,7 @@ def child(system: str, program: str) -> None:
     else:
         serving = first
     event("serving", seconds=serving - start, states=states(fn) if tiered else ())
+    end_compile_worker()
     value, grads = unpack(out)
     ref_value, ref_grads = reference(program)
     err = compare_all(np.asarray(value), grads, ref_value, ref_grads, rtol(program))

@@ -33,6 +33,9 @@ from concurrent.futures import Future
 from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
 from jitgrad.core.config import config
 
+# Seconds a new worker waits for its first request before it warms helpers.
+FIRST_REQUEST_GRACE = 2.0
+
 
 class WorkerDiedError(RuntimeError):
     """The worker process ended (killed, crashed) before answering a request."""
@@ -169,12 +172,16 @@ def main(exit_budget: float) -> None:
     threading.Thread(target=read_requests, daemon=True).start()
     out = sys.stdout
     helpers = _warm_helpers() if config.warm_helpers and not helpers_ready() else None
+    # The parent starts the worker when a function is jitted, and its first kernel usually
+    # follows within a second: a helper compile begun meanwhile would delay that kernel
+    # (W4, cold: 0.27 s), so the warm-up waits for it.
+    warm_after = time.monotonic() + FIRST_REQUEST_GRACE
     while True:
         if helpers is None:
             request = requests.get()
         else:
             try:
-                request = requests.get_nowait()
+                request = requests.get(timeout=max(0.0, warm_after - time.monotonic()))
             except queue.Empty:  # idle: compile one more of jitgrad's own helpers
                 helpers = helpers if next(helpers, None) is not None else None
                 continue
