@@ -1394,3 +1394,23 @@ def test_a_python_float_carry_under_jit_is_weak_like_its_argument():
     assert grow(1.0)[0].dtype == np.float32
     scanned = jg.jit(jg.grad(lambda x: lax.scan(lambda c, v: (c * x, c), x, None, length=3)[0]))
     assert scanned(1.5).dtype == np.float32 and float(scanned(1.5)) == 13.5
+
+
+def test_a_body_of_thirty_or_more_arguments_compiles():
+    """CPython calls a function of 30 arguments or more as f(*args), which Numba cannot
+    inline: such a body stays a function of its own (the GRU example's has 57)."""
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal(3) for _ in range(32)]
+
+    def f(ws, xs):
+        def step(c, x):
+            for w in ws:
+                c = jg.tanh(c * w + x)
+            return c, jg.reduce_sum(c)
+
+        return jg.reduce_sum(jg.lax.scan(step, xs[0], xs)[1])
+
+    xs = rng.standard_normal((4, 3))
+    source = jg.jit(f).lower(ws, xs).source
+    assert "inline='always'" not in source
+    np.testing.assert_allclose(float(jg.jit(f)(ws, xs)), float(f(ws, xs)), rtol=1e-12)

@@ -1,12 +1,14 @@
 """The optimisation pipeline: simplify, fold constants, CSE and DCE to a fixed point; with
-control flow, also inside loop bodies and branches, linear recurrences in Jacobian form
-(passes/recurrence.py), and loop-invariant work hoisted out of loops (passes/loops.py)."""
+control flow, also inside loop bodies and branches, summed ys accumulated in the loop
+(passes/accumulate.py), linear recurrences in Jacobian form (passes/recurrence.py), and
+loop-invariant work hoisted out of loops (passes/loops.py)."""
 
 from __future__ import annotations
 
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.verify import verify
+from jitgrad.passes.accumulate import fold_summed_ys
 from jitgrad.passes.cse import CseMemo, cse
 from jitgrad.passes.dce import dce
 from jitgrad.passes.fold import fold_constants
@@ -31,7 +33,8 @@ def optimize(graph: Graph) -> Graph:
             graph = merge_loops(graph)
         graph = _to_fixed_point(graph, has_control)
         if has_control:
-            graph = hoist_invariants(shorten_recurrences(optimize_bodies(graph, optimize)))
+            graph = optimize_bodies(fold_summed_ys(graph), optimize)
+            graph = hoist_invariants(shorten_recurrences(graph))
             graph = _to_fixed_point(graph, has_control)
         return verify(graph)
 

@@ -22,6 +22,10 @@ from jitgrad.passes.fuse import fuse
 # Emitter; emit.py registers them (this module cannot import it: emit.py imports this one).
 EMITTERS = {}
 
+# CPython (3.11-3.13) compiles a call with this many arguments or more as `f(*args)`
+# (STACK_USE_GUIDELINE in its compiler).
+_CPYTHON_STAR_CALL_ARGS = 30
+
 
 def emits(op_name: str):
     def register(fn):
@@ -65,8 +69,11 @@ def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]
     # inline='always': Numba splices the body into the kernel's own IR, so that the body is
     # not a second function that Numba types, lowers and LLVM optimises on its own, and then
     # again as part of the kernel (W8b's kernel: 1.77 -> 1.33 s to compile, two bodies).
+    # Not for a call of 30 arguments or more: CPython compiles those as f(*args), which
+    # Numba's inliner refuses.
+    inline = ", inline='always'" if len(sub.param_names) < _CPYTHON_STAR_CALL_ARGS else ""
     parent.functions.append(
-        f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags}, inline='always')\n"
+        f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags}{inline})\n"
         f"def {name}({', '.join(sub.param_names)}):\n"
         f'    """{what}"""\n' + "\n".join(sub.legend() + sub.lines) + "\n"
     )
