@@ -6,6 +6,7 @@ import pytest
 
 import jitgrad as jg
 from jitgrad.core.aval import AVal
+from jitgrad.ir.graph import format_graph
 from jitgrad.ir.interpret import eval_graph
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.passes import optimize
@@ -103,3 +104,34 @@ def test_gradient_through_a_summed_scan_matches_the_tape():
         eager = squares_total(t)
     np.testing.assert_allclose(float(value), float(eager), rtol=1e-13)
     np.testing.assert_allclose(np.asarray(grad), tape.gradient(eager, t).numpy(), rtol=1e-12)
+
+
+def test_golden_ir():
+    def f(xs):
+        return jg.reduce_sum(jg.lax.scan(lambda c, x: (c * 0.5 + x, c * x), xs[0], xs)[1])
+
+    folded = fold_summed_ys(trace(f, AVal((4,), np.dtype(np.float32))))
+    assert format_graph(folded) == "\n".join(
+        [
+            "{ lambda a:f32[4] ;",
+            "    b:f64[] = const 0.",
+            "    c:f32[1] = slice[index=((0, 1, 1),)] a",
+            "    d:f32[] = reshape[shape=()] c",
+            "    e:(i32[], f32[], f64[], f32[4]) = loop[body=",
+            "      { lambda a:i32[] b:f32[] c:f64[] d:f32[] ;",
+            "          e:f32[] = const 0.5",
+            "          f:f32[] = mul b e",
+            "          g:f32[] = add f d",
+            "          h:f32[] = mul b d",
+            "          i:f64[] = cast[dtype=float64] h",
+            "          j:f64[] = add c i",
+            "        in (g, j, h) }, cond=None, n_consts=0, n_carry=2, length=4, max_trips=None,"
+            " reverse=False, remat=False, extends=None] d b a",
+            "    f:i32[] = tuple_get[index=0] e",
+            "    g:f32[] = tuple_get[index=1] e",
+            "    h:f32[4] = tuple_get[index=3] e",
+            "    i:f64[] = tuple_get[index=2] e",
+            "    j:f32[] = cast[dtype=float32] i",
+            "  in (j) }",
+        ]
+    )
