@@ -80,8 +80,6 @@ class _Body:
             "lock": lock,
         }
         self.lines: list[str] = []
-        # The buffer params that outputs are (the others are the kernel's scratch).
-        self.output_params = {j for kind, j in compiled.kernel_source.outputs if kind == "param"}
 
     def add(self, line: str, depth: int = 1) -> None:
         self.lines.append("    " * depth + line)
@@ -142,10 +140,7 @@ class _Body:
             ]
         self.env[f"shape{j}"], self.env[f"dtype{j}"] = plan[1], plan[2]
         self.add(_TAKE_BUFFER.format(name=name, j=j), depth)
-        if j in self.output_params:
-            self.add(f"if {name} is None or {_COUNT_REFS.format(name=name)} > {_FREE_REFS}:", depth)
-        else:  # scratch: no output is this buffer, so nothing outside the call can hold it
-            self.add(f"if {name} is None:", depth)
+        self.add(f"if {name} is None or {_COUNT_REFS.format(name=name)} > {_FREE_REFS}:", depth)
         self.add(f"    {name} = pool[{j}] = empty(shape{j}, dtype{j})", depth)
 
     def call_kernel(self, names, retry_on_type_error=False) -> None:
