@@ -1291,30 +1291,32 @@ class _Piece:
     def __init__(self, lines: list[str]):
         self.lines = lines
         written: set[str] = set()
-        self.params: list[str] = []
-        self.returns: list[str] = []
+        params: dict[str, None] = {}  # ordered sets: a large block has thousands of names
+        returns: dict[str, None] = {}
         order: dict[str, str] = {}
         canonical = []
         for line in lines:
             code = "" if line.lstrip().startswith("#") else _STRING.sub("''", line)
             targets, reads = _reads_and_targets(code.strip())
             for name in reads:
-                if name not in written and name not in self.params:
-                    self.params.append(name)
+                if name not in written:
+                    params.setdefault(name)
             for target in targets:
                 written.add(target)
-                if target.startswith("v") and target not in self.returns:
-                    self.returns.append(target)
+                if target.startswith("v"):
+                    returns.setdefault(target)
             canonical.append(
                 _IDENTIFIER.sub(
                     lambda m: (
                         order.setdefault(m.group(), f"t{len(order)}")
-                        if _VALUE.match(m.group()) or m.group() in self.params
+                        if _VALUE.match(m.group()) or m.group() in params
                         else m.group()
                     ),
                     code,
                 )
             )
+        self.params: list[str] = list(params)
+        self.returns: list[str] = list(returns)
         self.key = "\n".join(canonical)
 
     def function(self, name: str, fastmath: bool) -> str:
