@@ -28,6 +28,7 @@ def fold_summed_ys(graph: Graph) -> Graph:
     outputs = set(graph.outputs)
     eqns = list(graph.eqns)
     consts = dict(graph.consts)
+    folded = False
     k = 0
     while k < len(eqns):
         loop = eqns[k]
@@ -38,7 +39,8 @@ def fold_summed_ys(graph: Graph) -> Graph:
             k += 1
             continue
         eqns = _fold(eqns, k, *found, consts)  # the same loop again: it may have more
-    if len(consts) == len(graph.consts):
+        folded = True
+    if not folded:
         return graph
     return Graph(graph.inputs, tuple(eqns), graph.outputs, consts, graph.custom_vjps)
 
