@@ -223,6 +223,7 @@ def table(records: list[dict]) -> list[str]:
     kernel1, kernel2 = by[("kernel", 1)]["median"], by[("kernel", 2)]["median"]
     hand2, compute2 = by[("handwritten", 2)]["median"], by[("compute", 2)]["median"]
     share = max(kernel2 - compute2, 0.0) / kernel2
+    alone = by[("allreduce", 2)]["median"]
     lines += [
         "",
         f"- 2-rank step / 1-rank step (same global batch): {kernel2 / kernel1:.2f} "
@@ -230,6 +231,10 @@ def table(records: list[dict]) -> list[str]:
         f"- in-kernel allreduce step / hand-written mpi4py step, 2 ranks: {kernel2 / hand2:.2f} "
         f"(target <= 1: {'met' if kernel2 <= hand2 else 'NOT met'})",
         f"- share of the 2-rank step in the allreduce ((kernel - compute) / kernel): {share:.0%}",
+        f"- mpi4py's allreduce alone in the 2-rank job: {alone * 1e3:.3f} ms per step: how fast "
+        "the two cores exchanged cache lines during this run (on the 2-vCPU VM of "
+        "perf/results/issue16.md, 0.12-0.13 ms in some periods and 0.45-0.50 ms in others, "
+        "whatever runs: perf/mpi_allreduce_series.py)",
     ]
     return lines
 
