@@ -302,3 +302,44 @@ def test_launcher_command():
     assert env["OMPI_MCA_coll_tuned_allreduce_algorithm"] == "4"  # the ring
     hosts, _ = run.command(4, ["train.py"], hosts="a:2,b:2")
     assert hosts[3:5] == ["-H", "a:2,b:2"] and "--oversubscribe" not in hosts
+
+
+def _graph_with_allreduce(in_loop: bool):
+    """A traced graph with the allreduce primitive (bound directly: in one process the
+    `allreduce` function returns its input), at the top level or inside a scan's body."""
+    from jitgrad.core.aval import AVal
+    from jitgrad.core.dispatch import bind
+    from jitgrad.ir.trace import Trace, tracing
+    from jitgrad.ops.collective import allreduce_p
+
+    def f(x):
+        if not in_loop:
+            return bind(allreduce_p, x) * 2.0
+        return jg.lax.scan(lambda c, t: (c + bind(allreduce_p, t), c), x[0], x)[0]
+
+    trace = Trace("f")
+    with tracing(trace):
+        return trace.to_graph([f(trace.new_input(AVal((3,), np.dtype(np.float32))))])
+
+
+@pytest.mark.parametrize("in_loop", [False, True], ids=["top level", "loop body"])
+def test_a_function_calling_a_collective_compiles_before_its_first_call(in_loop):
+    from jitgrad.compiler.function import _calls_collectives
+
+    assert _calls_collectives(_graph_with_allreduce(in_loop))
+
+
+def test_constant_folding_never_evaluates_a_collective():
+    from jitgrad.core.aval import AVal
+    from jitgrad.core.dispatch import bind
+    from jitgrad.ir.trace import Trace, tracing
+    from jitgrad.ops.collective import allreduce_p
+    from jitgrad.passes import fold_constants
+
+    def f(x):
+        return x + bind(allreduce_p, jg.constant(np.ones(3, np.float32)))
+
+    trace = Trace("f")
+    with tracing(trace):
+        graph = trace.to_graph([f(trace.new_input(AVal((3,), np.dtype(np.float32))))])
+    assert "allreduce" in [e.op.name for e in fold_constants(graph).eqns]

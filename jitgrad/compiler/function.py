@@ -44,7 +44,6 @@ from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
 from jitgrad.ir.subgraphs import subgraphs
 from jitgrad.ir.trace import Trace, tracing
-from jitgrad.passes.fold import COLLECTIVES
 
 if TYPE_CHECKING:
     from jitgrad.backend.numba.emit import KernelSource
@@ -637,8 +636,10 @@ def _calls_collectives(graph: Graph) -> bool:
     such a version compiles in this process before its first call, as a distributed train step
     does (compiler/train_step.py): every rank must make the same MPI calls in the same order,
     which a numpy fallback serving calls meanwhile would not, and a compile worker process
-    must not join the MPI job."""
-    return any(e.op.name in COLLECTIVES for e in graph.eqns)
+    must not join the MPI job. Loop bodies and branches count too."""
+    return any(
+        e.op.collective or any(_calls_collectives(g) for g in subgraphs(e)) for e in graph.eqns
+    )
 
 
 def _signature_or_none(fn):

@@ -40,7 +40,7 @@ from jitgrad.compiler.stateful import write_back
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
 from jitgrad.ir.schedule import LoopGroup
-from jitgrad.ops.collective import allreduce
+from jitgrad.ops.collective import mean_over_ranks
 
 # Compiled version -> its `_donation_plan`, computed once; a version belongs to one train step.
 _DONATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -89,8 +89,7 @@ class TrainStep(JitFunction):
         def step(params, opt_state, *batch):
             out, grads = value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
             if distributed:
-                leaves, treedef = pytree.flatten(grads)
-                grads = pytree.unflatten(treedef, [allreduce(g, op="mean") for g in leaves])
+                grads = mean_over_ranks(grads)
             new_params, new_state = optimizer.update(params, grads, opt_state)
             return out, new_params, new_state
 

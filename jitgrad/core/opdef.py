@@ -20,7 +20,10 @@ A primitive carries every facet the pipeline needs, side by side:
   eagerly: op by op through `bind`, so that tapes record the ops inside it (a loop is then a
   Python loop) instead of one opaque node; it may return a tuple (a `TupleAVal` result);
 * `raises`: the op's kernel code can raise (an index out of bounds), which a train step that
-  writes into the caller's arrays must know (`jitgrad.compiler.train_step`).
+  writes into the caller's arrays must know (`jitgrad.compiler.train_step`);
+* `collective`: the op's value depends on the other processes of an MPI job (allreduce):
+  never evaluated while compiling (constant folding), and a function calling one compiles
+  before its first call, so that every rank makes the same calls in the same order.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class OpDef:
     raises: bool = False
     replay: Callable | None = None
     doc: str = field(default="", repr=False)
+    collective: bool = False
     # Eager calls: (input shapes and dtypes, params) -> the AVal abstract_eval returned. The
     # rule runs once per signature, not per call (it costs more than most numpy calls).
     eager_avals: dict = field(default_factory=dict, repr=False)
@@ -98,6 +102,7 @@ def defop(
     raises: bool = False,
     replay: Callable | None = None,
     doc: str = "",
+    collective: bool = False,
 ) -> OpDef:
     """Define and register a primitive; a missing facet fails here, at import."""
     if name in REGISTRY:
@@ -111,7 +116,18 @@ def defop(
     if reduction is not None:
         _check_reduction(name, kind, reduction)
     op = OpDef(
-        name, abstract_eval, impl, vjp, kind, template, vmath, reduction, raises, replay, doc
+        name,
+        abstract_eval,
+        impl,
+        vjp,
+        kind,
+        template,
+        vmath,
+        reduction,
+        raises,
+        replay,
+        doc,
+        collective=collective,
     )
     REGISTRY[name] = op
     return op

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from jitgrad.core import pytree
 from jitgrad.distributed.collectives import allreduce_gradients
 from jitgrad.distributed.world import world
-from jitgrad.ops.collective import allreduce
+from jitgrad.ops.collective import mean_over_ranks
 
 
 class DistributedOptimizer:
@@ -41,9 +40,7 @@ class DistributedOptimizer:
     def update(self, params, grads, state):
         """The wrapped optimizer's update of the gradients' mean over ranks; traced inside a
         compiled step, the mean is the in-kernel allreduce (ops/collective.py)."""
-        leaves, treedef = pytree.flatten(grads)
-        mean = [allreduce(g, op="mean") for g in leaves]
-        return self.optimizer.update(params, pytree.unflatten(treedef, mean), state)
+        return self.optimizer.update(params, mean_over_ranks(grads), state)
 
     def __repr__(self) -> str:
         return f"DistributedOptimizer({self.optimizer!r})"

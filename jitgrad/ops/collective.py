@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.core import pytree
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
@@ -66,6 +67,7 @@ allreduce_p = defop(
     vjp=_allreduce_vjp,
     kind="other",
     doc="The sum of a float value over the processes of an MPI job (identity in one process).",
+    collective=True,
 )
 
 
@@ -89,3 +91,10 @@ def allreduce(x, op: str = "sum"):
     if op == "mean":
         total = total * (1.0 / world_size())
     return cast_value(total, x.dtype)
+
+
+def mean_over_ranks(grads):
+    """The mean over the job's processes of every leaf of a pytree of gradients: what a
+    data-parallel update applies (jit_train_step(distributed=True), DistributedOptimizer)."""
+    leaves, treedef = pytree.flatten(grads)
+    return pytree.unflatten(treedef, [allreduce(g, op="mean") for g in leaves])

@@ -16,9 +16,6 @@ from jitgrad.core.opdef import REGISTRY
 from jitgrad.ir.graph import Eqn, Graph, Var
 
 FOLD_LIMIT = 256  # elements
-# Ops whose value depends on other processes (ops/collective.py): never evaluated while
-# compiling, where a collective call would be out of step with the other ranks' calls.
-COLLECTIVES = frozenset({"allreduce"})
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -47,7 +44,7 @@ def fold_constants(graph: Graph) -> Graph:
             all_consts = True
         if all_consts and isinstance(e.out.aval, TupleAVal):  # control flow: not folded
             eqns.append(e)
-        elif all_consts and e.out.aval.size <= FOLD_LIMIT and op.name not in COLLECTIVES:
+        elif all_consts and e.out.aval.size <= FOLD_LIMIT and not op.collective:
             value = op.impl(*[consts[v] for v in inputs], **e.params)
             consts[e.out] = np.array(value, dtype=e.out.aval.dtype)
         elif op.kind == "elementwise" and inputs and _all_uniform(inputs, uniform, consts):
