@@ -13,9 +13,10 @@ A loop's gradient is two loops:
    the consts' cotangents, and stacks the xs' cotangents.
 
 Policy (DESIGN 13 and issue 13): store what the body's VJP reads, recompute what depends on
-nothing but the consts and the index. A while loop's trip count is known only at run time: its
-stacks have a `DYNAMIC` length (sized by `maximum_iterations`, or grown geometrically by the
-kernel), and the reverse loop runs over them.
+nothing but the consts and the index, and what two elementwise operations make from stored
+values. A while loop's trip count is known only at run time: its stacks have a `DYNAMIC`
+length (sized by `maximum_iterations`, or grown geometrically by the kernel), and the reverse
+loop runs over them.
 
 A branch's gradient is a `cond` over the branches' gradients: the taken branch's forward is
 recomputed inside its gradient, so only the taken branch runs, forward and backward.
@@ -93,15 +94,23 @@ def _split_forward(joint: Graph, n_primal_inputs: int):
     return forward, backward, [v for v in read if v not in joint.consts], tainted
 
 
+# A value the backward pass reads is stored rather than recomputed when recomputing it takes
+# more than this many elementwise operations: a stored scalar costs a store in the forward loop
+# and a load in the reverse one, and a scalar loop is as often short of issue slots as it is
+# of latency (W8a's adjoint recomputing x[t+1] from x[t]: 6 operations per step).
+MAX_RECOMPUTE = 2
+
+
 def _residuals(
     joint: Graph, forward: list, read: list, invariant_inputs: set, xs: set, remat: bool
 ):
     """(the values the forward loop stores, the values the reverse loop recomputes) for the
     forward values `read` by the backward pass. Recomputed: what depends only on the consts
-    and the index (loop-invariant: hoisted out of the reverse loop later), and what cheap
-    ops (arithmetic, shape ops: `_is_cheap`) make from other recomputed or stored values. Stored:
-    the carry and the results of everything else (matrix products, reductions,
-    transcendental functions), each once. With `remat`, everything but the carry is
+    and the index (loop-invariant: hoisted out of the reverse loop later), and what at most
+    `MAX_RECOMPUTE` cheap ops (arithmetic, shape ops: `_is_cheap`) make from other recomputed
+    or stored values. Stored: the carry, the read values that take more cheap ops, and the
+    results of everything else (matrix products, reductions, transcendental functions), each
+    once. With `remat`, everything but the carry is
     recomputed."""
     invariant = set(invariant_inputs) | set(joint.consts)
     for e in forward:
@@ -112,6 +121,7 @@ def _residuals(
     stored: list = []
     recomputed = set(available)
     pending = list(reversed(read))
+    wanted = set(read)
     while pending:
         v = pending.pop()
         if v in recomputed or v in stored:
@@ -122,6 +132,9 @@ def _residuals(
         elif e is None or not (remat or _is_cheap(e)):
             stored.append(v)
             continue
+        elif not remat and v in wanted and _recompute_cost(v, producer, recomputed) > MAX_RECOMPUTE:
+            stored.append(v)
+            continue
         missing = [x for x in e.inputs if x not in recomputed and x not in stored]
         if missing:
             pending.append(v)
@@ -129,6 +142,21 @@ def _residuals(
         else:
             recomputed.add(v)
     return stored, recomputed
+
+
+def _recompute_cost(v, producer: dict, recomputed: set) -> int:
+    """How many cheap operations recomputing `v` takes beyond what is recomputed already (a
+    value whose producer is not cheap would be stored, so it costs nothing here)."""
+    seen = set()
+    pending = [v]
+    while pending:
+        u = pending.pop()
+        e = producer.get(u)
+        if u in seen or u in recomputed or e is None or not _is_cheap(e):
+            continue
+        seen.add(u)
+        pending.extend(e.inputs)
+    return len(seen)
 
 
 def _cannot_be_stored(e) -> bool:
