@@ -1,6 +1,6 @@
 """The optimisation pipeline: simplify, fold constants, CSE and DCE to a fixed point; with
 control flow, also inside loop bodies and branches, summed ys accumulated in the loop
-(passes/accumulate.py), linear recurrences in Jacobian form (passes/recurrence.py), and
+(passes/accumulate.py), scalar recurrences grouped by their own carry (passes/recurrence.py), and
 loop-invariant work hoisted out of loops (passes/loops.py)."""
 
 from __future__ import annotations

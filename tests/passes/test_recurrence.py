@@ -1,5 +1,6 @@
-"""passes/recurrence.py: linear recurrences of scalar carries in Jacobian form. The rewritten
-loop computes the same values (to rounding), and its carry is a few operations from itself."""
+"""passes/recurrence.py: recurrences of scalar carries as polynomials grouped by the output's
+own carry. The rewritten loop computes the same values (to rounding), and its carry is a few
+operations from itself."""
 
 import numpy as np
 import pytest
@@ -125,4 +126,53 @@ def test_array_carries_stay():
         return jg.lax.scan(step, u[0], u)[1]
 
     graph = optimize(trace(f, (3,), (4, 3)))
+    assert shorten_recurrences(graph) is graph
+
+
+def chains_between(loop) -> dict:
+    """{(carry j, carry k): the longest chain of equations from carry input j to output k}."""
+    p = loop.params
+    body, n_consts, n_carry = p["body"], p["n_consts"], p["n_carry"]
+    carries = body.inputs[1 + n_consts : 1 + n_consts + n_carry]
+    found = {}
+    for j, carry in enumerate(carries):
+        length = {carry: 0}
+        for e in body.eqns:
+            reached = [length[v] for v in e.inputs if v in length]
+            if reached:
+                length[e.out] = 1 + max(reached)
+        for k, out in enumerate(body.outputs[:n_carry]):
+            if out in length:
+                found[j, k] = length[out]
+    return found
+
+
+def test_a_polynomial_step_is_grouped_by_its_own_carry():
+    """W8a's Euler step `x + dt (a x - b x y)` becomes `x ((1 + dt a) - (dt b) y)`: one
+    operation from x (was 5) and three from y (was 4); y's step likewise. The squared error
+    the step also computes reads the new value, so the old computation is gone."""
+    graph = trace(lotka_volterra, (4,), (30, 2))
+    rewritten = shorten_recurrences(graph)
+    (before,), (after,) = loops(graph), loops(rewritten)
+    chains, new_chains = chains_between(before), chains_between(after)
+    assert (chains[0, 0], chains[1, 0], chains[1, 1], chains[0, 1]) == (5, 4, 4, 5)
+    assert (new_chains[0, 0], new_chains[1, 0], new_chains[1, 1], new_chains[0, 1]) == (1, 3, 1, 3)
+    produced = {e.out for e in after.params["body"].eqns}
+    assert not produced & set(before.params["body"].outputs[:2])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        args = (rng.uniform(0.1, 1.0, 4), rng.uniform(1, 10, (30, 2)))
+        for x, y in zip(eval_graph(graph, *args), eval_graph(rewritten, *args), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12)
+
+
+def test_a_carry_times_itself_in_a_product_stays():
+    """`x y x` is not multilinear: the output keeps its form."""
+
+    def f(u):
+        step = lambda c, u_t: (((c[0] * c[1]) * c[0] + u_t, c[1] + u_t), u_t)
+        (x, y), _ = jg.lax.scan(step, (u[0], u[1]), u)
+        return x + y
+
+    graph = optimize(trace(f, (5,)))
     assert shorten_recurrences(graph) is graph
