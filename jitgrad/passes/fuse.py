@@ -15,11 +15,10 @@ input after a value was recorded makes that value depend on whatever the new inp
 
 from __future__ import annotations
 
-import heapq
-
 from jitgrad.core.opdef import OpDef
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var
+from jitgrad.ir.order import stable_topological_order
 from jitgrad.ir.schedule import LoopGroup, OpStep, Schedule
 
 
@@ -274,23 +273,5 @@ def _order(steps: list) -> list:
     for k, s in enumerate(steps):
         for v in s.outputs if isinstance(s, LoopGroup) else [s.eqn.out]:
             producer[v] = k
-    waiting = [0] * len(steps)  # per step: how many steps it still waits for
-    users: list[list[int]] = [[] for _ in steps]  # per step: the steps waiting for it
-    for k, s in enumerate(steps):
-        needs = {producer[x] for x in _external_reads(s) if x in producer}
-        waiting[k] = len(needs)
-        for n in needs:
-            users[n].append(k)
-    ready = [k for k, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    ordered = []
-    while ready:
-        k = heapq.heappop(ready)
-        ordered.append(steps[k])
-        for u in users[k]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(ordered) != len(steps):
-        raise AssertionError("internal error: fusion produced a cycle")
-    return ordered
+    needs = [{producer[x] for x in _external_reads(s) if x in producer} for s in steps]
+    return [steps[k] for k in stable_topological_order(needs)]

@@ -34,13 +34,12 @@ forward step.
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 
 from jitgrad.core.aval import AVal
 from jitgrad.core.opdef import REGISTRY
 from jitgrad.ir.graph import Eqn, Graph, Var
+from jitgrad.ir.order import stable_topological_order
 from jitgrad.passes.dce import dce
 
 _POLYNOMIAL_OPS = ("add", "sub", "neg", "mul")
@@ -214,24 +213,8 @@ def _in_dependency_order(eqns: list) -> tuple:
     """`eqns` sorted so that each comes after the equations it reads, otherwise in the given
     order (the new ones were appended, and old ones now read some of them)."""
     producer = {e.out: n for n, e in enumerate(eqns)}
-    waiting_on = [0] * len(eqns)
-    readers: dict[int, list] = {}
-    for n, e in enumerate(eqns):
-        for m in {producer[v] for v in e.inputs if v in producer}:
-            waiting_on[n] += 1
-            readers.setdefault(m, []).append(n)
-    ready = [n for n, count in enumerate(waiting_on) if count == 0]
-    heapq.heapify(ready)
-    ordered = []
-    while ready:
-        n = heapq.heappop(ready)
-        ordered.append(eqns[n])
-        for r in readers.get(n, ()):
-            waiting_on[r] -= 1
-            if waiting_on[r] == 0:
-                heapq.heappush(ready, r)
-    assert len(ordered) == len(eqns), "the rewritten body has a cycle"
-    return tuple(ordered)
+    needs = [{producer[v] for v in e.inputs if v in producer} for e in eqns]
+    return tuple(eqns[n] for n in stable_topological_order(needs))
 
 
 def _is_float_scalar(v: Var) -> bool:

@@ -27,20 +27,28 @@ def loops(graph):
     return [e for e in graph.eqns if e.op.name == "loop"]
 
 
-def self_chains(loop) -> list[int]:
-    """For each carry: the longest chain of equations from its input to its output."""
+def chains_between(loop) -> dict:
+    """{(carry j, carry k): the longest chain of equations from carry input j to output k}."""
     p = loop.params
     body, n_consts, n_carry = p["body"], p["n_consts"], p["n_carry"]
     carries = body.inputs[1 + n_consts : 1 + n_consts + n_carry]
-    chains = []
-    for k, carry in enumerate(carries):
+    found = {}
+    for j, carry in enumerate(carries):
         length = {carry: 0}
         for e in body.eqns:
             reached = [length[v] for v in e.inputs if v in length]
             if reached:
                 length[e.out] = 1 + max(reached)
-        chains.append(length.get(body.outputs[k], 0))
-    return chains
+        for k, out in enumerate(body.outputs[:n_carry]):
+            if out in length:
+                found[j, k] = length[out]
+    return found
+
+
+def self_chains(loop) -> list[int]:
+    """For each carry: the longest chain of equations from its input to its output."""
+    chains = chains_between(loop)
+    return [chains.get((k, k), 0) for k in range(loop.params["n_carry"])]
 
 
 def rotation(theta, u):
@@ -127,24 +135,6 @@ def test_array_carries_stay():
 
     graph = optimize(trace(f, (3,), (4, 3)))
     assert shorten_recurrences(graph) is graph
-
-
-def chains_between(loop) -> dict:
-    """{(carry j, carry k): the longest chain of equations from carry input j to output k}."""
-    p = loop.params
-    body, n_consts, n_carry = p["body"], p["n_consts"], p["n_carry"]
-    carries = body.inputs[1 + n_consts : 1 + n_consts + n_carry]
-    found = {}
-    for j, carry in enumerate(carries):
-        length = {carry: 0}
-        for e in body.eqns:
-            reached = [length[v] for v in e.inputs if v in length]
-            if reached:
-                length[e.out] = 1 + max(reached)
-        for k, out in enumerate(body.outputs[:n_carry]):
-            if out in length:
-                found[j, k] = length[out]
-    return found
 
 
 def test_a_polynomial_step_is_grouped_by_its_own_carry():
