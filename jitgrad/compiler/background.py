@@ -17,7 +17,8 @@ Where the kernel compiles (`config.compile_worker`):
 - "thread": a thread of this process compiles, sharing the GIL with the caller. Also the
   fallback when the worker cannot be used (no disk cache) or when it fails or is killed (then
   with one warning).
-Loading and in-process compiles run on one daemon thread ("jitgrad-compile"), in order.
+Loading and in-process compiles run on one daemon thread ("jitgrad-compile"), in order, giving
+way to the user's threads (compiler/courtesy.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import threading
 import time
 import warnings
 
+from jitgrad.compiler.courtesy import run_courteously
 from jitgrad.core.config import config
 
 _pending: set = set()  # versions not yet compiled or failed (for wait_for_compiles)
@@ -209,7 +211,7 @@ def _run_jobs() -> None:
             return
         job, compiled, argument, before_exit = item
         try:
-            job(compiled, argument)
+            run_courteously(job, compiled, argument)
         except Exception as exc:  # e.g. a warning turned into an error: never leave it pending
             if compiled is None:
                 continue
