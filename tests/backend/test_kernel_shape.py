@@ -1,5 +1,6 @@
 """The kernel shapes that keep Numba's compile time linear and small (issue 12): loops that
-repeat (an unrolled RNN's steps) run as one shared function, slices that are one contiguous
+repeat (an unrolled RNN's steps) run as one shared function, a parallel loop is a function of
+its own (only it goes through Numba's parallel pipeline), slices that are one contiguous
 block of memory are C-contiguous views (no copies), and a one-element slice read as a scalar
 is one indexing expression. Each is checked against eager, in specialised and shape-polymorphic
 kernels.
@@ -73,6 +74,30 @@ def test_shared_loops_in_a_polymorphic_kernel():
     assert "?" in source.splitlines()[0] and re.search(r"^def loop0\(.*n\d+_\d", source, re.M)
     for args in (first, second):
         _assert_close(f(*args), jg.value_and_grad(rnn_loss)(*args))
+
+
+def bias_relu_sum(x, b):
+    """A loop above the parallel threshold (2**17 elements): an elementwise output and a full
+    sum, both from the prange loop."""
+    h = jg.relu(x + b)
+    return h, jg.reduce_sum(h)
+
+
+def test_a_parallel_loop_is_a_function_of_its_own():
+    """The prange loop moves into `parallelN` (compiled with parallel=True); the kernel that
+    calls it is compiled without Numba's parallel pipeline, in both kernel kinds."""
+    f = jg.jit(bias_relu_sum)
+    first = (rng.standard_normal((512, 256)), rng.standard_normal(256))
+    second = (rng.standard_normal((1024, 256)), rng.standard_normal(256))
+    for args in (first, second):  # specialised, then polymorphic
+        source = f.lower(*args).source
+        (name,) = re.findall(r"^def (parallel\d+)\(", source, re.M)
+        definition = source.split(f"def {name}(", 1)[0].rsplit("\n", 2)[-2]
+        assert "parallel=True" in definition and "numba.prange(" in source.split("def kernel(")[0]
+        kernel = source.split("def kernel(", 1)[1]
+        assert "prange" not in kernel and f"{name}(" in kernel
+        assert "parallel" not in source.split("def kernel(")[0].rsplit("\n", 2)[-2]
+        _assert_close(f(*args), bias_relu_sum(*[jg.constant(a) for a in args]), rtol=1e-12)
 
 
 SLICES = [

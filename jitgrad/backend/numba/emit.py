@@ -13,8 +13,10 @@ The module holds the one `kernel` that Python calls (one native call), and befor
 functions the kernel calls, so that Numba's compile time stays linear and small in the
 graph's size (issue 12, measured in perf/gaps.md): scalar blocks (`blockN`: a group over no
 dimensions, or a large loop body; blocks.py compiles them to LLVM without Numba's ~1 ms of
-typing per operation) and shared loops (`loopN`: a loop that occurs twice or more with the same
-code up to value names, e.g. at each step of an unrolled RNN, compiled once; share_loops). A
+typing per operation), shared loops (`loopN`: a loop that occurs twice or more with the same
+code up to value names, e.g. at each step of an unrolled RNN, compiled once) and parallel loops
+(`parallelN`: each prange loop, so that only they go through Numba's parallel pipeline; both in
+outline_loops). A
 one-element slice read as a scalar is one indexing expression (`v0[3]`), and a slice that is
 one contiguous block of memory a C-contiguous view: no array temporaries for either.
 """
@@ -143,7 +145,7 @@ class KernelSource:
     params: list
     outputs: list  # per graph output: ('input', k) | ('const', array) | ('param', j) | ('ret', j)
     returns: list  # dtypes of the returned values (0-d ones are boxed by the caller)
-    parallel: bool
+    parallel: bool  # runs prange loops (in its parallelN functions): thread settings apply
     groups: list = field(default_factory=list)  # (space, op names) per fused loop
     generic: bool = False  # shape-polymorphic (see Sizes)
 
@@ -197,7 +199,8 @@ class Emitter:
         self.block_reads: dict[str, str] = {}  # a scalar read left to its block: name -> read
         self.block_verdicts: dict[LoopGroup, bool] = {}
         self.block_names: dict[str, str] = {}  # loop body blocks: _Piece key -> block name
-        # Module-level functions: shared loops (share_loops), loop bodies and branches.
+        # Module-level functions: shared and parallel loops (outline_loops), loop bodies and
+        # branches.
         self.functions: list[str] = []
         if parent is not None:
             self.helpers, self.runtime = parent.helpers, parent.runtime
@@ -247,7 +250,8 @@ class Emitter:
             self.param_names.append(self.name_of(v))
             self.contiguous.add(v)
         groups = []
-        loops = []  # (first line, end line) of the loops a function may run (see share_loops)
+        loops = []  # (first line, end line) of the loops a function may run (see outline_loops)
+        parallel_loops = []  # (first line, end line) of the prange loops (see outline_loops)
         for step in plan_row_loops(self.schedule.steps, self.is_parallel, self.contiguous):
             start = len(self.lines)
             if isinstance(step, RowLoop):
@@ -255,14 +259,14 @@ class Emitter:
                 groups += [(g.space, g.op_names()) for g in step.groups]
                 loops.append((start, len(self.lines)))
             elif isinstance(step, LoopGroup):
-                shared = step.space and not self.is_parallel(step) and not self.is_block(step)
+                block, parallel = self.is_block(step), self.is_parallel(step)
                 self.loop(step)
                 groups.append((step.space, step.op_names()))
-                if shared:
-                    loops.append((start, len(self.lines)))
+                if step.space and not block:
+                    (parallel_loops if parallel else loops).append((start, len(self.lines)))
             else:
                 self.op(step.eqn)
-        self.share_loops(loops)
+        self.outline_loops(loops, parallel_loops)
         if self.parent is not None:
             values = ", ".join(self.value(v) for v in g.outputs)
             self.emit(f"return ({values}{',' if len(g.outputs) == 1 else ''})")
@@ -294,11 +298,16 @@ class Emitter:
             self.generic,
         )
 
-    def share_loops(self, loops: list) -> None:
-        """Loops that occur twice or more with the same code up to value names (an unrolled
-        RNN's steps) become one module-level function that the kernel calls at each place:
-        Numba types and LLVM optimises and vectorises each such loop once, not once per
-        step."""
+    def outline_loops(self, loops: list, parallel_loops: list) -> None:
+        """Move loops out of the kernel into module-level functions that it calls:
+
+        - serial loops (`loops`) that occur twice or more with the same code up to value names
+          (an unrolled RNN's steps) become one function called at each place: Numba types and
+          LLVM optimises and vectorises each such loop once, not once per step;
+        - every prange loop (`parallel_loops`) becomes a function of its own compiled with
+          `parallel=True`, and the kernel itself is compiled without: Numba's parallel
+          pipeline (its parfor analysis of every loop and array expression) then runs over a
+          few lines instead of the whole kernel (W10's kernel: 5.1-5.6 -> 4.5-4.7 s)."""
         found = [_Piece(self.lines[a:b]) for a, b in loops]
         counts: dict[str, int] = {}
         for piece in found:
@@ -312,6 +321,11 @@ class Emitter:
             if name is None:
                 name = names[piece.key] = f"loop{len(self.functions)}"
                 self.functions.append(piece.function(name, self.fastmath))
+            replaced[a] = (b, piece.call(name))
+        for a, b in parallel_loops:
+            piece = _Piece(self.lines[a:b])
+            name = f"parallel{len(self.functions)}"
+            self.functions.append(piece.function(name, self.fastmath, parallel=True))
             replaced[a] = (b, piece.call(name))
         lines, k = [], 0
         while k < len(self.lines):
@@ -342,8 +356,7 @@ class Emitter:
             "import math\n\nimport numba\nimport numpy as np\n"
             f"{imports}\n\n"
             + "".join(block + "\n\n" for block in self.blocks + self.functions)
-            + f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}, "
-            f"parallel={self.parallel})\n"
+            + f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})\n"
             f"def kernel({', '.join(self.param_names)}):\n"
         )
         prologue = self.size.prologue()
@@ -436,7 +449,7 @@ class Emitter:
         code = [f"({', '.join(params)}):", *reads, *body, f"return ({returned})"]
         # A loop body computing what an earlier one computes, up to value names (at each step
         # of an unrolled program), is that block: one compilation, and the loops calling it
-        # stay alike (share_loops). A kernel's scalar code is one big group: not looked up.
+        # stay alike (outline_loops). A kernel's scalar code is one big group: not looked up.
         if not own_function:
             key = _Piece(code).key
             if key in self.block_names:
@@ -1319,11 +1332,12 @@ class _Piece:
         self.returns: list[str] = list(returns)
         self.key = "\n".join(canonical)
 
-    def function(self, name: str, fastmath: bool) -> str:
+    def function(self, name: str, fastmath: bool, parallel: bool = False) -> str:
         returned = ", ".join(self.returns) + ("," if len(self.returns) == 1 else "")
         tail = [f"    return ({returned})"] if self.returns else []
+        flags = f"fastmath={fastmath}" + (", parallel=True" if parallel else "")
         return (
-            f"@numba.njit(nogil=True, error_model='numpy', fastmath={fastmath})\n"
+            f"@numba.njit(nogil=True, error_model='numpy', {flags})\n"
             f"def {name}({', '.join(self.params)}):\n" + "\n".join(self.lines + tail) + "\n"
         )
 

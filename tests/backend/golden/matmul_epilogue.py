@@ -9,7 +9,7 @@ from jitgrad.backend.numba.vmath import vtanh_f32
 from jitgrad.backend.numba.runtime import matmul_into
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
 def kernel(v0, v1, v2, v3, v6):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums

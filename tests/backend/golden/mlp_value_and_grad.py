@@ -9,7 +9,7 @@ from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
 from jitgrad.backend.numba.runtime import matmul_into, sum_step
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
 def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v49, v51, v31, v33, v34, v35, v37, v53, v42, v56, v57, v59, v61, v62, v63, v65):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums

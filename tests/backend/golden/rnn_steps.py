@@ -35,7 +35,7 @@ def loop1(v31, v37, v38):
             v38[i0, i1] = x38
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
 def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v29, v31, v33, v35, v38, v39, v41, v44, v48, v49, v50, v52, v53):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums

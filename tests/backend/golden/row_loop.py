@@ -9,7 +9,7 @@ from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
 from jitgrad.backend.numba.runtime import sum_step
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, parallel=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
 def kernel(v0, v3, v9, v11, v13, v15, v17):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
