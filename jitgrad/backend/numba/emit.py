@@ -806,6 +806,12 @@ class Emitter:
         # views that reach here, and seconds less Numba compile time.
         return name if v in self.contiguous else f"{name}.copy()"
 
+    def read_operand(self, expr: str) -> str:
+        """`expr` as an operand a runtime helper only reads: typed read-only, so that inputs
+        and buffers share one compiled signature of the helper (runtime.readonly)."""
+        self.runtime.add("readonly")
+        return f"readonly({expr})"
+
     @emits("reshape")
     def op_reshape(self, e, x):
         out = self.name_of(e.out)
@@ -868,7 +874,8 @@ class Emitter:
                 # page faults on every call, as much as the product itself (W3's dW1).
                 self.runtime.add("matmul_into")
                 self.add_buffer(e.out)
-                self.emit(f"matmul_into({self.name_of(a)}, {self.name_of(b)}, {out})")
+                x, y = (self.read_operand(self.name_of(v)) for v in (a, b))
+                self.emit(f"matmul_into({x}, {y}, {out})")
             else:
                 self.runtime.add("int_matmul")
                 self.emit(f"{out} = int_matmul({self.name_of(a)}, {self.name_of(b)})")
@@ -890,7 +897,7 @@ class Emitter:
             self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
             self.emit(f"for i0 in range({batch}):")
             self.emit(
-                "matmul_into(a3[i0], b3[i0], o3[i0])"
+                f"matmul_into({self.read_operand('a3[i0]')}, {self.read_operand('b3[i0]')}, o3[i0])"
                 if floats
                 else "o3[i0] = int_matmul(a3[i0], b3[i0])",
                 2,
@@ -918,7 +925,7 @@ class Emitter:
             scratch = f"{self.name_of(e.out)}_patches"
             self.params.append(("buffer", (n * oh * ow, kh * kw * c_in), e.out.aval.dtype))
             self.param_names.append(scratch)
-            operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
+            operands = [*self.conv_operands(x, w), self.name_of(e.out)]
             params = [
                 _int64s(p["strides"]),
                 _int64s(tuple(lo for lo, _ in p["padding"])),
@@ -939,9 +946,13 @@ class Emitter:
                 p["lhs_dilation"],
                 p["rhs_dilation"],
             ]
-        operands = [self.contiguous_expr(x), self.contiguous_expr(w), self.name_of(e.out)]
+        operands = [*self.conv_operands(x, w), self.name_of(e.out)]
         params = [_int64s(a) for a in args] + [_int64s(p["groups"])]
         self.emit(f"{helper}({', '.join(operands + params)})")
+
+    def conv_operands(self, x: Var, w: Var) -> list[str]:
+        """A convolution helper's input and filters: C-contiguous, read-only."""
+        return [self.read_operand(self.contiguous_expr(v)) for v in (x, w)]
 
     def conv_by_columns(self, e, x, w) -> None:
         """A conv whose output has more positions than its input (an input gradient): one
@@ -959,7 +970,7 @@ class Emitter:
         ):
             self.params.append(("buffer", shape, dtype))
             self.param_names.append(name)
-        operands = [self.contiguous_expr(x), self.contiguous_expr(w), out]
+        operands = [*self.conv_operands(x, w), out]
         params = [
             _int64s(p["strides"]),
             _int64s(tuple(lo for lo, _ in p["padding"])),
@@ -975,7 +986,8 @@ class Emitter:
         p = e.params
         self.runtime.add(helper)
         self.add_buffer(e.out)
-        names = [self.contiguous_expr(v) for v in operands] + [self.name_of(e.out)]
+        names = [self.read_operand(self.contiguous_expr(v)) for v in operands]
+        names.append(self.name_of(e.out))
         window, strides = p["window"], p["strides"]
         pads = tuple(lo for lo, _ in p["padding"])
         if len(window) == 1:

@@ -19,8 +19,9 @@ from jitgrad.backend.numba import cache
 
 def helper_signatures():
     """(dispatcher, argument types) for every helper signature that kernels use: the vmath
-    functions per float type, `matmul_into` for C- and F-ordered (transposed) operands,
-    read-only (inputs) or not (buffers), and a loop's copies per rank, per float type."""
+    functions per float type, `matmul_into` for C- and F-ordered (transposed) operands
+    (read-only: kernels pass them through runtime.readonly), and a loop's copies per rank, per
+    float type."""
     from numba import types
 
     from jitgrad.backend.numba import helper_names, runtime, special, vmath
@@ -38,33 +39,26 @@ def helper_signatures():
         yield helper, args
     for dtype in (types.float32, types.float64):
         yield runtime.sum_step, (types.float64, dtype)
+        # Products, convolutions and pooling read their operands through runtime.readonly:
+        # one signature per layout, whether the kernel's operand is an input or a buffer.
         out = types.Array(dtype, 2, "C")
-        operands = [
-            types.Array(dtype, 2, layout, readonly=readonly)
-            for layout, readonly in itertools.product("CF", (True, False))
-        ]
+        operands = [types.Array(dtype, 2, layout, readonly=True) for layout in "CF"]
         for a, b in itertools.product(operands, operands):
             yield runtime.matmul_into, (a, b, out)
-        for rank in (1, 2):  # convolutions (ops/conv.py): inputs read-only or not
+        for rank in (1, 2):  # convolutions (ops/conv.py)
             out = types.Array(dtype, rank + 2, "C")
             ints = (types.UniTuple(types.int64, rank) if rank == 2 else types.int64,) * 4
-            for x_ro, w_ro in itertools.product((False, True), repeat=2):
-                x = types.Array(dtype, rank + 2, "C", readonly=x_ro)
-                w = types.Array(dtype, rank + 2, "C", readonly=w_ro)
-                yield getattr(runtime, f"conv{rank}"), (x, w, out, *ints, types.int64)
+            x = types.Array(dtype, rank + 2, "C", readonly=True)
+            yield getattr(runtime, f"conv{rank}"), (x, x, out, *ints, types.int64)
         image = types.Array(dtype, 4, "C")
         pairs = (types.UniTuple(types.int64, 2),) * 3
         matrix = types.Array(dtype, 2, "C")
-        for x_ro, w_ro in itertools.product((False, True), repeat=2):  # conv2 by GEMM
-            x = types.Array(dtype, 4, "C", readonly=x_ro)
-            w = types.Array(dtype, 4, "C", readonly=w_ro)
-            yield runtime.conv2_gemm, (x, w, image, matrix, *pairs)
-            yield runtime.conv2_col2im, (x, w, image, matrix, matrix, *pairs, pairs[0])
-        for ro in (False, True):  # max pooling (ops/pool.py): a read-only input or not
-            x = types.Array(dtype, 4, "C", readonly=ro)
-            yield runtime.max_pool2, (x, image, *pairs)
-            yield runtime.max_pool_scatter2, (x, image, image, *pairs)
-            yield runtime.max_pool_gather2, (x, x, image, *pairs)
+        x = types.Array(dtype, 4, "C", readonly=True)
+        yield runtime.conv2_gemm, (x, x, image, matrix, *pairs)  # conv2 by GEMM
+        yield runtime.conv2_col2im, (x, x, image, matrix, matrix, *pairs, pairs[0])
+        yield runtime.max_pool2, (x, image, *pairs)  # max pooling (ops/pool.py)
+        yield runtime.max_pool_scatter2, (x, x, image, *pairs)
+        yield runtime.max_pool_gather2, (x, x, image, *pairs)
         yield from _linalg_signatures(dtype)
         for rank in range(1, 5):  # a loop's carry and ys copies (control.py)
             copy = getattr(runtime, f"copy{rank}")

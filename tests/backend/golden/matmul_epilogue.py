@@ -6,7 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vtanh_f32
-from jitgrad.backend.numba.runtime import matmul_into
+from jitgrad.backend.numba.runtime import matmul_into, readonly
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
@@ -15,7 +15,7 @@ def kernel(v0, v1, v2, v3, v6):
     # accN and partN are its sums
     #   v0=a v1=b v2=c v3=d v4=e v5=f v6=g
     # matmul
-    matmul_into(v0, v1, v3)
+    matmul_into(readonly(v0), readonly(v1), v3)
     # fused broadcast_to, add, tanh over (4, 2)
     for i0 in range(4):
         for i1 in range(2):

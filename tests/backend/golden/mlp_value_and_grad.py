@@ -6,7 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
-from jitgrad.backend.numba.runtime import matmul_into, sum_step
+from jitgrad.backend.numba.runtime import matmul_into, readonly, sum_step
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
@@ -19,7 +19,7 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     #   v50=ay v51=az v52=ba v53=bb v54=bc v55=bd v56=be v57=bf v58=bg v59=bh v60=bi v61=bj v62=bk
     #   v63=bl v64=bm v65=bn
     # matmul
-    matmul_into(v4, v2, v11)
+    matmul_into(readonly(v4), readonly(v2), v11)
     # fused broadcast_to, add, broadcast_to, greater, select over (4, 5)
     for i0 in range(4):
         for i1 in range(5):
@@ -31,7 +31,7 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
             x16 = (x13 if x15 else np.float32(0.0))
             v16[i0, i1] = x16
     # matmul
-    matmul_into(v16, v3, v17)
+    matmul_into(readonly(v16), readonly(v3), v17)
     # check_index
     rows = v5.reshape((-1, 1))
     for i0 in range(rows.shape[0]):
@@ -128,11 +128,11 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # transpose
     v58 = v3.T
     # matmul
-    matmul_into(v56, v58, v59)
+    matmul_into(readonly(v56), readonly(v58), v59)
     # transpose
     v60 = v16.T
     # matmul
-    matmul_into(v60, v56, v61)
+    matmul_into(readonly(v60), readonly(v56), v61)
     # fused broadcast_to, select, reduce_sum over (4, 5)
     v63[...] = np.float32(0.0)
     for i0 in range(4):
@@ -145,5 +145,5 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # transpose
     v64 = v4.T
     # matmul
-    matmul_into(v64, v62, v65)
+    matmul_into(readonly(v64), readonly(v62), v65)
     return (v45,)

@@ -6,7 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vtanh_f32
-from jitgrad.backend.numba.runtime import matmul_into, sum_step
+from jitgrad.backend.numba.runtime import matmul_into, readonly, sum_step
 
 
 @numba.njit(nogil=True, error_model='numpy', fastmath=False)
@@ -48,9 +48,9 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # reshape
     v7 = v6.reshape((2, 4))
     # matmul
-    matmul_into(v7, v1, v8)
+    matmul_into(readonly(v7), readonly(v1), v8)
     # matmul
-    matmul_into(v3, v0, v9)
+    matmul_into(readonly(v3), readonly(v0), v9)
     # fused add, tanh, mul, broadcast_to, sub over (2, 3): loop0
     loop0(v8, v9, v11, v47)
     # slice
@@ -58,9 +58,9 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # reshape
     v13 = v12.reshape((2, 4))
     # matmul
-    matmul_into(v13, v1, v14)
+    matmul_into(readonly(v13), readonly(v1), v14)
     # matmul
-    matmul_into(v11, v0, v15)
+    matmul_into(readonly(v11), readonly(v0), v15)
     # fused add, tanh, mul, broadcast_to, sub over (2, 3): loop0
     loop0(v14, v15, v17, v37)
     # slice
@@ -68,9 +68,9 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # reshape
     v19 = v18.reshape((2, 4))
     # matmul
-    matmul_into(v19, v1, v20)
+    matmul_into(readonly(v19), readonly(v1), v20)
     # matmul
-    matmul_into(v17, v0, v21)
+    matmul_into(readonly(v17), readonly(v0), v21)
     # fused add, tanh, mul, reduce_sum, add, broadcast_to, sub, mul over (2, 3)
     acc25 = np.float64(0.0)
     for i0 in range(2):
@@ -91,31 +91,31 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # transpose
     v30 = v0.T
     # matmul
-    matmul_into(v29, v30, v31)
+    matmul_into(readonly(v29), readonly(v30), v31)
     # transpose
     v32 = v17.T
     # matmul
-    matmul_into(v32, v29, v33)
+    matmul_into(readonly(v32), readonly(v29), v33)
     # transpose
     v34 = v19.T
     # matmul
-    matmul_into(v34, v29, v35)
+    matmul_into(readonly(v34), readonly(v29), v35)
     # fused mul over (2, 3): loop1
     loop1(v31, v37, v38)
     # matmul
-    matmul_into(v38, v30, v39)
+    matmul_into(readonly(v38), readonly(v30), v39)
     # transpose
     v40 = v11.T
     # matmul
-    matmul_into(v40, v38, v41)
+    matmul_into(readonly(v40), readonly(v38), v41)
     # transpose
     v43 = v13.T
     # matmul
-    matmul_into(v43, v38, v44)
+    matmul_into(readonly(v43), readonly(v38), v44)
     # fused mul over (2, 3): loop1
     loop1(v39, v47, v48)
     # matmul
-    matmul_into(v5, v48, v49)
+    matmul_into(readonly(v5), readonly(v48), v49)
     # fused add, add over (3, 3)
     for i0 in range(3):
         for i1 in range(3):
@@ -128,7 +128,7 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # transpose
     v51 = v7.T
     # matmul
-    matmul_into(v51, v48, v52)
+    matmul_into(readonly(v51), readonly(v48), v52)
     # fused add, add over (4, 3)
     for i0 in range(4):
         for i1 in range(3):

@@ -1,0 +1,54 @@
+"""precompile.py covers the helper signatures that kernels call: once an installation's helpers
+are compiled (the worker's idle time, or `python -m jitgrad.backend.numba.precompile`), a new
+kernel never waits for one. Products, convolutions and pooling take their operands through
+runtime.readonly, so one signature per layout serves inputs and buffers alike."""
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.backend.numba import runtime
+from jitgrad.backend.numba.precompile import helper_signatures
+
+HELPERS = (
+    runtime.matmul_into,
+    runtime.conv2,
+    runtime.conv2_gemm,
+    runtime.conv2_col2im,
+    runtime.max_pool2,
+    runtime.max_pool_scatter2,
+)
+
+
+def cnn_loss(p, x, y):
+    """Convolutions by GEMM (forward, filter gradients), by columns (the input gradient) and
+    direct (depthwise), max pooling and its gradient, and products with transposed operands."""
+    nn = jg.nn
+    h = nn.relu(nn.conv2d(x, p["k1"], 1, "VALID") + p["c1"])
+    h = nn.depthwise_conv2d(h, p["dw"], (1, 1, 1, 1), "SAME")
+    h = nn.max_pool2d(nn.relu(nn.conv2d(h, p["k2"], 1, "VALID")), 2, 2, "VALID")
+    z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
+    return jg.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_call_only_precompiled_helper_signatures(dtype):
+    rng = np.random.default_rng(0)
+    p = {
+        "k1": rng.standard_normal((3, 3, 1, 4)),
+        "c1": np.zeros(4),
+        "dw": rng.standard_normal((3, 3, 4, 1)),
+        "k2": rng.standard_normal((3, 3, 4, 6)),
+        "w": rng.standard_normal((6 * 2 * 2, 3)),
+        "b": np.zeros(3),
+    }
+    p = {k: v.astype(dtype) for k, v in p.items()}
+    x = rng.standard_normal((2, 8, 8, 1)).astype(dtype)
+    y = np.array([0, 2], np.int32)
+    value, grads = jg.jit_grad(cnn_loss, wrt=0)(p, x, y)
+    assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads.values())
+    precompiled = {(helper, tuple(sig)) for helper, sig in helper_signatures()}
+    for helper in HELPERS:
+        assert helper.signatures, helper
+        for sig in helper.signatures:
+            assert (helper, tuple(sig)) in precompiled, (helper.py_func.__name__, sig)
