@@ -47,8 +47,8 @@ def run_in_thread(fn):
 def fake_time(monkeypatch):
     def install(step, taken):
         fake = FakeTime(step, taken)
-        monkeypatch.setattr(courtesy.time, "perf_counter", fake.perf_counter)
-        monkeypatch.setattr(courtesy.time, "sleep", fake.sleep)
+        monkeypatch.setattr(courtesy, "clock", fake.perf_counter)
+        monkeypatch.setattr(courtesy, "release", fake.sleep)
         return fake
 
     return install

@@ -23,6 +23,9 @@ SLICE = 0.0005  # seconds of work between two releases of the GIL
 CHECK_EVERY = 64  # profile events between two readings of the clock
 QUIET = 0.0001  # a release shorter than this: no other thread took the GIL
 QUIET_YIELDS = 3
+# The clock and the release of the GIL (module names, so that a test can give a fake clock).
+clock = time.perf_counter
+release = time.sleep
 
 
 def run_courteously(job, *args):
@@ -38,19 +41,19 @@ def run_courteously(job, *args):
 
 
 def _make_hook():
-    clock, release = time.perf_counter, time.sleep
-    events, since, quiet = 0, clock(), 0
+    read_clock, give_way = clock, release
+    events, since, quiet = 0, read_clock(), 0
 
     def hook(frame, event, arg):
         nonlocal events, since, quiet
         events += 1
         if events % CHECK_EVERY:
             return
-        now = clock()
+        now = read_clock()
         if now - since < SLICE:
             return
-        release(0)
-        since = clock()
+        give_way(0)
+        since = read_clock()
         if since - now >= QUIET:
             quiet = 0
             return
