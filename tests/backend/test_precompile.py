@@ -31,7 +31,10 @@ def cnn_loss(p, x, y):
     return jg.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype",
+    [np.float32, pytest.param(np.float64, marks=pytest.mark.slow)],  # 8 s each
+)
 def test_kernels_call_only_precompiled_helper_signatures(dtype):
     rng = np.random.default_rng(0)
     p = {
