@@ -239,6 +239,8 @@ def _form_of(e: Eqn, forms: dict, carry_of: dict, build: _Builder) -> dict | Non
         return _negated(operands[0], build, dtype)
     a, b = operands
     if name == "mul":
+        if len(a) * len(b) > MAX_TERMS:
+            return None  # before making the products' coefficients
         form = {}
         for ma, ca in a.items():
             for mb, cb in b.items():
