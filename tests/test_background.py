@@ -89,6 +89,7 @@ def test_fallback_serves_until_the_kernel_takes_over(background_mode, hold_kerne
     assert f.cache_info().states == ("compiled",)
     compiled = next(iter(f._versions.values()))
     assert compiled.kernel is not None and compiled.run.__name__ == "call"
+    assert not compiled.courteous  # calls run on the fallback meanwhile: no giving way
     assert_close_trees(f(params, x, y), (eager_value, eager_grads))
     assert_close_trees(f(params, x, y), (value, grads))  # the fast entry now
 
@@ -251,6 +252,9 @@ def test_tape_backward_never_waits_for_its_kernel(background_mode, hold_kernels)
     compiled_before = tape_backward.stats["compiled"]
     np.testing.assert_allclose(grad_once(), first, rtol=1e-10)
     assert tape_backward.stats["compiled"] == compiled_before + 1
+    # Its background work gave the GIL away to the steps (compiler/courtesy.py).
+    entry = next(reversed(tape_backward._cache.values()))
+    assert entry.compiled.courteous
 
 
 _SCRIPT = """

@@ -17,8 +17,8 @@ Where the kernel compiles (`config.compile_worker`):
 - "thread": a thread of this process compiles, sharing the GIL with the caller. Also the
   fallback when the worker cannot be used (no disk cache) or when it fails or is killed (then
   with one warning).
-Loading and in-process compiles run on one daemon thread ("jitgrad-compile"), in order, giving
-way to the user's threads (compiler/courtesy.py).
+Loading and in-process compiles run on one daemon thread ("jitgrad-compile"), in order; the
+tape's jobs there give way to the user's threads (compiler/courtesy.py, `start`).
 """
 
 from __future__ import annotations
@@ -47,11 +47,17 @@ def prepare() -> None:
         _enqueue(lambda _compiled, _unused: _compile_worker(), None, None)
 
 
-def start(compiled, on_done=None, seconds=None) -> None:
+def start(compiled, on_done=None, seconds=None, courteous: bool = False) -> None:
     """Lower (if it is not yet) and compile `compiled`'s kernel in the background;
     `on_done(compiled, seconds)` runs when it serves (or failed). `seconds` (a JitFunction's
-    counters) gets the lowering time."""
+    counters) gets the lowering time.
+
+    `courteous`: this process's part of the work (lowering, loading) gives the GIL away to a
+    busy user thread (compiler/courtesy.py). For the tape's backward, whose op-by-op path is
+    the user's normal speed: its steps must not slow down. Not for a jitted function, whose
+    calls meanwhile run on the slower numpy fallback: its kernel should arrive first."""
     compiled.state = "fallback"
+    compiled.courteous = courteous
     compiled.started = time.perf_counter()
     compiled.on_done = on_done
     with _pending_changed:
@@ -92,8 +98,8 @@ def _lower_and_submit(compiled, seconds) -> None:
 
 
 def run(build) -> None:
-    """Run `build()` on the compile thread (e.g. building a graph that will then `start` its
-    compile there); `wait_for_compiles` waits for it too."""
+    """Run `build()` on the compile thread, courteously (e.g. the tape building a graph that
+    will then `start` its compile there); `wait_for_compiles` waits for it too."""
     token = _Job(build)
     with _pending_changed:
         _pending.add(token)
@@ -101,12 +107,13 @@ def run(build) -> None:
 
 
 class _Job:
-    """A `run` job, pending like a version until it is done."""
+    """A `run` job, pending like a version until it is done; courteous (see `start`)."""
 
     def __init__(self, build):
         self.build = build
         self.state = "fallback"
         self.on_done = None
+        self.courteous = True
 
 
 def _run_build(job, _unused) -> None:
@@ -211,7 +218,10 @@ def _run_jobs() -> None:
             return
         job, compiled, argument, before_exit = item
         try:
-            run_courteously(job, compiled, argument)
+            if getattr(compiled, "courteous", False):
+                run_courteously(job, compiled, argument)
+            else:
+                job(compiled, argument)
         except Exception as exc:  # e.g. a warning turned into an error: never leave it pending
             if compiled is None:
                 continue

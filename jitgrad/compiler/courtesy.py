@@ -3,11 +3,13 @@
 CPython shares the GIL fairly: a thread that wants it gets it within the switch interval
 (5 ms). So a background job of 0.2-0.5 s of Python work (building the tape's backward graph,
 optimising and emitting a kernel, loading it) took half of every training step it ran beside:
-the eager tape's 2nd iteration took 21 ms instead of 10. The compile thread's jobs therefore
-run under a profile hook that, after every `SLICE` seconds of their work, releases the GIL
-(`time.sleep(0)`). A user thread waiting for it then runs until its own switch interval ends,
-so a job takes ~SLICE / (SLICE + 5 ms), about a tenth, of a busy user thread's time, and takes
-longer itself (the tape's build: 0.22 -> 0.6 s, while its steps run op by op at full speed).
+the eager tape's 2nd iteration took 21 ms instead of 10. The tape's jobs on the compile thread
+therefore run under a profile hook that, after every `SLICE` seconds of their work, releases
+the GIL (`time.sleep(0)`). A user thread waiting for it then runs until its own switch interval
+ends, so a job takes ~SLICE / (SLICE + 5 ms), about a tenth, of a busy user thread's time, and
+takes longer itself (the tape's build: 0.22 -> 0.6 s, while its steps run op by op at full
+speed). A jitted function's jobs do not: its calls meanwhile run on the slower numpy fallback,
+and the sooner its kernel serves the better (background.start).
 
 When nobody takes the GIL at those points (`QUIET_YIELDS` releases in a row come straight
 back: the user thread is waiting, in `fn.wait()` or at exit) the hook removes itself, since

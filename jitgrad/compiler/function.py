@@ -83,6 +83,7 @@ class Compiled:
     state: str = "fallback"
     started: float = 0.0  # when its background compile started (time.perf_counter)
     on_done: Callable | None = None  # background.start's callback
+    courteous: bool = False  # its background jobs give the GIL away (background.start)
     failure: Exception | None = None  # why its background compile failed
     pools: threading.local = field(default_factory=threading.local)  # buffers (call_path)
     entries: dict = field(default_factory=dict)  # signature.entry_key -> fast entry

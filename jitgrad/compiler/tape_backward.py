@@ -88,7 +88,7 @@ class _Backward:
             compiled.load()
             compiled.serve_kernel()  # Numba compiles it at its first call, now
         else:
-            background.start(compiled)
+            background.start(compiled, courteous=True)  # a tape step never slows down
         self.compiled = compiled  # last: another thread may be reading it
 
 
