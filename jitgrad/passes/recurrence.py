@@ -80,10 +80,7 @@ class _Builder:
     def op(self, name: str, *inputs: Var) -> Var:
         out = Var(AVal((), inputs[0].aval.dtype))
         self.eqns.append(Eqn(REGISTRY[name], inputs, {}, out))
-        chain: dict = {}
-        for v in inputs:
-            for k, n in self.chains.get(v, {}).items():
-                chain[k] = max(chain.get(k, 0), n + 1)
+        chain = _chain_through(inputs, self.chains)
         if chain:
             self.chains[out] = chain
         return out
@@ -149,11 +146,7 @@ def _rewrite_body(body: Graph, n_consts: int, n_carry: int) -> Graph:
     for e in body.eqns:
         if not any(v in forms for v in e.inputs):
             continue
-        chain: dict = {}
-        for v in e.inputs:
-            for k, n in chains.get(v, {}).items():
-                chain[k] = max(chain.get(k, 0), n + 1)
-        chains[e.out] = chain
+        chains[e.out] = _chain_through(e.inputs, chains)
         form = _form_of(e, forms, carry_of, build) if _is_float_scalar(e.out) else None
         if form is not None and len(form) == 2 and _CONST in form:
             ((monomial, coef),) = [(m, c) for m, c in form.items() if m]
@@ -215,6 +208,15 @@ def _in_dependency_order(eqns: list) -> tuple:
     producer = {e.out: n for n, e in enumerate(eqns)}
     needs = [{producer[v] for v in e.inputs if v in producer} for e in eqns]
     return tuple(eqns[n] for n in stable_topological_order(needs))
+
+
+def _chain_through(inputs, chains: dict) -> dict:
+    """{carry index: longest chain} of an operation reading `inputs`: one more than theirs."""
+    chain: dict = {}
+    for v in inputs:
+        for k, n in chains.get(v, {}).items():
+            chain[k] = max(chain.get(k, 0), n + 1)
+    return chain
 
 
 def _is_float_scalar(v: Var) -> bool:
