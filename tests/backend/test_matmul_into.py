@@ -1,6 +1,7 @@
-"""runtime.matmul_into, the product kernels call with read-only operands (runtime.readonly): every
-layout a kernel passes (C, F: a transpose), dimensions of one element and of none, float32 and
-float64, against a float64 product."""
+"""runtime.matmul_into, the product kernels call by one BLAS gemm with operands of any layout
+(runtime.strided): every layout a kernel passes (C; F, a transpose), dimensions of one element
+and of none, float32 and float64, against a float64 product; one compiled signature per dtype;
+an operand BLAS cannot read, or shapes that do not agree, raise instead of computing garbage."""
 
 import numba
 import numpy as np
@@ -8,14 +9,10 @@ import pytest
 
 from jitgrad.backend.numba import runtime
 
-# The same function behind a dispatcher of its own: the layouts tried here (a strided one) are
-# not signatures kernels call, which tests/backend/test_precompile.py checks.
-matmul_into = numba.njit(nogil=True)(runtime.matmul_into.py_func)
-
 
 @numba.njit
 def product(a, b, out):
-    matmul_into(runtime.readonly(a), runtime.readonly(b), out)
+    runtime.matmul_into(runtime.strided(a), runtime.strided(b), out)
 
 
 SHAPES = [(5, 7, 3), (1, 7, 3), (5, 1, 3), (5, 7, 1), (1, 1, 1), (0, 3, 2), (3, 0, 2), (3, 2, 0)]
@@ -34,10 +31,32 @@ def test_matmul_into_equals_the_float64_product(dtype, m, k, n, a_order, b_order
     np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=tol, atol=tol)
 
 
-@pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")  # np.dot copies it
-def test_a_block_of_columns_of_a_wider_matrix():
+def test_one_compiled_signature_per_dtype_whatever_the_layouts():
+    a, b = np.ones((3, 4)), np.ones((4, 2))
+    for x, y in [(a, b), (a, np.asfortranarray(b)), (np.asfortranarray(a), b)]:
+        product(x, y, np.empty((3, 2)))
+    float64 = [s for s in runtime.matmul_into.signatures if s[0].dtype == numba.float64]
+    assert len(float64) == 1 and float64[0][0].layout == "A"
+
+
+def test_rows_of_a_wider_matrix_are_read_in_place():
+    """A block of columns has a leading dimension larger than its width: BLAS reads it as is."""
     wide = np.arange(40.0).reshape(5, 8)
     a, b = wide[:, 2:6], np.arange(12.0).reshape(4, 3)
     out = np.empty((5, 3))
     product(a, b, out)
     np.testing.assert_allclose(out, a @ b)
+
+
+def test_an_operand_blas_cannot_read_raises():
+    """The emitter copies strided views before a product; the helper checks it all the same."""
+    a, b = np.arange(40.0).reshape(5, 8)[:, ::2], np.ones((4, 3))
+    with pytest.raises(ValueError, match="an operand is neither row- nor column-major"):
+        product(a, b, np.empty((5, 3)))
+    with pytest.raises(ValueError, match="an operand is neither"):
+        product(np.ones((3, 3)), np.arange(12.0).reshape(3, 4)[::-1], np.empty((3, 4)))
+
+
+def test_shapes_that_do_not_agree_raise():
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        product(np.ones((3, 4)), np.ones((4, 2)), np.empty((3, 3)))

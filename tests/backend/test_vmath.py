@@ -245,3 +245,44 @@ def test_vmath_table():
         if (op, dt) in transcendental:
             assert name == f"v{op}_{'f32' if dt == 'float32' else 'f64'}"
         assert callable(getattr(vmath, name))
+
+
+_INDEX_KEY = """
+import numba
+from jitgrad.backend.numba import vmath
+from numba.core.registry import cpu_target
+dispatcher = vmath.{name}
+key = dispatcher._cache._index_key(({arg},), cpu_target.target_context.codegen())
+print(repr(key[2]))
+"""
+
+
+@pytest.mark.parametrize(
+    "name, arg", [("vexp_f32", "numba.float32"), ("vtanh_f64", "numba.float64")]
+)
+def test_cache_keys_are_the_same_in_every_process(name, arg):
+    """Numba keys a closure's cache entries by pickling its cells, and a captured dispatcher
+    (vexp calls _expm1_reduced) pickles differently in every process: each process compiled
+    vexp again and added a file to the cache. vmath keys its closures by what they compute."""
+    import subprocess
+    import sys
+
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", _INDEX_KEY.format(name=name, arg=arg)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    }
+    assert len(keys) == 1, keys
+
+
+def test_cache_keys_tell_the_float_types_apart():
+    from numba.core.registry import cpu_target
+
+    codegen = cpu_target.target_context.codegen()
+    key32 = vmath.vexp_f32._cache._index_key((numba.float64,), codegen)
+    key64 = vmath.vexp_f64._cache._index_key((numba.float64,), codegen)
+    assert key32 != key64  # the same code, other constants

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jitgrad.backend.numba import helper_names
 from jitgrad.backend.numba.literals import np_dtype
 from jitgrad.ir.graph import Graph
 from jitgrad.passes.fuse import fuse
@@ -73,7 +74,8 @@ def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]
     # Numba's inliner refuses.
     inline = ", inline='always'" if len(sub.param_names) < _CPYTHON_STAR_CALL_ARGS else ""
     parent.functions.append(
-        f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags}{inline})\n"
+        f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags}{inline}, "
+        f"{helper_names.KERNEL_ONLY})\n"
         f"def {name}({', '.join(sub.param_names)}):\n"
         f'    """{what}"""\n' + "\n".join(sub.legend() + sub.lines) + "\n"
     )

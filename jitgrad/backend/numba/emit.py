@@ -176,6 +176,7 @@ class Emitter:
         self.runtime: set[str] = set()  # from runtime
         self.parallel = False
         self.contiguous: set[Var] = set()  # arrays known to be C-contiguous
+        self.transposed: set[Var] = set()  # matrices known to be F-contiguous (`.T` views)
         # A shape-polymorphic kernel also takes scalar constants as parameters: their values
         # (a mean's 1/n, say) may differ between the shapes it serves.
         self.generic = generic
@@ -356,7 +357,8 @@ class Emitter:
             "import math\n\nimport numba\nimport numpy as np\n"
             f"{imports}\n\n"
             + "".join(block + "\n\n" for block in self.blocks + self.functions)
-            + f"@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})\n"
+            + "@numba.njit(cache=True, nogil=True, error_model='numpy', "
+            f"fastmath={flags}, no_cfunc_wrapper=True)\n"
             f"def kernel({', '.join(self.param_names)}):\n"
         )
         prologue = self.size.prologue()
@@ -812,6 +814,25 @@ class Emitter:
         self.runtime.add("readonly")
         return f"readonly({expr})"
 
+    def view(self, expr: str, shape: tuple) -> str:
+        """The C-contiguous array `expr` reshaped to `shape` (sizes or their text), by
+        runtime.view: Numba's `reshape` costs ~40 ms of compile per call site."""
+        self.runtime.add("view")
+        items = [n if isinstance(n, str) else self.size(n) for n in shape]
+        return (
+            f"view({expr}, ({items[0]},))"
+            if len(items) == 1
+            else f"view({expr}, ({', '.join(items)}))"
+        )
+
+    def matrix_operand(self, v: Var) -> str:
+        """The matrix `v` as an operand of matmul_into: row- or column-major (a strided view is
+        copied), typed read-only and of any layout (runtime.strided): one compiled signature
+        of the product per dtype."""
+        self.runtime.add("strided")
+        expr = self.name_of(v) if v in self.transposed else self.contiguous_expr(v)
+        return f"strided({expr})"
+
     @emits("reshape")
     def op_reshape(self, e, x):
         out = self.name_of(e.out)
@@ -822,7 +843,7 @@ class Emitter:
         elif e.out.aval.ndim == 0:
             self.emit(f"{out} = {self.contiguous_expr(x)}.reshape(-1)[0]")
         else:
-            self.emit(f"{out} = {self.contiguous_expr(x)}.reshape({self.size.shape(shape)})")
+            self.emit(f"{out} = {self.view(self.contiguous_expr(x), shape)}")
             self.contiguous.add(e.out)
 
     @emits("transpose")
@@ -834,6 +855,10 @@ class Emitter:
         out = self.name_of(e.out)
         if perm == (1, 0):
             self.emit(f"{out} = {self.name_of(x)}.T")
+            if x in self.contiguous:
+                self.transposed.add(e.out)
+            elif x in self.transposed:
+                self.contiguous.add(e.out)
             return
         self.add_buffer(e.out)
         shape = e.out.aval.shape
@@ -874,7 +899,7 @@ class Emitter:
                 # page faults on every call, as much as the product itself (W3's dW1).
                 self.runtime.add("matmul_into")
                 self.add_buffer(e.out)
-                x, y = (self.read_operand(self.name_of(v)) for v in (a, b))
+                x, y = (self.matrix_operand(v) for v in (a, b))
                 self.emit(f"matmul_into({x}, {y}, {out})")
             else:
                 self.runtime.add("int_matmul")
@@ -884,7 +909,7 @@ class Emitter:
             m, k = (self.size(d) for d in a.aval.shape[-2:])
             n = self.size(b.aval.shape[-1])
             if floats:
-                self.runtime.add("matmul_into")
+                self.runtime.update(("matmul_into", "strided"))
                 self.add_buffer(e.out)
             else:
                 self.runtime.add("int_matmul")
@@ -892,12 +917,12 @@ class Emitter:
                     f"{out} = np.empty({self.size.shape(e.out.aval.shape)}, "
                     f"{np_dtype(e.out.aval.dtype)})"
                 )
-            self.emit(f"a3 = {self.contiguous_expr(a)}.reshape(({batch}, {m}, {k}))")
-            self.emit(f"b3 = {self.contiguous_expr(b)}.reshape(({batch}, {k}, {n}))")
-            self.emit(f"o3 = {out}.reshape(({batch}, {m}, {n}))")
+            self.emit(f"a3 = {self.view(self.contiguous_expr(a), (batch, m, k))}")
+            self.emit(f"b3 = {self.view(self.contiguous_expr(b), (batch, k, n))}")
+            self.emit(f"o3 = {self.view(out, (batch, m, n))}")
             self.emit(f"for i0 in range({batch}):")
             self.emit(
-                f"matmul_into({self.read_operand('a3[i0]')}, {self.read_operand('b3[i0]')}, o3[i0])"
+                "matmul_into(strided(a3[i0]), strided(b3[i0]), o3[i0])"
                 if floats
                 else "o3[i0] = int_matmul(a3[i0], b3[i0])",
                 2,
@@ -992,7 +1017,7 @@ class Emitter:
         pads = tuple(lo for lo, _ in p["padding"])
         if len(window) == 1:
             names = [
-                f"{name}.reshape(({v.aval.shape[0]}, 1, {v.aval.shape[1]}, {v.aval.shape[2]}))"
+                self.view(name, (v.aval.shape[0], 1, *v.aval.shape[1:]))
                 for name, v in zip(names, [*operands, e.out])
             ]
             window, strides, pads = (1, *window), (1, *strides), (0, *pads)
@@ -1031,7 +1056,7 @@ class Emitter:
             self.emit(f"{out} = {out}_one[0]")
         else:
             self.add_buffer(e.out)
-            self.emit(f"{helper}({operands}, {out}.reshape(-1))")
+            self.emit(f"{helper}({operands}, {self.view(out, (e.out.aval.size,))})")
 
     @emits("allreduce")
     def op_allreduce(self, e, x):
@@ -1054,7 +1079,7 @@ class Emitter:
         )
         source = self.name_of(x) if owned else f"{self.name_of(x)}.copy()"
         self.emit(f"{out} = {source}")
-        self.emit(f"{helper}({out}.reshape(-1))")
+        self.emit(f"{helper}({self.view(out, (e.out.aval.size,))})")
         self.contiguous.add(e.out)
 
     def _slices(self, index) -> str:
@@ -1162,14 +1187,14 @@ class Emitter:
     def _flat_indices(self, idx: Var) -> str:
         if idx.aval.ndim == 0:
             return f"np.array([{self.value(idx)}])"
-        return f"{self.contiguous_expr(idx)}.reshape(-1)"
+        return self.view(self.contiguous_expr(idx), (idx.aval.size,))
 
     @emits("gather")
     def op_gather(self, e, x, idx):
         axis = e.params["axis"]
         p, n, q = self._three_axis(x.aval.shape, axis)
         k = self.size(idx.aval.size)
-        self.emit(f"src = {self.contiguous_expr(x)}.reshape(({p}, {n}, {q}))")
+        self.emit(f"src = {self.view(self.contiguous_expr(x), (p, n, q))}")
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"dst = np.empty(({p}, {k}, {q}), {np_dtype(e.out.aval.dtype)})")
         self.emit(f"for i1 in range({k}):")
@@ -1186,9 +1211,9 @@ class Emitter:
         k = self.size(idx.aval.size)
         out = self.name_of(e.out)
         self.emit(f"{out} = np.zeros({self.size.shape(shape)}, {np_dtype(e.out.aval.dtype)})")
-        self.emit(f"dst = {out}.reshape(({p}, {n}, {q}))")
+        self.emit(f"dst = {self.view(out, (p, n, q))}")
         if g.aval.ndim:
-            self.emit(f"src = {self.contiguous_expr(g)}.reshape(({p}, {k}, {q}))")
+            self.emit(f"src = {self.view(self.contiguous_expr(g), (p, k, q))}")
         else:  # one element gathered from a vector: its cotangent is a scalar in the kernel
             self.emit(f"src = np.full((1, 1, 1), {self.value(g)})")
         self.emit(f"flat = {self._flat_indices(idx)}")
@@ -1222,7 +1247,7 @@ class Emitter:
         if idx.aval.ndim == 0:
             columns = [self.value(idx)]
         else:
-            rows = f"{self.contiguous_expr(idx)}.reshape((-1, {len(sizes)}))"
+            rows = self.view(self.contiguous_expr(idx), (idx.aval.size // len(sizes), len(sizes)))
             self.emit(f"rows = {rows}")
             self.emit("for i0 in range(rows.shape[0]):")
             columns, depth = [f"rows[i0, {d}]" for d in range(len(sizes))], 2
@@ -1245,7 +1270,7 @@ class Emitter:
     def _arg_reduce(self, e, x, better: str):
         axis = e.params["axis"]
         p, n, q = self._three_axis(x.aval.shape, axis)
-        self.emit(f"src = {self.contiguous_expr(x)}.reshape(({p}, {n}, {q}))")
+        self.emit(f"src = {self.view(self.contiguous_expr(x), (p, n, q))}")
         self.emit(f"dst = np.zeros(({p}, {q}), np.int64)")
         self.emit(f"for i0 in range({p}):")
         self.emit(f"for i2 in range({q}):", 2)
@@ -1270,7 +1295,7 @@ class Emitter:
         if v.aval.ndim == 0:
             self.emit(f"{self.name_of(v)} = {temp}.reshape(-1)[0]")
         else:
-            self.emit(f"{self.name_of(v)} = {temp}.reshape({self.size.shape(v.aval.shape)})")
+            self.emit(f"{self.name_of(v)} = {self.view(temp, v.aval.shape)}")
             self.contiguous.add(v)
 
 
@@ -1349,7 +1374,7 @@ class _Piece:
         tail = [f"    return ({returned})"] if self.returns else []
         flags = f"fastmath={fastmath}" + (", parallel=True" if parallel else "")
         return (
-            f"@numba.njit(nogil=True, error_model='numpy', {flags})\n"
+            f"@numba.njit(nogil=True, error_model='numpy', {flags}, {helper_names.KERNEL_ONLY})\n"
             f"def {name}({', '.join(self.params)}):\n" + "\n".join(self.lines + tail) + "\n"
         )
 

@@ -6,6 +6,11 @@ on the numpy fallback while Numba is still being imported and the kernel compile
 (tiered execution, compiler/background.py).
 """
 
+# The Numba options of a generated function that only its kernel calls (a loop body, an
+# outlined parallel loop): Numba's wrappers for calls from Python and from C are skipped (for
+# 31 array arguments they cost 0.16 and 0.035 s of compile).
+KERNEL_ONLY = "no_cpython_wrapper=True, no_cfunc_wrapper=True"
+
 RUNTIME_MODULE = "jitgrad.backend.numba.runtime"
 VMATH_MODULE = "jitgrad.backend.numba.vmath"
 

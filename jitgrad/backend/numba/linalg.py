@@ -49,10 +49,9 @@ def batched_call(self, e, helper: str, operands, extra=()) -> None:
     for k, x in enumerate(operands):
         name = f"{out}_in{k}"
         m, n = (self.size(d) for d in x.aval.shape[-2:])
-        self.emit(f"{name} = {self.contiguous_expr(x)}.reshape(({count}, {m}, {n}))")
+        self.emit(f"{name} = {self.view(self.contiguous_expr(x), (count, m, n))}")
         names.append(f"{name}[i0]")
-    rows = ", ".join(self.size(d) for d in core)
-    self.emit(f"{out}_rows = {out}.reshape(({count}, {rows}))")
+    self.emit(f"{out}_rows = {self.view(out, (count, *core))}")
     self.emit(f"for i0 in range({count}):")
     self.emit(f"{helper}({', '.join(names + [f'{out}_rows[i0]', *extra])})", 2)
 

@@ -10,7 +10,6 @@ one signature at a time; `python -m jitgrad.backend.numba.precompile` does it al
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import time
 
@@ -19,9 +18,8 @@ from jitgrad.backend.numba import cache
 
 def helper_signatures():
     """(dispatcher, argument types) for every helper signature that kernels use: the vmath
-    functions per float type, `matmul_into` for C- and F-ordered (transposed) operands
-    (read-only: kernels pass them through runtime.readonly), and a loop's copies per rank, per
-    float type."""
+    functions per float type, `matmul_into` (its operands of any layout, read-only: kernels
+    pass them through runtime.strided), and a loop's copies per rank, per float type."""
     from numba import types
 
     from jitgrad.backend.numba import helper_names, runtime, special, vmath
@@ -41,10 +39,8 @@ def helper_signatures():
         yield runtime.sum_step, (types.float64, dtype)
         # Products, convolutions and pooling read their operands through runtime.readonly:
         # one signature per layout, whether the kernel's operand is an input or a buffer.
-        out = types.Array(dtype, 2, "C")
-        operands = [types.Array(dtype, 2, layout, readonly=True) for layout in "CF"]
-        for a, b in itertools.product(operands, operands):
-            yield runtime.matmul_into, (a, b, out)
+        operand = types.Array(dtype, 2, "A", readonly=True)  # runtime.strided
+        yield runtime.matmul_into, (operand, operand, types.Array(dtype, 2, "C"))
         for rank in (1, 2):  # convolutions (ops/conv.py)
             out = types.Array(dtype, rank + 2, "C")
             ints = (types.UniTuple(types.int64, rank) if rank == 2 else types.int64,) * 4

@@ -4,6 +4,7 @@ are compiled once and cached)."""
 import numba
 import numpy as np
 from numba import types
+from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
@@ -36,6 +37,68 @@ def readonly(typingctx, array):
     return result(array), codegen
 
 
+@intrinsic
+def strided(typingctx, array):
+    """`array`, typed read-only and of any layout ('A'; the same data, no copy): a matrix
+    product's operand, which BLAS reads row- or column-major (a transpose is a view), so that
+    matmul_into has one compiled signature per dtype whatever its operands' layouts."""
+    if not isinstance(array, types.Array):
+        return None
+    result = array.copy(layout="A", readonly=True)
+
+    def codegen(context, builder, signature, args):
+        return impl_ret_borrowed(context, builder, result, args[0])
+
+    return result(array), codegen
+
+
+@intrinsic
+def view(typingctx, array, shape):
+    """The C-contiguous `array` seen with `shape` (a tuple of sizes, as many elements): what
+    `array.reshape(shape)` gives, for a fraction of its compile time. Numba's reshape costs
+    ~40 ms of compile per call site (its -1 inference, its checks and their error paths), and
+    kernels reshape often (row loops, batched products, gathers): W3's kernel did six times."""
+    if not (isinstance(array, types.Array) and array.layout == "C"):
+        return None
+    if not (
+        isinstance(shape, types.BaseTuple) and all(isinstance(t, types.Integer) for t in shape)
+    ):
+        return None
+    result = array.copy(ndim=len(shape), layout="C")
+
+    def codegen(context, builder, signature, args):
+        array_type, shape_type = signature.args
+        source = context.make_array(array_type)(context, builder, args[0])
+        sizes = [
+            context.cast(builder, size, t, types.intp)
+            for size, t in zip(cgutils.unpack_tuple(builder, args[1], len(shape_type)), shape_type)
+        ]
+        strides, stride, negative = [], source.itemsize, cgutils.false_bit
+        for size in reversed(sizes):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, size)
+            negative = builder.or_(negative, builder.icmp_signed("<", size, size.type(0)))
+        count = builder.sdiv(stride, source.itemsize)
+        wrong = builder.or_(negative, builder.icmp_signed("!=", count, source.nitems))
+        with builder.if_then(wrong, likely=False):
+            context.call_conv.return_user_exc(
+                builder, ValueError, ("view: the new shape has a different number of elements",)
+            )
+        out = context.make_array(signature.return_type)(context, builder)
+        context.populate_array(
+            out,
+            data=source.data,
+            shape=cgutils.pack_array(builder, sizes),
+            strides=cgutils.pack_array(builder, strides),
+            itemsize=source.itemsize,
+            meminfo=source.meminfo,
+            parent=source.parent,
+        )
+        return impl_ret_borrowed(context, builder, signature.return_type, out._getvalue())
+
+    return result(array, shape), codegen
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def sum_step(partial, x):
     """partial + x, the one addition of a kernel that may be reassociated: kernels are compiled
@@ -52,10 +115,88 @@ def matmul(a, b):
     return np.dot(a, b)
 
 
+# Numba's C wrapper of BLAS ?gemm (scipy's cython_blas; the one np.dot uses), called directly:
+# np.dot's implementation costs 0.1-0.2 s of compile per operand layout and is code-generated
+# again in every kernel that links it. Pointer arguments are `array.ctypes`; `kind` is "s" or
+# "d"; `trans*` is "N" or "T"; column-major, as BLAS.
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char,  # kind
+        types.char,  # transa
+        types.char,  # transb
+        types.intp,  # m
+        types.intp,  # n
+        types.intp,  # k
+        types.voidptr,  # alpha
+        types.voidptr,  # a
+        types.intp,  # lda
+        types.voidptr,  # b
+        types.intp,  # ldb
+        types.voidptr,  # beta
+        types.voidptr,  # c
+        types.intp,  # ldc
+    ),
+)
+_N, _T = ord("N"), ord("T")
+_SINGLE, _DOUBLE = ord("s"), ord("d")
+
+
+@numba.njit(inline="always")
+def _blas_layout(x, size):
+    """How column-major BLAS reads the matrix `x` (items of `size` bytes): as its transpose
+    ("N") when its rows are contiguous, as itself ("T") when its columns are; and the
+    leading dimension, the stride between those rows / columns. (0, 0): neither. Inlined in
+    Numba's IR: a function of its own costs a compile pipeline."""
+    rows, cols = x.shape
+    row_stride, col_stride = x.strides
+    if (cols == 1 or col_stride == size) and (rows == 1 or row_stride >= cols * size):
+        return _N, row_stride // size if rows > 1 else cols
+    if (rows == 1 or row_stride == size) and (cols == 1 or col_stride >= rows * size):
+        return _T, col_stride // size if cols > 1 else rows
+    return 0, 0
+
+
 @numba.njit(cache=True, nogil=True)
 def matmul_into(a, b, out):
-    """np.dot(a, b) written into `out` (C-contiguous, the right shape and dtype)."""
-    np.dot(a, b, out)
+    """a @ b written into `out` (C-contiguous) by one BLAS gemm. The operands are read-only
+    and of any layout (kernels pass them through `strided`: one compiled signature per
+    dtype); BLAS reads each row-major or column-major (a transposed view), which the emitter
+    guarantees (emit.py, `matrix_operand`). A dimension of one element may have any stride
+    (numpy's relaxed strides)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError("matmul_into: the operands' and the output's shapes do not agree")
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        out[:] = 0
+        return
+    trans_a, ld_a = _blas_layout(a, out.itemsize)
+    trans_b, ld_b = _blas_layout(b, out.itemsize)
+    if trans_a == 0 or trans_b == 0:
+        raise ValueError("matmul_into: an operand is neither row- nor column-major")
+    scalars = np.empty(2, out.dtype)  # alpha = 1, beta = 0
+    scalars[0] = 1
+    scalars[1] = 0
+    # Row-major out = a @ b is column-major out.T = b.T @ a.T.
+    _xxgemm(
+        _SINGLE if out.itemsize == 4 else _DOUBLE,
+        trans_b,
+        trans_a,
+        n,
+        m,
+        k,
+        scalars[0:].ctypes,
+        b.ctypes,
+        ld_b,
+        a.ctypes,
+        ld_a,
+        scalars[1:].ctypes,
+        out.ctypes,
+        n,
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -269,7 +410,9 @@ def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
                             patches[row, column] = x[n, r, q, c] if inside else 0
                             column += 1
                 row += 1
-    np.dot(patches, w.reshape((kh * kw * c_in, c_out)), out.reshape((row, c_out)))
+    matmul_into(
+        strided(patches), strided(w.reshape((kh * kw * c_in, c_out))), out.reshape((row, c_out))
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -288,7 +431,7 @@ def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dila
             for b in range(kw):
                 for o in range(c_out):
                     taps[c, (a * kw + b) * c_out + o] = w[a, b, c, o]
-    np.dot(x.reshape((n_images * height * width, c_in)), taps, columns)
+    matmul_into(strided(x.reshape((n_images * height * width, c_in))), strided(taps), columns)
     flat = out.reshape(-1)
     for k in range(flat.shape[0]):
         flat[k] = 0

@@ -47,12 +47,17 @@ class CompileWorker:
     def __init__(self, exit_budget: float):
         # The worker must import this very jitgrad (and nothing from the working directory,
         # which `python -m` or `-c` would put first on sys.path): the first path entry is
-        # replaced by the directory this jitgrad was imported from.
-        root = os.path.abspath(__file__)
-        for _ in range(4):  # .../jitgrad/backend/numba/worker.py -> ...
-            root = os.path.dirname(root)
+        # replaced by the directory this jitgrad was imported from. And only the backend it
+        # needs: the package `jitgrad` is registered without running its __init__ (the whole
+        # library, 0.25 s of the worker's start, while the caller waits for its first
+        # kernel). The backend imports only itself and jitgrad.core (tests/test_layering.py).
+        package = os.path.abspath(__file__)
+        for _ in range(3):  # .../jitgrad/backend/numba/worker.py -> .../jitgrad
+            package = os.path.dirname(package)
         start = (
-            f"import sys; sys.path[0] = {root!r}; "
+            f"import sys, types; sys.path[0] = {os.path.dirname(package)!r}; "
+            f"jitgrad = sys.modules['jitgrad'] = types.ModuleType('jitgrad'); "
+            f"jitgrad.__path__ = [{package!r}]; "
             f"from {__name__} import main; main({float(exit_budget)!r})"
         )
         self.process = subprocess.Popen(

@@ -8,7 +8,7 @@ import numpy as np
 from jitgrad.backend.numba.runtime import sum_step
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
 def kernel(v0, v1):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums

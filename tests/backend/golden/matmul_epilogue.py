@@ -6,16 +6,16 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vtanh_f32
-from jitgrad.backend.numba.runtime import matmul_into, readonly
+from jitgrad.backend.numba.runtime import matmul_into, strided
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
 def kernel(v0, v1, v2, v3, v6):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
     #   v0=a v1=b v2=c v3=d v4=e v5=f v6=g
     # matmul
-    matmul_into(readonly(v0), readonly(v1), v3)
+    matmul_into(strided(v0), strided(v1), v3)
     # fused broadcast_to, add, tanh over (4, 2)
     for i0 in range(4):
         for i1 in range(2):

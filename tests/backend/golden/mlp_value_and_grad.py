@@ -6,10 +6,10 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
-from jitgrad.backend.numba.runtime import matmul_into, readonly, sum_step
+from jitgrad.backend.numba.runtime import matmul_into, strided, sum_step, view
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
 def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v49, v51, v31, v33, v34, v35, v37, v53, v42, v56, v57, v59, v61, v62, v63, v65):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
@@ -19,7 +19,7 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     #   v50=ay v51=az v52=ba v53=bb v54=bc v55=bd v56=be v57=bf v58=bg v59=bh v60=bi v61=bj v62=bk
     #   v63=bl v64=bm v65=bn
     # matmul
-    matmul_into(readonly(v4), readonly(v2), v11)
+    matmul_into(strided(v4), strided(v2), v11)
     # fused broadcast_to, add, broadcast_to, greater, select over (4, 5)
     for i0 in range(4):
         for i1 in range(5):
@@ -31,16 +31,16 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
             x16 = (x13 if x15 else np.float32(0.0))
             v16[i0, i1] = x16
     # matmul
-    matmul_into(readonly(v16), readonly(v3), v17)
+    matmul_into(strided(v16), strided(v3), v17)
     # check_index
-    rows = v5.reshape((-1, 1))
+    rows = view(v5, (4, 1))
     for i0 in range(rows.shape[0]):
         j = rows[i0, 0]
         if j < 0 or j >= 2:
             raise IndexError('sparse_softmax_cross_entropy_with_logits: label {} is outside the valid range [0, {}) (test_golden.py:48)', j, 2)
     v20 = v5
     # reshape
-    v21 = v20.reshape((4, 1))
+    v21 = view(v20, (4, 1))
     # fused broadcast_to over (4,) (in the row loop below)
     # fused broadcast_to, add, broadcast_to, broadcast_to, equal, reduce_max, broadcast_to, broadcast_to, select, neg, reduce_sum over (4, 2) (in the row loop below)
     v25[...] = np.float32(-np.inf)
@@ -55,13 +55,13 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # fused neg, reduce_sum over (4,) (in the row loop below)
     acc44 = np.float64(0.0)
     # reshape
-    v47 = v46.reshape((4, 1))
+    v47 = view(v46, (4, 1))
     # reshape
-    v26 = v25.reshape((4, 1))
+    v26 = view(v25, (4, 1))
     # reshape
-    v36 = v35.reshape((4, 1))
+    v36 = view(v35, (4, 1))
     # reshape
-    v52 = v51.reshape((4, 1))
+    v52 = view(v51, (4, 1))
     # one loop over the 4 rows for the 7 groups above
     for i0 in range(4):
         v46[i0] = np.float32(-0.25)
@@ -128,11 +128,11 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # transpose
     v58 = v3.T
     # matmul
-    matmul_into(readonly(v56), readonly(v58), v59)
+    matmul_into(strided(v56), strided(v58), v59)
     # transpose
     v60 = v16.T
     # matmul
-    matmul_into(readonly(v60), readonly(v56), v61)
+    matmul_into(strided(v60), strided(v56), v61)
     # fused broadcast_to, select, reduce_sum over (4, 5)
     v63[...] = np.float32(0.0)
     for i0 in range(4):
@@ -145,5 +145,5 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # transpose
     v64 = v4.T
     # matmul
-    matmul_into(readonly(v64), readonly(v62), v65)
+    matmul_into(strided(v64), strided(v62), v65)
     return (v45,)

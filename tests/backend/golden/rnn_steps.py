@@ -6,10 +6,10 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vtanh_f32
-from jitgrad.backend.numba.runtime import matmul_into, readonly, sum_step
+from jitgrad.backend.numba.runtime import matmul_into, strided, sum_step, view
 
 
-@numba.njit(nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(nogil=True, error_model='numpy', fastmath=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def loop0(v8, v9, v11, v47):
     # fused add, tanh, mul, broadcast_to, sub over (2, 3)
     for i0 in range(2):
@@ -24,7 +24,7 @@ def loop0(v8, v9, v11, v47):
             v47[i0, i1] = x47
 
 
-@numba.njit(nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(nogil=True, error_model='numpy', fastmath=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def loop1(v31, v37, v38):
     # fused mul over (2, 3)
     for i0 in range(2):
@@ -35,7 +35,7 @@ def loop1(v31, v37, v38):
             v38[i0, i1] = x38
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
 def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v29, v31, v33, v35, v38, v39, v41, v44, v48, v49, v50, v52, v53):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
@@ -46,31 +46,31 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # slice
     v6 = v2[0].reshape((1, 2, 4))
     # reshape
-    v7 = v6.reshape((2, 4))
+    v7 = view(v6, (2, 4))
     # matmul
-    matmul_into(readonly(v7), readonly(v1), v8)
+    matmul_into(strided(v7), strided(v1), v8)
     # matmul
-    matmul_into(readonly(v3), readonly(v0), v9)
+    matmul_into(strided(v3), strided(v0), v9)
     # fused add, tanh, mul, broadcast_to, sub over (2, 3): loop0
     loop0(v8, v9, v11, v47)
     # slice
     v12 = v2[1].reshape((1, 2, 4))
     # reshape
-    v13 = v12.reshape((2, 4))
+    v13 = view(v12, (2, 4))
     # matmul
-    matmul_into(readonly(v13), readonly(v1), v14)
+    matmul_into(strided(v13), strided(v1), v14)
     # matmul
-    matmul_into(readonly(v11), readonly(v0), v15)
+    matmul_into(strided(v11), strided(v0), v15)
     # fused add, tanh, mul, broadcast_to, sub over (2, 3): loop0
     loop0(v14, v15, v17, v37)
     # slice
     v18 = v2[2].reshape((1, 2, 4))
     # reshape
-    v19 = v18.reshape((2, 4))
+    v19 = view(v18, (2, 4))
     # matmul
-    matmul_into(readonly(v19), readonly(v1), v20)
+    matmul_into(strided(v19), strided(v1), v20)
     # matmul
-    matmul_into(readonly(v17), readonly(v0), v21)
+    matmul_into(strided(v17), strided(v0), v21)
     # fused add, tanh, mul, reduce_sum, add, broadcast_to, sub, mul over (2, 3)
     acc25 = np.float64(0.0)
     for i0 in range(2):
@@ -91,31 +91,31 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # transpose
     v30 = v0.T
     # matmul
-    matmul_into(readonly(v29), readonly(v30), v31)
+    matmul_into(strided(v29), strided(v30), v31)
     # transpose
     v32 = v17.T
     # matmul
-    matmul_into(readonly(v32), readonly(v29), v33)
+    matmul_into(strided(v32), strided(v29), v33)
     # transpose
     v34 = v19.T
     # matmul
-    matmul_into(readonly(v34), readonly(v29), v35)
+    matmul_into(strided(v34), strided(v29), v35)
     # fused mul over (2, 3): loop1
     loop1(v31, v37, v38)
     # matmul
-    matmul_into(readonly(v38), readonly(v30), v39)
+    matmul_into(strided(v38), strided(v30), v39)
     # transpose
     v40 = v11.T
     # matmul
-    matmul_into(readonly(v40), readonly(v38), v41)
+    matmul_into(strided(v40), strided(v38), v41)
     # transpose
     v43 = v13.T
     # matmul
-    matmul_into(readonly(v43), readonly(v38), v44)
+    matmul_into(strided(v43), strided(v38), v44)
     # fused mul over (2, 3): loop1
     loop1(v39, v47, v48)
     # matmul
-    matmul_into(readonly(v5), readonly(v48), v49)
+    matmul_into(strided(v5), strided(v48), v49)
     # fused add, add over (3, 3)
     for i0 in range(3):
         for i1 in range(3):
@@ -128,7 +128,7 @@ def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v
     # transpose
     v51 = v7.T
     # matmul
-    matmul_into(readonly(v51), readonly(v48), v52)
+    matmul_into(strided(v51), strided(v48), v52)
     # fused add, add over (4, 3)
     for i0 in range(4):
         for i1 in range(3):

@@ -6,10 +6,10 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
-from jitgrad.backend.numba.runtime import sum_step
+from jitgrad.backend.numba.runtime import sum_step, view
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
 def kernel(v0, v3, v9, v11, v13, v15, v17):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
@@ -22,9 +22,9 @@ def kernel(v0, v3, v9, v11, v13, v15, v17):
     # fused log over (4, 1) (in the row loop below)
     # fused broadcast_to, sub over (4, 3) (in the row loop below)
     # reshape
-    v4 = v3.reshape((4, 1))
+    v4 = view(v3, (4, 1))
     # reshape
-    v14 = v13.reshape((4, 1))
+    v14 = view(v13, (4, 1))
     # one loop over the 4 rows for the 5 groups above
     for i0 in range(4):
         for i1 in range(3):

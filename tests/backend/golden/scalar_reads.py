@@ -78,7 +78,7 @@ def block0(v0, v1):
     return (v36, v71, v73)
 
 
-@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False)
+@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
 def kernel(v0, v1, v78):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums

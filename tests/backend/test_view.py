@@ -1,0 +1,57 @@
+"""runtime.view: a C-contiguous array seen with another shape, as `reshape` gives it, for a
+fraction of Numba's compile time; it checks the number of elements and refuses other layouts."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jitgrad.backend.numba.runtime import readonly, view
+
+
+@numba.njit
+def as_matrix(a, rows, cols):
+    return view(a, (rows, cols))
+
+
+@numba.njit
+def as_vector(a, n):
+    return view(a, (n,))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 5), st.integers(0, 5), st.sampled_from([np.float32, np.float64, np.int32]))
+def test_view_equals_reshape(rows, cols, dtype):
+    a = np.arange(rows * cols).astype(dtype)
+    m = as_matrix(a, rows, cols)
+    np.testing.assert_array_equal(m, a.reshape(rows, cols))
+    if a.size:  # numpy's strides of an empty array are its own choice
+        assert m.strides == a.reshape(rows, cols).strides
+    np.testing.assert_array_equal(as_vector(m, rows * cols), a)
+
+
+def test_view_shares_the_data():
+    a = np.zeros(6)
+    as_matrix(a, 2, 3)[1, 2] = 5.0
+    assert a[5] == 5.0
+
+
+@numba.njit
+def view_readonly(a):
+    return view(readonly(a), (2, 3))
+
+
+def test_a_read_only_array_stays_read_only():
+    assert not view_readonly(np.arange(6.0)).flags.writeable
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 2), (-2, -3), (7, 0)])
+def test_another_number_of_elements_raises(rows, cols):
+    with pytest.raises(ValueError, match="different number of elements"):
+        as_matrix(np.arange(6.0), rows, cols)
+
+
+def test_other_layouts_are_refused_when_compiling():
+    with pytest.raises(numba.core.errors.TypingError):
+        as_vector(np.arange(6.0).reshape(2, 3).T, 6)
