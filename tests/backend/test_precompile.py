@@ -1,7 +1,8 @@
 """precompile.py covers the helper signatures that kernels call: once an installation's helpers
 are compiled (the worker's idle time, or `python -m jitgrad.backend.numba.precompile`), a new
-kernel never waits for one. Products, convolutions and pooling take their operands through
-runtime.readonly, so one signature per layout serves inputs and buffers alike."""
+kernel never waits for one. Products take their operands through runtime.strided (one
+signature per dtype), convolutions and pooling through runtime.readonly (one per layout), so
+that inputs and buffers share them."""
 
 import numpy as np
 import pytest

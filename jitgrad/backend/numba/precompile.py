@@ -37,9 +37,10 @@ def helper_signatures():
         yield helper, args
     for dtype in (types.float32, types.float64):
         yield runtime.sum_step, (types.float64, dtype)
-        # Products, convolutions and pooling read their operands through runtime.readonly:
-        # one signature per layout, whether the kernel's operand is an input or a buffer.
-        operand = types.Array(dtype, 2, "A", readonly=True)  # runtime.strided
+        # Products read their operands through runtime.strided (read-only, any layout),
+        # convolutions and pooling through runtime.readonly: one signature whether the
+        # kernel's operand is an input or a buffer (and, for products, a transpose or not).
+        operand = types.Array(dtype, 2, "A", readonly=True)
         yield runtime.matmul_into, (operand, operand, types.Array(dtype, 2, "C"))
         for rank in (1, 2):  # convolutions (ops/conv.py)
             out = types.Array(dtype, rank + 2, "C")
