@@ -821,6 +821,28 @@ def test_compiled_conv2d_value_and_gradients_equal_eager(conv):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
 
 
+# One input channel and output rows of 16 or more: the kernel convolves by direct loops along
+# the rows (runtime.conv2_direct) instead of im2col and GEMM.
+WIDE_ONE_CHANNEL = list(grid_2d(shapes=(((2, 5, 36, 1), (3, 2, 1, 3)),)))
+WIDE_ONE_CHANNEL = [c for c in WIDE_ONE_CHANNEL if not c.channels_first]
+
+
+@needs_conv
+@pytest.mark.parametrize(
+    "conv", compiled_params(WIDE_ONE_CHANNEL, [WIDE_ONE_CHANNEL[0], WIDE_ONE_CHANNEL[-1]])
+)
+def test_one_channel_conv_by_rows_equals_eager(conv):
+    x, w, dy = conv.arrays()
+    by_rows = np.prod(np.shape(dy)[1:-1]) <= np.prod(x.shape[1:-1])  # else by columns
+    assert ("conv2_direct(" in jg.jit(conv.conv2d).lower(x, w).source) == by_rows
+    assert_compiled_close(jg.jit(conv.conv2d)(x, w), conv.conv2d(x, w), "jit(conv2d)")
+    loss = weighted_loss("conv2d", conv, dy)
+    value, grads = jg.jit_grad(loss, wrt=(0, 1))(x, w)
+    assert_compiled_close(value, loss(x, w), "jit_grad value")
+    for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1))(x, w), "xw"):
+        assert_compiled_close(g, e, f"jit_grad d/d{name}")
+
+
 @needs_conv
 @pytest.mark.parametrize("conv", compiled_params(CONV2D_GRID[::6], COMPILED_2D[:1]))
 def test_compiled_second_order_equals_eager(conv):

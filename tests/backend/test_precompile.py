@@ -15,6 +15,7 @@ HELPERS = (
     runtime.matmul_into,
     runtime.conv2,
     runtime.conv2_gemm,
+    runtime.conv2_direct,
     runtime.conv2_col2im,
     runtime.max_pool2,
     runtime.max_pool_scatter2,
@@ -22,8 +23,9 @@ HELPERS = (
 
 
 def cnn_loss(p, x, y):
-    """Convolutions by GEMM (forward, filter gradients), by columns (the input gradient) and
-    direct (depthwise), max pooling and its gradient, and products with transposed operands."""
+    """Convolutions by GEMM (forward, filter gradients), by columns (the input gradient), by
+    rows (one input channel, rows of 16) and direct (depthwise), max pooling and its gradient,
+    and products with transposed operands."""
     nn = jg.nn
     h = nn.relu(nn.conv2d(x, p["k1"], 1, "VALID") + p["c1"])
     h = nn.depthwise_conv2d(h, p["dw"], (1, 1, 1, 1), "SAME")
@@ -43,11 +45,11 @@ def test_kernels_call_only_precompiled_helper_signatures(dtype):
         "c1": np.zeros(4),
         "dw": rng.standard_normal((3, 3, 4, 1)),
         "k2": rng.standard_normal((3, 3, 4, 6)),
-        "w": rng.standard_normal((6 * 2 * 2, 3)),
+        "w": rng.standard_normal((6 * 2 * 7, 3)),
         "b": np.zeros(3),
     }
     p = {k: v.astype(dtype) for k, v in p.items()}
-    x = rng.standard_normal((2, 8, 8, 1)).astype(dtype)
+    x = rng.standard_normal((2, 8, 18, 1)).astype(dtype)
     y = np.array([0, 2], np.int32)
     value, grads = jg.jit_grad(cnn_loss, wrt=0)(p, x, y)
     assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads.values())
