@@ -417,15 +417,17 @@ def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
 
 @numba.njit(cache=True, nogil=True)
 def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
-    """conv2 without groups or input dilation, for few input channels, by direct loops:
-    im2col copies kh * kw * c_in elements per output position, which costs more than the
-    product itself when c_in is small (W10's first layer, c_in = 1: the copy was 1.8 of its
-    2.35 ms). Each output row accumulates into `rows` (c_out, out_width; caller-allocated
-    scratch) along the output's width, where the innermost loop reads the input row with unit
-    stride and vectorises, and is then transposed into `out`."""
-    height, width, c_in = x.shape[1], x.shape[2], x.shape[3]
+    """conv2 of ONE input channel without groups or input dilation, by direct loops: x is
+    (N, H, W), w (KH, KW, C_out). im2col copies kh * kw elements per output position, which
+    costs more than the product itself (W10's first layer: the copy was 1.8 of its 2.35 ms).
+    Each output row accumulates into `rows` (c_out, out_width; caller-allocated scratch) along
+    the output's width, where the innermost loop reads the input row with unit stride (for
+    stride 1: a loop LLVM vectorises; with the stride a runtime value, it does not, 7 ms),
+    and is then transposed into `out`."""
+    height, width = x.shape[1], x.shape[2]
     kh, kw = w.shape[0], w.shape[1]
     n_images, out_height, out_width, c_out = out.shape
+    step = strides[1]
     for n in range(n_images):
         for i in range(out_height):
             rows[:, :out_width] = 0
@@ -435,17 +437,25 @@ def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
                     continue
                 line = x[n, r]
                 for b in range(kw):
-                    # Output column j reads input column j * strides[1] + first.
+                    # Output column j reads input column j * step + first.
                     first = b * rhs_dilation[1] - pads[1]
-                    j_lo = 0 if first >= 0 else (strides[1] - 1 - first) // strides[1]
-                    j_hi = 0 if first > width - 1 else (width - 1 - first) // strides[1] + 1
+                    j_lo = 0 if first >= 0 else (step - 1 - first) // step
+                    j_hi = 0 if first > width - 1 else (width - 1 - first) // step + 1
                     j_hi = min(j_hi, out_width)
-                    for c in range(c_in):
-                        for o in range(c_out):
-                            tap = w[a, b, c, o]
-                            accumulated = rows[o]
-                            for j in range(j_lo, j_hi):
-                                accumulated[j] += line[j * strides[1] + first, c] * tap
+                    if j_hi <= j_lo:
+                        continue
+                    # Views that start at their first element: loops from 0, whose indices
+                    # LLVM sees are never negative (no wraparound selects in the loop).
+                    source = line[j_lo * step + first :]
+                    for o in range(c_out):
+                        tap = w[a, b, o]
+                        accumulated = rows[o, j_lo:j_hi]
+                        if step == 1:
+                            for t in range(j_hi - j_lo):
+                                accumulated[t] += source[t] * tap
+                        else:
+                            for t in range(j_hi - j_lo):
+                                accumulated[t] += source[t * step] * tap
             for j in range(out_width):
                 for o in range(c_out):
                     out[n, i, j, o] = rows[o, j]
