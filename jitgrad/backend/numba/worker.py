@@ -50,7 +50,7 @@ class CompileWorker:
         # replaced by the directory this jitgrad was imported from. And only the backend it
         # needs: the package `jitgrad` is registered without running its __init__ (the whole
         # library, 0.25 s of the worker's start, while the caller waits for its first
-        # kernel). The backend imports only itself and jitgrad.core (tests/test_layering.py).
+        # kernel). The backend imports only itself, core, ir and passes (tests/test_layering.py).
         package = os.path.abspath(__file__)
         for _ in range(3):  # .../jitgrad/backend/numba/worker.py -> .../jitgrad
             package = os.path.dirname(package)
