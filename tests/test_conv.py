@@ -844,6 +844,32 @@ def test_one_channel_conv_by_rows_equals_eager(conv):
 
 
 @needs_conv
+@pytest.mark.parametrize(
+    "conv",
+    [
+        Conv((16, 12, 12, 1), (5, 5, 1, 3)),  # its filter gradient: windows of 8 x 8 x 16
+        Conv((2, 40, 40, 2), (36, 36, 2, 2)),  # itself: 5 x 5 outputs, windows of 2,592
+    ],
+    ids=str,
+)
+def test_filter_gradient_shaped_conv_by_windows_equals_eager(conv):
+    """Few output positions, large windows: dot products over window rows
+    (runtime.conv2_windows), not im2col."""
+    from jitgrad.backend.numba import runtime
+    from jitgrad.backend.numba.precompile import helper_signatures
+
+    x, w, dy = conv.arrays()
+    loss = weighted_loss("conv2d", conv, dy)
+    assert "conv2_windows(" in jg.jit_grad(loss, wrt=(0, 1)).lower(x, w).source
+    value, grads = jg.jit_grad(loss, wrt=(0, 1))(x, w)
+    assert_compiled_close(value, loss(x, w), "jit_grad value")
+    for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1))(x, w), "xw"):
+        assert_compiled_close(g, e, f"jit_grad d/d{name}")
+    precompiled = {tuple(sig) for h, sig in helper_signatures() if h is runtime.conv2_windows}
+    assert set(map(tuple, runtime.conv2_windows.signatures)) <= precompiled
+
+
+@needs_conv
 @pytest.mark.parametrize("conv", compiled_params(CONV2D_GRID[::6], COMPILED_2D[:1]))
 def test_compiled_second_order_equals_eager(conv):
     """jit(grad(<v, grad(loss)>)): double backward through conv, compiled."""

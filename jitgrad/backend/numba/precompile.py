@@ -52,6 +52,8 @@ def helper_signatures():
         matrix = types.Array(dtype, 2, "C")
         x = types.Array(dtype, 4, "C", readonly=True)
         yield runtime.conv2_gemm, (x, x, image, matrix, *pairs)  # conv2 by GEMM
+        taps = types.Array(dtype, 3, "C")  # conv2 by window rows (a filter gradient)
+        yield runtime.conv2_windows, (x, x, image, taps)
         images = types.Array(dtype, 3, "C", readonly=True)  # conv2 of one input channel
         yield runtime.conv2_direct, (images, images, image, matrix, *pairs)
         yield runtime.conv2_col2im, (x, x, image, matrix, matrix, *pairs, pairs[0])

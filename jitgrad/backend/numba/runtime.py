@@ -461,6 +461,41 @@ def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
                     out[n, i, j, o] = rows[o, j]
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def conv2_windows(x, w, out, taps):
+    """conv2 with stride 1, no padding, no dilation and no groups, by one dot product per
+    output element and window row: a filter gradient (the batch is the channel axis, the
+    cotangent the filter: few output positions, windows as large as the image), where
+    im2col copies every window whole (W10's first layer: 25 x 36,864 elements) for a GEMM of
+    25 x 8 outputs. Window row a of output (i, j) reads x[n, i + a, j : j + kw, :], which is
+    contiguous, against the filters' row a laid out per output channel in `taps` (kh, c_out,
+    kw * c_in; caller-allocated scratch). The dot products reassociate, as BLAS does."""
+    kh, kw, c_in, c_out = w.shape
+    n_images, out_height, out_width = out.shape[0], out.shape[1], out.shape[2]
+    span = kw * c_in
+    zero = np.zeros(1, out.dtype)[0]  # sums in the output's type, as BLAS
+    for a in range(kh):
+        for b in range(kw):
+            for c in range(c_in):
+                for o in range(c_out):
+                    taps[a, o, b * c_in + c] = w[a, b, c, o]
+    for n in range(n_images):
+        for i in range(out_height):
+            for j in range(out_width):
+                for o in range(c_out):
+                    out[n, i, j, o] = 0
+            for a in range(kh):
+                line = x[n, i + a].reshape(-1)  # (width * c_in,)
+                for j in range(out_width):
+                    window = line[j * c_in : j * c_in + span]
+                    for o in range(c_out):
+                        row = taps[a, o]
+                        total = zero
+                        for k in range(span):
+                            total += window[k] * row[k]
+                        out[n, i, j, o] += total
+
+
 @numba.njit(cache=True, nogil=True)
 def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dilation):
     """conv2 without groups as one matrix product per input position rather than per output
