@@ -479,11 +479,9 @@ def conv2_windows(x, w, out, taps):
             for c in range(c_in):
                 for o in range(c_out):
                     taps[a, o, b * c_in + c] = w[a, b, c, o]
+    out[...] = 0
     for n in range(n_images):
         for i in range(out_height):
-            for j in range(out_width):
-                for o in range(c_out):
-                    out[n, i, j, o] = 0
             for a in range(kh):
                 line = x[n, i + a].reshape(-1)  # (width * c_in,)
                 for j in range(out_width):
