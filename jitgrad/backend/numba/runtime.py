@@ -427,6 +427,10 @@ def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
     height, width = x.shape[1], x.shape[2]
     kh, kw = w.shape[0], w.shape[1]
     n_images, out_height, out_width, c_out = out.shape
+    if x.shape[0] != n_images or w.shape[2] != c_out or rows.shape[0] < c_out:
+        raise ValueError("conv2_direct: the images', filters', output's shapes do not agree")
+    if rows.shape[1] < out_width:
+        raise ValueError("conv2_direct: the row scratch is narrower than the output")
     step = strides[1]
     for n in range(n_images):
         for i in range(out_height):
@@ -472,6 +476,16 @@ def conv2_windows(x, w, out, taps):
     kw * c_in; caller-allocated scratch). The dot products reassociate, as BLAS does."""
     kh, kw, c_in, c_out = w.shape
     n_images, out_height, out_width = out.shape[0], out.shape[1], out.shape[2]
+    if (
+        x.shape[0] != n_images
+        or x.shape[1] != out_height + kh - 1
+        or x.shape[2] != out_width + kw - 1
+        or x.shape[3] != c_in
+        or out.shape[3] != c_out
+    ):
+        raise ValueError("conv2_windows: the input's, filters', output's shapes do not agree")
+    if taps.shape[0] != kh or taps.shape[1] != c_out or taps.shape[2] != kw * c_in:
+        raise ValueError("conv2_windows: the taps scratch has the wrong shape")
     span = kw * c_in
     zero = np.zeros(1, out.dtype)[0]  # sums in the output's type, as BLAS
     for a in range(kh):

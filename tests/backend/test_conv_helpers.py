@@ -1,0 +1,54 @@
+"""The convolution helpers that kernels call with caller-allocated scratch check the shapes
+they index (Numba does not): a wrong shape is a clear ValueError, never a read out of
+bounds. Their values are tested through the kernels (tests/test_conv.py)."""
+
+import numba
+import numpy as np
+import pytest
+
+from jitgrad.backend.numba import runtime
+
+ONES = (np.int64(1), np.int64(1))
+ZEROS = (np.int64(0), np.int64(0))
+
+
+@numba.njit
+def by_windows(x, w, out, taps):
+    runtime.conv2_windows(runtime.readonly(x), runtime.readonly(w), out, taps)
+
+
+@numba.njit
+def by_rows(x, w, out, rows, strides, pads, dilation):
+    runtime.conv2_direct(
+        runtime.readonly(x), runtime.readonly(w), out, rows, strides, pads, dilation
+    )
+
+
+def test_conv2_windows_sums_each_window():
+    out = np.empty((1, 8, 8, 2))
+    by_windows(np.ones((1, 10, 10, 4)), np.ones((3, 3, 4, 2)), out, np.empty((3, 2, 12)))
+    np.testing.assert_array_equal(out, 36.0)
+
+
+@pytest.mark.parametrize(
+    "out_shape, taps_shape, what",
+    [
+        ((1, 9, 8, 2), (3, 2, 12), "shapes do not agree"),
+        ((1, 8, 8, 3), (3, 2, 12), "shapes do not agree"),
+        ((1, 8, 8, 2), (3, 2, 11), "taps scratch has the wrong shape"),
+    ],
+)
+def test_conv2_windows_checks_its_shapes(out_shape, taps_shape, what):
+    x, w = np.ones((1, 10, 10, 4)), np.ones((3, 3, 4, 2))
+    with pytest.raises(ValueError, match=what):
+        by_windows(x, w, np.empty(out_shape), np.empty(taps_shape))
+
+
+def test_conv2_direct_checks_its_scratch():
+    x, w, out = np.ones((2, 10, 30)), np.ones((3, 3, 2)), np.empty((2, 8, 28, 2))
+    by_rows(x, w, out, np.empty((2, 28)), ONES, ZEROS, ONES)
+    np.testing.assert_array_equal(out, 9.0)
+    with pytest.raises(ValueError, match="narrower than the output"):
+        by_rows(x, w, out, np.empty((2, 20)), ONES, ZEROS, ONES)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        by_rows(x, w, np.empty((2, 8, 28, 3)), np.empty((3, 28)), ONES, ZEROS, ONES)
