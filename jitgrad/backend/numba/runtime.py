@@ -20,36 +20,35 @@ from jitgrad.backend.numba.philox import (  # noqa: F401 - kernels import them f
 SOURCE_MODULE = RUNTIME_MODULE
 
 
-@intrinsic
-def readonly(typingctx, array):
-    """`array`, typed read-only (the same data; no copy). Kernels pass the operands a helper
-    only reads this way, so that one compiled signature of the helper serves a kernel's inputs
-    (read-only) and its buffers alike: every signature of a helper a kernel calls is code-
-    generated again inside that kernel (W10 linked conv2_gemm three times; once: 0.15 s less
-    compile), and the installation's warm-up compiles fewer signatures."""
+def _retyped(array, **changes):
+    """(signature, codegen) of an intrinsic that returns `array` itself (the same data, no
+    copy) under the array type with `changes` (types.Array.copy's arguments)."""
     if not isinstance(array, types.Array):
         return None
-    result = array.copy(readonly=True)
+    result = array.copy(**changes)
 
     def codegen(context, builder, signature, args):
         return impl_ret_borrowed(context, builder, result, args[0])
 
     return result(array), codegen
+
+
+@intrinsic
+def readonly(typingctx, array):
+    """`array`, typed read-only. Kernels pass the operands a helper only reads this way, so
+    that one compiled signature of the helper serves a kernel's inputs (read-only) and its
+    buffers alike: every signature of a helper a kernel calls is code-generated again inside
+    that kernel (W10 linked conv2_gemm three times; once: 0.15 s less compile), and the
+    installation's warm-up compiles fewer signatures."""
+    return _retyped(array, readonly=True)
 
 
 @intrinsic
 def strided(typingctx, array):
-    """`array`, typed read-only and of any layout ('A'; the same data, no copy): a matrix
-    product's operand, which BLAS reads row- or column-major (a transpose is a view), so that
-    matmul_into has one compiled signature per dtype whatever its operands' layouts."""
-    if not isinstance(array, types.Array):
-        return None
-    result = array.copy(layout="A", readonly=True)
-
-    def codegen(context, builder, signature, args):
-        return impl_ret_borrowed(context, builder, result, args[0])
-
-    return result(array), codegen
+    """`array`, typed read-only and of any layout ('A'): a matrix product's operand, which
+    BLAS reads row- or column-major (a transpose is a view), so that matmul_into has one
+    compiled signature per dtype whatever its operands' layouts."""
+    return _retyped(array, layout="A", readonly=True)
 
 
 @intrinsic
