@@ -1416,6 +1416,7 @@ def report(meta, sections) -> str:
         f"{meta['machine'].get('memory', '?')} RAM; load average (1 min) {meta['load']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- PyTensor runs in: {meta['pytensor']}",
+        f"- jitgrad's bytecode: {meta.get('bytecode', 'as found')} (as an installed package)",
         f"- BLAS: {meta['openblas']}",
         "- Timing: one fresh process per (workload, system); steady state after warm-up; "
         "median and p10–p90 over timed batches (each >= 200 us of calls); every system's "
@@ -1607,6 +1608,23 @@ def update_readme(markdown: str) -> None:
 
 
 # -- main ----------------------------------------------------------------------------------------
+def byte_compile_jitgrad() -> str:
+    """Compile the measured jitgrad's bytecode, as `pip install` does for an installed package
+    (JAX's and the other peers' is in site-packages). A checkout or an editable install run
+    with PYTHONDONTWRITEBYTECODE=1 (the development machine's environment) has none: every
+    fresh process of W4 and W9 would compile jitgrad's modules from source, 0.1 s in the
+    caller and 0.1 s in the compile worker, which no installed jitgrad pays."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("jitgrad")
+    if spec is None or not spec.submodule_search_locations:
+        return "jitgrad not found"
+    where = list(spec.submodule_search_locations)[0]
+    ok = compileall.compile_dir(where, quiet=1)
+    return f"{where} byte-compiled" + ("" if ok else " (some modules failed)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated workloads, e.g. W2,W3 (default: all)")
@@ -1689,6 +1707,7 @@ def main(argv=None) -> int:
         "versions": versions(pytensor),
         "pytensor": pytensor[1] if pytensor[0] else f"not available ({pytensor[1]})",
         "load": f"{os.getloadavg()[0]:.1f} at start",
+        "bytecode": byte_compile_jitgrad(),
     }
     print(
         f"jitgrad perf suite: {', '.join(only)}{' (quick)' if args.quick else ''}; "

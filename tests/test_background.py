@@ -337,3 +337,40 @@ def test_a_kernel_not_yet_handed_to_the_worker_at_exit_still_reaches_the_cache(t
         threading.Event().wait(0.1)
     second = _run_script(tmp_path, "blocking")
     assert second[0].split()[:2] == ["compiled", "1"]
+
+
+def test_the_worker_loads_blas_bindings_without_scipy_linalg():
+    """The worker imports scipy's BLAS/LAPACK bindings for Numba without running scipy.linalg's
+    __init__ (0.2-0.3 s of a cold first kernel); a later `import scipy.linalg` still gets the
+    real package, and a kernel's matrix product runs through the bindings."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from jitgrad.backend.numba.worker import _import_blas_bindings
+        _import_blas_bindings()
+        assert "scipy.linalg" not in sys.modules
+        assert "scipy.linalg.cython_blas" in sys.modules
+        assert "scipy.linalg.cython_lapack" in sys.modules
+        import scipy
+        assert "linalg" not in vars(scipy)
+        from numba import njit
+        from jitgrad.backend.numba.runtime import matmul_into, strided
+
+        @njit
+        def product(a, b, out):
+            matmul_into(strided(a), strided(b), out)
+
+        a, b, out = np.ones((2, 3)), np.ones((3, 4)), np.empty((2, 4))
+        product(a, b, out)
+        assert (out == 3).all()
+        assert "scipy.linalg" not in sys.modules
+        import scipy.linalg
+        assert scipy.linalg.solve(np.eye(2), np.ones(2)).tolist() == [1.0, 1.0]
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.strip() == "ok", done.stderr

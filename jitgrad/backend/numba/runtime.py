@@ -116,7 +116,7 @@ def matmul(a, b):
 
 # Numba's C wrapper of BLAS ?gemm (scipy's cython_blas; the one np.dot uses), called directly:
 # np.dot's implementation costs 0.1-0.2 s of compile per operand layout and is code-generated
-# again in every kernel that links it. Pointer arguments are `array.ctypes`; `kind` is "s" or
+# again in every kernel that links it. Pointer arguments are `_data(array)`; `kind` is "s" or
 # "d"; `trans*` is "N" or "T"; column-major, as BLAS.
 _xxgemm = types.ExternalFunction(
     "numba_xxgemm",
@@ -156,6 +156,41 @@ def _blas_layout(x, size):
     return 0, 0
 
 
+@intrinsic
+def _data(typingctx, array):
+    """The address of `array`'s first element, for BLAS: `array.ctypes` would build (and
+    compile) numpy's ctypes object model."""
+    if not isinstance(array, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.bitcast(data, cgutils.voidptr_t)
+
+    return types.voidptr(array), codegen
+
+
+@intrinsic
+def _one_and_zero(typingctx, array):
+    """Addresses of a 1 and a 0 of `array`'s dtype on the stack: gemm's alpha and beta, which
+    BLAS takes by reference (a small np.empty costs its own compile: 0.1 s)."""
+    if not isinstance(array, types.Array):
+        return None
+    pointers = types.UniTuple(types.voidptr, 2)
+
+    def codegen(context, builder, signature, args):
+        dtype = signature.args[0].dtype
+        slots = [
+            cgutils.alloca_once_value(builder, context.get_constant(dtype, value))
+            for value in (1, 0)
+        ]
+        return context.make_tuple(
+            builder, pointers, [builder.bitcast(slot, cgutils.voidptr_t) for slot in slots]
+        )
+
+    return pointers(array), codegen
+
+
 @numba.njit(cache=True, nogil=True)
 def matmul_into(a, b, out):
     """a @ b written into `out` (C-contiguous) by one BLAS gemm. The operands are read-only
@@ -170,15 +205,15 @@ def matmul_into(a, b, out):
     if m == 0 or n == 0:
         return
     if k == 0:
-        out[:] = 0
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = 0
         return
     trans_a, ld_a = _blas_layout(a, out.itemsize)
     trans_b, ld_b = _blas_layout(b, out.itemsize)
     if trans_a == 0 or trans_b == 0:
         raise ValueError("matmul_into: an operand is neither row- nor column-major")
-    scalars = np.empty(2, out.dtype)  # alpha = 1, beta = 0
-    scalars[0] = 1
-    scalars[1] = 0
+    one, zero = _one_and_zero(out)
     # Row-major out = a @ b is column-major out.T = b.T @ a.T.
     _xxgemm(
         _SINGLE if out.itemsize == 4 else _DOUBLE,
@@ -187,13 +222,13 @@ def matmul_into(a, b, out):
         n,
         m,
         k,
-        scalars[0:].ctypes,
-        b.ctypes,
+        one,
+        _data(b),
         ld_b,
-        a.ctypes,
+        _data(a),
         ld_a,
-        scalars[1:].ctypes,
-        out.ctypes,
+        zero,
+        _data(out),
         n,
     )
 

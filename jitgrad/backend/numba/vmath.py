@@ -33,9 +33,10 @@ import math
 import pickle
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 from numba.core import caching
 from numba.core.dispatcher import Dispatcher
+from numba.extending import intrinsic
 
 from jitgrad.backend.numba.helper_names import VMATH, VMATH_MODULE, VMATH_OPS  # noqa: F401 - re-exported
 
@@ -93,6 +94,23 @@ def _poly(x, c):
     for i in range(len(c) - 2, -1, -1):
         acc = acc * x + c[i]
     return acc
+
+
+@intrinsic
+def _reinterpret(typingctx, x, to):
+    """The bits of the scalar `x` read as the number type `to` (a class: np.int32, np.float64,
+    of the same width): `x.view(to)`, without the compile pipeline Numba runs for each of its
+    scalar `view`s (~30 ms each, twice per function)."""
+    if not (isinstance(x, types.Number) and isinstance(to, types.NumberClass)):
+        return None
+    target = to.instance_type
+    if target.bitwidth != x.bitwidth:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(target))
+
+    return target(x, to), codegen
 
 
 class _ClosureCache(caching.FunctionCache):
@@ -163,14 +181,14 @@ def _build(ft, it, exp_lo, exp_hi, expm1_lo, tanh_hi, ln2_hi, ln2_lo, expm1_q, l
     @njit(**_INNER)
     def _pow2(n):
         """2**n for integer n in the normal exponent range, written into the exponent bits."""
-        return it((n + bias) << mant).view(ft)
+        return _reinterpret(it((n + bias) << mant), ft)
 
     @njit(**_INNER)
     def _expm1_reduced(x):
         """(expm1(r), n) with x = n ln2 + r, |r| <= ln2/2; x finite or nan, |x| < 2**(nmant-2)."""
         t = x * log2e + magic
         nf = t - magic
-        n = it(ft(t).view(it) - magic_bits)
+        n = it(_reinterpret(ft(t), it) - magic_bits)
         r = x - nf * ln2_hi  # exact: nf * ln2_hi has few enough bits
         r = r - nf * ln2_lo
         return r + r * r * _poly(r, expm1_q), n
@@ -210,9 +228,9 @@ def _build(ft, it, exp_lo, exp_hi, expm1_lo, tanh_hi, ln2_hi, ln2_lo, expm1_q, l
         log1p(f) = f - f**2/2 + s (f**2/2 + R(z)) (fdlibm's arrangement of 2s + s R(z), which
         keeps the large terms exact), s = f / (2 + f), z = s**2.
         """
-        ix = it(ft(x).view(it) + log_offset)
+        ix = it(_reinterpret(ft(x), it) + log_offset)
         k = ft(it((ix >> mant) - bias))
-        f = it((ix & mant_mask) + sqrt_half_bits).view(ft) - one
+        f = _reinterpret(it((ix & mant_mask) + sqrt_half_bits), ft) - one
         s = f / (two + f)
         z = s * s
         hfsq = half * f * f

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from concurrent.futures import Future
 
 from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
@@ -163,6 +164,7 @@ def _compile(request: dict) -> dict:
 
 def main(exit_budget: float) -> None:
     _take_only_idle_time()
+    _import_blas_bindings()
     requests: queue.Queue = queue.Queue()
 
     def read_requests() -> None:
@@ -211,6 +213,33 @@ def _take_only_idle_time() -> None:
             os.nice(19)
         except OSError:
             pass
+
+
+def _import_blas_bindings() -> None:
+    """Import scipy's BLAS and LAPACK bindings (scipy.linalg.cython_blas and cython_lapack,
+    whose function pointers Numba's BLAS and LAPACK wrappers call) without running
+    scipy.linalg's `__init__`. Numba's first compile imports them through `scipy.linalg`,
+    which imports half of scipy (0.2-0.3 s of a cold worker's first kernel, which the caller
+    waits for); the bindings themselves are self-contained extension modules. The package
+    stands in only while they load: a later `import scipy.linalg` runs the real one."""
+    try:
+        import scipy
+    except ImportError:
+        return  # Numba reports it, if a kernel needs BLAS
+    if "scipy.linalg" in sys.modules:
+        return
+    package = types.ModuleType("scipy.linalg")
+    package.__path__ = [os.path.join(os.path.dirname(scipy.__file__), "linalg")]
+    sys.modules["scipy.linalg"] = package
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+        import scipy.linalg.cython_lapack  # noqa: F401
+    except ImportError:
+        pass  # Numba imports them its own way and reports what fails
+    finally:
+        del sys.modules["scipy.linalg"]
+        if vars(scipy).get("linalg") is package:  # not getattr: scipy imports it lazily
+            del scipy.linalg
 
 
 def _warm_helpers():
