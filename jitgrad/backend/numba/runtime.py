@@ -141,19 +141,54 @@ _N, _T = ord("N"), ord("T")
 _SINGLE, _DOUBLE = ord("s"), ord("d")
 
 
-@numba.njit(inline="always")
-def _blas_layout(x, size):
-    """How column-major BLAS reads the matrix `x` (items of `size` bytes): as its transpose
-    ("N") when its rows are contiguous, as itself ("T") when its columns are; and the
-    leading dimension, the stride between those rows / columns. (0, 0): neither. Inlined in
-    Numba's IR: a function of its own costs a compile pipeline."""
-    rows, cols = x.shape
-    row_stride, col_stride = x.strides
-    if (cols == 1 or col_stride == size) and (rows == 1 or row_stride >= cols * size):
-        return _N, row_stride // size if rows > 1 else cols
-    if (rows == 1 or row_stride == size) and (cols == 1 or col_stride >= rows * size):
-        return _T, col_stride // size if cols > 1 else rows
-    return 0, 0
+@intrinsic
+def _blas_layout(typingctx, matrix):
+    """(trans, ld): how column-major BLAS reads the 2-D `matrix`: as its transpose ("N")
+    when its rows are contiguous, as itself ("T") when its columns are; and the leading
+    dimension, the stride in items between those rows / columns. (0, 0): neither. A
+    dimension of one element may have any stride. An intrinsic (a few selects on the shape
+    and strides): as a Numba function, inlined twice into matmul_into, it was half of that
+    helper's compile time (0.15 s)."""
+    if not (isinstance(matrix, types.Array) and matrix.ndim == 2):
+        return None
+    result = types.UniTuple(types.intp, 2)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        rows, cols = cgutils.unpack_tuple(builder, array.shape, 2)
+        row_stride, col_stride = cgutils.unpack_tuple(builder, array.strides, 2)
+        intp, size = rows.type, array.itemsize
+        one = intp(1)
+
+        def single(count):  # a dimension of one element: its stride does not matter
+            return builder.icmp_signed("==", count, one)
+
+        def contiguous(stride):
+            return builder.icmp_signed("==", stride, size)
+
+        def apart(stride, count):  # rows (columns) do not overlap
+            return builder.icmp_signed(">=", stride, builder.mul(count, size))
+
+        by_rows = builder.and_(
+            builder.or_(single(cols), contiguous(col_stride)),
+            builder.or_(single(rows), apart(row_stride, cols)),
+        )
+        by_cols = builder.and_(
+            builder.or_(single(rows), contiguous(row_stride)),
+            builder.or_(single(cols), apart(col_stride, rows)),
+        )
+        row_ld = builder.select(
+            builder.icmp_signed(">", rows, one), builder.sdiv(row_stride, size), cols
+        )
+        col_ld = builder.select(
+            builder.icmp_signed(">", cols, one), builder.sdiv(col_stride, size), rows
+        )
+        zero = intp(0)
+        trans = builder.select(by_rows, intp(_N), builder.select(by_cols, intp(_T), zero))
+        ld = builder.select(by_rows, row_ld, builder.select(by_cols, col_ld, zero))
+        return context.make_tuple(builder, result, [trans, ld])
+
+    return result(matrix), codegen
 
 
 @intrinsic
@@ -209,8 +244,8 @@ def matmul_into(a, b, out):
             for j in range(n):
                 out[i, j] = 0
         return
-    trans_a, ld_a = _blas_layout(a, out.itemsize)
-    trans_b, ld_b = _blas_layout(b, out.itemsize)
+    trans_a, ld_a = _blas_layout(a)
+    trans_b, ld_b = _blas_layout(b)
     if trans_a == 0 or trans_b == 0:
         raise ValueError("matmul_into: an operand is neither row- nor column-major")
     one, zero = _one_and_zero(out)
