@@ -153,7 +153,6 @@ def test_a_failed_worker_compile_falls_back_to_this_process(background_mode, mon
         assert f.wait(WAIT)
     assert f.cache_info().states == ("compiled",)
     np.testing.assert_allclose(f(x).numpy(), r.numpy(), rtol=1e-6)
-    assert background._worker.alive()  # a malformed request costs that request only
 
 
 def test_a_killed_worker_falls_back_to_this_process(background_mode):
@@ -348,8 +347,8 @@ def test_the_worker_loads_blas_bindings_without_scipy_linalg():
         """
         import sys
         import numpy as np
-        from jitgrad.backend.numba.subprocesses import import_blas_bindings
-        import_blas_bindings()
+        from jitgrad.backend.numba.worker import _import_blas_bindings
+        _import_blas_bindings()
         assert "scipy.linalg" not in sys.modules
         assert "scipy.linalg.cython_blas" in sys.modules
         assert "scipy.linalg.cython_lapack" in sys.modules

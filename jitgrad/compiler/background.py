@@ -82,13 +82,6 @@ def _lower_and_submit(compiled, seconds) -> None:
     def started() -> None:
         if compiled.state == "fallback":
             compiled.state = "compiling"
-        # This process will load the worker's machine code: prepare Numba meanwhile. Not
-        # before the worker has started (its own imports and those of its helper warmer
-        # would share the cores with this: W4, cold, 0.3 s later), and here, on the thread
-        # that reads the worker's replies, so before the reply that makes it load.
-        from jitgrad.backend.numba.compile import prepare_loading
-
-        prepare_loading()
 
     future = worker.submit(
         compiled.name,
@@ -98,6 +91,10 @@ def _lower_and_submit(compiled, seconds) -> None:
         on_start=started,
     )
     future.add_done_callback(lambda f: _enqueue(_load_from_worker, compiled, f))
+    # This process loads the worker's machine code: prepare Numba meanwhile.
+    from jitgrad.backend.numba.compile import prepare_loading
+
+    prepare_loading()
 
 
 def run(build) -> None:

@@ -45,12 +45,10 @@ def prepare_loading() -> None:
     BLAS among them). Called while the compile worker is busy, so that loading its kernel
     takes milliseconds instead of ~0.4 s (W8b's kernel served 0.35 s after the worker
     finished, all of it this set-up)."""
-    from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
 
-    with global_compiler_lock:  # Numba's registries are not thread-safe; its compiles hold it
-        cpu_target.typing_context.refresh()
-        cpu_target.target_context.refresh()
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
 
 
 def _disk_module(source: str, key: str) -> str | None:

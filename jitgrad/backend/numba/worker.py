@@ -11,11 +11,10 @@ Protocol: one JSON object per line. The parent writes `{"id", "name", "source", 
 `{"id", "started": true}` when it begins that request and `{"id", "ok", "seconds", "error"}`
 when it is done. One worker serves a parent's requests in order.
 
-Beside it, a helper warmer (warmer.py) compiles jitgrad's own helpers into Numba's cache, once
-per installation: first those the worker's kernel calls, else while the worker is idle. When
-the parent exits (its end of stdin closes), the worker still compiles what it has been asked
-for, so that the next run of a short script finds its kernels in the cache; it exits when
-done, and in any case `exit_budget` seconds after the parent left (the warmer too).
+In its idle time the worker compiles jitgrad's own helpers (precompile.py), once per
+installation. When the parent exits (its end of stdin closes), the worker still compiles what
+it has been asked for, so that the next run of a short script finds its kernels in the
+cache; it exits when done, and in any case `exit_budget` seconds after the parent left.
 Two processes that compile the same kernel share the work through `cache.entry_lock`.
 """
 
@@ -24,20 +23,19 @@ from __future__ import annotations
 import json
 import os
 import queue
+import subprocess
 import sys
 import threading
 import time
 import traceback
+import types
 from concurrent.futures import Future
 
-from jitgrad.backend.numba import subprocesses
+from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
 from jitgrad.core.config import config
 
-# Seconds without a request after which the worker counts as idle: the helper warmer may then
-# use a core for the installation's warm-up. A program's first kernel usually follows its
-# first jitted function within a second; a warm-up compile begun meanwhile would compete with
-# it for the core (W4, cold: 0.27 s later).
-IDLE_GRACE = 2.0
+# Seconds a new worker waits for its first request before it warms helpers.
+FIRST_REQUEST_GRACE = 2.0
 
 
 class WorkerDiedError(RuntimeError):
@@ -48,8 +46,29 @@ class CompileWorker:
     """The parent's handle on one worker process: `submit` returns a Future of the reply."""
 
     def __init__(self, exit_budget: float):
-        self.process = subprocesses.start(
-            f"{__name__}:main", float(exit_budget), new_session=True, replies=True
+        # The worker must import this very jitgrad (and nothing from the working directory,
+        # which `python -m` or `-c` would put first on sys.path): the first path entry is
+        # replaced by the directory this jitgrad was imported from. And only the backend it
+        # needs: the package `jitgrad` is registered without running its __init__ (the whole
+        # library, 0.25 s of the worker's start, while the caller waits for its first
+        # kernel). The backend imports only itself, core, ir and passes (tests/test_layering.py).
+        package = os.path.abspath(__file__)
+        for _ in range(3):  # .../jitgrad/backend/numba/worker.py -> .../jitgrad
+            package = os.path.dirname(package)
+        start = (
+            f"import sys, types; sys.path[0] = {os.path.dirname(package)!r}; "
+            f"jitgrad = sys.modules['jitgrad'] = types.ModuleType('jitgrad'); "
+            f"jitgrad.__path__ = [{package!r}]; "
+            f"from {__name__} import main; main({float(exit_budget)!r})"
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", start],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C meant for the parent must not kill a worker that is
+            # finishing a cache entry (it exits by itself, see the module docstring).
+            start_new_session=True,
         )
         self._pending: dict[int, tuple[Future, object]] = {}
         self._next_id = 0
@@ -144,11 +163,8 @@ def _compile(request: dict) -> dict:
 
 
 def main(exit_budget: float) -> None:
-    from jitgrad.backend.numba.warmer import HelperWarmer
-
-    subprocesses.take_only_idle_time()
-    warmer = HelperWarmer(exit_budget) if config.warm_helpers else None
-    subprocesses.import_blas_bindings()
+    _take_only_idle_time()
+    _import_blas_bindings()
     requests: queue.Queue = queue.Queue()
 
     def read_requests() -> None:
@@ -156,39 +172,87 @@ def main(exit_budget: float) -> None:
             requests.put(json.loads(line))
         requests.put(None)  # the parent has exited: finish the queue, then stop
         # ... within the budget, whatever happens.
-        if warmer is not None:
-            warmer.tell(deadline=time.monotonic() + exit_budget)
         deadline = threading.Timer(exit_budget, os._exit, (3,))
         deadline.daemon = True
         deadline.start()
 
     threading.Thread(target=read_requests, daemon=True).start()
     out = sys.stdout
+    helpers = _warm_helpers() if config.warm_helpers and not helpers_ready() else None
+    # The parent starts the worker when a function is jitted, and its first kernel usually
+    # follows within a second: a helper compile begun meanwhile would delay that kernel
+    # (W4, cold: 0.27 s), so the warm-up waits for it.
+    warm_after = time.monotonic() + FIRST_REQUEST_GRACE
     while True:
-        try:
-            request = requests.get(timeout=IDLE_GRACE)
-        except queue.Empty:
-            if warmer is not None:
-                warmer.tell(idle=True)
+        if helpers is None:
             request = requests.get()
-        if request is None:
+        else:
+            try:
+                request = requests.get(timeout=max(0.0, warm_after - time.monotonic()))
+            except queue.Empty:  # idle: compile one more of jitgrad's own helpers
+                helpers = helpers if next(helpers, None) is not None else None
+                continue
+        if request is None:  # the parent has exited: finish the warm-up (within the budget)
+            for _ in helpers or ():
+                pass
             return
-        if warmer is not None:
-            _tell_warmer(warmer, request)
         _reply(out, {"id": request["id"], "started": True})
         _reply(out, _compile(request))
 
 
-def _tell_warmer(warmer, request: dict) -> None:
-    """Tell the helper warmer which helpers the kernel of `request` calls."""
-    from jitgrad.backend.numba.warmer import kernel_helpers
-
+def _take_only_idle_time() -> None:
+    """Run only when a core would otherwise idle (Linux's SCHED_IDLE; elsewhere, the lowest
+    priority). On a machine with few cores the program being served comes first: numpy's
+    BLAS threads wait for each other, and one of them preempted by the worker makes a
+    matrix product 30x slower (measured: W3's fallback call 1 ms alone, ~30 ms beside a
+    worker at normal priority, ~1.5 ms beside an idle-class one)."""
     try:
-        helpers = kernel_helpers(request["source"])
-        dtypes = [entry[1] for entry in request["signature"]]
-    except (KeyError, IndexError, TypeError):
-        return  # a malformed request, which _compile answers with its error
-    warmer.tell(idle=False, helpers=helpers, dtypes=dtypes)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+
+
+def _import_blas_bindings() -> None:
+    """Import scipy's BLAS and LAPACK bindings (scipy.linalg.cython_blas and cython_lapack,
+    whose function pointers Numba's BLAS and LAPACK wrappers call) without running
+    scipy.linalg's `__init__`. Numba's first compile imports them through `scipy.linalg`,
+    which imports half of scipy (0.2-0.3 s of a cold worker's first kernel, which the caller
+    waits for); the bindings themselves are self-contained extension modules. The package
+    stands in only while they load: a later `import scipy.linalg` runs the real one."""
+    try:
+        import scipy
+    except ImportError:
+        return  # Numba reports it, if a kernel needs BLAS
+    if "scipy.linalg" in sys.modules:
+        return
+    package = types.ModuleType("scipy.linalg")
+    package.__path__ = [os.path.join(os.path.dirname(scipy.__file__), "linalg")]
+    sys.modules["scipy.linalg"] = package
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+        import scipy.linalg.cython_lapack  # noqa: F401
+    except ImportError:
+        pass  # Numba imports them its own way and reports what fails
+    finally:
+        del sys.modules["scipy.linalg"]
+        if vars(scipy).get("linalg") is package:  # not getattr: scipy imports it lazily
+            del scipy.linalg
+
+
+def _warm_helpers():
+    """Compile jitgrad's own helpers into Numba's cache (precompile.py), one signature per
+    step, so that later kernels of this installation do not wait for them; stops at the
+    first failure (a helper the next kernel would compile anyway)."""
+    try:
+        for dispatcher, signature in helper_signatures():
+            dispatcher.compile(signature)
+            yield dispatcher
+    except Exception:
+        return
+    mark_helpers_ready()
 
 
 def _reply(out, message: dict) -> None:
