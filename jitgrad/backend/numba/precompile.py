@@ -36,7 +36,8 @@ def helper_signatures():
         args = (scalar, types.int64) if op == "polygamma" else (scalar,) * arity
         yield helper, args
     for dtype in (types.float32, types.float64):
-        yield runtime.sum_step, (types.float64, dtype)
+        yield runtime.sum_step, (types.float64, dtype)  # a reduction's float64 accumulator
+        yield runtime.sum_step, (dtype, dtype)  # a row loop's partial sums
         # Products read their operands through runtime.strided (read-only, any layout),
         # convolutions and pooling through runtime.readonly: one signature whether the
         # kernel's operand is an input or a buffer (and, for products, a transpose or not).
