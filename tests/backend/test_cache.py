@@ -52,6 +52,53 @@ def test_second_process_loads_the_kernel_from_disk(tmp_path):
     assert any(p.suffix == ".py" for p in root.iterdir())
 
 
+LOADS_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import jitgrad as jg
+
+    # A fresh process whose first kernels come from the cache: a product (BLAS through
+    # scipy's bindings), a prange loop (Numba's threading layer) and a raising index check
+    # (an exception built at run time) must all work without Numba's registries loaded.
+    product = jg.jit_grad(lambda w, x: jg.reduce_sum(jg.tanh(x @ w)), wrt=0)
+    wide = jg.jit(lambda x: jg.reduce_sum(jg.tanh(x) * 2.0))
+    loss = jg.jit(
+        lambda logits, y: jg.reduce_sum(jg.sparse_softmax_cross_entropy_with_logits(y, logits))
+    )
+    w = np.linspace(-1, 1, 12).reshape(4, 3)
+    x = np.linspace(0, 1, 8).reshape(2, 4)
+    value, grad = product(w, x)
+    big = float(wide(np.linspace(-1, 1, 1 << 17).astype(np.float32)))
+    float(loss(x, np.array([1, 3])))
+    try:
+        loss(x, np.array([1, 7]))
+        message = "no error"
+    except IndexError as exc:
+        message = "7" if "label 7" in str(exc) else str(exc)
+    loads = sum(f.cache_info().disk_loads for f in (product, wide, loss))
+    print(round(float(value), 9), round(float(np.asarray(grad).sum()), 9), round(big, 3),
+          message, loads)
+""")
+
+
+def test_a_fresh_process_runs_kernels_loaded_from_disk(tmp_path):
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(tmp_path), JITGRAD_COMPILE="blocking")
+    outputs = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", LOADS_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        outputs.append(out.stdout.split())
+    first, second = outputs
+    assert first[:4] == second[:4]
+    assert first[3] == "7"  # the kernel's IndexError names the label
+    assert (first[4], second[4]) == ("0", "3")
+
+
 def test_disable_cache_writes_nothing(tmp_path):
     out, _ = run_script({"JITGRAD_CACHE_DIR": str(tmp_path), "JITGRAD_DISABLE_CACHE": "1"})
     assert out[2] == "0"

@@ -40,15 +40,18 @@ def load_kernel(source: str, name: str, in_memory: bool = False):
 
 
 def prepare_loading() -> None:
-    """Do now the one-time set-up that Numba defers to the first kernel this process loads:
-    its CPU target imports the implementations of every numpy function it supports (scipy's
-    BLAS among them). Called while the compile worker is busy, so that loading its kernel
-    takes milliseconds instead of ~0.4 s (W8b's kernel served 0.35 s after the worker
-    finished, all of it this set-up)."""
+    """Do now the one-time set-up that loading a kernel from the cache needs: Numba's code
+    generator, and scipy's BLAS bindings, which Numba's BLAS wrappers import at a kernel's
+    first matrix product (importing scipy.linalg: 0.13 s, on the caller's thread if left to
+    that call). Called while the compile worker is busy, so that loading its kernel takes
+    milliseconds (W8b's kernel served 0.35 s after the worker finished, all of it set-up)."""
     from numba.core.registry import cpu_target
 
-    cpu_target.typing_context.refresh()
-    cpu_target.target_context.refresh()
+    cpu_target.target_context.codegen()
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        pass  # a kernel without products runs; one with them reports it
 
 
 def _disk_module(source: str, key: str) -> str | None:
@@ -140,6 +143,18 @@ class KernelCache(caching.FunctionCache):
         self._cache_file = _PrivateCacheFile(
             self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp()
         )
+
+    def load_overload(self, sig, target_context):
+        """Numba's, without the refresh of every registry of its CPU target that it starts
+        with (0.17 s, and the import of scipy.linalg, in a process's first load): rebuilding
+        a cached kernel needs only the code generator and Numba's runtime (NRT), which the
+        refresh would initialise first. A compile after a miss refreshes them itself
+        (numba.core.compiler)."""
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)  # the one part of the refresh a kernel needs: NRT
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
 
     def save_overload(self, sig, data):
         """Numba calls this after compiling, with the kernel already in memory: a write
