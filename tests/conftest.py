@@ -5,7 +5,8 @@ Numba compiles).
 Hypothesis profiles (tests that set their own `max_examples` keep it):
 * "ci", the default: bounded and derandomized, so a CI run checks the same examples every
   time (reproducible, and with JITGRAD_CACHE_DIR set, reruns load the fuzzer's kernels from
-  disk instead of compiling them). The differential fuzzer (tests/fuzz) runs 40 examples.
+  disk instead of compiling them). The differential fuzzer (tests/fuzz) runs half a profile's
+  count: 20 examples.
 * "long": `pytest -m fuzz --hypothesis-profile=long` runs thousands of fresh random examples.
 """
 

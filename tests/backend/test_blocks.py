@@ -90,9 +90,32 @@ def _run(f, args, blocks: bool, fastmath: bool, monkeypatch):
     return jg.core.pytree.flatten(jitted(*args))[0]
 
 
-@pytest.mark.parametrize("fastmath", [False, True], ids=["ieee", "fastmath"])
-@pytest.mark.parametrize("shape", [(), (8,)], ids=["0d", "loop"])
-@pytest.mark.parametrize("dtype", list(SPECIAL))
+# A float case compiles every op of its dtype twice (3-8 s): the default run takes two of the
+# eight, which between them cover both float dtypes, both shapes and both fast-math modes; the
+# others run with `pytest -m slow`. The integer and bool cases are cheap and all run.
+SLOW_BLOCK_CASES = {
+    (dtype, shape, math)
+    for dtype in ("float32", "float64")
+    for shape in ("0d", "loop")
+    for math in ("ieee", "fastmath")
+} - {("float64", "0d", "ieee"), ("float32", "loop", "fastmath")}
+
+
+@pytest.mark.parametrize(
+    "dtype, shape, fastmath",
+    [
+        pytest.param(
+            dtype,
+            shape,
+            fastmath,
+            id=f"{dtype}-{shape_id}-{math_id}",
+            marks=pytest.mark.slow if (dtype, shape_id, math_id) in SLOW_BLOCK_CASES else (),
+        )
+        for dtype in SPECIAL
+        for shape, shape_id in (((), "0d"), ((8,), "loop"))
+        for fastmath, math_id in ((False, "ieee"), (True, "fastmath"))
+    ],
+)
 def test_block_equals_numba_bitwise(dtype, shape, fastmath, monkeypatch):
     dtype = np.dtype(dtype)
     if fastmath and dtype.kind != "f":
