@@ -6,6 +6,8 @@ an operand BLAS cannot read, or shapes that do not agree, raise instead of compu
 import numba
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from jitgrad.backend.numba import runtime
 
@@ -60,3 +62,45 @@ def test_an_operand_blas_cannot_read_raises():
 def test_shapes_that_do_not_agree_raise():
     with pytest.raises(ValueError, match="shapes do not agree"):
         product(np.ones((3, 4)), np.ones((4, 2)), np.empty((3, 3)))
+
+
+def _blas_readable(x: np.ndarray) -> bool:
+    """The rule runtime._blas_layout implements: rows contiguous and not overlapping (BLAS
+    reads the transpose), or columns so; a dimension of one element may have any stride."""
+    (rows, cols), (row_stride, col_stride), size = x.shape, x.strides, x.itemsize
+    by_rows = (cols == 1 or col_stride == size) and (rows == 1 or row_stride >= cols * size)
+    by_cols = (rows == 1 or row_stride == size) and (cols == 1 or col_stride >= rows * size)
+    return by_rows or by_cols
+
+
+@st.composite
+def views(draw, rows, cols):
+    """A (rows, cols) view of a larger matrix: every-nth rows / columns, maybe transposed."""
+    transpose = draw(st.booleans())
+    if transpose:
+        rows, cols = cols, rows
+    row_step, col_step = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    extra_rows, extra_cols = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    base = (
+        np.arange(
+            (rows * row_step + extra_rows) * (cols * col_step + extra_cols), dtype=np.float64
+        ).reshape(rows * row_step + extra_rows, cols * col_step + extra_cols)
+        / 7.0
+    )
+    view = base[: rows * row_step : row_step, : cols * col_step : col_step]
+    return view.T if transpose else view
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), m=st.integers(1, 5), k=st.integers(1, 5), n=st.integers(1, 5))
+def test_strided_views_are_multiplied_or_refused_by_the_layout_rule(data, m, k, n):
+    a, b = data.draw(views(m, k)), data.draw(views(k, n))
+    out = np.full((m, n), np.nan)
+    if _blas_readable(a) and _blas_readable(b):
+        event("multiplied")
+        product(a, b, out)
+        np.testing.assert_allclose(out, a @ b, rtol=1e-13, atol=1e-13)
+    else:
+        event("refused")
+        with pytest.raises(ValueError, match="neither row- nor column-major"):
+            product(a, b, out)
