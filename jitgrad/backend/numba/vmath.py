@@ -25,8 +25,9 @@ The private building blocks are the exception. ``_poly`` (Horner) and ``_pow2`` 
 exponent bits) are intrinsics that emit their few LLVM instructions directly, with the same
 flags; ``_expm1_reduced`` and ``_log_reduced``, which only the functions here call, under the
 same flags, are inlined in Numba's IR. As functions of their own each cost a compile pipeline
-and a cache entry, and each Numba-IR inlining costs its caller ~0.05 s of compile: a cold
-``vexp_f32`` took 0.27 s with functions, 0.16 s with inlining.
+and a cache entry (a cold ``vexp_f32`` took 0.27 s with functions, 0.16-0.2 s with inlining);
+the intrinsics took it to 0.1-0.12 s. Inlining ``_expm1_reduced`` by hand measured no faster
+than Numba's inlining (~0.01 s), so it stays a function.
 Similarly ``error_model='numpy'``: division by zero gives inf/nan rather than a raising branch.
 """
 
@@ -95,7 +96,7 @@ def _poly(typingctx, x, c):
     """Horner evaluation of c[0] + c[1] x + c[2] x**2 + ... (c a tuple of x's type),
     unrolled, each step a multiply-add that LLVM may fuse (the 'contract' flag, as the
     functions here are compiled with). An intrinsic: as a Numba function inlined into its
-    caller's IR it cost that caller ~0.05 s of compile."""
+    caller's IR it cost that caller a few hundredths of a second of compile."""
     if not (isinstance(x, types.Float) and isinstance(c, types.UniTuple) and c.dtype == x):
         return None
 
