@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jitgrad.backend.numba import runtime
+from jitgrad.backend.numba.emit import direct_conv_scratch
 
 ONES = (np.int64(1), np.int64(1))
 ZEROS = (np.int64(0), np.int64(0))
@@ -46,9 +47,26 @@ def test_conv2_windows_checks_its_shapes(out_shape, taps_shape, what):
 
 def test_conv2_direct_checks_its_scratch():
     x, w, out = np.ones((2, 10, 30)), np.ones((3, 3, 2)), np.empty((2, 8, 28, 2))
-    by_rows(x, w, out, np.empty((2, 28)), ONES, ZEROS, ONES)
+    params = {"strides": (1, 1), "rhs_dilation": (1, 1), "padding": ((0, 0), (0, 0))}
+    shape = direct_conv_scratch((2, 10, 30, 1), (3, 3, 1, 2), out.shape, params)
+    assert shape == (2, 7 * 30 + 28)  # wide rows: the input's pitch
+    by_rows(x, w, out, np.empty(shape), ONES, ZEROS, ONES)
     np.testing.assert_array_equal(out, 9.0)
-    with pytest.raises(ValueError, match="narrower than the output"):
-        by_rows(x, w, out, np.empty((2, 20)), ONES, ZEROS, ONES)
+    with pytest.raises(ValueError, match="smaller than the output"):
+        by_rows(x, w, out, np.empty((2, shape[1] - 1)), ONES, ZEROS, ONES)
     with pytest.raises(ValueError, match="shapes do not agree"):
-        by_rows(x, w, np.empty((2, 8, 28, 3)), np.empty((3, 28)), ONES, ZEROS, ONES)
+        by_rows(x, w, np.empty((2, 8, 28, 3)), np.empty((3, shape[1])), ONES, ZEROS, ONES)
+
+
+def test_conv2_direct_copies_a_padded_image_into_its_last_scratch_row():
+    x, w = np.arange(2 * 6 * 7.0).reshape(2, 6, 7), np.ones((3, 3, 2))
+    params = {"strides": (2, 1), "rhs_dilation": (1, 1), "padding": ((1, 1), (1, 1))}
+    out = np.empty((2, 3, 7, 2))
+    shape = direct_conv_scratch((2, 6, 7, 1), (3, 3, 1, 2), out.shape, params)
+    assert shape == (3, 7 * 9)  # a row per filter, then the padded image (7 x 9)
+    by_rows(x, w, out, np.empty(shape), (np.int64(2), np.int64(1)), ONES, ONES)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    sums = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2)).sum((-1, -2))
+    np.testing.assert_array_equal(out, np.repeat(sums[:, ::2, :, None], 2, axis=-1))
+    with pytest.raises(ValueError, match="smaller than the output"):
+        by_rows(x, w, out, np.empty((2, shape[1])), (np.int64(2), np.int64(1)), ONES, ONES)
