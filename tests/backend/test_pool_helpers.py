@@ -1,0 +1,105 @@
+"""The max-pool helpers against a reference written window by window: each window's first
+maximum in row-major order among its taps inside the input, NaN winning (the first NaN), on
+inputs full of ties, NaNs and infinities, over windows, strides and paddings, overlapping
+windows included. The helpers find the maximum down the window's rows and then along its
+columns (runtime._pooled_row), so a tie between rows and columns is where they could differ."""
+
+import numba
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jitgrad.backend.numba import runtime
+
+
+@numba.njit
+def pool(x, out, window, strides, pads):
+    runtime.max_pool2(runtime.readonly(x), out, window, strides, pads)
+
+
+@numba.njit
+def scatter(x, g, out, window, strides, pads):
+    runtime.max_pool_scatter2(runtime.readonly(x), runtime.readonly(g), out, window, strides, pads)
+
+
+@numba.njit
+def gather(x, h, out, window, strides, pads):
+    runtime.max_pool_gather2(runtime.readonly(x), runtime.readonly(h), out, window, strides, pads)
+
+
+def first_maxima(x, out_shape, window, strides, pads):
+    """(value, (row, column) or None) per window and channel, tap by tap in row-major order."""
+    n, height, width, channels = x.shape
+    found = {}
+    for b in range(n):
+        for i in range(out_shape[1]):
+            for j in range(out_shape[2]):
+                for c in range(channels):
+                    best, at = -np.inf, None
+                    for a in range(window[0]):
+                        for e in range(window[1]):
+                            r, q = i * strides[0] + a - pads[0], j * strides[1] + e - pads[1]
+                            if not (0 <= r < height and 0 <= q < width):
+                                continue
+                            v = x[b, r, q, c]
+                            if at is None or v > best or (np.isnan(v) and not np.isnan(best)):
+                                best, at = v, (r, q)
+                    found[b, i, j, c] = best, at
+    return found
+
+
+def i64(pair):
+    return tuple(np.int64(v) for v in pair)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 2),
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.integers(1, 3),
+    st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    st.sampled_from([np.float32, np.float64]),
+    st.data(),
+)
+def test_pool_helpers_route_to_the_first_maximum(
+    n, height, width, channels, window, strides, pads, dtype, data
+):
+    pads = tuple(min(p, w - 1) for p, w in zip(pads, window))  # TF: padding < window
+    out_h = (height + 2 * pads[0] - window[0]) // strides[0] + 1
+    out_w = (width + 2 * pads[1] - window[1]) // strides[1] + 1
+    if out_h < 1 or out_w < 1:
+        return
+    values = st.sampled_from([0.0, 1.0, 2.0, -1.0, -np.inf, np.inf, np.nan])
+    x = np.array(
+        data.draw(
+            st.lists(
+                values,
+                min_size=n * height * width * channels,
+                max_size=n * height * width * channels,
+            )
+        ),
+        dtype,
+    ).reshape(n, height, width, channels)
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((n, out_h, out_w, channels)).astype(dtype)
+    h = rng.standard_normal(x.shape).astype(dtype)
+    args = (i64(window), i64(strides), i64(pads))
+    pooled = np.empty((n, out_h, out_w, channels), dtype)
+    routed = np.empty_like(x)
+    gathered = np.empty_like(pooled)
+    pool(x, pooled, *args)
+    scatter(x, g, routed, *args)
+    gather(x, h, gathered, *args)
+
+    expected_routed = np.zeros_like(x)
+    for (b, i, j, c), (value, at) in first_maxima(x, pooled.shape, window, strides, pads).items():
+        np.testing.assert_array_equal(pooled[b, i, j, c], value)
+        if at is None:
+            assert gathered[b, i, j, c] == 0
+            continue
+        expected_routed[b, at[0], at[1], c] += g[b, i, j, c]
+        assert gathered[b, i, j, c] == h[b, at[0], at[1], c]
+    np.testing.assert_allclose(routed, expected_routed, rtol=1e-6)
