@@ -31,6 +31,16 @@ def test_conv2_windows_sums_each_window():
     np.testing.assert_array_equal(out, 36.0)
 
 
+@pytest.mark.parametrize("c_out", [1, 4, 6, 9])  # blocks of four output channels, and the rest
+def test_conv2_windows_equals_the_windows_sums(c_out):
+    rng = np.random.default_rng(c_out)
+    x, w = rng.standard_normal((2, 7, 6, 3)), rng.standard_normal((3, 2, 3, c_out))
+    out = np.empty((2, 5, 5, c_out))
+    by_windows(x, w, out, np.empty((3, c_out, 6)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 2), axis=(1, 2))
+    np.testing.assert_allclose(out, np.einsum("nijcab,abco->nijo", windows, w), rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "out_shape, taps_shape, what",
     [

@@ -719,14 +719,34 @@ def conv2_windows(x, w, out, taps):
     flat_taps = view(taps, (kh * c_out * window_row,))
     images = view(x, (x.size,))
     out[...] = 0
-    # Window rows and filter rows are `span` views: no reference counting in the loops.
+    # Window rows and filter rows are `span` views: no reference counting in the loops. Four
+    # output channels at a time share each load of the window row (W10's filter gradients,
+    # float32: 0.83 -> 0.63 and 0.87 -> 0.67 ms; with two window rows as well, 2-5% more).
     for n in range(n_images):
         for i in range(out_height):
             for a in range(kh):
                 line = ((n * x.shape[1] + i + a) * x.shape[2]) * c_in
                 for j in range(out_width):
                     window = span(images, line + j * c_in, window_row)
-                    for o in range(c_out):
+                    blocked = c_out - c_out % 4
+                    for o in range(0, blocked, 4):
+                        first = (a * c_out + o) * window_row
+                        r0 = span(flat_taps, first, window_row)
+                        r1 = span(flat_taps, first + window_row, window_row)
+                        r2 = span(flat_taps, first + 2 * window_row, window_row)
+                        r3 = span(flat_taps, first + 3 * window_row, window_row)
+                        t0, t1, t2, t3 = zero, zero, zero, zero
+                        for k in range(window_row):
+                            v = window[k]
+                            t0 += v * r0[k]
+                            t1 += v * r1[k]
+                            t2 += v * r2[k]
+                            t3 += v * r3[k]
+                        out[n, i, j, o] += t0
+                        out[n, i, j, o + 1] += t1
+                        out[n, i, j, o + 2] += t2
+                        out[n, i, j, o + 3] += t3
+                    for o in range(blocked, c_out):
                         row = span(flat_taps, (a * c_out + o) * window_row, window_row)
                         total = zero
                         for k in range(window_row):
@@ -745,13 +765,15 @@ def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dila
     n_images, height, width, c_in = x.shape
     kh, kw, _, c_out = w.shape
     out_height, out_width = out.shape[1], out.shape[2]
+    if out.shape[0] != n_images or w.shape[2] != c_in or out.shape[3] != c_out:
+        raise ValueError("conv2_col2im: the input's, filters', output's shapes do not agree")
     for c in range(c_in):
         for a in range(kh):
             for b in range(kw):
                 for o in range(c_out):
                     taps[c, (a * kw + b) * c_out + o] = w[a, b, c, o]
-    matmul_into(strided(x.reshape((n_images * height * width, c_in))), strided(taps), columns)
-    flat = out.reshape(-1)
+    matmul_into(strided(view(x, (n_images * height * width, c_in))), strided(taps), columns)
+    flat = view(out, (out.size,))
     for k in range(flat.shape[0]):
         flat[k] = 0
     row = 0
