@@ -80,3 +80,19 @@ def test_conv2_direct_copies_a_padded_image_into_its_last_scratch_row():
     np.testing.assert_array_equal(out, np.repeat(sums[:, ::2, :, None], 2, axis=-1))
     with pytest.raises(ValueError, match="smaller than the output"):
         by_rows(x, w, out, np.empty((2, shape[1])), (np.int64(2), np.int64(1)), ONES, ONES)
+
+
+@numba.njit
+def by_columns(x, w, out, columns, taps):
+    one = (np.int64(1), np.int64(1))
+    runtime.conv2_col2im(
+        runtime.readonly(x), runtime.readonly(w), out, columns, taps, one, one, one, one
+    )
+
+
+def test_conv2_col2im_checks_its_scratch():
+    x, w, out = np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 5)), np.empty((1, 2, 2, 5))
+    with pytest.raises(ValueError, match="taps scratch has the wrong shape"):
+        by_columns(x, w, out, np.empty((16, 45)), np.empty((2, 44)))
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        by_columns(x, w, np.empty((2, 2, 2, 5)), np.empty((16, 45)), np.empty((2, 45)))

@@ -767,6 +767,8 @@ def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dila
     out_height, out_width = out.shape[1], out.shape[2]
     if out.shape[0] != n_images or w.shape[2] != c_in or out.shape[3] != c_out:
         raise ValueError("conv2_col2im: the input's, filters', output's shapes do not agree")
+    if taps.shape[0] != c_in or taps.shape[1] != kh * kw * c_out:  # matmul_into checks columns
+        raise ValueError("conv2_col2im: the taps scratch has the wrong shape")
     for c in range(c_in):
         for a in range(kh):
             for b in range(kw):
@@ -776,24 +778,49 @@ def conv2_col2im(x, w, out, columns, taps, strides, pads, lhs_dilation, rhs_dila
     flat = view(out, (out.size,))
     for k in range(flat.shape[0]):
         flat[k] = 0
+    # The output row that input row r reaches through window row a (-1: none), and the column
+    # that input column q reaches through window column b: computed once, not per position
+    # and tap (W10's second layer did 200,000 integer divisions per call in the loop below).
+    reached_rows = _reached(
+        height, kh, out_height, strides[0], pads[0], lhs_dilation[0], rhs_dilation[0]
+    )
+    reached_cols = _reached(
+        width, kw, out_width, strides[1], pads[1], lhs_dilation[1], rhs_dilation[1]
+    )
+    products = view(columns, (columns.size,))
     row = 0
     for n in range(n_images):
         for r in range(height):
             for q in range(width):
                 for a in range(kh):
-                    i = r * lhs_dilation[0] + pads[0] - a * rhs_dilation[0]
-                    if i < 0 or i % strides[0] != 0 or i // strides[0] >= out_height:
+                    i = reached_rows[r, a]
+                    if i < 0:
                         continue
-                    i //= strides[0]
                     for b in range(kw):
-                        j = q * lhs_dilation[1] + pads[1] - b * rhs_dilation[1]
-                        if j < 0 or j % strides[1] != 0 or j // strides[1] >= out_width:
+                        j = reached_cols[q, b]
+                        if j < 0:
                             continue
-                        j //= strides[1]
-                        start = (a * kw + b) * c_out
+                        source = span(
+                            products, row * columns.shape[1] + (a * kw + b) * c_out, c_out
+                        )
+                        target = span(flat, ((n * out_height + i) * out_width + j) * c_out, c_out)
                         for o in range(c_out):
-                            out[n, i, j, o] += columns[row, start + o]
+                            target[o] += source[o]
                 row += 1
+
+
+@numba.njit(nogil=True)
+def _reached(size, window, out_size, stride, pad, lhs_dilation, rhs_dilation):
+    """reached[p, k]: the output position that input position p reaches through window tap k
+    along one axis of a convolution (its output position o reads the lhs-dilated, padded input
+    at o * stride + k * rhs_dilation - pad), or -1 when it reaches none."""
+    reached = np.empty((size, window), np.int64)
+    for p in range(size):
+        for k in range(window):
+            o = p * lhs_dilation + pad - k * rhs_dilation
+            inside = o >= 0 and o % stride == 0 and o // stride < out_size
+            reached[p, k] = o // stride if inside else -1
+    return reached
 
 
 # Linear algebra (ops/decompositions.py): one matrix per call, the kernel loops over the batch
