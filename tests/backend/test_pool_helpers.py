@@ -52,7 +52,7 @@ def i64(pair):
     return tuple(np.int64(v) for v in pair)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.integers(1, 2),
     st.integers(1, 6),

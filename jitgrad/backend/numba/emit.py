@@ -68,11 +68,12 @@ MIN_LOOP_BLOCK = 32
 # Comments list the ops of groups up to this size, and count them in larger ones.
 MAX_LISTED_OPS = 40
 # A 2-D convolution of one input channel whose output rows are at least this wide runs by
-# direct loops (runtime.conv2_direct), others by im2col and one GEMM (conv2_gemm). Measured
-# at batch 64, float32: 28x28x1 -> 24x24x8 direct 0.8-1.2 ms, GEMM 1.7 ms (W10's kernel: 6.2
-# against 7.2 ms); 12x12x1 -> 8x8x16 direct 0.47 ms, GEMM 0.29 ms (rows too short to
-# vectorise); with two input channels or more the GEMM wins by 4-8x.
-DIRECT_CONV_MIN_WIDTH = 16
+# direct loops (runtime.conv2_direct, "wide rows"), others by im2col and GEMM (conv2_gemm).
+# Measured at batch 64, float32, one process (session 11, Intel Xeon): 28x28x1 -> 24x24x8
+# direct 0.60 ms, GEMM 1.39; 16x16x1 -> 14x14x8 (3x3) direct 0.16, GEMM 0.35; 32x32x1 ->
+# 30x30x16 (3x3) direct 1.10, GEMM 1.61; 12x12x1 -> 8x8x16 direct 0.26, GEMM 0.17. With two
+# input channels or more the GEMM wins by 4-8x (session 9).
+DIRECT_CONV_MIN_WIDTH = 12
 # conv2_gemm copies the windows of this many elements' worth of output positions, then
 # multiplies them (its patches scratch; 128 KB in float32): W10's second layer (4096 x 200
 # patches), 0.66-0.70 ms in blocks of 164 rows, 0.71-0.73 ms in one block of 3.3 MB.
@@ -1403,7 +1404,7 @@ def direct_conv_scratch(x_shape, w_shape, out_shape, params: dict) -> tuple[int,
         accumulator = (out_height - 1) * pitch + out_width
     else:
         accumulator = out_height * out_width
-    return c_out + padded, max(accumulator, reach_h * pitch if padded else 0)
+    return c_out + int(padded), max(accumulator, reach_h * pitch if padded else 0)
 
 
 def _int64s(value) -> str:
