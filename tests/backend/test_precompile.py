@@ -1,14 +1,15 @@
 """precompile.py covers the helper signatures that kernels call: once an installation's helpers
 are compiled (the worker's idle time, or `python -m jitgrad.backend.numba.precompile`), a new
-kernel never waits for one. Products take their operands through runtime.strided (one
-signature per dtype), convolutions and pooling through runtime.readonly (one per layout), so
-that inputs and buffers share them."""
+kernel never waits for one, and calls it through a symbol (symbols.py) instead of linking its
+code in. Products take their operands through runtime.strided (one signature per dtype),
+convolutions and pooling through runtime.readonly (one per layout), so that inputs and
+buffers share them."""
 
 import numpy as np
 import pytest
 
 import jitgrad as jg
-from jitgrad.backend.numba import runtime
+from jitgrad.backend.numba import runtime, symbols
 from jitgrad.backend.numba.precompile import helper_signatures
 
 HELPERS = (
@@ -51,7 +52,9 @@ def test_kernels_call_only_precompiled_helper_signatures(dtype):
     p = {k: v.astype(dtype) for k, v in p.items()}
     x = rng.standard_normal((2, 8, 18, 1)).astype(dtype)
     y = np.array([0, 2], np.int32)
+    linked_before = symbols.linked_signatures()
     value, grads = jg.jit_grad(cnn_loss, wrt=0)(p, x, y)
+    assert symbols.linked_signatures() == linked_before  # every helper through its symbol
     assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads.values())
     precompiled = {(helper, tuple(sig)) for helper, sig in helper_signatures()}
     for helper in HELPERS:

@@ -165,7 +165,7 @@ def op_loop(self, e, *inputs):
                         self,
                         f"{grown}[{out}_row, ",
                         f"{name}[{out}_row]",
-                        a.shape,
+                        a,
                         f"{name}_row",
                         4,
                     )
@@ -178,7 +178,7 @@ def op_loop(self, e, *inputs):
     # The y slices first: one may be a carry array the body passed on (a stored residual).
     for k, (name, a) in enumerate(zip(ys, y_avals)):
         if a.ndim:
-            _copy(self, f"{name}[{i}, ", f"{r}[{n_carry + k}]", a.shape, f"{name}_new", 2)
+            _copy(self, f"{name}[{i}, ", f"{r}[{n_carry + k}]", a, f"{name}_new", 2)
         else:
             self.emit(f"{name}[{i}] = {r}[{n_carry + k}]", 2)
     _update_carry(self, body, n_consts, carry, r, init)
@@ -192,16 +192,17 @@ def _dims(shape) -> str:
     return ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") if shape else ""
 
 
-def _copy(self, target: str, source: str, shape, held: str, depth: int) -> None:
-    """`target...] = source`: `target` is an indexing expression left open (`y0[i, `), `held`
-    a name for `source` (one per copy: Numba gives a name one type). Ranks 1-4 call a runtime
-    helper compiled once per installation (`copyN`); higher ones are element loops. Never an
-    array assignment: Numba compiles the shape check of `a[i] = b` (and its error message's
-    string formatting) in seconds."""
+def _copy(self, target: str, source: str, aval, held: str, depth: int) -> None:
+    """`target...] = source` (of `aval`'s shape and dtype): `target` is an indexing expression
+    left open (`y0[i, `), `held` a name for `source` (one per copy: Numba gives a name one
+    type). Ranks 1-4 call a runtime helper compiled once per installation (`copyN`, through a
+    symbol); higher ones are element loops. Never an array assignment: Numba compiles the
+    shape check of `a[i] = b` (and its error message's string formatting) in seconds."""
+    shape = aval.shape
     self.emit(f"{held} = {source}", depth)
     if 1 <= len(shape) <= MAX_COPY_RANK:
         helper = f"copy{len(shape)}"
-        self.runtime.add(helper)
+        self.call_through_symbol(helper, aval.dtype)
         view = target[:-2] + "]" if target.endswith(", ") else target[:-1]
         self.emit(f"{helper}({view}, {held})", depth)
         return
@@ -226,7 +227,7 @@ def _update_carry(self, body: Graph, n_consts: int, carry: list, r: str, init) -
     for k, (name, v) in enumerate(zip(carry, init)):
         value = f"{name}_moved" if k in moved else f"{r}[{k}]"
         if v.aval.ndim:
-            _copy(self, f"{name}[", value, v.aval.shape, f"{name}_new", 2)
+            _copy(self, f"{name}[", value, v.aval, f"{name}_new", 2)
         else:
             self.emit(f"{name} = {value}", 2)
 

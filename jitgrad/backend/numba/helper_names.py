@@ -13,6 +13,7 @@ KERNEL_ONLY = "no_cpython_wrapper=True, no_cfunc_wrapper=True"
 
 RUNTIME_MODULE = "jitgrad.backend.numba.runtime"
 VMATH_MODULE = "jitgrad.backend.numba.vmath"
+SYMBOLS_MODULE = "jitgrad.backend.numba.symbols"
 
 VMATH_OPS = ("exp", "log", "tanh", "sigmoid", "softplus", "log1p", "expm1")
 

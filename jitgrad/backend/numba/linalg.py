@@ -35,7 +35,7 @@ def _param(value) -> str:
 
 def batched_call(self, e, helper: str, operands, extra=()) -> None:
     """`helper(operand matrices..., output row, *extra)` for each matrix of the batch."""
-    self.runtime.add(helper)
+    self.call_through_symbol(helper, e.out.aval.dtype)
     self.add_buffer(e.out)
     out = self.name_of(e.out)
     batch = operands[0].aval.shape[:-2]

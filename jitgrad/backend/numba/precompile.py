@@ -77,6 +77,29 @@ def helper_signatures():
             yield getattr(runtime, f"philox_uniform{dtype.bitwidth}"), (*key, out)
 
 
+def helper(name: str):
+    """The runtime helper (a Numba dispatcher) named `name`."""
+    from jitgrad.backend.numba import runtime
+
+    return getattr(runtime, name)
+
+
+def signatures_of(name: str, dtypes: tuple[str, ...]) -> list[tuple]:
+    """The argument types of runtime helper `name` that helper_signatures lists for arrays of
+    `dtypes` (dtype names): the signatures a kernel's calls produce (symbols.py binds them).
+    A signature's dtype is its last array argument's (a helper's output or scratch)."""
+    from numba import types
+
+    found = []
+    for dispatcher, argtypes in helper_signatures():
+        if getattr(dispatcher, "__name__", None) != name:
+            continue
+        arrays = [t for t in argtypes if isinstance(t, types.Array)]
+        if arrays and arrays[-1].dtype.name in dtypes:
+            found.append(tuple(argtypes))
+    return found
+
+
 def _linalg_signatures(dtype):
     """The linear-algebra helpers (backend/numba/linalg.py) per matrix: C-contiguous operands,
     read-only (inputs) or not, into a matrix or a packed row."""

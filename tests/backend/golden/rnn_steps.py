@@ -6,7 +6,11 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vtanh_f32
-from jitgrad.backend.numba.runtime import matmul_into, strided, sum_step, view
+from jitgrad.backend.numba.runtime import strided, sum_step, view
+from jitgrad.backend.numba.symbols import through_symbol
+
+# helpers compiled once per installation, called through a symbol
+matmul_into = through_symbol('matmul_into', ('float32',))
 
 
 @numba.njit(nogil=True, error_model='numpy', fastmath=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)

@@ -1,0 +1,104 @@
+"""Calls from a kernel to jitgrad's array helpers (convolutions, pooling, matrix products, linear
+algebra, random draws, a loop's copies) through a symbol, instead of linking the helper in.
+
+Numba links every njit function a kernel calls into the kernel's LLVM module, then optimises
+and generates machine code for the whole module: each kernel pays again for the code of every
+helper it calls, although Numba has cached that helper's machine code since installation. W10's
+kernel (LeNet value+grad) spent 2-3 s of its 8.4-9.4 s compile on its seven helpers.
+
+Here the helper is compiled (or loaded from Numba's cache) once per process, its entry point is
+registered with LLVM's symbol table under a stable alias (`jitgrad_<name>_<hash>`: the helper,
+its argument types and the versions that compiled it), and the kernel calls that alias with
+Numba's calling convention, status and exceptions included. The kernel's cached machine code
+then holds the alias, resolved when the kernel is loaded: so the generated module binds its
+helpers at import (`through_symbol`, module level), before Numba loads the kernel from its
+cache; an unresolved alias would abort the process in LLVM's linker.
+
+Only the signatures the installation precompiles (precompile.helper_signatures: the ones the
+emitter's calls produce) are bound; a call with other argument types links the helper as
+Numba would. The alias is never used for a signature the module did not bind at import.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+
+import llvmlite.binding as ll
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from jitgrad.backend.numba import cache, precompile
+
+_lock = threading.Lock()
+_aliases: dict[tuple, str] = {}  # (helper name, argument types) -> its registered alias
+_linked: set[tuple] = set()  # (helper name, argument types) linked in instead
+
+
+@functools.cache
+def through_symbol(name: str, dtypes: tuple[str, ...]):
+    """The runtime helper `name` as a kernel calls it: through a symbol for the signatures the
+    installation precompiles with arrays of `dtypes` (bound now), linked in for any other.
+    Generated modules call this at import, one line per helper."""
+    dispatcher = precompile.helper(name)
+    bound = {}
+    for argtypes in precompile.signatures_of(name, dtypes):
+        bound[argtypes] = _bind(dispatcher, argtypes)
+    return _symbol_call(dispatcher, bound)
+
+
+def _bind(dispatcher, argtypes: tuple) -> str:
+    """Register the entry point of `dispatcher`'s compiled `argtypes` under its alias."""
+    key = (dispatcher.py_func.__qualname__, argtypes)
+    with _lock:
+        alias = _aliases.get(key)
+        if alias is None:
+            dispatcher.compile(argtypes)
+            compiled = dispatcher.overloads[argtypes]
+            address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+            digest = hashlib.sha256(f"{cache.versions()}\n{argtypes}".encode()).hexdigest()
+            alias = f"jitgrad_{key[0]}_{digest[:16]}"
+            ll.add_symbol(alias, address)
+            _aliases[key] = alias
+        return alias
+
+
+def _symbol_call(dispatcher, bound: dict):
+    """An intrinsic calling `dispatcher`: by the alias `bound` gives for its argument types,
+    or linked in (Numba's own call: the helper's code joins the kernel's) for the others."""
+
+    def call(typingctx, *args):
+        args = tuple(args)
+        alias = bound.get(args)
+        if alias is None:
+            dispatcher.compile(args)
+            _linked.add((dispatcher.__name__, args))
+        compiled = dispatcher.overloads[args]
+        result = compiled.signature.return_type
+
+        def codegen(context, builder, signature, packed):
+            values = cgutils.unpack_tuple(builder, packed[0], len(args))
+            if alias is None:
+                context.add_linking_libs([compiled.library])
+                return context.call_internal(builder, compiled.fndesc, compiled.signature, values)
+            function_type = context.call_conv.get_function_type(result, args)
+            function = cgutils.get_or_insert_function(builder.module, function_type, alias)
+            status, value = context.call_conv.call_function(builder, function, result, args, values)
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+            return value
+
+        return result(types.StarArgTuple.from_types(args)), codegen
+
+    call.__name__ = call.__qualname__ = dispatcher.__name__  # in Numba's typing errors
+    return intrinsic(prefer_literal=False)(call)
+
+
+def linked_signatures() -> frozenset:
+    """(helper name, argument types) of the calls this process linked into a kernel instead
+    of calling them through a symbol: argument types that precompile.helper_signatures does
+    not list. An emitter call that lands here pays the helper's code generation in every
+    kernel; its signature belongs in that list."""
+    return frozenset(_linked)
