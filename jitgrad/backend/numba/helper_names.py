@@ -15,6 +15,13 @@ RUNTIME_MODULE = "jitgrad.backend.numba.runtime"
 VMATH_MODULE = "jitgrad.backend.numba.vmath"
 SYMBOLS_MODULE = "jitgrad.backend.numba.symbols"
 
+# The array helpers precompiled for every dtype of ARRAY_DTYPES: runtime.permute (a transpose
+# other than a matrix's) for ranks PERMUTE_RANKS, runtime.contiguous_copy (a strided view made
+# C-contiguous) for ranks 1 to MAX_CONTIGUOUS_RANK. Kernels emit the others as loops or `.copy()`.
+ARRAY_DTYPES = ("bool", "int32", "int64", "float32", "float64")
+PERMUTE_RANKS = (3, 4, 5)
+MAX_CONTIGUOUS_RANK = 5
+
 VMATH_OPS = ("exp", "log", "tanh", "sigmoid", "softplus", "log1p", "expm1")
 
 # (op, dtype name) -> name of the function in VMATH_MODULE to call for that element type,

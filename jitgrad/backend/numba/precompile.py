@@ -19,7 +19,11 @@ from jitgrad.backend.numba import cache
 def helper_signatures():
     """(dispatcher, argument types) for every helper signature that kernels use: the vmath
     functions per float type, `matmul_into` (its operands of any layout, read-only: kernels
-    pass them through runtime.strided), and a loop's copies per rank, per float type."""
+    pass them through runtime.strided), convolutions, pooling, linear algebra, a loop's
+    copies per rank, per float type; transposes and contiguous copies per rank and dtype;
+    random draws."""
+    import numba
+    import numpy as np
     from numba import types
 
     from jitgrad.backend.numba import helper_names, runtime, special, vmath
@@ -67,6 +71,14 @@ def helper_signatures():
             for readonly in (False, True):
                 source = types.Array(dtype, rank, "C", readonly=readonly)
                 yield copy, (types.Array(dtype, rank, "C"), source)
+    for name in helper_names.ARRAY_DTYPES:  # transposes, strided views made contiguous
+        dtype = numba.from_dtype(np.dtype(name))
+        for rank in helper_names.PERMUTE_RANKS:
+            x = types.Array(dtype, rank, "C", readonly=True)
+            perm = types.UniTuple(types.int64, rank)
+            yield runtime.permute, (x, types.Array(dtype, rank, "C"), perm)
+        for rank in range(1, helper_names.MAX_CONTIGUOUS_RANK + 1):
+            yield runtime.contiguous_copy, (types.Array(dtype, rank, "A", readonly=True),)
     for readonly in (False, True):  # random draws (ops/philox.py): a key input, or computed
         key = (types.Array(types.uint32, 1, "C", readonly=readonly), types.int64)
         yield runtime.philox_bits, (*key, types.Array(types.uint32, 1, "C"))
@@ -84,10 +96,11 @@ def helper(name: str):
     return getattr(runtime, name)
 
 
-def signatures_of(name: str, dtypes: tuple[str, ...]) -> list[tuple]:
+def signatures_of(name: str, dtypes: tuple[str, ...], ranks=None) -> list[tuple]:
     """The argument types of runtime helper `name` that helper_signatures lists for arrays of
-    `dtypes` (dtype names): the signatures a kernel's calls produce (symbols.py binds them).
-    A signature's dtype is its last array argument's (a helper's output or scratch)."""
+    `dtypes` (dtype names) and, unless `ranks` is None, a first array argument of one of
+    `ranks`: the signatures a kernel's calls produce (symbols.py binds them). A signature's
+    dtype is its last array argument's (a helper's output or scratch)."""
     from numba import types
 
     found = []
@@ -95,7 +108,9 @@ def signatures_of(name: str, dtypes: tuple[str, ...]) -> list[tuple]:
         if getattr(dispatcher, "__name__", None) != name:
             continue
         arrays = [t for t in argtypes if isinstance(t, types.Array)]
-        if arrays and arrays[-1].dtype.name in dtypes:
+        if not arrays or arrays[-1].dtype.name not in dtypes:
+            continue
+        if ranks is None or arrays[0].ndim in ranks:
             found.append(tuple(argtypes))
     return found
 

@@ -368,6 +368,83 @@ def copy4(dst, src):
                     dst[i0, i1, i2, i3] = src[i0, i1, i2, i3]
 
 
+@numba.njit(cache=True, nogil=True)
+def contiguous_copy(x):
+    """A C-contiguous copy of `x` (any layout: kernels pass strided views through
+    `strided`), compiled once per rank and dtype instead of in each kernel that copies."""
+    return x.copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def permute(x, out, perm):
+    """out = np.transpose(x, perm) for C-contiguous x and out of one rank (3 and up), perm a
+    tuple of int64. Kernels once emitted each transpose as its own loop nest: W10's seven
+    cost 1.1-1.4 s of its compile, where this helper is compiled once per rank and dtype.
+
+    Output axes that are also neighbours, in order, in x are merged first (W10's (N, H, W, C)
+    -> (H, W, N, C) is (N, HW, C) -> (HW, N, C)). The output is then written in order, a
+    block of its last two axes at a time, read from x with those axes' strides; an odometer
+    over the other axes moves the block's start."""
+    rank = x.ndim
+    seen = 0
+    for d in range(rank):
+        if perm[d] < 0 or perm[d] >= rank or out.shape[d] != x.shape[perm[d]]:
+            raise ValueError("permute: the output's shape is not the input's permuted")
+        seen |= 1 << perm[d]
+    if seen != (1 << rank) - 1:
+        raise ValueError("permute: perm is not a permutation of the axes")
+    if out.size == 0:
+        return
+    axis_stride = np.empty(rank, np.int64)  # x's C-order strides, in elements
+    step = 1
+    for d in range(rank - 1, -1, -1):
+        axis_stride[d] = step
+        step *= x.shape[d]
+    # The merged output axes: their sizes and their strides in x, at least two (a size 1).
+    sizes = np.ones(rank + 1, np.int64)
+    strides = np.zeros(rank + 1, np.int64)
+    count = 1
+    sizes[0], strides[0] = out.shape[0], axis_stride[perm[0]]
+    for d in range(1, rank):
+        size, stride = out.shape[d], axis_stride[perm[d]]
+        if strides[count - 1] == stride * size:
+            sizes[count - 1] *= size
+            strides[count - 1] = stride
+        else:
+            sizes[count], strides[count] = size, stride
+            count += 1
+    if count == 1:
+        sizes[1], strides[1] = sizes[0], strides[0]
+        sizes[0], strides[0] = 1, 0
+        count = 2
+    rows, row = sizes[count - 2], sizes[count - 1]
+    row_stride, step = strides[count - 2], strides[count - 1]
+    source, target = view(x, (x.size,)), view(out, (out.size,))
+    index = np.zeros(count, np.int64)
+    start = 0
+    for first in range(0, out.size, rows * row):
+        block = span(target, first, rows * row)
+        if step == 1:
+            for a in range(rows):
+                values = span(source, start + a * row_stride, row)
+                for k in range(row):
+                    block[a * row + k] = values[k]
+        else:  # a gather (unsigned indices: no test for a negative one on each read)
+            for a in range(rows):
+                at = np.uint64(start + a * row_stride)
+                for k in range(row):
+                    block[a * row + k] = source[at + np.uint64(k) * np.uint64(step)]
+        d = count - 3
+        while d >= 0:
+            index[d] += 1
+            start += strides[d]
+            if index[d] < sizes[d]:
+                break
+            start -= strides[d] * sizes[d]
+            index[d] = 0
+            d -= 1
+
+
 # Convolutions (ops/conv.py's `conv`), channels last, by direct loops: for each output
 # position and window tap, the tap's index q in the lhs-dilated, padded input reads
 # x[q // lhs_dilation] when q is a multiple of the dilation inside the input, zero otherwise.

@@ -38,13 +38,14 @@ _linked: set[tuple] = set()  # (helper name, argument types) linked in instead
 
 
 @functools.cache
-def through_symbol(name: str, dtypes: tuple[str, ...]):
+def through_symbol(name: str, dtypes: tuple[str, ...], ranks: tuple[int, ...] | None = None):
     """The runtime helper `name` as a kernel calls it: through a symbol for the signatures the
-    installation precompiles with arrays of `dtypes` (bound now), linked in for any other.
-    Generated modules call this at import, one line per helper."""
+    installation precompiles with arrays of `dtypes` (and a first array of one of `ranks`,
+    for the helpers precompiled per rank), bound now; linked in for any other. Generated
+    modules call this at import, one line per helper."""
     dispatcher = precompile.helper(name)
     bound = {}
-    for argtypes in precompile.signatures_of(name, dtypes):
+    for argtypes in precompile.signatures_of(name, dtypes, ranks):
         bound[argtypes] = _bind(dispatcher, argtypes)
     return _symbol_call(dispatcher, bound)
 
