@@ -715,7 +715,7 @@ def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
         matmul_into(strided(patches[:filled]), filters, products[done : done + filled])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
     """conv2 of ONE input channel without groups or input dilation, by direct loops: x is
     (N, H, W), w (KH, KW, C_out). im2col copies kh * kw elements per output position, which
@@ -729,7 +729,8 @@ def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
     the accumulator). A padded image (or one whose windows reach past its end) is first copied
     with its zeros into the row after the filters'. Then the rows are transposed into `out`.
     W10's first layer (64 x 28 x 28 -> 24 x 24 x 8), float32: 0.76 ms against 2.6 ms for
-    loops along each output row (24 long: too short to vectorise well) on the same host."""
+    loops along each output row (24 long: too short to vectorise well) on the same host.
+    Multiply-adds are fused (fastmath "contract", as BLAS does): 5-15% faster on the Xeon."""
     n_images, height, width = x.shape
     kh, kw = w.shape[0], w.shape[1]
     _, out_height, out_width, c_out = out.shape
@@ -800,7 +801,7 @@ def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
                     out[n, i, j, o] = rows[o, i * out_pitch + j]
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def conv2_windows(x, w, out, taps):
     """conv2 with stride 1, no padding, no dilation and no groups, by one dot product per
     output element and window row: a filter gradient (the batch is the channel axis, the
@@ -808,7 +809,8 @@ def conv2_windows(x, w, out, taps):
     im2col copies every window whole (W10's first layer: 25 x 36,864 elements) for a GEMM of
     25 x 8 outputs. Window row a of output (i, j) reads x[n, i + a, j : j + kw, :], which is
     contiguous, against the filters' row a laid out per output channel in `taps` (kh, c_out,
-    kw * c_in; caller-allocated scratch). The dot products reassociate, as BLAS does."""
+    kw * c_in; caller-allocated scratch). The dot products reassociate and fuse their
+    multiply-adds, as BLAS does (Numba emitted separate multiplies and adds: 5-15% slower)."""
     kh, kw, c_in, c_out = w.shape
     n_images, out_height, out_width = out.shape[0], out.shape[1], out.shape[2]
     if (
