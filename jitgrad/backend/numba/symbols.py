@@ -56,14 +56,37 @@ def _bind(dispatcher, argtypes: tuple) -> str:
     with _lock:
         alias = _aliases.get(key)
         if alias is None:
-            dispatcher.compile(argtypes)
-            compiled = dispatcher.overloads[argtypes]
+            compiled = _compiled(dispatcher, argtypes)
             address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
             digest = hashlib.sha256(f"{cache.versions()}\n{argtypes}".encode()).hexdigest()
             alias = f"jitgrad_{key[0]}_{digest[:16]}"
             ll.add_symbol(alias, address)
             _aliases[key] = alias
         return alias
+
+
+def _compiled(dispatcher, argtypes: tuple):
+    """`dispatcher`'s compiled `argtypes`: loaded from Numba's cache when it is there, without
+    the refresh of every registry of Numba's CPU target that Numba's own load starts with
+    (0.2 s in a process's first load: a kernel loaded from jitgrad's cache needs none of it,
+    compile.KernelCache), else compiled (Numba's compile refreshes what it needs)."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import rtsys
+
+    compiled = dispatcher.overloads.get(argtypes)
+    if compiled is not None:
+        return compiled
+    context = dispatcher.targetctx
+    with global_compiler_lock:
+        rtsys.initialize(context)  # the part of the refresh that machine code needs: NRT
+        with dispatcher._cache._guard_against_spurious_io_errors():
+            loaded = dispatcher._cache._load_overload(argtypes, context)
+        if loaded is None:
+            dispatcher.compile(argtypes)
+        else:
+            context.insert_user_function(loaded.entry_point, loaded.fndesc, [loaded.library])
+            dispatcher.add_overload(loaded)
+    return dispatcher.overloads[argtypes]
 
 
 def _symbol_call(dispatcher, bound: dict):
