@@ -34,11 +34,12 @@ def _pool_eval(x, *, window, strides, padding):
     return AVal((x.shape[0], *spatial, x.shape[-1]), x.dtype)
 
 
-def _windows(x, window, strides, padding):
-    """(the windows of x padded with -inf: (N, *out, C, prod(window)), the out spatial shape)."""
+def _windows(x, window, strides, padding, fill=-np.inf):
+    """(the windows of x padded with `fill`: (N, *out, C, prod(window)), the out spatial
+    shape)."""
     rank = len(window)
     pads = [(0, 0), *padding, (0, 0)]
-    xp = np.pad(x, pads, constant_values=-np.inf)
+    xp = np.pad(x, pads, constant_values=fill)
     spatial = conv.out_spatial(x.shape[1:-1], window, strides, padding, (1,) * rank, (1,) * rank)
     views = np.lib.stride_tricks.sliding_window_view(xp, window, axis=tuple(range(1, rank + 1)))
     index = (slice(None), *[slice(None, s * (o - 1) + 1, s) for s, o in zip(strides, spatial)])
@@ -47,17 +48,26 @@ def _windows(x, window, strides, padding):
 
 
 def _argmax_positions(x, window, strides, padding):
-    """Per window, the flat index in x (N * ... * C) of its first maximum."""
+    """Per window, the flat index in x (N * ... * C) of its first maximum among the taps
+    inside x; -1 for a window wholly in the padding (its cotangent goes nowhere), as the
+    compiled helpers (runtime._pooled_row) do."""
     rank = len(window)
     views, spatial = _windows(x, window, strides, padding)
+    inside, _ = _windows(np.ones(x.shape, bool), window, strides, padding, fill=False)
     first = np.argmax(views, axis=-1)  # first maximum, row-major in the window
+    # A padded tap (-inf) comes first only when the window's maximum is -inf: then the
+    # first tap inside is a first maximum too.
+    padded = ~np.take_along_axis(inside, first[..., None], axis=-1)[..., 0]
+    first = np.where(padded, np.argmax(inside, axis=-1), first)
     taps = np.unravel_index(first, window)
     grids = np.meshgrid(*[np.arange(n) for n in views.shape[:-1]], indexing="ij")
     coords = [grids[0]]
     for d in range(rank):
         coords.append(grids[1 + d] * strides[d] + taps[d] - padding[d][0])
     coords.append(grids[-1])
-    return np.ravel_multi_index(coords, x.shape)
+    reaches = inside.any(axis=-1)
+    coords = [np.where(reaches, c, 0) for c in coords]
+    return np.where(reaches, np.ravel_multi_index(coords, x.shape), -1)
 
 
 def _max_pool_impl(x, *, window, strides, padding):
@@ -70,13 +80,17 @@ def _max_pool_impl(x, *, window, strides, padding):
 def _scatter_impl(x, g, *, window, strides, padding):
     out = np.zeros(x.size, g.dtype)
     if g.size:
-        np.add.at(out, _argmax_positions(x, window, strides, padding).ravel(), g.ravel())
+        positions = _argmax_positions(x, window, strides, padding).ravel()
+        reaches = positions >= 0
+        np.add.at(out, positions[reaches], g.ravel()[reaches])
     return out.reshape(x.shape)
 
 
 def _gather_impl(x, h, *, window, strides, padding):
     positions = _argmax_positions(x, window, strides, padding)
-    return h.reshape(-1)[positions].astype(h.dtype)
+    if not h.size:
+        return np.zeros(positions.shape, h.dtype)
+    return np.where(positions >= 0, h.reshape(-1)[np.maximum(positions, 0)], 0).astype(h.dtype)
 
 
 def _max_pool_vjp(g, out, x, **params):

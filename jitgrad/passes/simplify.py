@@ -7,6 +7,8 @@ ops (numpy) compute, for every input: -0.0, infinities, NaN (any NaN for a NaN),
 and results that overflow included. So `x * 0 -> 0` is never done (NaN * 0 is NaN, inf * 0
 is NaN), `x + 0.0 -> x` neither (-0.0 + 0.0 is +0.0): only `x + (-0.0) -> x` is, and
 `x * a * b -> x * (a * b)` neither (x * 1e38 overflows before * 1e-38 can bring it back).
+The one exception is a sum's order: `sum_of_max_pool_scatter` sums the same terms in another
+order, a choice every compiled reduction makes anyway (numpy's pairwise sums are not kept).
 """
 
 from __future__ import annotations
@@ -268,6 +270,75 @@ def fold_uniform_condition(e, ctx):
 def fold_same_branches(e, ctx):
     """where(c, x, x) = x."""
     return e.inputs[1] if e.inputs[1] is e.inputs[2] else None
+
+
+@rule("select", needs_constant=True)
+def mask_before_max_pool_scatter(e, ctx):
+    """The relu mask of a max pool's gradient, applied to the pooled cotangent:
+
+        where(m, max_pool_scatter(s, g), 0) = max_pool_scatter(s, where(max_pool(s) > b, g, 0))
+        where m = a > b, s = where(m, a, c), b and c uniform constants with c <= b
+
+    (relu then max_pool: a = the pre-activation, b = c = 0). s > b exactly where m holds, so
+    at each window's first maximum p (where the scatter adds the window's cotangent)
+    m[p] = (s[p] > b) = (max_pool(s) > b) for that window: the cotangents the mask would zero
+    are zeroed before the scatter instead, on the pooled tensor (4x smaller for 2x2 windows),
+    and no mask of the input's size is kept for the backward pass. Bit for bit: a position
+    no window reaches is +0.0 on both sides (the scatter starts from +0.0), and a position
+    some windows reach is the same sum of the same cotangents in the same order."""
+    m, scattered, zero = e.inputs
+    if not ctx.is_scalar(zero, 0):
+        return None
+    scatter = ctx.producer.get(scattered)
+    if scatter is None or scatter.op.name != "max_pool_scatter":
+        return None
+    s, g = scatter.inputs
+    activation, compare = ctx.producer.get(s), ctx.producer.get(m)
+    if activation is None or compare is None or compare.op.name != "greater":
+        return None
+    if activation.op.name != "select" or activation.inputs[0] is not m:
+        return None
+    a, b = compare.inputs
+    if activation.inputs[1] is not a:
+        return None
+    threshold, below = ctx.scalar(b), ctx.scalar(activation.inputs[2])
+    if threshold is None or below is None or not below <= threshold:
+        return None
+    params = scatter.params
+    pooled = _new("max_pool", [s], g.aval, **params)
+    made = [pooled]
+
+    def filled(value):
+        eqns = ctx.filled(value, g.aval)
+        if isinstance(eqns, Var):
+            return eqns
+        made.extend(eqns)
+        return eqns[-1].out
+
+    bound = filled(threshold)
+    reached = _new("greater", [pooled.out, bound], AVal(g.aval.shape, np.dtype(bool)))
+    masked = _new("select", [reached.out, g, filled(0)], g.aval)
+    return made + [reached, masked, _new("max_pool_scatter", [s, masked.out], e.out.aval, **params)]
+
+
+@rule("reduce_sum")
+def sum_of_max_pool_scatter(e, ctx):
+    """sum(max_pool_scatter(x, g), axes) = sum(g, axes) when the axes include every spatial
+    axis: the scatter only moves each window's cotangent to one position of its window, in
+    the same image and channel. Every window must reach the input: no padding as wide as the
+    window (a window wholly in the padding drops its cotangent). The same terms are summed
+    (and zeros dropped), in another order: a different rounding, as any reduction's order in
+    compiled code; the sum reads the pooled tensor instead of the input-sized one."""
+    scatter = ctx.producer.get(e.inputs[0])
+    if scatter is None or scatter.op.name != "max_pool_scatter":
+        return None
+    window, padding = scatter.params["window"], scatter.params["padding"]
+    spatial = set(range(1, len(window) + 1))
+    if not spatial <= set(e.params["axes"]):
+        return None
+    if any(not (0 <= lo < k and 0 <= hi < k) for k, (lo, hi) in zip(window, padding)):
+        return None
+    return [_new("reduce_sum", [scatter.inputs[1]], e.out.aval, **e.params)]
 
 
 @rule("cast")
