@@ -845,28 +845,31 @@ def test_one_channel_conv_by_rows_equals_eager(conv):
 
 @needs_conv
 @pytest.mark.parametrize(
-    "conv",
+    "conv, helper",
     [
-        Conv((16, 12, 12, 1), (5, 5, 1, 3)),  # its filter gradient: windows of 8 x 8 x 16
-        Conv((2, 40, 40, 2), (36, 36, 2, 2)),  # itself: 5 x 5 outputs, windows of 2,592
+        # Its filter gradient is conv_filters, read from x and g in NHWC (runtime.conv2_filters).
+        (Conv((16, 12, 12, 1), (5, 5, 1, 3)), "conv2_filters"),
+        # Itself shaped like a filter gradient: 5 x 5 outputs, windows of 2,592.
+        (Conv((2, 40, 40, 2), (36, 36, 2, 2)), "conv2_windows"),
     ],
     ids=str,
 )
-def test_filter_gradient_shaped_conv_by_windows_equals_eager(conv):
-    """Few output positions, large windows: dot products over window rows
-    (runtime.conv2_windows), not im2col."""
+def test_filter_gradients_and_convs_shaped_like_them_equal_eager(conv, helper):
+    """A conv with few output positions and large windows runs by dot products over window
+    rows (runtime.conv2_windows), not im2col; a filter gradient by conv2_filters."""
     from jitgrad.backend.numba import runtime
     from jitgrad.backend.numba.precompile import helper_signatures
 
     x, w, dy = conv.arrays()
     loss = weighted_loss("conv2d", conv, dy)
-    assert "conv2_windows(" in jg.jit_grad(loss, wrt=(0, 1)).lower(x, w).source
+    assert f"{helper}(" in jg.jit_grad(loss, wrt=(0, 1)).lower(x, w).source
     value, grads = jg.jit_grad(loss, wrt=(0, 1))(x, w)
     assert_compiled_close(value, loss(x, w), "jit_grad value")
     for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1))(x, w), "xw"):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
-    precompiled = {tuple(sig) for h, sig in helper_signatures() if h is runtime.conv2_windows}
-    assert set(map(tuple, runtime.conv2_windows.signatures)) <= precompiled
+    function = getattr(runtime, helper)
+    precompiled = {tuple(sig) for h, sig in helper_signatures() if h is function}
+    assert set(map(tuple, function.signatures)) <= precompiled
 
 
 @needs_conv

@@ -276,6 +276,12 @@ def _conv(op, size, values, batched, **params):
     return _unfold(bind(op, _fold(x, size), w, **params), size)
 
 
+@_rule("conv_filters")
+def _conv_filters(op, size, values, batched, **params):
+    # A filter gradient per example: folding the examples into the batch would sum them.
+    return _map_fallback(op, size, values, batched, params)
+
+
 @_rule("max_pool", "max_pool_scatter", "max_pool_gather")
 def _pool(op, size, values, batched, **params):
     folded = [_fold(v, size) for v in _all_batched(size, values, batched)]

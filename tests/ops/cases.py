@@ -24,6 +24,7 @@ from hypothesis.extra import numpy as hnp
 
 import jitgrad as jg
 from jitgrad.core.dispatch import bind
+from jitgrad.ops.conv import conv_filters_p, out_spatial
 from jitgrad.ops.index import gather_p, scatter_add_p
 from jitgrad.ops.pool import max_pool_gather_p, max_pool_scatter_p
 from jitgrad.ops.shape import unslice_p
@@ -1345,6 +1346,55 @@ def _np_conv2d(x, w, strides, padding, dilations):
     return out
 
 
+def _conv_filters_draw(d):
+    """x and a cotangent for conv_filters, with its primitive params drawn directly: pads
+    (negative ones crop), input (lhs) and window (rhs) dilations, 1-D or 2-D."""
+    rank = d.int(1, 2)
+    n, c_in, c_out = d.int(1, 2), d.int(1, 3), d.int(1, 3)
+    while True:
+        spatial = tuple(d.int(2, 5) for _ in range(rank))
+        params = {
+            "window": tuple(d.int(1, 3) for _ in range(rank)),
+            "strides": tuple(d.choice([1, 2]) for _ in range(rank)),
+            "padding": tuple((d.int(-1, 1), d.int(0, 2)) for _ in range(rank)),
+            "lhs_dilation": tuple(d.choice([1, 2]) for _ in range(rank)),
+            "rhs_dilation": tuple(d.choice([1, 2]) for _ in range(rank)),
+        }
+        keys = ("strides", "padding", "lhs_dilation", "rhs_dilation")
+        out = out_spatial(spatial, params["window"], *(params[k] for k in keys))
+        if 0 not in out:
+            break
+    x = d.uniform((n, *spatial, c_in))
+    return [x, d.uniform((n, *out, c_out))], params
+
+
+def _np_conv_filters(x, g, window, strides, padding, lhs_dilation, rhs_dilation):
+    """The definition, by loops: dw[k, c, o] = sum over n, p of xpd[n, p * s + k * rd, c] *
+    g[n, p, o], xpd being x lhs-dilated then padded (negative pads crop)."""
+    rank = len(window)
+    xd = np.zeros(
+        (x.shape[0], *[(m - 1) * d + 1 for m, d in zip(x.shape[1:-1], lhs_dilation)], x.shape[-1])
+    )
+    xd[(slice(None), *[slice(None, None, d) for d in lhs_dilation])] = x
+    xp = np.pad(xd, [(0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in padding] + [(0, 0)])
+    xp = xp[(slice(None), *[slice(max(-lo, 0), None) for lo, _ in padding])]
+    dw = np.zeros((*window, x.shape[-1], g.shape[-1]))
+    for p in np.ndindex(*g.shape[1:-1]):
+        for k in np.ndindex(*window):
+            at = tuple(pi * s + ki * d for pi, s, ki, d in zip(p, strides, k, rhs_dilation))
+            dw[k] += np.einsum("nc,no->co", xp[(slice(None), *at)], g[(slice(None), *p)])
+    assert len(dw.shape) == rank + 2
+    return dw
+
+
+case(
+    "conv_filters",
+    lambda x, g, **p: bind(conv_filters_p, x, g, **p),
+    _conv_filters_draw,
+    ref=_np_conv_filters,
+    prims=("conv_filters",),
+    rtol=1e-4,
+)
 case(
     "conv2d",
     lambda x, w, **p: jg.nn.conv2d(x, w, p["strides"], p["padding"], dilations=p["dilations"]),

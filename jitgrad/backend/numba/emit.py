@@ -1051,6 +1051,42 @@ class Emitter:
         params = [_int64s(a) for a in args] + [_int64s(p["groups"])]
         self.emit(f"{helper}({', '.join(operands + params)})")
 
+    @emits("conv_filters")
+    def op_conv_filters(self, e, x, g):
+        """A conv's filter gradient (ops/conv.py's conv_filters) straight from x and g in
+        NHWC, by register tiles of taps x output channels (runtime.conv2_filters); a 1-D one
+        as a 2-D one of height 1. x padded or dilated is first copied into caller-allocated
+        scratch (one element when it is not)."""
+        p = e.params
+        self.call_through_symbol("conv2_filters", e.out.aval.dtype)
+        self.add_buffer(e.out)
+        names = [self.read_operand(self.contiguous_expr(v)) for v in (x, g)]
+        out = self.name_of(e.out)
+        window, strides, padding = p["window"], p["strides"], p["padding"]
+        lhs, rhs = p["lhs_dilation"], p["rhs_dilation"]
+        x_shape, g_shape = x.aval.shape, g.aval.shape
+        if len(window) == 1:
+            x_shape, g_shape = (x_shape[0], 1, *x_shape[1:]), (g_shape[0], 1, *g_shape[1:])
+            names = [
+                self.read_operand(self.view(self.contiguous_expr(v), shape))
+                for v, shape in ((x, x_shape), (g, g_shape))
+            ]
+            out = self.view(out, (1, *e.out.aval.shape))
+            window, strides, padding = (1, *window), (1, *strides), ((0, 0), *padding)
+            lhs, rhs = (1, *lhs), (1, *rhs)
+        reach = [
+            (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(g_shape[1:-1], strides, window, rhs)
+        ]
+        direct = all(lo == 0 for lo, _ in padding) and lhs == (1, 1)
+        direct = direct and all(r <= n for r, n in zip(reach, x_shape[1:-1]))
+        size = 1 if direct else x_shape[0] * reach[0] * reach[1] * x_shape[-1]
+        prepared = f"{self.name_of(e.out)}_prepared"
+        self.params.append(("buffer", (max(size, 1),), e.out.aval.dtype))
+        self.param_names.append(prepared)
+        pads = tuple(lo for lo, _ in padding)
+        params = [_int64s(strides), _int64s(pads), _int64s(lhs), _int64s(rhs)]
+        self.emit(f"conv2_filters({', '.join([*names, out, prepared, *params])})")
+
     def conv_direct(self, e, x, w) -> None:
         """A conv of one input channel by direct loops over the image (conv2_direct),
         accumulated in caller-allocated scratch of one row per filter."""

@@ -57,6 +57,8 @@ def helper_signatures():
         matrix = types.Array(dtype, 2, "C")
         x = types.Array(dtype, 4, "C", readonly=True)
         yield runtime.conv2_gemm, (x, x, image, matrix, *pairs)  # conv2 by GEMM
+        flat = types.Array(dtype, 1, "C")  # a filter gradient (ops/conv.py's conv_filters)
+        yield runtime.conv2_filters, (x, x, image, flat, *pairs, pairs[0])
         taps = types.Array(dtype, 3, "C")  # conv2 by window rows (a filter gradient)
         yield runtime.conv2_windows, (x, x, image, taps)
         images = types.Array(dtype, 3, "C", readonly=True)  # conv2 of one input channel

@@ -16,6 +16,7 @@ from jitgrad.backend.numba.philox import (  # noqa: F401 - kernels import them f
     philox_uniform32,
     philox_uniform64,
 )
+from jitgrad.backend.numba.simd import load, vfma, vload, vstore, vzeros
 
 SOURCE_MODULE = RUNTIME_MODULE
 
@@ -799,6 +800,152 @@ def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
             for j in range(out_width):
                 for o in range(c_out):
                     out[n, i, j, o] = rows[o, i * out_pitch + j]
+
+
+FILTER_TILE = 8  # accumulators per tile of conv2_filters: 8 FMA chains hide the FMA latency
+
+
+@numba.njit(cache=True, nogil=True)
+def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation):
+    """A 2-D conv's gradient with respect to its filters (ops/conv.py's conv_filters):
+
+        out[a, b, c, o] = sum over n, i, j of
+            xp[n, i * strides[0] + a * d[0], j * strides[1] + b * d[1], c] * g[n, i, j, o]
+
+    with xp = x dilated by `lhs_dilation` and padded by `pads` (copied into `prepared`,
+    caller-allocated, when either is not trivial; then of at least N * reach_h * reach_w * C
+    elements) and d = `rhs_dilation`. Straight from x and g in NHWC: no transposes, no im2col.
+    The filter taps (a, b, c), flattened, are taken FILTER_TILE at a time against `lanes`
+    output channels: each step over (n, i, j) loads the cotangent's lanes once and adds
+    FILTER_TILE products into accumulators kept in SIMD registers (simd.py), so the work is
+    FMA-bound, not load-bound, and sums run in the output's type, fused, as BLAS sums.
+    W10's filter gradients (float32, same process): 0.41 ms for the first layer against 0.80
+    for transposes plus conv2_windows, 0.45 against 0.88 for the second."""
+    n_images, height, width, c_in = x.shape
+    _, out_h, out_w, c_out = g.shape
+    kh, kw = out.shape[0], out.shape[1]
+    if g.shape[0] != n_images or out.shape[2] != c_in or out.shape[3] != c_out:
+        raise ValueError("conv2_filters: the input's, cotangent's, output's shapes do not agree")
+    reach_h = (out_h - 1) * strides[0] + (kh - 1) * rhs_dilation[0] + 1
+    reach_w = (out_w - 1) * strides[1] + (kw - 1) * rhs_dilation[1] + 1
+    if out_h == 0 or out_w == 0 or n_images == 0:
+        out[...] = 0
+        return
+    direct = (
+        pads[0] == 0
+        and pads[1] == 0
+        and lhs_dilation[0] == 1
+        and lhs_dilation[1] == 1
+        and reach_h <= height
+        and reach_w <= width
+    )
+    if direct:
+        source, rows, pitch = view(x, (x.size,)), height, width
+    else:
+        size = n_images * reach_h * reach_w * c_in
+        if prepared.size < size:
+            raise ValueError("conv2_filters: the prepared-image scratch is too small")
+        source = span(view(prepared, (prepared.size,)), 0, size)
+        _dilate_and_pad(x, source, reach_h, reach_w, pads, lhs_dilation)
+        rows, pitch = reach_h, reach_w
+    taps = np.empty(kh * kw * c_in, np.int64)  # x's offset of each tap from a window's start
+    for a in range(kh):
+        for b in range(kw):
+            for c in range(c_in):
+                row = a * rhs_dilation[0] * pitch + b * rhs_dilation[1]
+                taps[(a * kw + b) * c_in + c] = row * c_in + c
+    geometry = (n_images, rows, pitch, c_in, out_h, out_w, c_out, strides[0], strides[1])
+    cotangents, flat_out = view(g, (g.size,)), view(out, (out.size,))
+    if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
+        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, 0, 16)
+        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 8)
+    else:
+        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, 0, 8)
+        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 4)
+    _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 1)
+
+
+@numba.njit(nogil=True)
+def _dilate_and_pad(x, target, reach_h, reach_w, pads, lhs_dilation):
+    """target (N, reach_h, reach_w, C), flat = x with lhs_dilation - 1 zeros between its
+    elements, shifted by pads (negative pads crop), zeros elsewhere."""
+    n_images, height, width, c_in = x.shape
+    for n in range(n_images):
+        for r in range(reach_h):
+            rr = r - pads[0]
+            row_inside = rr >= 0 and rr % lhs_dilation[0] == 0 and rr // lhs_dilation[0] < height
+            for q in range(reach_w):
+                qq = q - pads[1]
+                start = ((n * reach_h + r) * reach_w + q) * c_in
+                inside = (
+                    row_inside
+                    and qq >= 0
+                    and qq % lhs_dilation[1] == 0
+                    and qq // lhs_dilation[1] < width
+                )
+                if inside:
+                    i, j = rr // lhs_dilation[0], qq // lhs_dilation[1]
+                    for c in range(c_in):
+                        target[start + c] = x[n, i, j, c]
+                else:
+                    for c in range(c_in):
+                        target[start + c] = 0
+
+
+@numba.njit(nogil=True)
+def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
+    """conv2_filters' outputs for the output channels first, first + lanes, ... that fit in
+    whole vectors of `lanes`: FILTER_TILE taps at a time, then one at a time. The next
+    channel it did not do."""
+    numba.literally(lanes)
+    n_images, rows, pitch, c_in, out_h, out_w, c_out, step_h, step_w = geometry
+    count, x_step = taps.size, step_w * c_in
+    o = first
+    while o + lanes <= c_out:
+        k = 0
+        while k + FILTER_TILE <= count:
+            t0, t1, t2, t3 = taps[k], taps[k + 1], taps[k + 2], taps[k + 3]
+            t4, t5, t6, t7 = taps[k + 4], taps[k + 5], taps[k + 6], taps[k + 7]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(flat_out, lanes)
+            for n in range(n_images):
+                for i in range(out_h):
+                    at = (n * rows + i * step_h) * pitch * c_in
+                    g_at = (n * out_h + i) * out_w * c_out + o
+                    for _ in range(out_w):
+                        cotangent = vload(cotangents, g_at, lanes)
+                        a0 = vfma(a0, load(source, at + t0), cotangent)
+                        a1 = vfma(a1, load(source, at + t1), cotangent)
+                        a2 = vfma(a2, load(source, at + t2), cotangent)
+                        a3 = vfma(a3, load(source, at + t3), cotangent)
+                        a4 = vfma(a4, load(source, at + t4), cotangent)
+                        a5 = vfma(a5, load(source, at + t5), cotangent)
+                        a6 = vfma(a6, load(source, at + t6), cotangent)
+                        a7 = vfma(a7, load(source, at + t7), cotangent)
+                        at += x_step
+                        g_at += c_out
+            vstore(flat_out, k * c_out + o, a0)
+            vstore(flat_out, (k + 1) * c_out + o, a1)
+            vstore(flat_out, (k + 2) * c_out + o, a2)
+            vstore(flat_out, (k + 3) * c_out + o, a3)
+            vstore(flat_out, (k + 4) * c_out + o, a4)
+            vstore(flat_out, (k + 5) * c_out + o, a5)
+            vstore(flat_out, (k + 6) * c_out + o, a6)
+            vstore(flat_out, (k + 7) * c_out + o, a7)
+            k += FILTER_TILE
+        while k < count:
+            tap, total = taps[k], vzeros(flat_out, lanes)
+            for n in range(n_images):
+                for i in range(out_h):
+                    at = (n * rows + i * step_h) * pitch * c_in + tap
+                    g_at = (n * out_h + i) * out_w * c_out + o
+                    for _ in range(out_w):
+                        total = vfma(total, load(source, at), vload(cotangents, g_at, lanes))
+                        at += x_step
+                        g_at += c_out
+            vstore(flat_out, k * c_out + o, total)
+            k += 1
+        o += lanes
+    return o
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

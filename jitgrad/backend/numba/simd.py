@@ -1,0 +1,138 @@
+"""Vectors of a few floats as values in Numba code: loads, stores and fused multiply-adds that
+LLVM keeps in SIMD registers.
+
+Why: LLVM vectorises only innermost loops, and only when it can prove they are worth it. A
+loop nest whose innermost loop is over 8 or 16 output channels (a filter gradient's register
+tile) stays scalar: with a run-time trip count the loop vectoriser gives up at 8 or 16
+iterations, and with a constant one the unrolled scalar accumulators, carried from one
+iteration of the outer loop to the next, are not what the SLP vectoriser rewrites (it starts
+from stores). Here the accumulator IS a vector (`Vec`, an LLVM `<lanes x float>`), so the
+loop-carried values stay in registers and each update is one FMA instruction.
+
+    acc = vzeros(a, 16)                  # 16 zeros of a's dtype
+    acc = vfma(acc, s, vload(a, i, 16))  # acc + s * a[i:i + 16], fused
+    vstore(out, j, acc)                  # out[j:j + 16] = acc
+    s = load(a, i)                       # a[i], unchecked
+
+`lanes` must be a compile-time constant (a literal, or a `numba.literally` argument). The
+loads and stores (`load` too) do NOT check bounds: their callers check the extents once, up
+front, as they do for `runtime.span`. On a machine without 16-lane registers LLVM splits the
+operations.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, models, register_model
+
+
+class Vec(types.Type):
+    """`lanes` values of the float type `dtype`, one LLVM vector."""
+
+    def __init__(self, dtype, lanes: int):
+        self.dtype, self.lanes = dtype, lanes
+        super().__init__(name=f"Vec({dtype}, {lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _lanes(lanes) -> int | None:
+    return lanes.literal_value if isinstance(lanes, types.IntegerLiteral) else None
+
+
+def _floats(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype in (types.float32, types.float64)
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [index])
+
+
+@intrinsic(prefer_literal=True)
+def vload(typingctx, array, index, lanes):
+    """array[index:index + lanes] of a 1-D contiguous float array, as a Vec."""
+    count = _lanes(lanes)
+    if count is None or not _floats(array) or not isinstance(index, types.Integer):
+        return None
+    vec = Vec(array.dtype, count)
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        vector_type = context.get_value_type(vec)
+        return builder.load(builder.bitcast(pointer, vector_type.as_pointer()), align=1)
+
+    return vec(array, index, lanes), codegen
+
+
+@intrinsic
+def load(typingctx, array, index):
+    """array[index] of a 1-D contiguous float array, without the test for a negative index
+    Numba makes (its wraparound costs three instructions and a register per load)."""
+    if not _floats(array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1]))
+
+    return array.dtype(array, index), codegen
+
+
+@intrinsic
+def vstore(typingctx, array, index, value):
+    """array[index:index + lanes] = value."""
+    if not isinstance(value, Vec) or not _floats(array) or array.dtype != value.dtype:
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], builder.bitcast(pointer, args[2].type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(array, index, value), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vzeros(typingctx, like, lanes):
+    """A Vec of `lanes` zeros of the array `like`'s dtype."""
+    count = _lanes(lanes)
+    if count is None or not _floats(like):
+        return None
+    vec = Vec(like.dtype, count)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vec), None)
+
+    return vec(like, lanes), codegen
+
+
+@intrinsic
+def vfma(typingctx, acc, scalar, vector):
+    """acc + scalar * vector, fused (one rounding), the scalar broadcast to every lane."""
+    if not isinstance(acc, Vec) or acc != vector:
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc_value, scalar_value, vector_value = args
+        vector_type = acc_value.type
+        scalar_value = context.cast(builder, scalar_value, sig.args[1], sig.args[0].dtype)
+        lanes = vector_type.count
+        undefined = ir.Constant(vector_type, ir.Undefined)
+        first = builder.insert_element(undefined, scalar_value, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        splat = builder.shuffle_vector(first, undefined, zeros)
+        bits = 32 if sig.args[0].dtype == types.float32 else 64
+        fma = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector_type, [vector_type] * 3),
+            f"llvm.fma.v{lanes}f{bits}",
+        )
+        return builder.call(fma, [splat, vector_value, acc_value])
+
+    return acc(acc, scalar, vector), codegen
