@@ -821,26 +821,36 @@ def test_compiled_conv2d_value_and_gradients_equal_eager(conv):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
 
 
-# One input channel and output rows of 16 or more: the kernel convolves by direct loops along
-# the rows (runtime.conv2_direct) instead of im2col and GEMM.
-WIDE_ONE_CHANNEL = list(grid_2d(shapes=(((2, 5, 36, 1), (3, 2, 1, 3)),)))
-WIDE_ONE_CHANNEL = [c for c in WIDE_ONE_CHANNEL if not c.channels_first]
+# Few output channels (and one input channel, or five): the kernel convolves by register
+# tiles (runtime.conv2_tiles) instead of im2col and GEMM; with 40, by GEMM.
+FEW_OUTPUT_CHANNELS = list(
+    grid_2d(shapes=(((2, 5, 36, 1), (3, 2, 1, 3)), ((2, 6, 11, 5), (3, 3, 5, 25))))
+)
+FEW_OUTPUT_CHANNELS = [c for c in FEW_OUTPUT_CHANNELS if not c.channels_first]
 
 
 @needs_conv
 @pytest.mark.parametrize(
-    "conv", compiled_params(WIDE_ONE_CHANNEL, [WIDE_ONE_CHANNEL[0], WIDE_ONE_CHANNEL[-1]])
+    "conv",
+    compiled_params(FEW_OUTPUT_CHANNELS, [FEW_OUTPUT_CHANNELS[0], FEW_OUTPUT_CHANNELS[-1]]),
 )
-def test_one_channel_conv_by_rows_equals_eager(conv):
+def test_few_output_channels_conv_by_tiles_equals_eager(conv):
     x, w, dy = conv.arrays()
-    by_rows = np.prod(np.shape(dy)[1:-1]) <= np.prod(x.shape[1:-1])  # else by columns
-    assert ("conv2_direct(" in jg.jit(conv.conv2d).lower(x, w).source) == by_rows
+    by_tiles = np.prod(np.shape(dy)[1:-1]) <= np.prod(x.shape[1:-1])  # else by columns
+    assert ("conv2_tiles(" in jg.jit(conv.conv2d).lower(x, w).source) == by_tiles
     assert_compiled_close(jg.jit(conv.conv2d)(x, w), conv.conv2d(x, w), "jit(conv2d)")
     loss = weighted_loss("conv2d", conv, dy)
     value, grads = jg.jit_grad(loss, wrt=(0, 1))(x, w)
     assert_compiled_close(value, loss(x, w), "jit_grad value")
     for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1))(x, w), "xw"):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
+
+
+def test_many_output_channels_conv_by_gemm():
+    x = np.ones((1, 6, 6, 2), np.float32)
+    w = np.ones((3, 3, 2, 40), np.float32)
+    source = jg.jit(lambda x, w: jg.nn.conv2d(x, w, 1, "VALID")).lower(x, w).source
+    assert "conv2_gemm(" in source and "conv2_tiles(" not in source
 
 
 @needs_conv

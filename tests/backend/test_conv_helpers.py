@@ -1,13 +1,14 @@
 """The convolution helpers that kernels call with caller-allocated scratch check the shapes
 they index (Numba does not): a wrong shape is a clear ValueError, never a read out of
-bounds. Their values are tested through the kernels (tests/test_conv.py)."""
+bounds. Their values are tested through the kernels (tests/test_conv.py), and those of the
+register-tile helpers (conv2_tiles, conv2_filters) here too, against their definitions, over
+every remainder of their tiles."""
 
 import numba
 import numpy as np
 import pytest
 
 from jitgrad.backend.numba import runtime
-from jitgrad.backend.numba.emit import direct_conv_scratch
 
 ONES = (np.int64(1), np.int64(1))
 ZEROS = (np.int64(0), np.int64(0))
@@ -16,13 +17,6 @@ ZEROS = (np.int64(0), np.int64(0))
 @numba.njit
 def by_windows(x, w, out, taps):
     runtime.conv2_windows(runtime.readonly(x), runtime.readonly(w), out, taps)
-
-
-@numba.njit
-def by_rows(x, w, out, rows, strides, pads, dilation):
-    runtime.conv2_direct(
-        runtime.readonly(x), runtime.readonly(w), out, rows, strides, pads, dilation
-    )
 
 
 def test_conv2_windows_sums_each_window():
@@ -55,33 +49,6 @@ def test_conv2_windows_checks_its_shapes(out_shape, taps_shape, what):
         by_windows(x, w, np.empty(out_shape), np.empty(taps_shape))
 
 
-def test_conv2_direct_checks_its_scratch():
-    x, w, out = np.ones((2, 10, 30)), np.ones((3, 3, 2)), np.empty((2, 8, 28, 2))
-    params = {"strides": (1, 1), "rhs_dilation": (1, 1), "padding": ((0, 0), (0, 0))}
-    shape = direct_conv_scratch((2, 10, 30, 1), (3, 3, 1, 2), out.shape, params)
-    assert shape == (2, 7 * 30 + 28)  # wide rows: the input's pitch
-    by_rows(x, w, out, np.empty(shape), ONES, ZEROS, ONES)
-    np.testing.assert_array_equal(out, 9.0)
-    with pytest.raises(ValueError, match="smaller than the output"):
-        by_rows(x, w, out, np.empty((2, shape[1] - 1)), ONES, ZEROS, ONES)
-    with pytest.raises(ValueError, match="shapes do not agree"):
-        by_rows(x, w, np.empty((2, 8, 28, 3)), np.empty((3, shape[1])), ONES, ZEROS, ONES)
-
-
-def test_conv2_direct_copies_a_padded_image_into_its_last_scratch_row():
-    x, w = np.arange(2 * 6 * 7.0).reshape(2, 6, 7), np.ones((3, 3, 2))
-    params = {"strides": (2, 1), "rhs_dilation": (1, 1), "padding": ((1, 1), (1, 1))}
-    out = np.empty((2, 3, 7, 2))
-    shape = direct_conv_scratch((2, 6, 7, 1), (3, 3, 1, 2), out.shape, params)
-    assert shape == (3, 7 * 9)  # a row per filter, then the padded image (7 x 9)
-    by_rows(x, w, out, np.empty(shape), (np.int64(2), np.int64(1)), ONES, ONES)
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
-    sums = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2)).sum((-1, -2))
-    np.testing.assert_array_equal(out, np.repeat(sums[:, ::2, :, None], 2, axis=-1))
-    with pytest.raises(ValueError, match="smaller than the output"):
-        by_rows(x, w, out, np.empty((2, shape[1])), (np.int64(2), np.int64(1)), ONES, ONES)
-
-
 @numba.njit
 def by_columns(x, w, out, columns, taps):
     one = (np.int64(1), np.int64(1))
@@ -99,38 +66,67 @@ def test_conv2_col2im_checks_its_scratch():
 
 
 @numba.njit
-def filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation):
-    runtime.conv2_filters(
-        runtime.readonly(x),
-        runtime.readonly(g),
-        out,
-        prepared,
-        strides,
-        pads,
-        lhs_dilation,
-        rhs_dilation,
-    )
+def _with_readonly_operands(helper, x, y, out, prepared, strides, pads, lhs, rhs):
+    """helper(x, y, ...) with x and y typed read-only, as kernels call it (the signature
+    precompile.py compiles)."""
+    helper(runtime.readonly(x), runtime.readonly(y), out, prepared, strides, pads, lhs, rhs)
+
+
+def filters(*args):
+    _with_readonly_operands(runtime.conv2_filters, *args)
+
+
+def tiles(*args):
+    _with_readonly_operands(runtime.conv2_tiles, *args)
+
+
+def prepared_by_definition(x, reach, pads, lhs_dilation):
+    """x lhs-dilated, then shifted by pads, zeros around: at least `reach` rows and columns."""
+    n, h, w, c_in = x.shape
+    xd = np.zeros((n, (h - 1) * lhs_dilation[0] + 1, (w - 1) * lhs_dilation[1] + 1, c_in))
+    xd[:, :: lhs_dilation[0], :: lhs_dilation[1]] = x
+    xp = np.zeros((n, reach[0] + xd.shape[1] + pads[0], reach[1] + xd.shape[2] + pads[1], c_in))
+    xp[:, pads[0] : pads[0] + xd.shape[1], pads[1] : pads[1] + xd.shape[2]] = xd
+    return xp
+
+
+def window_taps(xp, a, b, out_spatial, strides, rhs_dilation):
+    """xp[n, i s0 + a d0, j s1 + b d1, c] over the output positions (i, j)."""
+    r, q = a * rhs_dilation[0], b * rhs_dilation[1]
+    taps = xp[:, r : r + (out_spatial[0] - 1) * strides[0] + 1 : strides[0]]
+    return taps[:, :, q : q + (out_spatial[1] - 1) * strides[1] + 1 : strides[1]]
+
+
+def reach_of(out_spatial, window, strides, rhs_dilation):
+    spans = zip(out_spatial, window, strides, rhs_dilation)
+    return [(o - 1) * s + (k - 1) * d + 1 for o, k, s, d in spans]
 
 
 def filter_gradient_by_definition(x, g, window, strides, pads, lhs_dilation, rhs_dilation):
     """out[a, b, c, o] = sum over n, i, j of xp[n, i s0 + a d0, j s1 + b d1, c] g[n, i, j, o],
-    xp = x lhs-dilated, then shifted by pads (zeros around), in float64."""
-    n, h, w, c_in = x.shape
-    _, oh, ow, c_out = g.shape
-    xd = np.zeros((n, (h - 1) * lhs_dilation[0] + 1, (w - 1) * lhs_dilation[1] + 1, c_in))
-    xd[:, :: lhs_dilation[0], :: lhs_dilation[1]] = x
-    reach = [
-        (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip((oh, ow), strides, window, rhs_dilation)
-    ]
-    xp = np.zeros((n, reach[0] + xd.shape[1] + pads[0], reach[1] + xd.shape[2] + pads[1], c_in))
-    xp[:, pads[0] : pads[0] + xd.shape[1], pads[1] : pads[1] + xd.shape[2]] = xd
-    out = np.zeros((*window, c_in, c_out))
+    in float64."""
+    out_spatial = g.shape[1:3]
+    reach = reach_of(out_spatial, window, strides, rhs_dilation)
+    xp = prepared_by_definition(x, reach, pads, lhs_dilation)
+    out = np.zeros((*window, x.shape[-1], g.shape[-1]))
     for a in range(window[0]):
         for b in range(window[1]):
-            r, q = a * rhs_dilation[0], b * rhs_dilation[1]
-            taps = xp[:, r : r + (oh - 1) * strides[0] + 1 : strides[0]]
-            taps = taps[:, :, q : q + (ow - 1) * strides[1] + 1 : strides[1]]
+            taps = window_taps(xp, a, b, out_spatial, strides, rhs_dilation)
             out[a, b] = np.einsum("nijc,nijo->co", taps, g.astype(np.float64))
+    return out
+
+
+def conv_by_definition(x, w, out_spatial, strides, pads, lhs_dilation, rhs_dilation):
+    """out[n, i, j, o] = sum over a, b, c of xp[n, i s0 + a d0, j s1 + b d1, c] w[a, b, c, o],
+    in float64."""
+    window = w.shape[:2]
+    reach = reach_of(out_spatial, window, strides, rhs_dilation)
+    xp = prepared_by_definition(x, reach, pads, lhs_dilation)
+    out = np.zeros((x.shape[0], *out_spatial, w.shape[-1]))
+    for a in range(window[0]):
+        for b in range(window[1]):
+            taps = window_taps(xp, a, b, out_spatial, strides, rhs_dilation)
+            out += np.einsum("nijc,co->nijo", taps, w[a, b].astype(np.float64))
     return out
 
 
@@ -147,30 +143,64 @@ FILTER_CASES = [
 ]
 
 
+def case_arrays(case, dtype):
+    """(x, g, out spatial shape, prepared scratch full of NaN, the pairs as int64 tuples)."""
+    x_shape, c_out, window, strides, pads, lhs, rhs = case
+    n, h, w, c_in = x_shape
+    dilated = ((h - 1) * lhs[0] + 1, (w - 1) * lhs[1] + 1)
+    spans = zip(dilated, pads, window, rhs, strides)
+    out_spatial = tuple((d + p - (k - 1) * r - 1) // s + 1 for d, p, k, r, s in spans)
+    rng = np.random.default_rng(c_out)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal((n, *out_spatial, c_out)).astype(dtype)
+    reach = reach_of(out_spatial, window, strides, rhs)
+    prepared = np.full(n * reach[0] * reach[1] * c_in, np.nan, dtype)  # every element written
+    pairs = [tuple(np.int64(v) for v in pair) for pair in (strides, pads, lhs, rhs)]
+    return x, g, out_spatial, prepared, pairs
+
+
+def assert_close_in(dtype, actual, expected):
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    atol = tolerance * np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=atol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", FILTER_CASES, ids=str)
 def test_conv2_filters_equals_the_definition(case, dtype):
-    x_shape, c_out, window, strides, pads, lhs, rhs = case
-    n, h, w, c_in = x_shape
-    hd, wd = (h - 1) * lhs[0] + 1, (w - 1) * lhs[1] + 1
-    oh = (hd + pads[0] - (window[0] - 1) * rhs[0] - 1) // strides[0] + 1
-    ow = (wd + pads[1] - (window[1] - 1) * rhs[1] - 1) // strides[1] + 1
-    rng = np.random.default_rng(c_out)
-    x = rng.standard_normal(x_shape).astype(dtype)
-    g = rng.standard_normal((n, oh, ow, c_out)).astype(dtype)
-    reach = (
-        (oh - 1) * strides[0] + (window[0] - 1) * rhs[0] + 1,
-        (ow - 1) * strides[1] + (window[1] - 1) * rhs[1] + 1,
-    )
-    prepared = np.full(n * reach[0] * reach[1] * c_in, np.nan, dtype)  # every element written
-    out = np.full((*window, c_in, c_out), np.nan, dtype)
-    as_pairs = [tuple(np.int64(v) for v in pair) for pair in (strides, pads, lhs, rhs)]
-    filters(x, g, out, prepared, *as_pairs)
-    expected = filter_gradient_by_definition(x, g, window, strides, pads, lhs, rhs)
-    tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(
-        out, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max()
-    )
+    x, g, _, prepared, pairs = case_arrays(case, dtype)
+    window = case[2]
+    out = np.full((*window, x.shape[-1], g.shape[-1]), np.nan, dtype)
+    filters(x, g, out, prepared, *pairs)
+    assert_close_in(dtype, out, filter_gradient_by_definition(x, g, window, *case[3:]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", FILTER_CASES, ids=str)
+def test_conv2_tiles_equals_the_definition(case, dtype):
+    """The same geometries as a forward conv: rows of 8 positions and their rest, output
+    channels in 16-, 8- and 1-lane vectors."""
+    x, _, out_spatial, prepared, pairs = case_arrays(case, dtype)
+    c_out, window = case[1], case[2]
+    w = np.random.default_rng(0).standard_normal((*window, x.shape[-1], c_out)).astype(dtype)
+    out = np.full((x.shape[0], *out_spatial, c_out), np.nan, dtype)
+    tiles(x, w, out, prepared, *pairs)
+    assert_close_in(dtype, out, conv_by_definition(x, w, out_spatial, *case[3:]))
+
+
+def test_conv2_tiles_checks_its_shapes_and_scratch():
+    x, w = np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 5))
+    pairs = [(np.int64(a), np.int64(a)) for a in (1, 0, 1, 1)]
+    out = np.empty((2, 4, 4, 5))
+    tiles(x, w, out, np.empty(1), *pairs)
+    np.testing.assert_array_equal(out, 27.0)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        tiles(x, np.ones((3, 3, 2, 5)), out, np.empty(1), *pairs)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        tiles(x, w, np.empty((1, 4, 4, 5)), np.empty(1), *pairs)
+    padded = [pairs[0], (np.int64(1), np.int64(1)), pairs[2], pairs[3]]
+    with pytest.raises(ValueError, match="prepared-image scratch is too small"):
+        tiles(x, w, np.empty((2, 6, 6, 5)), np.empty(10), *padded)
 
 
 def test_conv2_filters_checks_its_shapes_and_scratch():

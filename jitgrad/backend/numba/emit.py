@@ -67,13 +67,14 @@ MIN_BLOCK = 8
 MIN_LOOP_BLOCK = 32
 # Comments list the ops of groups up to this size, and count them in larger ones.
 MAX_LISTED_OPS = 40
-# A 2-D convolution of one input channel whose output rows are at least this wide runs by
-# direct loops (runtime.conv2_direct, "wide rows"), others by im2col and GEMM (conv2_gemm).
-# Measured at batch 64, float32, one process (session 11, Intel Xeon): 28x28x1 -> 24x24x8
-# direct 0.60 ms, GEMM 1.39; 16x16x1 -> 14x14x8 (3x3) direct 0.16, GEMM 0.35; 32x32x1 ->
-# 30x30x16 (3x3) direct 1.10, GEMM 1.61; 12x12x1 -> 8x8x16 direct 0.26, GEMM 0.17. With two
-# input channels or more the GEMM wins by 4-8x (session 9).
-DIRECT_CONV_MIN_WIDTH = 12
+# A 2-D convolution without groups or input dilation with at most this many output channels
+# runs by register tiles straight from NHWC (runtime.conv2_tiles), others by im2col and GEMM
+# (conv2_gemm). Measured, float32, in one process (session 13, Intel Xeon; (N, H, C_in, k,
+# C_out): tiles / GEMM ms): (64, 28, 1, 5, 8) 0.27 / 1.81; (64, 12, 8, 5, 16) 0.23 / 0.54;
+# (16, 32, 16, 3, 16) 1.42 / 1.76; (16, 32, 32, 3, 32) 4.69 / 8.90; (32, 32, 3, 3, 32) 1.14 /
+# 2.36; but (16, 16, 64, 3, 64) 10.6 / 8.1, (16, 32, 64, 1, 64) 2.77 / 2.13, (8, 8, 256, 3,
+# 256) 50 / 19: with more output channels the tiles re-read the image once per 16 of them.
+TILES_MAX_OUT_CHANNELS = 32
 # conv2_gemm copies the windows of this many elements' worth of output positions, then
 # multiplies them (its patches scratch; 128 KB in float32): W10's second layer (4096 x 200
 # patches), 0.66-0.70 ms in blocks of 164 rows, 0.71-0.73 ms in one block of 3.3 MB.
@@ -999,8 +1000,8 @@ class Emitter:
     def op_conv(self, e, x, w):
         """A convolution into a caller-allocated buffer, by a runtime helper compiled once per
         installation: a 2-D one without groups or input dilation as windows copied into
-        caller-allocated scratch and one BLAS product (conv2_gemm), or by direct loops along
-        its rows when it has one input channel and wide rows (conv2_direct), or by dot
+        caller-allocated scratch and one BLAS product (conv2_gemm), or by register tiles
+        straight from x and w when it has few output channels (conv2_tiles), or by dot
         products over window rows when it has few outputs and large windows (a filter
         gradient: conv2_windows); one whose output has more positions than its input by
         columns (conv2_col2im); the others by direct loops (conv1 / conv2)."""
@@ -1012,11 +1013,11 @@ class Emitter:
             self.conv_by_columns(e, x, w)
             return
         if rank == 2 and p["groups"] == 1 and p["lhs_dilation"] == (1, 1):
-            if x.aval.shape[-1] == 1 and out_spatial[1] >= DIRECT_CONV_MIN_WIDTH:
-                self.conv_direct(e, x, w)
-                return
             if _filter_gradient_shaped(p, out_spatial, w.aval.shape):
                 self.conv_by_windows(e, x, w)
+                return
+            if c_out <= TILES_MAX_OUT_CHANNELS:
+                self.conv_by_tiles(e, x, w)
                 return
             self.call_through_symbol("conv2_gemm", e.out.aval.dtype)
             self.add_buffer(e.out)
@@ -1074,39 +1075,39 @@ class Emitter:
             out = self.view(out, (1, *e.out.aval.shape))
             window, strides, padding = (1, *window), (1, *strides), ((0, 0), *padding)
             lhs, rhs = (1, *lhs), (1, *rhs)
-        reach = [
-            (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(g_shape[1:-1], strides, window, rhs)
-        ]
-        direct = all(lo == 0 for lo, _ in padding) and lhs == (1, 1)
-        direct = direct and all(r <= n for r, n in zip(reach, x_shape[1:-1]))
-        size = 1 if direct else x_shape[0] * reach[0] * reach[1] * x_shape[-1]
-        prepared = f"{self.name_of(e.out)}_prepared"
-        self.params.append(("buffer", (max(size, 1),), e.out.aval.dtype))
-        self.param_names.append(prepared)
+        geometry = {"strides": strides, "padding": padding, "lhs_dilation": lhs}
+        geometry["rhs_dilation"] = rhs
+        prepared = self.prepared_image(e, x_shape, g_shape, window, geometry)
         pads = tuple(lo for lo, _ in padding)
         params = [_int64s(strides), _int64s(pads), _int64s(lhs), _int64s(rhs)]
         self.emit(f"conv2_filters({', '.join([*names, out, prepared, *params])})")
 
-    def conv_direct(self, e, x, w) -> None:
-        """A conv of one input channel by direct loops over the image (conv2_direct),
-        accumulated in caller-allocated scratch of one row per filter."""
+    def conv_by_tiles(self, e, x, w) -> None:
+        """A conv by register tiles of output positions x output channels, read straight
+        from x and w (conv2_tiles)."""
         p = e.params
-        self.call_through_symbol("conv2_direct", e.out.aval.dtype)
+        self.call_through_symbol("conv2_tiles", e.out.aval.dtype)
         self.add_buffer(e.out)
-        rows = f"{self.name_of(e.out)}_rows"
-        shape = direct_conv_scratch(x.aval.shape, w.aval.shape, e.out.aval.shape, p)
-        self.params.append(("buffer", shape, e.out.aval.dtype))
-        self.param_names.append(rows)
-        images = self.view(self.contiguous_expr(x), x.aval.shape[:-1])  # one channel
-        filters = self.view(self.contiguous_expr(w), (*w.aval.shape[:2], w.aval.shape[-1]))
-        operands = [self.read_operand(images), self.read_operand(filters)]
-        operands += [self.name_of(e.out), rows]
-        params = [
-            _int64s(p["strides"]),
-            _int64s(tuple(lo for lo, _ in p["padding"])),
-            _int64s(p["rhs_dilation"]),
-        ]
-        self.emit(f"conv2_direct({', '.join(operands + params)})")
+        operands = [*self.conv_operands(x, w), self.name_of(e.out)]
+        prepared = self.prepared_image(e, x.aval.shape, e.out.aval.shape, w.aval.shape[:2], p)
+        params = [_int64s(p["strides"]), _int64s(tuple(lo for lo, _ in p["padding"]))]
+        params += [_int64s(p["lhs_dilation"]), _int64s(p["rhs_dilation"])]
+        self.emit(f"conv2_tiles({', '.join([*operands, prepared, *params])})")
+
+    def prepared_image(self, e, x_shape, out_shape, window, params) -> str:
+        """The name of a caller-allocated scratch for x dilated and padded, as conv2_tiles
+        and conv2_filters read it when the conv pads or dilates x (one element when not):
+        (N, reach_h, reach_w, C) for the rows and columns the windows span."""
+        strides, dilation = params["strides"], params["rhs_dilation"]
+        spans = zip(out_shape[1:-1], strides, window, dilation)
+        reach = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in spans]
+        direct = all(lo == 0 for lo, _ in params["padding"]) and set(params["lhs_dilation"]) == {1}
+        direct = direct and all(r <= n for r, n in zip(reach, x_shape[1:-1]))
+        size = 1 if direct else x_shape[0] * reach[0] * reach[1] * x_shape[-1]
+        name = f"{self.name_of(e.out)}_prepared"
+        self.params.append(("buffer", (max(size, 1),), e.out.aval.dtype))
+        self.param_names.append(name)
+        return name
 
     def conv_by_windows(self, e, x, w) -> None:
         """A conv with few output positions and large windows (a filter gradient) by one dot
@@ -1465,27 +1466,6 @@ def gemm_conv_block(positions: int, columns: int) -> int:
     matrix product: about GEMM_CONV_BLOCK_ELEMENTS elements, so that BLAS reads them from
     the cache they were written to."""
     return max(1, min(positions, GEMM_CONV_BLOCK_ELEMENTS // columns))
-
-
-def direct_conv_scratch(x_shape, w_shape, out_shape, params: dict) -> tuple[int, int]:
-    """The shape of runtime.conv2_direct's scratch (the helper checks it): a row per filter
-    to accumulate its output in (as wide rows of the input's pitch when the strides are 1,
-    else row after row), and one more for a copy of the image with its padding when the
-    windows reach outside it."""
-    _, height, width, _ = x_shape
-    kh, kw, _, c_out = w_shape
-    _, out_height, out_width, _ = out_shape
-    strides, dilation = params["strides"], params["rhs_dilation"]
-    reach_h = (out_height - 1) * strides[0] + (kh - 1) * dilation[0] + 1
-    reach_w = (out_width - 1) * strides[1] + (kw - 1) * dilation[1] + 1
-    pads = [lo for lo, _ in params["padding"]]
-    padded = any(pads) or reach_h > height or reach_w > width
-    pitch = reach_w if padded else width
-    if strides == (1, 1):
-        accumulator = (out_height - 1) * pitch + out_width
-    else:
-        accumulator = out_height * out_width
-    return c_out + int(padded), max(accumulator, reach_h * pitch if padded else 0)
 
 
 def _int64s(value) -> str:

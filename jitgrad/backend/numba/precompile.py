@@ -59,10 +59,9 @@ def helper_signatures():
         yield runtime.conv2_gemm, (x, x, image, matrix, *pairs)  # conv2 by GEMM
         flat = types.Array(dtype, 1, "C")  # a filter gradient (ops/conv.py's conv_filters)
         yield runtime.conv2_filters, (x, x, image, flat, *pairs, pairs[0])
+        yield runtime.conv2_tiles, (x, x, image, flat, *pairs, pairs[0])  # few output channels
         taps = types.Array(dtype, 3, "C")  # conv2 by window rows (a filter gradient)
         yield runtime.conv2_windows, (x, x, image, taps)
-        images = types.Array(dtype, 3, "C", readonly=True)  # conv2 of one input channel
-        yield runtime.conv2_direct, (images, images, image, matrix, *pairs)
         yield runtime.conv2_col2im, (x, x, image, matrix, matrix, *pairs, pairs[0])
         yield runtime.max_pool2, (x, image, *pairs)  # max pooling (ops/pool.py)
         yield runtime.max_pool_scatter2, (x, x, image, *pairs)

@@ -716,93 +716,87 @@ def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
         matmul_into(strided(patches[:filled]), filters, products[done : done + filled])
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def conv2_direct(x, w, out, rows, strides, pads, rhs_dilation):
-    """conv2 of ONE input channel without groups or input dilation, by direct loops: x is
-    (N, H, W), w (KH, KW, C_out). im2col copies kh * kw elements per output position, which
-    costs more than the product itself (W10's first layer: the copy was 1.8 of its 2.35 ms).
-    Per image and filter, the output accumulates in a row of `rows` (caller-allocated scratch,
-    `direct_conv_scratch` gives its shape) as "wide rows": with strides of 1, output (i, j) is
-    at i * pitch + j, pitch being the input row's length, so that one window tap is ONE
-    multiply-add over the whole image (the input shifted by the tap's offset), long enough to
-    vectorise; the pitch - OW columns between rows are computed and never read. Other strides
-    accumulate row by row. Four taps of a window row go in one pass (fewer loads and stores of
-    the accumulator). A padded image (or one whose windows reach past its end) is first copied
-    with its zeros into the row after the filters'. Then the rows are transposed into `out`.
-    W10's first layer (64 x 28 x 28 -> 24 x 24 x 8), float32: 0.76 ms against 2.6 ms for
-    loops along each output row (24 long: too short to vectorise well) on the same host.
-    Multiply-adds are fused (fastmath "contract", as BLAS does): 5-15% faster on the Xeon."""
-    n_images, height, width = x.shape
-    kh, kw = w.shape[0], w.shape[1]
-    _, out_height, out_width, c_out = out.shape
-    if x.shape[0] != out.shape[0] or w.shape[2] != c_out:
-        raise ValueError("conv2_direct: the images', filters', output's shapes do not agree")
-    reach_h = (out_height - 1) * strides[0] + (kh - 1) * rhs_dilation[0] + 1
-    reach_w = (out_width - 1) * strides[1] + (kw - 1) * rhs_dilation[1] + 1
-    padded = pads[0] != 0 or pads[1] != 0 or reach_h > height or reach_w > width
-    pitch = reach_w if padded else width
-    wide = strides[0] == 1 and strides[1] == 1
-    segments = 1 if wide else out_height
-    segment = (out_height - 1) * pitch + out_width if wide else out_width
-    out_pitch = pitch if wide else out_width
-    needed = max(segments * segment, padded * reach_h * pitch)
-    if rows.shape[0] < c_out + padded or rows.shape[1] < needed:
-        raise ValueError("conv2_direct: the row scratch is smaller than the output")
-    step, dilation = strides[1], rhs_dilation[1]
-    flat_rows = view(rows, (rows.shape[0] * rows.shape[1],))
-    length = segments * segment
-    # The images and rows are indexed through `span` views (no reference counting in the
-    # loops, and loops from 0, whose indices LLVM sees are never negative: no wraparound).
-    for n in range(n_images):
-        if padded:
-            image = span(flat_rows, c_out * rows.shape[1], reach_h * pitch)
-            for r in range(reach_h):
-                for q in range(pitch):
-                    rr, qq = r - pads[0], q - pads[1]
-                    inside = 0 <= rr < height and 0 <= qq < width
-                    image[r * pitch + q] = x[n, rr, qq] if inside else 0
-        else:
-            image = view(x[n], (height * width,))
-        for o in range(c_out):
-            accumulator = span(flat_rows, o * rows.shape[1], length)
-            for t in range(length):
-                accumulator[t] = 0
-            for a in range(kh):
-                b = 0
-                while b < kw:
-                    offset = a * rhs_dilation[0] * pitch + b * dilation
-                    if b + 4 <= kw and step == 1:
-                        t0, t1, t2, t3 = w[a, b, o], w[a, b + 1, o], w[a, b + 2, o], w[a, b + 3, o]
-                        for s in range(segments):
-                            start = s * strides[0] * pitch + offset
-                            s0 = span(image, start, segment)
-                            s1 = span(image, start + dilation, segment)
-                            s2 = span(image, start + 2 * dilation, segment)
-                            s3 = span(image, start + 3 * dilation, segment)
-                            target = span(accumulator, s * segment, segment)
-                            for t in range(segment):
-                                target[t] += (s0[t] * t0 + s1[t] * t1) + (s2[t] * t2 + s3[t] * t3)
-                        b += 4
-                        continue
-                    tap = w[a, b, o]
-                    for s in range(segments):
-                        start = s * strides[0] * pitch + offset
-                        source = span(image, start, (segment - 1) * step + 1)
-                        target = span(accumulator, s * segment, segment)
-                        if step == 1:
-                            for t in range(segment):
-                                target[t] += source[t] * tap
-                        else:
-                            for t in range(segment):
-                                target[t] += source[t * step] * tap
-                    b += 1
-        for i in range(out_height):
-            for j in range(out_width):
-                for o in range(c_out):
-                    out[n, i, j, o] = rows[o, i * out_pitch + j]
+TILE = 8  # accumulators per register tile (conv2_tiles, conv2_filters): 8 FMA chains in flight
 
 
-FILTER_TILE = 8  # accumulators per tile of conv2_filters: 8 FMA chains hide the FMA latency
+@numba.njit(cache=True, nogil=True)
+def conv2_tiles(x, w, out, prepared, strides, pads, lhs_dilation, rhs_dilation):
+    """A 2-D conv without groups, out[n, i, j, o] = sum over a, b, c of
+    xp[n, i * strides[0] + a * d[0], j * strides[1] + b * d[1], c] * w[a, b, c, o], straight
+    from x and w in NHWC / HWIO (xp and d as in conv2_filters). TILE neighbouring output
+    positions of a row against `lanes` output channels make a register tile (simd.py): each
+    filter tap loads its lanes of w once and adds TILE products, FMA-bound. No im2col: at
+    small channel counts the window copy cost as much as the product (W10, float32, same
+    process: 0.42 against 0.70 ms for direct loops over wide rows of the image (the first
+    layer, one input channel), 0.49 against 0.90 ms for conv2_gemm)."""
+    n_images, _, _, c_in = x.shape
+    kh, kw, _, c_out = w.shape
+    _, out_h, out_w, _ = out.shape
+    if out.shape[0] != n_images or w.shape[2] != c_in:
+        raise ValueError("conv2_tiles: the input's, filters', output's shapes do not agree")
+    if out.size == 0:
+        return
+    window, spatial = (kh, kw), (out_h, out_w)
+    plan = (prepared, spatial, window, strides, pads, lhs_dilation, rhs_dilation, "conv2_tiles")
+    source, taps, geometry = _tile_plan(x, c_out, *plan)
+    filters, flat_out = view(w, (w.size,)), view(out, (out.size,))
+    if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
+        first = _output_tiles(source, filters, flat_out, taps, geometry, 0, 16)
+        first = _output_tiles(source, filters, flat_out, taps, geometry, first, 8)
+    else:
+        first = _output_tiles(source, filters, flat_out, taps, geometry, 0, 8)
+        first = _output_tiles(source, filters, flat_out, taps, geometry, first, 4)
+    _output_tiles(source, filters, flat_out, taps, geometry, first, 1)
+
+
+@numba.njit(nogil=True)
+def _output_tiles(source, filters, flat_out, taps, geometry, first, lanes):
+    """conv2_tiles' outputs for the output channels first, first + lanes, ... that fit in
+    whole vectors of `lanes`: TILE positions of a row at a time, then one at a time. The next
+    channel it did not do."""
+    numba.literally(lanes)
+    n_images, rows, pitch, c_in, out_h, out_w, c_out, step_h, step_w = geometry
+    count, x_step = taps.size, step_w * c_in
+    o = first
+    while o + lanes <= c_out:
+        for n in range(n_images):
+            for i in range(out_h):
+                row = (n * rows + i * step_h) * pitch * c_in
+                out_row = (n * out_h + i) * out_w * c_out + o
+                j = 0
+                while j + TILE <= out_w:
+                    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(flat_out, lanes)
+                    at = row + j * x_step
+                    for k in range(count):
+                        weights = vload(filters, k * c_out + o, lanes)
+                        p = at + taps[k]
+                        a0 = vfma(a0, load(source, p), weights)
+                        a1 = vfma(a1, load(source, p + x_step), weights)
+                        a2 = vfma(a2, load(source, p + 2 * x_step), weights)
+                        a3 = vfma(a3, load(source, p + 3 * x_step), weights)
+                        a4 = vfma(a4, load(source, p + 4 * x_step), weights)
+                        a5 = vfma(a5, load(source, p + 5 * x_step), weights)
+                        a6 = vfma(a6, load(source, p + 6 * x_step), weights)
+                        a7 = vfma(a7, load(source, p + 7 * x_step), weights)
+                    q = out_row + j * c_out
+                    vstore(flat_out, q, a0)
+                    vstore(flat_out, q + c_out, a1)
+                    vstore(flat_out, q + 2 * c_out, a2)
+                    vstore(flat_out, q + 3 * c_out, a3)
+                    vstore(flat_out, q + 4 * c_out, a4)
+                    vstore(flat_out, q + 5 * c_out, a5)
+                    vstore(flat_out, q + 6 * c_out, a6)
+                    vstore(flat_out, q + 7 * c_out, a7)
+                    j += TILE
+                while j < out_w:
+                    total, at = vzeros(flat_out, lanes), row + j * x_step
+                    for k in range(count):
+                        weights = vload(filters, k * c_out + o, lanes)
+                        total = vfma(total, load(source, at + taps[k]), weights)
+                    vstore(flat_out, out_row + j * c_out, total)
+                    j += 1
+        o += lanes
+    return o
 
 
 @numba.njit(cache=True, nogil=True)
@@ -815,47 +809,26 @@ def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation
     with xp = x dilated by `lhs_dilation` and padded by `pads` (copied into `prepared`,
     caller-allocated, when either is not trivial; then of at least N * reach_h * reach_w * C
     elements) and d = `rhs_dilation`. Straight from x and g in NHWC: no transposes, no im2col.
-    The filter taps (a, b, c), flattened, are taken FILTER_TILE at a time against `lanes`
-    output channels: each step over (n, i, j) loads the cotangent's lanes once and adds
-    FILTER_TILE products into accumulators kept in SIMD registers (simd.py), so the work is
-    FMA-bound, not load-bound, and sums run in the output's type, fused, as BLAS sums.
-    W10's filter gradients (float32, same process): 0.41 ms for the first layer against 0.80
-    for transposes plus conv2_windows, 0.45 against 0.88 for the second."""
-    n_images, height, width, c_in = x.shape
+    The filter taps (a, b, c), flattened, are taken TILE at a time against `lanes` output
+    channels: each step over (n, i, j) loads the cotangent's lanes once and adds TILE
+    products into accumulators kept in SIMD registers (simd.py), so the work is FMA-bound,
+    not load-bound, and sums run in the output's type, fused, as BLAS sums. W10's filter
+    gradients (float32, same process): 0.33 ms for the first layer against 0.78 for
+    transposes plus conv2_windows, 0.35 against 0.61 for the second."""
+    n_images, _, _, c_in = x.shape
     _, out_h, out_w, c_out = g.shape
     kh, kw = out.shape[0], out.shape[1]
     if g.shape[0] != n_images or out.shape[2] != c_in or out.shape[3] != c_out:
         raise ValueError("conv2_filters: the input's, cotangent's, output's shapes do not agree")
-    reach_h = (out_h - 1) * strides[0] + (kh - 1) * rhs_dilation[0] + 1
-    reach_w = (out_w - 1) * strides[1] + (kw - 1) * rhs_dilation[1] + 1
     if out_h == 0 or out_w == 0 or n_images == 0:
         out[...] = 0
         return
-    direct = (
-        pads[0] == 0
-        and pads[1] == 0
-        and lhs_dilation[0] == 1
-        and lhs_dilation[1] == 1
-        and reach_h <= height
-        and reach_w <= width
-    )
-    if direct:
-        source, rows, pitch = view(x, (x.size,)), height, width
-    else:
-        size = n_images * reach_h * reach_w * c_in
-        if prepared.size < size:
-            raise ValueError("conv2_filters: the prepared-image scratch is too small")
-        source = span(view(prepared, (prepared.size,)), 0, size)
-        _dilate_and_pad(x, source, reach_h, reach_w, pads, lhs_dilation)
-        rows, pitch = reach_h, reach_w
-    taps = np.empty(kh * kw * c_in, np.int64)  # x's offset of each tap from a window's start
-    for a in range(kh):
-        for b in range(kw):
-            for c in range(c_in):
-                row = a * rhs_dilation[0] * pitch + b * rhs_dilation[1]
-                taps[(a * kw + b) * c_in + c] = row * c_in + c
-    geometry = (n_images, rows, pitch, c_in, out_h, out_w, c_out, strides[0], strides[1])
+    window, spatial = (kh, kw), (out_h, out_w)
+    plan = (prepared, spatial, window, strides, pads, lhs_dilation, rhs_dilation, "conv2_filters")
+    source, taps, geometry = _tile_plan(x, c_out, *plan)
     cotangents, flat_out = view(g, (g.size,)), view(out, (out.size,))
+    # conv2_tiles' dispatch over lanes, written again: Numba does not cache a helper that
+    # takes another (the tile loop) as an argument.
     if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
         first = _filter_tiles(source, cotangents, flat_out, taps, geometry, 0, 16)
         first = _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 8)
@@ -863,6 +836,51 @@ def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation
         first = _filter_tiles(source, cotangents, flat_out, taps, geometry, 0, 8)
         first = _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 4)
     _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 1)
+
+
+@numba.njit(nogil=True)
+def _tile_plan(
+    x, c_out, prepared, out_spatial, window, strides, pads, lhs_dilation, rhs_dilation, helper
+):
+    """What conv2_tiles and conv2_filters read: (x as a flat array, the offset of each filter
+    tap (a, b, c) from its window's first element, the geometry their tile loops take).
+    x itself when the conv reads no padding and no dilation of it, else x dilated and padded
+    into `prepared` (its first N * reach_h * reach_w * C elements, `reach` being the rows and
+    columns the windows span)."""
+    n_images, height, width, c_in = x.shape
+    reach_h = (out_spatial[0] - 1) * strides[0] + (window[0] - 1) * rhs_dilation[0] + 1
+    reach_w = (out_spatial[1] - 1) * strides[1] + (window[1] - 1) * rhs_dilation[1] + 1
+    if (
+        pads[0] == 0
+        and pads[1] == 0
+        and lhs_dilation[0] == 1
+        and lhs_dilation[1] == 1
+        and reach_h <= height
+        and reach_w <= width
+    ):
+        source, rows, pitch = view(x, (x.size,)), height, width
+    else:
+        size = n_images * reach_h * reach_w * c_in
+        if prepared.size < size:
+            raise ValueError(helper + ": the prepared-image scratch is too small")
+        source = span(view(prepared, (prepared.size,)), 0, size)
+        _dilate_and_pad(x, source, reach_h, reach_w, pads, lhs_dilation)
+        rows, pitch = reach_h, reach_w
+    taps = _tap_offsets(window[0], window[1], c_in, pitch, rhs_dilation)
+    geometry = (n_images, rows, pitch, c_in) + out_spatial + (c_out, strides[0], strides[1])
+    return source, taps, geometry
+
+
+@numba.njit(nogil=True)
+def _tap_offsets(kh, kw, c_in, pitch, rhs_dilation):
+    """x's offset of each filter tap (a, b, c), flattened, from its window's first element."""
+    taps = np.empty(kh * kw * c_in, np.int64)
+    for a in range(kh):
+        for b in range(kw):
+            for c in range(c_in):
+                row = a * rhs_dilation[0] * pitch + b * rhs_dilation[1]
+                taps[(a * kw + b) * c_in + c] = row * c_in + c
+    return taps
 
 
 @numba.njit(nogil=True)
@@ -895,7 +913,7 @@ def _dilate_and_pad(x, target, reach_h, reach_w, pads, lhs_dilation):
 @numba.njit(nogil=True)
 def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
     """conv2_filters' outputs for the output channels first, first + lanes, ... that fit in
-    whole vectors of `lanes`: FILTER_TILE taps at a time, then one at a time. The next
+    whole vectors of `lanes`: TILE taps at a time, then one at a time. The next
     channel it did not do."""
     numba.literally(lanes)
     n_images, rows, pitch, c_in, out_h, out_w, c_out, step_h, step_w = geometry
@@ -903,7 +921,7 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
     o = first
     while o + lanes <= c_out:
         k = 0
-        while k + FILTER_TILE <= count:
+        while k + TILE <= count:
             t0, t1, t2, t3 = taps[k], taps[k + 1], taps[k + 2], taps[k + 3]
             t4, t5, t6, t7 = taps[k + 4], taps[k + 5], taps[k + 6], taps[k + 7]
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(flat_out, lanes)
@@ -931,7 +949,7 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
             vstore(flat_out, (k + 5) * c_out + o, a5)
             vstore(flat_out, (k + 6) * c_out + o, a6)
             vstore(flat_out, (k + 7) * c_out + o, a7)
-            k += FILTER_TILE
+            k += TILE
         while k < count:
             tap, total = taps[k], vzeros(flat_out, lanes)
             for n in range(n_images):
