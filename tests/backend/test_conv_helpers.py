@@ -76,8 +76,16 @@ def filters(*args):
     _with_readonly_operands(runtime.conv2_filters, *args)
 
 
-def tiles(*args):
-    _with_readonly_operands(runtime.conv2_tiles, *args)
+@numba.njit
+def _tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, relu):
+    x, w, bias = runtime.readonly(x), runtime.readonly(w), runtime.readonly(bias)
+    runtime.conv2_tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, relu)
+
+
+def tiles(x, w, out, prepared, strides, pads, lhs, rhs, bias=None, relu=False):
+    """conv2_tiles without an epilogue, or with `bias` and/or relu."""
+    bias = np.empty(0, out.dtype) if bias is None else bias
+    _tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, np.bool_(relu))
 
 
 def prepared_by_definition(x, reach, pads, lhs_dilation):
@@ -213,3 +221,33 @@ def test_conv2_filters_checks_its_shapes_and_scratch():
     padded = [pairs[0], (np.int64(1), np.int64(1)), pairs[2], pairs[3]]
     with pytest.raises(ValueError, match="prepared-image scratch is too small"):
         filters(x, np.ones((2, 6, 6, 5)), np.empty((3, 3, 3, 5)), np.empty(10), *padded)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2_tiles_epilogue_adds_the_bias_then_applies_relu(relu, dtype):
+    """On the registers: out + bias (one rounding, as the loop after the conv), then
+    `x if x > 0 else +0.0` (NaN and -0.0 give +0.0)."""
+    case = FILTER_CASES[2]  # 25 output channels: every lane count
+    x, _, out_spatial, prepared, pairs = case_arrays(case, dtype)
+    x[0, 1, 1, 0] = np.nan
+    c_out, window = case[1], case[2]
+    w = np.random.default_rng(1).standard_normal((*window, x.shape[-1], c_out)).astype(dtype)
+    bias = np.random.default_rng(2).standard_normal(c_out).astype(dtype)
+    plain = np.empty((x.shape[0], *out_spatial, c_out), dtype)
+    tiles(x, w, plain, prepared, *pairs)
+    finished = np.empty_like(plain)
+    tiles(x, w, finished, prepared, *pairs, bias=bias, relu=relu)
+    expected = plain + bias
+    if relu:
+        expected = np.where(expected > 0, expected, dtype(0))
+    assert np.isnan(plain).any()
+    np.testing.assert_array_equal(finished, expected)
+    assert np.array_equal(np.signbit(finished), np.signbit(expected))
+
+
+def test_conv2_tiles_checks_its_bias():
+    x, w = np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 5))
+    pairs = [(np.int64(a), np.int64(a)) for a in (1, 0, 1, 1)]
+    with pytest.raises(ValueError, match="one element per output channel"):
+        tiles(x, w, np.empty((2, 4, 4, 5)), np.empty(1), *pairs, bias=np.ones(4))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jitgrad.backend.numba import control, helper_names, linalg
+from jitgrad.backend.numba.epilogues import conv_epilogues
 from jitgrad.backend.numba.literals import literal, np_dtype
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.core.aval import DYNAMIC, TupleAVal
@@ -206,6 +207,7 @@ class Emitter:
         # (a mean's 1/n, say) may differ between the shapes it serves.
         self.generic = generic
         self.size = Sizes(generic)
+        self.conv_epilogues: dict = {}  # conv equation -> its epilogue (set by `build`)
         # Who reads each value (equations of any step), and the graph's outputs: a one-element
         # slice read only as a scalar is emitted as one indexing expression (`inline_element`).
         self.readers: dict[Var, list[Eqn]] = {}
@@ -279,7 +281,13 @@ class Emitter:
         groups = []
         loops = []  # (first line, end line) of the loops a function may run (see outline_loops)
         parallel_loops = []  # (first line, end line) of the prange loops (see outline_loops)
-        for step in plan_row_loops(self.schedule.steps, self.is_parallel, self.contiguous):
+        # The start of loop groups that a conv does on its registers (epilogues.py) is not
+        # emitted again.
+        self.conv_epilogues = conv_epilogues(self.schedule, lambda e: conv_strategy(e) == "tiles")
+        rests = {epilogue.group: epilogue.rest for epilogue in self.conv_epilogues.values()}
+        steps = [rests.get(step, step) for step in self.schedule.steps]
+        steps = [step for step in steps if step is not None]
+        for step in plan_row_loops(steps, self.is_parallel, self.contiguous):
             start = len(self.lines)
             if isinstance(step, RowLoop):
                 self.row_loop(step)
@@ -1007,18 +1015,17 @@ class Emitter:
         columns (conv2_col2im); the others by direct loops (conv1 / conv2)."""
         p = e.params
         rank = len(p["strides"])
-        n, *out_spatial, c_out = e.out.aval.shape
-        in_positions = int(np.prod(x.aval.shape[1:-1]))
-        if rank == 2 and p["groups"] == 1 and in_positions < int(np.prod(out_spatial)):
+        strategy = conv_strategy(e)
+        if strategy == "columns":
             self.conv_by_columns(e, x, w)
             return
-        if rank == 2 and p["groups"] == 1 and p["lhs_dilation"] == (1, 1):
-            if _filter_gradient_shaped(p, out_spatial, w.aval.shape):
-                self.conv_by_windows(e, x, w)
-                return
-            if c_out <= TILES_MAX_OUT_CHANNELS:
-                self.conv_by_tiles(e, x, w)
-                return
+        if strategy == "windows":
+            self.conv_by_windows(e, x, w)
+            return
+        if strategy == "tiles":
+            self.conv_by_tiles(e, x, w)
+            return
+        if strategy == "gemm":
             self.call_through_symbol("conv2_gemm", e.out.aval.dtype)
             self.add_buffer(e.out)
             n, oh, ow, _ = e.out.aval.shape
@@ -1084,15 +1091,29 @@ class Emitter:
 
     def conv_by_tiles(self, e, x, w) -> None:
         """A conv by register tiles of output positions x output channels, read straight
-        from x and w (conv2_tiles)."""
+        from x and w (conv2_tiles); with the bias and relu of the loop group after it as
+        its epilogue, into that group's output (epilogues.py), when it has them."""
         p = e.params
         self.call_through_symbol("conv2_tiles", e.out.aval.dtype)
-        self.add_buffer(e.out)
-        operands = [*self.conv_operands(x, w), self.name_of(e.out)]
+        epilogue = self.conv_epilogues.get(e)
+        out = e.out if epilogue is None else epilogue.out
+        self.add_buffer(out)
+        self.contiguous.add(out)
+        dtype = np_dtype(e.out.aval.dtype)
+        if epilogue is not None and epilogue.bias is not None:
+            bias = self.read_operand(self.contiguous_expr(epilogue.bias))
+        else:
+            bias = self.read_operand(f"np.empty(0, {dtype})")
+        relu = epilogue is not None and epilogue.relu
+        if epilogue is not None:
+            parts = (["+ bias"] if epilogue.bias is not None else []) + (["relu"] if relu else [])
+            self.emit(f"# and its epilogue: {', '.join(parts)} (from the loop group after it)")
+        x_name, w_name = self.conv_operands(x, w)
         prepared = self.prepared_image(e, x.aval.shape, e.out.aval.shape, w.aval.shape[:2], p)
         params = [_int64s(p["strides"]), _int64s(tuple(lo for lo, _ in p["padding"]))]
-        params += [_int64s(p["lhs_dilation"]), _int64s(p["rhs_dilation"])]
-        self.emit(f"conv2_tiles({', '.join([*operands, prepared, *params])})")
+        params += [_int64s(p["lhs_dilation"]), _int64s(p["rhs_dilation"]), f"np.bool_({relu})"]
+        operands = [x_name, w_name, bias, self.name_of(out), prepared, *params]
+        self.emit(f"conv2_tiles({', '.join(operands)})")
 
     def prepared_image(self, e, x_shape, out_shape, window, params) -> str:
         """The name of a caller-allocated scratch for x dilated and padded, as conv2_tiles
@@ -1459,6 +1480,28 @@ def _filter_gradient_shaped(params: dict, out_spatial: list, w_shape: tuple) -> 
         and out_spatial[0] * out_spatial[1] <= WINDOWS_MAX_POSITIONS
         and kh * kw * c_in >= WINDOWS_MIN_SIZE
     )
+
+
+def conv_strategy(e) -> str:
+    """How `Emitter.op_conv` computes the conv equation `e`: "columns" (an output with more
+    positions than its input: conv2_col2im), "windows" (few outputs, large windows:
+    conv2_windows), "tiles" (few output channels: conv2_tiles), "gemm" (conv2_gemm), or
+    "direct" (conv1 / conv2: groups, input dilation, 1-D)."""
+    if e.op.name != "conv":
+        return "none"
+    p = e.params
+    rank = len(p["strides"])
+    x, w = e.inputs
+    _, *out_spatial, c_out = e.out.aval.shape
+    if rank != 2 or p["groups"] != 1:
+        return "direct"
+    if int(np.prod(x.aval.shape[1:-1])) < int(np.prod(out_spatial)):
+        return "columns"
+    if p["lhs_dilation"] != (1, 1):
+        return "direct"
+    if _filter_gradient_shaped(p, out_spatial, w.aval.shape):
+        return "windows"
+    return "tiles" if c_out <= TILES_MAX_OUT_CHANNELS else "gemm"
 
 
 def gemm_conv_block(positions: int, columns: int) -> int:

@@ -13,6 +13,7 @@ loop-carried values stay in registers and each update is one FMA instruction.
     acc = vfma(acc, s, vload(a, i, 16))  # acc + s * a[i:i + 16], fused
     vstore(out, j, acc)                  # out[j:j + 16] = acc
     s = load(a, i)                       # a[i], unchecked
+    acc = vrelu(vadd(acc, b))            # lane by lane: + and relu
 
 `lanes` must be a compile-time constant (a literal, or a `numba.literally` argument). The
 loads and stores (`load` too) do NOT check bounds: their callers check the extents once, up
@@ -136,3 +137,29 @@ def vfma(typingctx, acc, scalar, vector):
         return builder.call(fma, [splat, vector_value, acc_value])
 
     return acc(acc, scalar, vector), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b, lane by lane."""
+    if not isinstance(a, Vec) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vrelu(typingctx, a):
+    """Each lane x as `x if x > 0 else +0.0` (relu as ops/nn.py writes it: NaN and -0.0 give
+    +0.0), one compare and one select per vector."""
+    if not isinstance(a, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        zeros = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered(">", args[0], zeros), args[0], zeros)
+
+    return a(a), codegen
