@@ -846,6 +846,25 @@ def test_few_output_channels_conv_by_tiles_equals_eager(conv):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
 
 
+@pytest.mark.parametrize("c_in, helper", [(8, "conv2_scatter"), (40, "conv2_col2im")])
+def test_input_gradient_by_input_positions_equals_eager(c_in, helper):
+    """The input gradient (a conv with more output positions than input ones) by register
+    tiles with up to 32 of its output channels (the forward's input channels), else by a
+    product into columns and a scatter."""
+    rng = np.random.default_rng(c_in)
+    x = rng.standard_normal((2, 11, 10, c_in))
+    w = rng.standard_normal((3, 3, c_in, 4))
+
+    def loss(x, w):
+        return jg.reduce_sum(jg.nn.conv2d(x, w, 2, "SAME") ** 2)
+
+    assert f"{helper}(" in jg.jit_grad(loss, wrt=(0, 1)).lower(x, w).source
+    value, grads = jg.jit_grad(loss, wrt=(0, 1))(x, w)
+    assert_compiled_close(value, loss(x, w), "jit_grad value")
+    for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1))(x, w), "xw"):
+        assert_compiled_close(g, e, f"jit_grad d/d{name}")
+
+
 def test_many_output_channels_conv_by_gemm():
     x = np.ones((1, 6, 6, 2), np.float32)
     w = np.ones((3, 3, 2, 40), np.float32)

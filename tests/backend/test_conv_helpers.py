@@ -251,3 +251,48 @@ def test_conv2_tiles_checks_its_bias():
     pairs = [(np.int64(a), np.int64(a)) for a in (1, 0, 1, 1)]
     with pytest.raises(ValueError, match="one element per output channel"):
         tiles(x, w, np.empty((2, 4, 4, 5)), np.empty(1), *pairs, bias=np.ones(4))
+
+
+@numba.njit
+def _scatter(x, w, out, strides, pads, lhs, rhs):
+    runtime.conv2_scatter(runtime.readonly(x), runtime.readonly(w), out, strides, pads, lhs, rhs)
+
+
+# Convs with more output positions than input ones (input gradients): x shape, output
+# channels, window, input dilation (the forward's strides), rhs dilation; stride 1, padded by
+# the dilated window less one on both sides. Widths with and without a rest after the tiles,
+# output channels in 16-, 8- and 1-lane vectors, input dilations that make a tile's taps
+# reach columns unevenly (position by position).
+SCATTER_CASES = [
+    ((2, 8, 8, 16), 8, (5, 5), (1, 1), (1, 1)),
+    ((2, 5, 11, 3), 25, (3, 2), (2, 2), (1, 1)),
+    ((1, 4, 9, 2), 9, (2, 3), (1, 3), (1, 2)),
+    ((3, 3, 3, 4), 1, (3, 3), (1, 1), (2, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SCATTER_CASES, ids=str)
+def test_conv2_scatter_equals_the_definition(case, dtype):
+    x_shape, c_out, window, lhs, rhs = case
+    rng = np.random.default_rng(c_out)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((*window, x_shape[-1], c_out)).astype(dtype)
+    reach = [(k - 1) * d + 1 for k, d in zip(window, rhs)]
+    pads = tuple(r - 1 for r in reach)
+    dilated = [(n - 1) * d + 1 for n, d in zip(x_shape[1:3], lhs)]
+    out_spatial = tuple(n + 2 * p - r + 1 for n, p, r in zip(dilated, pads, reach))
+    assert np.prod(out_spatial) > np.prod(x_shape[1:3])
+    out = np.full((x_shape[0], *out_spatial, c_out), np.nan, dtype)
+    as_pairs = [tuple(np.int64(v) for v in pair) for pair in ((1, 1), pads, lhs, rhs)]
+    _scatter(x, w, out, *as_pairs)
+    expected = conv_by_definition(x, w, out_spatial, (1, 1), pads, lhs, rhs)
+    assert_close_in(dtype, out, expected)
+
+
+def test_conv2_scatter_checks_its_shapes():
+    pairs = [(np.int64(a), np.int64(a)) for a in (1, 2, 1, 1)]
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        _scatter(np.ones((1, 4, 4, 3)), np.ones((3, 3, 2, 5)), np.empty((1, 6, 6, 5)), *pairs)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        _scatter(np.ones((1, 4, 4, 3)), np.ones((3, 3, 3, 5)), np.empty((1, 6, 6, 4)), *pairs)

@@ -1011,11 +1011,16 @@ class Emitter:
         caller-allocated scratch and one BLAS product (conv2_gemm), or by register tiles
         straight from x and w when it has few output channels (conv2_tiles), or by dot
         products over window rows when it has few outputs and large windows (a filter
-        gradient: conv2_windows); one whose output has more positions than its input by
-        columns (conv2_col2im); the others by direct loops (conv1 / conv2)."""
+        gradient: conv2_windows); one whose output has more positions than its input (an
+        input gradient) by input positions, on register tiles with few output channels
+        (conv2_scatter), else by columns (conv2_col2im); the others by direct loops (conv1 /
+        conv2). `conv_strategy` makes the choice."""
         p = e.params
         rank = len(p["strides"])
         strategy = conv_strategy(e)
+        if strategy == "scatter":
+            self.conv_by_scatter(e, x, w)
+            return
         if strategy == "columns":
             self.conv_by_columns(e, x, w)
             return
@@ -1145,6 +1150,18 @@ class Emitter:
     def conv_operands(self, x: Var, w: Var) -> list[str]:
         """A convolution helper's input and filters: C-contiguous, read-only."""
         return [self.read_operand(self.contiguous_expr(v)) for v in (x, w)]
+
+    def conv_by_scatter(self, e, x, w) -> None:
+        """A conv whose output has more positions than its input (an input gradient), with
+        few output channels: register tiles of input positions, their products added into
+        the outputs they reach (conv2_scatter)."""
+        p = e.params
+        self.call_through_symbol("conv2_scatter", e.out.aval.dtype)
+        self.add_buffer(e.out)
+        operands = [*self.conv_operands(x, w), self.name_of(e.out)]
+        params = [_int64s(p["strides"]), _int64s(tuple(lo for lo, _ in p["padding"]))]
+        params += [_int64s(p["lhs_dilation"]), _int64s(p["rhs_dilation"])]
+        self.emit(f"conv2_scatter({', '.join(operands + params)})")
 
     def conv_by_columns(self, e, x, w) -> None:
         """A conv whose output has more positions than its input (an input gradient): one
@@ -1483,8 +1500,9 @@ def _filter_gradient_shaped(params: dict, out_spatial: list, w_shape: tuple) -> 
 
 
 def conv_strategy(e) -> str:
-    """How `Emitter.op_conv` computes the conv equation `e`: "columns" (an output with more
-    positions than its input: conv2_col2im), "windows" (few outputs, large windows:
+    """How `Emitter.op_conv` computes the conv equation `e`: "scatter" / "columns" (an
+    output with more positions than its input, with few output channels / more: conv2_scatter
+    / conv2_col2im), "windows" (few outputs, large windows:
     conv2_windows), "tiles" (few output channels: conv2_tiles), "gemm" (conv2_gemm), or
     "direct" (conv1 / conv2: groups, input dilation, 1-D)."""
     if e.op.name != "conv":
@@ -1496,7 +1514,7 @@ def conv_strategy(e) -> str:
     if rank != 2 or p["groups"] != 1:
         return "direct"
     if int(np.prod(x.aval.shape[1:-1])) < int(np.prod(out_spatial)):
-        return "columns"
+        return "scatter" if c_out <= TILES_MAX_OUT_CHANNELS else "columns"
     if p["lhs_dilation"] != (1, 1):
         return "direct"
     if _filter_gradient_shaped(p, out_spatial, w.aval.shape):

@@ -64,6 +64,7 @@ def helper_signatures():
         taps = types.Array(dtype, 3, "C")  # conv2 by window rows (a filter gradient)
         yield runtime.conv2_windows, (x, x, image, taps)
         yield runtime.conv2_col2im, (x, x, image, matrix, matrix, *pairs, pairs[0])
+        yield runtime.conv2_scatter, (x, x, image, *pairs, pairs[0])  # few output channels
         yield runtime.max_pool2, (x, image, *pairs)  # max pooling (ops/pool.py)
         yield runtime.max_pool_scatter2, (x, x, image, *pairs)
         yield runtime.max_pool_gather2, (x, x, image, *pairs)
