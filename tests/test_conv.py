@@ -865,6 +865,30 @@ def test_input_gradient_by_input_positions_equals_eager(c_in, helper):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
 
 
+@pytest.mark.parametrize(
+    "strides, padding", [(1, "VALID"), (2, "SAME"), (3, [[0, 0], [2, 1], [0, 0]])]
+)
+def test_conv1d_by_tiles_of_height_one_equals_eager(strides, padding):
+    """A 1-D conv with few output channels runs as a 2-D one of height 1: its value by
+    conv2_tiles (with the bias after it as the epilogue; the relu's mask is read by the
+    gradient, so the relu stays in the loop), its input gradient by conv2_scatter, its filter
+    gradient by conv2_filters."""
+    rng = np.random.default_rng(strides)
+    x, w = rng.standard_normal((3, 17, 5)), rng.standard_normal((4, 5, 6))
+    b = rng.standard_normal(6)
+
+    def loss(x, w, b):
+        return jg.reduce_sum(jg.nn.relu(jg.nn.conv1d(x, w, strides, padding) + b) ** 2)
+
+    source = jg.jit_grad(loss, wrt=(0, 1, 2)).lower(x, w, b).source
+    assert "conv2_tiles(" in source and "conv2_filters(" in source
+    assert "conv2_scatter(" in source and "# and its epilogue: + bias (" in source
+    value, grads = jg.jit_grad(loss, wrt=(0, 1, 2))(x, w, b)
+    assert_compiled_close(value, loss(x, w, b), "jit_grad value")
+    for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1, 2))(x, w, b), "xwb"):
+        assert_compiled_close(g, e, f"jit_grad d/d{name}")
+
+
 def test_many_output_channels_conv_by_gemm():
     x = np.ones((1, 6, 6, 2), np.float32)
     w = np.ones((3, 3, 2, 40), np.float32)

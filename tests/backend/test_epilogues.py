@@ -30,6 +30,13 @@ CASES = {
     "relu, pool": (lambda x, w, b: pool(jg.nn.relu(conv(x, w))), "relu"),
     "bias, pool": (lambda x, w, b: pool(conv(x, w) + b), "+ bias"),
     "bias, relu, square": (lambda x, w, b: jg.nn.relu(conv(x, w) + b) ** 2, "+ bias, relu"),
+    # The relu's mask is read again (the where below): the bias alone is the epilogue.
+    "mask read": (
+        lambda x, w, b: jg.where(
+            conv(x, w) + b > 0, jg.nn.relu(conv(x, w) + b), 2 * (conv(x, w) + b)
+        ),
+        "+ bias",
+    ),
     # The pre-activation is read after the relu: only the bias is the epilogue.
     "pre-activation read": (
         lambda x, w, b: jg.nn.relu(conv(x, w) + b) * (conv(x, w) + b),

@@ -1113,12 +1113,30 @@ class Emitter:
         if epilogue is not None:
             parts = (["+ bias"] if epilogue.bias is not None else []) + (["relu"] if relu else [])
             self.emit(f"# and its epilogue: {', '.join(parts)} (from the loop group after it)")
-        x_name, w_name = self.conv_operands(x, w)
-        prepared = self.prepared_image(e, x.aval.shape, e.out.aval.shape, w.aval.shape[:2], p)
+        x_name, w_name, out_name, shapes, p = self.conv_as_2d(e, x, w, out)
+        prepared = self.prepared_image(e, shapes[0], shapes[2], shapes[1][:2], p)
         params = [_int64s(p["strides"]), _int64s(tuple(lo for lo, _ in p["padding"]))]
         params += [_int64s(p["lhs_dilation"]), _int64s(p["rhs_dilation"]), f"np.bool_({relu})"]
-        operands = [x_name, w_name, bias, self.name_of(out), prepared, *params]
+        operands = [x_name, w_name, bias, out_name, prepared, *params]
         self.emit(f"conv2_tiles({', '.join(operands)})")
+
+    def conv_as_2d(self, e, x, w, out):
+        """(x, w and `out` as read-only / writable 2-D conv operands, their shapes, the
+        params): a 1-D conv's as views of height 1 (strides 1, no padding along it)."""
+        p = dict(e.params)
+        shapes = [x.aval.shape, w.aval.shape, out.aval.shape]
+        x_name, w_name = self.conv_operands(x, w)
+        out_name = self.name_of(out)
+        if len(p["strides"]) == 1:
+            n, width, c_in = shapes[0]
+            shapes = [(n, 1, width, c_in), (1, *shapes[1]), (shapes[2][0], 1, *shapes[2][1:])]
+            x_name = self.read_operand(self.view(self.contiguous_expr(x), shapes[0]))
+            w_name = self.read_operand(self.view(self.contiguous_expr(w), shapes[1]))
+            out_name = self.view(out_name, shapes[2])
+            for key in ("strides", "lhs_dilation", "rhs_dilation"):
+                p[key] = (1, *p[key])
+            p["padding"] = ((0, 0), *p["padding"])
+        return x_name, w_name, out_name, shapes, p
 
     def prepared_image(self, e, x_shape, out_shape, window, params) -> str:
         """The name of a caller-allocated scratch for x dilated and padded, as conv2_tiles
@@ -1155,10 +1173,10 @@ class Emitter:
         """A conv whose output has more positions than its input (an input gradient), with
         few output channels: register tiles of input positions, their products added into
         the outputs they reach (conv2_scatter)."""
-        p = e.params
         self.call_through_symbol("conv2_scatter", e.out.aval.dtype)
         self.add_buffer(e.out)
-        operands = [*self.conv_operands(x, w), self.name_of(e.out)]
+        x_name, w_name, out_name, _, p = self.conv_as_2d(e, x, w, e.out)
+        operands = [x_name, w_name, out_name]
         params = [_int64s(p["strides"]), _int64s(tuple(lo for lo, _ in p["padding"]))]
         params += [_int64s(p["lhs_dilation"]), _int64s(p["rhs_dilation"])]
         self.emit(f"conv2_scatter({', '.join(operands + params)})")
@@ -1502,24 +1520,29 @@ def _filter_gradient_shaped(params: dict, out_spatial: list, w_shape: tuple) -> 
 def conv_strategy(e) -> str:
     """How `Emitter.op_conv` computes the conv equation `e`: "scatter" / "columns" (an
     output with more positions than its input, with few output channels / more: conv2_scatter
-    / conv2_col2im), "windows" (few outputs, large windows:
-    conv2_windows), "tiles" (few output channels: conv2_tiles), "gemm" (conv2_gemm), or
-    "direct" (conv1 / conv2: groups, input dilation, 1-D)."""
+    / conv2_col2im), "windows" (few outputs, large windows: conv2_windows), "tiles" (few
+    output channels: conv2_tiles), "gemm" (conv2_gemm), or "direct" (conv1 / conv2: groups,
+    input dilation). A 1-D conv runs as a 2-D one of height 1 by tiles or scatter, else
+    directly."""
     if e.op.name != "conv":
         return "none"
     p = e.params
     rank = len(p["strides"])
     x, w = e.inputs
     _, *out_spatial, c_out = e.out.aval.shape
-    if rank != 2 or p["groups"] != 1:
+    if p["groups"] != 1:
         return "direct"
     if int(np.prod(x.aval.shape[1:-1])) < int(np.prod(out_spatial)):
-        return "scatter" if c_out <= TILES_MAX_OUT_CHANNELS else "columns"
-    if p["lhs_dilation"] != (1, 1):
+        if c_out <= TILES_MAX_OUT_CHANNELS:
+            return "scatter"
+        return "columns" if rank == 2 else "direct"
+    if p["lhs_dilation"] != (1,) * rank:
         return "direct"
-    if _filter_gradient_shaped(p, out_spatial, w.aval.shape):
+    if rank == 2 and _filter_gradient_shaped(p, out_spatial, w.aval.shape):
         return "windows"
-    return "tiles" if c_out <= TILES_MAX_OUT_CHANNELS else "gemm"
+    if c_out <= TILES_MAX_OUT_CHANNELS:
+        return "tiles"
+    return "gemm" if rank == 2 else "direct"
 
 
 def gemm_conv_block(positions: int, columns: int) -> int:

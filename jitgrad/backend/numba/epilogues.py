@@ -61,7 +61,7 @@ def _match(value: Var, group: LoopGroup, consts: dict) -> ConvEpilogue | None:
         return None
     produced = {e.out: e for e in group.eqns}
     used: set[Eqn] = set()
-    bias, relu = None, False
+    bias = None
     readers = _readers(value, group.eqns)
     if len(readers) == 1 and readers[0].op.name == "add":
         add = readers[0]
@@ -70,6 +70,7 @@ def _match(value: Var, group: LoopGroup, consts: dict) -> ConvEpilogue | None:
         if spread is not None and _channel_broadcast(spread, value.aval.shape):
             bias, value = spread.inputs[0], add.out
             used |= {add, spread}
+    with_bias = (set(used), value)  # the epilogue if the relu cannot be part of it
     readers = sorted(_readers(value, group.eqns), key=lambda e: e.op.name != "greater")
     if len(readers) == 2 and [e.op.name for e in readers] == ["greater", "select"]:
         compare, select = readers
@@ -79,10 +80,16 @@ def _match(value: Var, group: LoopGroup, consts: dict) -> ConvEpilogue | None:
             and _positive_zero(zero, consts)
             and select.inputs == (compare.out, value, compare.inputs[1])
         ):
-            relu, value = True, select.out
-            used |= {compare, zero, select}
-    if bias is None and not relu:
-        return None
+            epilogue = _split(group, used | {compare, zero, select}, select.out, bias, True)
+            if epilogue is not None:
+                return epilogue
+    # Without the relu (its mask read later: a relu whose gradient is not a pool's).
+    return None if bias is None else _split(group, *with_bias, bias, False)
+
+
+def _split(group: LoopGroup, used: set, value: Var, bias, relu) -> ConvEpilogue | None:
+    """The epilogue of `used` equations of `group` ending in `value`, and the group without
+    them; None when the rest of the group or a later step reads one of its intermediates."""
     rest = [e for e in group.eqns if e not in used]
     inner = {e.out for e in used} - {value}  # values only the epilogue may read
     if inner & set(group.outputs) or any(v in inner for e in rest for v in e.inputs):
@@ -92,8 +99,7 @@ def _match(value: Var, group: LoopGroup, consts: dict) -> ConvEpilogue | None:
     made = {e.out for e in rest}
     inputs = list(dict.fromkeys(v for e in rest for v in e.inputs if v not in made))
     outputs = [v for v in group.outputs if v is not value]
-    rest_group = LoopGroup(group.space, rest, inputs, outputs)
-    return ConvEpilogue(group, rest_group, value, bias, relu)
+    return ConvEpilogue(group, LoopGroup(group.space, rest, inputs, outputs), value, bias, relu)
 
 
 def _readers(value: Var, eqns: list) -> list[Eqn]:
