@@ -65,27 +65,25 @@ def test_conv2_col2im_checks_its_scratch():
         by_columns(x, w, np.empty((2, 2, 2, 5)), np.empty((16, 45)), np.empty((2, 45)))
 
 
-@numba.njit
-def _with_readonly_operands(helper, x, y, out, prepared, strides, pads, lhs, rhs):
-    """helper(x, y, ...) with x and y typed read-only, as kernels call it (the signature
-    precompile.py compiles)."""
-    helper(runtime.readonly(x), runtime.readonly(y), out, prepared, strides, pads, lhs, rhs)
+def read_only(*arrays):
+    """Views the helpers' dispatchers type read-only, as kernels pass their operands: the
+    calls then run the signatures precompile.py compiled (loaded from Numba's cache, no new
+    compile in the test run)."""
+    views = [np.asarray(a).view() for a in arrays]
+    for view in views:
+        view.flags.writeable = False
+    return views
 
 
-def filters(*args):
-    _with_readonly_operands(runtime.conv2_filters, *args)
-
-
-@numba.njit
-def _tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, relu):
-    x, w, bias = runtime.readonly(x), runtime.readonly(w), runtime.readonly(bias)
-    runtime.conv2_tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, relu)
+def filters(x, g, out, prepared, *pairs):
+    runtime.conv2_filters(*read_only(x, g), out, prepared, *pairs)
 
 
 def tiles(x, w, out, prepared, strides, pads, lhs, rhs, bias=None, relu=False):
     """conv2_tiles without an epilogue, or with `bias` and/or relu."""
     bias = np.empty(0, out.dtype) if bias is None else bias
-    _tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, np.bool_(relu))
+    x, w, bias = read_only(x, w, bias)
+    runtime.conv2_tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, np.bool_(relu))
 
 
 def prepared_by_definition(x, reach, pads, lhs_dilation):
@@ -253,9 +251,8 @@ def test_conv2_tiles_checks_its_bias():
         tiles(x, w, np.empty((2, 4, 4, 5)), np.empty(1), *pairs, bias=np.ones(4))
 
 
-@numba.njit
-def _scatter(x, w, out, strides, pads, lhs, rhs):
-    runtime.conv2_scatter(runtime.readonly(x), runtime.readonly(w), out, strides, pads, lhs, rhs)
+def _scatter(x, w, out, *pairs):
+    runtime.conv2_scatter(*read_only(x, w), out, *pairs)
 
 
 # Convs with more output positions than input ones (input gradients): x shape, output
@@ -296,3 +293,12 @@ def test_conv2_scatter_checks_its_shapes():
         _scatter(np.ones((1, 4, 4, 3)), np.ones((3, 3, 2, 5)), np.empty((1, 6, 6, 5)), *pairs)
     with pytest.raises(ValueError, match="shapes do not agree"):
         _scatter(np.ones((1, 4, 4, 3)), np.ones((3, 3, 3, 5)), np.empty((1, 6, 6, 4)), *pairs)
+
+
+def test_the_tile_helpers_ran_only_precompiled_signatures():
+    """These tests call the helpers as kernels do (read_only): no signature of their own."""
+    from jitgrad.backend.numba.precompile import helper_signatures
+
+    for helper in (runtime.conv2_tiles, runtime.conv2_filters, runtime.conv2_scatter):
+        precompiled = {tuple(sig) for h, sig in helper_signatures() if h is helper}
+        assert set(map(tuple, helper.signatures)) <= precompiled, helper

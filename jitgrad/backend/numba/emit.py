@@ -1014,39 +1014,34 @@ class Emitter:
         gradient: conv2_windows); one whose output has more positions than its input (an
         input gradient) by input positions, on register tiles with few output channels
         (conv2_scatter), else by columns (conv2_col2im); the others by direct loops (conv1 /
-        conv2). `conv_strategy` makes the choice."""
+        conv2). `conv_strategy` makes the choice; a `conv_by_<strategy>` method emits it."""
+        getattr(self, f"conv_by_{conv_strategy(e)}")(e, x, w)
+
+    def conv_by_gemm(self, e, x, w) -> None:
+        """A conv as windows copied into caller-allocated scratch, a block at a time, and a
+        BLAS product per block (conv2_gemm)."""
+        p = e.params
+        self.call_through_symbol("conv2_gemm", e.out.aval.dtype)
+        self.add_buffer(e.out)
+        n, oh, ow, _ = e.out.aval.shape
+        kh, kw, c_in, _ = w.aval.shape
+        scratch = f"{self.name_of(e.out)}_patches"
+        shape = (gemm_conv_block(n * oh * ow, kh * kw * c_in), kh * kw * c_in)
+        self.params.append(("buffer", shape, e.out.aval.dtype))
+        self.param_names.append(scratch)
+        operands = [*self.conv_operands(x, w), self.name_of(e.out)]
+        params = [
+            _int64s(p["strides"]),
+            _int64s(tuple(lo for lo, _ in p["padding"])),
+            _int64s(p["rhs_dilation"]),
+        ]
+        self.emit(f"conv2_gemm({', '.join(operands + [scratch] + params)})")
+
+    def conv_by_direct(self, e, x, w) -> None:
+        """A conv with groups or input dilation (and the 1-D ones with many channels) by
+        direct loops (conv1 / conv2)."""
         p = e.params
         rank = len(p["strides"])
-        strategy = conv_strategy(e)
-        if strategy == "scatter":
-            self.conv_by_scatter(e, x, w)
-            return
-        if strategy == "columns":
-            self.conv_by_columns(e, x, w)
-            return
-        if strategy == "windows":
-            self.conv_by_windows(e, x, w)
-            return
-        if strategy == "tiles":
-            self.conv_by_tiles(e, x, w)
-            return
-        if strategy == "gemm":
-            self.call_through_symbol("conv2_gemm", e.out.aval.dtype)
-            self.add_buffer(e.out)
-            n, oh, ow, _ = e.out.aval.shape
-            kh, kw, c_in, _ = w.aval.shape
-            scratch = f"{self.name_of(e.out)}_patches"
-            shape = (gemm_conv_block(n * oh * ow, kh * kw * c_in), kh * kw * c_in)
-            self.params.append(("buffer", shape, e.out.aval.dtype))
-            self.param_names.append(scratch)
-            operands = [*self.conv_operands(x, w), self.name_of(e.out)]
-            params = [
-                _int64s(p["strides"]),
-                _int64s(tuple(lo for lo, _ in p["padding"])),
-                _int64s(p["rhs_dilation"]),
-            ]
-            self.emit(f"conv2_gemm({', '.join(operands + [scratch] + params)})")
-            return
         helper = f"conv{rank}"
         self.call_through_symbol(helper, e.out.aval.dtype)
         self.add_buffer(e.out)
