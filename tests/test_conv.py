@@ -1132,3 +1132,21 @@ BAD_PADDING = {
 def test_bad_padding_string_names_the_op_and_the_value(op, padding):
     with raises_naming(op, padding):
         BAD_PADDING[op](padding)
+
+
+def test_a_grouped_filter_gradient_is_one_op_whatever_the_groups():
+    """A depthwise conv of 48 channels: its filter gradient is one conv_filters of 48 groups
+    (one helper call in the kernel), not one per group and their concatenation: unrolled,
+    a CNN with a 40-channel depthwise conv took 131 s to compile."""
+    rng = np.random.default_rng(0)
+    x, f = rng.standard_normal((2, 6, 7, 48)), rng.standard_normal((3, 3, 48, 2))
+
+    def loss(f, x):
+        return jg.reduce_sum(jg.nn.depthwise_conv2d(x, f, (1, 1, 1, 1), "SAME") ** 2)
+
+    lowered = jg.jit_grad(loss, wrt=0).lower(f, x)
+    assert lowered.source.count("conv2_filters(") == 1
+    assert "concat" not in lowered.graph
+    value, grad = jg.jit_grad(loss, wrt=0)(f, x)
+    assert_compiled_close(value, loss(f, x), "jit_grad value")
+    assert_compiled_close(grad, jg.grad(loss)(f, x), "jit_grad d/df")

@@ -15,11 +15,14 @@ then padded by `padding` (pairs per spatial axis, negative pairs crop). It is XL
 conv_general_dilated with feature groups. Its gradient with respect to x is a `conv` of the
 cotangent with the window flipped (`lhs_dilation` = strides); the one with respect to w is
 
-    conv_filters[window, strides, padding, lhs_dilation, rhs_dilation](x, g) -> dw
-    dw[k, c, j] = sum over n, o of x_padded_dilated[n, o * strides + k * rhs_dilation, c]
-                  * g[n, o, j]
+    conv_filters[window, strides, padding, lhs_dilation, rhs_dilation, groups](x, g) -> dw
+    dw[k, c, g * (C_out / groups) + j] = sum over n, o of
+        x_padded_dilated[n, o * strides + k * rhs_dilation, g * (C_in / groups) + c]
+        * g[n, o, g * (C_out / groups) + j]
 
-(one per group), whose own gradients are a `conv` (w.r.t. g) and a conv's input gradient
+(dw has w's shape; the groups are one primitive, not one per group: a depthwise conv of 40
+channels unrolled into 40 filter gradients and their concatenation took 131 s to compile),
+whose own gradients are a `conv` (w.r.t. g) and a conv's input gradient
 (w.r.t. x), so that second derivatives are convolutions too. It is a `conv` of x and g with
 the batch and channel axes swapped, which is how it was computed before; as a primitive of its
 own it needs no transposes of x and g, and compiles to a loop nest that reads both in NHWC
@@ -201,58 +204,61 @@ def _conv_vjp(g, out, x, w, *, strides, padding, lhs_dilation, rhs_dilation, gro
             lhs_dilation=tuple(lhs_dilation),
             rhs_dilation=tuple(rhs_dilation),
         )
-        if groups == 1:
-            return bind(conv_filters_p, x, g, **params)
-        cg, og = x.shape[-1] // groups, g.shape[-1] // groups
-        parts = [
-            bind(conv_filters_p, _channels(x, k * cg, cg), _channels(g, k * og, og), **params)
-            for k in range(groups)
-        ]
-        return sh.concat(parts, rank + 1)
+        return bind(conv_filters_p, x, g, groups=groups, **params)
 
     return (wrt_input, wrt_filters)
 
 
-def _channels(x, start: int, count: int):
-    index = tuple(slice(None) for _ in range(x.ndim - 1)) + (slice(start, start + count),)
-    return sh.strided_slice(x, index)
-
-
-def _filters_eval(x, g, *, window, strides, padding, lhs_dilation, rhs_dilation):
+def _filters_eval(x, g, *, window, strides, padding, lhs_dilation, rhs_dilation, groups):
     rank = len(strides)
     if len(window) != rank:
         raise op_error("conv_filters", f"a {len(window)}-d window for {rank}-d strides")
     _check_operands("conv_filters", x, g, "cotangent", rank)
+    if groups < 1 or x.shape[-1] % groups or g.shape[-1] % groups:
+        raise op_error(
+            "conv_filters",
+            f"{groups} groups do not divide the input's {x.shape[-1]} channels and the "
+            f"cotangent's {g.shape[-1]}",
+        )
     spatial = out_spatial(x.shape[1:-1], window, strides, padding, lhs_dilation, rhs_dilation)
     if g.shape[0] != x.shape[0] or tuple(g.shape[1:-1]) != spatial:
         raise op_error(
             "conv_filters",
             f"cotangent {g.shape} for an output of shape {(x.shape[0], *spatial)} + channels",
         )
-    return AVal((*window, x.shape[-1], g.shape[-1]), x.dtype)
+    return AVal((*window, x.shape[-1] // groups, g.shape[-1]), x.dtype)
 
 
-def _filters_impl(x, g, *, window, strides, padding, lhs_dilation, rhs_dilation):
+def _filters_impl(x, g, *, window, strides, padding, lhs_dilation, rhs_dilation, groups):
     """x's windows (im2col by a strided view) contracted with g over the batch and the output
-    positions: one matrix product."""
+    positions: one matrix product; with groups, one per group (einsum)."""
     rank = len(strides)
     spatial = g.shape[1:-1]
     c_in, c_out = x.shape[-1], g.shape[-1]
     if 0 in spatial or x.shape[0] == 0:
-        return np.zeros((*window, c_in, c_out), x.dtype)
+        return np.zeros((*window, c_in // groups, c_out), x.dtype)
     patches = _patches(x, window, spatial, strides, padding, lhs_dilation, rhs_dilation)
-    dw = np.tensordot(patches, g, axes=(list(range(rank + 1)), list(range(rank + 1))))
-    # dw: (C_in, *window, C_out) -> (*window, C_in, C_out)
-    dw = np.moveaxis(dw, 0, rank)
-    return np.ascontiguousarray(dw, dtype=x.dtype)
+    if groups == 1:
+        dw = np.tensordot(patches, g, axes=(list(range(rank + 1)), list(range(rank + 1))))
+        # dw: (C_in, *window, C_out) -> (*window, C_in, C_out)
+        dw = np.moveaxis(dw, 0, rank)
+        return np.ascontiguousarray(dw, dtype=x.dtype)
+    cg, og, taps = c_in // groups, c_out // groups, int(np.prod(window))
+    positions = int(np.prod(g.shape[:-1]))
+    patches = patches.reshape(positions, groups, cg, taps)
+    cotangents = g.reshape(positions, groups, og)
+    dw = np.einsum("mgct,mgo->tcgo", patches, cotangents, optimize=True)
+    return np.ascontiguousarray(dw.reshape(*window, cg, c_out), dtype=x.dtype)
 
 
-def _filters_vjp(ct, out, x, g, *, window, strides, padding, lhs_dilation, rhs_dilation):
-    """<ct, conv_filters(x, g)> = <g, conv(x, ct)>: w.r.t. g a conv of x with ct as filters,
-    w.r.t. x that conv's input gradient for the cotangent g."""
+def _filters_vjp(ct, out, x, g, *, window, strides, padding, lhs_dilation, rhs_dilation, groups):
+    """<ct, conv_filters(x, g)> = <g, conv(x, ct)>: w.r.t. g a conv of x with ct as filters
+    (with the same groups), w.r.t. x that conv's input gradient for the cotangent g."""
 
     def wrt_input():
-        return input_gradient(g, ct, x.shape[1:-1], strides, padding, lhs_dilation, rhs_dilation, 1)
+        return input_gradient(
+            g, ct, x.shape[1:-1], strides, padding, lhs_dilation, rhs_dilation, groups
+        )
 
     def wrt_cotangent():
         return bind(
@@ -263,7 +269,7 @@ def _filters_vjp(ct, out, x, g, *, window, strides, padding, lhs_dilation, rhs_d
             padding=tuple(padding),
             lhs_dilation=tuple(lhs_dilation),
             rhs_dilation=tuple(rhs_dilation),
-            groups=1,
+            groups=groups,
         )
 
     return (wrt_input, wrt_cotangent)
@@ -283,7 +289,7 @@ conv_filters_p = defop(
     impl=_filters_impl,
     vjp=_filters_vjp,
     kind="linalg",
-    doc="A conv's gradient with respect to its filters (no groups), for x and its cotangent.",
+    doc="A conv's gradient with respect to its filters, for x and its cotangent.",
 )
 
 

@@ -75,8 +75,8 @@ def read_only(*arrays):
     return views
 
 
-def filters(x, g, out, prepared, *pairs):
-    runtime.conv2_filters(*read_only(x, g), out, prepared, *pairs)
+def filters(x, g, out, prepared, *pairs, groups=1):
+    runtime.conv2_filters(*read_only(x, g), out, prepared, *pairs, np.int64(groups))
 
 
 def tiles(x, w, out, prepared, strides, pads, lhs, rhs, bias=None, relu=False):
@@ -194,6 +194,38 @@ def test_conv2_tiles_equals_the_definition(case, dtype):
     assert_close_in(dtype, out, conv_by_definition(x, w, out_spatial, *case[3:]))
 
 
+GROUPED_FILTER_CASES = [
+    # x shape, c_out, window, strides, pads, lhs_dilation, rhs_dilation, groups
+    ((2, 7, 6, 4), 4, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 4),  # depthwise
+    ((2, 6, 6, 3), 6, (3, 2), (2, 1), (1, 0), (1, 1), (1, 2), 3),  # depthwise, multiplier 2
+    ((2, 5, 5, 6), 50, (2, 2), (1, 1), (0, 0), (2, 2), (1, 1), 2),  # 25 per group: 16 + 8 + 1
+    ((1, 8, 8, 32), 32, (3, 3), (1, 1), (0, 0), (1, 1), (1, 1), 2),  # 16 per group: one vector
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GROUPED_FILTER_CASES, ids=str)
+def test_conv2_filters_with_groups_equals_the_definition_per_group(case, dtype):
+    """Each group's filters are its channels' filter gradient: its vectors of output
+    channels never reach into the next group's."""
+    groups = case[-1]
+    x, g, _, prepared, pairs = case_arrays(case[:-1], dtype)
+    window = case[2]
+    cg, og = x.shape[-1] // groups, g.shape[-1] // groups
+    out = np.full((*window, cg, g.shape[-1]), np.nan, dtype)
+    filters(x, g, out, prepared, *pairs, groups=groups)
+    expected = np.concatenate(
+        [
+            filter_gradient_by_definition(
+                x[..., q * cg : (q + 1) * cg], g[..., q * og : (q + 1) * og], window, *case[3:-1]
+            )
+            for q in range(groups)
+        ],
+        axis=-1,
+    )
+    assert_close_in(dtype, out, expected)
+
+
 def test_conv2_tiles_checks_its_shapes_and_scratch():
     x, w = np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 5))
     pairs = [(np.int64(a), np.int64(a)) for a in (1, 0, 1, 1)]
@@ -219,6 +251,10 @@ def test_conv2_filters_checks_its_shapes_and_scratch():
     padded = [pairs[0], (np.int64(1), np.int64(1)), pairs[2], pairs[3]]
     with pytest.raises(ValueError, match="prepared-image scratch is too small"):
         filters(x, np.ones((2, 6, 6, 5)), np.empty((3, 3, 3, 5)), np.empty(10), *padded)
+    with pytest.raises(ValueError, match="groups do not divide the channels"):
+        filters(x, g, np.empty((3, 3, 1, 5)), np.empty(1), *pairs, groups=3)
+    with pytest.raises(ValueError, match="shapes do not agree"):  # 3 channels in 3 groups
+        filters(x, np.ones((2, 4, 4, 6)), np.empty((3, 3, 3, 6)), np.empty(1), *pairs, groups=3)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

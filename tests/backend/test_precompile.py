@@ -19,19 +19,23 @@ HELPERS = (
     runtime.conv2_tiles,
     runtime.conv2_filters,
     runtime.conv2_col2im,
+    runtime.conv2_scatter,
     runtime.max_pool2,
     runtime.max_pool_scatter2,
 )
 
 
 def cnn_loss(p, x, y):
-    """Convolutions by GEMM (forward, filter gradients), by columns (the input gradient), by
-    rows (one input channel, rows of 16) and direct (depthwise), max pooling and its gradient,
-    and products with transposed operands."""
+    """Every conv strategy of emit.conv_strategy that a CNN's value and parameter gradients
+    take: 40 output channels by GEMM (conv2_gemm), the depthwise one direct (conv2), few
+    output channels by register tiles (conv2_tiles), input gradients by columns (40 channels,
+    conv2_col2im) and by scatter (6, conv2_scatter), filter gradients (conv2_filters); max
+    pooling and its gradient, and products with transposed operands."""
     nn = jg.nn
     h = nn.relu(nn.conv2d(x, p["k1"], 1, "VALID") + p["c1"])
     h = nn.depthwise_conv2d(h, p["dw"], (1, 1, 1, 1), "SAME")
-    h = nn.max_pool2d(nn.relu(nn.conv2d(h, p["k2"], 1, "VALID")), 2, 2, "VALID")
+    h = nn.relu(nn.conv2d(h, p["k2"], 1, "VALID"))
+    h = nn.max_pool2d(nn.conv2d(h, p["k3"], 1, "VALID"), 2, 2, "VALID")
     z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
     return jg.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
 
@@ -43,18 +47,23 @@ def cnn_loss(p, x, y):
 def test_kernels_call_only_precompiled_helper_signatures(dtype):
     rng = np.random.default_rng(0)
     p = {
-        "k1": rng.standard_normal((3, 3, 1, 4)),
-        "c1": np.zeros(4),
-        "dw": rng.standard_normal((3, 3, 4, 1)),
-        "k2": rng.standard_normal((3, 3, 4, 6)),
-        "w": rng.standard_normal((6 * 2 * 7, 3)),
+        "k1": rng.standard_normal((3, 3, 1, 40)),
+        "c1": np.zeros(40),
+        "dw": rng.standard_normal((3, 3, 40, 1)),
+        "k2": rng.standard_normal((3, 3, 40, 6)),
+        "k3": rng.standard_normal((3, 3, 6, 6)),
+        "w": rng.standard_normal((6 * 1 * 6, 3)),
         "b": np.zeros(3),
     }
     p = {k: v.astype(dtype) for k, v in p.items()}
     x = rng.standard_normal((2, 8, 18, 1)).astype(dtype)
     y = np.array([0, 2], np.int32)
     linked_before = symbols.linked_signatures()
-    value, grads = jg.jit_grad(cnn_loss, wrt=0)(p, x, y)
+    fn = jg.jit_grad(cnn_loss, wrt=0)
+    source = fn.lower(p, x, y).source
+    for helper in HELPERS:  # the kernel calls each (so this process has compiled or loaded it)
+        assert f"through_symbol('{helper.py_func.__name__}'" in source, helper
+    value, grads = fn(p, x, y)
     assert symbols.linked_signatures() == linked_before  # every helper through its symbol
     assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads.values())
     precompiled = {(helper, tuple(sig)) for helper, sig in helper_signatures()}

@@ -1061,10 +1061,10 @@ class Emitter:
 
     @emits("conv_filters")
     def op_conv_filters(self, e, x, g):
-        """A conv's filter gradient (ops/conv.py's conv_filters) straight from x and g in
-        NHWC, by register tiles of taps x output channels (runtime.conv2_filters); a 1-D one
-        as a 2-D one of height 1. x padded or dilated is first copied into caller-allocated
-        scratch (one element when it is not)."""
+        """A conv's filter gradient (ops/conv.py's conv_filters, any groups) straight from x
+        and g in NHWC, by register tiles of taps x output channels of a group
+        (runtime.conv2_filters); a 1-D one as a 2-D one of height 1. x padded or dilated
+        is first copied into caller-allocated scratch (one element when it is not)."""
         p = e.params
         self.call_through_symbol("conv2_filters", e.out.aval.dtype)
         self.add_buffer(e.out)
@@ -1087,6 +1087,7 @@ class Emitter:
         prepared = self.prepared_image(e, x_shape, g_shape, window, geometry)
         pads = tuple(lo for lo, _ in padding)
         params = [_int64s(strides), _int64s(pads), _int64s(lhs), _int64s(rhs)]
+        params.append(_int64s(p["groups"]))
         self.emit(f"conv2_filters({', '.join([*names, out, prepared, *params])})")
 
     def conv_by_tiles(self, e, x, w) -> None:

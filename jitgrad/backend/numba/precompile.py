@@ -58,7 +58,7 @@ def helper_signatures():
         x = types.Array(dtype, 4, "C", readonly=True)
         yield runtime.conv2_gemm, (x, x, image, matrix, *pairs)  # conv2 by GEMM
         flat = types.Array(dtype, 1, "C")  # a filter gradient (ops/conv.py's conv_filters)
-        yield runtime.conv2_filters, (x, x, image, flat, *pairs, pairs[0])
+        yield runtime.conv2_filters, (x, x, image, flat, *pairs, pairs[0], types.int64)
         bias = types.Array(dtype, 1, "C", readonly=True)  # few output channels: tiles
         yield runtime.conv2_tiles, (x, x, bias, image, flat, *pairs, pairs[0], types.boolean)
         taps = types.Array(dtype, 3, "C")  # conv2 by window rows (a filter gradient)

@@ -821,42 +821,59 @@ def _epilogue(acc, shift, has_bias, relu):
 
 
 @numba.njit(cache=True, nogil=True)
-def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation):
-    """A 2-D conv's gradient with respect to its filters (ops/conv.py's conv_filters):
+def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation, groups):
+    """A 2-D conv's gradient with respect to its filters (ops/conv.py's conv_filters), for
+    `groups` feature groups of cg = C_in / groups input and og = C_out / groups output
+    channels:
 
-        out[a, b, c, o] = sum over n, i, j of
-            xp[n, i * strides[0] + a * d[0], j * strides[1] + b * d[1], c] * g[n, i, j, o]
+        out[a, b, c, q * og + o] = sum over n, i, j of
+            xp[n, i * strides[0] + a * d[0], j * strides[1] + b * d[1], q * cg + c]
+            * g[n, i, j, q * og + o]
 
     with xp = x dilated by `lhs_dilation` and padded by `pads` (copied into `prepared`,
     caller-allocated, when either is not trivial; then of at least N * reach_h * reach_w * C
     elements) and d = `rhs_dilation`. Straight from x and g in NHWC: no transposes, no im2col.
     The filter taps (a, b, c), flattened, are taken TILE at a time against `lanes` output
-    channels: each step over (n, i, j) loads the cotangent's lanes once and adds TILE
-    products into accumulators kept in SIMD registers (simd.py), so the work is FMA-bound,
-    not load-bound, and sums run in the output's type, fused, as BLAS sums. W10's filter
-    gradients (float32, same process): 0.33 ms for the first layer against 0.78 for
+    channels of one group: each step over (n, i, j) loads the cotangent's lanes once and adds
+    TILE products into accumulators kept in SIMD registers (simd.py), so the work is
+    FMA-bound, not load-bound, and sums run in the output's type, fused, as BLAS sums. W10's
+    filter gradients (float32, same process): 0.33 ms for the first layer against 0.78 for
     transposes plus conv2_windows, 0.35 against 0.61 for the second."""
     n_images, _, _, c_in = x.shape
     _, out_h, out_w, c_out = g.shape
     kh, kw = out.shape[0], out.shape[1]
-    if g.shape[0] != n_images or out.shape[2] != c_in or out.shape[3] != c_out:
+    if groups < 1 or c_in % groups or c_out % groups:
+        raise ValueError("conv2_filters: the groups do not divide the channels")
+    if g.shape[0] != n_images or out.shape[2] * groups != c_in or out.shape[3] != c_out:
         raise ValueError("conv2_filters: the input's, cotangent's, output's shapes do not agree")
     if out_h == 0 or out_w == 0 or n_images == 0:
         out[...] = 0
         return
     window, spatial = (kh, kw), (out_h, out_w)
     plan = (prepared, spatial, window, strides, pads, lhs_dilation, rhs_dilation, "conv2_filters")
-    source, taps, geometry = _tile_plan(x, c_out, *plan)
+    source, _, geometry = _tile_plan(x, c_out, *plan)
+    cg, og = c_in // groups, c_out // groups
+    taps = _tap_offsets(kh, kw, cg, c_in, geometry[2], rhs_dilation)
     cotangents, flat_out = view(g, (g.size,)), view(out, (out.size,))
-    # conv2_tiles' dispatch over lanes, written again: Numba does not cache a helper that
-    # takes another (the tile loop) as an argument.
-    if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
-        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, 0, 16)
-        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 8)
-    else:
-        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, 0, 8)
-        first = _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 4)
-    _filter_tiles(source, cotangents, flat_out, taps, geometry, first, 1)
+    for group in range(groups):
+        first, last, shift = group * og, (group + 1) * og, group * cg
+        # conv2_tiles' dispatch over lanes, written again: Numba does not cache a helper that
+        # takes another (the tile loop) as an argument.
+        if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
+            first = _filter_tiles(
+                source, cotangents, flat_out, taps, geometry, first, last, shift, 16
+            )
+            first = _filter_tiles(
+                source, cotangents, flat_out, taps, geometry, first, last, shift, 8
+            )
+        else:
+            first = _filter_tiles(
+                source, cotangents, flat_out, taps, geometry, first, last, shift, 8
+            )
+            first = _filter_tiles(
+                source, cotangents, flat_out, taps, geometry, first, last, shift, 4
+            )
+        _filter_tiles(source, cotangents, flat_out, taps, geometry, first, last, shift, 1)
 
 
 @numba.njit(nogil=True)
@@ -887,20 +904,21 @@ def _tile_plan(
         source = span(view(prepared, (prepared.size,)), 0, size)
         _dilate_and_pad(x, source, reach_h, reach_w, pads, lhs_dilation)
         rows, pitch = reach_h, reach_w
-    taps = _tap_offsets(window[0], window[1], c_in, pitch, rhs_dilation)
+    taps = _tap_offsets(window[0], window[1], c_in, c_in, pitch, rhs_dilation)
     geometry = (n_images, rows, pitch, c_in) + out_spatial + (c_out, strides[0], strides[1])
     return source, taps, geometry
 
 
 @numba.njit(nogil=True)
-def _tap_offsets(kh, kw, c_in, pitch, rhs_dilation):
-    """x's offset of each filter tap (a, b, c), flattened, from its window's first element."""
-    taps = np.empty(kh * kw * c_in, np.int64)
+def _tap_offsets(kh, kw, channels, c_in, pitch, rhs_dilation):
+    """x's offset of each filter tap (a, b, c < `channels`), flattened, from its window's
+    first element, in an image of `c_in` channels per position and `pitch` positions a row."""
+    taps = np.empty(kh * kw * channels, np.int64)
     for a in range(kh):
         for b in range(kw):
-            for c in range(c_in):
+            for c in range(channels):
                 row = a * rhs_dilation[0] * pitch + b * rhs_dilation[1]
-                taps[(a * kw + b) * c_in + c] = row * c_in + c
+                taps[(a * kw + b) * channels + c] = row * c_in + c
     return taps
 
 
@@ -932,15 +950,16 @@ def _dilate_and_pad(x, target, reach_h, reach_w, pads, lhs_dilation):
 
 
 @numba.njit(nogil=True)
-def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
-    """conv2_filters' outputs for the output channels first, first + lanes, ... that fit in
-    whole vectors of `lanes`: TILE taps at a time, then one at a time. The next
-    channel it did not do."""
+def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, last, shift, lanes):
+    """conv2_filters' outputs for the output channels first, first + lanes, ... (one group's,
+    below `last`, whose input channels start `shift` into each position) that fit in whole
+    vectors of `lanes`: TILE taps at a time, then one at a time. The next channel it did
+    not do."""
     numba.literally(lanes)
     n_images, rows, pitch, c_in, out_h, out_w, c_out, step_h, step_w = geometry
     count, x_step = taps.size, step_w * c_in
     o = first
-    while o + lanes <= c_out:
+    while o + lanes <= last:
         k = 0
         while k + TILE <= count:
             t0, t1, t2, t3 = taps[k], taps[k + 1], taps[k + 2], taps[k + 3]
@@ -948,7 +967,7 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(flat_out, lanes)
             for n in range(n_images):
                 for i in range(out_h):
-                    at = (n * rows + i * step_h) * pitch * c_in
+                    at = (n * rows + i * step_h) * pitch * c_in + shift
                     g_at = (n * out_h + i) * out_w * c_out + o
                     for _ in range(out_w):
                         cotangent = vload(cotangents, g_at, lanes)
@@ -975,7 +994,7 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, lanes):
             tap, total = taps[k], vzeros(flat_out, lanes)
             for n in range(n_images):
                 for i in range(out_h):
-                    at = (n * rows + i * step_h) * pitch * c_in + tap
+                    at = (n * rows + i * step_h) * pitch * c_in + shift + tap
                     g_at = (n * out_h + i) * out_w * c_out + o
                     for _ in range(out_w):
                         total = vfma(total, load(source, at), vload(cotangents, g_at, lanes))
