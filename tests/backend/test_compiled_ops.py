@@ -433,17 +433,27 @@ sample(
 )
 
 # A conv's filter gradient as a primitive (runtime.conv2_filters): strides,
-# padding that crops on one side, both dilations; and a 1-D one (as 2-D of height 1).
+# padding that crops on one side, both dilations; with feature groups; and a 1-D one (as 2-D
+# of height 1).
 _FILTERS_2D = {
     "window": (3, 2),
     "strides": (2, 1),
     "padding": ((1, 1), (-1, 1)),
     "lhs_dilation": (1, 2),
     "rhs_dilation": (2, 1),
+    "groups": 1,
 }
 sample(
     "conv_filters",
     lambda v: ([v.uniform((2, 6, 4, 3)), v.uniform((2, 2, 6, 2))], _FILTERS_2D),
+)
+sample(
+    "conv_filters",
+    lambda v: (
+        [v.uniform((2, 6, 4, 4)), v.uniform((2, 2, 6, 6))],
+        {**_FILTERS_2D, "groups": 2},
+    ),
+    "groups",
 )
 sample(
     "conv_filters",
@@ -455,6 +465,7 @@ sample(
             "padding": ((0, 0),),
             "lhs_dilation": (1,),
             "rhs_dilation": (1,),
+            "groups": 1,
         },
     ),
     "1d",

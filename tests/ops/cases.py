@@ -1348,9 +1348,11 @@ def _np_conv2d(x, w, strides, padding, dilations):
 
 def _conv_filters_draw(d):
     """x and a cotangent for conv_filters, with its primitive params drawn directly: pads
-    (negative ones crop), input (lhs) and window (rhs) dilations, 1-D or 2-D."""
+    (negative ones crop), input (lhs) and window (rhs) dilations, feature groups, 1-D or
+    2-D."""
     rank = d.int(1, 2)
-    n, c_in, c_out = d.int(1, 2), d.int(1, 3), d.int(1, 3)
+    groups = d.choice([1, 2])
+    n, c_in, c_out = d.int(1, 2), groups * d.int(1, 3), groups * d.int(1, 2)
     while True:
         spatial = tuple(d.int(2, 5) for _ in range(rank))
         params = {
@@ -1359,6 +1361,7 @@ def _conv_filters_draw(d):
             "padding": tuple((d.int(-1, 1), d.int(0, 2)) for _ in range(rank)),
             "lhs_dilation": tuple(d.choice([1, 2]) for _ in range(rank)),
             "rhs_dilation": tuple(d.choice([1, 2]) for _ in range(rank)),
+            "groups": groups,
         }
         keys = ("strides", "padding", "lhs_dilation", "rhs_dilation")
         out = out_spatial(spatial, params["window"], *(params[k] for k in keys))
@@ -1368,7 +1371,18 @@ def _conv_filters_draw(d):
     return [x, d.uniform((n, *out, c_out))], params
 
 
-def _np_conv_filters(x, g, window, strides, padding, lhs_dilation, rhs_dilation):
+def _np_conv_filters(x, g, window, strides, padding, lhs_dilation, rhs_dilation, groups):
+    """Per group, its channels' filter gradient (`_np_filter_gradient`), side by side."""
+    cg, og = x.shape[-1] // groups, g.shape[-1] // groups
+    geometry = (window, strides, padding, lhs_dilation, rhs_dilation)
+    parts = [
+        _np_filter_gradient(x[..., q * cg : (q + 1) * cg], g[..., q * og : (q + 1) * og], *geometry)
+        for q in range(groups)
+    ]
+    return np.concatenate(parts, axis=-1)
+
+
+def _np_filter_gradient(x, g, window, strides, padding, lhs_dilation, rhs_dilation):
     """The definition, by loops: dw[k, c, o] = sum over n, p of xpd[n, p * s + k * rd, c] *
     g[n, p, o], xpd being x lhs-dilated then padded (negative pads crop)."""
     rank = len(window)
