@@ -16,9 +16,9 @@ conv_general_dilated with feature groups. Its gradient with respect to x is a `c
 cotangent with the window flipped (`lhs_dilation` = strides); the one with respect to w is
 
     conv_filters[window, strides, padding, lhs_dilation, rhs_dilation, groups](x, g) -> dw
-    dw[k, c, g * (C_out / groups) + j] = sum over n, o of
-        x_padded_dilated[n, o * strides + k * rhs_dilation, g * (C_in / groups) + c]
-        * g[n, o, g * (C_out / groups) + j]
+    dw[k, c, q * (C_out / groups) + j] = sum over n, o of
+        x_padded_dilated[n, o * strides + k * rhs_dilation, q * (C_in / groups) + c]
+        * g[n, o, q * (C_out / groups) + j]
 
 (dw has w's shape; the groups are one primitive, not one per group: a depthwise conv of 40
 channels unrolled into 40 filter gradients and their concatenation took 131 s to compile),

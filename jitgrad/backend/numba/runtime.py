@@ -745,7 +745,7 @@ def conv2_tiles(x, w, bias, out, prepared, strides, pads, lhs_dilation, rhs_dila
         return
     window, spatial = (kh, kw), (out_h, out_w)
     plan = (prepared, spatial, window, strides, pads, lhs_dilation, rhs_dilation, "conv2_tiles")
-    source, taps, geometry = _tile_plan(x, c_out, *plan)
+    source, taps, geometry = _tile_plan(x, c_out, c_in, *plan)
     filters, flat_out = view(w, (w.size,)), view(out, (out.size,))
     if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
         first = _output_tiles(source, filters, flat_out, taps, geometry, bias, relu, 0, 16)
@@ -851,9 +851,8 @@ def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation
         return
     window, spatial = (kh, kw), (out_h, out_w)
     plan = (prepared, spatial, window, strides, pads, lhs_dilation, rhs_dilation, "conv2_filters")
-    source, _, geometry = _tile_plan(x, c_out, *plan)
     cg, og = c_in // groups, c_out // groups
-    taps = _tap_offsets(kh, kw, cg, c_in, geometry[2], rhs_dilation)
+    source, taps, geometry = _tile_plan(x, c_out, cg, *plan)
     cotangents, flat_out = view(g, (g.size,)), view(out, (out.size,))
     for group in range(groups):
         first, last, shift = group * og, (group + 1) * og, group * cg
@@ -878,10 +877,21 @@ def conv2_filters(x, g, out, prepared, strides, pads, lhs_dilation, rhs_dilation
 
 @numba.njit(nogil=True)
 def _tile_plan(
-    x, c_out, prepared, out_spatial, window, strides, pads, lhs_dilation, rhs_dilation, helper
+    x,
+    c_out,
+    tap_channels,
+    prepared,
+    out_spatial,
+    window,
+    strides,
+    pads,
+    lhs_dilation,
+    rhs_dilation,
+    helper,
 ):
     """What conv2_tiles and conv2_filters read: (x as a flat array, the offset of each filter
-    tap (a, b, c) from its window's first element, the geometry their tile loops take).
+    tap (a, b, c < tap_channels, a group's input channels) from its window's first element,
+    the geometry their tile loops take).
     x itself when the conv reads no padding and no dilation of it, else x dilated and padded
     into `prepared` (its first N * reach_h * reach_w * C elements, `reach` being the rows and
     columns the windows span)."""
@@ -904,7 +914,7 @@ def _tile_plan(
         source = span(view(prepared, (prepared.size,)), 0, size)
         _dilate_and_pad(x, source, reach_h, reach_w, pads, lhs_dilation)
         rows, pitch = reach_h, reach_w
-    taps = _tap_offsets(window[0], window[1], c_in, c_in, pitch, rhs_dilation)
+    taps = _tap_offsets(window[0], window[1], tap_channels, c_in, pitch, rhs_dilation)
     geometry = (n_images, rows, pitch, c_in) + out_spatial + (c_out, strides[0], strides[1])
     return source, taps, geometry
 
