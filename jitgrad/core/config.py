@@ -13,10 +13,11 @@
   `compile_worker` (JITGRAD_COMPILE_WORKER): where background compiles run, "process" (a
   compile worker process writing into the disk cache) or "thread"; `compile_exit_budget`:
   seconds a worker may go on after the program exits, to finish its cache entries;
-  `warm_helpers` (JITGRAD_WARM_HELPERS=0 turns it off): in its idle time, and after the
-  program exits, the worker compiles jitgrad's own helpers into Numba's cache once per
-  installation (off where an image was prepared with `python -m
-  jitgrad.backend.numba.precompile`, or for short-lived jobs that should leave no worker).
+  `warm_helpers` (JITGRAD_WARM_HELPERS=0 turns it off): on a new installation the worker
+  starts a process that compiles jitgrad's own helpers into Numba's cache, once per
+  installation, at idle priority, going on after the program exits (within the budget); off
+  where an image was prepared with `python -m jitgrad.backend.numba.precompile`, or for
+  short-lived jobs that should leave no process behind.
 * `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
   the eager tape compiles the backward pass of a graph structure it has recorded this many
   times (2: the first backward runs eagerly, the second compiles).

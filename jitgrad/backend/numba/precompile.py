@@ -2,13 +2,15 @@
 step) ahead of time, so that no user's first kernel waits for them.
 
 They are compiled once per installation into Numba's cache (`cache=True`: the package's
-`__pycache__`, or NUMBA_CACHE_DIR). The compile worker (worker.py) runs this in its idle time,
-one signature at a time; `python -m jitgrad.backend.numba.precompile` does it all at once
-(after installing, or in a container image).
+`__pycache__`, or NUMBA_CACHE_DIR). On a new installation the compile worker starts a warmer
+process that does it (worker.py), one process per installation at a time (warming_lock);
+`python -m jitgrad.backend.numba.precompile` does it in the foreground (after installing, or
+in a container image).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -152,6 +154,34 @@ def mark_helpers_ready() -> None:
             fh.write(cache.versions().encode())
     except OSError:
         pass  # only the warm-up is repeated next time
+
+
+@contextlib.contextmanager
+def warming_lock():
+    """Yield whether this process may warm the installation's helpers: one process at a time
+    (a lock file beside the stamp, released when the process ends however it ends). Without
+    it, each short script run on a new installation left a worker compiling the same
+    helpers, all of them sharing the idle cores for minutes."""
+    import fcntl
+
+    try:
+        fd = os.open(
+            _stamp_path()[: -len(".ready")] + ".lock",
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+    except OSError:
+        yield True  # a cache directory we cannot write: Numba will not cache there either
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _stamp_path() -> str:

@@ -35,6 +35,10 @@ from jitgrad.backend.numba import cache, precompile
 _lock = threading.Lock()
 _aliases: dict[tuple, str] = {}  # (helper name, argument types) -> its registered alias
 _linked: set[tuple] = set()  # (helper name, argument types) linked in instead
+# In a compile worker whose helpers another process is compiling: (dispatcher, argument
+# types) bound to the placeholder, to be compiled (or loaded) before the kernel is reported.
+_deferring = False
+_deferred: list[tuple] = []
 
 
 @functools.cache
@@ -50,14 +54,39 @@ def through_symbol(name: str, dtypes: tuple[str, ...], ranks: tuple[int, ...] | 
     return _symbol_call(dispatcher, bound)
 
 
+def defer_uncompiled_helpers() -> None:
+    """For the compile worker of a new installation, while its warmer process compiles the
+    helpers (worker.py): bind a helper that is not in Numba's cache yet to a placeholder
+    instead of compiling it first, so that the kernel's compile does not wait for it. The
+    kernel's machine code holds only the alias, which the process that runs the kernel binds
+    to the helper when it loads it; the worker never runs a kernel (the placeholder is libc's
+    `abort`: loud, were it ever called). compile_deferred_helpers puts them in the cache."""
+    global _deferring
+    _deferring = True
+
+
+def compile_deferred_helpers() -> None:
+    """Load (the warmer compiled them meanwhile) or compile the helpers bound to the
+    placeholder, so that they are in Numba's cache when the worker reports its kernel."""
+    with _lock:
+        while _deferred:
+            dispatcher, argtypes = _deferred[0]
+            _compiled(dispatcher, argtypes)
+            _deferred.pop(0)
+
+
 def _bind(dispatcher, argtypes: tuple) -> str:
     """Register the entry point of `dispatcher`'s compiled `argtypes` under its alias."""
     key = (dispatcher.py_func.__qualname__, argtypes)
     with _lock:
         alias = _aliases.get(key)
         if alias is None:
-            compiled = _compiled(dispatcher, argtypes)
-            address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+            compiled = _compiled(dispatcher, argtypes, load_only=_deferring)
+            if compiled is None:
+                address = _placeholder_address()
+                _deferred.append((dispatcher, argtypes))
+            else:
+                address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
             digest = hashlib.sha256(f"{cache.versions()}\n{argtypes}".encode()).hexdigest()
             alias = f"jitgrad_{key[0]}_{digest[:16]}"
             ll.add_symbol(alias, address)
@@ -65,11 +94,18 @@ def _bind(dispatcher, argtypes: tuple) -> str:
         return alias
 
 
-def _compiled(dispatcher, argtypes: tuple):
+def _placeholder_address() -> int:
+    import ctypes
+
+    return ctypes.cast(ctypes.CDLL(None).abort, ctypes.c_void_p).value
+
+
+def _compiled(dispatcher, argtypes: tuple, load_only: bool = False):
     """`dispatcher`'s compiled `argtypes`: loaded from Numba's cache when it is there, without
     the refresh of every registry of Numba's CPU target that Numba's own load starts with
     (0.2 s in a process's first load: a kernel loaded from jitgrad's cache needs none of it,
-    compile.KernelCache), else compiled (Numba's compile refreshes what it needs)."""
+    compile.KernelCache), else compiled (Numba's compile refreshes what it needs), or None
+    if `load_only`."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.runtime import rtsys
 
@@ -82,6 +118,8 @@ def _compiled(dispatcher, argtypes: tuple):
         with dispatcher._cache._guard_against_spurious_io_errors():
             loaded = dispatcher._cache._load_overload(argtypes, context)
         if loaded is None:
+            if load_only:
+                return None
             dispatcher.compile(argtypes)
         else:
             context.insert_user_function(loaded.entry_point, loaded.fndesc, [loaded.library])
@@ -99,8 +137,11 @@ def _symbol_call(dispatcher, bound: dict):
         if alias is None:
             dispatcher.compile(args)
             _linked.add((dispatcher.__name__, args))
-        compiled = dispatcher.overloads[args]
-        result = compiled.signature.return_type
+        compiled = dispatcher.overloads.get(args)  # None: deferred (defer_uncompiled_helpers)
+        if compiled is None:
+            result = declared_return_type(dispatcher.__name__, args)
+        else:
+            result = compiled.signature.return_type
 
         def codegen(context, builder, signature, packed):
             values = cgutils.unpack_tuple(builder, packed[0], len(args))
@@ -118,6 +159,15 @@ def _symbol_call(dispatcher, bound: dict):
 
     call.__name__ = call.__qualname__ = dispatcher.__name__  # in Numba's typing errors
     return intrinsic(prefer_literal=False)(call)
+
+
+def declared_return_type(name: str, args: tuple):
+    """What helper `name` returns for `args`, known without compiling it (a deferred helper
+    is not compiled in the worker): nothing, they write into their last argument, but for a
+    strided view made contiguous, which returns the copy."""
+    if name == "contiguous_copy":
+        return types.Array(args[0].dtype, args[0].ndim, "C")
+    return types.none
 
 
 def linked_signatures() -> frozenset:

@@ -11,10 +11,12 @@ Protocol: one JSON object per line. The parent writes `{"id", "name", "source", 
 `{"id", "started": true}` when it begins that request and `{"id", "ok", "seconds", "error"}`
 when it is done. One worker serves a parent's requests in order.
 
-In its idle time the worker compiles jitgrad's own helpers (precompile.py), once per
-installation. When the parent exits (its end of stdin closes), the worker still compiles what
-it has been asked for, so that the next run of a short script finds its kernels in the
-cache; it exits when done, and in any case `exit_budget` seconds after the parent left.
+On a new installation the worker starts a warmer process that compiles jitgrad's own helpers
+(precompile.py) into Numba's cache, once per installation, while the worker compiles the
+first kernels without waiting for them (_start_warmer). When the parent exits (its end of
+stdin closes), the worker still compiles what it has been asked for, so that the next run of
+a short script finds its kernels in the cache; it exits when done, and in any case
+`exit_budget` seconds after the parent left (the warmer, `exit_budget` after it started).
 Two processes that compile the same kernel share the work through `cache.entry_lock`.
 """
 
@@ -31,11 +33,37 @@ import traceback
 import types
 from concurrent.futures import Future
 
-from jitgrad.backend.numba.precompile import helper_signatures, helpers_ready, mark_helpers_ready
+from jitgrad.backend.numba.precompile import (
+    helper_signatures,
+    helpers_ready,
+    mark_helpers_ready,
+    warming_lock,
+)
 from jitgrad.core.config import config
 
-# Seconds a new worker waits for its first request before it warms helpers.
+# Seconds a new worker waits for its first request before it starts the warmer without it.
 FIRST_REQUEST_GRACE = 2.0
+
+
+def _python_running(call: str) -> list[str]:
+    """The command line of a new interpreter that runs `call` (a function of this module).
+
+    It must import this very jitgrad (and nothing from the working directory, which `python
+    -m` or `-c` would put first on sys.path): the first path entry is replaced by the
+    directory this jitgrad was imported from. And only the backend it needs: the package
+    `jitgrad` is registered without running its __init__ (the whole library, 0.25 s of the
+    worker's start, while the caller waits for its first kernel). The backend imports only
+    itself, core, ir and passes (tests/test_layering.py)."""
+    package = os.path.abspath(__file__)
+    for _ in range(3):  # .../jitgrad/backend/numba/worker.py -> .../jitgrad
+        package = os.path.dirname(package)
+    start = (
+        f"import sys, types; sys.path[0] = {os.path.dirname(package)!r}; "
+        f"jitgrad = sys.modules['jitgrad'] = types.ModuleType('jitgrad'); "
+        f"jitgrad.__path__ = [{package!r}]; "
+        f"from {__name__} import {call.split('(')[0]}; {call}"
+    )
+    return [sys.executable, "-c", start]
 
 
 class WorkerDiedError(RuntimeError):
@@ -46,23 +74,8 @@ class CompileWorker:
     """The parent's handle on one worker process: `submit` returns a Future of the reply."""
 
     def __init__(self, exit_budget: float):
-        # The worker must import this very jitgrad (and nothing from the working directory,
-        # which `python -m` or `-c` would put first on sys.path): the first path entry is
-        # replaced by the directory this jitgrad was imported from. And only the backend it
-        # needs: the package `jitgrad` is registered without running its __init__ (the whole
-        # library, 0.25 s of the worker's start, while the caller waits for its first
-        # kernel). The backend imports only itself, core, ir and passes (tests/test_layering.py).
-        package = os.path.abspath(__file__)
-        for _ in range(3):  # .../jitgrad/backend/numba/worker.py -> .../jitgrad
-            package = os.path.dirname(package)
-        start = (
-            f"import sys, types; sys.path[0] = {os.path.dirname(package)!r}; "
-            f"jitgrad = sys.modules['jitgrad'] = types.ModuleType('jitgrad'); "
-            f"jitgrad.__path__ = [{package!r}]; "
-            f"from {__name__} import main; main({float(exit_budget)!r})"
-        )
         self.process = subprocess.Popen(
-            [sys.executable, "-c", start],
+            _python_running(f"main({float(exit_budget)!r})"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -140,6 +153,7 @@ class CompileWorker:
 
 def _compile(request: dict) -> dict:
     """Compile one kernel into the cache (or find it there, compiled by another process)."""
+    from jitgrad.backend.numba import symbols
     from jitgrad.backend.numba.compile import KernelCache, disk_cache_lock, load_kernel
     from jitgrad.backend.numba.signature import numba_signature
     from jitgrad.core.config import config
@@ -152,6 +166,7 @@ def _compile(request: dict) -> dict:
             raise RuntimeError(f"the kernel cache {config.cache_dir} is not usable")
         with disk_cache_lock(kernel, path):
             kernel.compile(numba_signature(request["signature"]))
+        symbols.compile_deferred_helpers()  # the caller binds them from the cache at load
         return {"id": request["id"], "ok": True, "seconds": time.perf_counter() - start}
     except Exception as exc:
         return {
@@ -165,11 +180,24 @@ def _compile(request: dict) -> dict:
 def main(exit_budget: float) -> None:
     _take_only_idle_time()
     _import_blas_bindings()
+    # The parent starts the worker when a function is jitted; its first kernel usually
+    # follows at once. Read it here, before any thread starts, so that a warmer forked for a
+    # new installation compiles that kernel's helpers first.
+    first = _first_request(FIRST_REQUEST_GRACE)
+    if config.warm_helpers and not helpers_ready():
+        _prepare_compiling()  # once, before the fork: the warmer inherits it
+        _start_warmer(first if isinstance(first, dict) else None, exit_budget)
+        from jitgrad.backend.numba import symbols
+
+        symbols.defer_uncompiled_helpers()
     requests: queue.Queue = queue.Queue()
+    if first is not None:
+        requests.put(first)
 
     def read_requests() -> None:
-        for line in sys.stdin.buffer:
-            requests.put(json.loads(line))
+        if first is not _PARENT_GONE:
+            for line in sys.stdin.buffer:
+                requests.put(json.loads(line))
         requests.put(None)  # the parent has exited: finish the queue, then stop
         # ... within the budget, whatever happens.
         deadline = threading.Timer(exit_budget, os._exit, (3,))
@@ -178,26 +206,137 @@ def main(exit_budget: float) -> None:
 
     threading.Thread(target=read_requests, daemon=True).start()
     out = sys.stdout
-    helpers = _warm_helpers() if config.warm_helpers and not helpers_ready() else None
-    # The parent starts the worker when a function is jitted, and its first kernel usually
-    # follows within a second: a helper compile begun meanwhile would delay that kernel
-    # (W4, cold: 0.27 s), so the warm-up waits for it.
-    warm_after = time.monotonic() + FIRST_REQUEST_GRACE
     while True:
-        if helpers is None:
-            request = requests.get()
-        else:
-            try:
-                request = requests.get(timeout=max(0.0, warm_after - time.monotonic()))
-            except queue.Empty:  # idle: compile one more of jitgrad's own helpers
-                helpers = helpers if next(helpers, None) is not None else None
-                continue
-        if request is None:  # the parent has exited: finish the warm-up (within the budget)
-            for _ in helpers or ():
-                pass
+        request = requests.get()
+        if request is None or request is _PARENT_GONE:
             return
         _reply(out, {"id": request["id"], "started": True})
         _reply(out, _compile(request))
+
+
+# What _first_request returns when the parent closed the pipe before asking for anything.
+_PARENT_GONE = object()
+
+
+def _first_request(grace: float):
+    """The parent's first request, or None if none came within `grace` seconds (then the
+    reader thread takes it), or _PARENT_GONE."""
+    import select
+
+    try:
+        readable, _, _ = select.select([sys.stdin.buffer], [], [], grace)
+    except (OSError, ValueError):
+        return None
+    if not readable:
+        return None
+    line = sys.stdin.buffer.readline()
+    return json.loads(line) if line else _PARENT_GONE
+
+
+def _prepare_compiling() -> None:
+    """Numba's one-time set-up of a process's first compile (its typing and lowering
+    registries, 0.15-0.2 s)."""
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+
+
+def _start_warmer(first: dict | None, exit_budget: float) -> None:
+    """Start the process that compiles jitgrad's own helpers into Numba's cache, once per
+    installation (precompile.py): first the ones `first` (the first kernel request) calls,
+    then all the others.
+
+    A process of its own, so that a new installation's first kernel does not wait for them:
+    the kernel compiles here meanwhile, binding the helpers called through a symbol to a
+    placeholder (symbols.defer_uncompiled_helpers; its machine code holds only their names)
+    and loading the inlined ones (vmath, sum_step) from the cache when the warmer has put
+    them there (else compiling them too: either process's entry serves). W4 on a new
+    installation: its kernel served after 1.67-1.77 s instead of 1.92-2.46 s (alternated).
+
+    On Linux the warmer is forked, so that it starts with Numba imported and set up (a new
+    interpreter spends 0.35-0.5 s on that before its first helper), and before this process
+    starts a thread; elsewhere (fork is unsafe on macOS once system frameworks are loaded) it
+    is a new interpreter. It runs at the worker's idle priority, in the worker's session (so
+    that ending the worker's process group ends it), for at most `exit_budget` seconds; it
+    stops at once if another process is warming this installation (warming_lock)."""
+    source = first["source"] if first else ""
+    if not sys.platform.startswith("linux"):
+        warmer = subprocess.Popen(
+            _python_running(f"warmer_main({float(exit_budget)!r})"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        warmer.stdin.write(source.encode())
+        warmer.stdin.close()
+        threading.Thread(target=warmer.wait, daemon=True).start()  # no zombie
+        return
+    order = _warm_order(source)
+    pid = os.fork()
+    if pid:
+        threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()  # no zombie
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)  # never the worker's pipes
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        _warm(order, exit_budget)
+    finally:
+        os._exit(0)
+
+
+def warmer_main(exit_budget: float) -> None:
+    """The warmer as a new interpreter: the first kernel's source on stdin."""
+    _take_only_idle_time()
+    _import_blas_bindings()
+    _warm(_warm_order(sys.stdin.read()), exit_budget)
+
+
+def _warm(order: list, exit_budget: float) -> None:
+    """Compile the helpers of `order` (helper_signatures()) into Numba's cache, unless another
+    process is doing it, within `exit_budget` seconds; stops at the first failure (a helper
+    the next kernel would compile anyway)."""
+    deadline = threading.Timer(exit_budget, os._exit, (3,))
+    deadline.daemon = True
+    deadline.start()
+    with warming_lock() as held:
+        if not held:
+            return
+        try:
+            for dispatcher, signature in order:
+                dispatcher.compile(signature)
+        except Exception:
+            return
+        mark_helpers_ready()
+
+
+def _warm_order(source: str) -> list:
+    """helper_signatures() in the order the warmer compiles them: first the ones the kernel
+    `source` inlines (its typing waits for them), then the ones it calls through a symbol
+    (needed only when the kernel is loaded), then the rest."""
+    import ast
+    import importlib
+
+    from jitgrad.backend.numba import helper_names
+    from jitgrad.backend.numba.precompile import signatures_of
+
+    inlined, called = [], []
+    modules = (helper_names.VMATH_MODULE, helper_names.SPECIAL_MODULE, helper_names.RUNTIME_MODULE)
+    for node in ast.parse(source).body if source else ():
+        if isinstance(node, ast.ImportFrom) and node.module in modules:
+            module = importlib.import_module(node.module)
+            inlined.extend(getattr(module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            call = node.value
+            if getattr(call.func, "id", None) == "through_symbol":
+                args = [ast.literal_eval(a) for a in call.args]
+                ranks = {k.arg: ast.literal_eval(k.value) for k in call.keywords}.get("ranks")
+                called.extend((args[0], sig) for sig in signatures_of(args[0], args[1], ranks))
+    everything = list(helper_signatures())
+    first = [(d, sig) for d, sig in everything if any(d is f for f in inlined)]
+    first += [(d, sig) for d, sig in everything if (d.__name__, sig) in set(called)]
+    return first + [entry for entry in everything if entry not in first]
 
 
 def _take_only_idle_time() -> None:
@@ -240,19 +379,6 @@ def _import_blas_bindings() -> None:
         del sys.modules["scipy.linalg"]
         if vars(scipy).get("linalg") is package:  # not getattr: scipy imports it lazily
             del scipy.linalg
-
-
-def _warm_helpers():
-    """Compile jitgrad's own helpers into Numba's cache (precompile.py), one signature per
-    step, so that later kernels of this installation do not wait for them; stops at the
-    first failure (a helper the next kernel would compile anyway)."""
-    try:
-        for dispatcher, signature in helper_signatures():
-            dispatcher.compile(signature)
-            yield dispatcher
-    except Exception:
-        return
-    mark_helpers_ready()
 
 
 def _reply(out, message: dict) -> None:
