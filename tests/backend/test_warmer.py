@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from numba import types
 
 from jitgrad.backend.numba import precompile, runtime, symbols, worker
@@ -87,6 +88,7 @@ def kernel(a, b, out):
 """
 
 _COMPILE_DEFERRED = """
+import pytest
 from numba import types
 from jitgrad.backend.numba import runtime, symbols
 
@@ -179,3 +181,28 @@ def test_a_new_installations_first_kernel_serves_while_the_warmer_compiles(tmp_p
                 os.killpg(int(out[1]), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+_START_WARMER = """
+import os, sys
+from jitgrad.backend.numba import precompile, worker
+
+with precompile.warming_lock() as held:  # as another process warming this installation
+    assert held
+    worker._prepare_compiling()
+    sys.platform = sys.argv[1]  # "linux": forked; anything else: a new interpreter
+    warmer = worker._start_warmer({"source": "import numba"}, 120.0)
+    print(warmer.wait(120))
+cache = precompile.helper("sum_step")._cache._cache_path
+entries = os.listdir(cache) if os.path.isdir(cache) else []
+print(sorted(f for f in entries if f.endswith(".nbi")))
+"""
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_a_warmer_stops_when_another_process_warms_the_installation(tmp_path, platform):
+    """Both ways of starting the warmer (forked on Linux, a new interpreter elsewhere) start a
+    process that finds the installation's lock held, compiles nothing and exits cleanly."""
+    script = _START_WARMER.replace("sys.argv[1]", repr(platform))
+    out = _python(script, tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    assert out == ["0", "[]"]

@@ -186,7 +186,7 @@ def main(exit_budget: float) -> None:
     first = _first_request(FIRST_REQUEST_GRACE)
     if config.warm_helpers and not helpers_ready():
         _prepare_compiling()  # once, before the fork: the warmer inherits it
-        _start_warmer(first if isinstance(first, dict) else None, exit_budget)
+        _warmers.append(_start_warmer(first if isinstance(first, dict) else None, exit_budget))
         from jitgrad.backend.numba import symbols
 
         symbols.defer_uncompiled_helpers()
@@ -213,6 +213,9 @@ def main(exit_budget: float) -> None:
         _reply(out, {"id": request["id"], "started": True})
         _reply(out, _compile(request))
 
+
+# The warmer this worker started (kept: a Popen dropped while it runs warns); never waited for.
+_warmers: list = []
 
 # What _first_request returns when the parent closed the pipe before asking for anything.
 _PARENT_GONE = object()
@@ -242,7 +245,7 @@ def _prepare_compiling() -> None:
     cpu_target.target_context.refresh()
 
 
-def _start_warmer(first: dict | None, exit_budget: float) -> None:
+def _start_warmer(first: dict | None, exit_budget: float):
     """Start the process that compiles jitgrad's own helpers into Numba's cache, once per
     installation (precompile.py): first the ones `first` (the first kernel request) calls,
     then all the others.
@@ -259,24 +262,26 @@ def _start_warmer(first: dict | None, exit_budget: float) -> None:
     starts a thread; elsewhere (fork is unsafe on macOS once system frameworks are loaded) it
     is a new interpreter. It runs at the worker's idle priority, in the worker's session (so
     that ending the worker's process group ends it), for at most `exit_budget` seconds; it
-    stops at once if another process is warming this installation (warming_lock)."""
+    stops at once if another process is warming this installation (warming_lock). Returns
+    the warmer (its `pid` and `wait()`), or None if no process could be started."""
     source = first["source"] if first else ""
-    if not sys.platform.startswith("linux"):
-        warmer = subprocess.Popen(
-            _python_running(f"warmer_main({float(exit_budget)!r})"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        warmer.stdin.write(source.encode())
-        warmer.stdin.close()
-        threading.Thread(target=warmer.wait, daemon=True).start()  # no zombie
-        return
-    order = _warm_order(source)
-    pid = os.fork()
+    try:
+        if not sys.platform.startswith("linux"):
+            warmer = subprocess.Popen(
+                _python_running(f"warmer_main({float(exit_budget)!r})"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            warmer.stdin.write(source.encode())
+            warmer.stdin.close()
+            return warmer
+        order = _warm_order(source)
+        pid = os.fork()
+    except OSError:
+        return None  # no process to spare: the worker compiles the helpers its kernels call
     if pid:
-        threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()  # no zombie
-        return
+        return _Forked(pid)
     try:
         devnull = os.open(os.devnull, os.O_RDWR)  # never the worker's pipes
         os.dup2(devnull, 0)
@@ -284,6 +289,21 @@ def _start_warmer(first: dict | None, exit_budget: float) -> None:
         _warm(order, exit_budget)
     finally:
         os._exit(0)
+
+
+class _Forked:
+    """A forked warmer, reaped when it ends (no zombie); `wait()` its exit status, as Popen's."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._status: Future = Future()
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        self._status.set_result(os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1]))
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._status.result(timeout)
 
 
 def warmer_main(exit_budget: float) -> None:
