@@ -102,3 +102,36 @@ def test_pool_helpers_route_to_the_first_maximum(
         expected_routed[b, at[0], at[1], c] += g[b, i, j, c]
         assert gathered[b, i, j, c] == h[b, at[0], at[1], c]
     np.testing.assert_allclose(routed, expected_routed, rtol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 2),
+    st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    st.sampled_from([1, 3, 8, 16, 24, 25, 40]),
+    st.sampled_from([np.float32, np.float64]),
+    st.data(),
+)
+def test_the_gradient_of_side_by_side_windows_routes_to_the_first_maximum(
+    n, window, count, extra, channels, dtype, data
+):
+    """Windows that tile the image (stride = window, no padding) take the vector paths
+    (runtime._window_tiles: 16-, 8- and 1-lane blocks of channels; the gradient's every
+    element written once, the rows and columns past the last window zeroed)."""
+    height, width = count[0] * window[0] + extra[0], count[1] * window[1] + extra[1]
+    values = st.sampled_from([0.0, 1.0, 2.0, -1.0, -np.inf, np.inf, np.nan])
+    size = n * height * width * channels
+    x = np.array(data.draw(st.lists(values, min_size=size, max_size=size)), dtype)
+    x = x.reshape(n, height, width, channels)
+    g = np.random.default_rng(1).standard_normal((n, *count, channels)).astype(dtype)
+    routed = np.full_like(x, 7.0)  # every element is written
+    pooled = np.full_like(g, 7.0)
+    scatter(x, g, routed, i64(window), i64(window), i64((0, 0)))
+    pool(x, pooled, i64(window), i64(window), i64((0, 0)))
+    expected = np.zeros_like(x)
+    for (b, i, j, c), (value, at) in first_maxima(x, g.shape, window, window, (0, 0)).items():
+        expected[b, at[0], at[1], c] = g[b, i, j, c]
+        np.testing.assert_array_equal(pooled[b, i, j, c], value)
+    np.testing.assert_array_equal(routed, expected)

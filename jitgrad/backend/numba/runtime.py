@@ -16,7 +16,19 @@ from jitgrad.backend.numba.philox import (  # noqa: F401 - kernels import them f
     philox_uniform32,
     philox_uniform64,
 )
-from jitgrad.backend.numba.simd import load, vadd, vfma, vload, vrelu, vstore, vzeros
+from jitgrad.backend.numba.simd import (
+    load,
+    vadd,
+    vbetter,
+    vequal,
+    vfma,
+    vload,
+    vrelu,
+    vselect,
+    vsplat,
+    vstore,
+    vzeros,
+)
 
 SOURCE_MODULE = RUNTIME_MODULE
 
@@ -616,6 +628,9 @@ def max_pool2(x, out, window, strides, pads):
     scratch, _ = _pool_scratch(x, out, window, strides, "max_pool2")
     channels, step = x.shape[3], strides[1] * x.shape[3]
     source = view(x, (x.size,))
+    if _windows_tile(x.shape, out.shape, window, strides, pads):
+        _window_tiles(source, source, view(out, (out.size,)), x.shape, out.shape, window, False)
+        return
     for n in range(out.shape[0]):
         for i in range(out.shape[1]):
             _row_maxima(source, n, i, x.shape, window, strides, pads, scratch)
@@ -634,6 +649,9 @@ def max_pool_scatter2(x, g, out, window, strides, pads):
     channels, step = x.shape[3], strides[1] * x.shape[3]
     source = view(x, (x.size,))
     target = view(out, (out.size,))
+    if _windows_tile(x.shape, g.shape, window, strides, pads):
+        _window_tiles(source, view(g, (g.size,)), target, x.shape, g.shape, window, True)
+        return
     for k in range(target.shape[0]):
         target[k] = 0
     for n in range(g.shape[0]):
@@ -645,6 +663,93 @@ def max_pool_scatter2(x, g, out, window, strides, pads):
                     k = at[j * step + c]
                     if k >= 0:
                         target[k] += g[n, i, j, c]
+
+
+@numba.njit(nogil=True)
+def _windows_tile(shape, pooled, window, strides, pads):
+    """Whether the pooling windows lie side by side inside the image, none overlapping (the
+    usual 2x2 pool with stride 2, 'VALID' or an even size)."""
+    return (
+        window[0] == strides[0]
+        and window[1] == strides[1]
+        and pads[0] == 0
+        and pads[1] == 0
+        and pooled[1] * window[0] <= shape[1]
+        and pooled[2] * window[1] <= shape[2]
+    )
+
+
+@numba.njit(nogil=True)
+def _window_tiles(source, cotangents, target, shape, pooled, window, route):
+    """max_pool2 (`route` False: the maxima into `target`, pooled's shape) or
+    max_pool_scatter2 (`route` True: `target`, the input's shape, = g where an element is its
+    window's first maximum, else 0, every element written once) where the windows tile the
+    image (_windows_tile), a vector of channels at a time (simd.py). The general helpers find
+    each row's maxima (and positions) in scratch rows, and the scatter zeroes the whole input
+    first, then adds g one element at a time through those positions: W10's kernel took
+    2.3-2.6 ms with them, 2.0-2.1 ms with these (its first pool alone, (64, 24, 24, 8): 118-183
+    -> 70-75 us forward, 374-519 -> 145-147 us backward)."""
+    numba.literally(route)
+    if target.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
+        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, 0, 16, route)
+        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, first, 8, route)
+    else:
+        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, 0, 8, route)
+        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, first, 4, route)
+    _window_tiles_by(source, cotangents, target, shape, pooled, window, first, 1, route)
+    if not route:
+        return
+    n_images, height, width, channels = shape
+    covered_rows, covered = pooled[1] * window[0], pooled[2] * window[1] * channels
+    for n in range(n_images):  # rows and columns past the last window: no gradient
+        for row in range(height):
+            start = (n * height + row) * width * channels
+            begin = 0 if row >= covered_rows else covered
+            for k in range(start + begin, start + width * channels):
+                target[k] = 0
+
+
+@numba.njit(nogil=True)
+def _window_tiles_by(source, cotangents, target, shape, pooled, window, first, lanes, route):
+    """_window_tiles for the channels first, first + lanes, ... that fit in whole vectors of
+    `lanes`; the next channel it did not do. The taps of a window are compared in row-major
+    order (the first of equal maxima wins, as in `_pooled_row`), the winning tap's number
+    kept as a float vector beside the maxima when routing."""
+    numba.literally(lanes)
+    numba.literally(route)
+    n_images, height, width, channels = shape
+    out_h, out_w = pooled[1], pooled[2]
+    kh, kw = window
+    pitch = width * channels
+    c = first
+    while c + lanes <= channels:
+        zeros = vzeros(target, lanes)
+        for n in range(n_images):
+            for i in range(out_h):
+                for j in range(out_w):
+                    corner = (n * height + i * kh) * pitch + j * kw * channels + c
+                    at = ((n * out_h + i) * out_w + j) * channels + c
+                    best, winner = vload(source, corner, lanes), zeros
+                    for a in range(kh):
+                        for b in range(kw):
+                            if a + b > 0:
+                                v = vload(source, corner + a * pitch + b * channels, lanes)
+                                better = vbetter(v, best)
+                                best = vselect(better, v, best)
+                                if route:
+                                    tap = vsplat(target, a * kw + b, lanes)
+                                    winner = vselect(better, tap, winner)
+                    if not route:
+                        vstore(target, at, best)
+                        continue
+                    gradient = vload(cotangents, at, lanes)
+                    for a in range(kh):
+                        for b in range(kw):
+                            tap = vsplat(target, a * kw + b, lanes)
+                            routed = vselect(vequal(winner, tap), gradient, zeros)
+                            vstore(target, corner + a * pitch + b * channels, routed)
+        c += lanes
+    return c
 
 
 @numba.njit(cache=True, nogil=True)

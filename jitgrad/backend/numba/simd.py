@@ -163,3 +163,67 @@ def vrelu(typingctx, a):
         return builder.select(builder.fcmp_ordered(">", args[0], zeros), args[0], zeros)
 
     return a(a), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vsplat(typingctx, like, value, lanes):
+    """A Vec of `lanes` copies of `value`, in the array `like`'s dtype."""
+    count = _lanes(lanes)
+    if count is None or not _floats(like) or not isinstance(value, (types.Integer, types.Float)):
+        return None
+    vec = Vec(like.dtype, count)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(vec)
+        scalar = context.cast(builder, args[1], sig.args[1], like.dtype)
+        undefined = ir.Constant(vector_type, ir.Undefined)
+        first = builder.insert_element(undefined, scalar, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), count), [0] * count)
+        return builder.shuffle_vector(first, undefined, zeros)
+
+    return vec(like, value, lanes), codegen
+
+
+@intrinsic
+def vbetter(typingctx, v, best):
+    """Lane by lane, whether v replaces best as a maximum that keeps the first of equal ones:
+    v > best, or v is NaN and best is not (a NaN is the maximum, as numpy's and
+    TensorFlow's max pooling have it). A Vec of booleans, for vselect."""
+    if not isinstance(v, Vec) or v != best:
+        return None
+
+    def codegen(context, builder, sig, args):
+        greater = builder.fcmp_ordered(">", args[0], args[1])
+        nan_over_number = builder.and_(
+            builder.fcmp_unordered("uno", args[0], args[0]),
+            builder.fcmp_ordered("ord", args[1], args[1]),
+        )
+        return builder.or_(greater, nan_over_number)
+
+    return Vec(types.boolean, v.lanes)(v, best), codegen
+
+
+@intrinsic
+def vequal(typingctx, a, b):
+    """Lane by lane, a == b (False where either is NaN). A Vec of booleans."""
+    if not isinstance(a, Vec) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fcmp_ordered("==", args[0], args[1])
+
+    return Vec(types.boolean, a.lanes)(a, b), codegen
+
+
+@intrinsic
+def vselect(typingctx, mask, a, b):
+    """Lane by lane, a where mask, else b."""
+    if not (isinstance(mask, Vec) and mask.dtype == types.boolean and isinstance(a, Vec)):
+        return None
+    if a != b or mask.lanes != a.lanes:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return a(mask, a, b), codegen
