@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 import types
+import warnings
 from concurrent.futures import Future
 
 from jitgrad.backend.numba.precompile import (
@@ -277,7 +278,12 @@ def _start_warmer(first: dict | None, exit_budget: float):
             warmer.stdin.close()
             return warmer
         order = _warm_order(source)
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that a process with threads (here only BLAS's, which
+            # OpenBLAS's own fork handlers stop) may deadlock a forked child; this child
+            # takes no lock another thread could hold: it compiles, and calls no BLAS.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
     except OSError:
         return None  # no process to spare: the worker compiles the helpers its kernels call
     if pid:
