@@ -17,6 +17,10 @@ cache; an unresolved alias would abort the process in LLVM's linker.
 Only the signatures the installation precompiles (precompile.helper_signatures: the ones the
 emitter's calls produce) are bound; a call with other argument types links the helper as
 Numba would. The alias is never used for a signature the module did not bind at import.
+
+A compile worker on a new installation does not wait for a helper that is not compiled yet
+(defer_uncompiled_helpers): it compiles the kernel against a placeholder, and the helper
+after it (or loads it from the warmer process that compiled it meanwhile, worker.py).
 """
 
 from __future__ import annotations

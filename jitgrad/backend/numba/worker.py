@@ -359,9 +359,9 @@ def _warm_order(source: str) -> list:
                 args = [ast.literal_eval(a) for a in call.args]
                 ranks = {k.arg: ast.literal_eval(k.value) for k in call.keywords}.get("ranks")
                 called.extend((args[0], sig) for sig in signatures_of(args[0], args[1], ranks))
-    everything = list(helper_signatures())
+    everything, called = list(helper_signatures()), set(called)
     first = [(d, sig) for d, sig in everything if any(d is f for f in inlined)]
-    first += [(d, sig) for d, sig in everything if (d.__name__, sig) in set(called)]
+    first += [(d, sig) for d, sig in everything if (d.__name__, sig) in called]
     return first + [entry for entry in everything if entry not in first]
 
 
