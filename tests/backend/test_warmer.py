@@ -15,7 +15,7 @@ import textwrap
 import pytest
 from numba import types
 
-from jitgrad.backend.numba import precompile, runtime, symbols, worker
+from jitgrad.backend.numba import precompile, runtime, symbols, vmath, worker
 
 WAIT = 300  # seconds: a bound for a loaded CI machine, never a timing assumption
 
@@ -44,8 +44,6 @@ def test_the_warmer_compiles_the_first_kernels_helpers_first():
     everything = list(precompile.helper_signatures())
     assert len(order) == len(everything)
     assert all(entry in order for entry in everything)
-    from jitgrad.backend.numba import vmath
-
     f32 = types.Array(types.float32, 2, "A", readonly=True)
     x4 = types.Array(types.float64, 4, "C", readonly=True)
     first = [(d.__name__, sig) for d, sig in order[:8]]
