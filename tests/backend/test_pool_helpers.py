@@ -117,9 +117,10 @@ def test_pool_helpers_route_to_the_first_maximum(
 def test_the_gradient_of_side_by_side_windows_routes_to_the_first_maximum(
     n, window, count, extra, channels, dtype, data
 ):
-    """Windows that tile the image (stride = window, no padding) take the vector paths
-    (runtime._window_tiles: 16-, 8- and 1-lane blocks of channels; the gradient's every
-    element written once, the rows and columns past the last window zeroed)."""
+    """Windows that tile the image (stride = window, no padding) over a multiple of
+    runtime.WINDOW_LANES channels take the vector path (runtime._window_tiles: the
+    gradient's every element written once, the rows and columns past the last window
+    zeroed); 1, 3 and 25 channels the general one."""
     height, width = count[0] * window[0] + extra[0], count[1] * window[1] + extra[1]
     values = st.sampled_from([0.0, 1.0, 2.0, -1.0, -np.inf, np.inf, np.nan])
     size = n * height * width * channels

@@ -665,10 +665,16 @@ def max_pool_scatter2(x, g, out, window, strides, pads):
                         target[k] += g[n, i, j, c]
 
 
+# Channels per vector on max pooling's fast path (_window_tiles): one block loop, compiled once
+# (a loop per vector width, 16, 8 and 1 lanes as the convolutions have them, took max_pool2's
+# first compile from 0.3-0.5 to 9.7 s: each `numba.literally` width is a compile of its own).
+WINDOW_LANES = 8
+
+
 @numba.njit(nogil=True)
 def _windows_tile(shape, pooled, window, strides, pads):
     """Whether the pooling windows lie side by side inside the image, none overlapping (the
-    usual 2x2 pool with stride 2, 'VALID' or an even size)."""
+    usual 2x2 pool with stride 2, 'VALID' or an even size), over whole vectors of channels."""
     return (
         window[0] == strides[0]
         and window[1] == strides[1]
@@ -676,6 +682,7 @@ def _windows_tile(shape, pooled, window, strides, pads):
         and pads[1] == 0
         and pooled[1] * window[0] <= shape[1]
         and pooled[2] * window[1] <= shape[2]
+        and shape[3] % WINDOW_LANES == 0
     )
 
 
@@ -684,22 +691,46 @@ def _window_tiles(source, cotangents, target, shape, pooled, window, route):
     """max_pool2 (`route` False: the maxima into `target`, pooled's shape) or
     max_pool_scatter2 (`route` True: `target`, the input's shape, = g where an element is its
     window's first maximum, else 0, every element written once) where the windows tile the
-    image (_windows_tile), a vector of channels at a time (simd.py). The general helpers find
-    each row's maxima (and positions) in scratch rows, and the scatter zeroes the whole input
-    first, then adds g one element at a time through those positions: W10's kernel took
-    2.3-2.6 ms with them, 2.0-2.1 ms with these (its first pool alone, (64, 24, 24, 8): 118-183
-    -> 70-75 us forward, 374-519 -> 145-147 us backward)."""
-    numba.literally(route)
-    if target.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
-        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, 0, 16, route)
-        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, first, 8, route)
-    else:
-        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, 0, 8, route)
-        first = _window_tiles_by(source, cotangents, target, shape, pooled, window, first, 4, route)
-    _window_tiles_by(source, cotangents, target, shape, pooled, window, first, 1, route)
+    image (_windows_tile), WINDOW_LANES channels at a time (simd.py). The taps of a window
+    are compared in row-major order (the first of equal maxima wins, as in `_pooled_row`),
+    the winning tap's number kept as a float vector beside the maxima when routing. The
+    general helpers find each row's maxima (and positions) in scratch rows, and the scatter
+    zeroes the whole input first, then adds g one element at a time through those positions:
+    W10's kernel took 2.3-2.6 ms with them, 2.0-2.1 ms with this (its first pool alone,
+    (64, 24, 24, 8): 118-183 -> 70-75 us forward, 374-519 -> 145-147 us backward)."""
+    n_images, height, width, channels = shape
+    out_h, out_w = pooled[1], pooled[2]
+    kh, kw = window
+    pitch = width * channels
+    zeros = vzeros(target, WINDOW_LANES)
+    for n in range(n_images):
+        for i in range(out_h):
+            for j in range(out_w):
+                for c in range(0, channels, WINDOW_LANES):
+                    corner = (n * height + i * kh) * pitch + j * kw * channels + c
+                    at = ((n * out_h + i) * out_w + j) * channels + c
+                    best, winner = vload(source, corner, WINDOW_LANES), zeros
+                    for a in range(kh):
+                        for b in range(kw):
+                            if a + b > 0:
+                                at_tap = corner + a * pitch + b * channels
+                                v = vload(source, at_tap, WINDOW_LANES)
+                                better = vbetter(v, best)
+                                best = vselect(better, v, best)
+                                if route:
+                                    tap = vsplat(target, a * kw + b, WINDOW_LANES)
+                                    winner = vselect(better, tap, winner)
+                    if not route:
+                        vstore(target, at, best)
+                        continue
+                    gradient = vload(cotangents, at, WINDOW_LANES)
+                    for a in range(kh):
+                        for b in range(kw):
+                            tap = vsplat(target, a * kw + b, WINDOW_LANES)
+                            routed = vselect(vequal(winner, tap), gradient, zeros)
+                            vstore(target, corner + a * pitch + b * channels, routed)
     if not route:
         return
-    n_images, height, width, channels = shape
     covered_rows, covered = pooled[1] * window[0], pooled[2] * window[1] * channels
     for n in range(n_images):  # rows and columns past the last window: no gradient
         for row in range(height):
@@ -707,49 +738,6 @@ def _window_tiles(source, cotangents, target, shape, pooled, window, route):
             begin = 0 if row >= covered_rows else covered
             for k in range(start + begin, start + width * channels):
                 target[k] = 0
-
-
-@numba.njit(nogil=True)
-def _window_tiles_by(source, cotangents, target, shape, pooled, window, first, lanes, route):
-    """_window_tiles for the channels first, first + lanes, ... that fit in whole vectors of
-    `lanes`; the next channel it did not do. The taps of a window are compared in row-major
-    order (the first of equal maxima wins, as in `_pooled_row`), the winning tap's number
-    kept as a float vector beside the maxima when routing."""
-    numba.literally(lanes)
-    numba.literally(route)
-    n_images, height, width, channels = shape
-    out_h, out_w = pooled[1], pooled[2]
-    kh, kw = window
-    pitch = width * channels
-    c = first
-    while c + lanes <= channels:
-        zeros = vzeros(target, lanes)
-        for n in range(n_images):
-            for i in range(out_h):
-                for j in range(out_w):
-                    corner = (n * height + i * kh) * pitch + j * kw * channels + c
-                    at = ((n * out_h + i) * out_w + j) * channels + c
-                    best, winner = vload(source, corner, lanes), zeros
-                    for a in range(kh):
-                        for b in range(kw):
-                            if a + b > 0:
-                                v = vload(source, corner + a * pitch + b * channels, lanes)
-                                better = vbetter(v, best)
-                                best = vselect(better, v, best)
-                                if route:
-                                    tap = vsplat(target, a * kw + b, lanes)
-                                    winner = vselect(better, tap, winner)
-                    if not route:
-                        vstore(target, at, best)
-                        continue
-                    gradient = vload(cotangents, at, lanes)
-                    for a in range(kh):
-                        for b in range(kw):
-                            tap = vsplat(target, a * kw + b, lanes)
-                            routed = vselect(vequal(winner, tap), gradient, zeros)
-                            vstore(target, corner + a * pitch + b * channels, routed)
-        c += lanes
-    return c
 
 
 @numba.njit(cache=True, nogil=True)
