@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from numba import types
@@ -20,12 +21,38 @@ from jitgrad.backend.numba import precompile, runtime, symbols, vmath, worker
 WAIT = 300  # seconds: a bound for a loaded CI machine, never a timing assumption
 
 
-def test_one_process_at_a_time_warms_an_installation():
-    with precompile.warming_lock() as first:
-        with precompile.warming_lock() as second:  # another open file: as another process
+def test_one_process_at_a_time_holds_a_lock(tmp_path):
+    """The locks of warming_lock and compile_shared (the installation's own are exercised in
+    subprocesses below: this process's may be held by a warmer that another test started)."""
+    path = str(tmp_path / "helper.lock")
+    with precompile._file_lock(path, wait=False) as first:
+        with precompile._file_lock(path, wait=False) as second:  # another open file
             assert (first, second) == (True, False)
-    with precompile.warming_lock() as again:  # released with its file
+    with precompile._file_lock(path, wait=False) as again:  # released with its file
         assert again
+
+
+def test_a_helper_another_process_is_compiling_is_taken_last_and_waited_for():
+    """precompile.compile_shared: the warmer and the worker never compile one helper
+    signature both; each takes the free ones first, then waits for the others' lock."""
+    entries = [(runtime.matmul_into, (types.float32,)), (runtime.sum_step, (types.float64,))]
+    done, first_done = [], threading.Event()
+
+    def compile_one(dispatcher, argtypes):
+        done.append(dispatcher)
+        first_done.set()
+
+    busy = precompile._helper_lock_path(*entries[0])
+    with precompile._file_lock(busy, wait=False) as held:  # "another process" compiles it
+        assert held
+        worker_thread = threading.Thread(
+            target=precompile.compile_shared, args=(entries, compile_one)
+        )
+        worker_thread.start()
+        assert first_done.wait(WAIT)
+        assert done == [runtime.sum_step]  # the free one; matmul_into's lock is held here
+    worker_thread.join(WAIT)
+    assert done == [runtime.sum_step, runtime.matmul_into]
 
 
 def test_the_warmer_compiles_the_first_kernels_helpers_first():

@@ -71,12 +71,11 @@ def defer_uncompiled_helpers() -> None:
 
 def compile_deferred_helpers() -> None:
     """Load (the warmer compiled them meanwhile) or compile the helpers bound to the
-    placeholder, so that they are in Numba's cache when the worker reports its kernel."""
+    placeholder, so that they are in Numba's cache when the worker reports its kernel; the
+    ones the warmer is compiling now, after it (precompile.compile_shared)."""
     with _lock:
-        while _deferred:
-            dispatcher, argtypes = _deferred[0]
-            _compiled(dispatcher, argtypes)
-            _deferred.pop(0)
+        precompile.compile_shared(list(_deferred), _compiled)
+        _deferred.clear()
 
 
 def _bind(dispatcher, argtypes: tuple) -> str:

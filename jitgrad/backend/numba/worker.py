@@ -35,6 +35,7 @@ import warnings
 from concurrent.futures import Future
 
 from jitgrad.backend.numba.precompile import (
+    compile_shared,
     helper_signatures,
     helpers_ready,
     mark_helpers_ready,
@@ -330,8 +331,7 @@ def _warm(order: list, exit_budget: float) -> None:
         if not held:
             return
         try:
-            for dispatcher, signature in order:
-                dispatcher.compile(signature)
+            compile_shared(order, lambda dispatcher, signature: dispatcher.compile(signature))
         except Exception:
             return
         mark_helpers_ready()
