@@ -173,7 +173,7 @@ def compile_shared(entries, compile_one) -> None:
     waiting for their lock, the others, which are in Numba's cache by then (compile_one
     loads them). Without it the two processes compiled W10's helpers side by side, each
     one twice: its first kernel on a new installation served after 35-39 s, against
-    26-30 s from one process."""
+    26-33 s from one process."""
     taken_elsewhere = []
     for dispatcher, argtypes in entries:
         with _file_lock(_helper_lock_path(dispatcher, argtypes), wait=False) as held:
@@ -206,22 +206,24 @@ def _file_lock(path: str | None, wait: bool):
     cache, where Numba cannot write either) counts as held: only the sharing is lost."""
     import fcntl
 
-    try:
-        if path is None:
-            raise OSError
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
+    fd = None
+    if path is not None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            fd = None
+    if fd is None:
         yield True
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except OSError:
-            yield False
-            return
-        yield True
+            held = False
+        yield held
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 def _stamp_path() -> str:
