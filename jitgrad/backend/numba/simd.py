@@ -51,6 +51,14 @@ def _floats(array) -> bool:
     return isinstance(array, types.Array) and array.dtype in (types.float32, types.float64)
 
 
+def _splat(builder, scalar, vector_type):
+    """`scalar` in every lane of an LLVM vector of `vector_type`."""
+    undefined = ir.Constant(vector_type, ir.Undefined)
+    first = builder.insert_element(undefined, scalar, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
+    return builder.shuffle_vector(first, undefined, zeros)
+
+
 def _element_pointer(context, builder, array_type, array, index):
     data = context.make_array(array_type)(context, builder, array).data
     return builder.gep(data, [index])
@@ -124,10 +132,7 @@ def vfma(typingctx, acc, scalar, vector):
         vector_type = acc_value.type
         scalar_value = context.cast(builder, scalar_value, sig.args[1], sig.args[0].dtype)
         lanes = vector_type.count
-        undefined = ir.Constant(vector_type, ir.Undefined)
-        first = builder.insert_element(undefined, scalar_value, ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        splat = builder.shuffle_vector(first, undefined, zeros)
+        splat = _splat(builder, scalar_value, vector_type)
         bits = 32 if sig.args[0].dtype == types.float32 else 64
         fma = cgutils.get_or_insert_function(
             builder.module,
@@ -174,12 +179,8 @@ def vsplat(typingctx, like, value, lanes):
     vec = Vec(like.dtype, count)
 
     def codegen(context, builder, sig, args):
-        vector_type = context.get_value_type(vec)
         scalar = context.cast(builder, args[1], sig.args[1], like.dtype)
-        undefined = ir.Constant(vector_type, ir.Undefined)
-        first = builder.insert_element(undefined, scalar, ir.Constant(ir.IntType(32), 0))
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), count), [0] * count)
-        return builder.shuffle_vector(first, undefined, zeros)
+        return _splat(builder, scalar, context.get_value_type(vec))
 
     return vec(like, value, lanes), codegen
 
