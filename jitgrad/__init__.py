@@ -39,6 +39,7 @@ from jitgrad.compiler.background import wait_for_compiles
 from jitgrad.compiler.function import jit, jit_grad, make_graph
 from jitgrad.compiler.tf_function import TensorSpec, function
 from jitgrad.compiler.train_step import jit_train_step
+from jitgrad.control import shards as _shards  # noqa: F401 - the op the sharding pass makes
 from jitgrad.control.api import fori_loop, switch
 from jitgrad.control.tf import cond, foldl, foldr, map_fn, scan, while_loop
 from jitgrad.core.config import config

@@ -10,6 +10,7 @@ import collections
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 import warnings
@@ -95,6 +96,7 @@ class Compiled:
         from jitgrad.backend.numba.kernels import kernel_source
         from jitgrad.passes import optimize
         from jitgrad.passes.fuse import fuse
+        from jitgrad.passes.shard import shard_batch
 
         if self.kernel_source is not None:
             return
@@ -110,6 +112,8 @@ class Compiled:
                 optimized.outputs,
                 optimized.consts,
             )
+        if config.shard_batch:
+            optimized = shard_batch(optimized, usable_threads())
         self.graph, self.input_indices = optimized, indices
         self.schedule = fuse(optimized)
         self.kernel_source = kernel_source(self.schedule, self.name, self.fastmath)
@@ -630,6 +634,17 @@ def compile_graph(
     _check_backend_dtypes(graph, name)
     compiled.lower(seconds)
     return compiled
+
+
+def usable_threads() -> int:
+    """The threads a kernel's parallel loops get: `config.num_threads`, else the cores this
+    process may run on (Numba's default), found without importing Numba."""
+    if config.num_threads:
+        return config.num_threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _calls_collectives(graph: Graph) -> bool:

@@ -6,6 +6,9 @@
   (JITGRAD_DISABLE_CACHE=1): the on-disk kernel cache. jitgrad uses the directory only if it
   belongs to the current user and nobody else can write to it (it imports code from there).
 * `num_threads` (NUMBA_NUM_THREADS by default): threads for parallel loops.
+* `shard_batch` (JITGRAD_SHARD_BATCH=0 turns it off): a kernel whose work is per-example
+  convolutions and pooling runs its batch as one shard per thread, at once (passes/shard.py);
+  the shard count is fixed when the kernel compiles (`num_threads`, else the usable cores).
 * `max_versions_per_function`: compiled versions a jitted function keeps (LRU).
 * `compile` (JITGRAD_COMPILE): "background" (the default: a new signature runs at once on a
   numpy fallback while its kernel compiles elsewhere, then the kernel takes over) or
@@ -48,6 +51,7 @@ class Config:
         self.num_threads = (
             int(os.environ["NUMBA_NUM_THREADS"]) if os.environ.get("NUMBA_NUM_THREADS") else None
         )
+        self.shard_batch = os.environ.get("JITGRAD_SHARD_BATCH", "1") != "0"
         self.max_versions_per_function = 64
         self.compile = os.environ.get("JITGRAD_COMPILE") or "background"
         self.compile_worker = os.environ.get("JITGRAD_COMPILE_WORKER") or "process"

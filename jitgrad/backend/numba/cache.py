@@ -205,11 +205,13 @@ def remove_entry(path: str) -> None:
 
 
 def has_disk_index(path: str) -> bool:
-    """Whether Numba's cache already holds an index for the module at `path`."""
+    """Whether Numba's cache already holds an index for the kernel of the module at `path`
+    (Numba names it `<module>.kernel-<line>.<python>.nbi`; the module's other functions
+    cached on their own, a shard body say, have indexes of their own names)."""
     stem = os.path.splitext(os.path.basename(path))[0]
     pycache = pycache_dir(os.path.dirname(path))
     return os.path.isdir(pycache) and any(
-        f.startswith(stem + ".") and f.endswith(".nbi") for f in os.listdir(pycache)
+        f.startswith(stem + ".kernel-") and f.endswith(".nbi") for f in os.listdir(pycache)
     )
 
 

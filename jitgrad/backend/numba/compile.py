@@ -30,13 +30,31 @@ def load_kernel(source: str, name: str, in_memory: bool = False):
     module = _modules.get(module_name)
     if module is None:
         module = _run_module(module_name, path or _memory_module(source, key), source, name)
+        local = [v.jitgrad_local for v in vars(module).values() if hasattr(v, "jitgrad_local")]
         if path is not None:
-            _attach_disk_cache(module.kernel)
+            for dispatcher in (module.kernel, *(d for d, _ in local)):
+                _attach_disk_cache(dispatcher)
         _modules[module_name] = sys.modules[module_name] = module  # Numba's cache imports it
         while len(_modules) > MAX_MODULES:
             sys.modules.pop(_modules.popitem(last=False)[0], None)
+        _bind_local_symbols(module, local, name)
     _modules.move_to_end(module_name)
     return module.kernel, module.__file__
+
+
+def _bind_local_symbols(module, local: list, name: str) -> None:
+    """Bind the module's functions called through a symbol (symbols.local_symbol) before its
+    kernel compiles or loads: its cached machine code calls them by their symbols."""
+    for dispatcher, bind in local:
+        try:
+            bind()
+        except Exception as exc:  # generated code that does not compile is our bug
+            _modules.pop(module.__name__, None)
+            sys.modules.pop(module.__name__, None)
+            raise CompileError(
+                f"jitgrad could not compile {dispatcher.__name__} of the kernel for {name} "
+                f"({exc}); generated source: {module.__file__}"
+            ) from exc
 
 
 def prepare_loading() -> None:
@@ -64,8 +82,9 @@ def _disk_module(source: str, key: str) -> str | None:
 
 
 def _attach_disk_cache(kernel) -> None:
-    """Give `kernel` jitgrad's Numba cache; a module that vanished since it was written (another
-    process removed a corrupted entry) leaves the kernel compiling in memory."""
+    """Give `kernel` (or another function of a kernel module) jitgrad's Numba cache; a module
+    that vanished since it was written (another process removed a corrupted entry) leaves it
+    compiling in memory."""
     try:
         kernel._cache = KernelCache(kernel.py_func)
     except OSError as exc:

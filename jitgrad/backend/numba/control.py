@@ -51,10 +51,14 @@ def _first_capacity(max_trips, y_avals) -> int:
     return FIRST_CAPACITY
 
 
-def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]:
+def sub_function(
+    parent, graph: Graph, kind: str, what: str, shards: int | None = None
+) -> tuple[str, list]:
     """Emit `graph` as a module-level function of `parent`'s module: (its name, the parent's
     names for the parameters it takes after its inputs: its constants and buffers, which
-    become parameters of the kernel)."""
+    become parameters of the kernel). With `shards` it is one shard's work (shards.py): each
+    buffer parameter of the kernel holds one buffer per shard (the caller passes `name[s]`),
+    and the function is not inlined into its caller, a parallel function."""
     sub = type(parent)(fuse(graph), parent.name, parent.fastmath, parent=parent)
     sub.build()
     name = f"{kind}{len(parent.functions)}"
@@ -63,6 +67,8 @@ def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]
         if spec[0] == "input":
             continue
         outer = f"{name}_{param}"
+        if shards is not None and spec[0] == "buffer":
+            spec = ("buffer", (shards, *spec[1]), spec[2])
         parent.params.append(spec)
         parent.param_names.append(outer)
         extra.append(outer)
@@ -71,8 +77,13 @@ def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]
     # not a second function that Numba types, lowers and LLVM optimises on its own, and then
     # again as part of the kernel (W8b's kernel: 1.77 -> 1.33 s to compile, two bodies).
     # Not for a call of 30 arguments or more: CPython compiles those as f(*args), which
-    # Numba's inliner refuses.
-    inline = ", inline='always'" if len(sub.param_names) < _CPYTHON_STAR_CALL_ARGS else ""
+    # Numba's inliner refuses; nor into a parallel function, whose parfor analysis would run
+    # over the whole body.
+    inline = (
+        ", inline='always'"
+        if len(sub.param_names) < _CPYTHON_STAR_CALL_ARGS and shards is None
+        else ""
+    )
     parent.functions.append(
         f"@numba.njit(nogil=True, error_model='numpy', fastmath={flags}{inline}, "
         f"{helper_names.KERNEL_ONLY})\n"
@@ -82,7 +93,7 @@ def sub_function(parent, graph: Graph, kind: str, what: str) -> tuple[str, list]
     return name, extra
 
 
-def _argument(self, v, name: str) -> str:
+def argument(self, v, name: str) -> str:
     """A loop-invariant argument of a body: a scalar's value, or a C-contiguous array (a
     strided view is copied once, before the loop: the body's code assumes C order)."""
     if v.aval.ndim == 0:
@@ -109,8 +120,8 @@ def op_loop(self, e, *inputs):
         if cond is not None
         else (None, [])
     )
-    args = [_argument(self, v, f"{out}_k{k}") for k, v in enumerate(consts)]
-    stacked = [_argument(self, v, f"{out}_x{k}") for k, v in enumerate(xs)]
+    args = [argument(self, v, f"{out}_k{k}") for k, v in enumerate(consts)]
+    stacked = [argument(self, v, f"{out}_x{k}") for k, v in enumerate(xs)]
     carry = [f"{out}_c{k}" for k in range(n_carry)]
     for name, v in zip(carry, init):
         self.emit(
@@ -131,7 +142,7 @@ def op_loop(self, e, *inputs):
         n = f"{out}_n"
         self.emit(f"{n} = {stacked[0]}.shape[0]")
         for name, a in zip(ys, y_avals):
-            self.emit(f"{name} = np.empty(({n}, {_dims(a.shape)}), {np_dtype(a.dtype)})")
+            self.emit(f"{name} = np.empty(({n}, {dims(a.shape)}), {np_dtype(a.dtype)})")
         self.emit(f"for {t} in range({n}):")
         self.emit(f"{i} = np.int32({n} - 1 - {t})" if reverse else f"{i} = np.int32({t})", 2)
         trips = f"np.int32({n})"
@@ -141,7 +152,7 @@ def op_loop(self, e, *inputs):
         if ys:
             self.emit(f"{capacity} = {_first_capacity(max_trips, y_avals)}")
             for name, a in zip(ys, y_avals):
-                self.emit(f"{name} = np.empty(({capacity}, {_dims(a.shape)}), {np_dtype(a.dtype)})")
+                self.emit(f"{name} = np.empty(({capacity}, {dims(a.shape)}), {np_dtype(a.dtype)})")
         self.emit(f"{t} = 0")
         self.emit("while True:")
         if max_trips is not None:
@@ -157,11 +168,11 @@ def op_loop(self, e, *inputs):
             for name, a in zip(ys, y_avals):
                 grown = f"{name}_grown"
                 self.emit(
-                    f"{grown} = np.empty(({capacity}, {_dims(a.shape)}), {np_dtype(a.dtype)})", 3
+                    f"{grown} = np.empty(({capacity}, {dims(a.shape)}), {np_dtype(a.dtype)})", 3
                 )
                 self.emit(f"for {out}_row in range({t}):", 3)
                 if a.ndim:
-                    _copy(
+                    copy(
                         self,
                         f"{grown}[{out}_row, ",
                         f"{name}[{out}_row]",
@@ -178,7 +189,7 @@ def op_loop(self, e, *inputs):
     # The y slices first: one may be a carry array the body passed on (a stored residual).
     for k, (name, a) in enumerate(zip(ys, y_avals)):
         if a.ndim:
-            _copy(self, f"{name}[{i}, ", f"{r}[{n_carry + k}]", a, f"{name}_new", 2)
+            copy(self, f"{name}[{i}, ", f"{r}[{n_carry + k}]", a, f"{name}_new", 2)
         else:
             self.emit(f"{name}[{i}] = {r}[{n_carry + k}]", 2)
     _update_carry(self, body, n_consts, carry, r, init)
@@ -188,11 +199,11 @@ def op_loop(self, e, *inputs):
     self.emit(f"{out} = ({', '.join([trips, *carry, *ys])},)")
 
 
-def _dims(shape) -> str:
+def dims(shape) -> str:
     return ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") if shape else ""
 
 
-def _copy(self, target: str, source: str, aval, held: str, depth: int) -> None:
+def copy(self, target: str, source: str, aval, held: str, depth: int) -> None:
     """`target...] = source` (of `aval`'s shape and dtype): `target` is an indexing expression
     left open (`y0[i, `), `held` a name for `source` (one per copy: Numba gives a name one
     type). Ranks 1-4 call a runtime helper compiled once per installation (`copyN`, through a
@@ -227,7 +238,7 @@ def _update_carry(self, body: Graph, n_consts: int, carry: list, r: str, init) -
     for k, (name, v) in enumerate(zip(carry, init)):
         value = f"{name}_moved" if k in moved else f"{r}[{k}]"
         if v.aval.ndim:
-            _copy(self, f"{name}[", value, v.aval, f"{name}_new", 2)
+            copy(self, f"{name}[", value, v.aval, f"{name}_new", 2)
         else:
             self.emit(f"{name} = {value}", 2)
 
@@ -236,7 +247,7 @@ def _update_carry(self, body: Graph, n_consts: int, carry: list, r: str, init) -
 def op_cond(self, e, index, *operands):
     out = self.name_of(e.out)
     branches = e.params["branches"]
-    args = [_argument(self, v, f"{out}_a{k}") for k, v in enumerate(operands)]
+    args = [argument(self, v, f"{out}_a{k}") for k, v in enumerate(operands)]
     calls = []
     for k, branch in enumerate(branches):
         name, extra = sub_function(self, branch, "branch", f"Branch {k} of {out}.")
@@ -257,6 +268,8 @@ def op_cond(self, e, index, *operands):
 def op_tuple_get(self, e, t):
     self.emit(f"{self.name_of(e.out)} = {self.name_of(t)}[{e.params['index']}]")
     producer = self.producers.get(t)
+    if producer is not None and producer.op.name == "shards" and e.out.aval.ndim:
+        self.contiguous.add(e.out)  # its own buffer (shards.py)
     if producer is not None and producer.op.name == "loop" and e.out.aval.ndim:
         # A loop's carries are arrays of their own, and a static loop's ys its buffers.
         n_carry = producer.params["n_carry"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jitgrad.backend.numba import control, helper_names, linalg
+from jitgrad.backend.numba import control, helper_names, linalg, shards
 from jitgrad.backend.numba.epilogues import conv_epilogues
 from jitgrad.backend.numba.literals import literal, np_dtype
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
@@ -230,6 +230,7 @@ class Emitter:
         # Module-level functions: shared and parallel loops (outline_loops), loop bodies and
         # branches.
         self.functions: list[str] = []
+        self.local_symbols = False  # functions of the module called through a symbol (shards.py)
         if parent is not None:
             self.helpers, self.runtime = parent.helpers, parent.runtime
             self.symbol_helpers = parent.symbol_helpers
@@ -385,6 +386,9 @@ class Emitter:
         ):
             if names:
                 imports += f"from {module} import {', '.join(sorted(names))}\n"
+        if self.local_symbols:
+            imports += "from numba import types\n"
+            imports += f"from {helper_names.SYMBOLS_MODULE} import local_symbol\n"
         if self.symbol_helpers:
             imports += f"from {helper_names.SYMBOLS_MODULE} import through_symbol\n\n"
             imports += "# helpers compiled once per installation, called through a symbol\n"
@@ -1743,5 +1747,6 @@ def check_emitters(registry: dict) -> None:
 
 EMITTERS.update(control.EMITTERS)  # loops and branches (control.py)
 EMITTERS.update(linalg.EMITTERS)  # decompositions and solves (linalg.py)
+EMITTERS.update(shards.EMITTERS)  # a batch's shards at once (shards.py)
 # Importing any jitgrad module first imports `jitgrad`, which registers every op.
 check_emitters(REGISTRY)

@@ -64,6 +64,91 @@ def strided(typingctx, array):
     return _retyped(array, layout="A", readonly=True)
 
 
+def _shard_layout(text: str) -> list:
+    """shard_arrays' layout: (dtype, shape, table entry, offset, stride) per array, from
+    `dtype:d0,d1,...:entry:offset:stride` items separated by `;`."""
+    items = []
+    for item in text.split(";"):
+        dtype, shape, entry, offset, stride = item.strip().split(":")
+        sizes = tuple(int(d) for d in shape.split(","))
+        items.append(
+            (numba.from_dtype(np.dtype(dtype)), sizes, int(entry), int(offset), int(stride))
+        )
+    return items
+
+
+@intrinsic
+def shard_arrays(typingctx, table, shard, layout):
+    """The arrays one shard of a batch works on (shards.py), as a tuple: item k of the
+    literal `layout` (see _shard_layout) is the C-contiguous array of its dtype and shape at
+    `table[entry] + offset + shard * stride`, owned by the kernel that wrote the table of
+    addresses at integer address `table`. One call, typed once: the parallel function that runs
+    the shards takes one table instead of every array (Numba's parfor pass costs seconds for a
+    loop over 60 array arguments), and an intrinsic call per array cost ~20 ms of compile."""
+    if not (
+        isinstance(table, types.Integer)
+        and isinstance(shard, types.Integer)
+        and isinstance(layout, types.StringLiteral)
+    ):
+        return None
+    items = _shard_layout(layout.literal_value)
+    result = types.Tuple([types.Array(dtype, len(shape), "C") for dtype, shape, *_ in items])
+
+    def codegen(context, builder, signature, args):
+        intp = context.get_value_type(types.intp)
+        entries = builder.inttoptr(args[0], intp.as_pointer())
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        arrays = []
+        for (dtype, shape, entry, offset, stride), array_type in zip(items, result):
+            base = builder.load(builder.gep(entries, [intp(entry)]))
+            address = builder.add(builder.add(base, intp(offset)), builder.mul(index, intp(stride)))
+            itemsize = context.get_abi_sizeof(context.get_data_type(dtype))
+            strides, step = [], itemsize
+            for size in reversed(shape):
+                strides.insert(0, intp(step))
+                step *= size
+            array = context.make_array(array_type)(context, builder)
+            context.populate_array(
+                array,
+                data=builder.inttoptr(address, context.get_value_type(types.CPointer(dtype))),
+                shape=cgutils.pack_array(builder, [intp(size) for size in shape]),
+                strides=cgutils.pack_array(builder, strides),
+                itemsize=intp(itemsize),
+                meminfo=None,
+            )
+            arrays.append(array._getvalue())
+        return context.make_tuple(builder, result, arrays)
+
+    return result(table, shard, layout), codegen
+
+
+@intrinsic
+def write_addresses(typingctx, table, arrays):
+    """table[k] = the data address of arrays[k] (a tuple of arrays): the table shard_arrays
+    reads, written by one call (`.ctypes.data` costs each call site ~10 ms of compile)."""
+    if not (
+        isinstance(table, types.Array)
+        and isinstance(table.dtype, types.Integer)
+        and isinstance(arrays, types.BaseTuple)
+        and all(isinstance(t, types.Array) for t in arrays)
+    ):
+        return None
+
+    def codegen(context, builder, signature, args):
+        table_type, arrays_type = signature.args
+        target = context.make_array(table_type)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        for k, array_type in enumerate(arrays_type):
+            array = context.make_array(array_type)(
+                context, builder, builder.extract_value(args[1], k)
+            )
+            slot = builder.gep(target.data, [intp(k)])
+            builder.store(builder.ptrtoint(array.data, slot.type.pointee), slot)
+        return context.get_dummy_value()
+
+    return types.none(table, arrays), codegen
+
+
 @intrinsic
 def view(typingctx, array, shape):
     """The C-contiguous `array` seen with `shape` (a tuple of sizes, as many elements): what

@@ -151,17 +151,70 @@ def _symbol_call(dispatcher, bound: dict):
             if alias is None:
                 context.add_linking_libs([compiled.library])
                 return context.call_internal(builder, compiled.fndesc, compiled.signature, values)
-            function_type = context.call_conv.get_function_type(result, args)
-            function = cgutils.get_or_insert_function(builder.module, function_type, alias)
-            status, value = context.call_conv.call_function(builder, function, result, args, values)
-            with cgutils.if_unlikely(builder, status.is_error):
-                context.call_conv.return_status_propagate(builder, status)
-            return value
+            return _call_alias(context, builder, alias, result, args, values)
 
         return result(types.StarArgTuple.from_types(args)), codegen
 
     call.__name__ = call.__qualname__ = dispatcher.__name__  # in Numba's typing errors
     return intrinsic(prefer_literal=False)(call)
+
+
+def local_symbol(dispatcher, argtypes: tuple):
+    """A generated module's own function (a batch's shard body, shards.py) as the module's
+    other functions call it: through a symbol, as the helpers above. Linked in, its code
+    would be optimised and generated again in each function that calls it, directly or not
+    (the shard step, the parallel function, its parfor, the kernel: W10's body five times).
+
+    The symbol is bound by `bind()`: the function compiled, or loaded from its disk cache,
+    for `argtypes`, and its entry point registered under an alias unique to its module (the
+    module's name holds its source's digest). compile.load_kernel binds the module's local
+    symbols before the kernel compiles or loads, so that cached machine code finds them."""
+    alias = f"jitgrad_{dispatcher.py_func.__module__}_{dispatcher.__name__}"
+
+    def bind():
+        with _lock:
+            if _local_bindings.get(alias) is not dispatcher:
+                try:
+                    compiled = _compiled(dispatcher, argtypes, load_only=True)
+                except Exception:  # an unreadable cache entry: compiled again, and replaced
+                    compiled = None
+                if compiled is None:
+                    dispatcher.compile(argtypes)
+                    compiled = dispatcher.overloads[argtypes]
+                address = compiled.library.get_pointer_to_function(compiled.fndesc.mangled_name)
+                ll.add_symbol(alias, address)
+                _local_bindings[alias] = dispatcher
+        return dispatcher.overloads[argtypes]
+
+    def call(typingctx, *args):
+        if tuple(args) != argtypes:
+            return None
+        result = bind().signature.return_type
+
+        def codegen(context, builder, signature, packed):
+            values = cgutils.unpack_tuple(builder, packed[0], len(args))
+            return _call_alias(context, builder, alias, result, args, values)
+
+        return result(types.StarArgTuple.from_types(args)), codegen
+
+    call.__name__ = call.__qualname__ = dispatcher.__name__
+    function = intrinsic(prefer_literal=False)(call)
+    function.jitgrad_local = (dispatcher, bind)
+    return function
+
+
+_local_bindings: dict = {}  # alias -> the dispatcher bound to it in this process
+
+
+def _call_alias(context, builder, alias: str, result, args, values):
+    """Call the function registered as `alias` with Numba's calling convention, propagating
+    its exceptions."""
+    function_type = context.call_conv.get_function_type(result, args)
+    function = cgutils.get_or_insert_function(builder.module, function_type, alias)
+    status, value = context.call_conv.call_function(builder, function, result, args, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return value
 
 
 def declared_return_type(name: str, args: tuple):

@@ -1,0 +1,112 @@
+"""Kernels whose batch runs as shards at once (passes/shard.py, backend/numba/shards.py):
+the same values as the kernel without shards and as the eager tape, errors raised before the
+shards, a train step's update after them."""
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.compiler import function
+from jitgrad.passes import shard
+
+
+@pytest.fixture(autouse=True)
+def _two_shards(monkeypatch):
+    """Two shards whatever the machine (a one-core machine runs them one after the other) and
+    whatever the model's size."""
+    monkeypatch.setattr(function, "usable_threads", lambda: 2)
+    monkeypatch.setattr(shard, "MIN_SHARDED_FLOPS", 0)
+    monkeypatch.setattr(jg.config, "compile", "blocking")
+
+
+def cnn_loss(p, x, y):
+    h = jg.nn.relu(jg.nn.conv2d(x, p["k"], 1, "VALID") + p["c"])
+    h = jg.nn.max_pool2d(h, 2, 2, "VALID")
+    z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
+    return jg.reduce_mean(jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
+
+
+def cnn_data(batch=8, side=6, channels=8, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    flat = ((side - 2) // 2) ** 2 * channels
+    params = {
+        "k": rng.normal(size=(3, 3, 1, channels)).astype(dtype),
+        "c": rng.normal(size=(channels,)).astype(dtype),
+        "w": (rng.normal(size=(flat, 3)) / np.sqrt(flat)).astype(dtype),
+        "b": rng.normal(size=(3,)).astype(dtype),
+    }
+    x = rng.normal(size=(batch, side, side, 1)).astype(dtype)
+    y = rng.integers(0, 3, size=batch).astype(np.int32)
+    return params, x, y
+
+
+def kernel_has_shards(fn, *args) -> bool:
+    return "numba.prange(2)" in fn.lower(*args).source
+
+
+def test_gradients_equal_the_unsharded_kernel_and_the_tape(monkeypatch):
+    params, x, y = cnn_data()
+    sharded = jg.jit_grad(cnn_loss, wrt=0)
+    assert kernel_has_shards(sharded, params, x, y)
+    loss, grads = sharded(params, x, y)
+    loss_again, grads_again = sharded(params, x, y)  # the pooled buffers reused
+    monkeypatch.setattr(jg.config, "shard_batch", False)
+    plain = jg.jit_grad(cnn_loss, wrt=0)
+    assert not kernel_has_shards(plain, params, x, y)
+    want_loss, want = plain(params, x, y)
+    eager_loss, eager = jg.value_and_grad(cnn_loss)(params, x, y)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(eager_loss), rtol=1e-5)
+    assert float(loss_again) == float(loss)
+    for k in params:
+        np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(want[k]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(eager[k]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(grads_again[k]), np.asarray(grads[k]))
+
+
+def test_a_bad_label_raises_before_the_shards():
+    params, x, y = cnn_data()
+    y[5] = 7
+    fn = jg.jit_grad(cnn_loss, wrt=0)
+    assert kernel_has_shards(fn, params, x, y)
+    with pytest.raises(IndexError, match=r"sparse_softmax_cross_entropy_with_logits: label 7"):
+        fn(params, x, y)
+
+
+def per_example(p, x):
+    h = jg.nn.relu(jg.nn.conv2d(x, p["k"], 1, "VALID") + p["c"])
+    losses = jg.reduce_sum(jg.nn.max_pool2d(h, 2, 2, "VALID") ** 2, axis=(1, 2, 3))
+    return losses, jg.reduce_sum(losses)
+
+
+def test_per_example_outputs_in_float64():
+    params, x, _ = cnn_data(dtype=np.float64)
+    fn = jg.jit(per_example)
+    assert kernel_has_shards(fn, params, x)
+    losses, total = fn(params, x)
+    want_losses, want_total = per_example(params, x)
+    assert losses.shape == (8,)
+    np.testing.assert_allclose(np.asarray(losses), np.asarray(want_losses), rtol=1e-12)
+    np.testing.assert_allclose(float(total), float(want_total), rtol=1e-12)
+
+
+def test_a_train_step_updates_once_with_the_shards_summed(monkeypatch):
+    def train(shard_batch):
+        monkeypatch.setattr(jg.config, "shard_batch", shard_batch)
+        params, x, y = cnn_data()
+        optimizer = jg.optim.Adam(0.01)
+        state = optimizer.init(params)
+        step = jg.jit_train_step(cnn_loss, optimizer)
+        losses = [float(step(params, state, x, y)) for _ in range(3)]
+        return params, losses, step
+
+    params, losses, step = train(True)
+    assert (
+        "numba.prange(2)" in step.lower(params, step.optimizer.init(params), *cnn_data()[1:]).source
+    )
+    want_params, want_losses = train(False)[:2]
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    for k in params:
+        np.testing.assert_allclose(
+            np.asarray(params[k]), np.asarray(want_params[k]), rtol=1e-4, atol=1e-6
+        )
