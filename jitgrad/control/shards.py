@@ -22,6 +22,8 @@ from jitgrad.control.primitives import run_graph
 from jitgrad.core.aval import AVal, TupleAVal
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NO_GRADIENT, defop
+from jitgrad.ir.interpret import replay
+from jitgrad.ops.shape import concat
 
 
 def shards_abstract_eval(*inputs, body, shards, in_axes, out_kinds):
@@ -77,11 +79,34 @@ def shards_impl(*inputs, body, shards, in_axes, out_kinds):
     return tuple(outs)
 
 
+def shards_replay(*inputs, body, shards, in_axes, out_kinds):
+    """Eagerly: the shards one after another through `bind` (a tape records their ops)."""
+    parts = []
+    for s in range(shards):
+        args = []
+        for x, axis in zip(inputs, in_axes):
+            size = x.shape[0] // shards if axis == 0 else 0
+            args.append(x if axis is None else x[s * size : (s + 1) * size])
+        parts.append(replay(body, *args))
+    outs = []
+    for j, kind in enumerate(out_kinds):
+        values = [p[j] for p in parts]
+        if kind == "concat":
+            outs.append(concat(values, 0))
+        else:
+            total = values[0]
+            for value in values[1:]:
+                total = total + value
+            outs.append(total)
+    return tuple(outs)
+
+
 shards_p = defop(
     "shards",
     abstract_eval=shards_abstract_eval,
     impl=shards_impl,
     vjp=NO_GRADIENT,
     kind="other",
+    replay=shards_replay,
     doc="A body graph run on slices of a batch at once; made by the sharding pass.",
 )

@@ -51,7 +51,6 @@ MIN_SHARDED_FLOPS = 4e6
 ONE_CORE_OPS = frozenset(
     {"conv", "conv_filters", "max_pool", "max_pool_scatter", "max_pool_gather"}
 )
-LINEAR_IN_PARTIAL = frozenset({"add", "sub", "neg", "mul", "div", "cast"})
 
 
 class NotShardableError(Exception):
@@ -61,7 +60,8 @@ class NotShardableError(Exception):
 def shard_batch(graph: Graph, threads: int) -> Graph:
     """`graph` with its per-example work as one `shards` equation of up to `threads` shards,
     or `graph` itself when it cannot be split (see the module docstring) or would not gain."""
-    if threads < 2 or any(e.op.name in ("loop", "cond", "shards") for e in graph.eqns):
+    names = {e.op.name for e in graph.eqns}
+    if threads < 2 or not names & ONE_CORE_OPS or names & {"loop", "cond", "shards"}:
         return graph
     for batch, sharded in _candidates(graph):
         shards = _shard_count(batch, threads)
@@ -207,7 +207,7 @@ class _Plan:
                 raise NotShardableError("slice along the batch")
             return a
         if e.op.reduction is not None or name in ("argmax", "argmin"):
-            axes = params["axes"]
+            axes = params["axes"] if "axes" in params else (params["axis"],)
             if a in axes:
                 if name != "reduce_sum":
                     raise NotShardableError(f"{name} over the batch")

@@ -23,7 +23,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import jitgrad as jg
+from jitgrad.control.primitives import tuple_get_p
+from jitgrad.control.shards import shards_p
+from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
+from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ops.conv import conv_filters_p, out_spatial
 from jitgrad.ops.index import gather_p, scatter_add_p
 from jitgrad.ops.pool import max_pool_gather_p, max_pool_scatter_p
@@ -1309,6 +1313,33 @@ case(
     _cond_draw,
     ref=lambda x, p: np.sin(x) * x if p > 0 else np.exp(x),
     prims=("cond", "tuple_get"),
+)
+
+
+def _shards_draw(d):
+    rows, cols = d.int(1, 3), d.int(1, 3)
+    return [d.uniform((2 * rows, cols)), d.uniform((cols,))], {}
+
+
+def _shards_fn(x, w):
+    """The rows of x as two shards (the sharding pass makes this op after differentiation):
+    the column sums of x * w, a partial sum per shard, and tanh(x) * w, rows per shard."""
+    t = Trace("shard body")
+    with tracing(t):
+        xs = t.new_input(AVal((x.shape[0] // 2, x.shape[1]), np.dtype(x.dtype)))
+        ws = t.new_input(AVal(tuple(w.shape), np.dtype(w.dtype)))
+        body = t.to_graph([jg.reduce_sum(xs * ws, axis=0), jg.tanh(xs) * ws])
+    both = bind(shards_p, x, w, body=body, shards=2, in_axes=(0, None), out_kinds=("sum", "concat"))
+    return bind(tuple_get_p, both, index=1) * bind(tuple_get_p, both, index=0)
+
+
+case(
+    "shards",
+    _shards_fn,
+    _shards_draw,
+    ref=lambda x, w: np.tanh(x) * w * (x * w).sum(axis=0),
+    prims=("shards", "tuple_get"),
+    order=0,  # made after differentiation: no gradient
 )
 
 
