@@ -416,6 +416,7 @@ sample(
 )
 sample("cond", lambda v: ([v.uniform((2, 3)), np.asarray(1.0)], {}))
 sample("cond", lambda v: ([v.uniform(()), np.asarray(-1.0)], {}), "false", slow=True)
+sample("shards", lambda v: ([v.uniform((4, 3)), v.uniform((3,))], {}))
 
 # Convolutions: strides, padding, dilations, groups (depthwise), channels first.
 sample(
