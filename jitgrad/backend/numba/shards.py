@@ -1,15 +1,24 @@
 """Numba code for the `shards` primitive (jitgrad/control/shards.py): a prange over shards.
 
-The body is a module-level function (control.sub_function) typed and compiled once, and a
-small function compiled with `parallel=True` runs it on every shard at once: each shard gets
-its slice of the batch inputs and buffers of its own (the kernel's buffer parameters hold one
-per shard), and stores its results, a partial sum in its own row of a stacked array, a
-per-example output in its rows of the whole output. The kernel then adds the partial sums up in
-shard order (the same order at every call, so results are reproducible for a thread count).
-
     # shards: 64 examples as 2 shards of 32 (passes/shard.py)
-    v40 = shards3(v0, v6, v7, shard2_v12, ..., v40_p0, v40_p1)
-    ...
+    write_addresses(v14_addresses, (v6, v0, v4, ..., v14_workspace, v14_p0))
+    shards3(v14_addresses.ctypes.data)
+    (v14_part1_0, v14_part1_1, ...) = shard_arrays(v14_addresses.ctypes.data, 0, "...")
+    for v14_o1_i in range(200):
+        v14_o1_flat[v14_o1_i] = v14_part1_0[v14_o1_i] + v14_part1_1[v14_o1_i]
+
+- The body (`shard0`) is a module-level function emitted by control.sub_function, compiled once
+  and called through a symbol (symbols.local_symbol): linked in, its code would be generated
+  again in each function above it.
+- The shard step (`shard_step2(s, table)`) rebuilds shard s's arrays from a table of addresses
+  (runtime.shard_arrays: its slice of each batch input, the shared parameters, its scratch
+  buffers in the workspace), calls the body, and stores the results not already in place.
+- The parallel function (`shards3(table)`) is a prange calling the step: its loop sees one
+  integer, whatever the number of arrays (Numba's parfor pass costs seconds for a loop over
+  60 array arguments).
+- The kernel writes the table, calls the parallel function, and adds the shards' partial sums
+  up in shard order (the same order at every call: results are reproducible for a thread
+  count); per-example outputs are written in place, each shard in its rows.
 
 The body holds no op that can raise (the sharding pass keeps those outside the shards): an
 exception inside Numba's parallel region would reach the caller as a SystemError.
@@ -78,10 +87,7 @@ def op_shards(self, e, *inputs):
             a = v.aval
             stored[j] = _buffer(self, f"{out}_p{j}", (n, *a.shape), a.dtype)
             table.add(stored[j], stored[j], a.dtype, a.shape or (1,), True)
-    name = f"shards{len(self.functions) + 1}"  # after its step
-    self.functions.append(
-        _parallel_function(self, name, out, body_name, body, extra, table, stored)
-    )
+    name = _parallel_function(self, out, body_name, body, extra, table, stored)
     self.parallel = True
     self.emit(f"# shards: {n * size} examples as {n} shards of {size} (passes/shard.py)")
     table.write()
@@ -182,23 +188,25 @@ def _shard_arrays(self, names: list, table_address: str, shard: str, layout: str
     self.emit(")", depth)
 
 
-def _parallel_function(self, name, out, body_name, body, extra, table, stored) -> str:
-    """The function running the shards: a prange loop calling the shard step (_shard_step)
-    with the table's address and an int64 shard number: the same types in the function's
-    typing and in its parfor (the step compiles once, not twice). The loop holds nothing
-    else: Numba's parfor pass costs seconds for a loop over 60 arrays, and over a minute for
-    one that unpacks 47 of them (W10)."""
+def _parallel_function(self, out, body_name, body, extra, table, stored) -> str:
+    """Add the function running the shards (and what it calls); return its name. A prange
+    loop calling the shard step (_shard_step) with the table's address and an int64 shard
+    number: the same types in the function's typing and in its parfor (the step compiles
+    once, not twice). The loop holds nothing else: Numba's parfor pass costs seconds for a
+    loop over 60 arrays, and over a minute for one that unpacks 47 of them (W10)."""
     call = _through_symbol(self, body_name, body, extra, table)
     step = _shard_step(self, out, call, body, extra, table, stored)
+    name = f"shards{len(self.functions)}"
     params = ", ".join(["table", *table.scalars])
     flags = f"nogil=True, error_model='numpy', fastmath={self.fastmath}"
-    return (
+    self.functions.append(
         f"@numba.njit(parallel=True, {flags}, {helper_names.KERNEL_ONLY})\n"
         f"def {name}({params}):\n"
         f'    """{out}\'s {table.shards} shards at once."""\n'
         f"    for s in numba.prange({table.shards}):\n"
         f"        {step}(np.int64(s), {params})\n"
     )
+    return name
 
 
 def _through_symbol(self, body_name: str, body, extra: list, table) -> str:
@@ -233,9 +241,9 @@ def _numba_type(item, dtype) -> str:
     return f"types.Array({name}, {len(item[1])}, 'C')"
 
 
-def _shard_step(self, out, body_name, body, extra, table, stored) -> str:
+def _shard_step(self, out, call, body, extra, table, stored) -> str:
     """A serial function doing shard `s`'s work: its part of each array read from the table,
-    the body called, the results not already in place stored in its rows."""
+    the body called (`call`, its symbol), the results not already in place stored in its rows."""
     kernel_lines, self.lines = self.lines, []
     keys = list(table.items)
     local = {key: f"s{k}" for k, key in enumerate(keys)}
@@ -247,7 +255,7 @@ def _shard_step(self, out, body_name, body, extra, table, stored) -> str:
         next(scalars) if v.aval.ndim == 0 else local[f"input{k}"] for k, v in enumerate(body.inputs)
     ]
     args += [local[name] if name in local else next(scalars) for name in extra]
-    self.emit(f"r = {body_name}({', '.join(args)})")
+    self.emit(f"r = {call}({', '.join(args)})")
     for j, rows in stored.items():
         aval = body.outputs[j].aval
         if aval.ndim:
