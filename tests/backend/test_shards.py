@@ -2,6 +2,10 @@
 the same values as the kernel without shards and as the eager tape, errors raised before the
 shards, a train step's update after them."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -110,3 +114,40 @@ def test_a_train_step_updates_once_with_the_shards_summed(monkeypatch):
         np.testing.assert_allclose(
             np.asarray(params[k]), np.asarray(want_params[k]), rtol=1e-4, atol=1e-6
         )
+
+
+SCRIPT = """
+import sys
+import numpy as np
+import jitgrad as jg
+from jitgrad.compiler import function
+from jitgrad.passes import shard
+sys.path.insert(0, {tests!r})
+from test_shards import cnn_data, cnn_loss
+
+function.usable_threads = lambda: 2
+shard.MIN_SHARDED_FLOPS = 0
+jg.config.compile = "blocking"
+fn = jg.jit_grad(cnn_loss, wrt=0)
+params, x, y = cnn_data()
+loss, grads = fn(params, x, y)
+print(fn.cache_info().disk_loads, float(loss), float(np.abs(grads["k"]).sum()))
+"""
+
+
+def test_a_sharded_kernel_loads_from_the_disk_cache_in_a_new_process(tmp_path):
+    """The second process loads the kernel and its shard body (bound to its symbol before the
+    kernel's machine code is linked) from the cache, and computes the same values."""
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(tmp_path))
+    script = SCRIPT.format(tests=os.path.dirname(__file__))
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    first, second = (run.stdout.split() for run in runs)
+    assert first[0] == "0" and second[0] == "1"  # compiled, then loaded from the disk
+    assert first[1:] == second[1:]
