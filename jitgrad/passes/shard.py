@@ -116,6 +116,7 @@ class _Plan:
     whole: set = field(default_factory=set)  # sharded values available before the shards
     reduced: dict = field(default_factory=dict)  # partial sum -> None (ordered set)
     resize: dict = field(default_factory=dict)  # Eqn -> the axis its replicated operands shrink
+    sliced: set = field(default_factory=set)  # replicated values shards read their rows of
 
     def __post_init__(self):
         for v in self.sharded_inputs:
@@ -227,13 +228,17 @@ class _Plan:
         raise NotShardableError(f"no sharding rule for {name} with inputs {states}")
 
     def _resized_operands(self, e: Eqn, states: list, axis: int) -> int:
-        """`axis`, when every replicated operand of `e` repeats itself along it (a shard then
-        computes its own slice of them: `resize`); else NotShardableError."""
+        """`axis`, when each replicated operand of `e` repeats itself along it (a shard then
+        computes its own slice of it: `resize`) or, along the first axis, is computed before
+        the shards (each gets its rows of it: `sliced`, a dropout mask say); else
+        NotShardableError."""
         for v, s in zip(e.inputs, states):
             if s is None and axis not in self.uniform.get(v, ()):
-                raise NotShardableError(
-                    f"{e.op.name} of a sharded and a replicated batch-sized value"
-                )
+                if axis != 0 or v in self.after or v.aval.shape[:1] != (self.batch,):
+                    raise NotShardableError(
+                        f"{e.op.name} of a sharded and a replicated batch-sized value"
+                    )
+                self.sliced.add(v)
             if s is not None and s != axis:
                 raise NotShardableError(f"{e.op.name} of values sharded along different axes")
         self.resize[e] = axis
@@ -294,7 +299,7 @@ class _Plan:
         builder = _BodyBuilder(self)
         body = builder.build()
         outer_inputs = builder.outer_inputs
-        in_axes = tuple(0 if v in self.whole else None for v in outer_inputs)
+        in_axes = tuple(builder.in_axes)
         out_kinds = tuple("sum" if self.state[v] == PARTIAL else "concat" for v in builder.outputs)
         params = {
             "body": body,
@@ -324,7 +329,9 @@ class _BodyBuilder:
         self.plan = plan
         self.size = plan.batch // plan.shards
         self.outer_inputs: list[Var] = []  # outer values the body reads, in parameter order
+        self.in_axes: list = []  # per outer input: 0 (each shard reads its rows) or None
         self.inputs: list[Var] = []  # the body's own inputs, one per outer input
+        self.rows: dict = {}  # replicated outer Var -> the body input of a shard's rows of it
         self.consts: dict = {}
         self.eqns: list[Eqn] = []
         self.env: dict = {}  # outer Var -> body Var (sharded values at the shard's size)
@@ -361,11 +368,22 @@ class _BodyBuilder:
                 self.consts[got] = self.plan.graph.consts[v]
             else:
                 aval = self._shrunk(v.aval, self.plan.state[v]) if sharded else v.aval
-                got = Var(aval)
-                self.outer_inputs.append(v)
-                self.inputs.append(got)
+                got = self._outer_input(v, aval, 0 if sharded else None)
             self.env[v] = got
         return got
+
+    def _outer_input(self, v: Var, aval: AVal, axis) -> Var:
+        got = Var(aval)
+        self.outer_inputs.append(v)
+        self.in_axes.append(axis)
+        self.inputs.append(got)
+        return got
+
+    def _rows(self, v: Var) -> Var:
+        """A shard's rows of replicated `v`, computed before the shards (plan.sliced)."""
+        if v not in self.rows:
+            self.rows[v] = self._outer_input(v, self._shrunk(v.aval, 0), 0)
+        return self.rows[v]
 
     def _operand(self, v: Var, axis) -> Var:
         """Body value of outer `v`, an operand of an equation whose replicated operands shrink
@@ -376,6 +394,8 @@ class _BodyBuilder:
             return self.env[v]
         if axis is not None and axis in self.plan.uniform.get(v, ()):
             return self._resize(v, axis)
+        if axis == 0 and v in self.plan.sliced:
+            return self._rows(v)
         return self._input(v, False)
 
     def _resize(self, v: Var, axis: int) -> Var:

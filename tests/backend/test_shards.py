@@ -151,3 +151,21 @@ def test_a_sharded_kernel_loads_from_the_disk_cache_in_a_new_process(tmp_path):
     first, second = (run.stdout.split() for run in runs)
     assert first[0] == "0" and second[0] == "1"  # compiled, then loaded from the disk
     assert first[1:] == second[1:]
+
+
+def dropout_loss(p, x, y, key):
+    h = jg.nn.relu(jg.nn.conv2d(x, p["k"], 1, "VALID") + p["c"])
+    h = jg.nn.dropout(jg.nn.max_pool2d(h, 2, 2, "VALID"), 0.5, key)
+    z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
+    return jg.reduce_mean(jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
+
+
+def test_dropout_keeps_its_mask_across_shards():
+    params, x, y = cnn_data()
+    fn = jg.jit_grad(dropout_loss, wrt=0)
+    assert kernel_has_shards(fn, params, x, y, np.int32(5))
+    loss, grads = fn(params, x, y, np.int32(5))
+    eager_loss, eager = jg.value_and_grad(dropout_loss)(params, x, y, np.int32(5))
+    np.testing.assert_allclose(float(loss), float(eager_loss), rtol=1e-5)
+    for k in params:
+        np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(eager[k]), rtol=1e-4, atol=1e-6)

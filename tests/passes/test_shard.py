@@ -185,3 +185,19 @@ def test_float64_and_nchw():
     graph, sharded, leaves = graphs(loss, params, x, None)
     assert len(shards_eqns(sharded)) == 1
     assert_same_values(graph, sharded, leaves, rtol=1e-12)
+
+
+def dropout_loss(p, x, y, key):
+    h = jg.nn.relu(jg.nn.conv2d(x, p["k"], 1, "VALID") + p["c"])
+    h = jg.nn.dropout(jg.nn.max_pool2d(h, 2, 2, "VALID"), 0.5, key)
+    z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
+    return jg.reduce_mean(jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
+
+
+def test_a_dropout_mask_drawn_for_the_whole_batch_is_read_by_rows():
+    params, x, y = cnn_data(8)
+    graph, sharded, leaves = graphs(dropout_loss, params, x, y, np.int32(3))
+    (e,) = shards_eqns(sharded)
+    sliced = [v for v, axis in zip(e.inputs, e.params["in_axes"]) if axis == 0]
+    assert any(v.aval.dtype == np.bool_ for v in sliced)  # the mask, drawn before the shards
+    assert_same_values(graph, sharded, leaves)
