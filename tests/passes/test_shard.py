@@ -4,6 +4,8 @@ another: the compiled shards are tests/backend/test_shards.py's)."""
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import jitgrad as jg
 from jitgrad.core import pytree
@@ -201,3 +203,39 @@ def test_a_dropout_mask_drawn_for_the_whole_batch_is_read_by_rows():
     sliced = [v for v, axis in zip(e.inputs, e.params["in_axes"]) if axis == 0]
     assert any(v.aval.dtype == np.bool_ for v in sliced)  # the mask, drawn before the shards
     assert_same_values(graph, sharded, leaves)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batch=st.sampled_from([2, 4, 6]),
+    threads=st.sampled_from([2, 3]),
+    side=st.integers(5, 8),
+    c_in=st.integers(1, 3),
+    c_out=st.integers(1, 4),
+    stride=st.integers(1, 2),
+    padding=st.sampled_from(["SAME", "VALID"]),
+    pool=st.booleans(),
+    reduce=st.sampled_from(["mean", "sum"]),
+)
+def test_any_small_cnn_gives_the_same_values_in_shards(
+    batch, threads, side, c_in, c_out, stride, padding, pool, reduce
+):
+    rng = np.random.default_rng(batch * 100 + side * 10 + c_out)
+    params = {
+        "k": rng.normal(size=(3, 3, c_in, c_out)).astype(np.float32),
+        "c": rng.normal(size=(c_out,)).astype(np.float32),
+    }
+    x = rng.normal(size=(batch, side, side, c_in)).astype(np.float32)
+
+    def loss(p, x):
+        h = jg.tanh(jg.nn.conv2d(x, p["k"], stride, padding) + p["c"])
+        if pool:
+            h = jg.nn.max_pool2d(h, 2, 2, "SAME")
+        per_example = jg.reduce_sum(h * h, axis=(1, 2, 3))
+        return jg.reduce_mean(per_example) if reduce == "mean" else jg.reduce_sum(per_example)
+
+    graph, sharded, leaves = graphs(loss, params, x, threads=threads)
+    shards = max(n for n in range(1, threads + 1) if batch % n == 0)
+    (e,) = shards_eqns(sharded)
+    assert e.params["shards"] == shards
+    assert_same_values(graph, sharded, leaves, rtol=1e-4)
