@@ -57,8 +57,8 @@ def sub_function(
     """Emit `graph` as a module-level function of `parent`'s module: (its name, the parent's
     names for the parameters it takes after its inputs: its constants and buffers, which
     become parameters of the kernel). With `shards` it is one shard's work (shards.py): each
-    buffer parameter of the kernel holds one buffer per shard (the caller passes `name[s]`),
-    and the function is not inlined into its caller, a parallel function."""
+    buffer parameter it adds holds one buffer per shard (shards.py moves most of them into
+    its workspace), and the function is not inlined into its caller, a parallel function."""
     sub = type(parent)(fuse(graph), parent.name, parent.fastmath, parent=parent)
     sub.build()
     name = f"{kind}{len(parent.functions)}"

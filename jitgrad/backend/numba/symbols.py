@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import weakref
 
 import llvmlite.binding as ll
 from numba import types
@@ -172,7 +173,7 @@ def local_symbol(dispatcher, argtypes: tuple):
     alias = f"jitgrad_{dispatcher.py_func.__module__}_{dispatcher.__name__}"
 
     def bind():
-        with _lock:
+        with _local_lock:
             if _local_bindings.get(alias) is not dispatcher:
                 try:
                     compiled = _compiled(dispatcher, argtypes, load_only=True)
@@ -203,7 +204,10 @@ def local_symbol(dispatcher, argtypes: tuple):
     return function
 
 
-_local_bindings: dict = {}  # alias -> the dispatcher bound to it in this process
+# alias -> the dispatcher bound to it in this process (weakly: an evicted kernel module's
+# functions are not kept alive by their binding); held while one compiles or loads.
+_local_bindings: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_local_lock = threading.RLock()
 
 
 def _call_alias(context, builder, alias: str, result, args, values):
