@@ -8,9 +8,9 @@
   per-example value) or summed in shard order (`out_kinds[j]` "sum": each shard's part of a sum
   over the batch, a loss or a weight's gradient).
 
-Only the sharding pass (jitgrad/passes/shard.py) makes it, after differentiation and
-optimisation, so it has no gradient and never reaches a tape. Its numpy form runs the shards
-one after another; the Numba backend runs them in a parallel loop.
+The sharding pass (jitgrad/passes/shard.py) makes it, after differentiation and optimisation,
+so it has no gradient. Its numpy form and its eager replay (through `bind`, as a loop's) run
+the shards one after another; the Numba backend runs them in a parallel loop.
 """
 
 from __future__ import annotations
