@@ -3,6 +3,7 @@ the same values as the kernel without shards and as the eager tape, errors raise
 shards, a train step's update after them."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -169,3 +170,22 @@ def test_dropout_keeps_its_mask_across_shards():
     np.testing.assert_allclose(float(loss), float(eager_loss), rtol=1e-5)
     for k in params:
         np.testing.assert_allclose(np.asarray(grads[k]), np.asarray(eager[k]), rtol=1e-4, atol=1e-6)
+
+
+def test_the_blas_threads_are_one_during_the_shards_and_restored_after():
+    """Each shard's products run on its own core (set_blas_threads(1) around the shards), and
+    the caller's BLAS keeps its thread count."""
+    from jitgrad.backend.numba.symbols import scipy_openblas
+
+    library = scipy_openblas()
+    threads = getattr(library, "scipy_openblas_get_num_threads", None)
+    if threads is None:
+        pytest.skip("scipy does not bundle OpenBLAS here")
+    params, x, y = cnn_data()
+    fn = jg.jit_grad(cnn_loss, wrt=0)
+    kernel = fn.lower(params, x, y).source.split("def kernel(")[1]
+    call = re.search(r"^ +shards\d+\(", kernel, re.MULTILINE).start()
+    assert kernel.index("set_blas_threads(np.int32(1))") < call < kernel.index("set_blas_threads(v")
+    before = threads()
+    fn(params, x, y)
+    assert threads() == before

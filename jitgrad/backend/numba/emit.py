@@ -388,7 +388,7 @@ class Emitter:
                 imports += f"from {module} import {', '.join(sorted(names))}\n"
         if self.local_symbols:
             imports += "from numba import types\n"
-            imports += f"from {helper_names.SYMBOLS_MODULE} import local_symbol\n"
+            imports += f"from {helper_names.SYMBOLS_MODULE} import local_symbol, set_blas_threads\n"
         if self.symbol_helpers:
             imports += f"from {helper_names.SYMBOLS_MODULE} import through_symbol\n\n"
             imports += "# helpers compiled once per installation, called through a symbol\n"

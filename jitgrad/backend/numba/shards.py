@@ -91,7 +91,10 @@ def op_shards(self, e, *inputs):
     self.parallel = True
     self.emit(f"# shards: {n * size} examples as {n} shards of {size} (passes/shard.py)")
     table.write()
+    # The BLAS on one thread meanwhile: each shard's products run on its own core.
+    self.emit(f"{out}_blas_threads = set_blas_threads(np.int32(1))")
     self.emit(f"{name}({', '.join([f'{table.name}.ctypes.data', *table.scalars])})")
+    self.emit(f"set_blas_threads({out}_blas_threads)")
     finals, sums = [], []
     for j, (v, kind) in enumerate(zip(body.outputs, out_kinds)):
         a = v.aval
