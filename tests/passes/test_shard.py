@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shard_models import cnn_data, cnn_loss, dropout_loss
 
 import jitgrad as jg
 from jitgrad.core import pytree
@@ -18,27 +19,6 @@ from jitgrad.passes.shard import shard_batch
 def _any_size(monkeypatch):
     """Small graphs shard too (the cost threshold is for real models)."""
     monkeypatch.setattr(shard, "MIN_SHARDED_FLOPS", 0)
-
-
-def cnn_loss(p, x, y):
-    h = jg.nn.relu(jg.nn.conv2d(x, p["k"], 1, "VALID") + p["c"])
-    h = jg.nn.max_pool2d(h, 2, 2, "VALID")
-    z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
-    return jg.reduce_mean(jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
-
-
-def cnn_data(batch, side=6, channels=4, seed=0):
-    rng = np.random.default_rng(seed)
-    flat = ((side - 2) // 2) ** 2 * channels
-    params = {
-        "k": rng.normal(size=(3, 3, 1, channels)).astype(np.float32),
-        "c": rng.normal(size=(channels,)).astype(np.float32),
-        "w": rng.normal(size=(flat, 3)).astype(np.float32),
-        "b": rng.normal(size=(3,)).astype(np.float32),
-    }
-    x = rng.normal(size=(batch, side, side, 1)).astype(np.float32)
-    y = rng.integers(0, 3, size=batch).astype(np.int32)
-    return params, x, y
 
 
 def graphs(fn, *args, threads=2, grad=True):
@@ -187,13 +167,6 @@ def test_float64_and_nchw():
     graph, sharded, leaves = graphs(loss, params, x, None)
     assert len(shards_eqns(sharded)) == 1
     assert_same_values(graph, sharded, leaves, rtol=1e-12)
-
-
-def dropout_loss(p, x, y, key):
-    h = jg.nn.relu(jg.nn.conv2d(x, p["k"], 1, "VALID") + p["c"])
-    h = jg.nn.dropout(jg.nn.max_pool2d(h, 2, 2, "VALID"), 0.5, key)
-    z = jg.reshape(h, (x.shape[0], -1)) @ p["w"] + p["b"]
-    return jg.reduce_mean(jg.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
 
 
 def test_a_dropout_mask_drawn_for_the_whole_batch_is_read_by_rows():
