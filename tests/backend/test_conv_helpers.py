@@ -295,9 +295,15 @@ def _scatter(x, w, out, *pairs):
 # channels, window, input dilation (the forward's strides), rhs dilation; stride 1, padded by
 # the dilated window less one on both sides. Widths with and without a rest after the tiles,
 # output channels in 16-, 8- and 1-lane vectors, input dilations that make a tile's taps
-# reach columns unevenly (position by position).
+# reach columns unevenly (position by position). Outputs of half a vector (8 channels in
+# float32, 4 in float64) pair their taps where the columns allow: odd and even windows, rows
+# of several tiles and a rest, and dilations that leave every tap alone.
 SCATTER_CASES = [
     ((2, 8, 8, 16), 8, (5, 5), (1, 1), (1, 1)),
+    ((2, 6, 19, 3), 8, (3, 4), (1, 1), (1, 1)),
+    ((1, 5, 16, 5), 4, (2, 5), (1, 1), (1, 1)),
+    ((1, 4, 9, 2), 8, (2, 3), (1, 1), (1, 2)),
+    ((2, 3, 12, 2), 8, (3, 3), (2, 2), (1, 1)),
     ((2, 5, 11, 3), 25, (3, 2), (2, 2), (1, 1)),
     ((1, 4, 9, 2), 9, (2, 3), (1, 3), (1, 2)),
     ((3, 3, 3, 4), 1, (3, 3), (1, 1), (2, 1)),

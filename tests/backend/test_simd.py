@@ -5,7 +5,16 @@ import numba
 import numpy as np
 import pytest
 
-from jitgrad.backend.numba.simd import load, vfma, vload, vstore, vzeros
+from jitgrad.backend.numba.simd import (
+    load,
+    vaddto,
+    vfma,
+    vload,
+    vstore,
+    vstraddle,
+    vupper,
+    vzeros,
+)
 
 
 @numba.njit
@@ -21,6 +30,14 @@ def axpy_by_vectors(x, y, s, lanes):
 def zeros_then_store(out, lanes):
     numba.literally(lanes)
     vstore(out, 1, vzeros(out, lanes))
+
+
+@numba.njit
+def halves(a, b, out, lanes):
+    """out = [a's upper half, b's lower half], then a's upper half added after it."""
+    numba.literally(lanes)
+    vstore(out, 0, vstraddle(vload(a, 0, lanes), vload(b, 0, lanes)))
+    vaddto(out, lanes, vupper(vload(a, 0, lanes)))
 
 
 @numba.njit
@@ -55,6 +72,17 @@ def test_vzeros_stores_exactly_its_lanes(lanes):
     out = np.full(lanes + 2, 7.0, np.float32)
     zeros_then_store(out, lanes)
     np.testing.assert_array_equal(out, [7.0] + [0.0] * lanes + [7.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lanes", [2, 8, 16])
+def test_straddling_halves_and_adding_into_memory(dtype, lanes):
+    a, b = np.arange(lanes, dtype=dtype), -np.arange(lanes, dtype=dtype) - 1
+    out = np.full(lanes + lanes // 2 + 1, 10, dtype)
+    halves(a, b, out, lanes)
+    straddle = np.concatenate([a[lanes // 2 :], b[: lanes // 2]])
+    np.testing.assert_array_equal(out[:lanes], straddle)
+    np.testing.assert_array_equal(out[lanes:], np.concatenate([10 + a[lanes // 2 :], [10]]))
 
 
 def test_unchecked_load_reads_the_element():

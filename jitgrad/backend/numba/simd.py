@@ -12,6 +12,7 @@ loop-carried values stay in registers and each update is one FMA instruction.
     acc = vzeros(a, 16)                  # 16 zeros of a's dtype
     acc = vfma(acc, s, vload(a, i, 16))  # acc + s * a[i:i + 16], fused
     vstore(out, j, acc)                  # out[j:j + 16] = acc
+    vaddto(out, j, acc)                  # out[j:j + 16] += acc
     s = load(a, i)                       # a[i], unchecked
     acc = vrelu(vadd(acc, b))            # lane by lane: + and relu
 
@@ -59,6 +60,12 @@ def _splat(builder, scalar, vector_type):
     return builder.shuffle_vector(first, undefined, zeros)
 
 
+def _indices(lanes) -> ir.Constant:
+    """A shuffle mask: the lanes to take, numbered across the two vectors shuffled."""
+    lanes = list(lanes)
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
+
+
 def _element_pointer(context, builder, array_type, array, index):
     data = context.make_array(array_type)(context, builder, array).data
     return builder.gep(data, [index])
@@ -102,6 +109,21 @@ def vstore(typingctx, array, index, value):
     def codegen(context, builder, sig, args):
         pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
         builder.store(args[2], builder.bitcast(pointer, args[2].type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
+def vaddto(typingctx, array, index, value):
+    """array[index:index + lanes] += value (lanes: value's)."""
+    if not isinstance(value, Vec) or not _floats(array) or array.dtype != value.dtype:
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        pointer = builder.bitcast(pointer, args[2].type.as_pointer())
+        builder.store(builder.fadd(builder.load(pointer, align=1), args[2]), pointer, align=1)
         return context.get_dummy_value()
 
     return types.void(array, index, value), codegen
@@ -154,6 +176,35 @@ def vadd(typingctx, a, b):
         return builder.fadd(args[0], args[1])
 
     return a(a, b), codegen
+
+
+@intrinsic
+def vstraddle(typingctx, a, b):
+    """The vector that straddles a and b laid end to end: a's upper half, then b's lower half
+    (one lane-crossing shuffle). conv2_scatter's paired taps add it to the vector between."""
+    if not isinstance(a, Vec) or a != b or a.lanes % 2:
+        return None
+
+    def codegen(context, builder, sig, args):
+        lanes = a.lanes
+        mask = _indices(range(lanes // 2, lanes + lanes // 2))
+        return builder.shuffle_vector(args[0], args[1], mask)
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vupper(typingctx, a):
+    """a's upper half, a Vec of half its lanes."""
+    if not isinstance(a, Vec) or a.lanes % 2:
+        return None
+    half = Vec(a.dtype, a.lanes // 2)
+
+    def codegen(context, builder, sig, args):
+        mask = _indices(range(a.lanes // 2, a.lanes))
+        return builder.shuffle_vector(args[0], args[0], mask)
+
+    return half(a), codegen
 
 
 @intrinsic
