@@ -146,6 +146,12 @@ FILTER_CASES = [
     ((2, 5, 5, 2), 9, (3, 3), (1, 1), (1, 1), (2, 2), (1, 1)),
     ((1, 6, 7, 5), 7, (2, 3), (1, 2), (0, 2), (1, 1), (2, 1)),
     ((2, 4, 4, 1), 1, (1, 1), (1, 1), (0, 0), (1, 1), (1, 1)),
+    # half a vector of output channels (8 in float32, 4 in float64): conv2_filters pairs taps
+    # in odd and even windows, down to rows of two positions
+    ((2, 7, 9, 3), 8, (3, 4), (2, 1), (1, 1), (1, 1), (2, 1)),
+    ((1, 5, 6, 2), 4, (2, 5), (1, 1), (0, 0), (1, 1), (1, 1)),
+    ((2, 6, 6, 1), 8, (3, 2), (1, 1), (0, 0), (1, 1), (1, 1)),
+    ((1, 4, 9, 2), 4, (2, 3), (1, 2), (0, 0), (1, 1), (1, 1)),
 ]
 
 
@@ -192,6 +198,22 @@ def test_conv2_tiles_equals_the_definition(case, dtype):
     out = np.full((x.shape[0], *out_spatial, c_out), np.nan, dtype)
     tiles(x, w, out, prepared, *pairs)
     assert_close_in(dtype, out, conv_by_definition(x, w, out_spatial, *case[3:]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2_filters_pairs_keep_an_infinity_out_of_the_neighbouring_tap(dtype):
+    """x's first and last columns meet only one tap's cotangents; paired with the next tap
+    in one vector, the other lane must not take inf * 0 = NaN."""
+    c_out = 32 // np.dtype(dtype).itemsize
+    case = ((1, 4, 6, 1), c_out, (2, 3), (1, 1), (0, 0), (1, 1), (1, 1))
+    x, g, _, prepared, pairs = case_arrays(case, dtype)
+    x[0, 1, 0, 0], x[0, 2, 5, 0] = np.inf, -np.inf
+    out = np.full((2, 3, 1, c_out), np.nan, dtype)
+    filters(x, g, out, prepared, *pairs)
+    expected = filter_gradient_by_definition(x, g, (2, 3), *case[3:])
+    np.testing.assert_array_equal(np.isfinite(out), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    assert_close_in(dtype, out[finite], expected[finite])
 
 
 GROUPED_FILTER_CASES = [

@@ -194,6 +194,33 @@ def vstraddle(typingctx, a, b):
 
 
 @intrinsic
+def vlower(typingctx, a):
+    """a's lower half, a Vec of half its lanes."""
+    if not isinstance(a, Vec) or a.lanes % 2:
+        return None
+    half = Vec(a.dtype, a.lanes // 2)
+
+    def codegen(context, builder, sig, args):
+        return builder.shuffle_vector(args[0], args[0], _indices(range(a.lanes // 2)))
+
+    return half(a), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vlowmask(typingctx, like, lanes):
+    """A Vec of `lanes` booleans, True in its lower half (for vselect)."""
+    n = _lanes(lanes)
+    if n is None or n % 2 or not _floats(like):
+        return None
+    vec = Vec(types.boolean, n)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.VectorType(ir.IntType(1), n), [int(i < n // 2) for i in range(n)])
+
+    return vec(like, lanes), codegen
+
+
+@intrinsic
 def vupper(typingctx, a):
     """a's upper half, a Vec of half its lanes."""
     if not isinstance(a, Vec) or a.lanes % 2:
