@@ -6,6 +6,7 @@ columns (runtime._pooled_row), so a tie between rows and columns is where they c
 
 import numba
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -126,6 +127,25 @@ def test_the_gradient_of_side_by_side_windows_routes_to_the_first_maximum(
     size = n * height * width * channels
     x = np.array(data.draw(st.lists(values, min_size=size, max_size=size)), dtype)
     x = x.reshape(n, height, width, channels)
+    check_side_by_side_windows(x, count, window)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [8, 16, 24])
+@pytest.mark.parametrize("extra", [(0, 0), (1, 1)])
+def test_two_by_two_windows_route_to_the_first_maximum(extra, channels, dtype):
+    """The 2 x 2 windows' straight-line path (runtime._two_by_two), over ties, signed zeros,
+    infinities and NaN in every order of a window's four taps."""
+    values = np.array([0.0, -0.0, 1.0, 2.0, -1.0, -np.inf, np.inf, np.nan], dtype)
+    count = (3, 4)
+    shape = (2, 2 * count[0] + extra[0], 2 * count[1] + extra[1], channels)
+    x = np.random.default_rng(channels).choice(values, size=shape)
+    check_side_by_side_windows(x, count, (2, 2))
+
+
+def check_side_by_side_windows(x, count, window):
+    """max_pool2 and max_pool_scatter2 over windows that tile x, against first_maxima."""
+    n, channels, dtype = x.shape[0], x.shape[-1], x.dtype
     g = np.random.default_rng(1).standard_normal((n, *count, channels)).astype(dtype)
     routed = np.full_like(x, 7.0)  # every element is written
     pooled = np.full_like(g, 7.0)
