@@ -942,6 +942,7 @@ def conv2_gemm(x, w, out, patches, strides, pads, rhs_dilation):
 
 
 TILE = 8  # accumulators per register tile (conv2_tiles, conv2_filters): 8 FMA chains in flight
+WIDE_TILE = 16  # conv2_filters' taps side by side in x: 16 chains, one address register
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1305,6 +1306,11 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, last, shi
     while o + lanes <= last:
         k = 0
         while k + TILE <= count:
+            if k + WIDE_TILE <= count and taps[k + WIDE_TILE - 1] == taps[k] + WIDE_TILE - 1:
+                tap = taps[k]
+                _filter_wide_tile(source, cotangents, flat_out, tap, k, geometry, o, shift, lanes)
+                k += WIDE_TILE
+                continue
             t0, t1, t2, t3 = taps[k], taps[k + 1], taps[k + 2], taps[k + 3]
             t4, t5, t6, t7 = taps[k + 4], taps[k + 5], taps[k + 6], taps[k + 7]
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(flat_out, lanes)
@@ -1347,6 +1353,61 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, last, shi
             k += 1
         o += lanes
     return o
+
+
+@numba.njit(nogil=True, _nrt=False)
+def _filter_wide_tile(source, cotangents, flat_out, tap, k, geometry, o, shift, lanes):
+    """conv2_filters' sums for WIDE_TILE taps k, k + 1, ... whose elements lie side by side in x
+    (from offset `tap` of each window: a filter row's neighbouring columns' channels), against
+    `lanes` output channels from o: twice the accumulators of a TILE, so the FMAs never wait
+    on each other's results, and one register addresses all the taps (W10's second layer's
+    filter gradient (5 x 5 x 8 x 16) alone: 157 -> 105 us)."""
+    numba.literally(lanes)
+    n_images, rows, pitch, c_in, out_h, out_w, c_out, step_h, step_w = geometry
+    x_step = step_w * c_in
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = a12 = a13 = a14 = a15 = vzeros(
+        flat_out, lanes
+    )
+    for n in range(n_images):
+        for i in range(out_h):
+            at = (n * rows + i * step_h) * pitch * c_in + shift + tap
+            g_at = (n * out_h + i) * out_w * c_out + o
+            for _ in range(out_w):
+                cotangent = vload(cotangents, g_at, lanes)
+                a0 = vfma(a0, load(source, at + 0), cotangent)
+                a1 = vfma(a1, load(source, at + 1), cotangent)
+                a2 = vfma(a2, load(source, at + 2), cotangent)
+                a3 = vfma(a3, load(source, at + 3), cotangent)
+                a4 = vfma(a4, load(source, at + 4), cotangent)
+                a5 = vfma(a5, load(source, at + 5), cotangent)
+                a6 = vfma(a6, load(source, at + 6), cotangent)
+                a7 = vfma(a7, load(source, at + 7), cotangent)
+                a8 = vfma(a8, load(source, at + 8), cotangent)
+                a9 = vfma(a9, load(source, at + 9), cotangent)
+                a10 = vfma(a10, load(source, at + 10), cotangent)
+                a11 = vfma(a11, load(source, at + 11), cotangent)
+                a12 = vfma(a12, load(source, at + 12), cotangent)
+                a13 = vfma(a13, load(source, at + 13), cotangent)
+                a14 = vfma(a14, load(source, at + 14), cotangent)
+                a15 = vfma(a15, load(source, at + 15), cotangent)
+                at += x_step
+                g_at += c_out
+    vstore(flat_out, k * c_out + o, a0)
+    vstore(flat_out, (k + 1) * c_out + o, a1)
+    vstore(flat_out, (k + 2) * c_out + o, a2)
+    vstore(flat_out, (k + 3) * c_out + o, a3)
+    vstore(flat_out, (k + 4) * c_out + o, a4)
+    vstore(flat_out, (k + 5) * c_out + o, a5)
+    vstore(flat_out, (k + 6) * c_out + o, a6)
+    vstore(flat_out, (k + 7) * c_out + o, a7)
+    vstore(flat_out, (k + 8) * c_out + o, a8)
+    vstore(flat_out, (k + 9) * c_out + o, a9)
+    vstore(flat_out, (k + 10) * c_out + o, a10)
+    vstore(flat_out, (k + 11) * c_out + o, a11)
+    vstore(flat_out, (k + 12) * c_out + o, a12)
+    vstore(flat_out, (k + 13) * c_out + o, a13)
+    vstore(flat_out, (k + 14) * c_out + o, a14)
+    vstore(flat_out, (k + 15) * c_out + o, a15)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
