@@ -281,10 +281,11 @@ def test_conv2_filters_checks_its_shapes_and_scratch():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("relu", [False, True])
-def test_conv2_tiles_epilogue_adds_the_bias_then_applies_relu(relu, dtype):
+@pytest.mark.parametrize("case", [FILTER_CASES[2], FILTER_CASES[-3]], ids=["channels", "positions"])
+def test_conv2_tiles_epilogue_adds_the_bias_then_applies_relu(case, relu, dtype):
     """On the registers: out + bias (one rounding, as the loop after the conv), then
-    `x if x > 0 else +0.0` (NaN and -0.0 give +0.0)."""
-    case = FILTER_CASES[2]  # 25 output channels: every lane count
+    `x if x > 0 else +0.0` (NaN and -0.0 give +0.0). 25 output channels take every lane
+    count; one input channel and 8 outputs, vectors of positions."""
     x, _, out_spatial, prepared, pairs = case_arrays(case, dtype)
     x[0, 1, 1, 0] = np.nan
     c_out, window = case[1], case[2]

@@ -221,6 +221,19 @@ def vlowmask(typingctx, like, lanes):
 
 
 @intrinsic
+def vjoin(typingctx, a, b):
+    """a then b as one vector of twice the lanes."""
+    if not isinstance(a, Vec) or a != b:
+        return None
+    joined = Vec(a.dtype, 2 * a.lanes)
+
+    def codegen(context, builder, sig, args):
+        return builder.shuffle_vector(args[0], args[1], _indices(range(2 * a.lanes)))
+
+    return joined(a, b), codegen
+
+
+@intrinsic
 def vupper(typingctx, a):
     """a's upper half, a Vec of half its lanes."""
     if not isinstance(a, Vec) or a.lanes % 2:
@@ -232,6 +245,45 @@ def vupper(typingctx, a):
         return builder.shuffle_vector(args[0], args[0], mask)
 
     return half(a), codegen
+
+
+@intrinsic
+def vtranspose8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+    """Eight vectors of 16 lanes, a_c[p] (16 positions p of one channel c each), as the 8
+    vectors of those positions in NHWC order, two positions of 8 channels each: b_m[8 r + c]
+    = a_c[2 m + r]. Three rounds of two-vector shuffles (24 in all), interleaving 1, 2, then
+    4 channels at a time."""
+    vectors = (a0, a1, a2, a3, a4, a5, a6, a7)
+    if not all(isinstance(v, Vec) and v == a0 for v in vectors) or a0.lanes != 16:
+        return None
+
+    def interleave(builder, x, y, width, half):
+        """x and y hold the same positions, `width` channels each; their first (half 0) or
+        last (half 1) half of those positions with the 2 * width channels, as one vector."""
+        mask = []
+        for i in range(16):
+            r = i % (2 * width)
+            position = half * (8 // width) + i // (2 * width)
+            mask.append(position * width + r % width + (16 if r >= width else 0))
+        return builder.shuffle_vector(x, y, _indices(mask))
+
+    def codegen(context, builder, sig, args):
+        # (channel group, block of positions) -> a vector; each round pairs the channel
+        # groups 2g and 2g + 1 of a block and halves the blocks
+        layer, width = {(c, 0): v for c, v in enumerate(args)}, 1
+        while width < 8:
+            layer = {
+                (g, 2 * block + half): interleave(
+                    builder, layer[2 * g, block], layer[2 * g + 1, block], width, half
+                )
+                for g in range(8 // (2 * width))
+                for block in range(width)
+                for half in (0, 1)
+            }
+            width *= 2
+        return context.make_tuple(builder, sig.return_type, [layer[0, m] for m in range(8)])
+
+    return types.UniTuple(a0, 8)(*vectors), codegen
 
 
 @intrinsic
