@@ -1734,7 +1734,8 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
     (strides, the edges) the taps go one at a time (`roles`, from _tap_roles), and before the
     pairs: a pair's wide loads then find the lone tap's narrow stores in the cache, not half
     of one in the store buffer (measured: 186 against 236 us with the lone tap last). W10's
-    second layer's input gradient (5 x 5 taps, 8 channels) alone: 220 -> 160-175 us.
+    second layer's input gradient (5 x 5 taps, 8 channels) alone: 220 -> 160-175 us, and
+    140-145 us with two pairs at a time where a row has them (_sixteen_products).
 
     No reference counting (_nrt=False): it allocates nothing, and the counts Numba adds
     around each array passed to a callee (an atomic NRT call each) cost more than a tile's
@@ -1758,23 +1759,29 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
                         q, at = tile * TILE, x_row + tile * TILE * c_in
                         # the taps alone first: a pair's wide loads then read their stores
                         # from the cache, not half of one from the store buffer
+                        done = -1  # the pair that went with the one before it
                         for phase in range(2 if paired else 1):
                             for b in range(kw):
-                                if roles[tile, b] != phase * 2:
+                                if roles[tile, b] != phase * 2 or b == done:
                                     continue
                                 if phase == 1:
                                     p_at = (a * kw + b) * c_in * wide
-                                    a0, a1, a2, a3, a4, a5, a6, a7 = _eight_products(
+                                    t = out_row + columns[q, b + 1] * c_out
+                                    if b + 2 < kw and roles[tile, b + 2] == 2:
+                                        # two pairs: 16 FMA chains, x read once for both
+                                        p_next = p_at + 2 * c_in * wide
+                                        first, second = _sixteen_products(
+                                            images, at, c_in, packed, p_at, p_next, wide
+                                        )
+                                        _add_pair_tile(flat, t, first, wide)
+                                        t = out_row + columns[q, b + 3] * c_out
+                                        _add_pair_tile(flat, t, second, wide)
+                                        done = b + 2
+                                        continue
+                                    products = _eight_products(
                                         images, at, c_in, packed, p_at, wide, wide
                                     )
-                                    # columns j - 1 + 2m and j + 2m: a_2m, and the halves of
-                                    # a_2m-1 and a_2m+1 that straddle it
-                                    t = out_row + columns[q, b + 1] * c_out
-                                    vaddto(flat, t, vadd(a0, vstraddle(vzeros(flat, wide), a1)))
-                                    vaddto(flat, t + wide, vadd(a2, vstraddle(a1, a3)))
-                                    vaddto(flat, t + 2 * wide, vadd(a4, vstraddle(a3, a5)))
-                                    vaddto(flat, t + 3 * wide, vadd(a6, vstraddle(a5, a7)))
-                                    vaddto(flat, t + 4 * wide, vupper(a7))
+                                    _add_pair_tile(flat, t, products, wide)
                                     continue
                                 w_at = (a * kw + b) * c_in * c_out + o
                                 step = steps[tile, b] * c_out
@@ -1804,6 +1811,43 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
                         _scatter_positions(images, filters, flat, columns, spans, b, w_at, lanes)
         o += lanes
     return o
+
+
+@numba.njit(nogil=True, _nrt=False)
+def _add_pair_tile(flat, target, tile, lanes):
+    """A tile of paired taps (_scatter_tiles) added into the output from `target` (column
+    j - 1): vector k holds columns j - 1 + k and j + k, so columns j - 1 + 2m and j + 2m
+    get vector 2m plus the halves of vectors 2m - 1 and 2m + 1 that straddle it."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile
+    vaddto(flat, target, vadd(a0, vstraddle(vzeros(flat, lanes), a1)))
+    vaddto(flat, target + lanes, vadd(a2, vstraddle(a1, a3)))
+    vaddto(flat, target + 2 * lanes, vadd(a4, vstraddle(a3, a5)))
+    vaddto(flat, target + 3 * lanes, vadd(a6, vstraddle(a5, a7)))
+    vaddto(flat, target + 4 * lanes, vupper(a7))
+
+
+@numba.njit(nogil=True, _nrt=False)
+def _sixteen_products(images, at, c_in, packed, p_at, q_at, lanes):
+    """_eight_products for two pairs of taps at once (`packed` from `p_at` and `q_at`): each
+    x read once for both, 16 accumulators."""
+    numba.literally(lanes)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(packed, lanes)
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = a0
+    for c in range(c_in):
+        u, v = vload(packed, p_at + c * lanes, lanes), vload(packed, q_at + c * lanes, lanes)
+        x0, x1 = load(images, at + c), load(images, at + c_in + c)
+        x2, x3 = load(images, at + 2 * c_in + c), load(images, at + 3 * c_in + c)
+        x4, x5 = load(images, at + 4 * c_in + c), load(images, at + 5 * c_in + c)
+        x6, x7 = load(images, at + 6 * c_in + c), load(images, at + 7 * c_in + c)
+        a0, b0 = vfma(a0, x0, u), vfma(b0, x0, v)
+        a1, b1 = vfma(a1, x1, u), vfma(b1, x1, v)
+        a2, b2 = vfma(a2, x2, u), vfma(b2, x2, v)
+        a3, b3 = vfma(a3, x3, u), vfma(b3, x3, v)
+        a4, b4 = vfma(a4, x4, u), vfma(b4, x4, v)
+        a5, b5 = vfma(a5, x5, u), vfma(b5, x5, v)
+        a6, b6 = vfma(a6, x6, u), vfma(b6, x6, v)
+        a7, b7 = vfma(a7, x7, u), vfma(b7, x7, v)
+    return (a0, a1, a2, a3, a4, a5, a6, a7), (b0, b1, b2, b3, b4, b5, b6, b7)
 
 
 @numba.njit(nogil=True, _nrt=False)
