@@ -9,9 +9,14 @@ from jitgrad.backend.numba.simd import (
     load,
     vaddto,
     vfma,
+    vjoin,
     vload,
+    vlower,
+    vlowmask,
+    vselect,
     vstore,
     vstraddle,
+    vtranspose8,
     vupper,
     vzeros,
 )
@@ -38,6 +43,33 @@ def halves(a, b, out, lanes):
     numba.literally(lanes)
     vstore(out, 0, vstraddle(vload(a, 0, lanes), vload(b, 0, lanes)))
     vaddto(out, lanes, vupper(vload(a, 0, lanes)))
+
+
+@numba.njit
+def halves_apart_and_joined(a, b, out, lanes):
+    """out = [b's lower half, a's lower half], then a's lanes where the lower-half mask is
+    set and b's elsewhere."""
+    numba.literally(lanes)
+    u, v = vload(a, 0, lanes), vload(b, 0, lanes)
+    vstore(out, 0, vjoin(vlower(v), vlower(u)))
+    vstore(out, lanes, vselect(vlowmask(out, lanes), u, v))
+
+
+@numba.njit
+def transposed(a, out):
+    """The 8 x 16 matrix `a` (rows: channels) as 16 x 8 (rows: positions), by vtranspose8."""
+    b = vtranspose8(
+        vload(a, 0, 16),
+        vload(a, 16, 16),
+        vload(a, 32, 16),
+        vload(a, 48, 16),
+        vload(a, 64, 16),
+        vload(a, 80, 16),
+        vload(a, 96, 16),
+        vload(a, 112, 16),
+    )
+    for m in range(8):
+        vstore(out, 16 * m, b[m])
 
 
 @numba.njit
@@ -83,6 +115,25 @@ def test_straddling_halves_and_adding_into_memory(dtype, lanes):
     straddle = np.concatenate([a[lanes // 2 :], b[: lanes // 2]])
     np.testing.assert_array_equal(out[:lanes], straddle)
     np.testing.assert_array_equal(out[lanes:], np.concatenate([10 + a[lanes // 2 :], [10]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lanes", [2, 16])
+def test_lower_halves_joined_and_selected_by_the_lower_mask(dtype, lanes):
+    a, b = np.arange(lanes, dtype=dtype), -np.arange(lanes, dtype=dtype) - 1
+    out = np.empty(2 * lanes, dtype)
+    halves_apart_and_joined(a, b, out, lanes)
+    half = lanes // 2
+    np.testing.assert_array_equal(out[:lanes], np.concatenate([b[:half], a[:half]]))
+    np.testing.assert_array_equal(out[lanes:], np.concatenate([a[:half], b[half:]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_of_eight_vectors_of_sixteen(dtype):
+    a = np.arange(128, dtype=dtype)
+    out = np.empty(128, dtype)
+    transposed(a, out)
+    np.testing.assert_array_equal(out.reshape(16, 8), a.reshape(8, 16).T)
 
 
 def test_unchecked_load_reads_the_element():
