@@ -840,9 +840,8 @@ def _two_by_two(source, cotangents, target, shape, pooled, route):
     """_window_tiles for 2 x 2 windows, their four taps in straight-line code: the general
     loops over a window's rows and columns cost more than the comparisons (W10's first pool
     gradient alone, (32, 24, 24, 8) after a relu: 85 -> 50 us; the pool itself 43 -> 16 us).
-    A tap wins where it is
-    better (vbetter) than the best of the taps before it in row-major order; g goes to the
-    last tap that won, through a chain of selects."""
+    A tap wins where it is better (vbetter) than the best of the taps before it in row-major
+    order; g goes to the last tap that won, through a chain of selects."""
     n_images, height, width, channels = shape
     out_h, out_w = pooled[1], pooled[2]
     pitch = width * channels
