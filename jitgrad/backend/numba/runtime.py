@@ -1244,61 +1244,76 @@ def _filter_pairs(source, cotangents, flat_out, geometry, pairs, lanes):
     offsets, rights, lows, highs = pairs
     lower, zeros = vlowmask(flat_out, lanes), vzeros(flat_out, lanes)
     for k in range(0, offsets.size, TILE):
-        t0, t1, t2, t3 = offsets[k], offsets[k + 1], offsets[k + 2], offsets[k + 3]
-        t4, t5, t6, t7 = offsets[k + 4], offsets[k + 5], offsets[k + 6], offsets[k + 7]
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zeros
+        taps, last_taps = _tile_of(offsets, k), _tile_of(rights, k)
+        tile = (zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros)
         for n in range(n_images):
             for i in range(out_h):
                 at = (n * rows + i * step_h) * pitch * c_in
                 g_at = (n * out_h + i) * out_w * c_out
                 left = vstraddle(zeros, vload(cotangents, g_at, lanes))  # [0, g(0)]
-                a0 = vselect(lower, a0, vfma(a0, load(source, at + t0), left))
-                a1 = vselect(lower, a1, vfma(a1, load(source, at + t1), left))
-                a2 = vselect(lower, a2, vfma(a2, load(source, at + t2), left))
-                a3 = vselect(lower, a3, vfma(a3, load(source, at + t3), left))
-                a4 = vselect(lower, a4, vfma(a4, load(source, at + t4), left))
-                a5 = vselect(lower, a5, vfma(a5, load(source, at + t5), left))
-                a6 = vselect(lower, a6, vfma(a6, load(source, at + t6), left))
-                a7 = vselect(lower, a7, vfma(a7, load(source, at + t7), left))
+                tile = _select_tile(lower, tile, _tile_fmas(tile, source, at, taps, left))
                 for _ in range(out_w - 1):
                     at += c_in
                     both = vload(cotangents, g_at, lanes)
-                    a0 = vfma(a0, load(source, at + t0), both)
-                    a1 = vfma(a1, load(source, at + t1), both)
-                    a2 = vfma(a2, load(source, at + t2), both)
-                    a3 = vfma(a3, load(source, at + t3), both)
-                    a4 = vfma(a4, load(source, at + t4), both)
-                    a5 = vfma(a5, load(source, at + t5), both)
-                    a6 = vfma(a6, load(source, at + t6), both)
-                    a7 = vfma(a7, load(source, at + t7), both)
+                    tile = _tile_fmas(tile, source, at, taps, both)
                     g_at += c_out
-                at += c_in
                 right = vstraddle(vload(cotangents, g_at - c_out, lanes), zeros)  # [g(end), 0]
-                a0 = vselect(lower, vfma(a0, load(source, at + rights[k]), right), a0)
-                a1 = vselect(lower, vfma(a1, load(source, at + rights[k + 1]), right), a1)
-                a2 = vselect(lower, vfma(a2, load(source, at + rights[k + 2]), right), a2)
-                a3 = vselect(lower, vfma(a3, load(source, at + rights[k + 3]), right), a3)
-                a4 = vselect(lower, vfma(a4, load(source, at + rights[k + 4]), right), a4)
-                a5 = vselect(lower, vfma(a5, load(source, at + rights[k + 5]), right), a5)
-                a6 = vselect(lower, vfma(a6, load(source, at + rights[k + 6]), right), a6)
-                a7 = vselect(lower, vfma(a7, load(source, at + rights[k + 7]), right), a7)
-        _store_pair(flat_out, lows[k], highs[k], a0)
-        _store_pair(flat_out, lows[k + 1], highs[k + 1], a1)
-        _store_pair(flat_out, lows[k + 2], highs[k + 2], a2)
-        _store_pair(flat_out, lows[k + 3], highs[k + 3], a3)
-        _store_pair(flat_out, lows[k + 4], highs[k + 4], a4)
-        _store_pair(flat_out, lows[k + 5], highs[k + 5], a5)
-        _store_pair(flat_out, lows[k + 6], highs[k + 6], a6)
-        _store_pair(flat_out, lows[k + 7], highs[k + 7], a7)
+                ends = _tile_fmas(tile, source, at + c_in, last_taps, right)
+                tile = _select_tile(lower, ends, tile)
+        for m in range(TILE):
+            if lows[k + m] >= 0:
+                vstore(flat_out, lows[k + m], vlower(tile[m]))
+            if highs[k + m] >= 0:
+                vstore(flat_out, highs[k + m], vupper(tile[m]))
 
 
 @numba.njit(nogil=True, _nrt=False)
-def _store_pair(flat_out, low, high, both):
-    """A tap pair's sums: the lower half at `low`, the upper at `high` (-1: nowhere)."""
-    if low >= 0:
-        vstore(flat_out, low, vlower(both))
-    if high >= 0:
-        vstore(flat_out, high, vupper(both))
+def _tile_of(offsets, k):
+    """offsets[k], ..., offsets[k + TILE - 1] as a tuple (registers, not loads, in a tile's
+    loop)."""
+    return (
+        offsets[k],
+        offsets[k + 1],
+        offsets[k + 2],
+        offsets[k + 3],
+        offsets[k + 4],
+        offsets[k + 5],
+        offsets[k + 6],
+        offsets[k + 7],
+    )
+
+
+@numba.njit(nogil=True, _nrt=False)
+def _tile_fmas(tile, source, at, taps, vector):
+    """A register tile's step: accumulator m + source[at + taps[m]] * vector, fused, for
+    each of its TILE accumulators (inlined: a leaf this small costs no call)."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile
+    t0, t1, t2, t3, t4, t5, t6, t7 = taps
+    return (
+        vfma(a0, load(source, at + t0), vector),
+        vfma(a1, load(source, at + t1), vector),
+        vfma(a2, load(source, at + t2), vector),
+        vfma(a3, load(source, at + t3), vector),
+        vfma(a4, load(source, at + t4), vector),
+        vfma(a5, load(source, at + t5), vector),
+        vfma(a6, load(source, at + t6), vector),
+        vfma(a7, load(source, at + t7), vector),
+    )
+
+
+@numba.njit(nogil=True, _nrt=False)
+def _select_tile(mask, a, b):
+    """Lane by lane, each accumulator of tile a where `mask`, else b's."""
+    return (
+        vselect(mask, a[0], b[0]),
+        vselect(mask, a[1], b[1]),
+        vselect(mask, a[2], b[2]),
+        vselect(mask, a[3], b[3]),
+        vselect(mask, a[4], b[4]),
+        vselect(mask, a[5], b[5]),
+        vselect(mask, a[6], b[6]),
+        vselect(mask, a[7], b[7]),
+    )
 
 
 @numba.njit(nogil=True)
@@ -1403,33 +1418,19 @@ def _filter_tiles(source, cotangents, flat_out, taps, geometry, first, last, shi
                 _filter_wide_tile(source, cotangents, flat_out, tap, k, geometry, o, shift, lanes)
                 k += WIDE_TILE
                 continue
-            t0, t1, t2, t3 = taps[k], taps[k + 1], taps[k + 2], taps[k + 3]
-            t4, t5, t6, t7 = taps[k + 4], taps[k + 5], taps[k + 6], taps[k + 7]
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzeros(flat_out, lanes)
+            tile_taps, zeros = _tile_of(taps, k), vzeros(flat_out, lanes)
+            tile = (zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros)
             for n in range(n_images):
                 for i in range(out_h):
                     at = (n * rows + i * step_h) * pitch * c_in + shift
                     g_at = (n * out_h + i) * out_w * c_out + o
                     for _ in range(out_w):
                         cotangent = vload(cotangents, g_at, lanes)
-                        a0 = vfma(a0, load(source, at + t0), cotangent)
-                        a1 = vfma(a1, load(source, at + t1), cotangent)
-                        a2 = vfma(a2, load(source, at + t2), cotangent)
-                        a3 = vfma(a3, load(source, at + t3), cotangent)
-                        a4 = vfma(a4, load(source, at + t4), cotangent)
-                        a5 = vfma(a5, load(source, at + t5), cotangent)
-                        a6 = vfma(a6, load(source, at + t6), cotangent)
-                        a7 = vfma(a7, load(source, at + t7), cotangent)
+                        tile = _tile_fmas(tile, source, at, tile_taps, cotangent)
                         at += x_step
                         g_at += c_out
-            vstore(flat_out, k * c_out + o, a0)
-            vstore(flat_out, (k + 1) * c_out + o, a1)
-            vstore(flat_out, (k + 2) * c_out + o, a2)
-            vstore(flat_out, (k + 3) * c_out + o, a3)
-            vstore(flat_out, (k + 4) * c_out + o, a4)
-            vstore(flat_out, (k + 5) * c_out + o, a5)
-            vstore(flat_out, (k + 6) * c_out + o, a6)
-            vstore(flat_out, (k + 7) * c_out + o, a7)
+            for m in range(TILE):
+                vstore(flat_out, (k + m) * c_out + o, tile[m])
             k += TILE
         while k < count:
             tap, total = taps[k], vzeros(flat_out, lanes)

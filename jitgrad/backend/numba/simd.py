@@ -193,17 +193,29 @@ def vstraddle(typingctx, a, b):
     return a(a, b), codegen
 
 
+def _half(a, upper: bool):
+    """The signature and code of a's lower or upper half, a Vec of half its lanes."""
+    if not isinstance(a, Vec) or a.lanes % 2:
+        return None
+    half, first = Vec(a.dtype, a.lanes // 2), a.lanes // 2 if upper else 0
+
+    def codegen(context, builder, sig, args):
+        mask = _indices(range(first, first + a.lanes // 2))
+        return builder.shuffle_vector(args[0], args[0], mask)
+
+    return half(a), codegen
+
+
 @intrinsic
 def vlower(typingctx, a):
     """a's lower half, a Vec of half its lanes."""
-    if not isinstance(a, Vec) or a.lanes % 2:
-        return None
-    half = Vec(a.dtype, a.lanes // 2)
+    return _half(a, upper=False)
 
-    def codegen(context, builder, sig, args):
-        return builder.shuffle_vector(args[0], args[0], _indices(range(a.lanes // 2)))
 
-    return half(a), codegen
+@intrinsic
+def vupper(typingctx, a):
+    """a's upper half, a Vec of half its lanes."""
+    return _half(a, upper=True)
 
 
 @intrinsic(prefer_literal=True)
@@ -231,20 +243,6 @@ def vjoin(typingctx, a, b):
         return builder.shuffle_vector(args[0], args[1], _indices(range(2 * a.lanes)))
 
     return joined(a, b), codegen
-
-
-@intrinsic
-def vupper(typingctx, a):
-    """a's upper half, a Vec of half its lanes."""
-    if not isinstance(a, Vec) or a.lanes % 2:
-        return None
-    half = Vec(a.dtype, a.lanes // 2)
-
-    def codegen(context, builder, sig, args):
-        mask = _indices(range(a.lanes // 2, a.lanes))
-        return builder.shuffle_vector(args[0], args[0], mask)
-
-    return half(a), codegen
 
 
 @intrinsic
