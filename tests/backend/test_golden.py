@@ -1,4 +1,4 @@
-"""Golden files: the exact generated source of seven small kernels, so that every change to the
+"""Golden files: the exact generated source of eight small kernels, so that every change to the
 emitter shows up as a reviewed diff of the code Numba compiles.
 
 Refresh them after an intended change, and read the diff before committing it:
@@ -73,6 +73,12 @@ def rnn_steps(p, xs):
     return jg.reduce_sum(h * h)
 
 
+def relu_and_bias_grads(x, g):
+    """A conv layer's relu and bias gradients, 8 channels: one loop in vectors of 8."""
+    dx = jg.where(x > 0.0, g, jg.zeros_like(g))
+    return dx, jg.reduce_sum(dx, axis=(0, 1, 2))
+
+
 def sin_squared(x):
     return jg.reduce_sum(jg.sin(x) * jg.sin(x))
 
@@ -98,6 +104,11 @@ CASES = {
         jg.jit_grad(rnn_steps),
         jg.value_and_grad(rnn_steps),
         ({"wx": f32(4, 3), "wh": f32(3, 3)}, f32(3, 2, 4)),
+    ),
+    "vector_loop": (
+        jg.jit(relu_and_bias_grads),
+        relu_and_bias_grads,
+        (f32(2, 3, 4, 8), f32(2, 3, 4, 8)),
     ),
     "scalar_reads": (
         jg.jit_grad(euler_steps),

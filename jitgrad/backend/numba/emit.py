@@ -1,10 +1,12 @@
 """Schedule -> Python source of ONE Numba kernel.
 
 Naming in the generated code: `v12` is the array (or, for 0-d values, the scalar) of SSA
-value 12; `x12` is its per-element scalar inside a loop; `acc12` an accumulator; `i0, i1, ...`
-loop indices; `c3` a constant passed in. The kernel's parameters are the graph inputs, then the
-array constants, then the buffers that loops and float matrix products write (allocated by the
-caller: a parallel loop that allocates its own outputs runs 5x slower here, see WORKLOADS.md).
+value 12; `x12` is its per-element scalar inside a loop (a vector of elements in a vector
+loop, whose `flat12` is v12 as a 1-D view and `splatN` a scalar in every lane: vector_loops.py);
+`acc12` an accumulator; `i0, i1, ...` loop indices; `c3` a constant passed in. The kernel's
+parameters are the graph inputs, then the array constants, then the buffers that loops and
+float matrix products write (allocated by the caller: a parallel loop that allocates its own
+outputs runs 5x slower here, see WORKLOADS.md).
 0-d values are plain scalars throughout; the kernel returns the 0-d outputs and the arrays
 nothing wrote into a buffer. Loops that depend on each other only row by row share one loop
 over the rows (rows.py).
@@ -35,6 +37,7 @@ from jitgrad.backend.numba import control, helper_names, linalg, shards
 from jitgrad.backend.numba.epilogues import conv_epilogues
 from jitgrad.backend.numba.literals import literal, np_dtype
 from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
+from jitgrad.backend.numba.vector_loops import VectorLoop, vector_lanes
 from jitgrad.core.aval import DYNAMIC, TupleAVal
 from jitgrad.core.opdef import REGISTRY, OpDef
 from jitgrad.ir.gcpause import gc_paused
@@ -197,6 +200,7 @@ class Emitter:
         self.param_names: list[str] = []
         self.helpers: set[str] = set()  # from vmath
         self.runtime: set[str] = set()  # from runtime
+        self.simd: set[str] = set()  # from simd (vector loops, vector_loops.py)
         # runtime helpers called through a symbol (symbols.py): name -> (dtype names, ranks
         # of the first array argument, or None: every rank the helper is precompiled for)
         self.symbol_helpers: dict[str, tuple[set[str], set[int] | None]] = {}
@@ -232,7 +236,7 @@ class Emitter:
         self.functions: list[str] = []
         self.local_symbols = False  # functions of the module called through a symbol (shards.py)
         if parent is not None:
-            self.helpers, self.runtime = parent.helpers, parent.runtime
+            self.helpers, self.runtime, self.simd = parent.helpers, parent.runtime, parent.simd
             self.symbol_helpers = parent.symbol_helpers
             self.blocks, self.block_names = parent.blocks, parent.block_names
             self.functions = parent.functions
@@ -382,6 +386,7 @@ class Emitter:
             (helper_names.SPECIAL_MODULE, self.helpers & set(helper_names.SPECIAL.values())),
             (helper_names.MPI_MODULE, self.helpers & set(helper_names.MPI_ALLREDUCE.values())),
             (helper_names.RUNTIME_MODULE, self.runtime),
+            (helper_names.SIMD_MODULE, self.simd),
             (BLOCKS_MODULE, {"scalar_block"} if self.blocks else set()),
         ):
             if names:
@@ -521,6 +526,11 @@ class Emitter:
             return
         parallel = self.is_parallel(group)
         self.parallel |= parallel
+        lanes = 0 if parallel else self.vector_lanes(group)
+        if lanes:
+            self.loop_header(group, f" (in vectors of {lanes})")
+            VectorLoop(self, group, lanes).emit()
+            return
         self.loop_header(group, " (parallel)" if parallel else "")
         space = group.space
         # A size-1 dimension gets no loop (loop_body indexes it with 0), except a parallel
@@ -547,6 +557,16 @@ class Emitter:
         scalars = self.loop_body(group, depth, partials)
         self.close_partials(group, partials, flush)
         self.loop_footer(group, scalars)
+
+    def vector_lanes(self, group: LoopGroup) -> int:
+        """The lanes of the vectors a serial group runs in (vector_loops.py), or 0: its loop
+        stays scalar. A large body stays a scalar block (emit_body)."""
+        computations = sum(
+            1 for e in group.eqns if e.op.reduction is None and e.op.name != "broadcast_to"
+        )
+        if computations >= MIN_LOOP_BLOCK:
+            return 0
+        return vector_lanes(group, self.graph.consts, self.contiguous, self.generic)
 
     def open_innermost_loop(
         self, d: int, extent: int, rng: str, depth: int, partials: list, blocked: bool
@@ -1578,7 +1598,7 @@ def describe(op_names: list[str]) -> str:
 
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
 _IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
-_VALUE = re.compile(r"^(v|x|acc|part)\d+$")
+_VALUE = re.compile(r"^(v|x|acc|part|flat|splat)\d+$")
 
 
 class _Piece:

@@ -356,3 +356,77 @@ def vselect(typingctx, mask, a, b):
         return builder.select(args[0], args[1], args[2])
 
     return a(mask, a, b), codegen
+
+
+# -- lane-by-lane arithmetic for generated loops (vector_loops.py) ----------------------------
+# Each is one LLVM instruction on whole vectors that rounds every lane exactly as the scalar
+# operation Numba emits for `a - b`, `a > b`, `-a`, `abs(a)` or `math.sqrt(a)` does (there are
+# no fast-math flags): a loop in vectors computes the bits of the scalar loop it replaces.
+
+
+def _lanewise(name: str, arity: int, build, on_masks: bool = False, gives_mask: bool = False):
+    """The intrinsic `name(a[, b])` on Vecs of one type, made by `build(builder, *values)`:
+    Vecs of floats (of booleans: `on_masks`), giving a Vec of their type (of booleans:
+    `gives_mask`)."""
+
+    def signature(operands):
+        first = operands[0]
+        if not isinstance(first, Vec) or any(operand != first for operand in operands):
+            return None
+        if (first.dtype == types.boolean) != on_masks:
+            return None
+        result = Vec(types.boolean, first.lanes) if gives_mask else first
+
+        def codegen(context, builder, sig, args):
+            return build(builder, *args)
+
+        return result(*operands), codegen
+
+    # Numba lowers a call by the typer's own parameters: one per operand, no *args.
+    if arity == 1:
+
+        def typer(typingctx, a):
+            return signature((a,))
+
+    else:
+
+        def typer(typingctx, a, b):
+            return signature((a, b))
+
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
+
+
+def _llvm_function(builder, name: str, value):
+    """The LLVM intrinsic `llvm.<name>` of `value`'s vector type (fabs, sqrt), called on it."""
+    vector_type = value.type
+    bits = 32 if isinstance(vector_type.element, ir.FloatType) else 64
+    function = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vector_type, [vector_type]),
+        f"llvm.{name}.v{vector_type.count}f{bits}",
+    )
+    return builder.call(function, [value])
+
+
+vsub = _lanewise("vsub", 2, lambda b, x, y: b.fsub(x, y))
+vmul = _lanewise("vmul", 2, lambda b, x, y: b.fmul(x, y))
+vdiv = _lanewise("vdiv", 2, lambda b, x, y: b.fdiv(x, y))
+vneg = _lanewise("vneg", 1, lambda b, x: b.fneg(x))
+vabs = _lanewise("vabs", 1, lambda b, x: _llvm_function(b, "fabs", x))
+vsqrt = _lanewise("vsqrt", 1, lambda b, x: _llvm_function(b, "sqrt", x))
+# Python's comparisons of floats: ordered (False where a lane is NaN), except != (True there).
+vless = _lanewise("vless", 2, lambda b, x, y: b.fcmp_ordered("<", x, y), gives_mask=True)
+vless_equal = _lanewise(
+    "vless_equal", 2, lambda b, x, y: b.fcmp_ordered("<=", x, y), gives_mask=True
+)
+vgreater = _lanewise("vgreater", 2, lambda b, x, y: b.fcmp_ordered(">", x, y), gives_mask=True)
+vgreater_equal = _lanewise(
+    "vgreater_equal", 2, lambda b, x, y: b.fcmp_ordered(">=", x, y), gives_mask=True
+)
+vnot_equal = _lanewise(
+    "vnot_equal", 2, lambda b, x, y: b.fcmp_unordered("!=", x, y), gives_mask=True
+)
+vand = _lanewise("vand", 2, lambda b, x, y: b.and_(x, y), on_masks=True)
+vor = _lanewise("vor", 2, lambda b, x, y: b.or_(x, y), on_masks=True)
+vnot = _lanewise("vnot", 1, lambda b, x: b.not_(x), on_masks=True)
