@@ -202,7 +202,9 @@ def test_legend_names_the_graph_letters(name):
         assert letters(int(number)) == letter and letter in defined
     used = {
         int(n)
-        for n in re.findall(r"\b(?:v|x|acc|part)(\d+)\b", lowered.source.split("def kernel", 1)[1])
+        for n in re.findall(
+            r"\b(?:v|x|acc|part)(\d+)(?:_\d+)?\b", lowered.source.split("def kernel", 1)[1]
+        )
     }
     assert used == {int(n) for n, _ in legend}
 

@@ -131,15 +131,26 @@ def _compiled_both_ways(monkeypatch, fn, args):
 
 
 @pytest.mark.parametrize(
-    "dtype, channels", [(np.float32, 8), (np.float32, 16), (np.float64, 4), (np.float32, 4)]
+    "dtype, channels, label",
+    [
+        (np.float32, 8, "vectors of 8"),
+        (np.float32, 16, "vectors of 16"),
+        (np.float32, 4, "vectors of 4"),
+        (np.float64, 4, "vectors of 4"),
+        (np.float32, 32, "2 vectors of 16"),
+        (np.float32, 64, "4 vectors of 16"),
+        (np.float64, 16, "2 vectors of 8"),
+    ],
 )
-def test_relu_and_bias_gradients_in_vectors_are_the_scalar_loops_bits(monkeypatch, dtype, channels):
+def test_relu_and_bias_gradients_in_vectors_are_the_scalar_loops_bits(
+    monkeypatch, dtype, channels, label
+):
     shape = (3, 5, 4, channels)
     x, g = _special_array(shape, dtype, 0), _special_array(shape, dtype, 1)
     (vector_source, got), (scalar_source, want) = _compiled_both_ways(
         monkeypatch, relu_and_bias_grads, (x, g)
     )
-    assert f"(in vectors of {channels})" in vector_source and "vload(" in vector_source
+    assert f"(in {label})" in vector_source and "vload(" in vector_source
     assert "vload(" not in scalar_source
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -150,13 +161,12 @@ def test_relu_and_bias_gradients_in_vectors_are_the_scalar_loops_bits(monkeypatc
     )
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_mixed_ops_in_vectors_are_the_scalar_loops_bits(monkeypatch, dtype):
-    lanes = 16 if dtype == np.float32 else 8
-    x, y = _special_array((6, 7, lanes), dtype, 2), _special_array((6, 7, lanes), dtype, 3)
+@pytest.mark.parametrize("dtype, row", [(np.float32, 16), (np.float64, 8), (np.float32, 48)])
+def test_mixed_ops_in_vectors_are_the_scalar_loops_bits(monkeypatch, dtype, row):
+    x, y = _special_array((6, 7, row), dtype, 2), _special_array((6, 7, row), dtype, 3)
     s = np.asarray(1.5, dtype)
     (vector_source, got), (_, want) = _compiled_both_ways(monkeypatch, mixed_ops, (x, y, s))
-    assert f"(in vectors of {lanes})" in vector_source
+    assert "vectors of" in vector_source and "vload(" in vector_source
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     eager = mixed_ops(x, y, s)
@@ -176,11 +186,11 @@ def _per_row(x):
 @pytest.mark.parametrize(
     "fn, shape, dtype",
     [
-        (relu_and_bias_grads, (2, 3, 12), np.float32),  # 12 lanes fill no vector
-        (relu_and_bias_grads, (2, 3, 32), np.float32),  # nor do 32: LLVM's own loop
+        (relu_and_bias_grads, (2, 3, 2, 12), np.float32),  # 12 lanes fill no vector
+        (relu_and_bias_grads, (2, 1, 2, 128), np.float32),  # 8 vectors a row: too many
         (_scalar_only, (2, 3, 8), np.float32),
         (_per_row, (2, 3, 8), np.float32),
-        (relu_and_bias_grads, (2, 3, 8), np.int32),
+        (relu_and_bias_grads, (2, 3, 2, 8), np.int32),
     ],
 )
 def test_loops_that_do_not_qualify_stay_scalar(fn, shape, dtype):

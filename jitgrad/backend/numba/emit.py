@@ -528,7 +528,9 @@ class Emitter:
         self.parallel |= parallel
         lanes = 0 if parallel else self.vector_lanes(group)
         if lanes:
-            self.loop_header(group, f" (in vectors of {lanes})")
+            vectors = group.space[-1] // lanes
+            rows = f"{vectors} vectors" if vectors > 1 else "vectors"
+            self.loop_header(group, f" (in {rows} of {lanes})")
             VectorLoop(self, group, lanes).emit()
             return
         self.loop_header(group, " (parallel)" if parallel else "")
@@ -1598,7 +1600,7 @@ def describe(op_names: list[str]) -> str:
 
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
 _IDENTIFIER = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
-_VALUE = re.compile(r"^(v|x|acc|part|flat|splat)\d+$")
+_VALUE = re.compile(r"^(v|x|acc|part|flat|splat)\d+(_\d+)?$")
 
 
 class _Piece:

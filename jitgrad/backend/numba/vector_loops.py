@@ -1,23 +1,25 @@
-"""Fused loops whose innermost dimension is one SIMD vector (8 or 16 float32 channels, 4 or 8
-float64), written in simd.py's Vecs.
+"""Fused loops whose innermost dimension is one SIMD vector (4, 8 or 16 float32 channels; 2, 4
+or 8 float64) or a few whole 64-byte ones (32, 48 or 64 float32 channels), written in simd.py's
+Vecs.
 
 Why: a CNN's relu gradient and bias gradient fuse into one loop over (batch, h, w, channels),
 `x = g if a > 0 else 0; out[...] = x; db[c] += x`. With 8 channels LLVM's loop vectoriser gives
 up on the innermost loop (8 iterations, and `db[c]` may alias `out`), and the SLP vectoriser
 does not rewrite the reduction chains either: each element is a scalar compare, select, store
 and a read-add-write of `db[c]` through memory (W10's (32, 12, 12, 8) group: 37 us; in 8-lane
-vectors 5.4 us). Here each outer iteration is one vector load per input, the ops lane by lane,
-one vector store per output, and a sum over the outer dimensions is a vector accumulator in a
-register, added to its output once after the loops.
+vectors 5.4 us; with 32 to 128 channels LLVM vectorises the row but keeps the sums in memory:
+(8, 12, 12, 32) 21 us, in vectors 9 us). Here each outer iteration is one vector load per input
+and row vector, the ops lane by lane, one vector store per output, and a sum over the outer
+dimensions is a vector accumulator in a register, added to its output once after the loops.
 
 Bit for bit the scalar loop: every lane runs the same IEEE operations (simd.py's lane-wise
 intrinsics, no fast-math), and each lane's sum adds the same terms in the same order.
 
-A group qualifies when its innermost extent fills one vector (16, 32 or 64 bytes), its sizes
-are known (not a shape-polymorphic kernel), it runs serially, every value is of one float
-dtype (or a comparison's booleans, used in the loop), every op has a vector form below, every
-array it reads is C-contiguous, and its reductions are sums over every dimension but the
-innermost one. Others keep the scalar loop (Emitter.loop).
+A group qualifies when its innermost extent fills one vector (16, 32 or 64 bytes) or up to
+MAX_ROW_VECTORS of 64 bytes, its sizes are known (not a shape-polymorphic kernel), it runs
+serially, every value is of one float dtype (or a comparison's booleans, used in the loop),
+every op has a vector form below, every array it reads is C-contiguous, and its reductions are
+sums over every dimension but the innermost one. Others keep the scalar loop (Emitter.loop).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from jitgrad.ir.schedule import LoopGroup
 
 # Bytes of one vector the innermost dimension may fill: SSE, AVX2 and AVX-512 registers.
 VECTOR_BYTES = (16, 32, 64)
+# Rows of more than one vector: at most this many 64-byte vectors, each with its own lines and
+# accumulators in the loop body (a row of 128 float32 channels would need 8 of each: it keeps
+# the scalar loop, 1.2x slower than vectors there).
+MAX_ROW_VECTORS = 4
 # Op name -> its expression on Vecs ({0}, {1}, {2}: the operands), as each op's scalar template.
 VECTOR_TEMPLATES = {
     "add": "vadd({0}, {1})",
@@ -69,15 +75,22 @@ _CALLED = re.compile(r"\b([a-z_]+)\(")
 
 
 def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool) -> int:
-    """The lanes of the vector that `group`'s innermost dimension fills, or 0 when the group
-    keeps its scalar loop (see the module docstring). The caller checks that it runs
+    """The lanes of the vectors that `group`'s innermost dimension is made of, or 0 when the
+    group keeps its scalar loop (see the module docstring). The caller checks that it runs
     serially."""
     space = group.space
     if generic or len(space) < 2 or not all(isinstance(n, int) for n in space):
         return 0
     made = {e.out for e in group.eqns}
     dtype = _float_dtype(group)
-    if dtype is None or space[-1] * dtype.itemsize not in VECTOR_BYTES:
+    if dtype is None:
+        return 0
+    row_bytes = space[-1] * dtype.itemsize
+    if row_bytes in VECTOR_BYTES:
+        lanes = space[-1]
+    elif row_bytes % 64 == 0 and row_bytes // 64 <= MAX_ROW_VECTORS:
+        lanes = 64 // dtype.itemsize
+    else:
         return 0
     outer = tuple(range(len(space) - 1))
     for e in group.eqns:
@@ -102,7 +115,7 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
                 return 0
     if any(v.aval.dtype != dtype for v in group.outputs if v.aval.ndim):
         return 0
-    return space[-1]
+    return lanes
 
 
 def _float_dtype(group: LoopGroup) -> np.dtype | None:
@@ -125,11 +138,14 @@ def _is_scalar(v: Var, consts: dict) -> bool:
 
 
 class VectorLoop:
-    """The lines of one qualifying group's loops (vector_lanes), for the Emitter `em`."""
+    """The lines of one qualifying group's loops (vector_lanes), for the Emitter `em`. A row
+    of several vectors has the body's lines once per vector (`x12_0`, `x12_1`, ...: the
+    vectors of element x12's row), its sums an accumulator per vector."""
 
     def __init__(self, em, group: LoopGroup, lanes: int):
         self.em, self.group, self.lanes = em, group, lanes
         self.space = group.space
+        self.row_vectors = group.space[-1] // lanes
         self.flats: dict[Var, str] = {}  # array -> its 1-D view
         self.splats: dict[str, str] = {}  # scalar expression -> its Vec, made before the loops
         self.offsets: dict[str, str] = {}  # offset expression -> its name in the loop
@@ -137,14 +153,20 @@ class VectorLoop:
 
     def emit(self) -> None:
         em, space = self.em, self.space
-        body = self._body()
+        body = [line for vector in range(self.row_vectors) for line in self._body(vector)]
         lines: list[tuple[str, int]] = []
         for v, flat in self.flats.items():
             lines.append((f"{flat} = {em.view(em.name_of(v), (int(np.prod(v.aval.shape)),))}", 1))
         lines += [(f"{name} = {self._splat(expr)}", 1) for expr, name in self.splats.items()]
-        sums = [em.name_of(e.out) for e in self.group.eqns if e.op.reduction is not None]
-        for out in sums:
-            lines.append((f"acc{out[1:]} = vzeros({self.like}, {self.lanes})", 1))
+        sums = [
+            (em.name_of(e.out), vector)
+            for e in self.group.eqns
+            if e.op.reduction is not None
+            for vector in range(self.row_vectors)
+        ]
+        for out, vector in sums:
+            acc = f"acc{out[1:]}{self._suffix(vector)}"
+            lines.append((f"{acc} = vzeros({self.like}, {self.lanes})", 1))
         depth = 1
         for d, n in enumerate(space[:-1]):
             if n != 1:  # a size-1 dimension gets no loop, as in Emitter.loop
@@ -152,7 +174,9 @@ class VectorLoop:
                 depth += 1
         lines += [(f"{name} = {expr}", depth) for expr, name in self.offsets.items()]
         lines += [(line, depth) for line in body]
-        lines += [(f"vaddto({out}, 0, acc{out[1:]})", 1) for out in sums]
+        for out, vector in sums:
+            acc = f"acc{out[1:]}{self._suffix(vector)}"
+            lines.append((f"vaddto({out}, {vector * self.lanes}, {acc})", 1))
         for line, depth in lines:
             em.emit(line, depth)
             em.simd.update(name for name in _CALLED.findall(line) if name in SIMD_FUNCTIONS)
@@ -163,6 +187,10 @@ class VectorLoop:
                 if not _is_scalar(v, self.em.graph.consts):
                     return self.em.name_of(v)
         raise AssertionError("a vector loop over no array")
+
+    def _suffix(self, vector: int) -> str:
+        """The suffix of a row's `vector`-th vector's names: none in a row of one vector."""
+        return f"_{vector}" if self.row_vectors > 1 else ""
 
     def _splat(self, expr: str) -> str:
         """A Vec with the number `expr` in every lane."""
@@ -192,12 +220,21 @@ class VectorLoop:
             self.offsets[expr] = "at" if not self.offsets else f"at{len(self.offsets)}"
         return self.offsets[expr]
 
-    def _body(self) -> list[str]:
+    def _body(self, vector: int) -> list[str]:
+        """The loop body's lines for the row's `vector`-th vector."""
         em, lanes = self.em, self.lanes
         consts = em.graph.consts
         outputs = set(self.group.outputs)
+        suffix, shift = self._suffix(vector), vector * lanes
         vectors: dict[Var, str] = {}
         lines: list[str] = []
+
+        def at(shape: tuple) -> str:
+            """Where the vector starts in a flat array of `shape`."""
+            row = self._offset(shape)
+            if not shift:
+                return row
+            return str(shift) if row == "0" else f"{row} + {shift}"
 
         def load(v: Var) -> str:
             if v not in vectors:
@@ -205,34 +242,36 @@ class VectorLoop:
                     expr = em.value(v) if v.aval.ndim == 0 else em.element(v)
                     vectors[v] = self.splats.setdefault(expr, f"splat{len(self.splats)}")
                 else:
-                    name = f"x{em.name_of(v)[1:]}"
-                    at = self._offset(v.aval.shape)
-                    lines.append(f"{name} = vload({self._flat(v)}, {at}, {lanes})")
+                    name = f"x{em.name_of(v)[1:]}{suffix}"
+                    lines.append(f"{name} = vload({self._flat(v)}, {at(v.aval.shape)}, {lanes})")
                     vectors[v] = name
             return vectors[v]
 
         for e in self.group.eqns:
-            number = em.name_of(e.out)[1:]
+            name = f"x{em.name_of(e.out)[1:]}{suffix}"
             if e.op.name == "broadcast_to":
                 src = e.inputs[0]
                 if _is_scalar(src, consts):
                     vectors[e.out] = load(src)
                 elif src.aval.shape[-1] == 1:  # the same number in every lane
-                    at = self._offset(src.aval.shape)
-                    lines.append(f"x{number} = {self._splat(f'load({self._flat(src)}, {at})')}")
-                    vectors[e.out] = f"x{number}"
+                    row = self._offset(src.aval.shape)
+                    lines.append(f"{name} = {self._splat(f'load({self._flat(src)}, {row})')}")
+                    vectors[e.out] = name
                 else:
-                    at = self._offset(src.aval.shape)
-                    lines.append(f"x{number} = vload({self._flat(src)}, {at}, {lanes})")
-                    vectors[e.out] = f"x{number}"
+                    lines.append(
+                        f"{name} = vload({self._flat(src)}, {at(src.aval.shape)}, {lanes})"
+                    )
+                    vectors[e.out] = name
             elif e.op.reduction is not None:
-                lines.append(f"acc{number} = vadd(acc{number}, {load(e.inputs[0])})")
+                acc = f"acc{em.name_of(e.out)[1:]}{suffix}"
+                lines.append(f"{acc} = vadd({acc}, {load(e.inputs[0])})")
                 continue
             else:
                 expr = VECTOR_TEMPLATES[e.op.name].format(*[load(x) for x in e.inputs])
-                lines.append(f"x{number} = {expr}")
-                vectors[e.out] = f"x{number}"
+                lines.append(f"{name} = {expr}")
+                vectors[e.out] = name
             if e.out in outputs:
-                at = self._offset(e.out.aval.shape)
-                lines.append(f"vstore({self._flat(e.out)}, {at}, {vectors[e.out]})")
+                lines.append(
+                    f"vstore({self._flat(e.out)}, {at(e.out.aval.shape)}, {vectors[e.out]})"
+                )
         return lines
