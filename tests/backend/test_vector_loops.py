@@ -140,6 +140,8 @@ def _compiled_both_ways(monkeypatch, fn, args):
         (np.float32, 32, "2 vectors of 16"),
         (np.float32, 64, "4 vectors of 16"),
         (np.float64, 16, "2 vectors of 8"),
+        (np.float32, 160, "10 vectors of 16"),  # a loop over the row's vectors
+        (np.float64, 48, "6 vectors of 8"),
     ],
 )
 def test_relu_and_bias_gradients_in_vectors_are_the_scalar_loops_bits(
@@ -183,11 +185,16 @@ def _per_row(x):
     return jg.reduce_sum(x * x, axis=(1, 2))
 
 
+def _long_rows(x):
+    """Rows of more than MAX_ROW_VECTORS vectors and no sum: LLVM vectorises them itself."""
+    return x * 2.0 + jg.abs(x)
+
+
 @pytest.mark.parametrize(
     "fn, shape, dtype",
     [
         (relu_and_bias_grads, (2, 3, 2, 12), np.float32),  # 12 lanes fill no vector
-        (relu_and_bias_grads, (2, 1, 2, 128), np.float32),  # 8 vectors a row: too many
+        (_long_rows, (2, 3, 160), np.float32),
         (_scalar_only, (2, 3, 8), np.float32),
         (_per_row, (2, 3, 8), np.float32),
         (relu_and_bias_grads, (2, 3, 2, 8), np.int32),
@@ -217,3 +224,41 @@ def test_a_strided_view_keeps_the_scalar_loop():
     got, want = jitted(x, g), fn(x, g)
     np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5)
+
+
+def dense_relu_loss(p, x, labels):
+    """W3's MLP: the relu's forward loop stores its mask, the gradient's loop reads it."""
+    h = jg.relu(x @ p["w"] + p["b"])
+    z = h @ p["v"]
+    return jg.reduce_mean(jg.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=z))
+
+
+@pytest.mark.parametrize("hidden", [32, 160])
+def test_a_stored_relu_mask_is_read_as_vectors(monkeypatch, hidden):
+    """A dense layer's gradient reads the relu's mask (a boolean array the forward pass
+    stored) as vectors of booleans: the same bits as the scalar loop, and eager's values."""
+    rng = np.random.default_rng(6)
+    p = {
+        "w": rng.standard_normal((5, hidden)).astype(np.float32),
+        "b": rng.standard_normal(hidden).astype(np.float32),
+        "v": rng.standard_normal((hidden, 3)).astype(np.float32),
+    }
+    x = rng.standard_normal((12, 5)).astype(np.float32)
+    t = rng.integers(0, 3, 12).astype(np.int32)
+    results = []
+    for vectors in (True, False):
+        monkeypatch.setattr(kernels, "_first_specialised", collections.OrderedDict())
+        if not vectors:
+            monkeypatch.setattr(emit, "vector_lanes", lambda *a: 0)
+        jitted = jg.jit_grad(dense_relu_loss)
+        results.append((jitted.lower(p, x, t).source, jitted(p, x, t)))
+    (source, got), (_, want) = results
+    assert "vload_mask(" in source
+    if hidden == 32:  # the forward loop too: rows of two vectors
+        assert "vstore_mask(" in source
+    got_leaves, want_leaves = pytree.flatten(got)[0], pytree.flatten(want)[0]
+    for a, b in zip(got_leaves, want_leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    eager = pytree.flatten(jg.value_and_grad(dense_relu_loss)(p, x, t))[0]
+    for a, b in zip(got_leaves, eager, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)

@@ -430,3 +430,40 @@ vnot_equal = _lanewise(
 vand = _lanewise("vand", 2, lambda b, x, y: b.and_(x, y), on_masks=True)
 vor = _lanewise("vor", 2, lambda b, x, y: b.or_(x, y), on_masks=True)
 vnot = _lanewise("vnot", 1, lambda b, x: b.not_(x), on_masks=True)
+
+
+def _booleans(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.boolean
+
+
+@intrinsic(prefer_literal=True)
+def vload_mask(typingctx, array, index, lanes):
+    """array[index:index + lanes] of a 1-D contiguous boolean array (a byte each), as a Vec of
+    booleans (for vselect)."""
+    count = _lanes(lanes)
+    if count is None or not _booleans(array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        bytes_type = ir.VectorType(ir.IntType(8), count)
+        loaded = builder.load(builder.bitcast(pointer, bytes_type.as_pointer()), align=1)
+        return builder.icmp_unsigned("!=", loaded, ir.Constant(bytes_type, None))
+
+    return Vec(types.boolean, count)(array, index, lanes), codegen
+
+
+@intrinsic
+def vstore_mask(typingctx, array, index, mask):
+    """array[index:index + lanes] = mask, a Vec of booleans, into a boolean array (0 or 1)."""
+    if not (isinstance(mask, Vec) and mask.dtype == types.boolean and _booleans(array)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        bytes_type = ir.VectorType(ir.IntType(8), mask.lanes)
+        pointer = builder.bitcast(pointer, bytes_type.as_pointer())
+        builder.store(builder.zext(args[2], bytes_type), pointer, align=1)
+        return context.get_dummy_value()
+
+    return types.void(array, index, mask), codegen

@@ -1,6 +1,6 @@
 """Fused loops whose innermost dimension is one SIMD vector (4, 8 or 16 float32 channels; 2, 4
-or 8 float64) or a few whole 64-byte ones (32, 48 or 64 float32 channels), written in simd.py's
-Vecs.
+or 8 float64) or whole 64-byte ones (any multiple of 16 float32 channels, of 8 float64), written
+in simd.py's Vecs.
 
 Why: a CNN's relu gradient and bias gradient fuse into one loop over (batch, h, w, channels),
 `x = g if a > 0 else 0; out[...] = x; db[c] += x`. With 8 channels LLVM's loop vectoriser gives
@@ -8,18 +8,22 @@ up on the innermost loop (8 iterations, and `db[c]` may alias `out`), and the SL
 does not rewrite the reduction chains either: each element is a scalar compare, select, store
 and a read-add-write of `db[c]` through memory (W10's (32, 12, 12, 8) group: 37 us; in 8-lane
 vectors 5.4 us; with 32 to 128 channels LLVM vectorises the row but keeps the sums in memory:
-(8, 12, 12, 32) 21 us, in vectors 9 us). Here each outer iteration is one vector load per input
-and row vector, the ops lane by lane, one vector store per output, and a sum over the outer
-dimensions is a vector accumulator in a register, added to its output once after the loops.
+(8, 12, 12, 32) 21 us, in vectors 7 us; a dense layer's (128, 1024) 86 us, 50 us). Each outer
+iteration is one vector load per input and row vector, the ops lane by lane, one vector store
+per output, and a sum over the outer dimensions is a vector accumulator in a register, added to
+its output once after the loops. Rows of more than MAX_ROW_VECTORS vectors are a loop over their
+vectors instead, and add into the sum's row in memory, vector by vector; without a sum, LLVM's
+own vectorised loop is as fast there.
 
 Bit for bit the scalar loop: every lane runs the same IEEE operations (simd.py's lane-wise
 intrinsics, no fast-math), and each lane's sum adds the same terms in the same order.
 
-A group qualifies when its innermost extent fills one vector (16, 32 or 64 bytes) or up to
-MAX_ROW_VECTORS of 64 bytes, its sizes are known (not a shape-polymorphic kernel), it runs
-serially, every value is of one float dtype (or a comparison's booleans, used in the loop),
-every op has a vector form below, every array it reads is C-contiguous, and its reductions are
-sums over every dimension but the innermost one. Others keep the scalar loop (Emitter.loop).
+A group qualifies when its innermost extent fills one vector (16, 32 or 64 bytes) or a whole
+number of 64-byte ones, its sizes are known (not a shape-polymorphic kernel), it runs
+serially, every value is of one float dtype or boolean (masks: a comparison's, or a mask
+array the forward pass stored), every op has a vector form below, every array it reads is
+C-contiguous, and its reductions are sums over every dimension but the innermost one. Others
+keep the scalar loop (Emitter.loop).
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ from jitgrad.ir.schedule import LoopGroup
 
 # Bytes of one vector the innermost dimension may fill: SSE, AVX2 and AVX-512 registers.
 VECTOR_BYTES = (16, 32, 64)
-# Rows of more than one vector: at most this many 64-byte vectors, each with its own lines and
-# accumulators in the loop body (a row of 128 float32 channels would need 8 of each: it keeps
-# the scalar loop, 1.2x slower than vectors there).
+# Rows of up to this many 64-byte vectors have each vector's lines and accumulators in the loop
+# body (registers: 16 float32 accumulators at most for 4 sums); longer rows loop over them.
 MAX_ROW_VECTORS = 4
 # Op name -> its expression on Vecs ({0}, {1}, {2}: the operands), as each op's scalar template.
 VECTOR_TEMPLATES = {
@@ -68,10 +71,11 @@ MASK_OPS = frozenset(
 )
 # The simd.py functions generated loops call, found in their lines for the module's imports.
 SIMD_FUNCTIONS = frozenset(
-    ["vload", "vstore", "vsplat", "vzeros", "vadd", "vaddto", "load"]
+    ["vload", "vstore", "vload_mask", "vstore_mask", "vsplat", "vzeros", "vadd", "vaddto", "load"]
     + re.findall(r"\b(v[a-z_]+)\(", " ".join(VECTOR_TEMPLATES.values()))
 )
 _CALLED = re.compile(r"\b([a-z_]+)\(")
+BOOLEAN = np.dtype(np.bool_)
 
 
 def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool) -> int:
@@ -88,10 +92,13 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
     row_bytes = space[-1] * dtype.itemsize
     if row_bytes in VECTOR_BYTES:
         lanes = space[-1]
-    elif row_bytes % 64 == 0 and row_bytes // 64 <= MAX_ROW_VECTORS:
+    elif row_bytes % 64 == 0:
         lanes = 64 // dtype.itemsize
     else:
         return 0
+    sums = any(e.op.reduction is not None for e in group.eqns)
+    if row_bytes > 64 * MAX_ROW_VECTORS and not sums:
+        return 0  # LLVM vectorises a long row itself (and unrolls it: (64, 1024) 12.5 us, 13.3)
     outer = tuple(range(len(space) - 1))
     for e in group.eqns:
         if e.op.reduction is not None:
@@ -104,16 +111,17 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
                 return 0
         elif e.op.name not in VECTOR_TEMPLATES:
             return 0
-        elif e.out.aval.dtype != (np.dtype(np.bool_) if e.op.name in MASK_OPS else dtype):
+        elif e.out.aval.dtype != (BOOLEAN if e.op.name in MASK_OPS else dtype):
             return 0
         for x in e.inputs:
             if x in made:
                 continue
-            if x.aval.dtype != dtype:  # an outside mask or integer: the scalar loop
+            if _is_scalar(x, consts):
+                if x.aval.dtype != dtype:  # a boolean or integer number: the scalar loop
+                    return 0
+            elif x.aval.dtype not in (dtype, BOOLEAN) or x not in contiguous:
                 return 0
-            if not _is_scalar(x, consts) and x not in contiguous:
-                return 0
-    if any(v.aval.dtype != dtype for v in group.outputs if v.aval.ndim):
+    if any(v.aval.dtype not in (dtype, BOOLEAN) for v in group.outputs if v.aval.ndim):
         return 0
     return lanes
 
@@ -121,10 +129,7 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
 def _float_dtype(group: LoopGroup) -> np.dtype | None:
     """The one float dtype of the group's non-boolean values, if there is one."""
     found = {
-        v.aval.dtype
-        for e in group.eqns
-        for v in (*e.inputs, e.out)
-        if v.aval.dtype != np.dtype(np.bool_)
+        v.aval.dtype for e in group.eqns for v in (*e.inputs, e.out) if v.aval.dtype != BOOLEAN
     }
     if len(found) != 1:
         return None
@@ -146,6 +151,9 @@ class VectorLoop:
         self.em, self.group, self.lanes = em, group, lanes
         self.space = group.space
         self.row_vectors = group.space[-1] // lanes
+        # a long row: a loop over its vectors, sums added into their output row in memory
+        self.looped = self.row_vectors > MAX_ROW_VECTORS
+        self.last = len(group.space) - 1
         self.flats: dict[Var, str] = {}  # array -> its 1-D view
         self.splats: dict[str, str] = {}  # scalar expression -> its Vec, made before the loops
         self.offsets: dict[str, str] = {}  # offset expression -> its name in the loop
@@ -153,7 +161,8 @@ class VectorLoop:
 
     def emit(self) -> None:
         em, space = self.em, self.space
-        body = [line for vector in range(self.row_vectors) for line in self._body(vector)]
+        vectors = 1 if self.looped else self.row_vectors
+        body = [line for vector in range(vectors) for line in self._body(vector)]
         lines: list[tuple[str, int]] = []
         for v, flat in self.flats.items():
             lines.append((f"{flat} = {em.view(em.name_of(v), (int(np.prod(v.aval.shape)),))}", 1))
@@ -163,6 +172,7 @@ class VectorLoop:
             for e in self.group.eqns
             if e.op.reduction is not None
             for vector in range(self.row_vectors)
+            if not self.looped
         ]
         for out, vector in sums:
             acc = f"acc{out[1:]}{self._suffix(vector)}"
@@ -172,6 +182,9 @@ class VectorLoop:
             if n != 1:  # a size-1 dimension gets no loop, as in Emitter.loop
                 lines.append((f"for i{d} in range({n}):", depth))
                 depth += 1
+        if self.looped:  # i{last}: the first element of the row's vector
+            lines.append((f"for i{self.last} in range(0, {space[-1]}, {self.lanes}):", depth))
+            depth += 1
         lines += [(f"{name} = {expr}", depth) for expr, name in self.offsets.items()]
         lines += [(line, depth) for line in body]
         for out, vector in sums:
@@ -183,38 +196,43 @@ class VectorLoop:
 
     def _some_array(self) -> str:
         for v in (*self.group.inputs, *self.group.outputs):
-            if v.aval.ndim and v.aval.dtype != np.dtype(np.bool_):
+            if v.aval.ndim and v.aval.dtype != BOOLEAN:
                 if not _is_scalar(v, self.em.graph.consts):
                     return self.em.name_of(v)
         raise AssertionError("a vector loop over no array")
 
     def _suffix(self, vector: int) -> str:
         """The suffix of a row's `vector`-th vector's names: none in a row of one vector."""
-        return f"_{vector}" if self.row_vectors > 1 else ""
+        return f"_{vector}" if self.row_vectors > 1 and not self.looped else ""
 
     def _splat(self, expr: str) -> str:
         """A Vec with the number `expr` in every lane."""
         return f"vsplat({self.like}, {expr}, {self.lanes})"
 
     def _flat(self, v: Var) -> str:
+        """`v` as a 1-D array: itself, or a view made before the loops."""
+        if v.aval.ndim == 1:
+            return self.em.name_of(v)
         if v not in self.flats:
             self.flats[v] = f"flat{self.em.name_of(v)[1:]}"
         return self.flats[v]
 
     def _offset(self, shape: tuple) -> str:
-        """The name of the flat offset, in the innermost row, of the element (i0, i1, ...) of
-        an array of `shape`, aligned with the loop's trailing dimensions (a broadcast source's
-        size-1 dimensions stay at 0)."""
+        """The flat offset (a name for a sum) of the element (i0, i1, ...) of an array of
+        `shape`, aligned with the loop's trailing dimensions (a broadcast source's size-1
+        dimensions stay at 0): of its row's first element, or in a long row's loop of the
+        vector's (i{last})."""
         lead = len(self.space) - len(shape)
         terms = []
         stride = 1
         for k in range(len(shape) - 1, -1, -1):
             d = lead + k
-            if k < len(shape) - 1 and shape[k] != 1 and self.space[d] != 1:
+            in_row = k == len(shape) - 1
+            if (self.looped or not in_row) and shape[k] != 1 and self.space[d] != 1:
                 terms.append(f"i{d} * {stride}" if stride != 1 else f"i{d}")
             stride *= shape[k]
-        if not terms:
-            return "0"
+        if len(terms) < 2:
+            return terms[0] if terms else "0"
         expr = " + ".join(reversed(terms))
         if expr not in self.offsets:
             self.offsets[expr] = "at" if not self.offsets else f"at{len(self.offsets)}"
@@ -243,7 +261,9 @@ class VectorLoop:
                     vectors[v] = self.splats.setdefault(expr, f"splat{len(self.splats)}")
                 else:
                     name = f"x{em.name_of(v)[1:]}{suffix}"
-                    lines.append(f"{name} = vload({self._flat(v)}, {at(v.aval.shape)}, {lanes})")
+                    loader = "vload_mask" if v.aval.dtype == BOOLEAN else "vload"
+                    flat, start = self._flat(v), at(v.aval.shape)
+                    lines.append(f"{name} = {loader}({flat}, {start}, {lanes})")
                     vectors[v] = name
             return vectors[v]
 
@@ -263,6 +283,10 @@ class VectorLoop:
                     )
                     vectors[e.out] = name
             elif e.op.reduction is not None:
+                if self.looped:
+                    row = f"i{self.last}"
+                    lines.append(f"vaddto({em.name_of(e.out)}, {row}, {load(e.inputs[0])})")
+                    continue
                 acc = f"acc{em.name_of(e.out)[1:]}{suffix}"
                 lines.append(f"{acc} = vadd({acc}, {load(e.inputs[0])})")
                 continue
@@ -271,7 +295,8 @@ class VectorLoop:
                 lines.append(f"{name} = {expr}")
                 vectors[e.out] = name
             if e.out in outputs:
+                store = "vstore_mask" if e.out.aval.dtype == BOOLEAN else "vstore"
                 lines.append(
-                    f"vstore({self._flat(e.out)}, {at(e.out.aval.shape)}, {vectors[e.out]})"
+                    f"{store}({self._flat(e.out)}, {at(e.out.aval.shape)}, {vectors[e.out]})"
                 )
         return lines
