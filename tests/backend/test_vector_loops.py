@@ -118,14 +118,15 @@ def _special_array(shape, dtype, seed):
     return values
 
 
-def _compiled_both_ways(monkeypatch, fn, args):
-    """(source, outputs) of a fresh jit of `fn` with vector loops, then without."""
+def _compiled_both_ways(monkeypatch, fn, args, transform=jg.jit):
+    """(source, outputs) of a fresh `transform` (jit, jit_grad) of `fn` with vector loops,
+    then without."""
     results = []
     for vectors in (True, False):
         monkeypatch.setattr(kernels, "_first_specialised", collections.OrderedDict())
         if not vectors:
             monkeypatch.setattr(emit, "vector_lanes", lambda *a: 0)
-        jitted = jg.jit(fn)
+        jitted = transform(fn)
         results.append((jitted.lower(*args).source, jitted(*args)))
     return results
 
@@ -245,14 +246,9 @@ def test_a_stored_relu_mask_is_read_as_vectors(monkeypatch, hidden):
     }
     x = rng.standard_normal((12, 5)).astype(np.float32)
     t = rng.integers(0, 3, 12).astype(np.int32)
-    results = []
-    for vectors in (True, False):
-        monkeypatch.setattr(kernels, "_first_specialised", collections.OrderedDict())
-        if not vectors:
-            monkeypatch.setattr(emit, "vector_lanes", lambda *a: 0)
-        jitted = jg.jit_grad(dense_relu_loss)
-        results.append((jitted.lower(p, x, t).source, jitted(p, x, t)))
-    (source, got), (_, want) = results
+    (source, got), (_, want) = _compiled_both_ways(
+        monkeypatch, dense_relu_loss, (p, x, t), transform=jg.jit_grad
+    )
     assert "vload_mask(" in source
     if hidden == 32:  # the forward loop too: rows of two vectors
         assert "vstore_mask(" in source
