@@ -186,6 +186,11 @@ def _per_row(x):
     return jg.reduce_sum(x * x, axis=(1, 2))
 
 
+def _compared_masks(x):
+    """Booleans compared with each other: the vector comparisons take floats."""
+    return jg.where(jg.equal(x > 0.0, x < 2.0), x, -x)
+
+
 def _long_rows(x):
     """Rows of more than MAX_ROW_VECTORS vectors and no sum: LLVM vectorises them itself."""
     return x * 2.0 + jg.abs(x)
@@ -196,6 +201,7 @@ def _long_rows(x):
     [
         (relu_and_bias_grads, (2, 3, 2, 12), np.float32),  # 12 lanes fill no vector
         (_long_rows, (2, 3, 160), np.float32),
+        (_compared_masks, (2, 3, 8), np.float32),
         (_scalar_only, (2, 3, 8), np.float32),
         (_per_row, (2, 3, 8), np.float32),
         (relu_and_bias_grads, (2, 3, 2, 8), np.int32),

@@ -113,6 +113,8 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
             return 0
         elif e.out.aval.dtype != (BOOLEAN if e.op.name in MASK_OPS else dtype):
             return 0
+        elif [x.aval.dtype for x in e.inputs] != _operand_dtypes(e.op.name, len(e.inputs), dtype):
+            return 0  # e.g. booleans compared: the vector forms compare floats
         for x in e.inputs:
             if x in made:
                 continue
@@ -124,6 +126,13 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
     if any(v.aval.dtype not in (dtype, BOOLEAN) for v in group.outputs if v.aval.ndim):
         return 0
     return lanes
+
+
+def _operand_dtypes(name: str, arity: int, dtype: np.dtype) -> list:
+    """The operand dtypes the vector form of op `name` takes in a loop of `dtype`."""
+    if name == "select":
+        return [BOOLEAN, dtype, dtype]
+    return [BOOLEAN if name.startswith("logical") else dtype] * arity
 
 
 def _float_dtype(group: LoopGroup) -> np.dtype | None:
