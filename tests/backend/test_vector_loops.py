@@ -264,3 +264,26 @@ def test_a_stored_relu_mask_is_read_as_vectors(monkeypatch, hidden):
     eager = pytree.flatten(jg.value_and_grad(dense_relu_loss)(p, x, t))[0]
     for a, b in zip(got_leaves, eager, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def scan_of_masked_sums(c0, xs):
+    """A scan whose body's loop qualifies: the body is a function of the kernel's module."""
+
+    def step(c, x):
+        kept = jg.where(c > 0.0, x, jg.zeros_like(x))
+        return c * 0.5 + kept, jg.reduce_sum(kept, axis=0)
+
+    c, ys = jg.lax.scan(step, c0, xs)
+    return jg.reduce_sum(c * c) + jg.reduce_sum(ys * ys)
+
+
+def test_a_loop_body_runs_its_loops_in_vectors():
+    rng = np.random.default_rng(7)
+    c0 = rng.standard_normal((6, 16)).astype(np.float32)
+    xs = rng.standard_normal((5, 6, 16)).astype(np.float32)
+    jitted = jg.jit_grad(scan_of_masked_sums, wrt=(0, 1))
+    assert "vectors of 16" in jitted.lower(c0, xs).source
+    got, want = jitted(c0, xs), jg.value_and_grad(scan_of_masked_sums, argnums=(0, 1))(c0, xs)
+    got_leaves, want_leaves = pytree.flatten(got)[0], pytree.flatten(want)[0]
+    for a, b in zip(got_leaves, want_leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
