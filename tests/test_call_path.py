@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
+from jitgrad.compiler import call_path
 
 
 @jg.jit
@@ -206,12 +207,17 @@ def affine(x):
     return x * 2.0 + 1.0
 
 
-def _caller(path):
+# An output buffer of 4 floats (np.empty's), and one of 2,048 (aligned_empty's: a view of the
+# bytes it was cut from, whose reuse check also counts those bytes' references).
+SIZES = [4, 2048]
+
+
+def _caller(path, size=4):
     """A jitted `affine` called through the fast entry, or through the general path (keyword
     arguments always take it)."""
     f = jg.jit(affine)
     call = f if path == "fast" else (lambda x: f(x=x))
-    call(np.zeros(4, np.float32))  # compiles and installs the fast entry
+    call(np.zeros(size, np.float32))  # compiles and installs the fast entry
     (compiled,) = f._versions.values()
     assert compiled.kernel_source.outputs[0][0] == "param"  # a pooled output buffer
     return f, call
@@ -220,11 +226,12 @@ def _caller(path):
 HOLD = {"tensor": lambda t: t, "numpy": lambda t: t.numpy(), "view": lambda t: t.numpy()[1:]}
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("path", ["fast", "general"])
 @pytest.mark.parametrize("hold", list(HOLD))
-def test_an_output_the_caller_holds_survives_later_calls(path, hold):
-    f, call = _caller(path)
-    a, b = np.arange(4, dtype=np.float32), np.full(4, 10.0, np.float32)
+def test_an_output_the_caller_holds_survives_later_calls(path, hold, size):
+    f, call = _caller(path, size)
+    a, b = np.arange(size, dtype=np.float32), np.full(size, 10.0, np.float32)
     held = HOLD[hold](call(a))  # only this is kept: the Tensor is dropped unless held
     want = np.array(held)
     hits = f.cache_info().hits
@@ -234,12 +241,26 @@ def test_an_output_the_caller_holds_survives_later_calls(path, hold):
     assert f.cache_info().hits == hits + 2
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("path", ["fast", "general"])
-def test_a_dropped_output_buffer_is_reused(path):
-    _, call = _caller(path)
-    a = np.arange(4, dtype=np.float32)
+def test_a_dropped_output_buffer_is_reused(path, size):
+    _, call = _caller(path, size)
+    a = np.arange(size, dtype=np.float32)
     # The pool keeps last call's buffer alive, so the same address means the same buffer.
     assert len({call(a).numpy().ctypes.data for _ in range(5)}) == 1
+
+
+def test_large_buffers_start_on_a_cache_line():
+    """A kernel's 64-byte vectors must not span two cache lines (call_path.aligned_empty)."""
+    _, call = _caller("fast", 2048)
+    out = call(np.arange(2048, dtype=np.float32)).numpy()
+    assert out.ctypes.data % call_path.CACHE_LINE == 0
+    np.testing.assert_array_equal(out, np.arange(2048, dtype=np.float32) * 2.0 + 1.0)
+    for shape, dtype in (((3, 1000), np.float32), ((7,), np.float64), ((2, 0), np.int32)):
+        buffer = call_path.aligned_empty(shape, dtype)
+        assert buffer.shape == shape and buffer.dtype == dtype and buffer.flags.c_contiguous
+        assert buffer.flags.writeable
+        assert buffer.size == 0 or buffer.ctypes.data % call_path.CACHE_LINE == 0
 
 
 @pytest.mark.parametrize("path", ["fast", "general"])
