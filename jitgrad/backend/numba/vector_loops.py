@@ -176,12 +176,12 @@ class VectorLoop:
         for v, flat in self.flats.items():
             lines.append((f"{flat} = {em.view(em.name_of(v), (int(np.prod(v.aval.shape)),))}", 1))
         lines += [(f"{name} = {self._splat(expr)}", 1) for expr, name in self.splats.items()]
+        # (sum, row vector) of each register accumulator; a long row's sums have none
         sums = [
             (em.name_of(e.out), vector)
             for e in self.group.eqns
-            if e.op.reduction is not None
+            if e.op.reduction is not None and not self.looped
             for vector in range(self.row_vectors)
-            if not self.looped
         ]
         for out, vector in sums:
             acc = f"acc{out[1:]}{self._suffix(vector)}"
