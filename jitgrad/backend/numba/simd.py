@@ -16,6 +16,9 @@ loop-carried values stay in registers and each update is one FMA instruction.
     s = load(a, i)                       # a[i], unchecked
     acc = vrelu(vadd(acc, b))            # lane by lane: + and relu
 
+Lane-wise arithmetic, comparisons and masks (vsub ... vnot, vload_mask, vstore_mask, at the end)
+are what the emitter's vector loops call (vector_loops.py).
+
 `lanes` must be a compile-time constant (a literal, or a `numba.literally` argument). The
 loads and stores (`load` too) do NOT check bounds: their callers check the extents once, up
 front, as they do for `runtime.span`. On a machine without 16-lane registers LLVM splits the
