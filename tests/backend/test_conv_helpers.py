@@ -154,6 +154,19 @@ FILTER_CASES = [
     ((1, 4, 9, 2), 4, (2, 3), (1, 2), (0, 0), (1, 1), (1, 1)),
 ]
 
+# one input channel, 5-wide filters and half a vector of output channels: conv2_filters'
+# rows of three pairs (tiles of three filter rows, then of two, a lone last row paired with
+# itself), with strides, padding and dilations along the rows, down to rows of 2 positions.
+FIVE_WIDE_CASES = [
+    # x shape, window, strides, pads, lhs_dilation, rhs_dilation
+    ((3, 9, 9, 1), (5, 5), (1, 1), (0, 0), (1, 1), (1, 1)),
+    ((2, 6, 7, 1), (1, 5), (1, 1), (0, 0), (1, 1), (1, 1)),
+    ((2, 6, 7, 1), (2, 5), (1, 1), (0, 0), (1, 1), (1, 1)),
+    ((2, 8, 6, 1), (4, 5), (2, 1), (1, 0), (1, 1), (1, 1)),
+    ((1, 12, 9, 1), (7, 5), (1, 1), (0, 2), (1, 1), (1, 1)),
+    ((2, 9, 8, 1), (3, 5), (1, 1), (1, 1), (2, 1), (2, 1)),
+]
+
 
 def case_arrays(case, dtype):
     """(x, g, out spatial shape, prepared scratch full of NaN, the pairs as int64 tuples)."""
@@ -201,16 +214,27 @@ def test_conv2_tiles_equals_the_definition(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv2_filters_pairs_keep_an_infinity_out_of_the_neighbouring_tap(dtype):
+@pytest.mark.parametrize("case", FIVE_WIDE_CASES, ids=str)
+def test_conv2_filters_five_wide_rows_of_pairs_equal_the_definition(case, dtype):
+    c_out = 32 // np.dtype(dtype).itemsize
+    x, g, _, prepared, pairs = case_arrays((case[0], c_out, *case[1:]), dtype)
+    out = np.full((*case[1], 1, c_out), np.nan, dtype)
+    filters(x, g, out, prepared, *pairs)
+    assert_close_in(dtype, out, filter_gradient_by_definition(x, g, case[1], *case[2:]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", [(2, 3), (3, 5)], ids=str)  # pairs; rows of three pairs
+def test_conv2_filters_pairs_keep_an_infinity_out_of_the_neighbouring_tap(window, dtype):
     """x's first and last columns meet only one tap's cotangents; paired with the next tap
     in one vector, the other lane must not take inf * 0 = NaN."""
     c_out = 32 // np.dtype(dtype).itemsize
-    case = ((1, 4, 6, 1), c_out, (2, 3), (1, 1), (0, 0), (1, 1), (1, 1))
+    case = ((1, 5, 7, 1), c_out, window, (1, 1), (0, 0), (1, 1), (1, 1))
     x, g, _, prepared, pairs = case_arrays(case, dtype)
-    x[0, 1, 0, 0], x[0, 2, 5, 0] = np.inf, -np.inf
-    out = np.full((2, 3, 1, c_out), np.nan, dtype)
+    x[0, 1, 0, 0], x[0, 2, 6, 0] = np.inf, -np.inf
+    out = np.full((*window, 1, c_out), np.nan, dtype)
     filters(x, g, out, prepared, *pairs)
-    expected = filter_gradient_by_definition(x, g, (2, 3), *case[3:])
+    expected = filter_gradient_by_definition(x, g, window, *case[3:])
     np.testing.assert_array_equal(np.isfinite(out), np.isfinite(expected))
     finite = np.isfinite(expected)
     assert_close_in(dtype, out[finite], expected[finite])
