@@ -376,6 +376,24 @@ def test_conv2_scatter_equals_the_definition(case, dtype):
     assert_close_in(dtype, out, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pads", [(1, 4), (0, 4), (3, 4)], ids=str)
+def test_conv2_scatter_stacks_lone_taps_only_where_both_filter_rows_reach(pads, dtype):
+    """A 5-wide window's lone tap column goes two filter rows at a time (half-vector
+    outputs); with less than full padding along the rows, some input rows reach an output row
+    through one filter row of a pair and not the other."""
+    c_out = 32 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 8, 3)).astype(dtype)
+    w = rng.standard_normal((5, 5, 3, c_out)).astype(dtype)
+    out_spatial = (7 + 2 * pads[0] - 4, 8 + 2 * pads[1] - 4)
+    out = np.full((2, *out_spatial, c_out), np.nan, dtype)
+    ones = (np.int64(1), np.int64(1))
+    _scatter(x, w, out, ones, tuple(np.int64(p) for p in pads), ones, ones)
+    expected = conv_by_definition(x, w, out_spatial, (1, 1), pads, (1, 1), (1, 1))
+    assert_close_in(dtype, out, expected)
+
+
 def test_conv2_scatter_checks_its_shapes():
     pairs = [(np.int64(a), np.int64(a)) for a in (1, 2, 1, 1)]
     with pytest.raises(ValueError, match="shapes do not agree"):

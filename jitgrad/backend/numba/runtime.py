@@ -1795,14 +1795,18 @@ def conv2_scatter(x, w, out, strides, pads, lhs_dilation, rhs_dilation):
     # takes another as an argument); outputs of half a vector pair their taps.
     roles = _tap_roles(columns, steps, c_out * out.itemsize == 32)
     if out.itemsize == 4:  # 64-byte vectors, then 32-byte ones, then one lane
-        packed = _paired_taps(w, 16) if c_out == 8 else filters
-        first = _scatter_tiles(images, filters, packed, flat, tables, geometry, 0, 16, 32, roles)
-        first = _scatter_tiles(images, filters, packed, flat, tables, geometry, first, 8, 16, roles)
+        packs = (
+            (_paired_taps(w, 16), _stacked_rows(w, roles, 16)) if c_out == 8 else (filters, filters)
+        )
+        first = _scatter_tiles(images, filters, packs, flat, tables, geometry, 0, 16, 32, roles)
+        first = _scatter_tiles(images, filters, packs, flat, tables, geometry, first, 8, 16, roles)
     else:
-        packed = _paired_taps(w, 8) if c_out == 4 else filters
-        first = _scatter_tiles(images, filters, packed, flat, tables, geometry, 0, 8, 16, roles)
-        first = _scatter_tiles(images, filters, packed, flat, tables, geometry, first, 4, 8, roles)
-    _scatter_tiles(images, filters, packed, flat, tables, geometry, first, 1, 2, roles)
+        packs = (
+            (_paired_taps(w, 8), _stacked_rows(w, roles, 8)) if c_out == 4 else (filters, filters)
+        )
+        first = _scatter_tiles(images, filters, packs, flat, tables, geometry, 0, 8, 16, roles)
+        first = _scatter_tiles(images, filters, packs, flat, tables, geometry, first, 4, 8, roles)
+    _scatter_tiles(images, filters, packs, flat, tables, geometry, first, 1, 2, roles)
 
 
 @numba.njit(nogil=True)
@@ -1841,6 +1845,27 @@ def _paired_taps(w, lanes):
 
 
 @numba.njit(nogil=True)
+def _stacked_rows(w, roles, lanes):
+    """The filters (kh, kw, C_in, C_out = lanes / 2) laid out for conv2_scatter's lone taps
+    taken two filter rows at a time: at tap (a, b) and input channel c, the `lanes` values
+    w[a, b, c, :] then w[a + 1, b, c, :], for the columns b where some tile has a lone tap
+    (`roles`, from _tap_roles; zeros elsewhere and for the last row)."""
+    kh, kw, c_in, c_out = w.shape
+    stacked = np.zeros(kh * kw * c_in * lanes, w.dtype)
+    for b in range(kw):
+        lone = False
+        for tile in range(roles.shape[0]):
+            lone = lone or roles[tile, b] == 0
+        for a in range(kh - 1 if lone else 0):
+            for c in range(c_in):
+                at = ((a * kw + b) * c_in + c) * lanes
+                for o in range(c_out):
+                    stacked[at + o] = w[a, b, c, o]
+                    stacked[at + c_out + o] = w[a + 1, b, c, o]
+    return stacked
+
+
+@numba.njit(nogil=True)
 def _tile_steps(columns):
     """steps[t, b]: how far the output column that tap b reaches moves from one input column
     to the next along tile t (input columns t * TILE ... t * TILE + TILE - 1), when it is
@@ -1859,12 +1884,12 @@ def _tile_steps(columns):
 
 
 @numba.njit(nogil=True, _nrt=False)
-def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes, wide, roles):
+def _scatter_tiles(images, filters, packs, flat, tables, geometry, first, lanes, wide, roles):
     """conv2_scatter's sums for the output channels first, first + lanes, ... that fit in
     whole vectors of `lanes`. The next channel it did not do.
 
     Outputs of `lanes` channels that fill half a vector of `wide` lanes (8 of 16 in float32)
-    pair their taps (`packed`, from _paired_taps; else not read): taps b + 1 and b of a
+    pair their taps (`packs`: _paired_taps and _stacked_rows; else not read): taps b + 1 and b of a
     filter row reach output columns j - 1 and j from the same input position, side by side
     in NHWC, so one vector of `wide` lanes holds both. Position k of a tile then fills
     columns j - 1 + k and j + k, overlapping its neighbours' vectors by half: the
@@ -1874,7 +1899,10 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
     pairs: a pair's wide loads then find the lone tap's narrow stores in the cache, not half
     of one in the store buffer (measured: 186 against 236 us with the lone tap last). W10's
     second layer's input gradient (5 x 5 taps, 8 channels) alone: 220 -> 160-175 us, and
-    140-145 us with two pairs at a time where a row has them (_sixteen_products).
+    140-145 us with two pairs at a time where a row has them (_sixteen_products). A lone tap
+    (the last column of a 5-wide filter) would fill half a vector: filter rows a and a + 1
+    (a even) take theirs together, one vector holding both rows' products of an input
+    position, its halves added to two output rows (_stacked_rows).
 
     No reference counting (_nrt=False): it allocates nothing, and the counts Numba adds
     around each array passed to a callee (an atomic NRT call each) cost more than a tile's
@@ -1882,8 +1910,10 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
     numba.literally(lanes)
     numba.literally(wide)
     rows, columns, steps = tables
+    packed, stacked = packs
     n_images, height, width, c_in, out_height, out_width, c_out, kh, kw = geometry
     paired = first == 0 and lanes == c_out and wide == 2 * lanes
+    stacking = paired and wide * flat.itemsize == 64  # `packs` built (conv2_scatter)
     o = first
     while o + lanes <= c_out:
         for n in range(n_images):
@@ -1894,6 +1924,12 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
                     if i < 0:
                         continue
                     out_row = (n * out_height + i) * out_width * c_out + o
+                    # lone taps two filter rows at a time: the next row's output row, if this
+                    # row takes its lone taps; whether the row before took this row's
+                    below = -1
+                    if stacking and a % 2 == 0 and a + 1 < kh and rows[r, a + 1] >= 0:
+                        below = (n * out_height + rows[r, a + 1]) * out_width * c_out + o
+                    taken = stacking and a % 2 == 1 and rows[r, a - 1] >= 0
                     for tile in range(width // TILE):
                         q, at = tile * TILE, x_row + tile * TILE * c_in
                         # the taps alone first: a pair's wide loads then read their stores
@@ -1930,6 +1966,16 @@ def _scatter_tiles(images, filters, packed, flat, tables, geometry, first, lanes
                                         images, filters, flat, columns, spans, b, w_at, lanes
                                     )
                                     continue
+                                if taken:
+                                    continue
+                                if below >= 0:
+                                    s_at = (a * kw + b) * c_in * wide
+                                    both = _eight_products(
+                                        images, at, c_in, stacked, s_at, wide, wide
+                                    )
+                                    t = columns[q, b] * c_out
+                                    _add_stacked_tile(flat, out_row + t, below + t, step, both)
+                                    continue
                                 a0, a1, a2, a3, a4, a5, a6, a7 = _eight_products(
                                     images, at, c_in, filters, w_at, c_out, lanes
                                 )
@@ -1963,6 +2009,16 @@ def _add_pair_tile(flat, target, tile, lanes):
     vaddto(flat, target + 2 * lanes, vadd(a4, vstraddle(a3, a5)))
     vaddto(flat, target + 3 * lanes, vadd(a6, vstraddle(a5, a7)))
     vaddto(flat, target + 4 * lanes, vupper(a7))
+
+
+@numba.njit(nogil=True, _nrt=False)
+def _add_stacked_tile(flat, this_row, next_row, step, tile):
+    """A tile of two filter rows' lone taps (_scatter_tiles, _stacked_rows) added into the
+    output: position k's lower half (filter row a) at `this_row` + k * step, its upper half
+    (filter row a + 1) at `next_row` + k * step."""
+    for k in range(TILE):
+        vaddto(flat, this_row + k * step, vlower(tile[k]))
+        vaddto(flat, next_row + k * step, vupper(tile[k]))
 
 
 @numba.njit(nogil=True, _nrt=False)
