@@ -822,7 +822,7 @@ def test_compiled_conv2d_value_and_gradients_equal_eager(conv):
 
 
 # Few output channels (and one input channel, or five): the kernel convolves by register
-# tiles (runtime.conv2_tiles) instead of im2col and GEMM; with 40, by GEMM.
+# tiles (conv_tiles.conv2_tiles) instead of im2col and GEMM; with 40, by GEMM.
 FEW_OUTPUT_CHANNELS = list(
     grid_2d(shapes=(((2, 5, 36, 1), (3, 2, 1, 3)), ((2, 6, 11, 5), (3, 3, 5, 25))))
 )
@@ -900,7 +900,7 @@ def test_many_output_channels_conv_by_gemm():
 @pytest.mark.parametrize(
     "conv, helper",
     [
-        # Its filter gradient is conv_filters, read from x and g in NHWC (runtime.conv2_filters).
+        # Its filter gradient is conv_filters, read from x and g in NHWC (conv2_filters).
         (Conv((16, 12, 12, 1), (5, 5, 1, 3)), "conv2_filters"),
         # Itself shaped like a filter gradient: 5 x 5 outputs, windows of 2,592.
         (Conv((2, 40, 40, 2), (36, 36, 2, 2)), "conv2_windows"),
@@ -909,8 +909,8 @@ def test_many_output_channels_conv_by_gemm():
 )
 def test_filter_gradients_and_convs_shaped_like_them_equal_eager(conv, helper):
     """A conv with few output positions and large windows runs by dot products over window
-    rows (runtime.conv2_windows), not im2col; a filter gradient by conv2_filters."""
-    from jitgrad.backend.numba import runtime
+    rows (conv_filters.conv2_windows), not im2col; a filter gradient by conv2_filters."""
+    from jitgrad.backend.numba.precompile import helper as helper_named
     from jitgrad.backend.numba.precompile import helper_signatures
 
     x, w, dy = conv.arrays()
@@ -920,7 +920,7 @@ def test_filter_gradients_and_convs_shaped_like_them_equal_eager(conv, helper):
     assert_compiled_close(value, loss(x, w), "jit_grad value")
     for g, e, name in zip(grads, jg.grad(loss, argnums=(0, 1))(x, w), "xw"):
         assert_compiled_close(g, e, f"jit_grad d/d{name}")
-    function = getattr(runtime, helper)
+    function = helper_named(helper)
     precompiled = {tuple(sig) for h, sig in helper_signatures() if h is function}
     assert set(map(tuple, function.signatures)) <= precompiled
 

@@ -26,7 +26,7 @@ whose own gradients are a `conv` (w.r.t. g) and a conv's input gradient
 (w.r.t. x), so that second derivatives are convolutions too. It is a `conv` of x and g with
 the batch and channel axes swapped, which is how it was computed before; as a primitive of its
 own it needs no transposes of x and g, and compiles to a loop nest that reads both in NHWC
-(runtime.conv2_filters): W10's filter gradients ran 0.33 against 0.78 ms and 0.35 against
+(conv_filters.conv2_filters): W10's filter gradients ran 0.33 against 0.78 ms and 0.35 against
 0.61 ms for the transposes plus the swapped conv.
 """
 

@@ -433,7 +433,7 @@ sample(
     ),
 )
 
-# A conv's filter gradient as a primitive (runtime.conv2_filters): strides,
+# A conv's filter gradient as a primitive (conv_filters.conv2_filters): strides,
 # padding that crops on one side, both dilations; with feature groups; and a 1-D one (as 2-D
 # of height 1).
 _FILTERS_2D = {

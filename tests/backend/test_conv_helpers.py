@@ -8,7 +8,7 @@ import numba
 import numpy as np
 import pytest
 
-from jitgrad.backend.numba import runtime
+from jitgrad.backend.numba import conv_filters, conv_scatter, conv_tiles, runtime
 
 ONES = (np.int64(1), np.int64(1))
 ZEROS = (np.int64(0), np.int64(0))
@@ -16,7 +16,7 @@ ZEROS = (np.int64(0), np.int64(0))
 
 @numba.njit
 def by_windows(x, w, out, taps):
-    runtime.conv2_windows(runtime.readonly(x), runtime.readonly(w), out, taps)
+    conv_filters.conv2_windows(runtime.readonly(x), runtime.readonly(w), out, taps)
 
 
 def test_conv2_windows_sums_each_window():
@@ -52,7 +52,7 @@ def test_conv2_windows_checks_its_shapes(out_shape, taps_shape, what):
 @numba.njit
 def by_columns(x, w, out, columns, taps):
     one = (np.int64(1), np.int64(1))
-    runtime.conv2_col2im(
+    conv_scatter.conv2_col2im(
         runtime.readonly(x), runtime.readonly(w), out, columns, taps, one, one, one, one
     )
 
@@ -76,14 +76,14 @@ def read_only(*arrays):
 
 
 def filters(x, g, out, prepared, *pairs, groups=1):
-    runtime.conv2_filters(*read_only(x, g), out, prepared, *pairs, np.int64(groups))
+    conv_filters.conv2_filters(*read_only(x, g), out, prepared, *pairs, np.int64(groups))
 
 
 def tiles(x, w, out, prepared, strides, pads, lhs, rhs, bias=None, relu=False):
     """conv2_tiles without an epilogue, or with `bias` and/or relu."""
     bias = np.empty(0, out.dtype) if bias is None else bias
     x, w, bias = read_only(x, w, bias)
-    runtime.conv2_tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, np.bool_(relu))
+    conv_tiles.conv2_tiles(x, w, bias, out, prepared, strides, pads, lhs, rhs, np.bool_(relu))
 
 
 def prepared_by_definition(x, reach, pads, lhs_dilation):
@@ -335,7 +335,7 @@ def test_conv2_tiles_checks_its_bias():
 
 
 def _scatter(x, w, out, *pairs):
-    runtime.conv2_scatter(*read_only(x, w), out, *pairs)
+    conv_scatter.conv2_scatter(*read_only(x, w), out, *pairs)
 
 
 # Convs with more output positions than input ones (input gradients): x shape, output
@@ -406,6 +406,6 @@ def test_the_tile_helpers_ran_only_precompiled_signatures():
     """These tests call the helpers as kernels do (read_only): no signature of their own."""
     from jitgrad.backend.numba.precompile import helper_signatures
 
-    for helper in (runtime.conv2_tiles, runtime.conv2_filters, runtime.conv2_scatter):
+    for helper in (conv_tiles.conv2_tiles, conv_filters.conv2_filters, conv_scatter.conv2_scatter):
         precompiled = {tuple(sig) for h, sig in helper_signatures() if h is helper}
         assert set(map(tuple, helper.signatures)) <= precompiled, helper

@@ -1,4 +1,4 @@
-"""A conv's bias and relu done on its registers (epilogues.py, runtime.conv2_tiles): which
+"""A conv's bias and relu done on its registers (epilogues.py, conv_tiles.conv2_tiles): which
 kernels get the epilogue, and that their results are bit for bit those of the kernel that
 runs the loop group after the conv instead."""
 

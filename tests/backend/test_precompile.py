@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
-from jitgrad.backend.numba import runtime, symbols
+from jitgrad.backend.numba import conv_filters, conv_scatter, conv_tiles, runtime, symbols
 from jitgrad.backend.numba.precompile import helper_signatures
 
 HELPERS = (
     runtime.matmul_into,
     runtime.conv2,
     runtime.conv2_gemm,
-    runtime.conv2_tiles,
-    runtime.conv2_filters,
-    runtime.conv2_col2im,
-    runtime.conv2_scatter,
+    conv_tiles.conv2_tiles,
+    conv_filters.conv2_filters,
+    conv_scatter.conv2_col2im,
+    conv_scatter.conv2_scatter,
     runtime.max_pool2,
     runtime.max_pool_scatter2,
 )

@@ -72,7 +72,7 @@ MIN_LOOP_BLOCK = 32
 # Comments list the ops of groups up to this size, and count them in larger ones.
 MAX_LISTED_OPS = 40
 # A 2-D convolution without groups or input dilation with at most this many output channels
-# runs by register tiles straight from NHWC (runtime.conv2_tiles), others by im2col and GEMM
+# runs by register tiles straight from NHWC (conv_tiles.conv2_tiles), others by im2col and GEMM
 # (conv2_gemm). Measured, float32, in one process (session 13, Intel Xeon; (N, H, C_in, k,
 # C_out): tiles / GEMM ms): (64, 28, 1, 5, 8) 0.27 / 1.81; (64, 12, 8, 5, 16) 0.23 / 0.54;
 # (16, 32, 16, 3, 16) 1.42 / 1.76; (16, 32, 32, 3, 32) 4.69 / 8.90; (32, 32, 3, 3, 32) 1.14 /
@@ -1089,7 +1089,7 @@ class Emitter:
     def op_conv_filters(self, e, x, g):
         """A conv's filter gradient (ops/conv.py's conv_filters, any groups) straight from x
         and g in NHWC, by register tiles of taps x output channels of a group
-        (runtime.conv2_filters); a 1-D one as a 2-D one of height 1. x padded or dilated
+        (conv_filters.conv2_filters); a 1-D one as a 2-D one of height 1. x padded or dilated
         is first copied into caller-allocated scratch (one element when it is not)."""
         p = e.params
         self.call_through_symbol("conv2_filters", e.out.aval.dtype)

@@ -1,5 +1,5 @@
 """Elementwise work that a structured op finishes on its registers instead: a convolution's
-bias and relu (runtime.conv2_tiles' epilogue).
+bias and relu (conv_tiles.conv2_tiles' epilogue).
 
 The fusion pass puts `relu(conv(x, w) + b)` in two steps: the conv (a structured op, into
 its own buffer) and a loop group over its output that starts with the bias and the relu

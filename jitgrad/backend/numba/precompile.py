@@ -28,7 +28,15 @@ def helper_signatures():
     import numpy as np
     from numba import types
 
-    from jitgrad.backend.numba import helper_names, runtime, special, vmath
+    from jitgrad.backend.numba import (
+        conv_filters,
+        conv_scatter,
+        conv_tiles,
+        helper_names,
+        runtime,
+        special,
+        vmath,
+    )
 
     for (_, dtype), name in helper_names.VMATH.items():
         scalar = getattr(types, dtype)
@@ -60,13 +68,13 @@ def helper_signatures():
         x = types.Array(dtype, 4, "C", readonly=True)
         yield runtime.conv2_gemm, (x, x, image, matrix, *pairs)  # conv2 by GEMM
         flat = types.Array(dtype, 1, "C")  # a filter gradient (ops/conv.py's conv_filters)
-        yield runtime.conv2_filters, (x, x, image, flat, *pairs, pairs[0], types.int64)
+        yield conv_filters.conv2_filters, (x, x, image, flat, *pairs, pairs[0], types.int64)
         bias = types.Array(dtype, 1, "C", readonly=True)  # few output channels: tiles
-        yield runtime.conv2_tiles, (x, x, bias, image, flat, *pairs, pairs[0], types.boolean)
+        yield conv_tiles.conv2_tiles, (x, x, bias, image, flat, *pairs, pairs[0], types.boolean)
         taps = types.Array(dtype, 3, "C")  # conv2 by window rows (a filter gradient)
-        yield runtime.conv2_windows, (x, x, image, taps)
-        yield runtime.conv2_col2im, (x, x, image, matrix, matrix, *pairs, pairs[0])
-        yield runtime.conv2_scatter, (x, x, image, *pairs, pairs[0])  # few output channels
+        yield conv_filters.conv2_windows, (x, x, image, taps)
+        yield conv_scatter.conv2_col2im, (x, x, image, matrix, matrix, *pairs, pairs[0])
+        yield conv_scatter.conv2_scatter, (x, x, image, *pairs, pairs[0])  # few output channels
         yield runtime.max_pool2, (x, image, *pairs)  # max pooling (ops/pool.py)
         yield runtime.max_pool_scatter2, (x, x, image, *pairs)
         yield runtime.max_pool_gather2, (x, x, image, *pairs)
@@ -95,10 +103,14 @@ def helper_signatures():
 
 
 def helper(name: str):
-    """The runtime helper (a Numba dispatcher) named `name`."""
-    from jitgrad.backend.numba import runtime
+    """The helper (a Numba dispatcher) named `name`: runtime.py's, or a register-tile
+    convolution's (conv_tiles.py, conv_filters.py, conv_scatter.py)."""
+    from jitgrad.backend.numba import conv_filters, conv_scatter, conv_tiles, runtime
 
-    return getattr(runtime, name)
+    for module in (runtime, conv_tiles, conv_filters, conv_scatter):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"no helper named {name!r}")
 
 
 def signatures_of(name: str, dtypes: tuple[str, ...], ranks=None) -> list[tuple]:
