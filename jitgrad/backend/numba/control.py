@@ -78,10 +78,14 @@ def sub_function(
     # again as part of the kernel (W8b's kernel: 1.77 -> 1.33 s to compile, two bodies).
     # Not for a call of 30 arguments or more: CPython compiles those as f(*args), which
     # Numba's inliner refuses; nor into a parallel function, whose parfor analysis would run
-    # over the whole body.
+    # over the whole body; nor a body that raises with a runtime value (an index check): the
+    # inliner renames the value's variable and Numba (0.65) then fails to lower the raise
+    # (KeyError).
     inline = (
         ", inline='always'"
-        if len(sub.param_names) < _CPYTHON_STAR_CALL_ARGS and shards is None
+        if len(sub.param_names) < _CPYTHON_STAR_CALL_ARGS
+        and shards is None
+        and not sub.checked_indices
         else ""
     )
     parent.functions.append(

@@ -235,6 +235,7 @@ class Emitter:
         # branches.
         self.functions: list[str] = []
         self.local_symbols = False  # functions of the module called through a symbol (shards.py)
+        self.checked_indices = 0  # index variables named so far (checked_index_name)
         if parent is not None:
             self.helpers, self.runtime, self.simd = parent.helpers, parent.runtime, parent.simd
             self.symbol_helpers = parent.symbol_helpers
@@ -1422,9 +1423,9 @@ class Emitter:
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"dst = np.empty(({p}, {k}, {q}), {np_dtype(e.out.aval.dtype)})")
         self.emit(f"for i1 in range({k}):")
-        self.emit_checked_index(e, "gather", "flat[i1]", n, axis, depth=2)
+        j = self.emit_checked_index(e, "gather", "flat[i1]", n, axis, depth=2)
         self.emit(f"for i0 in range({p}):", 2)
-        self.emit("dst[i0, i1, :] = src[i0, j, :]", 3)
+        self.emit(f"dst[i0, i1, :] = src[i0, {j}, :]", 3)
         self.emit_reshaped(e.out, "dst")
 
     @emits("scatter_add")
@@ -1443,25 +1444,34 @@ class Emitter:
         self.emit(f"flat = {self._flat_indices(idx)}")
         self.emit(f"for i1 in range({k}):")
         # Checked here too: under jit(grad(f)) the forward gather is dead code.
-        self.emit_checked_index(
+        j = self.emit_checked_index(
             e, "scatter_add (the gradient of gather)", "flat[i1]", n, axis, depth=2
         )
         self.emit(f"for i0 in range({p}):", 2)
-        self.emit("dst[i0, j, :] += src[i0, i1, :]", 3)
+        self.emit(f"dst[i0, {j}, :] += src[i0, i1, :]", 3)
         self.contiguous.add(e.out)
 
+    def checked_index_name(self) -> str:
+        """A name for an index that a raise may report, used nowhere else in the function.
+        Numba (0.65) loses the value of a variable assigned more than once by the time a raise
+        passes it on: the message then named index 0 for 4, or lowering failed (KeyError)."""
+        self.checked_indices += 1
+        return f"j{self.checked_indices}"
+
     def emit_checked_index(self, e, caller: str, index: str, n: str, axis: int, depth: int):
-        """`j = index`, raising IndexError unless -n <= j < n, then wrapped to 0 <= j < n."""
-        self.emit(f"j = {index}", depth)
-        self.emit(f"if j < -{n} or j >= {n}:", depth)
+        """`jN = index`, raising IndexError unless -n <= jN < n; returns the name of jN
+        wrapped to 0 <= . < n (a second name: jN itself is assigned once, checked_index_name)."""
+        j = self.checked_index_name()
+        self.emit(f"{j} = {index}", depth)
+        self.emit(f"if {j} < -{n} or {j} >= {n}:", depth)
         self.emit(
             raise_index_error(
-                e, f"{caller}: index {{}} is out of bounds for axis {axis} of size {{}}", "j", n
+                e, f"{caller}: index {{}} is out of bounds for axis {axis} of size {{}}", j, n
             ),
             depth + 1,
         )
-        self.emit("if j < 0:", depth)
-        self.emit(f"j += {n}", depth + 1)
+        self.emit(f"{j}w = {j} + {n} if {j} < 0 else {j}", depth)
+        return f"{j}w"
 
     @emits("check_index")
     def op_check_index(self, e, idx):
@@ -1483,9 +1493,10 @@ class Emitter:
                 if what == "index"
                 else f"is outside the valid range [{'-{}' if negative else 0}, {{}})"
             )
-            self.emit(f"j = {column}", depth)
-            self.emit(f"if j < {low} or j >= {n}:", depth)
-            values = ("j", n, n) if negative and what != "index" else ("j", n)
+            j = self.checked_index_name()
+            self.emit(f"{j} = {column}", depth)
+            self.emit(f"if {j} < {low} or {j} >= {n}:", depth)
+            values = (j, n, n) if negative and what != "index" else (j, n)
             self.emit(raise_index_error(e, f"{caller}: {what} {{}} {tail}", *values), depth + 1)
         self.emit(f"{self.name_of(e.out)} = {self.value(idx)}")
         if idx in self.contiguous:

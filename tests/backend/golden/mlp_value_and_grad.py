@@ -39,9 +39,9 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     # check_index
     rows = view(v5, (4, 1))
     for i0 in range(rows.shape[0]):
-        j = rows[i0, 0]
-        if j < 0 or j >= 2:
-            raise IndexError('sparse_softmax_cross_entropy_with_logits: label {} is outside the valid range [0, {}) (test_golden.py:48)', j, 2)
+        j1 = rows[i0, 0]
+        if j1 < 0 or j1 >= 2:
+            raise IndexError('sparse_softmax_cross_entropy_with_logits: label {} is outside the valid range [0, {}) (test_golden.py:48)', j1, 2)
     v20 = v5
     # reshape
     v21 = view(v20, (4, 1))
