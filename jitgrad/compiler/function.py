@@ -10,7 +10,6 @@ import collections
 import functools
 import inspect
 import logging
-import os
 import threading
 import time
 import warnings
@@ -37,7 +36,7 @@ from jitgrad.compiler.signature import (
 from jitgrad.compiler.stateful import Traced, output_leaves, write_back
 from jitgrad.core import pytree
 from jitgrad.core.aval import TupleAVal
-from jitgrad.core.config import config
+from jitgrad.core.config import config, usable_threads
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import JitgradError, VariableCreationError, with_location
 from jitgrad.core.tensor import Tensor, Tracer
@@ -634,17 +633,6 @@ def compile_graph(
     _check_backend_dtypes(graph, name)
     compiled.lower(seconds)
     return compiled
-
-
-def usable_threads() -> int:
-    """The threads a kernel's parallel loops get: `config.num_threads`, else the cores this
-    process may run on (Numba's default), found without importing Numba."""
-    if config.num_threads:
-        return config.num_threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _calls_collectives(graph: Graph) -> bool:

@@ -21,6 +21,10 @@
   installation, at idle priority, going on after the program exits (within the budget); off
   where an image was prepared with `python -m jitgrad.backend.numba.precompile`, or for
   short-lived jobs that should leave no process behind.
+* `amx` (JITGRAD_AMX=0 turns it off): kernels' large float32 matrix products run on Intel's
+  AMX tiles where the CPU has them (backend/numba/amx.py: each float32 as three exact
+  bfloat16 parts; errors of float32's order, not BLAS's bits); off, they all go to BLAS.
+  Read when a kernel is emitted.
 * `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
   the eager tape compiles the backward pass of a graph structure it has recorded this many
   times (2: the first backward runs eagerly, the second compiles).
@@ -57,6 +61,7 @@ class Config:
         self.compile_worker = os.environ.get("JITGRAD_COMPILE_WORKER") or "process"
         self.compile_exit_budget = 300.0
         self.warm_helpers = os.environ.get("JITGRAD_WARM_HELPERS", "1") != "0"
+        self.amx = os.environ.get("JITGRAD_AMX", "1") != "0"
         self.compile_tape_backward = os.environ.get("JITGRAD_TAPE_COMPILE", "1") != "0"
         self.tape_compile_after = 2
         self.retrace_warning_after = 8
@@ -67,3 +72,14 @@ class Config:
 
 
 config = Config()
+
+
+def usable_threads() -> int:
+    """The threads a kernel's parallel loops get: `config.num_threads`, else the cores this
+    process may run on (Numba's default), found without importing Numba."""
+    if config.num_threads:
+        return config.num_threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -146,7 +146,7 @@ def test_dropout_keeps_its_mask_across_shards():
 def test_the_blas_threads_are_one_during_the_shards_and_restored_after():
     """Each shard's products run on its own core (set_blas_threads(1) around the shards), and
     the caller's BLAS keeps its thread count."""
-    from jitgrad.backend.numba.symbols import scipy_openblas
+    from jitgrad.backend.numba.blas_threads import scipy_openblas
 
     library = scipy_openblas()
     threads = getattr(library, "scipy_openblas_get_num_threads", None)

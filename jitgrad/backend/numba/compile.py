@@ -45,8 +45,8 @@ def load_kernel(source: str, name: str, in_memory: bool = False):
 def _bind_local_symbols(module, local: list, name: str) -> None:
     """Bind the module's functions called through a symbol (symbols.local_symbol) before its
     kernel compiles or loads: its cached machine code calls them by their symbols (and the
-    BLAS's thread setting, which a kernel running shards calls: symbols.set_blas_threads)."""
-    from jitgrad.backend.numba.symbols import bind_blas_threads
+    BLAS's thread setting, which a kernel running shards calls: blas_threads.set_blas_threads)."""
+    from jitgrad.backend.numba.blas_threads import bind_blas_threads
 
     if local:
         bind_blas_threads()

@@ -394,7 +394,8 @@ class Emitter:
                 imports += f"from {module} import {', '.join(sorted(names))}\n"
         if self.local_symbols:
             imports += "from numba import types\n"
-            imports += f"from {helper_names.SYMBOLS_MODULE} import local_symbol, set_blas_threads\n"
+            imports += f"from {helper_names.SYMBOLS_MODULE} import local_symbol\n"
+            imports += f"from {helper_names.BLAS_THREADS_MODULE} import set_blas_threads\n"
         if self.symbol_helpers:
             imports += f"from {helper_names.SYMBOLS_MODULE} import through_symbol\n\n"
             imports += "# helpers compiled once per installation, called through a symbol\n"
@@ -901,6 +902,37 @@ class Emitter:
         if rank is not None:
             ranks.add(rank)
 
+    def product_call(self, dtype, m: int, k: int, n: int) -> str:
+        """The call, a format string of the operands and the output, that computes an
+        (m x k) @ (k x n) product: on AMX tiles where the CPU has them and the product is
+        large enough to repay cutting its operands into parts (amx.py), split over the
+        threads the kernel's parallel loops get; else by BLAS (runtime.matmul_into), on one
+        thread in a kernel whose AMX products take several (amx.matmul_into_one_thread)."""
+        from jitgrad.backend.numba import amx
+        from jitgrad.core.config import usable_threads
+
+        threads = usable_threads()
+        if amx.wins(dtype, m * k * n):
+            self.call_through_symbol("amx_matmul_into", dtype)
+            return f"amx_matmul_into({{}}, {{}}, {{}}, {threads})"
+        if threads > 1 and self.has_amx_products():
+            self.call_through_symbol("matmul_into_one_thread", dtype)
+            return "matmul_into_one_thread({}, {}, {})"
+        self.call_through_symbol("matmul_into", dtype)
+        return "matmul_into({}, {}, {})"
+
+    def has_amx_products(self) -> bool:
+        """Whether any matrix product of this function's schedule runs on AMX tiles."""
+        from jitgrad.backend.numba import amx
+
+        for step in self.schedule.steps:
+            for e in step.eqns if isinstance(step, LoopGroup) else (step.eqn,):
+                if e.op.name == "matmul" and min(v.aval.ndim for v in e.inputs) >= 2:
+                    a, b = (v.aval.shape for v in e.inputs)
+                    if amx.wins(e.out.aval.dtype, a[-2] * a[-1] * b[-1]):
+                        return True
+        return False
+
     def read_operand(self, expr: str) -> str:
         """`expr` as an operand a runtime helper only reads: typed read-only, so that inputs
         and buffers share one compiled signature of the helper (runtime.readonly)."""
@@ -998,19 +1030,20 @@ class Emitter:
             if floats:
                 # Into a caller-allocated buffer: a fresh result of a few hundred KB costs its
                 # page faults on every call, as much as the product itself (W3's dW1).
-                self.call_through_symbol("matmul_into", e.out.aval.dtype)
+                call = self.product_call(e.out.aval.dtype, *a.aval.shape, b.aval.shape[1])
                 self.add_buffer(e.out)
                 x, y = (self.matrix_operand(v) for v in (a, b))
-                self.emit(f"matmul_into({x}, {y}, {out})")
+                self.emit(call.format(x, y, out))
             else:
                 self.runtime.add("int_matmul")
                 self.emit(f"{out} = int_matmul({self.name_of(a)}, {self.name_of(b)})")
         else:
             batch = self.size(int(np.prod(a.aval.shape[:-2], dtype=np.int64)))
             m, k = (self.size(d) for d in a.aval.shape[-2:])
-            n = self.size(b.aval.shape[-1])
+            n_items = b.aval.shape[-1]
+            n = self.size(n_items)
             if floats:
-                self.call_through_symbol("matmul_into", e.out.aval.dtype)
+                call = self.product_call(e.out.aval.dtype, *a.aval.shape[-2:], n_items)
                 self.runtime.add("strided")
                 self.add_buffer(e.out)
             else:
@@ -1024,7 +1057,7 @@ class Emitter:
             self.emit(f"o3 = {self.view(out, (batch, m, n))}")
             self.emit(f"for i0 in range({batch}):")
             self.emit(
-                "matmul_into(strided(a3[i0]), strided(b3[i0]), o3[i0])"
+                call.format("strided(a3[i0])", "strided(b3[i0])", "o3[i0]")
                 if floats
                 else "o3[i0] = int_matmul(a3[i0], b3[i0])",
                 2,

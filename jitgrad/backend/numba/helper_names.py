@@ -14,6 +14,7 @@ KERNEL_ONLY = "no_cpython_wrapper=True, no_cfunc_wrapper=True"
 RUNTIME_MODULE = "jitgrad.backend.numba.runtime"
 VMATH_MODULE = "jitgrad.backend.numba.vmath"
 SYMBOLS_MODULE = "jitgrad.backend.numba.symbols"
+BLAS_THREADS_MODULE = "jitgrad.backend.numba.blas_threads"
 SIMD_MODULE = "jitgrad.backend.numba.simd"
 
 # The array helpers precompiled for every dtype of ARRAY_DTYPES: runtime.permute (a transpose

@@ -29,6 +29,7 @@ def helper_signatures():
     from numba import types
 
     from jitgrad.backend.numba import (
+        amx,
         conv_filters,
         conv_scatter,
         conv_tiles,
@@ -57,6 +58,10 @@ def helper_signatures():
         # kernel's operand is an input or a buffer (and, for products, a transpose or not).
         operand = types.Array(dtype, 2, "A", readonly=True)
         yield runtime.matmul_into, (operand, operand, types.Array(dtype, 2, "C"))
+        if dtype == types.float32 and amx.available():  # its tile code compiles only there
+            out = types.Array(dtype, 2, "C")
+            yield amx.amx_matmul_into, (operand, operand, out, types.int64)
+            yield amx.matmul_into_one_thread, (operand, operand, out)
         for rank in (1, 2):  # convolutions (ops/conv.py)
             out = types.Array(dtype, rank + 2, "C")
             ints = (types.UniTuple(types.int64, rank) if rank == 2 else types.int64,) * 4
@@ -103,11 +108,11 @@ def helper_signatures():
 
 
 def helper(name: str):
-    """The helper (a Numba dispatcher) named `name`: runtime.py's, or a register-tile
-    convolution's (conv_tiles.py, conv_filters.py, conv_scatter.py)."""
-    from jitgrad.backend.numba import conv_filters, conv_scatter, conv_tiles, runtime
+    """The helper (a Numba dispatcher) named `name`: runtime.py's, a register-tile
+    convolution's (conv_tiles.py, conv_filters.py, conv_scatter.py), or the AMX product's."""
+    from jitgrad.backend.numba import amx, conv_filters, conv_scatter, conv_tiles, runtime
 
-    for module in (runtime, conv_tiles, conv_filters, conv_scatter):
+    for module in (runtime, conv_tiles, conv_filters, conv_scatter, amx):
         if hasattr(module, name):
             return getattr(module, name)
     raise AttributeError(f"no helper named {name!r}")

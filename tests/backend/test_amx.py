@@ -1,0 +1,204 @@
+"""amx.py: float32 products on AMX tiles, each operand cut into three exact bfloat16 parts.
+Against float64 products (every layout a kernel passes, shapes that end inside a tile, k not
+a multiple of the tile's 32), on the scale of sum |a||b| where BLAS's own error lies; operands
+holding an infinity or a NaN go to BLAS (bitwise its result); the emitter names the AMX
+helper only for large float32 products, with jitgrad.config.amx on, on a CPU that has AMX;
+and a compiled MLP whose products run on the tiles agrees with its gradients by hand in
+float64. On a CPU without AMX only the emitter's choice is tested."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jitgrad as jg
+from jitgrad.backend.numba import amx, runtime
+
+on_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
+
+
+@numba.njit
+def blas_product(a, b, out):
+    runtime.matmul_into(runtime.strided(a), runtime.strided(b), out)
+
+
+@numba.njit
+def helper_product(a, b, out):
+    amx.amx_matmul_into(runtime.strided(a), runtime.strided(b), out, 2)
+
+
+def operands(rng, m, k, n, layouts):
+    """a (m x k) and b (k x n) float32 in `layouts`: C (row-major), F (column-major: the
+    transposed views kernels pass), S (every other column of a wider matrix)."""
+    matrices = []
+    for (rows, cols), layout in zip([(m, k), (k, n)], layouts):
+        if layout == "S":
+            x = rng.standard_normal((rows, 2 * cols)).astype(np.float32)[:, ::2]
+        else:
+            x = np.asarray(rng.standard_normal((rows, cols)), np.float32, order=layout)
+        matrices.append(x)
+    return matrices
+
+
+def relative_error(out, a, b) -> float:
+    """max |out - a @ b| / (|a| @ |b|), in float64: a float32 product's error is of the order
+    of k unit roundoffs of that scale."""
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    return float(np.max(np.abs(out - exact) / np.maximum(scale, np.finfo(np.float32).tiny)))
+
+
+@on_amx
+@pytest.mark.parametrize(
+    "m, k, n", [(32, 32, 32), (1, 1, 1), (33, 65, 47), (50, 70, 90), (128, 300, 96), (64, 1, 40)]
+)
+@pytest.mark.parametrize("layouts", ["CC", "CF", "FC", "FF", "SS"])
+def test_products_on_the_tiles_hold_float32_accuracy(m, k, n, layouts):
+    a, b = operands(np.random.default_rng(m + 10 * k + 100 * n), m, k, n, layouts)
+    blas = np.empty((m, n), np.float32)
+    blas_product(np.ascontiguousarray(a), np.ascontiguousarray(b), blas)
+    for threads in (1, 2, 3):  # C's columns in one range, or split
+        out = np.full((m, n), np.nan, np.float32)
+        assert amx.matmul(a, b, out, threads)
+        # Per product term: the three part products left out (2 unit roundoffs) and the
+        # roundings of adding the six in float32 (one each), beyond BLAS's own error.
+        assert relative_error(out, a, b) <= relative_error(blas, a, b) + 8 * 2.0**-24
+
+
+@on_amx
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 70),
+    st.integers(1, 100),
+    st.integers(1, 70),
+    st.sampled_from(["CC", "CF", "FC", "FF"]),
+    st.sampled_from([1e-12, 1.0, 1e30]),
+)
+def test_any_shape_and_magnitude(m, k, n, layouts, magnitude):
+    a, b = operands(np.random.default_rng(m * k * n), m, k, n, layouts)
+    a = (a * np.float32(magnitude)).astype(np.float32)
+    out = np.full((m, n), np.nan, np.float32)
+    assert amx.matmul(a, b, out, 2)
+    assert relative_error(out, a, b) <= 2e-6
+
+
+@on_amx
+def test_products_of_only_tiny_terms_go_to_blas():
+    """Below ~2^-105 AMX's bfloat16 arithmetic loses the parts' low bits (amx.py): where no
+    term can reach 2^-80 the product is BLAS's, bit for bit."""
+    m, k, n = 256, 512, 512
+    a, b = operands(np.random.default_rng(6), m, k, n, "CC")
+    a = (a * np.float32(1e-30)).astype(np.float32)
+    assert not amx.matmul(a, b, np.empty((m, n), np.float32), 2)
+    ours, blas = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    helper_product(a, b, ours)
+    blas_product(a, b, blas)
+    np.testing.assert_array_equal(ours, blas)
+    a[0, 0] = 1.0  # one ordinary term: the tiles again, within float32's accuracy
+    assert amx.matmul(a, b, ours, 2)
+    assert relative_error(ours, a, b) <= 2e-6
+
+
+@on_amx
+def test_a_subnormal_last_part_does_not_spill_into_its_pair():
+    """1.6187456e-34's last part is subnormal: its low 16 bits, kept, were or-ed into the
+    other element of its pair's word (a product came out as -2.4e23)."""
+    x = np.array([0x07572B0F], np.uint32).view(np.float32)[0]
+    a = np.full((32, 64), x, np.float32)
+    a[:, 0] = 1.0
+    b = np.ones((64, 32), np.float32)
+    out = np.empty((32, 32), np.float32)
+    assert amx.matmul(a, b, out, 2)
+    assert relative_error(out, a, b) <= 2e-6
+
+
+@on_amx
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", ["a", "b"])
+def test_an_operand_holding_inf_or_nan_goes_to_blas(special, where):
+    """The parts of an infinity are inf and NaN (inf - inf): the tiles would return NaN where
+    BLAS returns inf. The helper gives BLAS's bits."""
+    m, k, n = 256, 512, 512  # amx.MIN_WORK multiply-adds: the helper tries the tiles first
+    assert m * k * n >= amx.MIN_WORK
+    a, b = operands(np.random.default_rng(3), m, k, n, "CC")
+    (a if where == "a" else b)[5, 7] = special
+    assert not amx.matmul(a, b, np.empty((m, n), np.float32), 2)
+    ours, blas = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    helper_product(a, b, ours)
+    blas_product(a, b, blas)
+    np.testing.assert_array_equal(ours, blas)
+
+
+@on_amx
+def test_the_helper_uses_the_tiles_for_large_products_and_blas_for_small_ones():
+    rng = np.random.default_rng(4)
+    small = operands(rng, 8, 9, 10, "CC")
+    ours, blas = np.empty((8, 10), np.float32), np.empty((8, 10), np.float32)
+    helper_product(*small, ours)
+    blas_product(*small, blas)
+    np.testing.assert_array_equal(ours, blas)
+    a, b = operands(rng, 256, 512, 512, "CF")
+    out, tiles = np.empty((256, 512), np.float32), np.empty((256, 512), np.float32)
+    helper_product(a, b, out)
+    assert amx.matmul(a, b, tiles, 2)
+    np.testing.assert_array_equal(out, tiles)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        helper_product(a, b, np.empty((256, 511), np.float32))
+
+
+def mlp_loss(params, x):
+    h = jg.nn.relu(x @ params["w1"] + params["b1"])
+    return jg.reduce_sum(jg.tanh(h @ params["w2"]))
+
+
+def mlp_args(dtype=np.float32):
+    """A product of 128 x 512 x 1024 = 2^26 multiply-adds (amx.MIN_WORK) and a small one."""
+    rng = np.random.default_rng(5)
+    params = {
+        "w1": (rng.standard_normal((512, 1024)) / 23).astype(dtype),
+        "b1": np.zeros(1024, dtype),
+        "w2": (rng.standard_normal((1024, 4)) / 32).astype(dtype),
+    }
+    return params, rng.standard_normal((128, 512)).astype(dtype)
+
+
+@pytest.mark.parametrize("amx_on", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_emitter_names_the_tiles_for_large_float32_products_only(amx_on, threads, monkeypatch):
+    monkeypatch.setattr(jg.config, "amx", amx_on)
+    monkeypatch.setattr(jg.config, "num_threads", threads)
+    source = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args()).source
+    tiles = amx_on and amx.available()
+    assert ("amx_matmul_into(" in source) == tiles
+    assert (f", {threads})" in source) if tiles else True  # C's columns over the threads
+    # The small products stay on BLAS: on one thread beside tiles on several (OpenBLAS's
+    # spinning worker would take the core of the tiles' second range).
+    assert ("matmul_into_one_thread(" in source) == (tiles and threads > 1)
+    assert "matmul_into(" in source
+    source64 = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args(np.float64)).source
+    assert "amx_matmul_into(" not in source64 and "one_thread" not in source64
+
+
+def mlp_reference(params, x):
+    """mlp_loss and its gradients by hand, in float64."""
+    w1, b1, w2 = (params[name].astype(np.float64) for name in ("w1", "b1", "w2"))
+    z1 = x.astype(np.float64) @ w1 + b1
+    h = np.maximum(z1, 0)
+    t = np.tanh(h @ w2)
+    dz2 = 1 - t**2
+    dz1 = (dz2 @ w2.T) * (z1 > 0)
+    grads = {"w1": x.astype(np.float64).T @ dz1, "b1": dz1.sum(0), "w2": h.T @ dz2}
+    return t.sum(), grads
+
+
+@on_amx
+def test_a_compiled_mlp_on_the_tiles_agrees_with_float64():
+    params, x = mlp_args()
+    function = jg.jit_grad(mlp_loss, wrt=0)
+    assert "amx_matmul_into(" in function.lower(params, x).source
+    value, grads = function(params, x)
+    expected_value, expected = mlp_reference(params, x)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-4)
+    for name, exact in expected.items():
+        np.testing.assert_allclose(grads[name], exact, rtol=0, atol=1e-5 * np.max(np.abs(exact)))
