@@ -604,7 +604,11 @@ def _configure_tiles():
     _configure(configuration.ctypes.data)
 
 
-PANEL_BYTES = 768 * 1024  # b's parts for some column pairs: with a's, within L2 (2 MB)
+# b's parts for some column pairs, cut at once: with a's parts and the lines of C being written,
+# within L2 (2 MB). Against 768 KB, W3L's weight gradients (k = 128: all of b in one panel)
+# 1.72-1.76 -> 1.37-1.44 ms, its forward products unchanged; 192 KB cut a 1024-row b in
+# panels of one column pair (rows read 128 bytes at a time) and slowed the forward products.
+PANEL_BYTES = 384 * 1024
 
 
 @numba.njit(nogil=True)
