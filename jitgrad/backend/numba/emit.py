@@ -26,6 +26,7 @@ one contiguous block of memory a C-contiguous view: no array temporaries for eit
 from __future__ import annotations
 
 import collections
+import functools
 import keyword
 import re
 from collections.abc import Callable
@@ -915,14 +916,16 @@ class Emitter:
         if amx.wins(dtype, m * k * n):
             self.call_through_symbol("amx_matmul_into", dtype)
             return f"amx_matmul_into({{}}, {{}}, {{}}, {threads})"
-        if threads > 1 and self.has_amx_products():
+        if threads > 1 and self.has_amx_products:
             self.call_through_symbol("matmul_into_one_thread", dtype)
             return "matmul_into_one_thread({}, {}, {})"
         self.call_through_symbol("matmul_into", dtype)
         return "matmul_into({}, {}, {})"
 
+    @functools.cached_property
     def has_amx_products(self) -> bool:
-        """Whether any matrix product of this function's schedule runs on AMX tiles."""
+        """Whether any matrix product of this function's schedule runs on AMX tiles (found
+        once: a chain of thousands of products asks at each)."""
         from jitgrad.backend.numba import amx
 
         for step in self.schedule.steps:
