@@ -202,3 +202,26 @@ def test_a_compiled_mlp_on_the_tiles_agrees_with_float64():
     np.testing.assert_allclose(value, expected_value, rtol=1e-4)
     for name, exact in expected.items():
         np.testing.assert_allclose(grads[name], exact, rtol=0, atol=1e-5 * np.max(np.abs(exact)))
+
+
+@on_amx
+def test_a_kernel_with_tiles_on_two_threads_leaves_the_blas_threads_as_they_were(monkeypatch):
+    """Its BLAS products run on one thread (amx.matmul_into_one_thread), each restoring the
+    caller's count."""
+    from jitgrad.backend.numba.blas_threads import scipy_openblas
+
+    threads = getattr(scipy_openblas(), "scipy_openblas_get_num_threads", None)
+    if threads is None:
+        pytest.skip("scipy does not bundle OpenBLAS here")
+    monkeypatch.setattr(jg.config, "num_threads", 2)
+    monkeypatch.setattr(jg.config, "compile", "blocking")
+    function = jg.jit_grad(mlp_loss, wrt=0)
+    params, x = mlp_args()
+    assert "matmul_into_one_thread(" in function.lower(params, x).source
+    before = threads()
+    value, grads = function(params, x)
+    assert threads() == before
+    expected_value, expected = mlp_reference(params, x)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-4)
+    for name, exact in expected.items():
+        np.testing.assert_allclose(grads[name], exact, rtol=0, atol=1e-5 * np.max(np.abs(exact)))
