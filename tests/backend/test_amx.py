@@ -225,3 +225,21 @@ def test_a_kernel_with_tiles_on_two_threads_leaves_the_blas_threads_as_they_were
     np.testing.assert_allclose(value, expected_value, rtol=1e-4)
     for name, exact in expected.items():
         np.testing.assert_allclose(grads[name], exact, rtol=0, atol=1e-5 * np.max(np.abs(exact)))
+
+
+@on_amx
+def test_a_process_without_the_permission_multiplies_by_blas():
+    """The tile instructions raise SIGILL until Linux grants the tile state: the helper reads
+    the flag amx.available() sets and, without it, gives BLAS's product."""
+    m, k, n = 256, 512, 512
+    a, b = operands(np.random.default_rng(7), m, k, n, "CC")
+    ours, blas = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    blas_product(a, b, blas)
+    amx._PERMITTED.value = 0
+    try:
+        helper_product(a, b, ours)
+    finally:
+        amx._PERMITTED.value = 1
+    np.testing.assert_array_equal(ours, blas)
+    helper_product(a, b, ours)
+    assert not np.array_equal(ours, blas)  # the tiles again: not BLAS's bits
