@@ -51,7 +51,17 @@ def relative_error(out, a, b) -> float:
 
 @on_amx
 @pytest.mark.parametrize(
-    "m, k, n", [(32, 32, 32), (1, 1, 1), (33, 65, 47), (50, 70, 90), (128, 300, 96), (64, 1, 40)]
+    "m, k, n",
+    # (400, 1024, 40): a's parts in three chunks of rows (amx.LEFT_BYTES), the last one short
+    [
+        (32, 32, 32),
+        (1, 1, 1),
+        (33, 65, 47),
+        (50, 70, 90),
+        (128, 300, 96),
+        (64, 1, 40),
+        (400, 1024, 40),
+    ],
 )
 @pytest.mark.parametrize("layouts", ["CC", "CF", "FC", "FF", "SS"])
 def test_products_on_the_tiles_hold_float32_accuracy(m, k, n, layouts):

@@ -399,7 +399,7 @@ def _pack_tile_by_elements(matrix, words, word_block, word_kb, block, kb, rows_a
 
 @numba.njit(nogil=True)
 def pack_left(a, words):
-    """a (M x K float32, any strides) cut into parts, `words` (3, M/16, K/32, 16, 16): tile
+    """a (M x K float32, any strides) cut into parts, `words` (3, >= M/16, K/32, 16, 16): tile
     row r, word w holds a[r, 2w] and a[r, 2w + 1]. Returns the largest exponent field among
     a's elements (255: an infinity or a NaN, and the words are then incomplete). Whole tiles
     go by vectors: a row-major a's rows 32 k at a time; a column-major one's columns two k at
@@ -412,7 +412,7 @@ def pack_left(a, words):
     staging = np.empty((PARTS, ROWS, ROWS), np.uint32)
     stage = staging.ctypes.data
     base, item = a.ctypes.data, a.itemsize
-    for block in range(words.shape[1]):
+    for block in range(2 * ((m + 2 * ROWS - 1) // (2 * ROWS))):  # a's row pairs, padded
         for kb in range(words.shape[2]):
             whole = (block + 1) * ROWS <= m and (kb + 1) * K_TILE <= k
             if whole and row_major:
@@ -610,18 +610,20 @@ def _configure_tiles():
 # 1.72-1.76 -> 1.37-1.44 ms, its forward products unchanged; 192 KB cut a 1024-row b in
 # panels of one column pair (rows read 128 bytes at a time) and slowed the forward products.
 PANEL_BYTES = 384 * 1024
+LEFT_BYTES = 1 << 20  # a's parts for a chunk of rows (W3L's products: all their rows at once)
 
 
 @numba.njit(nogil=True)
 def _columns(left, largest_a, b, out, first, last):
-    """C's column pairs first .. last - 1 (32 columns each) of a @ b into `out`, a already cut
-    into `left` (pack_left, whose result is largest_a): b a panel of column pairs at a time
-    (all of k), cut just before the products that read it, so that its parts stay in L2 (a
-    1024 x 1024 b has 6 MB of parts, which, cut all first, went to memory and back: 0.55-0.65
-    ms). Each 2 x 2 block of C's tiles runs the whole k range: its start and end (zeroing and
-    storing the tiles) cost as much as ~100 products, which ranges of k would repeat. Runs in
-    the calling thread's tile state, configured here. False as `matmul`."""
-    row_pairs, k_blocks = left.shape[1] // 2, left.shape[2]
+    """C's column pairs first .. last - 1 (32 columns each) of a @ b into `out` (a's rows),
+    a already cut into `left` (pack_left, whose result is largest_a). b is cut a panel of
+    column pairs at a time (all of k), just before the products that read it, so that its
+    parts stay in L2 (a 1024 x 1024 b has 6 MB of parts, which, cut all first, went to memory
+    and back: 0.55-0.65 ms). Each 2 x 2 block of C's tiles runs the whole k range: its start
+    and end (zeroing and storing the tiles) cost as much as ~100 products, which ranges of k
+    would repeat. Runs in the calling thread's tile state, configured here. False as
+    `matmul`."""
+    row_pairs, k_blocks = (out.shape[0] + 2 * ROWS - 1) // (2 * ROWS), left.shape[2]
     group = max(1, min(last - first, PANEL_BYTES // (PARTS * 2 * k_blocks * 1024)))
     panel = _aligned_words(PARTS, 2 * group, k_blocks)
     scratch = np.empty((2 * ROWS, 2 * ROWS), np.float32)
@@ -661,18 +663,30 @@ def matmul(a, b, out, threads):
     threads: Numba's get_num_threads in compiled code is an address that Numba does not
     cache). False where a or b holds an infinity or a NaN, or where no term of some of C's
     columns can reach 2^-80 (see the module's notes): `out` is then partly written, and the
-    caller multiplies by BLAS instead. Call only where `available()`."""
+    caller multiplies by BLAS instead. Call only where `available()`.
+
+    a is cut into parts by chunks of rows of at most LEFT_BYTES of parts (all of a for a
+    batch's activations), each chunk's products run before the next is cut: the parts take
+    a bounded buffer however many rows a has, and stay in L2 with b's panels."""
     m, k = a.shape
+    k_blocks = (k + K_TILE - 1) // K_TILE
     row_pairs = (m + 2 * ROWS - 1) // (2 * ROWS)
     column_pairs = (b.shape[1] + 2 * ROWS - 1) // (2 * ROWS)
-    left = _aligned_words(PARTS, 2 * row_pairs, (k + K_TILE - 1) // K_TILE)
-    largest_a = pack_left(a, left)
-    if largest_a == _SPECIAL:
-        return False
+    chunk = max(1, min(row_pairs, LEFT_BYTES // (PARTS * 2 * k_blocks * 1024)))  # row pairs
+    left = _aligned_words(PARTS, 2 * chunk, k_blocks)
     ranges = min(threads, column_pairs)
-    if ranges > 1:
-        return _columns_in_parallel(left, largest_a, b, out, ranges)
-    return _columns(left, largest_a, b, out, 0, column_pairs)
+    for first in range(0, row_pairs, chunk):
+        rows = slice(2 * ROWS * first, min(2 * ROWS * (first + chunk), m))
+        largest_a = pack_left(a[rows], left)
+        if largest_a == _SPECIAL:
+            return False
+        if ranges > 1:
+            done = _columns_in_parallel(left, largest_a, b, out[rows], ranges)
+        else:
+            done = _columns(left, largest_a, b, out[rows], 0, column_pairs)
+        if not done:
+            return False
+    return True
 
 
 # Products of fewer multiply-adds go to BLAS. Measured (session 20, one product over and over):
