@@ -370,13 +370,46 @@ def _word_address(words, part, block, kb, row):
     )
 
 
+@intrinsic
+def _transpose_words(typingctx, source, destination):
+    """The 16 x 16 words at `source` (rows of 64 bytes), transposed, to `destination` (rows of
+    64 bytes): four rounds of zipping rows i and i + 8 (the perfect shuffle), 64 two-vector
+    shuffles in registers. Element by element, the tiles of a transposed operand cost 0.5 ms
+    for a 1024 x 1024 b."""
+
+    def codegen(context, builder, signature, args):
+        words = ir.VectorType(ir.IntType(32), ROWS)
+        rows = [
+            builder.load(_vector_at(builder, builder.add(args[0], _offset(i)), words), align=4)
+            for i in range(ROWS)
+        ]
+        half = ROWS // 2
+        low = ir.Constant(words, [j // 2 + (j % 2) * ROWS for j in range(ROWS)])
+        high = ir.Constant(words, [half + j // 2 + (j % 2) * ROWS for j in range(ROWS)])
+        for _ in range(4):
+            zipped = []
+            for i in range(half):
+                zipped.append(builder.shuffle_vector(rows[i], rows[i + half], low))
+                zipped.append(builder.shuffle_vector(rows[i], rows[i + half], high))
+            rows = zipped
+        for i, row in enumerate(rows):
+            destination = builder.add(args[1], _offset(i))
+            builder.store(row, _vector_at(builder, destination, words), align=4)
+        return context.get_dummy_value()
+
+    return types.none(types.intp, types.intp), codegen
+
+
+def _offset(row: int) -> ir.Constant:
+    return ir.Constant(ir.IntType(64), row * 64)
+
+
 @numba.njit(inline="always")
 def _transpose_tiles(staging, words, block, kb):
     """words' three tiles at (block, kb) <- the transposes of staging's three 16 x 16 words."""
     for part in range(PARTS):
-        for row in range(ROWS):
-            for column in range(ROWS):
-                words[part, block, kb, row, column] = staging[part, column, row]
+        destination = _word_address(words, part, block, kb, 0)
+        _transpose_words(staging.ctypes.data + part * ROWS * ROWS * 4, destination)
 
 
 @numba.njit(inline="always")
