@@ -1,10 +1,12 @@
 """amx.py: float32 products on AMX tiles, each operand cut into three exact bfloat16 parts.
 Against float64 products (every layout a kernel passes, shapes that end inside a tile, k not
-a multiple of the tile's 32), on the scale of sum |a||b| where BLAS's own error lies; operands
-holding an infinity or a NaN go to BLAS (bitwise its result); the emitter names the AMX
-helper only for large float32 products, with jitgrad.config.amx on, on a CPU that has AMX;
-and a compiled MLP whose products run on the tiles agrees with its gradients by hand in
-float64. On a CPU without AMX only the emitter's choice is tested."""
+a multiple of the tile's 32, a's rows in several chunks, C's columns over 1 to 3 threads), on
+the scale of sum |a||b| where BLAS's own error lies. BLAS's bits where the tiles decline:
+operands holding an infinity or a NaN, products of only tiny terms, a process without the
+OS's permission. The emitter names the tiles only for large float32 products, with
+jitgrad.config.amx on, on a CPU that has AMX, and then keeps the kernel's BLAS products on one
+thread (the caller's BLAS threads restored); a compiled MLP on the tiles agrees with its
+gradients by hand in float64. On a CPU without AMX only the emitter's choice is tested."""
 
 import numba
 import numpy as np
