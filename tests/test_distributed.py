@@ -132,13 +132,14 @@ TRAINING = """
             "b1": np.zeros(H, np.float32),
             "w2": (r.standard_normal((H, C)) * 0.3).astype(np.float32),
             "b2": np.zeros(C, np.float32),
+            "scale": np.ones((1, C), np.float32),   # one row: one rank's share is empty
         }
         return p
 
 
     def loss_fn(p, xb, yb):
         h = jg.tanh(xb @ p["w1"] + p["b1"])
-        logits = h @ p["w2"] + p["b2"]
+        logits = (h @ p["w2"] + p["b2"]) * p["scale"]
         return jg.reduce_mean(
             jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
         )
@@ -155,11 +156,17 @@ TRAINING = """
             np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-5, atol=2e-6)
 
 
+    # Each rank updates its share of the rows (compiler/sharded_step.py), or every rank all
+    # of them after an MPI_Allreduce (jitgrad.config.sharded_update off): the same training.
     optimizers = {
-        "sgd": lambda: jg.optim.SGD(0.1),
-        "adam": lambda: jg.optim.Adam(0.01, global_clipnorm=1.0),
+        ("sgd", True): lambda: jg.optim.SGD(0.1),
+        ("sgd", False): lambda: jg.optim.SGD(0.1),
+        ("adam", True): lambda: jg.optim.Adam(0.01, global_clipnorm=1.0),
+        ("adam", False): lambda: jg.optim.Adam(0.01, global_clipnorm=1.0),
+        ("rmsprop", True): lambda: jg.optim.RMSprop(0.01, momentum=0.5, centered=True),
     }
-    for name, make in optimizers.items():
+    for (name, shard), make in optimizers.items():
+        jg.config.sharded_update = shard
         par = dist.broadcast(init_params())
         ref = {k: v.copy() for k, v in par.items()}
         ref_opt, par_opt = make(), make()
@@ -174,8 +181,14 @@ TRAINING = """
             par_step(par, par_state, xs, ys)
             assert identical_on_every_rank((par, par_state)), name
         close(par, ref)
-        assert "allreduce_sum_f32" in par_step.lower(par, par_state, xs, ys).source
-        print("ok", dist.rank(), "jit_train_step", name, flush=True)
+        for slot in ref_opt.slots:   # the whole state, on every rank
+            close(par_state[slot], ref_state[slot])
+        source = par_step.lower(par, par_state, xs, ys).source
+        assert bool(par_step._sharded) == shard
+        assert ("exchange_point(0)" in source) == shard
+        assert ("allreduce_sum_f32" in source) == (not shard or name == "adam")  # Adam clips
+        print("ok", dist.rank(), "jit_train_step", name, shard, flush=True)
+    jg.config.sharded_update = True
 
     # The eager tape with DistributedOptimizer (Horovod's pattern) against one process.
     start = dist.broadcast(init_params())
@@ -199,7 +212,7 @@ TRAINING = """
 
 
 def test_data_parallel_training_equals_one_process(tmp_path):
-    check_ok(run_ranks(tmp_path, TRAINING), 2 * 3)
+    check_ok(run_ranks(tmp_path, TRAINING), 2 * 6)
 
 
 RAISING = """

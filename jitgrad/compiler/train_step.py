@@ -35,12 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from jitgrad.autodiff.transforms import value_and_grad
+from jitgrad.compiler import sharded_step
 from jitgrad.compiler.function import Compiled, JitFunction
 from jitgrad.compiler.stateful import write_back
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
 from jitgrad.ir.schedule import LoopGroup
-from jitgrad.ops.collective import mean_over_ranks
+from jitgrad.ops.collective import allgather_rows_p, mean_over_ranks
 
 # Compiled version -> its `_donation_plan`, computed once; a version belongs to one train step.
 _DONATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -81,10 +82,29 @@ class TrainStep(JitFunction):
         self.has_aux = has_aux
         self.distributed = distributed
         self._structure_checked = not distributed
+        self._sharded = None  # decided at a distributed step's first call (sharded_step.py)
         if distributed:
             from jitgrad.distributed.world import world
 
             world()  # join the job: the traced mean divides by its size
+        super().__init__(
+            self._step_function(),
+            tuple(i + self.leading_args for i in _as_tuple(static_argnums)),
+            (),
+            fastmath,
+            name=f"jit_train_step({getattr(loss_fn, '__name__', 'loss')})",
+        )
+        retrace_on_change = getattr(optimizer, "retrace_on_change", None)
+        if retrace_on_change is not None:
+            retrace_on_change(self)
+
+    # The arguments before the batch: params, opt_state (a sharded step's kernel has three).
+    leading_args = 2
+
+    def _step_function(self):
+        """The function traced: one step of `loss_fn` and the optimizer's update."""
+        loss_fn, has_aux, optimizer = self.loss_fn, self.has_aux, self.optimizer
+        distributed = self.distributed
 
         def step(params, opt_state, *batch):
             out, grads = value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
@@ -93,16 +113,7 @@ class TrainStep(JitFunction):
             new_params, new_state = optimizer.update(params, grads, opt_state)
             return out, new_params, new_state
 
-        super().__init__(
-            step,
-            tuple(i + 2 for i in _as_tuple(static_argnums)),
-            (),
-            fastmath,
-            name=f"jit_train_step({getattr(loss_fn, '__name__', 'loss')})",
-        )
-        retrace_on_change = getattr(optimizer, "retrace_on_change", None)
-        if retrace_on_change is not None:
-            retrace_on_change(self)
+        return step
 
     def _call(self, args, kwargs):
         if kwargs or len(args) < 2:
@@ -118,7 +129,30 @@ class TrainStep(JitFunction):
             check_same_structure(f"{self.name}: params", args[0], "params")
             check_same_structure(f"{self.name}: opt_state", args[1], "opt_state")
             self._structure_checked = True
+        if self.distributed and self._sharded is None:
+            self._sharded = sharded_step.shard_if_possible(self, args[0], args[1]) or False
+        if self._sharded:
+            self._use_entry(self._sharded.entry)
+            return self._sharded.call(args[0], args[1], args[2:])
         return super()._call(args, kwargs)
+
+    def shard_kernel(self, rank: int, size: int) -> ShardKernel:
+        """The kernel of this step's sharded form (sharded_step.py) on `rank` of `size`."""
+        return ShardKernel(self, rank, size)
+
+    def clear_cache(self) -> None:
+        """Forget the compiled versions (the optimizer's code changed: a slot added, say) and
+        the sharded form, which the next call chooses again."""
+        super().clear_cache()
+        if self._sharded:
+            self._sharded = None
+
+    def lower(self, *args, **kwargs):
+        """The kernel a call with these arguments runs (a sharded step's own, see
+        sharded_step.py, once its first call has chosen it)."""
+        if self._sharded and not kwargs:
+            return self._sharded.lower(args[0], args[1], args[2:])
+        return super().lower(*args, **kwargs)
 
     def _compiles_now(self) -> bool:
         return self.distributed or super()._compiles_now()
@@ -191,6 +225,32 @@ class TrainStep(JitFunction):
         return outputs[0]
 
 
+class ShardKernel(TrainStep):
+    """The kernel of a sharded step (sharded_step.py): `(params, state rows, exchange,
+    *batch) -> loss`, updating the parameters and this rank's rows of the state in place."""
+
+    leading_args = 3
+
+    def __init__(self, step: TrainStep, rank: int, size: int):
+        self.rank, self.size = rank, size
+        super().__init__(
+            step.loss_fn,
+            step.optimizer,
+            step.has_aux,
+            tuple(i - TrainStep.leading_args for i in step._static_argnums),
+            step.fastmath,
+            distributed=True,
+        )
+        self._structure_checked = True  # the state's rows differ between ranks: checked whole
+        self._sharded = False
+        self.name = step.name
+
+    def _step_function(self):
+        return sharded_step.sharded_step_function(
+            self.loss_fn, self.has_aux, self.optimizer, self.rank, self.size
+        )
+
+
 def _as_tuple(x):
     return (x,) if isinstance(x, int) else tuple(x)
 
@@ -228,7 +288,9 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
         for e in eqns:
             for x in e.inputs:
                 last_read[x] = position
-            if isinstance(step, LoopGroup) and e.op.reduction is None:
+            if (isinstance(step, LoopGroup) and e.op.reduction is None) or (
+                e.op is allgather_rows_p  # writes its whole output (sharded_step.py)
+            ):
                 writer[e.out] = position
             if e.op.raises:  # OpDef.raises: its kernel code can raise an IndexError
                 last_raise = position

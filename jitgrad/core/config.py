@@ -25,6 +25,10 @@
   AMX tiles where the CPU has them (backend/numba/amx.py: each float32 as three exact
   bfloat16 parts; errors of float32's order, not BLAS's bits); off, they all go to BLAS.
   Read when a kernel is emitted.
+* `sharded_update` (JITGRAD_SHARDED_UPDATE=0 turns it off): a distributed train step whose
+  ranks all run on one machine has each rank update a share of every parameter's rows, with
+  the optimizer state in memory the ranks share (compiler/sharded_step.py); off, every rank
+  updates everything after an MPI_Allreduce. Read at a distributed step's first call.
 * `compile_tape_backward` (JITGRAD_TAPE_COMPILE=0 turns it off) and `tape_compile_after`:
   the eager tape compiles the backward pass of a graph structure it has recorded this many
   times (2: the first backward runs eagerly, the second compiles).
@@ -62,6 +66,7 @@ class Config:
         self.compile_exit_budget = 300.0
         self.warm_helpers = os.environ.get("JITGRAD_WARM_HELPERS", "1") != "0"
         self.amx = os.environ.get("JITGRAD_AMX", "1") != "0"
+        self.sharded_update = os.environ.get("JITGRAD_SHARDED_UPDATE", "1") != "0"
         self.compile_tape_backward = os.environ.get("JITGRAD_TAPE_COMPILE", "1") != "0"
         self.tape_compile_after = 2
         self.retrace_warning_after = 8

@@ -51,6 +51,9 @@ class _MPICommunicator:
         self.comm.Allreduce(array, out, op=MPI.SUM)
         return out
 
+    def allgather(self, array: np.ndarray) -> list:
+        return self.comm.allgather(array)
+
 
 _world: _World | None = None
 

@@ -17,7 +17,8 @@ from jitgrad.core import pytree
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
-from jitgrad.core.opdef import defop
+from jitgrad.core.opdef import NO_GRADIENT, defop
+from jitgrad.core.row_shares import row_share, row_size, share_offsets, value_offsets
 from jitgrad.ops.base import as_value
 from jitgrad.ops.structural import cast_value
 
@@ -32,12 +33,16 @@ class _SingleProcess:
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         return array.copy()
 
+    def allgather(self, array: np.ndarray) -> list:
+        return [array.copy()]
+
 
 _communicator = _SingleProcess()
 
 
 def install_communicator(communicator) -> None:
-    """Route allreduce through `communicator` (`size`, `allreduce_sum(array) -> new array`);
+    """Route allreduce through `communicator` (`size`, `allreduce_sum(array) -> new array`,
+    `allgather(array) -> [every rank's array]`);
     None restores the single-process one."""
     global _communicator
     _communicator = _SingleProcess() if communicator is None else communicator
@@ -98,3 +103,90 @@ def mean_over_ranks(grads):
     data-parallel update applies (jit_train_step(distributed=True), DistributedOptimizer)."""
     leaves, treedef = pytree.flatten(grads)
     return pytree.unflatten(treedef, [allreduce(g, op="mean") for g in leaves])
+
+
+# -- the sharded update's exchange (jit_train_step(distributed=True) on one machine) ------------
+#
+# Data parallelism on one machine can skip the allreduce's second half: rank q updates only its
+# share of every parameter's rows (and of the optimizer state's), so it needs the sum over
+# ranks of those rows alone (`reduce_scatter_rows`), and every rank then needs every share of
+# the new parameters (`allgather_rows`). Both exchange through an `exchange` array in memory
+# that all ranks of the machine map (jitgrad.distributed.shared_memory): rows 0 .. size-1 are
+# each rank's published gradients, row `size` the new parameters' shares. The ops write into
+# that array, so they are only ever traced into a train step (compiler/sharded_step.py), which
+# owns it; their eager forms (a train step's numpy fallback never runs them: a distributed
+# step compiles first) reduce through the installed communicator.
+
+
+def _check_exchange(op: str, exchange, values, size: int, needed: int) -> None:
+    dtype = values[0].dtype
+    if dtype not in REDUCED_DTYPES or any(v.dtype != dtype for v in values):
+        got = ", ".join(f"{v.dtype} {tuple(v.shape)}" for v in values)
+        raise op_error(op, f"needs float32 or float64 values of one dtype, got {got}")
+    if any(len(v.shape) == 0 for v in values):
+        raise op_error(op, "shares rows: every value needs at least one dimension")
+    if exchange.dtype != dtype or len(exchange.shape) != 2 or exchange.shape[0] != size + 1:
+        raise op_error(
+            op,
+            f"the exchange array must be {dtype} with {size + 1} rows, got {exchange.dtype} "
+            f"{tuple(exchange.shape)}",
+        )
+    if exchange.shape[1] < needed:
+        raise op_error(
+            op,
+            f"the exchange array's rows hold {exchange.shape[1]} values, these need {needed}: a "
+            "sharded train step keeps the parameter shapes of its first call (make another "
+            "jit_train_step for another model)",
+        )
+
+
+def _reduce_scatter_eval(exchange, *values, rank, size):
+    shapes = [tuple(v.shape) for v in values]
+    _check_exchange("reduce_scatter_rows", exchange, values, size, value_offsets(shapes)[-1])
+    return AVal((share_offsets(shapes, rank, size)[-1],), values[0].dtype)
+
+
+def _reduce_scatter_impl(exchange, *values, rank, size):
+    pieces = []
+    for v in values:
+        first, end = row_share(v.shape, rank, size)
+        pieces.append(_communicator.allreduce_sum(np.ascontiguousarray(v))[first:end].ravel())
+    return np.concatenate(pieces) if pieces else np.zeros(0, exchange.dtype)
+
+
+reduce_scatter_rows_p = defop(
+    "reduce_scatter_rows",
+    abstract_eval=_reduce_scatter_eval,
+    impl=_reduce_scatter_impl,
+    vjp=NO_GRADIENT,
+    kind="other",
+    doc="This rank's share of the rows of each value, summed over the job's ranks, flat and "
+    "concatenated (the first half of a sharded update's exchange; rows by `row_share`).",
+    collective=True,
+)
+
+
+def _allgather_eval(exchange, share, *previous, rank, size, rows, offset, tag):
+    full = (rows, *share.shape[1:])
+    first, end = row_share(full, rank, size)
+    if share.shape[0] != end - first:
+        raise op_error("allgather_rows", f"rank {rank}'s share of {full} has {end - first} rows")
+    _check_exchange("allgather_rows", exchange, [share], size, offset + rows * row_size(full))
+    return AVal(full, share.dtype)
+
+
+def _allgather_impl(exchange, share, *previous, rank, size, rows, offset, tag):
+    return np.concatenate(_communicator.allgather(np.ascontiguousarray(share)))
+
+
+allgather_rows_p = defop(
+    "allgather_rows",
+    abstract_eval=_allgather_eval,
+    impl=_allgather_impl,
+    vjp=NO_GRADIENT,
+    kind="other",
+    doc="The whole value from every rank's share of its rows, identical on every rank (the "
+    "second half of a sharded update's exchange; `tag` numbers the exchange points of a step, "
+    "and the values after `share`, unread, order them: the previous point's result).",
+    collective=True,
+)

@@ -40,15 +40,17 @@ from jitgrad.optim.hyperparameters import Hyperparameter, hyperparameters
 from jitgrad.optim.state import check_state, layout
 
 
-def clip_by_global_norm(grads, max_norm):
+def clip_by_global_norm(grads, max_norm, norm=None):
     """Scale all gradients by max_norm / max(norm, max_norm), where norm is their joint L2
-    norm; returns (clipped, norm). `grads` is any nested dict/list/tuple of arrays.
+    norm (given, when `grads` are shares of a larger gradient: a sharded update); returns
+    (clipped, norm). `grads` is any nested dict/list/tuple of arrays.
 
     >>> clipped, norm = clip_by_global_norm([g1, g2], 1.0)
     """
     leaves, treedef = pytree.flatten(grads)
     leaves = [as_value(g) for g in leaves]
-    norm = ops.sqrt(sum(ops.reduce_sum(ops.square(g)) for g in leaves))
+    if norm is None:
+        norm = ops.sqrt(sum(ops.reduce_sum(ops.square(g)) for g in leaves))
     max_norm = _like(max_norm, norm)
     scale = max_norm / ops.maximum(norm, max_norm)
     clipped = [g * ops.cast(scale, g.dtype) for g in leaves]
@@ -155,8 +157,10 @@ class Optimizer:
             state[name] = pytree.unflatten(treedef, specs)
         return state
 
-    def update(self, params, grads, state):
-        """(new params, new state) after one step; pure and traceable.
+    def update(self, params, grads, state, *, global_norm=None):
+        """(new params, new state) after one step; pure and traceable. `global_norm`: the
+        joint norm of the whole gradient when `params`, `grads` and `state` are shares of
+        the rows of the whole (a sharded update, compiler/sharded_step.py), for clipping.
 
         >>> params, state = opt.update(params, grads, state)
         """
@@ -170,7 +174,9 @@ class Optimizer:
         check_state(type(self).__name__, layout(self._state_specs(params)), state)
         g_leaves = [as_value(g) for g in g_leaves]
         if self.global_clipnorm is not None:
-            g_leaves, _ = clip_by_global_norm(g_leaves, self._traced("global_clipnorm"))
+            g_leaves, _ = clip_by_global_norm(
+                g_leaves, self._traced("global_clipnorm"), global_norm
+            )
         step = as_value(state["step"])
         lr = self._traced("learning_rate")
         lr = lr(step) if callable(lr) else lr
@@ -196,6 +202,16 @@ class Optimizer:
 
     def _update_leaf(self, p, g, slots: dict, c: dict):
         raise NotImplementedError
+
+    def updates_elementwise(self) -> bool:
+        """Whether each element of a parameter's update depends on that element of the
+        parameter, gradient and slots alone, so that ranks may each update a share of the rows
+        (compiler/sharded_step.py). True only when the class that defines `_update_leaf`
+        declares `update_is_elementwise = True`: a subclass with its own rule must say so."""
+        for cls in type(self).__mro__:
+            if "_update_leaf" in vars(cls):
+                return vars(cls).get("update_is_elementwise", False)
+        return False
 
     # -- TensorFlow style ------------------------------------------------------------------------
     def apply_gradients(self, grads_and_vars):
@@ -249,6 +265,8 @@ class SGD(Optimizer):
     >>> opt = SGD(0.1, momentum=0.9, nesterov=True)
     """
 
+    update_is_elementwise = True
+
     momentum = Hyperparameter()
 
     def __init__(
@@ -287,6 +305,8 @@ class Adam(Optimizer):
 
     >>> opt = Adam(1e-3)
     """
+
+    update_is_elementwise = True
 
     slots = ("m", "v")
     beta_1 = Hyperparameter()
@@ -331,6 +351,8 @@ class AdamW(Adam):
     >>> opt = AdamW(1e-3, weight_decay=0.01)
     """
 
+    update_is_elementwise = True
+
     weight_decay = Hyperparameter()
 
     def __init__(
@@ -357,6 +379,8 @@ class RMSprop(Optimizer):
 
     >>> opt = RMSprop(1e-3, momentum=0.9, centered=True)
     """
+
+    update_is_elementwise = True
 
     rho = Hyperparameter()
     momentum = Hyperparameter()

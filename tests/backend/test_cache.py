@@ -243,3 +243,48 @@ def test_two_processes_compiling_into_one_cache_at_once(tmp_path):
     assert results[0] == results[1]
     third, _ = run_script({"JITGRAD_CACHE_DIR": str(tmp_path)})
     assert third[:2] == results[0] and third[2] == "1"
+
+
+def test_kernel_modules_import_by_name_from_the_cache(tmp_path):
+    """Numba names the helpers it compiles once per process (a float power in a train step's
+    scalar code) after the first kernel module that needed them, so a later kernel's cached
+    machine code can refer to an earlier kernel's module (two Adam steps of different shapes
+    here), which another process, a rank of the same job or the next run, may never have
+    loaded. Such a module imports by its name from its file in the cache; a file whose
+    contents are not what its name says does not."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import jitgrad as jg
+
+        def loss(p, x):
+            return jg.reduce_sum(jg.sin(x @ p["w"]))
+
+        for n in (3, 5):
+            p = {"w": np.ones((4, n), np.float32)}
+            opt = jg.optim.Adam(0.01)
+            jg.jit_train_step(loss, opt)(p, opt.init(p), np.ones((2, 4), np.float32))
+    """)
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(tmp_path), JITGRAD_COMPILE="blocking")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    root = tmp_path / "kernels"
+    keys = sorted(p.stem[2:] for p in root.glob("k_*.py"))
+    machine_code = [p.read_bytes() for p in (root / "__pycache__").glob("*.nbc")]
+    assert any(  # the situation this is for: one kernel's code names another's module
+        sum(f"jitgrad_kernel_{key}".encode() in code for key in keys) > 1 for code in machine_code
+    )
+    (root / f"k_{'0' * 24}.py").write_text((root / f"k_{keys[0]}.py").read_text())
+    check = textwrap.dedent(f"""
+        import importlib
+        import jitgrad.backend.numba.compile
+        for key in {keys!r}:
+            module = importlib.import_module("jitgrad_kernel_" + key)
+            assert callable(module.kernel), key
+        try:
+            importlib.import_module("jitgrad_kernel_" + "0" * 24)
+        except ModuleNotFoundError:
+            print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok"]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.abc
+import importlib.machinery
 import linecache
 import os
+import re
 import sys
 import types
 
@@ -201,3 +204,38 @@ def disk_cache_lock(kernel, path: str):
 def forget_entry(path: str) -> None:
     """Remove a cache entry that failed to load (module and Numba's files)."""
     cache.remove_entry(path)
+
+
+class _CachedKernelFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a kernel module by name from the cache, for Numba's unpickler. Numba compiles
+    the helpers a kernel's scalar code needs (float powers, say) once per process and names
+    them after the module that needed them first; a kernel compiled later in that process
+    reuses them, so its cached machine code refers to the first kernel's module. Another
+    process loading it (a rank of the same job, the next run) may never have loaded that
+    module: it is loaded here from its file in the cache, which the writer put there first."""
+
+    _NAME = re.compile(r"jitgrad_kernel_([0-9a-f]{24})")
+
+    def find_spec(self, fullname, path=None, target=None):
+        match = self._NAME.fullmatch(fullname)
+        if match is None or config.disable_cache:
+            return None
+        try:
+            file = os.path.join(cache.cache_root(), f"k_{match.group(1)}.py")
+            with open(file, encoding="utf-8") as fh:
+                source = fh.read()
+        except (OSError, cache.CacheUnavailableError):
+            return None
+        if cache.source_key(source) != match.group(1):
+            return None  # not what that module's name says (corrupted, or another version)
+        return importlib.machinery.ModuleSpec(fullname, self, origin=file, loader_state=source)
+
+    def create_module(self, spec):
+        load_kernel(spec.loader_state, f"the cached kernel {spec.origin}")
+        return sys.modules[spec.name]
+
+    def exec_module(self, module):
+        pass  # load_kernel ran it
+
+
+sys.meta_path.append(_CachedKernelFinder())

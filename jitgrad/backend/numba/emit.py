@@ -41,6 +41,7 @@ from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.backend.numba.vector_loops import VectorLoop, vector_lanes
 from jitgrad.core.aval import DYNAMIC, TupleAVal
 from jitgrad.core.opdef import REGISTRY, OpDef
+from jitgrad.core.row_shares import row_share, row_size, share_offsets, value_offsets
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
 from jitgrad.ir.schedule import LoopGroup, Schedule
@@ -93,7 +94,8 @@ GEMM_CONV_BLOCK_ELEMENTS = 32768
 WINDOWS_MAX_POSITIONS = 64
 WINDOWS_MIN_SIZE = 1024
 # Helpers that are not from the vectorised math module (their own imports in module_source).
-_SPECIAL_OR_MPI = set(helper_names.SPECIAL.values()) | set(helper_names.MPI_ALLREDUCE.values())
+_MPI = set(helper_names.MPI_ALLREDUCE.values()) | {helper_names.MPI_EXCHANGE_POINT}
+_SPECIAL_OR_MPI = set(helper_names.SPECIAL.values()) | _MPI
 # Structured op name -> the Emitter method that writes it (see `emits`).
 EMITTERS: dict[str, Callable] = {}
 
@@ -237,6 +239,9 @@ class Emitter:
         self.functions: list[str] = []
         self.local_symbols = False  # functions of the module called through a symbol (shards.py)
         self.checked_indices = 0  # index variables named so far (checked_index_name)
+        self.exchange_views: set[str] = set()  # writeable views of exchange arrays (writable)
+        self.placements: dict[Var, str] = {}  # value -> its place in an exchange array
+        self.placed: set[Var] = set()  # the values computed in their place there
         if parent is not None:
             self.helpers, self.runtime, self.simd = parent.helpers, parent.runtime, parent.simd
             self.symbol_helpers = parent.symbol_helpers
@@ -285,6 +290,10 @@ class Emitter:
                 continue
             self.param_names.append(self.name_of(v))
             self.contiguous.add(v)
+        if not self.generic:
+            self.place_in_exchange()
+            for v, place in self.placements.items():
+                self.emit(f"{self.name_of(v)} = {place}")
         groups = []
         loops = []  # (first line, end line) of the loops a function may run (see outline_loops)
         parallel_loops = []  # (first line, end line) of the prange loops (see outline_loops)
@@ -386,7 +395,7 @@ class Emitter:
         for module, names in (
             (helper_names.VMATH_MODULE, self.helpers - _SPECIAL_OR_MPI),
             (helper_names.SPECIAL_MODULE, self.helpers & set(helper_names.SPECIAL.values())),
-            (helper_names.MPI_MODULE, self.helpers & set(helper_names.MPI_ALLREDUCE.values())),
+            (helper_names.MPI_MODULE, self.helpers & _MPI),
             (helper_names.RUNTIME_MODULE, self.runtime),
             (helper_names.SIMD_MODULE, self.simd),
             (BLOCKS_MODULE, {"scalar_block"} if self.blocks else set()),
@@ -571,7 +580,15 @@ class Emitter:
         )
         if computations >= MIN_LOOP_BLOCK:
             return 0
-        return vector_lanes(group, self.graph.consts, self.contiguous, self.generic)
+        return vector_lanes(group, self.graph.consts, self.contiguous, self.generic, self.in_place)
+
+    @functools.cached_property
+    def in_place(self) -> set:
+        """The outputs a caller may have written into an input's own array: those with an
+        input's shape and dtype (a train step's new parameters and state, donated by
+        compiler/train_step.py after the kernel is emitted, so not known here exactly)."""
+        avals = {x.aval for x in self.graph.inputs}
+        return {v for v in self.graph.outputs if v.aval in avals}
 
     def open_innermost_loop(
         self, d: int, extent: int, rng: str, depth: int, partials: list, blocked: bool
@@ -786,8 +803,14 @@ class Emitter:
                 self.emit(f"{self.name_of(e.out)} = {scalars[e.out]}")
 
     def add_buffer(self, v: Var) -> None:
-        self.params.append(("buffer", v.aval.shape, v.aval.dtype))
-        self.param_names.append(self.name_of(v))
+        """Give `v` an array to be written into: a kernel parameter (the caller allocates it,
+        or passes its own array to update in place), or its place in a sharded update's
+        exchange array (place_in_exchange)."""
+        if v in self.placements:
+            self.placed.add(v)
+        else:
+            self.params.append(("buffer", v.aval.shape, v.aval.dtype))
+            self.param_names.append(self.name_of(v))
         self.contiguous.add(v)
 
     def scalar_expr(self, e: Eqn, args: list[str]) -> str:
@@ -1342,6 +1365,104 @@ class Emitter:
         self.emit(f"{out} = {source}")
         self.emit(f"{helper}({self.view(out, (e.out.aval.size,))})")
         self.contiguous.add(e.out)
+
+    def writable(self, exchange: Var) -> str:
+        """The name of a writeable view of the exchange array (an input, typed read-only)."""
+        name = f"{self.name_of(exchange)}_w"
+        if name not in self.exchange_views:
+            self.exchange_views.add(name)
+            self.runtime.add("writable")
+            self.emit(f"{name} = writable({self.name_of(exchange)})")
+        return name
+
+    def place_in_exchange(self) -> None:
+        """Have the values a sharded update publishes be computed in the exchange array
+        itself, not copied there: this rank's gradients in its row, its new shares of the
+        parameters in the last row (`placements`; add_buffer then binds them there). Defined
+        before the first step, so that no outlined loop function owns their names."""
+        for e in self.graph.eqns:
+            if e.op.name == "reduce_scatter_rows":
+                values = e.inputs[1:]
+                offsets = value_offsets([v.aval.shape for v in values])
+                row = e.params["rank"]
+                spans = [(v, offsets[i], offsets[i + 1]) for i, v in enumerate(values)]
+            elif e.op.name == "allgather_rows":
+                share, p = e.inputs[1], e.params
+                per_row = row_size(e.out.aval.shape)
+                first, end = row_share(e.out.aval.shape, p["rank"], p["size"])
+                row = p["size"]
+                spans = [(share, p["offset"] + first * per_row, p["offset"] + end * per_row)]
+            else:
+                continue
+            exchange = self.writable(e.inputs[0])
+            for v, start, end in spans:
+                if (
+                    end > start
+                    and v not in self.graph.inputs
+                    and v not in self.graph.consts
+                    and v not in self.graph_outputs
+                    and v not in self.placements
+                ):
+                    self.placements[v] = self.view(
+                        f"{exchange}[{row}][{start}:{end}]", v.aval.shape
+                    )
+
+    @emits("reduce_scatter_rows")
+    def op_reduce_scatter_rows(self, e, exchange, *values):
+        """This rank's share of the rows of every value, summed over the ranks
+        (ops/collective.py): this rank's values are in its row of the exchange array that the
+        ranks share (computed there, see place_in_exchange, or copied), each whole, one after
+        the other (core/row_shares.py); wait at exchange point 0 until every rank's are, then
+        add up this rank's rows of each over the ranks' rows, in rank order, so that a sum has
+        the same bits whichever rank made it."""
+        rank, size = e.params["rank"], e.params["size"]
+        shapes = [v.aval.shape for v in values]
+        offsets, shares = value_offsets(shapes), share_offsets(shapes, rank, size)
+        exchange_name, out = self.writable(exchange), self.name_of(e.out)
+        self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
+        for i, v in enumerate(values):
+            if v not in self.placed and v.aval.size:
+                self.emit(f"# publish gradient {i} (computed elsewhere)")
+                source = self.view(self.contiguous_expr(v), (v.aval.size,))
+                self.emit(f"{exchange_name}[{rank}, {offsets[i]}:{offsets[i + 1]}] = {source}")
+        self.emit("exchange_point(0)")
+        self.add_buffer(e.out)
+        for i, v in enumerate(values):
+            per_row = row_size(v.aval.shape)
+            first, end = row_share(v.aval.shape, rank, size)
+            if end == first:
+                continue
+            start, stop = offsets[i] + first * per_row, offsets[i] + end * per_row
+            ranks = " + ".join(f"{exchange_name}[{q}, {start} + j]" for q in range(size))
+            self.emit(f"for j in range({stop - start}):")
+            self.emit(f"    {out}[{shares[i]} + j] = {ranks}")
+
+    @emits("allgather_rows")
+    def op_allgather_rows(self, e, exchange, share, *_previous):
+        """The whole value from the ranks' shares of its rows (ops/collective.py): this rank's
+        share is in the exchange array's last row (computed there, see place_in_exchange, or
+        copied); wait at exchange point `tag` until every rank's is, then copy the whole value
+        out (this rank's share too: every rank copies the same bits). The output is the
+        caller's parameter when the train step updates it in place (compiler/train_step.py)."""
+        p = e.params
+        rank, size, offset = p["rank"], p["size"], p["offset"]
+        shape = e.out.aval.shape
+        per_row = row_size(shape)
+        first, end = row_share(shape, rank, size)
+        exchange_name, out = self.writable(exchange), self.name_of(e.out)
+        self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
+        if end > first and share not in self.placed:
+            source = self.view(self.contiguous_expr(share), (share.aval.size,))
+            self.emit(
+                f"{exchange_name}[{size}, {offset + first * per_row}:{offset + end * per_row}] = "
+                f"{source}"
+            )
+        self.emit(f"exchange_point({p['tag']})")
+        self.add_buffer(e.out)
+        total = e.out.aval.size
+        self.emit(
+            f"{self.view(out, (total,))}[:] = {exchange_name}[{size}][{offset}:{offset + total}]"
+        )
 
     def _slices(self, index) -> str:
         parts = []

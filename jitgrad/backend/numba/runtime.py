@@ -53,6 +53,14 @@ def readonly(typingctx, array):
 
 
 @intrinsic
+def writable(typingctx, array):
+    """`array`, typed writeable: the exchange array of a sharded update, a kernel input that
+    its exchange ops write into (emit.py: reduce_scatter_rows, allgather_rows); kernels type
+    every input read-only."""
+    return _retyped(array, readonly=False)
+
+
+@intrinsic
 def strided(typingctx, array):
     """`array`, typed read-only and of any layout ('A'): a matrix product's operand, which
     BLAS reads row- or column-major (a transpose is a view), so that matmul_into has one

@@ -78,10 +78,13 @@ _CALLED = re.compile(r"\b([a-z_]+)\(")
 BOOLEAN = np.dtype(np.bool_)
 
 
-def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool) -> int:
+def vector_lanes(
+    group: LoopGroup, consts: dict, contiguous: set, generic: bool, in_place: set
+) -> int:
     """The lanes of the vectors that `group`'s innermost dimension is made of, or 0 when the
-    group keeps its scalar loop (see the module docstring). The caller checks that it runs
-    serially."""
+    group keeps its scalar loop (see the module docstring); `in_place`: the kernel's outputs
+    that a caller may have it write into one of its inputs' arrays (Emitter.in_place). The
+    caller checks that it runs serially."""
     space = group.space
     if generic or len(space) < 2 or not all(isinstance(n, int) for n in space):
         return 0
@@ -97,8 +100,11 @@ def vector_lanes(group: LoopGroup, consts: dict, contiguous: set, generic: bool)
     else:
         return 0
     sums = any(e.op.reduction is not None for e in group.eqns)
-    if row_bytes > 64 * MAX_ROW_VECTORS and not sums:
-        return 0  # LLVM vectorises a long row itself (and unrolls it: (64, 1024) 12.5 us, 13.3)
+    if row_bytes > 64 * MAX_ROW_VECTORS and not sums and not in_place.intersection(group.outputs):
+        # LLVM vectorises a long row itself (and unrolls it: (64, 1024) 12.5 us, 13.3), but
+        # not when an output is an input's own array (a train step's update written in place):
+        # its run-time overlap check then takes the scalar loop, with a call per math.sqrt.
+        return 0
     outer = tuple(range(len(space) - 1))
     for e in group.eqns:
         if e.op.reduction is not None:

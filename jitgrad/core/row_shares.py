@@ -1,0 +1,53 @@
+"""How a sharded update splits values among the ranks of a job: by contiguous shares of their
+leading axis (rows), and where values and shares lie in the exchange array that the ranks of
+one machine share (ops/collective.py: reduce_scatter_rows, allgather_rows; the Numba backend
+emits them from the same layout)."""
+
+from __future__ import annotations
+
+
+def row_bounds(rows: int, size: int) -> tuple[int, ...]:
+    """Where the leading axis of `rows` rows splits into `size` contiguous shares, as even as
+    possible: share q is rows [b[q], b[q+1])."""
+    return tuple(rows * q // size for q in range(size + 1))
+
+
+def row_share(shape: tuple, rank: int, size: int) -> tuple[int, int]:
+    """(first row, end row) of `rank`'s share of an array of `shape` (ndim >= 1)."""
+    bounds = row_bounds(shape[0], size)
+    return bounds[rank], bounds[rank + 1]
+
+
+def value_offsets(shapes: list[tuple]) -> list[int]:
+    """Where each value begins in a row of the exchange array (one after the other, whole),
+    and, last, where they end: a rank publishes its gradient of value i at [o[i], o[i+1]) of
+    its row, and the new parameters are assembled in the same places of the last row."""
+    offsets = [0]
+    for shape in shapes:
+        offsets.append(offsets[-1] + _size(shape))
+    return offsets
+
+
+def share_offsets(shapes: list[tuple], rank: int, size: int) -> list[int]:
+    """Where `rank`'s share of each value begins in the concatenation of its shares (a
+    reduce_scatter_rows result), and, last, where they end."""
+    offsets = [0]
+    for shape in shapes:
+        first, end = row_share(shape, rank, size)
+        offsets.append(offsets[-1] + (end - first) * row_size(shape))
+    return offsets
+
+
+def row_size(shape: tuple) -> int:
+    """The number of elements in one row (leading index) of an array of `shape`."""
+    n = 1
+    for d in shape[1:]:
+        n *= d
+    return n
+
+
+def _size(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
