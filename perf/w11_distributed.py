@@ -3,14 +3,17 @@ batch of 256 on 1 MPI rank and on 2 ranks (1 thread each: NUMBA_NUM_THREADS, OMP
 threads 1; same machine, loopback), milliseconds per step.
 
 Systems (each rank reads its half of the global batch; rank 0 reports):
-- `kernel`: jit_train_step(distributed=True): forward, backward, MPI_Allreduce of the gradients
-  in place and the Adam update in one kernel. On 1 rank there is nothing to reduce, so it is
+- `kernel`: jit_train_step(distributed=True): forward, backward, the gradient exchange and the
+  Adam update in one kernel; on one machine each rank updates its share of the rows through
+  shared memory (compiler/sharded_step.py). On 1 rank there is nothing to exchange, so it is
   the plain step: the baseline of the 2-rank ratio.
+- `kernel_allreduce`: the same with jitgrad.config.sharded_update off: MPI_Allreduce of the
+  gradients in place, then every rank's whole update, in one kernel.
 - `handwritten`: what users write today: jit_grad, then mpi4py's Allreduce of each gradient
   (in place) and the mean, then a separately jitted `optimizer.update`.
-- `compute`: the kernel step without the allreduce (jit_train_step) on this rank's batch: the
-  step's compute; `kernel - compute` is the time the step spends in the allreduce (waiting for
-  the slower rank included).
+- `compute`: the kernel step without any exchange (jit_train_step, every rank's whole update)
+  on this rank's batch: the step's compute; `kernel - compute` is what the exchange costs
+  (waiting for the slower rank included), less the update work the sharding saves.
 - `allreduce`: mpi4py's Allreduce of the four gradient buffers alone (0.81 MB), per step.
 
 The systems take turns block by block, so that load from other processes falls on all of them;
@@ -42,9 +45,10 @@ GLOBAL_BATCH = 256
 STEPS, BLOCKS = 20, 15
 QUICK_BLOCKS = 4
 TAG = "W11-RESULT "
-SYSTEMS = ("kernel", "handwritten", "compute", "allreduce")
+SYSTEMS = ("kernel", "kernel_allreduce", "handwritten", "compute", "allreduce")
 LABELS = {
-    "kernel": "jit_train_step(distributed=True): allreduce in the kernel",
+    "kernel": "jit_train_step(distributed=True): sharded update in the kernel",
+    "kernel_allreduce": "the same with MPI_Allreduce in the kernel (sharded_update off)",
     "handwritten": "jit_grad + mpi4py Allreduce + jit(update)",
     "compute": "the step without the allreduce (this rank's batch)",
     "allreduce": "mpi4py Allreduce of the gradients alone (0.81 MB)",
@@ -81,6 +85,10 @@ def worker(blocks: int) -> None:
     state_k = opt_k.init(params_k)
     kernel = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_k, distributed=True)
 
+    params_a, opt_a = fresh()
+    state_a = opt_a.init(params_a)
+    kernel_allreduce = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_a, distributed=True)
+
     params_c, opt_c = fresh()
     state_c = opt_c.init(params_c)
     compute = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_c)
@@ -110,6 +118,7 @@ def worker(blocks: int) -> None:
 
     steps = {
         "kernel": lambda: kernel(params_k, state_k, Xs, ys),
+        "kernel_allreduce": lambda: kernel_allreduce(params_a, state_a, Xs, ys),
         "handwritten": handwritten,
         "compute": lambda: compute(params_c, state_c, Xs, ys),
         "allreduce": allreduce_alone,
@@ -117,12 +126,19 @@ def worker(blocks: int) -> None:
     # The first step compiles (every rank at once) and is checked: the mean gradient over ranks
     # is the global batch's gradient, so Adam's first update is the single-process one.
     steps["kernel"]()
+    jg.config.sharded_update = False  # read at a distributed step's first call
+    steps["kernel_allreduce"]()
+    jg.config.sharded_update = True
     handwritten()
     reference = {k: v.copy() for k, v in w3_mlp.data().params.items()}
     one = jg.optim.Adam(lr)
     one_state = one.init(reference)
     jg.jit_train_step(w3_mlp.loss_jitgrad, one)(reference, one_state, X, y)
-    for name, got in (("kernel", params_k), ("handwritten", box["params"])):
+    for name, got in (
+        ("kernel", params_k),
+        ("kernel_allreduce", params_a),
+        ("handwritten", box["params"]),
+    ):
         for k in reference:
             np.testing.assert_allclose(got[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=name)
     steps["compute"]()
@@ -138,7 +154,11 @@ def worker(blocks: int) -> None:
             cpu[name].append((time.process_time() - start_cpu) / STEPS)
             comm.Barrier()
             times[name].append((time.perf_counter() - start) / STEPS)
-    for name, params in (("kernel", params_k), ("handwritten", box["params"])):
+    for name, params in (
+        ("kernel", params_k),
+        ("kernel_allreduce", params_a),
+        ("handwritten", box["params"]),
+    ):
         digest = b"".join(np.ascontiguousarray(params[k]).tobytes() for k in sorted(params))
         if len(set(comm.allgather(digest))) != 1:
             raise AssertionError(f"W11 {name}: parameters differ between ranks")
@@ -222,6 +242,7 @@ def table(records: list[dict]) -> list[str]:
         )
     kernel1, kernel2 = by[("kernel", 1)]["median"], by[("kernel", 2)]["median"]
     hand2, compute2 = by[("handwritten", 2)]["median"], by[("compute", 2)]["median"]
+    mpi2 = by[("kernel_allreduce", 2)]["median"]
     share = max(kernel2 - compute2, 0.0) / kernel2
     alone = by[("allreduce", 2)]["median"]
     lines += [
@@ -230,7 +251,10 @@ def table(records: list[dict]) -> list[str]:
         f"(target <= 0.6: {'met' if kernel2 <= 0.6 * kernel1 else 'NOT met'})",
         f"- in-kernel allreduce step / hand-written mpi4py step, 2 ranks: {kernel2 / hand2:.2f} "
         f"(target <= 1: {'met' if kernel2 <= hand2 else 'NOT met'})",
-        f"- share of the 2-rank step in the allreduce ((kernel - compute) / kernel): {share:.0%}",
+        f"- the exchange's net share of the 2-rank step ((kernel - compute) / kernel): {share:.0%}",
+        f"- sharded update / MPI_Allreduce in the kernel, 2 ranks: {kernel2 / mpi2:.2f}",
+        f"- the step without any exchange, 2 ranks / 1 rank: {compute2 / kernel1:.2f} (the "
+        "best any exchange could give)",
         f"- mpi4py's allreduce alone in the 2-rank job: {alone * 1e3:.3f} ms per step: how fast "
         "the two cores exchanged cache lines during this run (on the 2-vCPU VM of "
         "perf/results/issue16.md, 0.12-0.13 ms in some periods and 0.45-0.50 ms in others, "

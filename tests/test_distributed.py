@@ -215,6 +215,122 @@ def test_data_parallel_training_equals_one_process(tmp_path):
     check_ok(run_ranks(tmp_path, TRAINING), 2 * 6)
 
 
+SHARDED = """
+    import copy
+    import glob
+    import hashlib
+    import os
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+    from jitgrad.core import pytree
+
+    dist.init()
+    comm = dist.world.world().comm
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8 * 12, 5))
+    y = rng.integers(0, 3, 8 * 12)
+
+
+    def loss_fn(p, xb, yb):
+        h = jg.tanh(xb @ p["w1"] + p["b1"])
+        logits = h @ p["w2"]
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+        )
+
+
+    def params(dtype):
+        r = np.random.default_rng(4)
+        return {
+            "w1": r.standard_normal((5, 7)).astype(dtype),   # 5 rows: shares of 2 and 3
+            "b1": np.zeros(7, dtype),
+            "w2": r.standard_normal((7, 3)).astype(dtype),
+        }
+
+
+    def same_everywhere(tree):
+        data = b"".join(np.ascontiguousarray(l).tobytes() for l in pytree.flatten(tree)[0])
+        return len(set(comm.allgather(hashlib.sha256(data).hexdigest()))) == 1
+
+
+    def train(make_opt, dtype, steps, replace_state_at=(), **step_options):
+        # Train on 2 ranks and in one process alike; check each step, return the step.
+        ref, par = params(dtype), params(dtype)
+        ref_opt, par_opt = make_opt(), make_opt()
+        ref_state, par_state = ref_opt.init(ref), par_opt.init(par)
+        ref_step = jg.jit_train_step(loss_fn, ref_opt)
+        par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True, **step_options)
+        full = jg.data.batches(x.astype(dtype), y, batch_size=8, seed=1)
+        mine = jg.data.batches(x.astype(dtype), y, batch_size=8, seed=1, shard=True)
+        for i, ((xb, yb), (xs, ys)) in enumerate(zip(full, mine)):
+            if i == steps:
+                break
+            if i in replace_state_at:   # a checkpoint loaded: on every rank, or on rank 0
+                if replace_state_at[i] == "all" or dist.rank() == 0:
+                    par_state = copy.deepcopy(par_state)
+            ref_step(ref, ref_state, xb, yb)
+            par_step(par, par_state, xs, ys)
+            assert same_everywhere((par, par_state)), i
+        tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=0)
+        for k in ref:
+            np.testing.assert_allclose(par[k], ref[k], **tol)
+        for slot in ref_opt.slots:
+            for k in ref:
+                np.testing.assert_allclose(par_state[slot][k], ref_state[slot][k], **tol)
+        return par_step
+
+
+    # float64, and a state replaced on every rank, then on rank 0 only (the others' state
+    # arrays are the shared ones, written in place by a broadcast, say): the same training.
+    step = train(lambda: jg.optim.Adam(0.05), np.float64, 8, {3: "all", 5: "rank 0"})
+    assert step._sharded
+    print("ok", dist.rank(), "float64, states replaced", flush=True)
+
+    step = train(lambda: jg.optim.AdamW(0.05, weight_decay=0.1), np.float32, 4)
+    assert step._sharded
+    print("ok", dist.rank(), "adamw", flush=True)
+
+
+    class Normalized(jg.optim.SGD):
+        # Each parameter's step scaled by its gradient's norm: not elementwise.
+
+        def _update_leaf(self, p, g, slots, c):
+            return p - g * (0.1 / (jg.sqrt(jg.reduce_sum(g * g)) + 1.0)), {}
+
+
+    step = train(Normalized, np.float32, 4)
+    assert not step._sharded   # every rank updates everything, after MPI_Allreduce
+    print("ok", dist.rank(), "non-elementwise falls back", flush=True)
+
+    # The parameters keep their shapes: another model needs another step.
+    p = params(np.float32)
+    opt = jg.optim.SGD(0.1)
+    state = opt.init(p)
+    step = jg.jit_train_step(loss_fn, opt, distributed=True)
+    xs, ys = dist.shard(x[:8].astype(np.float32), y[:8])
+    step(p, state, xs, ys)
+    bigger = {**p, "w2": np.ones((9, 3), np.float32), "w1": np.ones((5, 9), np.float32),
+              "b1": np.zeros(9, np.float32)}
+    try:
+        step(bigger, opt.init(bigger), xs, ys)
+    except Exception as error:
+        assert "keeps the parameter shapes of its first call" in str(error), error
+        print("ok", dist.rank(), "new shapes refused", flush=True)
+    comm.Barrier()
+    first = comm.bcast(os.getpid())   # rank 0 names the files: jitgrad-<its pid>-<random>
+    assert glob.glob(f"/dev/shm/jitgrad-{first}-*") == []
+    print("ok", dist.rank(), "no shared memory files left", flush=True)
+"""
+
+
+def test_sharded_update(tmp_path):
+    """The sharded update (compiler/sharded_step.py): float64, AdamW, the optimizer state
+    replaced on every rank and on one, the fallback for a non-elementwise update, the
+    parameters' shapes kept, and no file left in /dev/shm."""
+    check_ok(run_ranks(tmp_path, SHARDED), 2 * 5)
+
+
 RAISING = """
     import jitgrad.distributed as dist
 

@@ -170,7 +170,10 @@ def _allgather_eval(exchange, share, *previous, rank, size, rows, offset, tag):
     full = (rows, *share.shape[1:])
     first, end = row_share(full, rank, size)
     if share.shape[0] != end - first:
-        raise op_error("allgather_rows", f"rank {rank}'s share of {full} has {end - first} rows")
+        raise op_error(
+            "allgather_rows",
+            f"rank {rank}'s share of {full} has {end - first} rows, got {tuple(share.shape)}",
+        )
     _check_exchange("allgather_rows", exchange, [share], size, offset + rows * row_size(full))
     return AVal(full, share.dtype)
 

@@ -1,0 +1,107 @@
+"""The pieces of the sharded update that run in one process: how values split into row
+shares (core/row_shares.py), the exchange ops' eager forms and errors, which optimizers
+update elementwise, and the shared memory's failure path (the update itself runs on two
+ranks: tests/test_distributed.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jitgrad as jg
+from jitgrad.core.dispatch import bind
+from jitgrad.core.row_shares import row_bounds, row_share, row_size, share_offsets, value_offsets
+from jitgrad.distributed import shared_memory
+from jitgrad.ops.collective import allgather_rows_p, reduce_scatter_rows_p
+
+shapes = st.lists(
+    st.lists(st.integers(0, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=4
+)
+
+
+@given(rows=st.integers(0, 1000), size=st.integers(1, 9))
+def test_row_shares_split_the_rows_contiguously_and_evenly(rows, size):
+    bounds = row_bounds(rows, size)
+    assert bounds[0] == 0 and bounds[-1] == rows
+    counts = [b - a for a, b in zip(bounds, bounds[1:])]
+    assert min(counts) >= 0 and max(counts) - min(counts) <= 1
+    assert [row_share((rows, 3), q, size) for q in range(size)] == list(zip(bounds, bounds[1:]))
+
+
+@given(shapes=shapes, size=st.integers(1, 5))
+def test_the_shares_of_all_ranks_fill_each_value_once(shapes, size):
+    offsets = value_offsets(shapes)
+    assert offsets[-1] == sum(int(np.prod(s)) for s in shapes)
+    covered = np.zeros(offsets[-1], int)
+    for rank in range(size):
+        shares = share_offsets(shapes, rank, size)
+        for i, shape in enumerate(shapes):
+            first, end = row_share(shape, rank, size)
+            n = (end - first) * row_size(shape)
+            assert shares[i + 1] - shares[i] == n
+            covered[offsets[i] + first * row_size(shape) : offsets[i] + end * row_size(shape)] += 1
+    assert (covered == 1).all()
+
+
+def test_the_exchange_ops_in_one_process():
+    """A job of one process: the sum over ranks is the value, the gathered value the share."""
+    a = jg.constant(np.arange(6.0, dtype=np.float32).reshape(3, 2))
+    b = jg.constant(np.array([7.0, 8.0], np.float32))
+    exchange = jg.constant(np.zeros((2, 8), np.float32))
+    summed = bind(reduce_scatter_rows_p, exchange, a, b, rank=0, size=1)
+    np.testing.assert_array_equal(summed.numpy(), [0, 1, 2, 3, 4, 5, 7, 8])
+    whole = bind(allgather_rows_p, exchange, a, rank=0, size=1, rows=3, offset=0, tag=1)
+    np.testing.assert_array_equal(whole.numpy(), a.numpy())
+
+
+def test_the_exchange_ops_name_what_is_wrong():
+    a = jg.constant(np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"reduce_scatter_rows: .*float32 or float64.*int32"):
+        bind(reduce_scatter_rows_p, a, jg.constant(np.ones(2, np.int32)), rank=0, size=1)
+    small = jg.constant(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="keeps the parameter shapes of its first call"):
+        bind(reduce_scatter_rows_p, small, a, rank=0, size=1)
+    with pytest.raises(ValueError, match=r"rank 0's share of \(4, 2\) has 4 rows, got \(3, 2\)"):
+        bind(allgather_rows_p, small, a, rank=0, size=1, rows=4, offset=0, tag=1)
+
+
+def test_which_optimizers_update_elementwise():
+    assert all(
+        opt.updates_elementwise()
+        for opt in (
+            jg.optim.SGD(0.1, momentum=0.9),
+            jg.optim.Adam(),
+            jg.optim.AdamW(),
+            jg.optim.RMSprop(centered=True),
+        )
+    )
+
+    class Tuned(jg.optim.Adam):  # the inherited rule: still elementwise
+        pass
+
+    class Normalized(jg.optim.SGD):  # a rule of its own, not declared elementwise
+        def _update_leaf(self, p, g, slots, c):
+            return p - g / jg.sqrt(jg.reduce_sum(g * g)), {}
+
+    assert Tuned().updates_elementwise()
+    assert not Normalized(0.1).updates_elementwise()
+
+
+def test_a_full_dev_shm_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
+    """posix_fallocate reserves the pages up front: a full /dev/shm fails here, not with a
+    SIGBUS at a kernel's first write into the mapping."""
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shared_memory.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(shared_memory.os.path, "isdir", lambda path: False)
+    monkeypatch.setattr(shared_memory.os, "posix_fallocate", full)
+    path, error = shared_memory._create(1 << 20)
+    assert path is None and "could not reserve 1048576 bytes" in error
+    assert os.listdir(tmp_path) == []
