@@ -23,7 +23,9 @@ collective calls in the same order, so a distributed step compiles in its own pr
 its first call runs (no numpy fallback meanwhile, no compile worker: a fallback step would
 round differently from the kernel, and the ranks' parameters would drift apart). Its first
 call checks that params and opt_state have the same structure, shapes and dtypes on every
-rank (one allgather), and raises naming the first difference.
+rank (one allgather), and raises naming the first difference. When every rank runs on one
+machine, that first call makes the step sharded instead (sharded_step.py): each rank updates
+its share of the rows, through memory the ranks share, in a kernel of its own (ShardKernel).
 """
 
 from __future__ import annotations

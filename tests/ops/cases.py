@@ -1235,6 +1235,46 @@ case(
     ref=lambda x: x * x,
     prims=("allreduce",),
 )
+
+
+def _exchange_draw(d):
+    """A value of at least one row, and a sharded update's exchange array for it (one rank:
+    its published row and the row of new shares)."""
+    x = d.uniform(d.shape(min_dims=1, min_side=1))
+    return [x, np.zeros((2, x.size), x.dtype)], {}
+
+
+case(  # a sharded update's exchange (compiler/sharded_step.py); on 2 ranks: test_distributed
+    "reduce_scatter_rows",
+    lambda x, ex: (
+        jg.reshape(bind(jg.ops.collective.reduce_scatter_rows_p, ex, x, rank=0, size=1), x.shape)
+        * x
+    ),
+    _exchange_draw,
+    ref=lambda x, ex: x * x,
+    prims=("reduce_scatter_rows",),
+    order=0,
+)
+case(
+    "allgather_rows",
+    lambda x, ex: (
+        bind(
+            jg.ops.collective.allgather_rows_p,
+            ex,
+            x,
+            rank=0,
+            size=1,
+            rows=x.shape[0],
+            offset=0,
+            tag=1,
+        )
+        * x
+    ),
+    _exchange_draw,
+    ref=lambda x, ex: x * x,
+    prims=("allgather_rows",),
+    order=0,
+)
 case(  # values are checked bit for bit against the numpy impl in tests/test_random.py
     "philox",
     lambda x: x + jg.random.uniform(jg.random.key(7), x.shape, dtype=x.dtype),
