@@ -303,6 +303,31 @@ SHARDED = """
     assert not step._sharded   # every rank updates everything, after MPI_Allreduce
     print("ok", dist.rank(), "non-elementwise falls back", flush=True)
 
+    # Two biases with the same gradient and the same update: one value each after CSE, which
+    # the kernel publishes in two places of the exchange array.
+    def twins_loss(p, xb, yb):
+        logits = xb @ p["w"] + p["b"] + p["c"]
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+        )
+
+    twins = {"w": np.full((5, 3), 0.1, np.float32), "b": np.zeros(3, np.float32),
+             "c": np.zeros(3, np.float32)}
+    ref = {k: v.copy() for k, v in twins.items()}
+    opts = jg.optim.Adam(0.05), jg.optim.Adam(0.05)
+    states = opts[0].init(twins), opts[1].init(ref)
+    par_step = jg.jit_train_step(twins_loss, opts[0], distributed=True)
+    ref_step = jg.jit_train_step(twins_loss, opts[1])
+    xf, yf = x[:8].astype(np.float32), y[:8]
+    xs, ys = dist.shard(xf, yf)
+    for _ in range(3):
+        par_step(twins, states[0], xs, ys)
+        ref_step(ref, states[1], xf, yf)
+    assert par_step._sharded and same_everywhere(twins)
+    for k in ref:
+        np.testing.assert_allclose(twins[k], ref[k], rtol=2e-5, atol=1e-6)
+    print("ok", dist.rank(), "merged values published twice", flush=True)
+
     # The parameters keep their shapes: another model needs another step.
     p = params(np.float32)
     opt = jg.optim.SGD(0.1)
@@ -326,9 +351,9 @@ SHARDED = """
 
 def test_sharded_update(tmp_path):
     """The sharded update (compiler/sharded_step.py): float64, AdamW, the optimizer state
-    replaced on every rank and on one, the fallback for a non-elementwise update, the
-    parameters' shapes kept, and no file left in /dev/shm."""
-    check_ok(run_ranks(tmp_path, SHARDED), 2 * 5)
+    replaced on every rank and on one, the fallback for a non-elementwise update, values
+    published twice, the parameters' shapes kept, and no file left in /dev/shm."""
+    check_ok(run_ranks(tmp_path, SHARDED), 2 * 6)
 
 
 RAISING = """

@@ -89,7 +89,7 @@ class ShardedStep:
         from jitgrad.distributed.shared_memory import shared_zeros
 
         self.step, self.rank, self.size = step, job.rank, job.size
-        leaves = pytree.flatten(params)[0]
+        leaves, self.treedef = pytree.flatten(params)
         self.shapes = [p.shape for p in leaves]
         total, dtype = sum(p.size for p in leaves), leaves[0].dtype
         self.exchange = shared_zeros(job.comm, (self.size + 1, total), dtype)
@@ -108,7 +108,7 @@ class ShardedStep:
         self._shares = {"step": None}  # the kernel's opt_state: this rank's rows of each slot
         for name, arrays in self.shared.items():
             rows = [a[slice(*row_share(a.shape, self.rank, self.size))] for a in arrays]
-            self._shares[name] = pytree.unflatten(pytree.flatten(params)[1], rows)
+            self._shares[name] = pytree.unflatten(self.treedef, rows)
         self.kernel = step.shard_kernel(self.rank, self.size)
 
         def entry(_self, *args, **kwargs):
@@ -145,6 +145,14 @@ class ShardedStep:
         opt_state objects changed too."""
         for name in self.slots:
             leaves, treedef = pytree.flatten(opt_state[name])
+            if treedef != self.treedef:
+                raise ValueError(
+                    with_location(
+                        f"{self.step.name}: opt_state[{name!r}] has the structure "
+                        f"{pytree.describe(treedef)}, but the parameters have "
+                        f"{pytree.describe(self.treedef)}"
+                    )
+                )
             for path, leaf, shared in zip(
                 pytree.leaf_paths(f"opt_state[{name!r}]", treedef), leaves, self.shared[name]
             ):

@@ -357,8 +357,10 @@ def jit_train_step(
     >>> loss = step(params, state, x, y)   # params and state now hold the updated values
 
     `distributed=True` (under an MPI launcher, see jitgrad.distributed): the kernel averages
-    the gradients over ranks (MPI_Allreduce, in place) before the update; the loss returned
-    is this rank's.
+    the gradients over ranks before the update; the loss returned is this rank's. On one
+    machine each rank then updates only its share of the rows, through memory the ranks
+    share, and opt_state's slot arrays become arrays in that memory (sharded_step.py);
+    otherwise the kernel calls MPI_Allreduce in place and every rank updates everything.
     """
     if loss_fn is None:
         return lambda fn: jit_train_step(

@@ -107,15 +107,16 @@ def mean_over_ranks(grads):
 
 # -- the sharded update's exchange (jit_train_step(distributed=True) on one machine) ------------
 #
-# Data parallelism on one machine can skip the allreduce's second half: rank q updates only its
-# share of every parameter's rows (and of the optimizer state's), so it needs the sum over
-# ranks of those rows alone (`reduce_scatter_rows`), and every rank then needs every share of
-# the new parameters (`allgather_rows`). Both exchange through an `exchange` array in memory
-# that all ranks of the machine map (jitgrad.distributed.shared_memory): rows 0 .. size-1 are
-# each rank's published gradients, row `size` the new parameters' shares. The ops write into
-# that array, so they are only ever traced into a train step (compiler/sharded_step.py), which
-# owns it; their eager forms (a train step's numpy fallback never runs them: a distributed
-# step compiles first) reduce through the installed communicator.
+# Data parallelism on one machine can divide the optimizer's update among the ranks: rank q
+# updates only its share of every parameter's rows (and of the optimizer state's), so it needs
+# the sum over ranks of those rows alone (`reduce_scatter_rows`), and every rank then needs
+# every share of the new parameters (`allgather_rows`). Both exchange through an `exchange`
+# array in memory that all ranks of the machine map (jitgrad.distributed.shared_memory): rows
+# 0 .. size-1 are each rank's published gradients, row `size` the new parameters. The ops
+# write into that array, so they are only ever traced into a train step
+# (compiler/sharded_step.py), which owns it; their eager forms (a train step's numpy fallback
+# never runs them: a distributed step compiles first) reduce through the installed
+# communicator.
 
 
 def _check_exchange(op: str, exchange, values, size: int, needed: int) -> None:

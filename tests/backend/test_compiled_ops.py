@@ -565,6 +565,18 @@ def _allreduce_sample(v):
 sample("allreduce", _allreduce_sample, order=1)
 
 
+def _exchange_sample(v):
+    """A one-process MPI job: a sharded update's exchange (its exchange points are MPI calls),
+    the value computed in place in the exchange array and not."""
+    pytest.importorskip("mpi4py")
+    x = v.uniform((3, 2))
+    return [x, np.zeros((2, x.size), x.dtype)], {}
+
+
+sample("reduce_scatter_rows", _exchange_sample)
+sample("allgather_rows", _exchange_sample)
+
+
 # ---------------------------------------------------------------------------------------------
 # The check
 

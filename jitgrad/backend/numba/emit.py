@@ -240,7 +240,8 @@ class Emitter:
         self.local_symbols = False  # functions of the module called through a symbol (shards.py)
         self.checked_indices = 0  # index variables named so far (checked_index_name)
         self.exchange_views: set[str] = set()  # writeable views of exchange arrays (writable)
-        self.placements: dict[Var, str] = {}  # value -> its place in an exchange array
+        # value -> (its place in an exchange array: a view, (exchange, row, first element))
+        self.placements: dict[Var, tuple[str, tuple]] = {}
         self.placed: set[Var] = set()  # the values computed in their place there
         if parent is not None:
             self.helpers, self.runtime, self.simd = parent.helpers, parent.runtime, parent.simd
@@ -292,7 +293,7 @@ class Emitter:
             self.contiguous.add(v)
         if not self.generic:
             self.place_in_exchange()
-            for v, place in self.placements.items():
+            for v, (place, _) in self.placements.items():
                 self.emit(f"{self.name_of(v)} = {place}")
         groups = []
         loops = []  # (first line, end line) of the loops a function may run (see outline_loops)
@@ -1379,23 +1380,14 @@ class Emitter:
         """Have the values a sharded update publishes be computed in the exchange array
         itself, not copied there: this rank's gradients in its row, its new shares of the
         parameters in the last row (`placements`; add_buffer then binds them there). Defined
-        before the first step, so that no outlined loop function owns their names."""
+        before the first step, so that no outlined loop function owns their names. A value
+        published in two places (two equal gradients, merged) is placed in the first."""
         for e in self.graph.eqns:
-            if e.op.name == "reduce_scatter_rows":
-                values = e.inputs[1:]
-                offsets = value_offsets([v.aval.shape for v in values])
-                row = e.params["rank"]
-                spans = [(v, offsets[i], offsets[i + 1]) for i, v in enumerate(values)]
-            elif e.op.name == "allgather_rows":
-                share, p = e.inputs[1], e.params
-                per_row = row_size(e.out.aval.shape)
-                first, end = row_share(e.out.aval.shape, p["rank"], p["size"])
-                row = p["size"]
-                spans = [(share, p["offset"] + first * per_row, p["offset"] + end * per_row)]
-            else:
+            if e.op.name not in ("reduce_scatter_rows", "allgather_rows"):
                 continue
             exchange = self.writable(e.inputs[0])
-            for v, start, end in spans:
+            for v, place in self.exchange_places(e):
+                start, end = place[1:]
                 if (
                     end > start
                     and v not in self.graph.inputs
@@ -1403,28 +1395,45 @@ class Emitter:
                     and v not in self.graph_outputs
                     and v not in self.placements
                 ):
-                    self.placements[v] = self.view(
-                        f"{exchange}[{row}][{start}:{end}]", v.aval.shape
-                    )
+                    view = self.view(f"{exchange}[{place[0]}][{start}:{end}]", v.aval.shape)
+                    self.placements[v] = (view, place)
+
+    @staticmethod
+    def exchange_places(e: Eqn) -> list:
+        """(value, (row, first element, end)) for each value exchange op `e` publishes."""
+        p = e.params
+        if e.op.name == "reduce_scatter_rows":
+            values = e.inputs[1:]
+            offsets = value_offsets([v.aval.shape for v in values])
+            return [(v, (p["rank"], offsets[i], offsets[i + 1])) for i, v in enumerate(values)]
+        per_row = row_size(e.out.aval.shape)
+        first, end = row_share(e.out.aval.shape, p["rank"], p["size"])
+        place = (p["size"], p["offset"] + first * per_row, p["offset"] + end * per_row)
+        return [(e.inputs[1], place)]
+
+    def publish(self, e: Eqn) -> None:
+        """Copy into the exchange array the values of `e` that were not computed in their
+        place there (place_in_exchange)."""
+        exchange = self.writable(e.inputs[0])
+        for v, place in self.exchange_places(e):
+            row, start, end = place
+            if end > start and not (v in self.placed and self.placements[v][1] == place):
+                source = self.view(self.contiguous_expr(v), (end - start,))
+                self.emit(f"{exchange}[{row}, {start}:{end}] = {source}  # computed elsewhere")
 
     @emits("reduce_scatter_rows")
     def op_reduce_scatter_rows(self, e, exchange, *values):
         """This rank's share of the rows of every value, summed over the ranks
         (ops/collective.py): this rank's values are in its row of the exchange array that the
-        ranks share (computed there, see place_in_exchange, or copied), each whole, one after
-        the other (core/row_shares.py); wait at exchange point 0 until every rank's are, then
-        add up this rank's rows of each over the ranks' rows, in rank order, so that a sum has
-        the same bits whichever rank made it."""
+        ranks share, each whole, one after the other (core/row_shares.py); wait at exchange
+        point 0 until every rank's are, then add up this rank's rows of each over the ranks'
+        rows, in rank order, so that a sum has the same bits whichever rank made it."""
         rank, size = e.params["rank"], e.params["size"]
         shapes = [v.aval.shape for v in values]
         offsets, shares = value_offsets(shapes), share_offsets(shapes, rank, size)
         exchange_name, out = self.writable(exchange), self.name_of(e.out)
         self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
-        for i, v in enumerate(values):
-            if v not in self.placed and v.aval.size:
-                self.emit(f"# publish gradient {i} (computed elsewhere)")
-                source = self.view(self.contiguous_expr(v), (v.aval.size,))
-                self.emit(f"{exchange_name}[{rank}, {offsets[i]}:{offsets[i + 1]}] = {source}")
+        self.publish(e)
         self.emit("exchange_point(0)")
         self.add_buffer(e.out)
         for i, v in enumerate(values):
@@ -1440,29 +1449,19 @@ class Emitter:
     @emits("allgather_rows")
     def op_allgather_rows(self, e, exchange, share, *_previous):
         """The whole value from the ranks' shares of its rows (ops/collective.py): this rank's
-        share is in the exchange array's last row (computed there, see place_in_exchange, or
-        copied); wait at exchange point `tag` until every rank's is, then copy the whole value
-        out (this rank's share too: every rank copies the same bits). The output is the
-        caller's parameter when the train step updates it in place (compiler/train_step.py)."""
+        share is in the exchange array's last row; wait at exchange point `tag` until every
+        rank's is, then copy the whole value out (this rank's share too: every rank copies the
+        same bits). The output is the caller's parameter when the train step updates it in
+        place (compiler/train_step.py)."""
         p = e.params
-        rank, size, offset = p["rank"], p["size"], p["offset"]
-        shape = e.out.aval.shape
-        per_row = row_size(shape)
-        first, end = row_share(shape, rank, size)
         exchange_name, out = self.writable(exchange), self.name_of(e.out)
         self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
-        if end > first and share not in self.placed:
-            source = self.view(self.contiguous_expr(share), (share.aval.size,))
-            self.emit(
-                f"{exchange_name}[{size}, {offset + first * per_row}:{offset + end * per_row}] = "
-                f"{source}"
-            )
+        self.publish(e)
         self.emit(f"exchange_point({p['tag']})")
         self.add_buffer(e.out)
-        total = e.out.aval.size
-        self.emit(
-            f"{self.view(out, (total,))}[:] = {exchange_name}[{size}][{offset}:{offset + total}]"
-        )
+        offset, total = p["offset"], e.out.aval.size
+        whole = f"{exchange_name}[{p['size']}][{offset}:{offset + total}]"
+        self.emit(f"{self.view(out, (total,))}[:] = {whole}")
 
     def _slices(self, index) -> str:
         parts = []
