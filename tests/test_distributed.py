@@ -254,7 +254,7 @@ SHARDED = """
         return len(set(comm.allgather(hashlib.sha256(data).hexdigest()))) == 1
 
 
-    def train(make_opt, dtype, steps, replace_state_at=(), **step_options):
+    def train(make_opt, dtype, steps, replace_state_at=None, **step_options):
         # Train on 2 ranks and in one process alike; check each step, return the step.
         ref, par = params(dtype), params(dtype)
         ref_opt, par_opt = make_opt(), make_opt()
@@ -266,9 +266,11 @@ SHARDED = """
         for i, ((xb, yb), (xs, ys)) in enumerate(zip(full, mine)):
             if i == steps:
                 break
-            if i in replace_state_at:   # a checkpoint loaded: on every rank, or on rank 0
-                if replace_state_at[i] == "all" or dist.rank() == 0:
-                    par_state = copy.deepcopy(par_state)
+            how = (replace_state_at or {}).get(i)   # a checkpoint loaded (all ranks, or rank 0)
+            if how == "all" or (how == "rank 0" and dist.rank() == 0):
+                par_state = copy.deepcopy(par_state)
+            elif how == "one array":   # one slot array replaced inside the state, in place
+                par_state["m"]["w1"] = par_state["m"]["w1"].copy()
             ref_step(ref, ref_state, xb, yb)
             par_step(par, par_state, xs, ys)
             assert same_everywhere((par, par_state)), i
@@ -283,7 +285,8 @@ SHARDED = """
 
     # float64, and a state replaced on every rank, then on rank 0 only (the others' state
     # arrays are the shared ones, written in place by a broadcast, say): the same training.
-    step = train(lambda: jg.optim.Adam(0.05), np.float64, 8, {3: "all", 5: "rank 0"})
+    replaced = {3: "all", 5: "rank 0", 6: "one array"}
+    step = train(lambda: jg.optim.Adam(0.05), np.float64, 8, replaced)
     assert step._sharded
     print("ok", dist.rank(), "float64, states replaced", flush=True)
 

@@ -105,3 +105,66 @@ def test_a_full_dev_shm_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
     path, error = shared_memory._create(1 << 20)
     assert path is None and "could not reserve 1048576 bytes" in error
     assert os.listdir(tmp_path) == []
+
+
+def _mutations():
+    """Every way to change a dict or a list in place, as (name, container kind, change)."""
+    array = np.zeros(2)
+    return [
+        ("d[k] = v", "dict", lambda d: d.__setitem__("w", array)),
+        ("del d[k]", "dict", lambda d: d.__delitem__("w")),
+        ("d |= e", "dict", lambda d: d.__ior__({"w": array})),
+        ("clear", "dict", lambda d: d.clear()),
+        ("pop", "dict", lambda d: d.pop("w")),
+        ("popitem", "dict", lambda d: d.popitem()),
+        ("setdefault", "dict", lambda d: d.setdefault("z", array)),
+        ("update", "dict", lambda d: d.update(w=array)),
+        ("l[i] = v", "list", lambda xs: xs.__setitem__(0, array)),
+        ("del l[i]", "list", lambda xs: xs.__delitem__(0)),
+        ("l += m", "list", lambda xs: xs.__iadd__([array])),
+        ("l *= 2", "list", lambda xs: xs.__imul__(2)),
+        ("append", "list", lambda xs: xs.append(array)),
+        ("extend", "list", lambda xs: xs.extend([array])),
+        ("insert", "list", lambda xs: xs.insert(0, array)),
+        ("pop", "list", lambda xs: xs.pop()),
+        ("remove", "list", lambda xs: xs.remove(xs[0])),
+        ("clear", "list", lambda xs: xs.clear()),
+        ("sort", "list", lambda xs: xs.sort(key=id)),
+        ("reverse", "list", lambda xs: xs.reverse()),
+    ]
+
+
+@pytest.mark.parametrize("name, kind, change", _mutations(), ids=lambda m: str(m))
+def test_a_sharded_steps_state_containers_notice_every_change(name, kind, change):
+    """A sharded step's opt_state holds watched dicts and lists (sharded_step.watched_tree): a
+    slot array replaced inside them must make the next step adopt it, without walking the
+    state at every step."""
+    from jitgrad.compiler.sharded_step import watched_tree
+    from jitgrad.core import pytree
+
+    tree = {"w": np.ones(2), "layers": [np.ones(3), np.ones(4)], "pair": ({"v": np.ones(1)},)}
+    leaves, treedef = pytree.flatten(tree)
+    changes = [False]
+    watched = watched_tree(treedef, iter(leaves), changes)
+    assert pytree.flatten(watched)[1] == treedef
+    assert all(a is b for a, b in zip(pytree.flatten(watched)[0], leaves))
+    container = watched if kind == "dict" else watched["layers"]
+    change(container)
+    assert changes == [True], name
+    nested = watched_tree(treedef, iter(leaves), [False])
+    nested["pair"][0]["v"] = np.zeros(1)  # inside a tuple: still watched
+    assert nested["pair"][0].changes == [True]
+
+
+def test_a_watched_state_pickles_and_copies_as_plain_containers():
+    import copy
+    import pickle
+
+    from jitgrad.compiler.sharded_step import watched_tree
+    from jitgrad.core import pytree
+
+    leaves, treedef = pytree.flatten({"w": np.arange(3.0), "b": [np.ones(2)]})
+    watched = watched_tree(treedef, iter(leaves), [False])
+    for other in (pickle.loads(pickle.dumps(watched)), copy.deepcopy(watched)):
+        assert type(other) is dict and type(other["b"]) is list
+        np.testing.assert_array_equal(other["w"], np.arange(3.0))

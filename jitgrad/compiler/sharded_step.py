@@ -105,6 +105,7 @@ class ShardedStep:
             for k, name in enumerate(self.slots)
         }
         self._subtrees = {}  # slot name -> the subtree of shared arrays put in opt_state
+        self._changes = [False]  # whether a container of those subtrees has changed since
         self._shares = {"step": None}  # the kernel's opt_state: this rank's rows of each slot
         for name, arrays in self.shared.items():
             rows = [a[slice(*row_share(a.shape, self.rank, self.size))] for a in arrays]
@@ -126,14 +127,15 @@ class ShardedStep:
 
     def _state_shares(self, opt_state) -> dict:
         """The kernel's opt_state: the step counter and this rank's rows of each slot array,
-        after adopting slot arrays that are not the shared ones (see `_adopt`)."""
+        after adopting slot arrays that are not the shared ones (see `_adopt`). The slot
+        subtrees put in opt_state are watched containers (`watched_tree`): a slot array
+        replaced inside them is noticed without walking them at every step."""
+        replaced = self._changes[0]
         for name in self.slots:
-            subtree = opt_state[name]
-            if subtree is not self._subtrees.get(name) or any(
-                a is not b for a, b in zip(pytree.flatten(subtree)[0], self.shared[name])
-            ):
-                self._adopt(opt_state)
-                break
+            if opt_state[name] is not self._subtrees.get(name):
+                replaced = True
+        if replaced:
+            self._adopt(opt_state)
         self._shares["step"] = opt_state["step"]
         return self._shares
 
@@ -143,6 +145,7 @@ class ShardedStep:
         other rank reads or writes those rows, so this needs no collective: a state given to
         every rank (a checkpoint loaded, a new init) is adopted whether or not the others'
         opt_state objects changed too."""
+        changes = [False]  # set when a container of the new subtrees changes
         for name in self.slots:
             leaves, treedef = pytree.flatten(opt_state[name])
             if treedef != self.treedef:
@@ -167,8 +170,63 @@ class ShardedStep:
                 if leaf is not shared:
                     first, end = row_share(shared.shape, self.rank, self.size)
                     shared[first:end] = leaf[first:end]
-            subtree = pytree.unflatten(treedef, self.shared[name])
+            subtree = watched_tree(treedef, iter(self.shared[name]), changes)
             opt_state[name] = self._subtrees[name] = subtree
+        self._changes = changes
+
+
+_MUTATORS = {
+    dict: ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "setdefault")
+    + ("update",),
+    list: ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert")
+    + ("pop", "remove", "clear", "sort", "reverse"),
+}
+
+
+def _watching(base: type) -> type:
+    """A subclass of `base` (dict or list) whose every mutating method first sets
+    `self.changes[0]`; pickled or copied, it is a plain `base`."""
+
+    def watch(name):
+        method = getattr(base, name)
+
+        def mutate(self, *args, **kwargs):
+            self.changes[0] = True
+            return method(self, *args, **kwargs)
+
+        mutate.__name__ = name
+        return mutate
+
+    def reduce(self):  # a pickle or a copy is a plain container
+        return base, (base(self),)
+
+    body = {name: watch(name) for name in _MUTATORS[base]}
+    body["__reduce__"] = reduce
+    body["__slots__"] = ("changes",)
+    body["__doc__"] = f"A {base.__name__} of a sharded step's opt_state (see watched_tree)."
+    return type(f"Watched{base.__name__.capitalize()}", (base,), body)
+
+
+WatchedDict, WatchedList = _watching(dict), _watching(list)
+
+
+def watched_tree(treedef, leaves, changes: list):
+    """The pytree of `treedef` over the iterator `leaves`, its dicts and lists watched: any
+    change to one of them sets `changes[0]` (ShardedStep._state_shares). Tuples cannot change
+    and stay tuples (their lists and dicts are watched)."""
+    if treedef == pytree.LEAF:
+        return next(leaves)
+    if treedef is None:
+        return None
+    kind, meta, children = treedef
+    values = [watched_tree(child, leaves, changes) for child in children]
+    if kind == "tuple":
+        return tuple(values)
+    if kind == "namedtuple":
+        return meta(*values)
+    node = WatchedDict(zip(meta, values)) if kind == "dict" else WatchedList(values)
+    node.changes = changes
+    return node
 
 
 def sharded_step_function(loss_fn, has_aux: bool, optimizer, rank: int, size: int):
