@@ -19,8 +19,9 @@ state is complete on every rank too: its slot arrays (Adam's m and v, ...) live 
 ranks share, each rank writing the rows it owns, and a step returns only once every rank has
 written its rows. At the first call, and whenever opt_state holds other slot arrays (a new
 init, a loaded checkpoint), the step copies this rank's rows of them into the shared arrays
-and puts the shared ones in opt_state (new slot subtrees in the same dict); that is local to
-each rank, as no other rank touches those rows. The step counter stays per rank.
+and puts the shared ones in opt_state (new slot subtrees in the same dict, of dicts and lists
+that notice a slot array replaced in them); that is local to each rank, as no other rank
+touches those rows. The step counter stays per rank.
 
 The kernel's arguments are the parameters, the state's rows this rank owns (views), and the
 exchange array. A rank's share of a value is rows [b[q], b[q+1]) of its leading axis
