@@ -10,7 +10,7 @@ rows it owns (`reduce_scatter_rows`), updates those rows of the parameters and o
 state, writing the new rows into the exchange array too, and copies everyone's into its
 parameters (`allgather_rows`). What remains is what the cores must move: each rank reads the
 other ranks' gradients and new parameters of the rows it does not own. W11 on two ranks
-(perf/gaps.md, session 21): the step 0.05-0.08 ms faster than with MPI_Allreduce, 3-6%.
+(perf/results/session21_w11.md): the step 0.05-0.12 ms faster than with MPI_Allreduce, 4-10%.
 
 What the user sees is what the allreduce path gives: after every step the parameters are
 identical on every rank, bit for bit (each row is computed once, by its owner, and copied),
