@@ -331,6 +331,24 @@ SHARDED = """
         np.testing.assert_allclose(twins[k], ref[k], rtol=2e-5, atol=1e-6)
     print("ok", dist.rank(), "merged values published twice", flush=True)
 
+    # No room in /dev/shm (on rank 0 here): every rank falls back to MPI_Allreduce, warned.
+    import warnings
+    from jitgrad.distributed import shared_memory
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    real = shared_memory.os.posix_fallocate
+    if dist.rank() == 0:
+        shared_memory.os.posix_fallocate = full
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step = train(lambda: jg.optim.Adam(0.05), np.float32, 3)
+    shared_memory.os.posix_fallocate = real
+    assert not step._sharded
+    assert any("instead of sharding its update" in str(w.message) for w in caught), caught
+    print("ok", dist.rank(), "full /dev/shm falls back", flush=True)
+
     # The parameters keep their shapes: another model needs another step.
     p = params(np.float32)
     opt = jg.optim.SGD(0.1)
@@ -354,9 +372,10 @@ SHARDED = """
 
 def test_sharded_update(tmp_path):
     """The sharded update (compiler/sharded_step.py): float64, AdamW, the optimizer state
-    replaced on every rank and on one, the fallback for a non-elementwise update, values
-    published twice, the parameters' shapes kept, and no file left in /dev/shm."""
-    check_ok(run_ranks(tmp_path, SHARDED), 2 * 6)
+    replaced on every rank and on one, the fallbacks for a non-elementwise update and for a
+    full /dev/shm, values published twice, the parameters' shapes kept, and no file left in
+    /dev/shm."""
+    check_ok(run_ranks(tmp_path, SHARDED), 2 * 7)
 
 
 RAISING = """

@@ -134,7 +134,9 @@ def _mutations():
     ]
 
 
-@pytest.mark.parametrize("name, kind, change", _mutations(), ids=lambda m: str(m))
+@pytest.mark.parametrize(
+    "name, kind, change", _mutations(), ids=[f"{kind}: {name}" for name, kind, _ in _mutations()]
+)
 def test_a_sharded_steps_state_containers_notice_every_change(name, kind, change):
     """A sharded step's opt_state holds watched dicts and lists (sharded_step.watched_tree): a
     slot array replaced inside them must make the next step adopt it, without walking the

@@ -32,12 +32,16 @@ It applies when: the job has several ranks, all on one machine (MPI's shared-mem
 AdamW, RMSprop; `Optimizer.updates_elementwise`), every parameter is a float32 or a float64
 array (one dtype) with at least one dimension, and opt_state is the dict that init makes.
 Otherwise the step reduces by MPI_Allreduce and updates everything on every rank
-(train_step.py). Global-norm clipping uses the norm of the whole averaged gradient: the sum of
-the squares of each rank's rows, summed over the ranks by an MPI_Allreduce of one number. The
-parameters keep the shapes of the first call (the exchange array is sized for them).
+(train_step.py), as it does, with a warning, when the machine's shared memory (/dev/shm)
+cannot hold the exchange array and the state. Global-norm clipping uses the norm of the whole
+averaged gradient: the sum of the squares of each rank's rows, summed over the ranks by an
+MPI_Allreduce of one number. The parameters keep the shapes of the first call (the exchange
+array is sized for them).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -77,7 +81,15 @@ def shard_if_possible(step, params, opt_state):
         return None
     if not on_one_machine(job.comm):
         return None
-    return ShardedStep(step, job, params)
+    try:
+        return ShardedStep(step, job, params)
+    except OSError as exc:  # every rank raises it (shared_zeros): every rank falls back
+        warnings.warn(
+            f"jitgrad: {step.name} reduces by MPI_Allreduce instead of sharding its update: {exc}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
 
 
 class ShardedStep:

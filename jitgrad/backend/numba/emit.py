@@ -240,7 +240,7 @@ class Emitter:
         self.local_symbols = False  # functions of the module called through a symbol (shards.py)
         self.checked_indices = 0  # index variables named so far (checked_index_name)
         self.exchange_views: set[str] = set()  # writeable views of exchange arrays (writable)
-        # value -> (its place in an exchange array: a view, (exchange, row, first element))
+        # value -> its place in an exchange array: (a view of it, (row, first element, end))
         self.placements: dict[Var, tuple[str, tuple]] = {}
         self.placed: set[Var] = set()  # the values computed in their place there
         if parent is not None:
