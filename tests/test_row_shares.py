@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 import jitgrad as jg
 from jitgrad.core.dispatch import bind
-from jitgrad.core.row_shares import row_bounds, row_share, row_size, share_offsets, value_offsets
+from jitgrad.core.row_shares import row_bounds, row_share, row_size, value_offsets
 from jitgrad.distributed import shared_memory
-from jitgrad.ops.collective import allgather_rows_p, reduce_scatter_rows_p
+from jitgrad.ops.collective import allgather_rows_p, exchange_rows_p, publish_rows_p
 
 shapes = st.lists(
     st.lists(st.integers(0, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=4
@@ -39,33 +39,46 @@ def test_the_shares_of_all_ranks_fill_each_value_once(shapes, size):
     assert offsets[-1] == sum(int(np.prod(s)) for s in shapes)
     covered = np.zeros(offsets[-1], int)
     for rank in range(size):
-        shares = share_offsets(shapes, rank, size)
         for i, shape in enumerate(shapes):
             first, end = row_share(shape, rank, size)
-            n = (end - first) * row_size(shape)
-            assert shares[i + 1] - shares[i] == n
             covered[offsets[i] + first * row_size(shape) : offsets[i] + end * row_size(shape)] += 1
     assert (covered == 1).all()
 
 
 def test_the_exchange_ops_in_one_process():
-    """A job of one process: the sum over ranks is the value, the gathered value the share."""
-    a = jg.constant(np.arange(6.0, dtype=np.float32).reshape(3, 2))
-    b = jg.constant(np.array([7.0, 8.0], np.float32))
-    exchange = jg.constant(np.zeros((2, 8), np.float32))
-    summed = bind(reduce_scatter_rows_p, exchange, a, b, rank=0, size=1)
-    np.testing.assert_array_equal(summed.numpy(), [0, 1, 2, 3, 4, 5, 7, 8])
-    whole = bind(allgather_rows_p, exchange, a, rank=0, size=1, rows=3, offset=0, tag=1)
-    np.testing.assert_array_equal(whole.numpy(), a.numpy())
+    """A job of one process: what a rank publishes it reads back, and the gathered value is
+    its share."""
+    a = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    b = np.array([7.0, 8.0], np.float32)
+    exchange = np.zeros((2, 8), np.float32)
+    published = bind(
+        publish_rows_p, jg.constant(exchange), jg.constant(a), jg.constant(b), rank=0, size=1
+    )
+    np.testing.assert_array_equal(exchange[0], [0, 1, 2, 3, 4, 5, 7, 8])
+    rows = bind(exchange_rows_p, jg.constant(exchange), published, row=0, start=6, shape=(2,))
+    np.testing.assert_array_equal(rows.numpy(), b)
+    whole = bind(
+        allgather_rows_p,
+        jg.constant(exchange),
+        jg.constant(a),
+        rank=0,
+        size=1,
+        rows=3,
+        offset=0,
+        tag=1,
+    )
+    np.testing.assert_array_equal(whole.numpy(), a)
 
 
 def test_the_exchange_ops_name_what_is_wrong():
     a = jg.constant(np.ones((3, 2), np.float32))
-    with pytest.raises(ValueError, match=r"reduce_scatter_rows: .*float32 or float64.*int32"):
-        bind(reduce_scatter_rows_p, a, jg.constant(np.ones(2, np.int32)), rank=0, size=1)
+    with pytest.raises(ValueError, match=r"publish_rows: .*float32 or float64.*int32"):
+        bind(publish_rows_p, a, jg.constant(np.ones(2, np.int32)), rank=0, size=1)
     small = jg.constant(np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="keeps the parameter shapes of its first call"):
-        bind(reduce_scatter_rows_p, small, a, rank=0, size=1)
+        bind(publish_rows_p, small, a, rank=0, size=1)
+    with pytest.raises(ValueError, match=r"exchange_rows: \[1, 2:8\] is outside"):
+        bind(exchange_rows_p, small, a, row=1, start=2, shape=(3, 2))
     with pytest.raises(ValueError, match=r"rank 0's share of \(4, 2\) has 4 rows, got \(3, 2\)"):
         bind(allgather_rows_p, small, a, rank=0, size=1, rows=4, offset=0, tag=1)
 

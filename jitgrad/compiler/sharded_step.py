@@ -5,12 +5,13 @@ Why: with the gradients averaged by MPI_Allreduce, every rank then runs the whol
 update, the same arithmetic on the same numbers on every rank, and Open MPI's allreduce copies
 each gradient through its own buffers. On one machine the ranks can read each other's memory
 instead: backward writes each rank's gradients straight into its row of an exchange array that
-all of them map (jitgrad.distributed.shared_memory); each rank sums over the ranks only the
-rows it owns (`reduce_scatter_rows`), updates those rows of the parameters and of the optimizer
-state, writing the new rows into the exchange array too, and copies everyone's into its
-parameters (`allgather_rows`). What remains is what the cores must move: each rank reads the
-other ranks' gradients and new parameters of the rows it does not own. W11 on two ranks
-(perf/results/session21_w11.md): the step 0.05-0.12 ms faster than with MPI_Allreduce, 4-10%.
+all of them map (jitgrad.distributed.shared_memory: `publish_rows`); each rank's update loop
+reads, for the rows it owns, every rank's gradient straight from there and sums them as it goes
+(`exchange_rows`), updates those rows of the parameters and of the optimizer state, writing
+the new rows into the exchange array too, and copies everyone's into its parameters
+(`allgather_rows`). What remains is what the cores must move: each rank reads the other ranks'
+gradients and new parameters of the rows it owns, and does not own. W11 on two ranks
+(perf/results/session21_w11.md): the step 0.09-0.13 ms faster than with MPI_Allreduce.
 
 What the user sees is what the allreduce path gives: after every step the parameters are
 identical on every rank, bit for bit (each row is computed once, by its owner, and copied),
@@ -51,8 +52,13 @@ from jitgrad.core import pytree
 from jitgrad.core.config import config
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import with_location
-from jitgrad.core.row_shares import row_share, share_offsets, value_offsets
-from jitgrad.ops.collective import allgather_rows_p, allreduce, reduce_scatter_rows_p
+from jitgrad.core.row_shares import row_share, row_size, value_offsets
+from jitgrad.ops.collective import (
+    allgather_rows_p,
+    allreduce,
+    exchange_rows_p,
+    publish_rows_p,
+)
 
 SHARDABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -251,14 +257,18 @@ def sharded_step_function(loss_fn, has_aux: bool, optimizer, rank: int, size: in
         p_leaves, treedef = pytree.flatten(params)
         g_leaves = pytree.flatten(grads)[0]
         shapes = [tuple(p.shape) for p in p_leaves]
-        summed = bind(reduce_scatter_rows_p, exchange, *g_leaves, rank=rank, size=size)
-        at = share_offsets(shapes, rank, size)
+        published = bind(publish_rows_p, exchange, *g_leaves, rank=rank, size=size)
+        offsets = value_offsets(shapes)
         p_shares, g_shares = [], []
         for i, (p, shape) in enumerate(zip(p_leaves, shapes)):
             first, end = row_share(shape, rank, size)
-            rows = summed[at[i] : at[i + 1]]
-            mean = ops.reshape(rows, (end - first, *shape[1:])) * (1.0 / size)
-            g_shares.append(ops.cast(mean, p.dtype))
+            share = (end - first, *shape[1:])
+            start = offsets[i] + first * row_size(shape)
+            total = bind(exchange_rows_p, exchange, published, row=0, start=start, shape=share)
+            for q in range(1, size):  # in rank order: the same bits whichever rank adds
+                rows = bind(exchange_rows_p, exchange, published, row=q, start=start, shape=share)
+                total = total + rows
+            g_shares.append(ops.cast(total * (1.0 / size), p.dtype))
             p_shares.append(p[first:end])
         norm = None
         if optimizer.global_clipnorm is not None:

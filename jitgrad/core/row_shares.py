@@ -1,6 +1,6 @@
 """How a sharded update splits values among the ranks of a job: by contiguous shares of their
 leading axis (rows), and where values and shares lie in the exchange array that the ranks of
-one machine share (ops/collective.py: reduce_scatter_rows, allgather_rows; the Numba backend
+one machine share (ops/collective.py: publish_rows, exchange_rows, allgather_rows; the Numba backend
 emits them from the same layout)."""
 
 from __future__ import annotations
@@ -25,16 +25,6 @@ def value_offsets(shapes: list[tuple]) -> list[int]:
     offsets = [0]
     for shape in shapes:
         offsets.append(offsets[-1] + _size(shape))
-    return offsets
-
-
-def share_offsets(shapes: list[tuple], rank: int, size: int) -> list[int]:
-    """Where `rank`'s share of each value begins in the concatenation of its shares (a
-    reduce_scatter_rows result), and, last, where they end."""
-    offsets = [0]
-    for shape in shapes:
-        first, end = row_share(shape, rank, size)
-        offsets.append(offsets[-1] + (end - first) * row_size(shape))
     return offsets
 
 

@@ -54,6 +54,9 @@ class _MPICommunicator:
     def allgather(self, array: np.ndarray) -> list:
         return self.comm.allgather(array)
 
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
 
 _world: _World | None = None
 

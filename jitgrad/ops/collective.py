@@ -18,7 +18,7 @@ from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NO_GRADIENT, defop
-from jitgrad.core.row_shares import row_share, row_size, share_offsets, value_offsets
+from jitgrad.core.row_shares import row_share, row_size, value_offsets
 from jitgrad.ops.base import as_value
 from jitgrad.ops.structural import cast_value
 
@@ -35,6 +35,9 @@ class _SingleProcess:
 
     def allgather(self, array: np.ndarray) -> list:
         return [array.copy()]
+
+    def barrier(self) -> None:
+        pass
 
 
 _communicator = _SingleProcess()
@@ -109,14 +112,14 @@ def mean_over_ranks(grads):
 #
 # Data parallelism on one machine can divide the optimizer's update among the ranks: rank q
 # updates only its share of every parameter's rows (and of the optimizer state's), so it needs
-# the sum over ranks of those rows alone (`reduce_scatter_rows`), and every rank then needs
-# every share of the new parameters (`allgather_rows`). Both exchange through an `exchange`
-# array in memory that all ranks of the machine map (jitgrad.distributed.shared_memory): rows
-# 0 .. size-1 are each rank's published gradients, row `size` the new parameters. The ops
-# write into that array, so they are only ever traced into a train step
-# (compiler/sharded_step.py), which owns it; their eager forms (a train step's numpy fallback
-# never runs them: a distributed step compiles first) reduce through the installed
-# communicator.
+# the other ranks' gradients of those rows alone (`publish_rows`, then `exchange_rows`: views
+# that the update's loop sums as it goes), and every rank then needs every share of the new
+# parameters (`allgather_rows`). They exchange through an `exchange` array in memory that all
+# ranks of the machine map (jitgrad.distributed.shared_memory): rows 0 .. size-1 are each
+# rank's published gradients, row `size` the new parameters. The ops write into that array,
+# so they are only ever traced into a train step (compiler/sharded_step.py), which owns it;
+# their eager forms (a train step's numpy fallback never runs them: a distributed step
+# compiles first) write and read it too, and wait through the installed communicator.
 
 
 def _check_exchange(op: str, exchange, values, size: int, needed: int) -> None:
@@ -141,28 +144,58 @@ def _check_exchange(op: str, exchange, values, size: int, needed: int) -> None:
         )
 
 
-def _reduce_scatter_eval(exchange, *values, rank, size):
+def _publish_eval(exchange, *values, rank, size):
     shapes = [tuple(v.shape) for v in values]
-    _check_exchange("reduce_scatter_rows", exchange, values, size, value_offsets(shapes)[-1])
-    return AVal((share_offsets(shapes, rank, size)[-1],), values[0].dtype)
+    _check_exchange("publish_rows", exchange, values, size, value_offsets(shapes)[-1])
+    return AVal((), exchange.dtype)
 
 
-def _reduce_scatter_impl(exchange, *values, rank, size):
-    pieces = []
-    for v in values:
-        first, end = row_share(v.shape, rank, size)
-        pieces.append(_communicator.allreduce_sum(np.ascontiguousarray(v))[first:end].ravel())
-    return np.concatenate(pieces) if pieces else np.zeros(0, exchange.dtype)
+def _publish_impl(exchange, *values, rank, size):
+    offsets = value_offsets([v.shape for v in values])
+    for i, v in enumerate(values):
+        exchange[rank, offsets[i] : offsets[i + 1]] = np.ravel(v)
+    _communicator.barrier()
+    return np.zeros((), exchange.dtype)
 
 
-reduce_scatter_rows_p = defop(
-    "reduce_scatter_rows",
-    abstract_eval=_reduce_scatter_eval,
-    impl=_reduce_scatter_impl,
+publish_rows_p = defop(
+    "publish_rows",
+    abstract_eval=_publish_eval,
+    impl=_publish_impl,
     vjp=NO_GRADIENT,
     kind="other",
-    doc="This rank's share of the rows of each value, summed over the job's ranks, flat and "
-    "concatenated (the first half of a sharded update's exchange; rows by `row_share`).",
+    doc="Write this rank's values into its row of the exchange array (each whole, one after the "
+    "other) and wait until every rank has; the result (zero) orders the reads after it.",
+    collective=True,
+)
+
+
+def _exchange_rows_eval(exchange, published, *, row, start, shape):
+    n = 1
+    for d in shape:
+        n *= d
+    if row >= exchange.shape[0] or start + n > exchange.shape[1]:
+        raise op_error(
+            "exchange_rows",
+            f"[{row}, {start}:{start + n}] is outside the exchange array "
+            f"({exchange.dtype} {tuple(exchange.shape)})",
+        )
+    return AVal(tuple(shape), exchange.dtype)
+
+
+def _exchange_rows_impl(exchange, published, *, row, start, shape):
+    n = int(np.prod(shape, dtype=np.int64))
+    return exchange[row, start : start + n].reshape(shape).copy()
+
+
+exchange_rows_p = defop(
+    "exchange_rows",
+    abstract_eval=_exchange_rows_eval,
+    impl=_exchange_rows_impl,
+    vjp=NO_GRADIENT,
+    kind="other",
+    doc="Elements [start, start + size) of row `row` of the exchange array, as `shape`: what "
+    "rank `row` published there (`published`: publish_rows's result, read after it).",
     collective=True,
 )
 

@@ -573,7 +573,7 @@ def _exchange_sample(v):
     return [x, np.zeros((2, x.size), x.dtype)], {}
 
 
-sample("reduce_scatter_rows", _exchange_sample)
+sample("publish_rows", _exchange_sample)
 sample("allgather_rows", _exchange_sample)
 
 

@@ -41,7 +41,7 @@ from jitgrad.backend.numba.rows import RowLoop, plan_row_loops
 from jitgrad.backend.numba.vector_loops import VectorLoop, vector_lanes
 from jitgrad.core.aval import DYNAMIC, TupleAVal
 from jitgrad.core.opdef import REGISTRY, OpDef
-from jitgrad.core.row_shares import row_share, row_size, share_offsets, value_offsets
+from jitgrad.core.row_shares import row_share, row_size, value_offsets
 from jitgrad.ir.gcpause import gc_paused
 from jitgrad.ir.graph import Eqn, Graph, Var, letters, value_numbers
 from jitgrad.ir.schedule import LoopGroup, Schedule
@@ -1383,7 +1383,7 @@ class Emitter:
         before the first step, so that no outlined loop function owns their names. A value
         published in two places (two equal gradients, merged) is placed in the first."""
         for e in self.graph.eqns:
-            if e.op.name not in ("reduce_scatter_rows", "allgather_rows"):
+            if e.op.name not in ("publish_rows", "allgather_rows"):
                 continue
             exchange = self.writable(e.inputs[0])
             for v, place in self.exchange_places(e):
@@ -1402,7 +1402,7 @@ class Emitter:
     def exchange_places(e: Eqn) -> list:
         """(value, (row, first element, end)) for each value exchange op `e` publishes."""
         p = e.params
-        if e.op.name == "reduce_scatter_rows":
+        if e.op.name == "publish_rows":
             values = e.inputs[1:]
             offsets = value_offsets([v.aval.shape for v in values])
             return [(v, (p["rank"], offsets[i], offsets[i + 1])) for i, v in enumerate(values)]
@@ -1421,30 +1421,24 @@ class Emitter:
                 source = self.view(self.contiguous_expr(v), (end - start,))
                 self.emit(f"{exchange}[{row}, {start}:{end}] = {source}  # computed elsewhere")
 
-    @emits("reduce_scatter_rows")
-    def op_reduce_scatter_rows(self, e, exchange, *values):
-        """This rank's share of the rows of every value, summed over the ranks
-        (ops/collective.py): this rank's values are in its row of the exchange array that the
-        ranks share, each whole, one after the other (core/row_shares.py); wait at exchange
-        point 0 until every rank's are, then add up this rank's rows of each over the ranks'
-        rows, in rank order, so that a sum has the same bits whichever rank made it."""
-        rank, size = e.params["rank"], e.params["size"]
-        shapes = [v.aval.shape for v in values]
-        offsets, shares = value_offsets(shapes), share_offsets(shapes, rank, size)
-        exchange_name, out = self.writable(exchange), self.name_of(e.out)
+    @emits("publish_rows")
+    def op_publish_rows(self, e, exchange, *values):
+        """This rank's values in its row of the exchange array (computed there, see
+        place_in_exchange, or copied), then exchange point 0: every rank's are there."""
         self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
         self.publish(e)
         self.emit("exchange_point(0)")
-        self.add_buffer(e.out)
-        for i, v in enumerate(values):
-            per_row = row_size(v.aval.shape)
-            first, end = row_share(v.aval.shape, rank, size)
-            if end == first:
-                continue
-            start, stop = offsets[i] + first * per_row, offsets[i] + end * per_row
-            ranks = " + ".join(f"{exchange_name}[{q}, {start} + j]" for q in range(size))
-            self.emit(f"for j in range({stop - start}):")
-            self.emit(f"    {out}[{shares[i]} + j] = {ranks}")
+        self.emit(f"{self.name_of(e.out)} = {literal(0, e.out.aval.dtype)}")
+
+    @emits("exchange_rows")
+    def op_exchange_rows(self, e, exchange, _published):
+        """A view of the exchange array: what a rank published there. A loop that sums these
+        over the ranks reads the other ranks' rows as it goes (the optimizer's update)."""
+        p = e.params
+        n = e.out.aval.size
+        rows = f"{self.writable(exchange)}[{p['row']}][{p['start']}:{p['start'] + n}]"
+        self.emit(f"{self.name_of(e.out)} = {self.view(rows, e.out.aval.shape)}")
+        self.contiguous.add(e.out)
 
     @emits("allgather_rows")
     def op_allgather_rows(self, e, exchange, share, *_previous):

@@ -82,7 +82,7 @@ def allreduce_sum_f64(flat):
         raise RuntimeError("allreduce: MPI_Allreduce failed")
 
 
-# -- the exchange points of a sharded update (emit.py: reduce_scatter_rows, allgather_rows) --
+# -- the exchange points of a sharded update (emit.py: publish_rows, allgather_rows) --
 _MIN = MPI._handleof(MPI.MIN)
 _INT64 = MPI._handleof(MPI.INT64_T)
 

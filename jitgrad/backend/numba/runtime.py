@@ -55,7 +55,7 @@ def readonly(typingctx, array):
 @intrinsic
 def writable(typingctx, array):
     """`array`, typed writeable: the exchange array of a sharded update, a kernel input that
-    its exchange ops write into (emit.py: reduce_scatter_rows, allgather_rows); kernels type
+    its exchange ops write into (emit.py: publish_rows, exchange_rows, allgather_rows); kernels type
     every input read-only."""
     return _retyped(array, readonly=False)
 
