@@ -11,7 +11,7 @@ reads, for the rows it owns, every rank's gradient straight from there and sums 
 the new rows into the exchange array too, and copies everyone's into its parameters
 (`allgather_rows`). What remains is what the cores must move: each rank reads the other ranks'
 gradients and new parameters of the rows it owns, and does not own. W11 on two ranks
-(perf/results/session21_w11.md): the step 0.09-0.13 ms faster than with MPI_Allreduce.
+(perf/results/session21_w11.md): the step 0.08-0.14 ms faster than with MPI_Allreduce.
 
 What the user sees is what the allreduce path gives: after every step the parameters are
 identical on every rank, bit for bit (each row is computed once, by its owner, and copied),
