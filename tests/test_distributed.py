@@ -331,6 +331,17 @@ SHARDED = """
         np.testing.assert_allclose(twins[k], ref[k], rtol=2e-5, atol=1e-6)
     print("ok", dist.rank(), "merged values published twice", flush=True)
 
+    # has_aux: the loss and the auxiliary value are this rank's, as with MPI_Allreduce.
+    def with_aux(p, xb, yb):
+        loss = twins_loss(p, xb, yb)
+        return loss, {"twice": loss * 2.0}
+
+    aux_step = jg.jit_train_step(with_aux, jg.optim.SGD(0.1), has_aux=True, distributed=True)
+    loss, aux = aux_step(twins, {"step": np.zeros((), np.int64)}, xs, ys)
+    assert aux_step._sharded
+    np.testing.assert_allclose(float(aux["twice"]), 2.0 * float(loss), rtol=1e-6)
+    print("ok", dist.rank(), "has_aux", flush=True)
+
     # No room in /dev/shm (on rank 0 here): every rank falls back to MPI_Allreduce, warned.
     import warnings
     from jitgrad.distributed import shared_memory
@@ -375,7 +386,7 @@ def test_sharded_update(tmp_path):
     replaced on every rank and on one, the fallbacks for a non-elementwise update and for a
     full /dev/shm, values published twice, the parameters' shapes kept, and no file left in
     /dev/shm."""
-    check_ok(run_ranks(tmp_path, SHARDED), 2 * 7)
+    check_ok(run_ranks(tmp_path, SHARDED), 2 * 8)
 
 
 RAISING = """
