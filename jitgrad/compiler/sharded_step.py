@@ -280,7 +280,7 @@ def sharded_step_function(loss_fn, has_aux: bool, optimizer, rank: int, size: in
             state_shares,
             global_norm=norm,
         )
-        new_params, previous, offsets = [], (), value_offsets(shapes)
+        new_params, previous = [], ()
         share_leaves = pytree.flatten(new_shares)[0]
         # The last exchange point waits for this rank's new state too: when a step returns
         # on any rank, every rank has written its rows of the state (a checkpoint of the
