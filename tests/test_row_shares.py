@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 import jitgrad as jg
 from jitgrad.core.dispatch import bind
-from jitgrad.core.row_shares import row_bounds, row_share, row_size, value_offsets
+from jitgrad.core.row_shares import (
+    control_column,
+    exchange_columns,
+    row_bounds,
+    row_share,
+    row_size,
+    value_offsets,
+)
 from jitgrad.distributed import shared_memory
 from jitgrad.ops.collective import allgather_rows_p, exchange_rows_p, publish_rows_p
 
@@ -45,16 +52,26 @@ def test_the_shares_of_all_ranks_fill_each_value_once(shapes, size):
     assert (covered == 1).all()
 
 
+@given(st.integers(0, 10_000), st.sampled_from([4, 8]))
+def test_each_exchange_row_ends_in_a_control_line_of_its_own(values, itemsize):
+    columns = exchange_columns(values, itemsize)
+    control = control_column(columns, itemsize)
+    assert values <= control and (control - values) * itemsize < 64  # padding: under a line
+    assert control * itemsize % 64 == 0 and (columns - control) * itemsize == 64
+    assert columns * itemsize % 64 == 0  # so every row's line is a line of its own
+
+
 def test_the_exchange_ops_in_one_process():
     """A job of one process: what a rank publishes it reads back, and the gathered value is
     its share."""
     a = np.arange(6.0, dtype=np.float32).reshape(3, 2)
     b = np.array([7.0, 8.0], np.float32)
-    exchange = np.zeros((2, 8), np.float32)
+    exchange = np.zeros((2, exchange_columns(8, 4)), np.float32)
+    assert exchange.shape[1] == 32  # 8 values, padded to a 64-byte line, then the control line
     published = bind(
         publish_rows_p, jg.constant(exchange), jg.constant(a), jg.constant(b), rank=0, size=1
     )
-    np.testing.assert_array_equal(exchange[0], [0, 1, 2, 3, 4, 5, 7, 8])
+    np.testing.assert_array_equal(exchange[0, :8], [0, 1, 2, 3, 4, 5, 7, 8])
     rows = bind(exchange_rows_p, jg.constant(exchange), published, row=0, start=6, shape=(2,))
     np.testing.assert_array_equal(rows.numpy(), b)
     whole = bind(
@@ -79,6 +96,9 @@ def test_the_exchange_ops_name_what_is_wrong():
         bind(publish_rows_p, small, a, rank=0, size=1)
     with pytest.raises(ValueError, match=r"exchange_rows: \[1, 2:8\] is outside"):
         bind(exchange_rows_p, small, a, row=1, start=2, shape=(3, 2))
+    no_control_line = jg.constant(np.zeros((2, 6), np.float32))  # room for the values alone
+    with pytest.raises(ValueError, match="hold 0 values before their control line, these need 6"):
+        bind(publish_rows_p, no_control_line, a, rank=0, size=1)
     with pytest.raises(ValueError, match=r"rank 0's share of \(4, 2\) has 4 rows, got \(3, 2\)"):
         bind(allgather_rows_p, small, a, rank=0, size=1, rows=4, offset=0, tag=1)
 

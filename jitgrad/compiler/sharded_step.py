@@ -52,7 +52,7 @@ from jitgrad.core import pytree
 from jitgrad.core.config import config
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import with_location
-from jitgrad.core.row_shares import row_share, row_size, value_offsets
+from jitgrad.core.row_shares import exchange_columns, row_share, row_size, value_offsets
 from jitgrad.ops.collective import (
     allgather_rows_p,
     allreduce,
@@ -111,7 +111,8 @@ class ShardedStep:
         leaves, self.treedef = pytree.flatten(params)
         self.shapes = [p.shape for p in leaves]
         total, dtype = sum(p.size for p in leaves), leaves[0].dtype
-        self.exchange = shared_zeros(job.comm, (self.size + 1, total), dtype)
+        columns = exchange_columns(total, dtype.itemsize)  # and each rank's control line
+        self.exchange = shared_zeros(job.comm, (self.size + 1, columns), dtype)
         self.slots = step.optimizer.slots
         memory = shared_zeros(job.comm, (len(self.slots), total), dtype)
         offsets = value_offsets(self.shapes)
@@ -280,25 +281,25 @@ def sharded_step_function(loss_fn, has_aux: bool, optimizer, rank: int, size: in
             state_shares,
             global_norm=norm,
         )
-        new_params, previous = [], ()
         share_leaves = pytree.flatten(new_shares)[0]
-        # The last exchange point waits for this rank's new state too: when a step returns
-        # on any rank, every rank has written its rows of the state (a checkpoint of the
-        # whole state taken between steps reads one step's values).
+        # One exchange point for every parameter, after this rank has written all its new
+        # rows and its rows of the new state: when a step returns on any rank, every rank has
+        # written its rows of the state too (a checkpoint of the whole state taken between
+        # steps reads one step's values). The first gather waits there; it reads (orders)
+        # everything, and each later one follows the one before it.
         state_leaves = [x for x in pytree.flatten(new_state)[0] if len(x.shape)]
-        for tag, (share, shape) in enumerate(zip(share_leaves, shapes), 1):
-            if tag == len(shapes):
-                previous = (*previous, *state_leaves)
+        previous, new_params = (*share_leaves, *state_leaves), []
+        for i, (share, shape) in enumerate(zip(share_leaves, shapes)):
             whole = bind(
                 allgather_rows_p,
                 exchange,
                 share,
-                *previous,  # the exchange points in one order on every rank
+                *previous,
                 rank=rank,
                 size=size,
                 rows=shape[0],
-                offset=offsets[tag - 1],
-                tag=tag,
+                offset=offsets[i],
+                tag=1,
             )
             new_params.append(whole)
             previous = (whole,)

@@ -41,3 +41,22 @@ def _size(shape: tuple) -> int:
     for d in shape:
         n *= d
     return n
+
+
+# The last 64 bytes (a cache line) of each rank's row of the exchange array hold its
+# exchange-point word (backend/numba/exchange_points.py): how far the rank has got in its steps.
+CONTROL_BYTES = 64
+
+
+def exchange_columns(values: int, itemsize: int) -> int:
+    """The width of the exchange array's rows for `values` values of `itemsize` bytes: the
+    values, padded to whole 64-byte lines, then the control line (rows start on a line when
+    the array does)."""
+    per_line = CONTROL_BYTES // itemsize
+    return -(-values // per_line) * per_line + per_line
+
+
+def control_column(columns: int, itemsize: int) -> int:
+    """Where a row of `columns` values of `itemsize` bytes keeps its control line; the values
+    end there at the latest."""
+    return columns - CONTROL_BYTES // itemsize

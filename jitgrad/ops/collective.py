@@ -18,7 +18,7 @@ from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NO_GRADIENT, defop
-from jitgrad.core.row_shares import row_share, row_size, value_offsets
+from jitgrad.core.row_shares import control_column, row_share, row_size, value_offsets
 from jitgrad.ops.base import as_value
 from jitgrad.ops.structural import cast_value
 
@@ -116,7 +116,9 @@ def mean_over_ranks(grads):
 # that the update's loop sums as it goes), and every rank then needs every share of the new
 # parameters (`allgather_rows`). They exchange through an `exchange` array in memory that all
 # ranks of the machine map (jitgrad.distributed.shared_memory): rows 0 .. size-1 are each
-# rank's published gradients, row `size` the new parameters. The ops write into that array,
+# rank's published gradients, row `size` the new parameters; each row ends in a 64-byte control
+# line, where the compiled ops keep a rank's exchange-point word (core/row_shares.py:
+# CONTROL_BYTES; backend/numba/exchange_points.py). The ops write into that array,
 # so they are only ever traced into a train step (compiler/sharded_step.py), which owns it;
 # their eager forms (a train step's numpy fallback never runs them: a distributed step
 # compiles first) write and read it too, and wait through the installed communicator.
@@ -135,10 +137,12 @@ def _check_exchange(op: str, exchange, values, size: int, needed: int) -> None:
             f"the exchange array must be {dtype} with {size + 1} rows, got {exchange.dtype} "
             f"{tuple(exchange.shape)}",
         )
-    if exchange.shape[1] < needed:
+    usable = control_column(exchange.shape[1], exchange.dtype.itemsize)
+    if usable < needed:
         raise op_error(
             op,
-            f"the exchange array's rows hold {exchange.shape[1]} values, these need {needed}: a "
+            f"the exchange array's rows hold {max(usable, 0)} values before their control line, "
+            f"these need {needed}: a "
             "sharded train step keeps the parameter shapes of its first call (make another "
             "jit_train_step for another model)",
         )
@@ -174,11 +178,13 @@ def _exchange_rows_eval(exchange, published, *, row, start, shape):
     n = 1
     for d in shape:
         n *= d
-    if row >= exchange.shape[0] or start + n > exchange.shape[1]:
+    if row >= exchange.shape[0] or start + n > control_column(
+        exchange.shape[1], exchange.dtype.itemsize
+    ):
         raise op_error(
             "exchange_rows",
-            f"[{row}, {start}:{start + n}] is outside the exchange array "
-            f"({exchange.dtype} {tuple(exchange.shape)})",
+            f"[{row}, {start}:{start + n}] is outside the exchange array's values "
+            f"({exchange.dtype} {tuple(exchange.shape)}, each row ending in a control line)",
         )
     return AVal(tuple(shape), exchange.dtype)
 
@@ -223,7 +229,8 @@ allgather_rows_p = defop(
     vjp=NO_GRADIENT,
     kind="other",
     doc="The whole value from every rank's share of its rows, identical on every rank (the "
-    "second half of a sharded update's exchange; `tag` numbers the exchange points of a step, "
-    "and the values after `share`, unread, order them: the previous point's result).",
+    "second half of a sharded update's exchange; `tag` numbers the exchange points of a step: "
+    "the gathers of one tag share one, where the first waits; the values after `share`, "
+    "unread, order them: every value the point must follow, or the previous gather's result).",
     collective=True,
 )

@@ -27,6 +27,7 @@ from jitgrad.control.primitives import tuple_get_p
 from jitgrad.control.shards import shards_p
 from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
+from jitgrad.core.row_shares import exchange_columns
 from jitgrad.ir.trace import Trace, tracing
 from jitgrad.ops.conv import conv_filters_p, out_spatial
 from jitgrad.ops.index import gather_p, scatter_add_p
@@ -1239,9 +1240,10 @@ case(
 
 def _exchange_draw(d):
     """A value of at least one row, and a sharded update's exchange array for it (one rank:
-    its published row and the row of new shares)."""
+    its published row and the row of new shares, each ending in its control line: wide
+    enough for float32, so for float64 too, whichever dtype the test casts them to)."""
     x = d.uniform(d.shape(min_dims=1, min_side=1))
-    return [x, np.zeros((2, x.size), x.dtype)], {}
+    return [x, np.zeros((2, exchange_columns(x.size, 4)), x.dtype)], {}
 
 
 def _published(x, ex):

@@ -94,8 +94,9 @@ GEMM_CONV_BLOCK_ELEMENTS = 32768
 WINDOWS_MAX_POSITIONS = 64
 WINDOWS_MIN_SIZE = 1024
 # Helpers that are not from the vectorised math module (their own imports in module_source).
-_MPI = set(helper_names.MPI_ALLREDUCE.values()) | {helper_names.MPI_EXCHANGE_POINT}
-_SPECIAL_OR_MPI = set(helper_names.SPECIAL.values()) | _MPI
+_MPI = set(helper_names.MPI_ALLREDUCE.values())
+_EXCHANGE = {helper_names.EXCHANGE_POINT}
+_OWN_MODULES = set(helper_names.SPECIAL.values()) | _MPI | _EXCHANGE
 # Structured op name -> the Emitter method that writes it (see `emits`).
 EMITTERS: dict[str, Callable] = {}
 
@@ -240,6 +241,7 @@ class Emitter:
         self.local_symbols = False  # functions of the module called through a symbol (shards.py)
         self.checked_indices = 0  # index variables named so far (checked_index_name)
         self.exchange_views: set[str] = set()  # writeable views of exchange arrays (writable)
+        self.exchange_points: set[int] = set()  # the tags of the points already waited at
         # value -> its place in an exchange array: (a view of it, (row, first element, end))
         self.placements: dict[Var, tuple[str, tuple]] = {}
         self.placed: set[Var] = set()  # the values computed in their place there
@@ -394,9 +396,10 @@ class Emitter:
         flags = "True" if self.fastmath else "False"
         imports = ""
         for module, names in (
-            (helper_names.VMATH_MODULE, self.helpers - _SPECIAL_OR_MPI),
+            (helper_names.VMATH_MODULE, self.helpers - _OWN_MODULES),
             (helper_names.SPECIAL_MODULE, self.helpers & set(helper_names.SPECIAL.values())),
             (helper_names.MPI_MODULE, self.helpers & _MPI),
+            (helper_names.EXCHANGE_POINTS_MODULE, self.helpers & _EXCHANGE),
             (helper_names.RUNTIME_MODULE, self.runtime),
             (helper_names.SIMD_MODULE, self.simd),
             (BLOCKS_MODULE, {"scalar_block"} if self.blocks else set()),
@@ -1419,15 +1422,28 @@ class Emitter:
             row, start, end = place
             if end > start and not (v in self.placed and self.placements[v][1] == place):
                 source = self.view(self.contiguous_expr(v), (end - start,))
-                self.emit(f"{exchange}[{row}, {start}:{end}] = {source}  # computed elsewhere")
+                self.runtime.add("copy_flat")
+                target = f"{exchange}[{row}][{start}:{end}]"
+                self.emit(f"copy_flat({target}, {source})  # computed elsewhere")
+
+    def exchange_point(self, exchange, rank: int, tag: int) -> None:
+        """Wait at exchange point `tag` of the step until every rank is there, unless the
+        kernel already did (the gathers of one tag share a point: ops/collective.py);
+        exchange_points.py keeps the tag in a 64-bit word with the count of points."""
+        if tag in self.exchange_points:
+            return
+        self.exchange_points.add(tag)
+        if not 0 <= tag < 1 << 16:
+            raise ValueError(f"a sharded step has at most 65536 exchange points, not {tag + 1}")
+        self.helpers.add(helper_names.EXCHANGE_POINT)
+        self.emit(f"exchange_point({self.writable(exchange)}, {rank}, {tag})")
 
     @emits("publish_rows")
     def op_publish_rows(self, e, exchange, *values):
         """This rank's values in its row of the exchange array (computed there, see
         place_in_exchange, or copied), then exchange point 0: every rank's are there."""
-        self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
         self.publish(e)
-        self.emit("exchange_point(0)")
+        self.exchange_point(exchange, e.params["rank"], 0)
         self.emit(f"{self.name_of(e.out)} = {literal(0, e.out.aval.dtype)}")
 
     @emits("exchange_rows")
@@ -1444,18 +1460,18 @@ class Emitter:
     def op_allgather_rows(self, e, exchange, share, *_previous):
         """The whole value from the ranks' shares of its rows (ops/collective.py): this rank's
         share is in the exchange array's last row; wait at exchange point `tag` until every
-        rank's is, then copy the whole value out (this rank's share too: every rank copies the
-        same bits). The output is the caller's parameter when the train step updates it in
-        place (compiler/train_step.py)."""
+        rank's is (the first gather of the tag waits), then copy the whole value out (this
+        rank's share too: every rank copies the same bits). The output is the caller's
+        parameter when the train step updates it in place (compiler/train_step.py)."""
         p = e.params
         exchange_name, out = self.writable(exchange), self.name_of(e.out)
-        self.helpers.add(helper_names.MPI_EXCHANGE_POINT)
         self.publish(e)
-        self.emit(f"exchange_point({p['tag']})")
+        self.exchange_point(exchange, p["rank"], p["tag"])
         self.add_buffer(e.out)
         offset, total = p["offset"], e.out.aval.size
         whole = f"{exchange_name}[{p['size']}][{offset}:{offset + total}]"
-        self.emit(f"{self.view(out, (total,))}[:] = {whole}")
+        self.runtime.add("copy_flat")
+        self.emit(f"copy_flat({self.view(out, (total,))}, {whole})")
 
     def _slices(self, index) -> str:
         parts = []

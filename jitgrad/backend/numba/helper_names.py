@@ -49,5 +49,7 @@ SPECIAL = {
 # C-contiguous array over the ranks of the job, in place.
 MPI_MODULE = "jitgrad.backend.numba.mpi"
 MPI_ALLREDUCE = {"float32": "allreduce_sum_f32", "float64": "allreduce_sum_f64"}
-# The barrier of a sharded update's exchange (every rank at the same point of its step).
-MPI_EXCHANGE_POINT = "exchange_point"
+# The barrier of a sharded update's exchange (every rank at the same point of its step),
+# through the exchange array the ranks share.
+EXCHANGE_POINTS_MODULE = "jitgrad.backend.numba.exchange_points"
+EXCHANGE_POINT = "exchange_point"

@@ -21,7 +21,6 @@ import ctypes
 
 import numba
 import numba_mpi.common
-import numpy as np
 from llvmlite import binding
 from mpi4py import MPI
 from numba import types
@@ -80,36 +79,3 @@ def allreduce_sum_f64(flat):
     """Sum the float64 C-contiguous 1-d array `flat` over the ranks, in place."""
     if _sum_f64(flat.ctypes.data, flat.size) != 0:
         raise RuntimeError("allreduce: MPI_Allreduce failed")
-
-
-# -- the exchange points of a sharded update (emit.py: publish_rows, allgather_rows) --
-_MIN = MPI._handleof(MPI.MIN)
-_INT64 = MPI._handleof(MPI.INT64_T)
-
-
-@numba.cfunc(types.int32(types.uintp, types.uintp), nogil=True)
-def _agree_min(send, receive):
-    """The elementwise minimum over COMM_WORLD of two int64 at `send`, into `receive`."""
-    return _MPI_Allreduce(send, receive, 2, _INT64, _MIN, _WORLD)
-
-
-binding.add_symbol("jitgrad_exchange_agree", _agree_min.address)
-_agree = types.ExternalFunction("jitgrad_exchange_agree", types.int32(types.uintp, types.uintp))
-
-
-@numba.njit(cache=True, nogil=True)
-def exchange_point(tag):
-    """Wait until every rank has reached exchange point `tag` of its step, which also makes
-    every rank's earlier writes to the shared exchange array visible to all (MPI_Allreduce
-    returns only once every rank has called it). All ranks raise if any reached another point:
-    reading a share that was not written yet would be a wrong number, not an error."""
-    mine = np.array([tag, -tag], dtype=np.int64)
-    agreed = np.empty(2, dtype=np.int64)
-    if _agree(mine.ctypes.data, agreed.ctypes.data) != 0:
-        raise RuntimeError("sharded update: MPI_Allreduce failed at an exchange point")
-    if agreed[0] != tag or agreed[1] != -tag:
-        raise RuntimeError(
-            "sharded update: the ranks reached different exchange points of their step (their "
-            "compiled steps differ); exchange point",
-            tag,
-        )

@@ -471,6 +471,21 @@ def copy4(dst, src):
 
 
 @numba.njit(cache=True, nogil=True)
+def copy_flat(dst, src):
+    """dst[:] = src for contiguous 1-D float arrays of one size, 16 elements at a time: a
+    sharded step's copies of whole values into and out of its exchange array (emit.py:
+    publish, allgather_rows). Numba's `dst[:] = src` copies element by element: W11's 0.8 MB,
+    half of it written by the other core, took 0.085 ms that way and 0.063 ms this way."""
+    if dst.size != src.size:
+        raise ValueError("copy_flat: the arrays' sizes differ")
+    whole = src.size - src.size % 16
+    for i in range(0, whole, 16):
+        vstore(dst, i, vload(src, i, 16))
+    for i in range(whole, src.size):
+        dst[i] = src[i]
+
+
+@numba.njit(cache=True, nogil=True)
 def contiguous_copy(x):
     """A C-contiguous copy of `x` (any layout: kernels pass strided views through
     `strided`), compiled once per rank and dtype instead of in each kernel that copies."""

@@ -1,0 +1,120 @@
+"""The exchange points of a sharded update (emit.py: publish_rows, allgather_rows): a barrier of
+the ranks of one machine through the exchange array they all map, with no MPI call.
+
+Why not MPI: an exchange point was an MPI_Allreduce of two int64. It costs ~1 us alone, but
+8-16 us right after the update loop or the parameters' copy had moved their ~0.4 MB between
+the cores (W11, rdtsc around each point of the 2-rank step: five points took 45-68 us of its
+1.1 ms). Here each rank owns one cache line, the end of its gradient row of the exchange array
+(core/row_shares.py: CONTROL_BYTES), and a point costs the transfer of that line.
+
+The word in a rank's line counts the points it has passed and names the last one:
+`(count << 16) | tag`. At a point, a rank writes `count + 1` and its tag (a release store after
+a full fence: everything it wrote before, its gradients or new rows, is visible to whoever
+sees the word), then waits until every other rank's word shows that count (an acquire load:
+what they wrote before it is visible now) or the next one (that rank has passed this point
+already, after checking the tags). The same count with another tag means the ranks' compiled
+steps differ: every rank that sees it raises rather than read a share that was not written.
+
+Waiting spins (with the CPU's pause) for SPIN_POLLS polls, a few microseconds, the usual wait
+when every rank has a core; then it yields the core between polls, so that a job with more
+ranks than cores lets the rank it waits for run. A rank that dies or raises ends the job
+(MPI aborts, mpiexec kills the others), as with an MPI collective: the waiting rank is killed,
+not left spinning.
+"""
+
+import platform
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from jitgrad.core.row_shares import CONTROL_BYTES
+
+# Polls of another rank's word before each poll first yields the core (~5-20 us of spinning).
+SPIN_POLLS = 4096
+_TAG_BITS = 16  # a step has at most 2^16 points (emit.py checks)
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+@intrinsic
+def _store_release(typingctx, address, value):
+    """*(int64 *)address = value, after every earlier load and store of this thread (a full
+    fence, which also orders a BLAS kernel's non-temporal stores before it)."""
+    sig = types.void(types.uintp, types.int64)
+
+    def codegen(context, builder, sig, args):
+        pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        builder.fence("seq_cst")
+        builder.store_atomic(args[1], pointer, ordering="release", align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, address):
+    """*(int64 *)address, before every later load and store of this thread."""
+    sig = types.int64(types.uintp)
+
+    def codegen(context, builder, sig, args):
+        pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load_atomic(pointer, ordering="acquire", align=8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """The CPU's spin-wait hint (x86 `pause`; nothing elsewhere): a polling loop leaves the
+    core's resources to its sibling and does not flood the other core with reads."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def exchange_point(exchange, rank, tag):
+    """Wait until every rank has reached exchange point `tag` of its step; every rank's writes
+    to the exchange array (and anywhere else) before its point are then visible to all. All
+    ranks raise if any reached another point: reading a share that was not written yet would
+    be a wrong number, not an error."""
+    size = exchange.shape[0] - 1
+    row_bytes = exchange.shape[1] * exchange.itemsize
+    base = exchange.ctypes.data + row_bytes - CONTROL_BYTES  # rank 0's control line
+    mine = base + rank * row_bytes
+    count = (_load_acquire(mine) >> _TAG_BITS) + 1
+    _store_release(mine, (count << _TAG_BITS) | tag)
+    for other in range(size):
+        if other == rank:
+            continue
+        address = base + other * row_bytes
+        polls = 0
+        while True:
+            word = _load_acquire(address)
+            passed = word >> _TAG_BITS
+            if passed > count:
+                break
+            if passed == count:
+                if word & ((1 << _TAG_BITS) - 1) != tag:
+                    raise RuntimeError(
+                        "sharded update: the ranks reached different exchange points of their "
+                        "step (their compiled steps differ); exchange point",
+                        tag,
+                    )
+                break
+            polls += 1
+            if polls < SPIN_POLLS:
+                _pause()
+            else:
+                _sched_yield()
