@@ -9,9 +9,12 @@ all of them map (jitgrad.distributed.shared_memory: `publish_rows`); each rank's
 reads, for the rows it owns, every rank's gradient straight from there and sums them as it goes
 (`exchange_rows`), updates those rows of the parameters and of the optimizer state, writing
 the new rows into the exchange array too, and copies everyone's into its parameters
-(`allgather_rows`). What remains is what the cores must move: each rank reads the other ranks'
-gradients and new parameters of the rows it owns, and does not own. W11 on two ranks
-(perf/results/session21_w11.md): the step 0.08-0.14 ms faster than with MPI_Allreduce.
+(`allgather_rows`). The ranks wait for each other at two exchange points per step (after the
+gradients, after the new rows), through a cache line of the exchange array per rank
+(backend/numba/exchange_points.py), not through MPI. What remains is what the cores must move:
+each rank reads the other ranks' gradients of the rows it owns, and their new parameters of
+the rows it does not own. W11 on two ranks (perf/results/session22_w11.md): the step
+0.83-0.89x the same kernel with MPI_Allreduce, 0-5% slower than the step without any exchange.
 
 What the user sees is what the allreduce path gives: after every step the parameters are
 identical on every rank, bit for bit (each row is computed once, by its owner, and copied),
