@@ -460,6 +460,37 @@ def test_a_raising_rank_ends_the_job(tmp_path):
     assert "passed the barrier" not in result.stdout
 
 
+RAISING_DURING_A_SHARDED_STEP = """
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    params = {"w": np.ones((4, 3), np.float32)}
+    opt = jg.optim.SGD(0.1)
+    state = opt.init(params)
+    step = jg.jit_train_step(lambda p, x: jg.reduce_sum(x @ p["w"]), opt, distributed=True)
+    x = np.ones((2, 4), np.float32)
+    step(params, state, x)
+    assert step._sharded is not None
+    print("ok", dist.rank(), "sharded", flush=True)
+    if dist.rank() == 1:
+        raise RuntimeError("rank 1 fails on purpose")
+    step(params, state, x)   # rank 0 waits at the step's first exchange point until killed
+    print("rank 0 passed the exchange point", flush=True)
+"""
+
+
+def test_a_rank_raising_while_another_waits_at_an_exchange_point_ends_the_job(tmp_path):
+    """The sharded step's exchange points spin on shared memory, not in MPI: the abort that
+    a raising rank's exception makes still ends the waiting rank."""
+    result = run_ranks(tmp_path, RAISING_DURING_A_SHARDED_STEP, timeout=60)
+    assert result.returncode != 0
+    assert result.stdout.count("sharded") == 2, result.stdout + result.stderr
+    assert "rank 1 fails on purpose" in result.stderr
+    assert "passed the exchange point" not in result.stdout
+
+
 MISMATCH = """
     import numpy as np
     import jitgrad as jg
