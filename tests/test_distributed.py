@@ -186,6 +186,9 @@ TRAINING = """
         source = par_step.lower(par, par_state, xs, ys).source
         assert bool(par_step._sharded) == shard
         assert ("exchange_point(" in source) == shard
+        # w1's new rows (rows of 16 float32, a vector loop) stored into the parameter by
+        # their loop too, and not copied from the exchange array after the point
+        assert ("vstore(mirror" in source) == shard, source
         assert ("allreduce_sum_f32" in source) == (not shard or name == "adam")  # Adam clips
         print("ok", dist.rank(), "jit_train_step", name, shard, flush=True)
     jg.config.sharded_update = True

@@ -277,7 +277,9 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
     Output leaves are: loss [, aux leaves], new params, new state; input leaves start with
     params then state, in the same order, so new leaf i updates input leaf i. A loop may
     write into the caller's array only after the last step that can raise: a step that
-    raises then leaves every parameter and state array as it was."""
+    raises then leaves every parameter and state array as it was. A sharded step's gathered
+    parameter is first written by the loop of its new share, where the kernel mirrors it
+    (KernelSource.mirrored)."""
     graph = compiled.graph
     schedule = compiled.schedule
     n_updated = _count_updated(compiled)
@@ -285,6 +287,9 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
     last_read = {}
     writer = {}
     last_raise = -1
+    mirrored = {}  # a new share -> the gathered parameters its loop writes too
+    for out, share in compiled.kernel_source.mirrored.items():
+        mirrored.setdefault(share, []).append(out)
     for position, step in enumerate(schedule.steps):
         eqns = step.eqns if isinstance(step, LoopGroup) else [step.eqn]
         for e in eqns:
@@ -293,7 +298,9 @@ def _donation_plan(compiled: Compiled, has_aux: bool):
             if (isinstance(step, LoopGroup) and e.op.reduction is None) or (
                 e.op is allgather_rows_p  # writes its whole output (sharded_step.py)
             ):
-                writer[e.out] = position
+                writer.setdefault(e.out, position)
+            for out in mirrored.get(e.out, ()):
+                writer[out] = position
             if e.op.raises:  # OpDef.raises: its kernel code can raise an IndexError
                 last_raise = position
     out_plan = compiled.kernel_source.outputs

@@ -178,6 +178,10 @@ class KernelSource:
     parallel: bool  # runs prange loops (in its parallelN functions): thread settings apply
     groups: list = field(default_factory=list)  # (space, op names) per fused loop
     generic: bool = False  # shape-polymorphic (see Sizes)
+    # A sharded step's gathered parameter -> the new share whose loop also wrote this rank's
+    # rows of it (Emitter.mirrors): written there, not only at the gather (train_step's
+    # donation plan needs the earlier of the two).
+    mirrored: dict = field(default_factory=dict)
 
 
 class Emitter:
@@ -245,6 +249,11 @@ class Emitter:
         # value -> its place in an exchange array: (a view of it, (row, first element, end))
         self.placements: dict[Var, tuple[str, tuple]] = {}
         self.placed: set[Var] = set()  # the values computed in their place there
+        # a new share placed there -> the gathers of it: a vector loop computing the share
+        # stores it into this rank's rows of each gathered parameter too, and the gather then
+        # copies only the other ranks' rows (`mirrored`: the parameters so written)
+        self.mirrors: dict[Var, list[Eqn]] = {}
+        self.mirrored: set[Var] = set()
         if parent is not None:
             self.helpers, self.runtime, self.simd = parent.helpers, parent.runtime, parent.simd
             self.symbol_helpers = parent.symbol_helpers
@@ -350,6 +359,12 @@ class Emitter:
             self.parallel,
             groups,
             self.generic,
+            {
+                g.out: share
+                for share, gathers in self.mirrors.items()
+                for g in gathers
+                if g.out in self.mirrored
+            },
         )
 
     def outline_loops(self, loops: list, parallel_loops: list) -> None:
@@ -1400,6 +1415,21 @@ class Emitter:
                 ):
                     view = self.view(f"{exchange}[{place[0]}][{start}:{end}]", v.aval.shape)
                     self.placements[v] = (view, place)
+                if e.op.name == "allgather_rows" and self.placements.get(v, (0, 0))[1] == place:
+                    self.mirrors.setdefault(v, []).append(e)
+
+    @staticmethod
+    def own_elements(gather: Eqn) -> tuple[int, int]:
+        """The elements [first, end) of an allgather_rows's output (flat) that this rank's
+        share holds: its rows."""
+        shape, p = gather.out.aval.shape, gather.params
+        first, end = row_share(shape, p["rank"], p["size"])
+        return first * row_size(shape), end * row_size(shape)
+
+    def own_rows_view(self, gather: Eqn) -> str:
+        """A flat view of this rank's rows of a gathered parameter (the gather's output)."""
+        first, end = self.own_elements(gather)
+        return f"{self.view(self.name_of(gather.out), (gather.out.aval.size,))}[{first}:{end}]"
 
     @staticmethod
     def exchange_places(e: Eqn) -> list:
@@ -1469,9 +1499,17 @@ class Emitter:
         self.exchange_point(exchange, p["rank"], p["tag"])
         self.add_buffer(e.out)
         offset, total = p["offset"], e.out.aval.size
-        whole = f"{exchange_name}[{p['size']}][{offset}:{offset + total}]"
+        copied = [(0, total)]
+        if e.out in self.mirrored:  # this rank's rows are there already (mirrors)
+            first, end = self.own_elements(e)
+            copied = [(0, first), (end, total)]
         self.runtime.add("copy_flat")
-        self.emit(f"copy_flat({self.view(out, (total,))}, {whole})")
+        flat = self.view(out, (total,))
+        for start, stop in copied:
+            if stop > start:
+                target = flat if (start, stop) == (0, total) else f"{flat}[{start}:{stop}]"
+                source = f"{exchange_name}[{p['size']}][{offset + start}:{offset + stop}]"
+                self.emit(f"copy_flat({target}, {source})")
 
     def _slices(self, index) -> str:
         parts = []

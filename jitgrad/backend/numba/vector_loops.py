@@ -170,6 +170,8 @@ class VectorLoop:
         self.looped = self.row_vectors > MAX_ROW_VECTORS
         self.last = len(group.space) - 1
         self.flats: dict[Var, str] = {}  # array -> its 1-D view
+        # a gathered parameter -> the 1-D view of this rank's rows in it (Emitter.mirrors)
+        self.mirrors: dict[Var, str] = {}
         self.splats: dict[str, str] = {}  # scalar expression -> its Vec, made before the loops
         self.offsets: dict[str, str] = {}  # offset expression -> its name in the loop
         self.like = self._some_array()  # an array of the dtype, for vsplat and vzeros
@@ -181,6 +183,9 @@ class VectorLoop:
         lines: list[tuple[str, int]] = []
         for v, flat in self.flats.items():
             lines.append((f"{flat} = {em.view(em.name_of(v), (int(np.prod(v.aval.shape)),))}", 1))
+        for gather, mirror in self.mirrors.items():
+            lines.append((f"{mirror} = {em.own_rows_view(gather)}", 1))
+            em.mirrored.add(gather.out)
         lines += [(f"{name} = {self._splat(expr)}", 1) for expr, name in self.splats.items()]
         # (sum, row vector) of each register accumulator; a long row's sums have none
         sums = [
@@ -215,6 +220,12 @@ class VectorLoop:
                 if not _is_scalar(v, self.em.graph.consts):
                     return self.em.name_of(v)
         raise AssertionError("a vector loop over no array")
+
+    def _mirror(self, gather) -> str:
+        """The 1-D view of this rank's rows of `gather`'s output, made before the loops."""
+        if gather not in self.mirrors:
+            self.mirrors[gather] = f"mirror{self.em.name_of(gather.out)[1:]}"
+        return self.mirrors[gather]
 
     def _suffix(self, vector: int) -> str:
         """The suffix of a row's `vector`-th vector's names: none in a row of one vector."""
@@ -314,4 +325,7 @@ class VectorLoop:
                 lines.append(
                     f"{store}({self._flat(e.out)}, {at(e.out.aval.shape)}, {vectors[e.out]})"
                 )
+                for gather in em.mirrors.get(e.out, ()):  # a sharded step's new rows
+                    mirror = self._mirror(gather)
+                    lines.append(f"vstore({mirror}, {at(e.out.aval.shape)}, {vectors[e.out]})")
         return lines
