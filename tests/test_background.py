@@ -168,12 +168,14 @@ def test_a_killed_worker_falls_back_to_this_process(background_mode):
         warnings.simplefilter("always")
         with cache.entry_lock(path):  # the worker blocks on this entry, mid-compile
             r = f(x)
-            worker = background._worker
             for _ in range(WAIT * 10):
                 if f.cache_info().states[0] == "compiling":
                     break
                 threading.Event().wait(0.1)
             assert f.cache_info().states[0] == "compiling"
+            # The worker the job went to: read once it is compiling (an earlier test may have
+            # left `_worker` naming a worker that has since died and been replaced).
+            worker = background._compile_worker()
             worker.process.kill()
             worker.process.wait()
         # The in-process compile takes the same lock: it proceeds once the block has ended.

@@ -8,7 +8,8 @@ instead: backward writes each rank's gradients straight into its row of an excha
 all of them map (jitgrad.distributed.shared_memory: `publish_rows`); each rank's update loop
 reads, for the rows it owns, every rank's gradient straight from there and sums them as it goes
 (`exchange_rows`), updates those rows of the parameters and of the optimizer state, writing
-the new rows into the exchange array too, and copies everyone's into its parameters
+the new rows into the exchange array and into its own parameters (where the update's loop runs
+in vectors; emit.py: `mirrors`), and copies the other ranks' rows into its parameters
 (`allgather_rows`). The ranks wait for each other at two exchange points per step (after the
 gradients, after the new rows), through a cache line of the exchange array per rank
 (backend/numba/exchange_points.py), not through MPI. What remains is what the cores must move:

@@ -1490,9 +1490,10 @@ class Emitter:
     def op_allgather_rows(self, e, exchange, share, *_previous):
         """The whole value from the ranks' shares of its rows (ops/collective.py): this rank's
         share is in the exchange array's last row; wait at exchange point `tag` until every
-        rank's is (the first gather of the tag waits), then copy the whole value out (this
-        rank's share too: every rank copies the same bits). The output is the caller's
-        parameter when the train step updates it in place (compiler/train_step.py)."""
+        rank's is (the first gather of the tag waits), then copy the whole value out: every
+        rank copies the same bits, its own share too unless the share's loop stored it there
+        already (`mirrors`). The output is the caller's parameter when the train step updates
+        it in place (compiler/train_step.py)."""
         p = e.params
         exchange_name, out = self.writable(exchange), self.name_of(e.out)
         self.publish(e)
