@@ -15,8 +15,8 @@ gradients, after the new rows), through a cache line of the exchange array per r
 (backend/numba/exchange_points.py), not through MPI. What remains is what the cores must move:
 each rank reads the other ranks' gradients of the rows it owns, and their new parameters of
 the rows it does not own. W11 on two ranks (perf/results/session22_w11.md): the step
-0.83-0.89x the same kernel with MPI_Allreduce, 0.005-0.08 ms (median 0.04) slower than the
-step without any exchange.
+0.83-0.89x the same kernel with MPI_Allreduce, and within -0.015 to +0.043 ms (median +0.015)
+of the step without any exchange.
 
 What the user sees is what the allreduce path gives: after every step the parameters are
 identical on every rank, bit for bit (each row is computed once, by its owner, and copied),
