@@ -1415,7 +1415,8 @@ class Emitter:
                 ):
                     view = self.view(f"{exchange}[{place[0]}][{start}:{end}]", v.aval.shape)
                     self.placements[v] = (view, place)
-                if e.op.name == "allgather_rows" and self.placements.get(v, (0, 0))[1] == place:
+                placed_here = v in self.placements and self.placements[v][1] == place
+                if e.op.name == "allgather_rows" and placed_here:
                     self.mirrors.setdefault(v, []).append(e)
 
     @staticmethod

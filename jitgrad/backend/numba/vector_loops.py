@@ -170,8 +170,9 @@ class VectorLoop:
         self.looped = self.row_vectors > MAX_ROW_VECTORS
         self.last = len(group.space) - 1
         self.flats: dict[Var, str] = {}  # array -> its 1-D view
-        # a gathered parameter -> the 1-D view of this rank's rows in it (Emitter.mirrors)
-        self.mirrors: dict[Var, str] = {}
+        # a sharded step's gather (allgather_rows) -> the 1-D view of this rank's rows of its
+        # output, the parameter (Emitter.mirrors)
+        self.mirrors: dict = {}
         self.splats: dict[str, str] = {}  # scalar expression -> its Vec, made before the loops
         self.offsets: dict[str, str] = {}  # offset expression -> its name in the loop
         self.like = self._some_array()  # an array of the dtype, for vsplat and vzeros
