@@ -392,6 +392,53 @@ def test_sharded_update(tmp_path):
     check_ok(run_ranks(tmp_path, SHARDED), 2 * 8)
 
 
+FLOAT64_ROWS_OF_VECTORS = """
+    import hashlib
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    comm = dist.world.world().comm
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 16)), rng.integers(0, 8, 64)
+
+
+    def loss_fn(p, xb, yb):
+        logits = jg.tanh(xb @ p["w1"]) @ p["w2"]
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+        )
+
+
+    r = np.random.default_rng(4)
+    start = {"w1": r.standard_normal((16, 8)), "w2": r.standard_normal((8, 8))}  # rows: 64 bytes
+    par, ref = dist.broadcast(start), {k: v.copy() for k, v in start.items()}
+    par_opt, ref_opt = jg.optim.Adam(0.01), jg.optim.Adam(0.01)
+    par_state, ref_state = par_opt.init(par), ref_opt.init(ref)
+    par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True)
+    ref_step = jg.jit_train_step(loss_fn, ref_opt)
+    full = jg.data.batches(x, y, batch_size=16, seed=1)
+    sharded = jg.data.batches(x, y, batch_size=16, seed=1, shard=True)
+    for (xb, yb), (xs, ys) in zip(full, sharded):
+        ref_step(ref, ref_state, xb, yb)
+        par_step(par, par_state, xs, ys)
+        digest = hashlib.sha256(b"".join(par[k].tobytes() for k in sorted(par))).hexdigest()
+        assert len(set(comm.allgather(digest))) == 1
+    for k in ref:
+        np.testing.assert_allclose(par[k], ref[k], rtol=1e-10, atol=1e-12)
+    # both parameters' new rows stored into them by their update loops (float64 vectors)
+    assert par_step.lower(par, par_state, xs, ys).source.count("vstore(mirror") == 2
+    print("ok", dist.rank(), flush=True)
+"""
+
+
+def test_sharded_update_float64_rows_of_vectors(tmp_path):
+    """float64 parameters whose rows fill 64-byte vectors: the update's loop writes this
+    rank's new rows into them (Emitter.mirrors) and the step still equals one process."""
+    check_ok(run_ranks(tmp_path, FLOAT64_ROWS_OF_VECTORS), 2)
+
+
 EXCHANGE_POINTS = """
     import numba
     import numpy as np
