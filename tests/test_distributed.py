@@ -440,6 +440,7 @@ def test_sharded_update_float64_rows_of_vectors(tmp_path):
 
 
 EXCHANGE_POINTS = """
+    import time
     import numba
     import numpy as np
     import jitgrad.distributed as dist
@@ -473,6 +474,17 @@ EXCHANGE_POINTS = """
     print("ok", r, "ordered", flush=True)
 
     @numba.njit
+    def one_point(exchange, rank, say_after):
+        exchange_point(exchange, rank, 0, say_after)
+
+    # A long wait: rank 0 comes 2.5 s late. The others sleep between their polls meanwhile,
+    # and say that they are still waiting once a second has passed.
+    if r == 0:
+        time.sleep(2.5)
+    one_point(exchange, r, 1)
+    print("ok", r, "waited", flush=True)
+
+    @numba.njit
     def another_point_on_each_rank(exchange, rank):
         exchange_point(exchange, rank, 7 + rank)
 
@@ -487,9 +499,13 @@ EXCHANGE_POINTS = """
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_exchange_points_order_the_ranks_writes(tmp_path, ranks):
     """The sharded update's barrier (backend/numba/exchange_points.py): what a rank wrote
-    before a point, every rank reads after it, and ranks at different points raise. Three
-    ranks on this machine's two cores wait for a rank that has no core (the yielding wait)."""
-    check_ok(run_ranks(tmp_path, EXCHANGE_POINTS, n=ranks), 2 * ranks)
+    before a point, every rank reads after it, a long wait ends when the late rank comes (and
+    is said), and ranks at different points raise. Three ranks on this machine's two cores
+    wait for a rank that has no core (the yielding wait)."""
+    result = run_ranks(tmp_path, EXCHANGE_POINTS, n=ranks)
+    check_ok(result, 3 * ranks)
+    waiting = "is still waiting for rank 0 at exchange point 0 of a sharded step"
+    assert all(f"rank {q} {waiting}" in result.stdout for q in range(1, ranks)), result.stdout
 
 
 RAISING = """

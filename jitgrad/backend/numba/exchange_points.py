@@ -17,9 +17,12 @@ steps differ: every rank that sees it raises rather than read a share that was n
 
 Waiting spins (with the CPU's pause) for SPIN_POLLS polls, ~40 us, longer than the usual wait
 when every rank has a core (W11: 1-20 us); then it yields the core between polls, so that a job
-with more ranks than cores lets the rank it waits for run. A rank that dies or raises ends the job
-(MPI aborts, mpiexec kills the others), as with an MPI collective: the waiting rank is killed,
-not left spinning.
+with more ranks than cores lets the rank it waits for run; after ~10 ms it sleeps between
+polls, so that a long wait (rank 0 writing a checkpoint between steps) leaves the core to
+others. A rank that waits a minute says so on stdout, once a minute: a rank that stopped
+calling the step leaves the others waiting, as an MPI collective would. A rank that dies or
+raises ends the job (MPI aborts, mpiexec kills the others): the waiting rank is killed, not
+left waiting.
 """
 
 import platform
@@ -32,13 +35,19 @@ from numba.extending import intrinsic
 
 from jitgrad.core.row_shares import CONTROL_BYTES
 
-# Polls of another rank's word that only spin; later ones yield the core first (4096 pauses
-# take ~37 us on session 22's Xeon).
+# Polls of another rank's word that only spin (4096 pauses take ~37 us on session 22's Xeon);
+# then polls that yield the core first, up to YIELD_POLLS; then polls that sleep SLEEP_US first.
 SPIN_POLLS = 4096
+YIELD_POLLS = SPIN_POLLS + 10_000
+SLEEP_US = 100
+# A rank that has waited this long at one point says so, and again after each as long.
+SAY_AFTER_SECONDS = 60
 _TAG_BITS = 16  # a step has at most 2^16 points (emit.py checks)
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
+_usleep = types.ExternalFunction("usleep", types.int32(types.uint32))
+_time = types.ExternalFunction("time", types.int64(types.intp))  # time(NULL): seconds
 
 
 @intrinsic
@@ -85,11 +94,11 @@ def _pause(typingctx):
 
 
 @numba.njit(cache=True, nogil=True)
-def exchange_point(exchange, rank, tag):
+def exchange_point(exchange, rank, tag, say_after=SAY_AFTER_SECONDS):
     """Wait until every rank has reached exchange point `tag` of its step; every rank's writes
     to the exchange array (and anywhere else) before its point are then visible to all. All
     ranks raise if any reached another point: reading a share that was not written yet would
-    be a wrong number, not an error."""
+    be a wrong number, not an error. A wait of `say_after` seconds is said on stdout."""
     size = exchange.shape[0] - 1
     row_bytes = exchange.shape[1] * exchange.itemsize
     base = exchange.ctypes.data + row_bytes - CONTROL_BYTES  # rank 0's control line
@@ -100,7 +109,7 @@ def exchange_point(exchange, rank, tag):
         if other == rank:
             continue
         address = base + other * row_bytes
-        polls = 0
+        polls, said = 0, 0
         while True:
             word = _load_acquire(address)
             passed = word >> _TAG_BITS
@@ -117,5 +126,20 @@ def exchange_point(exchange, rank, tag):
             polls += 1
             if polls < SPIN_POLLS:
                 _pause()
-            else:
+            elif polls < YIELD_POLLS:
                 _sched_yield()
+            else:
+                if polls == YIELD_POLLS:
+                    said = _time(0)
+                elif _time(0) - said >= say_after:
+                    said = _time(0)
+                    print(
+                        "jitgrad: rank",
+                        rank,
+                        "is still waiting for rank",
+                        other,
+                        "at exchange point",
+                        tag,
+                        "of a sharded step (every rank must call the step as often as the others)",
+                    )
+                _usleep(SLEEP_US)
