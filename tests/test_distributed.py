@@ -477,10 +477,12 @@ EXCHANGE_POINTS = """
     def one_point(exchange, rank, say_after):
         exchange_point(exchange, rank, 0, say_after)
 
-    # A long wait: rank 0 comes 2.5 s late. The others sleep between their polls meanwhile,
-    # and say that they are still waiting once a second has passed.
+    # A long wait: rank 0 comes 3 s late. The others sleep between their polls meanwhile,
+    # and say that they are still waiting once a second has passed. (The first call compiles
+    # one_point on every rank, and all arrive together: the late call's wait is the sleep.)
+    one_point(exchange, r, 60)
     if r == 0:
-        time.sleep(2.5)
+        time.sleep(3.0)
     one_point(exchange, r, 1)
     print("ok", r, "waited", flush=True)
 
