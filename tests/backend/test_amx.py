@@ -56,7 +56,7 @@ def relative_error(out, a, b) -> float:
 @on_amx
 @pytest.mark.parametrize(
     "m, k, n",
-    # (400, 1024, 40): a's parts in three chunks of rows (amx.LEFT_BYTES), the last one short
+    # (600, 1024, 40): a's parts in three chunks of rows (amx.LEFT_BYTES), the last one short
     [
         (32, 32, 32),
         (1, 1, 1),
@@ -64,7 +64,7 @@ def relative_error(out, a, b) -> float:
         (50, 70, 90),
         (128, 300, 96),
         (64, 1, 40),
-        (400, 1024, 40),
+        (600, 1024, 40),
     ],
 )
 @pytest.mark.parametrize("layouts", ["CC", "CF", "FC", "FF", "SS"])
@@ -161,6 +161,38 @@ def test_the_helper_uses_the_tiles_for_large_products_and_blas_for_small_ones():
         helper_product(a, b, np.empty((256, 511), np.float32))
 
 
+@numba.njit
+def helper_product_on(a, b, out, threads):
+    amx.amx_matmul_into(runtime.strided(a), runtime.strided(b), out, threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_smallest_product_on_the_tiles_depends_on_the_threads(threads):
+    """One thread: the tiles win from 2^22 multiply-adds; several: only from 2^26 (a's parts
+    are cut by one thread before C's column ranges start)."""
+    smallest = amx.MIN_WORK_ONE_THREAD if threads == 1 else amx.MIN_WORK
+    assert amx.MIN_WORK_ONE_THREAD < amx.MIN_WORK
+    assert not amx.wins(np.float32, smallest - 1, threads)
+    assert amx.wins(np.float32, smallest, threads) == amx.available()
+    assert not amx.wins(np.float64, smallest, threads)
+
+
+@on_amx
+def test_the_helper_on_one_thread_uses_the_tiles_from_the_smaller_size():
+    """A product of 2^22 multiply-adds: the tiles' bits on one thread, BLAS's on two."""
+    m, k, n = 64, 256, 256
+    assert m * k * n == amx.MIN_WORK_ONE_THREAD
+    a, b = operands(np.random.default_rng(6), m, k, n, "FC")
+    tiles, blas = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    assert amx.matmul(a, b, tiles, 1)
+    blas_product(a, b, blas)
+    assert not np.array_equal(tiles, blas)  # the two differ in their last bits here
+    for threads, expected in ((1, tiles), (2, blas)):
+        out = np.empty((m, n), np.float32)
+        helper_product_on(a, b, out, threads)
+        np.testing.assert_array_equal(out, expected)
+
+
 def mlp_loss(params, x):
     h = jg.nn.relu(x @ params["w1"] + params["b1"])
     return jg.reduce_sum(jg.tanh(h @ params["w2"]))
@@ -193,6 +225,24 @@ def test_the_emitter_names_the_tiles_for_large_float32_products_only(amx_on, thr
     assert re.search(r"(?<!amx_)matmul_into(_one_thread)?\(strided", source)
     source64 = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args(np.float64)).source
     assert "amx_matmul_into(" not in source64 and "one_thread" not in source64
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_one_thread_kernel_puts_smaller_products_on_the_tiles(threads, monkeypatch):
+    """W3's MLP (128 x 784 x 256 products, 2^24.6 multiply-adds): on the tiles in a kernel of
+    one thread (W11's ranks), on BLAS in one of two."""
+    monkeypatch.setattr(jg.config, "amx", True)
+    monkeypatch.setattr(jg.config, "num_threads", threads)
+    rng = np.random.default_rng(7)
+    params = {
+        "w1": rng.standard_normal((784, 256)).astype(np.float32),
+        "b1": np.zeros(256, np.float32),
+        "w2": rng.standard_normal((256, 4)).astype(np.float32),
+    }
+    x = rng.standard_normal((128, 784)).astype(np.float32)
+    source = jg.jit_grad(mlp_loss, wrt=0).lower(params, x).source
+    tiles = threads == 1 and amx.available()
+    assert source.count("amx_matmul_into(") == (2 if tiles else 0)  # forward, W1's gradient
 
 
 def mlp_reference(params, x):

@@ -643,7 +643,11 @@ def _configure_tiles():
 # 1.72-1.76 -> 1.37-1.44 ms, its forward products unchanged; 192 KB cut a 1024-row b in
 # panels of one column pair (rows read 128 bytes at a time) and slowed the forward products.
 PANEL_BYTES = 384 * 1024
-LEFT_BYTES = 1 << 20  # a's parts for a chunk of rows (W3L's products: all their rows at once)
+# a's parts for a chunk of rows; each chunk cuts b's panels again. 1.5 MB holds a batch of 256
+# rows of 784 (1.2 MB of parts) in one chunk: W3's batch-256 products on one core 0.60 -> 0.51
+# ms (forward) and 0.54 -> 0.47 (weight gradient), those of batch 128 unchanged (session 23,
+# perf/amx_vs_blas.py); with b's panel (PANEL_BYTES) still within L2. W3L's: one chunk either way.
+LEFT_BYTES = 3 << 19
 
 
 @numba.njit(nogil=True)
@@ -725,19 +729,27 @@ def matmul(a, b, out, threads):
     return True
 
 
-# Products of fewer multiply-adds go to BLAS. Measured (session 20, one product over and over):
-# on one thread the tiles took 0.61-0.71 of OpenBLAS's time from 8 M multiply-adds (128 x 256 x
-# 256) up; on two, 0.65-0.73 from 32 M, but 1.1 at 8 M (a's parts are cut by one thread before
-# the ranges start). 2^26 keeps the smaller products, and the kernels whose products are all
-# smaller (W3's 784-256-10 MLP, its train step, W11), on BLAS, their compile unchanged.
+# Products of fewer multiply-adds go to BLAS. Measured one product over and over, tiles /
+# OpenBLAS: on one thread the tiles win from 2^22 (session 23: 64 x 256 x 256 0.84-0.86, 128 x
+# 256 x 128 0.75, W3's 128 x 784 x 256 and its weight gradient 0.61-0.66, batch 256 0.61-0.68;
+# at 2^21 0.65-0.99); on two threads only from 2^25 (session 20: 0.65-0.73 from 32 M; session
+# 23: W3's products of 8-51 M 1.0-1.3, a's parts being cut by one thread before the ranges
+# start). 2^26 on several threads keeps W3's kernels (two threads) on BLAS.
 MIN_WORK = 1 << 26
+MIN_WORK_ONE_THREAD = 1 << 22
 
 
-def wins(dtype, work: int) -> bool:
-    """Whether a kernel's product of `work` multiply-adds, of `dtype`, goes to AMX."""
+def wins(dtype, work: int, threads: int) -> bool:
+    """Whether a kernel's product of `work` multiply-adds, of `dtype`, on `threads` threads,
+    goes to AMX."""
     from jitgrad.core.config import config
 
-    return config.amx and np.dtype(dtype) == np.float32 and work >= MIN_WORK and available()
+    return (
+        config.amx
+        and np.dtype(dtype) == np.float32
+        and work >= (MIN_WORK_ONE_THREAD if threads <= 1 else MIN_WORK)
+        and available()
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -745,13 +757,15 @@ def amx_matmul_into(a, b, out, threads):
     """runtime.matmul_into's product (out = a @ b, operands of any layout, out C-contiguous)
     on AMX tiles, C's columns over `threads` threads; on BLAS where `matmul` declines (an
     infinity, a NaN, only tiny terms), where this process has no AMX permission, or where the
-    product is too small to repay its parts (MIN_WORK: the emitter chose this helper for the
-    shapes it traced, a kernel with sizes read from the arrays may run others)."""
+    product is too small to repay its parts on `threads` threads (MIN_WORK and
+    MIN_WORK_ONE_THREAD: the emitter chose this helper for the shapes it traced, a kernel with
+    sizes read from the arrays may run others)."""
     m, k = a.shape
     n = b.shape[1]
     if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
         raise ValueError("amx_matmul_into: the operands' and the output's shapes do not agree")
-    if m * k * n < MIN_WORK or not _permitted() or not matmul(a, b, out, threads):
+    smallest = MIN_WORK_ONE_THREAD if threads <= 1 else MIN_WORK
+    if m * k * n < smallest or not _permitted() or not matmul(a, b, out, threads):
         matmul_into(a, b, out)
 
 

@@ -955,7 +955,7 @@ class Emitter:
         from jitgrad.core.config import usable_threads
 
         threads = usable_threads()
-        if amx.wins(dtype, m * k * n):
+        if amx.wins(dtype, m * k * n, threads):
             self.call_through_symbol("amx_matmul_into", dtype)
             return f"amx_matmul_into({{}}, {{}}, {{}}, {threads})"
         if threads > 1 and self.has_amx_products:
@@ -969,12 +969,14 @@ class Emitter:
         """Whether any matrix product of this function's schedule runs on AMX tiles (found
         once: a chain of thousands of products asks at each)."""
         from jitgrad.backend.numba import amx
+        from jitgrad.core.config import usable_threads
 
+        threads = usable_threads()
         for step in self.schedule.steps:
             for e in step.eqns if isinstance(step, LoopGroup) else (step.eqn,):
                 if e.op.name == "matmul" and min(v.aval.ndim for v in e.inputs) >= 2:
                     a, b = (v.aval.shape for v in e.inputs)
-                    if amx.wins(e.out.aval.dtype, a[-2] * a[-1] * b[-1]):
+                    if amx.wins(e.out.aval.dtype, a[-2] * a[-1] * b[-1], threads):
                         return True
         return False
 
