@@ -56,7 +56,8 @@ def relative_error(out, a, b) -> float:
 @on_amx
 @pytest.mark.parametrize(
     "m, k, n",
-    # (600, 1024, 40): a's parts in three chunks of rows (amx.LEFT_BYTES), the last one short
+    # (600, 1024, 40): on one thread, a's parts in three chunks of rows (amx.LEFT_BYTES), the
+    # last one short; on two or three, C's rows split (m > n), each range in one chunk
     [
         (32, 32, 32),
         (1, 1, 1),
@@ -72,7 +73,7 @@ def test_products_on_the_tiles_hold_float32_accuracy(m, k, n, layouts):
     a, b = operands(np.random.default_rng(m + 10 * k + 100 * n), m, k, n, layouts)
     blas = np.empty((m, n), np.float32)
     blas_product(np.ascontiguousarray(a), np.ascontiguousarray(b), blas)
-    for threads in (1, 2, 3):  # C's columns in one range, or split
+    for threads in (1, 2, 3):  # one range; or C's columns (m <= n) or rows split, some empty
         out = np.full((m, n), np.nan, np.float32)
         assert amx.matmul(a, b, out, threads)
         # Per product term: the three part products left out (2 unit roundoffs) and the
@@ -115,6 +116,21 @@ def test_products_of_only_tiny_terms_go_to_blas():
 
 
 @on_amx
+def test_a_range_of_rows_of_only_tiny_terms_sends_the_product_to_blas():
+    """With C's rows split over the threads (m > n), a range whose rows of a are all tiny
+    declines, and the whole product is BLAS's."""
+    m, k, n = 512, 256, 128
+    a, b = operands(np.random.default_rng(8), m, k, n, "FC")
+    a[256:] *= np.float32(1e-30)
+    assert amx.matmul(a, b, np.empty((m, n), np.float32), 1)  # one range: a's largest is 1
+    assert not amx.matmul(a, b, np.empty((m, n), np.float32), 2)
+    ours, blas = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    helper_product(a, b, ours)
+    blas_product(a, b, blas)
+    np.testing.assert_array_equal(ours, blas)
+
+
+@on_amx
 def test_a_subnormal_last_part_does_not_spill_into_its_pair():
     """1.6187456e-34's last part is subnormal: its low 16 bits, kept, were or-ed into the
     other element of its pair's word (a product came out as -2.4e23)."""
@@ -133,7 +149,7 @@ def test_a_subnormal_last_part_does_not_spill_into_its_pair():
 def test_an_operand_holding_inf_or_nan_goes_to_blas(special, where):
     """The parts of an infinity are inf and NaN (inf - inf): the tiles would return NaN where
     BLAS returns inf. The helper gives BLAS's bits."""
-    m, k, n = 256, 512, 512  # amx.MIN_WORK multiply-adds: the helper tries the tiles first
+    m, k, n = 256, 512, 512  # >= amx.MIN_WORK multiply-adds: the helper tries the tiles first
     assert m * k * n >= amx.MIN_WORK
     a, b = operands(np.random.default_rng(3), m, k, n, "CC")
     (a if where == "a" else b)[5, 7] = special
@@ -168,8 +184,7 @@ def helper_product_on(a, b, out, threads):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_smallest_product_on_the_tiles_depends_on_the_threads(threads):
-    """One thread: the tiles win from 2^22 multiply-adds; several: only from 2^26 (a's parts
-    are cut by one thread before C's column ranges start)."""
+    """One thread: the tiles win from 2^22 multiply-adds; several: only from 2^24."""
     smallest = amx.MIN_WORK_ONE_THREAD if threads == 1 else amx.MIN_WORK
     assert amx.MIN_WORK_ONE_THREAD < amx.MIN_WORK
     assert not amx.wins(np.float32, smallest - 1, threads)
@@ -199,7 +214,8 @@ def mlp_loss(params, x):
 
 
 def mlp_args(dtype=np.float32):
-    """A product of 128 x 512 x 1024 = 2^26 multiply-adds (amx.MIN_WORK) and a small one."""
+    """A product of 128 x 512 x 1024 = 2^26 multiply-adds (above amx.MIN_WORK) and a small
+    one."""
     rng = np.random.default_rng(5)
     params = {
         "w1": (rng.standard_normal((512, 1024)) / 23).astype(dtype),
@@ -229,20 +245,20 @@ def test_the_emitter_names_the_tiles_for_large_float32_products_only(amx_on, thr
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_one_thread_kernel_puts_smaller_products_on_the_tiles(threads, monkeypatch):
-    """W3's MLP (128 x 784 x 256 products, 2^24.6 multiply-adds): on the tiles in a kernel of
-    one thread (W11's ranks), on BLAS in one of two."""
+    """Products of 64 x 512 x 256 (2^23 multiply-adds): on the tiles in a kernel of one thread
+    (W11's ranks), on BLAS in one of two."""
     monkeypatch.setattr(jg.config, "amx", True)
     monkeypatch.setattr(jg.config, "num_threads", threads)
     rng = np.random.default_rng(7)
     params = {
-        "w1": rng.standard_normal((784, 256)).astype(np.float32),
+        "w1": rng.standard_normal((512, 256)).astype(np.float32),
         "b1": np.zeros(256, np.float32),
         "w2": rng.standard_normal((256, 4)).astype(np.float32),
     }
-    x = rng.standard_normal((128, 784)).astype(np.float32)
+    x = rng.standard_normal((64, 512)).astype(np.float32)
     source = jg.jit_grad(mlp_loss, wrt=0).lower(params, x).source
     tiles = threads == 1 and amx.available()
-    assert source.count("amx_matmul_into(") == (2 if tiles else 0)  # forward, W1's gradient
+    assert source.count("amx_matmul_into(") == (2 if tiles else 0)  # forward, w1's gradient
 
 
 def mlp_reference(params, x):

@@ -683,59 +683,85 @@ def _columns(left, largest_a, b, out, first, last):
     return True
 
 
+@numba.njit(nogil=True)
+def _on_one_thread(a, b, out, first, last):
+    """C's column pairs first .. last - 1 of a @ b into `out`, on the calling thread's tiles.
+    a is cut into parts by chunks of rows of at most LEFT_BYTES of parts (all of a for a
+    batch's activations), each chunk's products run before the next is cut: the parts take
+    a bounded buffer however many rows a has, and stay in L2 with b's panels. False as
+    `matmul`."""
+    m, k = a.shape
+    k_blocks = (k + K_TILE - 1) // K_TILE
+    row_pairs = (m + 2 * ROWS - 1) // (2 * ROWS)
+    chunk = max(1, min(row_pairs, LEFT_BYTES // (PARTS * 2 * k_blocks * 1024)))  # row pairs
+    left = _aligned_words(PARTS, 2 * chunk, k_blocks)
+    for first_pair in range(0, row_pairs, chunk):
+        rows = slice(2 * ROWS * first_pair, min(2 * ROWS * (first_pair + chunk), m))
+        largest_a = pack_left(a[rows], left)
+        if largest_a == _SPECIAL or not _columns(left, largest_a, b, out[rows], first, last):
+            return False
+    return True
+
+
 @numba.njit(parallel=True, nogil=True)
-def _columns_in_parallel(left, largest_a, b, out, ranges):
-    """_columns over all of C's column pairs, in `ranges` contiguous ranges at once (each core
-    has its own tiles; each range cuts its own panels of b). False if any range is."""
+def _in_ranges(a, b, out, ranges, by_rows):
+    """a @ b into `out` in `ranges` ranges at once, one per thread (each core has its own
+    tiles): ranges of C's row pairs (`by_rows`: each thread cuts its rows of a, and all of b)
+    or of its column pairs (each thread cuts all of a, and its columns of b). Each thread
+    reads only parts it cut itself: with a's parts cut once and shared, the other core read
+    them from this one's cache, 0.6 MB at 0.04-0.05 ms per product of W3's (session 23), and
+    the parts were cut by one thread while the other waited. False if any range is."""
+    m = a.shape[0]
+    row_pairs = (m + 2 * ROWS - 1) // (2 * ROWS)
     column_pairs = (b.shape[1] + 2 * ROWS - 1) // (2 * ROWS)
-    share = (column_pairs + ranges - 1) // ranges
-    done = np.zeros(ranges, np.bool_)
+    done = np.ones(ranges, np.bool_)
     for r in numba.prange(ranges):
-        first = min(r * share, column_pairs)
-        done[r] = _columns(left, largest_a, b, out, first, min(first + share, column_pairs))
+        if by_rows:
+            share = 2 * ROWS * ((row_pairs + ranges - 1) // ranges)
+            low = min(r * share, m)
+            high = min(low + share, m)
+            if low < high:
+                done[r] = _on_one_thread(a[low:high], b, out[low:high], 0, column_pairs)
+        else:
+            share = (column_pairs + ranges - 1) // ranges
+            first = min(r * share, column_pairs)
+            last = min(first + share, column_pairs)
+            if first < last:
+                done[r] = _on_one_thread(a, b, out, first, last)
     return done.all()
 
 
 @numba.njit(nogil=True)
 def matmul(a, b, out, threads):
     """out = a @ b (float32; a and b of any strides, out row-major with unit column stride) on
-    AMX tiles, C's columns in `threads` ranges at once (the emitter's count of the kernel's
+    AMX tiles, in up to `threads` ranges at once (the emitter's count of the kernel's
     threads: Numba's get_num_threads in compiled code is an address that Numba does not
     cache). False where a or b holds an infinity or a NaN, or where no term of some of C's
     columns can reach 2^-80 (see the module's notes): `out` is then partly written, and the
     caller multiplies by BLAS instead. Call only where `available()`.
 
-    a is cut into parts by chunks of rows of at most LEFT_BYTES of parts (all of a for a
-    batch's activations), each chunk's products run before the next is cut: the parts take
-    a bounded buffer however many rows a has, and stay in L2 with b's panels."""
-    m, k = a.shape
-    k_blocks = (k + K_TILE - 1) // K_TILE
+    On several threads, the operand with fewer parts is the one every thread cuts whole: a
+    (M x K) where M <= N, C's columns then split over the threads; else b, C's rows split.
+    W3's forward product (128 x 784 x 256) splits the columns, its weight gradient (784 x
+    128 x 256) the rows."""
+    m = a.shape[0]
+    n = b.shape[1]
     row_pairs = (m + 2 * ROWS - 1) // (2 * ROWS)
-    column_pairs = (b.shape[1] + 2 * ROWS - 1) // (2 * ROWS)
-    chunk = max(1, min(row_pairs, LEFT_BYTES // (PARTS * 2 * k_blocks * 1024)))  # row pairs
-    left = _aligned_words(PARTS, 2 * chunk, k_blocks)
-    ranges = min(threads, column_pairs)
-    for first in range(0, row_pairs, chunk):
-        rows = slice(2 * ROWS * first, min(2 * ROWS * (first + chunk), m))
-        largest_a = pack_left(a[rows], left)
-        if largest_a == _SPECIAL:
-            return False
-        if ranges > 1:
-            done = _columns_in_parallel(left, largest_a, b, out[rows], ranges)
-        else:
-            done = _columns(left, largest_a, b, out[rows], 0, column_pairs)
-        if not done:
-            return False
-    return True
+    column_pairs = (n + 2 * ROWS - 1) // (2 * ROWS)
+    by_rows = m > n
+    ranges = min(threads, row_pairs if by_rows else column_pairs)
+    if ranges > 1:
+        return _in_ranges(a, b, out, ranges, by_rows)
+    return _on_one_thread(a, b, out, 0, column_pairs)
 
 
 # Products of fewer multiply-adds go to BLAS. Measured one product over and over, tiles /
-# OpenBLAS: on one thread the tiles win from 2^22 (session 23: 64 x 256 x 256 0.84-0.86, 128 x
-# 256 x 128 0.75, W3's 128 x 784 x 256 and its weight gradient 0.61-0.66, batch 256 0.61-0.68;
-# at 2^21 0.65-0.99); on two threads only from 2^25 (session 20: 0.65-0.73 from 32 M; session
-# 23: W3's products of 8-51 M 1.0-1.3, a's parts being cut by one thread before the ranges
-# start). 2^26 on several threads keeps W3's kernels (two threads) on BLAS.
-MIN_WORK = 1 << 26
+# OpenBLAS (session 23, perf/amx_vs_blas.py): on one thread the tiles win from 2^22 (64 x 256 x
+# 256 0.84-0.86, 128 x 256 x 128 0.75, W3's 128 x 784 x 256 and its weight gradient 0.61-0.66,
+# batch 256 0.61-0.68; at 2^21 0.65-0.99). On two threads (each process running one system,
+# OpenBLAS's spinning workers would slow the tiles' second thread): from ~2^23.6 (W3's 25.7 M
+# 0.69-0.85, batch 64's 12.8 M 0.87-0.96, 8.4 M 0.76-1.10, 4.2 M 1.03-1.20).
+MIN_WORK = 1 << 24
 MIN_WORK_ONE_THREAD = 1 << 22
 
 
@@ -755,7 +781,7 @@ def wins(dtype, work: int, threads: int) -> bool:
 @numba.njit(cache=True, nogil=True)
 def amx_matmul_into(a, b, out, threads):
     """runtime.matmul_into's product (out = a @ b, operands of any layout, out C-contiguous)
-    on AMX tiles, C's columns over `threads` threads; on BLAS where `matmul` declines (an
+    on AMX tiles, in up to `threads` ranges at once; on BLAS where `matmul` declines (an
     infinity, a NaN, only tiny terms), where this process has no AMX permission, or where the
     product is too small to repay its parts on `threads` threads (MIN_WORK and
     MIN_WORK_ONE_THREAD: the emitter chose this helper for the shapes it traced, a kernel with
