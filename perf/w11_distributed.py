@@ -7,6 +7,10 @@ Systems (each rank reads its half of the global batch; rank 0 reports):
   Adam update in one kernel; on one machine each rank updates its share of the rows through
   shared memory (compiler/sharded_step.py). On 1 rank there is nothing to exchange, so it is
   the plain step: the baseline of the 2-rank ratio.
+- `kernel_blas`: the same with its products on OpenBLAS (jitgrad.config.amx off; on a CPU
+  without AMX the same as `kernel`). Since session 23 a kernel of one thread multiplies W3's
+  128 x 784 x 256 products on AMX tiles (~0.65x OpenBLAS's time): the step's compute is then
+  faster, and the part of it that does not shrink with the batch weighs more in the ratio.
 - `kernel_allreduce`: the same with jitgrad.config.sharded_update off: MPI_Allreduce of the
   gradients in place, then every rank's whole update, in one kernel.
 - `handwritten`: what users write today: jit_grad, then mpi4py's Allreduce of each gradient
@@ -51,9 +55,18 @@ GLOBAL_BATCH = 256
 STEPS, BLOCKS = 20, 15
 QUICK_BLOCKS = 4
 TAG = "W11-RESULT "
-SYSTEMS = ("kernel", "kernel_allreduce", "handwritten", "compute", "allreduce", "one_rank")
+SYSTEMS = (
+    "kernel",
+    "kernel_blas",
+    "kernel_allreduce",
+    "handwritten",
+    "compute",
+    "allreduce",
+    "one_rank",
+)
 LABELS = {
     "kernel": "jit_train_step(distributed=True): sharded update in the kernel",
+    "kernel_blas": "the same with its products on OpenBLAS (no AMX tiles)",
     "kernel_allreduce": "the same with MPI_Allreduce in the kernel (sharded_update off)",
     "handwritten": "jit_grad + mpi4py Allreduce + jit(update)",
     "compute": "the step without the allreduce (this rank's batch)",
@@ -92,6 +105,10 @@ def worker(blocks: int) -> None:
     state_k = opt_k.init(params_k)
     kernel = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_k, distributed=True)
 
+    params_b, opt_b = fresh()
+    state_b = opt_b.init(params_b)
+    kernel_blas = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_b, distributed=True)
+
     params_a, opt_a = fresh()
     state_a = opt_a.init(params_a)
     kernel_allreduce = jg.jit_train_step(w3_mlp.loss_jitgrad, opt_a, distributed=True)
@@ -129,6 +146,7 @@ def worker(blocks: int) -> None:
 
     steps = {
         "kernel": lambda: kernel(params_k, state_k, Xs, ys),
+        "kernel_blas": lambda: kernel_blas(params_b, state_b, Xs, ys),
         "kernel_allreduce": lambda: kernel_allreduce(params_a, state_a, Xs, ys),
         "handwritten": handwritten,
         "compute": lambda: compute(params_c, state_c, Xs, ys),
@@ -138,6 +156,9 @@ def worker(blocks: int) -> None:
     # The first step compiles (every rank at once) and is checked: the mean gradient over ranks
     # is the global batch's gradient, so Adam's first update is the single-process one.
     steps["kernel"]()
+    jg.config.amx = False  # read when a kernel is emitted
+    steps["kernel_blas"]()
+    jg.config.amx = True
     jg.config.sharded_update = False  # read at a distributed step's first call
     steps["kernel_allreduce"]()
     jg.config.sharded_update = True
@@ -148,6 +169,7 @@ def worker(blocks: int) -> None:
     jg.jit_train_step(w3_mlp.loss_jitgrad, one)(reference, one_state, X, y)
     for name, got in (
         ("kernel", params_k),
+        ("kernel_blas", params_b),
         ("kernel_allreduce", params_a),
         ("handwritten", box["params"]),
     ):
@@ -175,6 +197,7 @@ def worker(blocks: int) -> None:
             times[name].append((time.perf_counter() - start) / STEPS)
     for name, params in (
         ("kernel", params_k),
+        ("kernel_blas", params_b),
         ("kernel_allreduce", params_a),
         ("handwritten", box["params"]),
     ):
@@ -295,6 +318,8 @@ def table(records: list[dict]) -> list[str]:
         f"- the same, the 1-rank step in the 2-rank job (rank 1 asleep), block by block: median "
         f"{in_job:.2f} ({min(paired):.2f}-{max(paired):.2f} over {len(paired)} blocks; target "
         f"<= 0.6: {'met' if in_job <= 0.6 else 'NOT met'})",
+        f"- the same with the products on OpenBLAS (no AMX tiles), each in its own job: "
+        f"{by[('kernel_blas', 2)]['median'] / by[('kernel_blas', 1)]['median']:.2f}",
         f"- in-kernel allreduce step / hand-written mpi4py step, 2 ranks: {kernel2 / hand2:.2f} "
         f"(target <= 1: {'met' if kernel2 <= hand2 else 'NOT met'})",
         f"- the exchange's net share of the 2-rank step ((kernel - compute) / kernel): {share:.0%}",
