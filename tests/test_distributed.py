@@ -439,6 +439,60 @@ def test_sharded_update_float64_rows_of_vectors(tmp_path):
     check_ok(run_ranks(tmp_path, FLOAT64_ROWS_OF_VECTORS), 2)
 
 
+AMX_PRODUCTS = """
+    import hashlib
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+    from jitgrad.backend.numba import amx
+
+    dist.init()
+    comm = dist.world.world().comm
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((384, 256)).astype(np.float32)
+    y = rng.integers(0, 8, 384).astype(np.int32)
+
+
+    def loss_fn(p, xb, yb):
+        logits = jg.nn.relu(xb @ p["w1"]) @ p["w2"]
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+        )
+
+
+    r = np.random.default_rng(5)
+    start = {
+        "w1": (r.standard_normal((256, 256)) / 16).astype(np.float32),
+        "w2": (r.standard_normal((256, 8)) / 16).astype(np.float32),
+    }
+    par, ref = dist.broadcast(start), {k: v.copy() for k, v in start.items()}
+    par_opt, ref_opt = jg.optim.SGD(0.1), jg.optim.SGD(0.1)
+    par_state, ref_state = par_opt.init(par), ref_opt.init(ref)
+    par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True)
+    ref_step = jg.jit_train_step(loss_fn, ref_opt)
+    full = jg.data.batches(x, y, batch_size=128, seed=1)
+    sharded = jg.data.batches(x, y, batch_size=128, seed=1, shard=True)
+    for (xb, yb), (xs, ys) in zip(full, sharded):
+        ref_step(ref, ref_state, xb, yb)
+        par_step(par, par_state, xs, ys)
+        digest = hashlib.sha256(b"".join(par[k].tobytes() for k in sorted(par))).hexdigest()
+        assert len(set(comm.allgather(digest))) == 1
+    for k in ref:
+        np.testing.assert_allclose(par[k], ref[k], rtol=1e-5, atol=1e-6)
+    # each rank's 64 x 256 x 256 products (2^22 multiply-adds) on the tiles, one thread
+    source = par_step.lower(par, par_state, xs, ys).source
+    assert source.count("amx_matmul_into(") == (2 if amx.available() else 0), source
+    print("ok", dist.rank(), flush=True)
+"""
+
+
+def test_sharded_update_with_products_on_amx_tiles(tmp_path):
+    """Each rank's kernel of one thread multiplies on AMX tiles where the CPU has them (2^22
+    multiply-adds and up): the parameters stay bitwise identical on every rank, and equal to
+    one process's training (its products on the tiles too) to float32 rounding."""
+    check_ok(run_ranks(tmp_path, AMX_PRODUCTS), 2)
+
+
 EXCHANGE_POINTS = """
     import time
     import numba

@@ -736,9 +736,10 @@ def matmul(a, b, out, threads):
     """out = a @ b (float32; a and b of any strides, out row-major with unit column stride) on
     AMX tiles, in up to `threads` ranges at once (the emitter's count of the kernel's
     threads: Numba's get_num_threads in compiled code is an address that Numba does not
-    cache). False where a or b holds an infinity or a NaN, or where no term of some of C's
-    columns can reach 2^-80 (see the module's notes): `out` is then partly written, and the
-    caller multiplies by BLAS instead. Call only where `available()`.
+    cache). False where a or b holds an infinity or a NaN, or where no term of some block of
+    C (a chunk or range of its rows by a panel of its columns) can reach 2^-80 (see the
+    module's notes): `out` is then partly written, and the caller multiplies by BLAS
+    instead. Call only where `available()`.
 
     On several threads, the operand with fewer parts is the one every thread cuts whole: a
     (M x K) where M <= N, C's columns then split over the threads; else b, C's rows split.
