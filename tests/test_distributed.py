@@ -392,6 +392,36 @@ def test_sharded_update(tmp_path):
     check_ok(run_ranks(tmp_path, SHARDED), 2 * 8)
 
 
+# The body shared by the scripts below: train `start` with OPTIMIZER on 2 ranks (the global
+# batch BATCH sharded) and in one process, check after every step that the ranks' parameters
+# are bitwise identical, and at the end that they equal one process's within RTOL / ATOL.
+TRAIN_ON_RANKS_AND_IN_ONE_PROCESS = """
+    par, ref = dist.broadcast(start), {k: v.copy() for k, v in start.items()}
+    par_opt, ref_opt = OPTIMIZER, OPTIMIZER
+    par_state, ref_state = par_opt.init(par), ref_opt.init(ref)
+    par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True)
+    ref_step = jg.jit_train_step(loss_fn, ref_opt)
+    full = jg.data.batches(x, y, batch_size=BATCH, seed=1)
+    sharded = jg.data.batches(x, y, batch_size=BATCH, seed=1, shard=True)
+    for (xb, yb), (xs, ys) in zip(full, sharded):
+        ref_step(ref, ref_state, xb, yb)
+        par_step(par, par_state, xs, ys)
+        digest = hashlib.sha256(b"".join(par[k].tobytes() for k in sorted(par))).hexdigest()
+        assert len(set(comm.allgather(digest))) == 1
+    for k in ref:
+        np.testing.assert_allclose(par[k], ref[k], rtol=RTOL, atol=ATOL)
+"""
+
+
+def train_on_ranks_and_in_one_process(optimizer: str, batch: int, rtol: str, atol: str) -> str:
+    """TRAIN_ON_RANKS_AND_IN_ONE_PROCESS with its placeholders filled in."""
+    replacements = {"OPTIMIZER": optimizer, "BATCH": str(batch), "RTOL": rtol, "ATOL": atol}
+    source = TRAIN_ON_RANKS_AND_IN_ONE_PROCESS
+    for name, value in replacements.items():
+        source = source.replace(name, value)
+    return source
+
+
 FLOAT64_ROWS_OF_VECTORS = """
     import hashlib
     import numpy as np
@@ -413,20 +443,11 @@ FLOAT64_ROWS_OF_VECTORS = """
 
     r = np.random.default_rng(4)
     start = {"w1": r.standard_normal((16, 8)), "w2": r.standard_normal((8, 8))}  # rows: 64 bytes
-    par, ref = dist.broadcast(start), {k: v.copy() for k, v in start.items()}
-    par_opt, ref_opt = jg.optim.Adam(0.01), jg.optim.Adam(0.01)
-    par_state, ref_state = par_opt.init(par), ref_opt.init(ref)
-    par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True)
-    ref_step = jg.jit_train_step(loss_fn, ref_opt)
-    full = jg.data.batches(x, y, batch_size=16, seed=1)
-    sharded = jg.data.batches(x, y, batch_size=16, seed=1, shard=True)
-    for (xb, yb), (xs, ys) in zip(full, sharded):
-        ref_step(ref, ref_state, xb, yb)
-        par_step(par, par_state, xs, ys)
-        digest = hashlib.sha256(b"".join(par[k].tobytes() for k in sorted(par))).hexdigest()
-        assert len(set(comm.allgather(digest))) == 1
-    for k in ref:
-        np.testing.assert_allclose(par[k], ref[k], rtol=1e-10, atol=1e-12)
+"""
+FLOAT64_ROWS_OF_VECTORS += train_on_ranks_and_in_one_process(
+    "jg.optim.Adam(0.01)", 16, "1e-10", "1e-12"
+)
+FLOAT64_ROWS_OF_VECTORS += """
     # both parameters' new rows stored into them by their update loops (float64 vectors)
     assert par_step.lower(par, par_state, xs, ys).source.count("vstore(mirror") == 2
     print("ok", dist.rank(), flush=True)
@@ -465,20 +486,9 @@ AMX_PRODUCTS = """
         "w1": (r.standard_normal((256, 256)) / 16).astype(np.float32),
         "w2": (r.standard_normal((256, 8)) / 16).astype(np.float32),
     }
-    par, ref = dist.broadcast(start), {k: v.copy() for k, v in start.items()}
-    par_opt, ref_opt = jg.optim.SGD(0.1), jg.optim.SGD(0.1)
-    par_state, ref_state = par_opt.init(par), ref_opt.init(ref)
-    par_step = jg.jit_train_step(loss_fn, par_opt, distributed=True)
-    ref_step = jg.jit_train_step(loss_fn, ref_opt)
-    full = jg.data.batches(x, y, batch_size=128, seed=1)
-    sharded = jg.data.batches(x, y, batch_size=128, seed=1, shard=True)
-    for (xb, yb), (xs, ys) in zip(full, sharded):
-        ref_step(ref, ref_state, xb, yb)
-        par_step(par, par_state, xs, ys)
-        digest = hashlib.sha256(b"".join(par[k].tobytes() for k in sorted(par))).hexdigest()
-        assert len(set(comm.allgather(digest))) == 1
-    for k in ref:
-        np.testing.assert_allclose(par[k], ref[k], rtol=1e-5, atol=1e-6)
+"""
+AMX_PRODUCTS += train_on_ranks_and_in_one_process("jg.optim.SGD(0.1)", 128, "1e-5", "1e-6")
+AMX_PRODUCTS += """
     # each rank's 64 x 256 x 256 products (2^22 multiply-adds) on the tiles, one thread
     source = par_step.lower(par, par_state, xs, ys).source
     assert source.count("amx_matmul_into(") == (2 if amx.available() else 0), source
