@@ -468,6 +468,8 @@ AMX_PRODUCTS = """
     from jitgrad.backend.numba import amx
 
     dist.init()
+    if amx.available():
+        amx.compile_helpers()  # else a new installation's first kernels multiply by BLAS
     comm = dist.world.world().comm
     rng = np.random.default_rng(0)
     x = rng.standard_normal((384, 256)).astype(np.float32)

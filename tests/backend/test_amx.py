@@ -22,6 +22,14 @@ from jitgrad.backend.numba import amx, runtime
 on_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def tile_helpers_compiled():
+    """The emitter names the tiles only once their helpers are compiled (amx.helpers_ready):
+    compiled here first, as the warmer process does on a new installation."""
+    if amx.available():
+        amx.compile_helpers()
+
+
 @numba.njit
 def blas_product(a, b, out):
     runtime.matmul_into(runtime.strided(a), runtime.strided(b), out)
@@ -241,6 +249,26 @@ def test_the_emitter_names_the_tiles_for_large_float32_products_only(amx_on, thr
     assert re.search(r"(?<!amx_)matmul_into(_one_thread)?\(strided", source)
     source64 = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args(np.float64)).source
     assert "amx_matmul_into(" not in source64 and "one_thread" not in source64
+
+
+def test_the_emitter_uses_blas_until_the_tile_helpers_are_compiled(monkeypatch):
+    """On a new installation the tile helpers take seconds to compile: a kernel emitted
+    before they are in Numba's cache multiplies by BLAS, so that it is served without
+    waiting for them; once they are, kernels use the tiles."""
+    from jitgrad.backend.numba import symbols
+
+    monkeypatch.setattr(jg.config, "amx", True)
+    monkeypatch.setattr(jg.config, "num_threads", 2)
+    monkeypatch.setattr(amx, "_helpers_ready", False)
+    monkeypatch.setattr(symbols, "cached", lambda dispatcher, argtypes: False)
+    assert not amx.wins(np.float32, 1 << 28, 2)
+    source = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args()).source
+    assert "amx_matmul_into(" not in source and "one_thread" not in source
+    monkeypatch.undo()
+    monkeypatch.setattr(jg.config, "amx", True)
+    monkeypatch.setattr(jg.config, "num_threads", 2)
+    source = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args()).source
+    assert ("amx_matmul_into(" in source) == amx.available()
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -104,6 +104,17 @@ def _placeholder_address() -> int:
     return ctypes.cast(ctypes.CDLL(None).abort, ctypes.c_void_p).value
 
 
+def cached(dispatcher, argtypes: tuple) -> bool:
+    """Whether `dispatcher`'s `argtypes` is compiled in this process or in Numba's cache (then
+    loaded now), without compiling it."""
+    return _compiled(dispatcher, argtypes, load_only=True) is not None
+
+
+def load_or_compile(dispatcher, argtypes: tuple) -> None:
+    """`dispatcher`'s `argtypes` loaded from Numba's cache, or compiled into it."""
+    _compiled(dispatcher, argtypes)
+
+
 def _compiled(dispatcher, argtypes: tuple, load_only: bool = False):
     """`dispatcher`'s compiled `argtypes`: loaded from Numba's cache when it is there, without
     the refresh of every registry of Numba's CPU target that Numba's own load starts with
