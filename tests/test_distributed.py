@@ -465,11 +465,11 @@ AMX_PRODUCTS = """
     import numpy as np
     import jitgrad as jg
     import jitgrad.distributed as dist
-    from jitgrad.backend.numba import amx
+    from jitgrad.backend.numba import amx, symbols
 
     dist.init()
-    if amx.available():
-        amx.compile_helpers()  # else a new installation's first kernels multiply by BLAS
+    if amx.available():  # else a new installation's first kernels multiply by BLAS
+        symbols.compile_all(amx.KERNEL_HELPERS, ("float32",))
     comm = dist.world.world().comm
     rng = np.random.default_rng(0)
     x = rng.standard_normal((384, 256)).astype(np.float32)

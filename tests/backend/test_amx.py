@@ -17,17 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jitgrad as jg
-from jitgrad.backend.numba import amx, runtime
+from jitgrad.backend.numba import amx, runtime, symbols
 
 on_amx = pytest.mark.skipif(not amx.available(), reason="this CPU (or OS) has no AMX")
 
 
 @pytest.fixture(autouse=True, scope="module")
 def tile_helpers_compiled():
-    """The emitter names the tiles only once their helpers are compiled (amx.helpers_ready):
+    """The emitter names the tiles only once their helpers are compiled (symbols.all_compiled):
     compiled here first, as the warmer process does on a new installation."""
     if amx.available():
-        amx.compile_helpers()
+        symbols.compile_all(amx.KERNEL_HELPERS, ("float32",))
 
 
 @numba.njit
@@ -255,13 +255,11 @@ def test_the_emitter_uses_blas_until_the_tile_helpers_are_compiled(monkeypatch):
     """On a new installation the tile helpers take seconds to compile: a kernel emitted
     before they are in Numba's cache multiplies by BLAS, so that it is served without
     waiting for them; once they are, kernels use the tiles."""
-    from jitgrad.backend.numba import symbols
-
     monkeypatch.setattr(jg.config, "amx", True)
     monkeypatch.setattr(jg.config, "num_threads", 2)
-    monkeypatch.setattr(amx, "_helpers_ready", False)
-    monkeypatch.setattr(symbols, "cached", lambda dispatcher, argtypes: False)
-    assert not amx.wins(np.float32, 1 << 28, 2)
+    monkeypatch.setattr(symbols, "_ready", set())
+    monkeypatch.setattr(symbols, "_compiled", lambda dispatcher, argtypes, load_only: None)
+    assert not symbols.all_compiled(amx.KERNEL_HELPERS, ("float32",)) or not amx.available()
     source = jg.jit_grad(mlp_loss, wrt=0).lower(*mlp_args()).source
     assert "amx_matmul_into(" not in source and "one_thread" not in source
     monkeypatch.undo()

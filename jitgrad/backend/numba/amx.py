@@ -768,7 +768,8 @@ MIN_WORK_ONE_THREAD = 1 << 22
 
 def wins(dtype, work: int, threads: int) -> bool:
     """Whether a kernel's product of `work` multiply-adds, of `dtype`, on `threads` threads,
-    goes to AMX: where the CPU has it and its helpers are ready (`helpers_ready`)."""
+    goes to AMX, where the CPU has it (the emitter also waits for KERNEL_HELPERS to be
+    compiled: symbols.all_compiled)."""
     from jitgrad.core.config import config
 
     return (
@@ -776,49 +777,11 @@ def wins(dtype, work: int, threads: int) -> bool:
         and np.dtype(dtype) == np.float32
         and work >= (MIN_WORK_ONE_THREAD if threads <= 1 else MIN_WORK)
         and available()
-        and helpers_ready()
     )
 
 
-# The helpers a kernel with products on the tiles calls (emit.py: product_call).
-_KERNEL_HELPERS = ("amx_matmul_into", "matmul_into_one_thread")
-_helpers_ready = False  # once True, for the rest of the process
-
-
-def _kernel_helper_signatures() -> list[tuple]:
-    from jitgrad.backend.numba import precompile
-
-    return [
-        (precompile.helper(name), argtypes)
-        for name in _KERNEL_HELPERS
-        for argtypes in precompile.signatures_of(name, ("float32",))
-    ]
-
-
-def helpers_ready() -> bool:
-    """Whether the tile helpers a kernel calls are compiled, here or in Numba's cache (loaded
-    now). Why: they take ~7 s to compile (the tile intrinsics, the parallel ranges), and a
-    kernel is served only once the helpers it calls are in the cache. On a new installation
-    a kernel emitted before the warmer process has compiled them multiplies by BLAS, and is
-    served as soon as it would have been before its products went to the tiles (W4, W3's
-    first gradient on a new installation: 1.4-1.9 s, against 8.8 s waiting for the tiles);
-    kernels emitted after that use the tiles."""
-    global _helpers_ready
-    if not _helpers_ready:
-        from jitgrad.backend.numba import symbols
-
-        _helpers_ready = all(symbols.cached(*each) for each in _kernel_helper_signatures())
-    return _helpers_ready
-
-
-def compile_helpers() -> None:
-    """Compile the tile helpers a kernel calls now (or load them from Numba's cache), as the
-    warmer process does: for a program, or a test, whose first kernels should use the tiles
-    on a new installation. Call only where `available()`."""
-    from jitgrad.backend.numba import symbols
-
-    for signature in _kernel_helper_signatures():
-        symbols.load_or_compile(*signature)
+# The helpers a kernel whose products run on the tiles calls (emit.py: product_call).
+KERNEL_HELPERS = ("amx_matmul_into", "matmul_into_one_thread")
 
 
 @numba.njit(cache=True, nogil=True)

@@ -955,7 +955,7 @@ class Emitter:
         from jitgrad.core.config import usable_threads
 
         threads = usable_threads()
-        if amx.wins(dtype, m * k * n, threads):
+        if amx.wins(dtype, m * k * n, threads) and self.tile_helpers_ready:
             self.call_through_symbol("amx_matmul_into", dtype)
             return f"amx_matmul_into({{}}, {{}}, {{}}, {threads})"
         if threads > 1 and self.has_amx_products:
@@ -977,8 +977,17 @@ class Emitter:
                 if e.op.name == "matmul" and min(v.aval.ndim for v in e.inputs) >= 2:
                     a, b = (v.aval.shape for v in e.inputs)
                     if amx.wins(e.out.aval.dtype, a[-2] * a[-1] * b[-1], threads):
-                        return True
+                        return self.tile_helpers_ready
         return False
+
+    @functools.cached_property
+    def tile_helpers_ready(self) -> bool:
+        """Whether AMX's helpers are compiled (symbols.all_compiled): until the warmer
+        process has compiled them on a new installation (~7 s), products go to BLAS, so
+        that the kernel is served without waiting for them."""
+        from jitgrad.backend.numba import amx, symbols
+
+        return symbols.all_compiled(amx.KERNEL_HELPERS, ("float32",))
 
     def read_operand(self, expr: str) -> str:
         """`expr` as an operand a runtime helper only reads: typed read-only, so that inputs

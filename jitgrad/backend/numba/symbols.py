@@ -104,15 +104,34 @@ def _placeholder_address() -> int:
     return ctypes.cast(ctypes.CDLL(None).abort, ctypes.c_void_p).value
 
 
-def cached(dispatcher, argtypes: tuple) -> bool:
-    """Whether `dispatcher`'s `argtypes` is compiled in this process or in Numba's cache (then
-    loaded now), without compiling it."""
-    return _compiled(dispatcher, argtypes, load_only=True) is not None
+_ready: set[tuple] = set()  # (helper names, dtypes) found compiled: stay so in the process
 
 
-def load_or_compile(dispatcher, argtypes: tuple) -> None:
-    """`dispatcher`'s `argtypes` loaded from Numba's cache, or compiled into it."""
-    _compiled(dispatcher, argtypes)
+def all_compiled(names: tuple[str, ...], dtypes: tuple[str, ...]) -> bool:
+    """Whether every signature the installation precompiles for the helpers `names` with
+    arrays of `dtypes` is compiled, in this process or in Numba's cache (loaded now), without
+    compiling any. Why: a kernel is served only once the helpers it calls are in the cache,
+    and some take seconds to compile on a new installation: AMX's tile helpers ~7 s, against
+    W4's target of 2 s to a served kernel. The emitter names such helpers only when they are
+    ready (emit.py: product_call), until the warmer process has compiled them."""
+    key = (names, dtypes)
+    if key not in _ready:
+        signatures = [
+            (precompile.helper(name), argtypes)
+            for name in names
+            for argtypes in precompile.signatures_of(name, dtypes)
+        ]
+        if all(_compiled(*signature, load_only=True) is not None for signature in signatures):
+            _ready.add(key)
+    return key in _ready
+
+
+def compile_all(names: tuple[str, ...], dtypes: tuple[str, ...]) -> None:
+    """Compile (or load) now the signatures all_compiled asks about, as the warmer process
+    does: for a test whose kernels must call them on a new installation."""
+    for name in names:
+        for argtypes in precompile.signatures_of(name, dtypes):
+            _compiled(precompile.helper(name), argtypes)
 
 
 def _compiled(dispatcher, argtypes: tuple, load_only: bool = False):
