@@ -112,8 +112,9 @@ def all_compiled(names: tuple[str, ...], dtypes: tuple[str, ...]) -> bool:
     arrays of `dtypes` is compiled, in this process or in Numba's cache (loaded now), without
     compiling any. Why: a kernel is served only once the helpers it calls are in the cache,
     and some take seconds to compile on a new installation: AMX's tile helpers ~7 s, against
-    W4's target of 2 s to a served kernel. The emitter names such helpers only when they are
-    ready (emit.py: product_call), until the warmer process has compiled them."""
+    W4's target of 2 s to a served kernel. The emitter names such helpers only once they are
+    (emit.py: product_call); until the warmer process has compiled them, it multiplies by
+    BLAS."""
     key = (names, dtypes)
     if key not in _ready:
         signatures = [
