@@ -36,8 +36,8 @@ def blas_product(a, b, out):
 
 
 @numba.njit
-def helper_product(a, b, out):
-    amx.amx_matmul_into(runtime.strided(a), runtime.strided(b), out, 2)
+def helper_product(a, b, out, threads=2):
+    amx.amx_matmul_into(runtime.strided(a), runtime.strided(b), out, threads)
 
 
 def operands(rng, m, k, n, layouts):
@@ -185,11 +185,6 @@ def test_the_helper_uses_the_tiles_for_large_products_and_blas_for_small_ones():
         helper_product(a, b, np.empty((256, 511), np.float32))
 
 
-@numba.njit
-def helper_product_on(a, b, out, threads):
-    amx.amx_matmul_into(runtime.strided(a), runtime.strided(b), out, threads)
-
-
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_smallest_product_on_the_tiles_depends_on_the_threads(threads):
     """One thread: the tiles win from 2^22 multiply-adds; several: only from 2^24."""
@@ -212,7 +207,7 @@ def test_the_helper_on_one_thread_uses_the_tiles_from_the_smaller_size():
     assert not np.array_equal(tiles, blas)  # the two differ in their last bits here
     for threads, expected in ((1, tiles), (2, blas)):
         out = np.empty((m, n), np.float32)
-        helper_product_on(a, b, out, threads)
+        helper_product(a, b, out, threads)
         np.testing.assert_array_equal(out, expected)
 
 
