@@ -345,3 +345,25 @@ def test_a_process_without_the_permission_multiplies_by_blas():
     np.testing.assert_array_equal(ours, blas)
     helper_product(a, b, ours)
     assert not np.array_equal(ours, blas)  # the tiles again: not BLAS's bits
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 100),
+    st.integers(1, 70),
+    st.integers(0, 3),
+    st.integers(1, 4),
+    st.sampled_from(["C", "F"]),
+)
+def test_the_vector_cuts_of_b_equal_the_cut_element_by_element(k, n, first_block, blocks, layout):
+    """pack_right's row-major and column-major paths write the very words (and padding) that
+    its element-by-element path writes for the same b held with other strides."""
+    wide = np.random.default_rng(k * n).standard_normal((k, 2 * n)).astype(np.float32)
+    strided = wide[:, ::2]  # neither layout: every tile element by element
+    held = np.asarray(strided, order=layout)
+    shape = (amx.PARTS, blocks, (k + amx.K_TILE - 1) // amx.K_TILE, amx.ROWS, amx.ROWS)
+    by_vectors, by_elements = np.zeros(shape, np.uint32), np.ones(shape, np.uint32)
+    assert amx.pack_right(held, by_vectors, first_block, blocks) == amx.pack_right(
+        strided, by_elements, first_block, blocks
+    )
+    np.testing.assert_array_equal(by_vectors, by_elements)
