@@ -2,6 +2,7 @@
 0-d results kept as Python numbers (CompiledScalar)."""
 
 import collections
+import re
 import threading
 
 import numpy as np
@@ -275,3 +276,63 @@ def test_a_returned_view_of_an_intermediate_survives_later_calls(path):
     call(np.ones(6))
     call(np.ones(6))
     np.testing.assert_array_equal(held.numpy(), np.full((2, 3), 2.0))
+
+
+def two_products(x, w):
+    """A kernel whose two temporaries (the products) are parts of one buffer, and whose first
+    output is a view of the second of them."""
+    h = jg.matmul(x, w)
+    return jg.matmul(h, w).reshape((-1,)), jg.reduce_sum(h * h)
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+def test_a_returned_view_of_a_carved_temporary_survives_later_calls(path):
+    """The temporaries' buffer is then the caller's (through the view's base): the next calls
+    carve theirs from another one."""
+    f = jg.jit(two_products)
+    call = f if path == "fast" else (lambda x, w: f(x=x, w=w))
+    w = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    held, _ = call(np.eye(2, dtype=np.float32), w)
+    (compiled,) = f._versions.values()
+    source = compiled.kernel_source
+    assert [plan[0] for plan in source.params] == ["input", "input", "buffer"]
+    assert source.outputs[0][0] == "ret" and "carve(temporaries, " in source.source
+    for x in (np.ones((2, 2), np.float32), np.full((2, 2), 3.0, np.float32)):
+        out, total = call(x, w)
+        np.testing.assert_allclose(out.numpy(), (x @ w @ w).reshape(-1))
+        np.testing.assert_allclose(float(total), float(np.sum((x @ w) ** 2)))
+    np.testing.assert_array_equal(held.numpy(), (w @ w).reshape(-1))
+
+
+def test_a_kernels_temporaries_share_one_buffer_reused_at_every_call():
+    """A train step's temporaries (activations, gradients) are views of one pooled buffer,
+    each on cache lines of its own, and the next call reuses it: the kernel takes one
+    argument for all of them, and results stay right from call to call."""
+
+    def loss(params, x, y):
+        h = jg.relu(jg.matmul(x, params["w1"]) + params["b1"])
+        return jg.reduce_mean(jg.square(jg.matmul(h, params["w2"]) - y))
+
+    rng = np.random.default_rng(0)
+    params = {
+        "w1": rng.standard_normal((6, 8)).astype(np.float32),
+        "b1": np.zeros(8, np.float32),
+        "w2": rng.standard_normal((8, 3)).astype(np.float32),
+    }
+    grad = jg.jit_grad(loss)
+    x, y = rng.standard_normal((5, 6)).astype(np.float32), np.ones((5, 3), np.float32)
+    grad(params, x, y)
+    (compiled,) = grad._versions.values()
+    plans = compiled.kernel_source.params
+    assert sum(plan[0] == "buffer" and plan[2] == np.uint8 for plan in plans) == 1
+    carved = re.findall(r"= carve\(temporaries, (\d+), ", compiled.kernel_source.source)
+    assert len(carved) >= 2 and all(int(start) % 64 == 0 for start in carved)
+    pool = compiled.pools.buffers
+    arena = len(plans) - 1
+    before = pool[arena].ctypes.data  # its address: holding it would keep it from reuse
+    for scale in (1.0, -2.0, 0.5):  # other inputs: no value of an earlier call may leak
+        got = grad(params, x * np.float32(scale), y)[1]  # (loss, gradients)
+        want = jg.grad(loss)(params, x * np.float32(scale), y)
+        for k in params:
+            np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=1e-5, atol=1e-6)
+    assert pool[arena].ctypes.data == before

@@ -154,6 +154,65 @@ def write_addresses(typingctx, table, arrays):
 
 
 @intrinsic
+def carve(typingctx, buffer, start, shape, dtype):
+    """The C-contiguous array of `dtype` (np.float32, ...) and `shape` at byte `start` of the
+    1-D uint8 `buffer`, which keeps it alive: a kernel's temporaries, parts of one buffer
+    (Emitter.carve_temporaries). What `view(buffer[start:end].view(dtype), shape)` gives, for
+    none of its compile time: that took ~30 ms per temporary (W7's step compiled in 2.7 s
+    instead of 1.9)."""
+    if not (
+        isinstance(buffer, types.Array)
+        and buffer.layout == "C"
+        and buffer.ndim == 1
+        and buffer.dtype == types.uint8
+        and isinstance(start, types.Integer)
+        and isinstance(dtype, types.NumberClass)
+    ):
+        return None
+    if not (
+        isinstance(shape, types.BaseTuple) and all(isinstance(t, types.Integer) for t in shape)
+    ):
+        return None
+    result = types.Array(dtype.instance_type, len(shape), "C")
+
+    def codegen(context, builder, signature, args):
+        buffer_type, start_type, shape_type, _ = signature.args
+        source = context.make_array(buffer_type)(context, builder, args[0])
+        first = context.cast(builder, args[1], start_type, types.intp)
+        itemsize = context.get_constant(
+            types.intp, context.get_abi_sizeof(context.get_data_type(result.dtype))
+        )
+        sizes = [
+            context.cast(builder, size, t, types.intp)
+            for size, t in zip(cgutils.unpack_tuple(builder, args[2], len(shape_type)), shape_type)
+        ]
+        strides, stride, negative = [], itemsize, builder.icmp_signed("<", first, first.type(0))
+        for size in reversed(sizes):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, size)
+            negative = builder.or_(negative, builder.icmp_signed("<", size, size.type(0)))
+        outside = builder.icmp_signed(">", builder.add(first, stride), source.nitems)
+        with builder.if_then(builder.or_(negative, outside), likely=False):
+            context.call_conv.return_user_exc(
+                builder, ValueError, ("carve: the part does not lie inside the buffer",)
+            )
+        out = context.make_array(result)(context, builder)
+        data = builder.bitcast(builder.gep(source.data, [first]), out.data.type)
+        context.populate_array(
+            out,
+            data=data,
+            shape=cgutils.pack_array(builder, sizes),
+            strides=cgutils.pack_array(builder, strides),
+            itemsize=itemsize,
+            meminfo=source.meminfo,
+            parent=source.parent,
+        )
+        return impl_ret_borrowed(context, builder, result, out._getvalue())
+
+    return result(buffer, start, shape, dtype), codegen
+
+
+@intrinsic
 def view(typingctx, array, shape):
     """The C-contiguous `array` seen with `shape` (a tuple of sizes, as many elements): what
     `array.reshape(shape)` gives, for a fraction of its compile time. Numba's reshape costs

@@ -6,7 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
-from jitgrad.backend.numba.runtime import strided, sum_step, view
+from jitgrad.backend.numba.runtime import carve, strided, sum_step, view
 from jitgrad.backend.numba.symbols import through_symbol
 
 # helpers compiled once per installation, called through a symbol
@@ -14,7 +14,7 @@ matmul_into = through_symbol('matmul_into', ('float32',))
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
-def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v49, v51, v31, v33, v34, v35, v37, v53, v42, v56, v57, v59, v61, v62, v63, v65):
+def kernel(v0, v1, v2, v3, v4, v5, v7, v57, v61, v63, v65, temporaries):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
     #   v0=a v1=b v2=c v3=d v4=e v5=f v7=h v11=l v12=m v13=n v15=p v16=q v17=r v18=s v19=t v20=u
@@ -22,6 +22,27 @@ def kernel(v0, v1, v2, v3, v4, v5, v7, v11, v15, v16, v17, v46, v19, v24, v25, v
     #   v36=ak v37=al v38=am v39=an v41=ap v42=aq v43=ar v44=as v45=at v46=au v47=av v48=aw v49=ax
     #   v50=ay v51=az v52=ba v53=bb v54=bc v55=bd v56=be v57=bf v58=bg v59=bh v60=bi v61=bj v62=bk
     #   v63=bl v64=bm v65=bn
+    # 20 temporaries, in one buffer
+    v11 = carve(temporaries, 0, (4, 5), np.float32)
+    v15 = carve(temporaries, 128, (4, 5), np.bool_)
+    v16 = carve(temporaries, 192, (4, 5), np.float32)
+    v17 = carve(temporaries, 320, (4, 2), np.float32)
+    v46 = carve(temporaries, 384, (4,), np.float32)
+    v19 = carve(temporaries, 448, (4, 2), np.float32)
+    v24 = carve(temporaries, 512, (4, 2), np.bool_)
+    v25 = carve(temporaries, 576, (4,), np.float32)
+    v49 = carve(temporaries, 640, (4, 2), np.float32)
+    v51 = carve(temporaries, 704, (4,), np.float32)
+    v31 = carve(temporaries, 768, (4, 1), np.float32)
+    v33 = carve(temporaries, 832, (4, 2), np.float32)
+    v34 = carve(temporaries, 896, (4, 2), np.float32)
+    v35 = carve(temporaries, 960, (4,), np.float32)
+    v37 = carve(temporaries, 1024, (4, 1), np.float32)
+    v53 = carve(temporaries, 1088, (4, 1), np.float32)
+    v42 = carve(temporaries, 1152, (4,), np.float32)
+    v56 = carve(temporaries, 1216, (4, 2), np.float32)
+    v59 = carve(temporaries, 1280, (4, 5), np.float32)
+    v62 = carve(temporaries, 1408, (4, 5), np.float32)
     # matmul
     matmul_into(strided(v4), strided(v2), v11)
     # fused broadcast_to, add, broadcast_to, greater, select over (4, 5)

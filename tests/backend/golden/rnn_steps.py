@@ -6,7 +6,7 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vtanh_f32
-from jitgrad.backend.numba.runtime import strided, sum_step, view
+from jitgrad.backend.numba.runtime import carve, strided, sum_step, view
 from jitgrad.backend.numba.symbols import through_symbol
 
 # helpers compiled once per installation, called through a symbol
@@ -40,13 +40,35 @@ def loop1(v31, v37, v38):
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
-def kernel(v0, v1, v2, v3, v5, v8, v9, v11, v47, v14, v15, v17, v37, v20, v21, v29, v31, v33, v35, v38, v39, v41, v44, v48, v49, v50, v52, v53):
+def kernel(v0, v1, v2, v3, v5, v50, v53, temporaries):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
     #   v0=a v1=b v2=c v3=d v5=f v6=g v7=h v8=i v9=j v10=k v11=l v12=m v13=n v14=o v15=p v16=q
     #   v17=r v18=s v19=t v20=u v21=v v22=w v23=x v24=y v25=z v27=ab v28=ac v29=ad v30=ae v31=af
     #   v32=ag v33=ah v34=ai v35=aj v36=ak v37=al v38=am v39=an v40=ao v41=ap v42=aq v43=ar v44=as
     #   v45=at v46=au v47=av v48=aw v49=ax v50=ay v51=az v52=ba v53=bb
+    # 21 temporaries, in one buffer
+    v8 = carve(temporaries, 0, (2, 3), np.float32)
+    v9 = carve(temporaries, 64, (2, 3), np.float32)
+    v11 = carve(temporaries, 128, (2, 3), np.float32)
+    v47 = carve(temporaries, 192, (2, 3), np.float32)
+    v14 = carve(temporaries, 256, (2, 3), np.float32)
+    v15 = carve(temporaries, 320, (2, 3), np.float32)
+    v17 = carve(temporaries, 384, (2, 3), np.float32)
+    v37 = carve(temporaries, 448, (2, 3), np.float32)
+    v20 = carve(temporaries, 512, (2, 3), np.float32)
+    v21 = carve(temporaries, 576, (2, 3), np.float32)
+    v29 = carve(temporaries, 640, (2, 3), np.float32)
+    v31 = carve(temporaries, 704, (2, 3), np.float32)
+    v33 = carve(temporaries, 768, (3, 3), np.float32)
+    v35 = carve(temporaries, 832, (4, 3), np.float32)
+    v38 = carve(temporaries, 896, (2, 3), np.float32)
+    v39 = carve(temporaries, 960, (2, 3), np.float32)
+    v41 = carve(temporaries, 1024, (3, 3), np.float32)
+    v44 = carve(temporaries, 1088, (4, 3), np.float32)
+    v48 = carve(temporaries, 1152, (2, 3), np.float32)
+    v49 = carve(temporaries, 1216, (3, 3), np.float32)
+    v52 = carve(temporaries, 1280, (4, 3), np.float32)
     # slice
     v6 = v2[0].reshape((1, 2, 4))
     # reshape

@@ -6,14 +6,20 @@ import math
 import numba
 import numpy as np
 from jitgrad.backend.numba.vmath import vexp_f32, vlog_f32
-from jitgrad.backend.numba.runtime import sum_step, view
+from jitgrad.backend.numba.runtime import carve, sum_step, view
 
 
 @numba.njit(cache=True, nogil=True, error_model='numpy', fastmath=False, no_cfunc_wrapper=True)
-def kernel(v0, v3, v9, v11, v13, v15, v17):
+def kernel(v0, v17, temporaries):
     # legend: kernel value = graph letter (lowered.graph); xN is an element of vN,
     # accN and partN are its sums
     #   v0=a v3=d v4=e v5=f v7=h v9=j v10=k v11=l v12=m v13=n v14=o v15=p v16=q v17=r
+    # 5 temporaries, in one buffer
+    v3 = carve(temporaries, 0, (4,), np.float32)
+    v9 = carve(temporaries, 64, (4, 1), np.float32)
+    v11 = carve(temporaries, 128, (4, 3), np.float32)
+    v13 = carve(temporaries, 192, (4,), np.float32)
+    v15 = carve(temporaries, 256, (4, 1), np.float32)
     # fused reduce_max over (4, 3) (in the row loop below)
     v3[...] = np.float32(-np.inf)
     # fused abs, broadcast_to, less, broadcast_to, select over (4, 1) (in the row loop below)
