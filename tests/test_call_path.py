@@ -148,6 +148,20 @@ def test_compiled_scalars_behave_like_tensors():
     assert count.dtype == np.int32 and int(count) == 3
 
 
+@pytest.mark.parametrize("path", ["fast", "general"])
+def test_each_call_returns_scalars_of_its_own(path):
+    """The call path makes a compiled scalar without calling its class (call_path._Body.leaves):
+    each call still returns new objects, of the output's dtype, that later calls leave alone."""
+    vg = jg.jit_grad(lambda a, b: a * b * 2.0, wrt=(0, 1))
+    call = vg if path == "fast" else (lambda a, b: vg(a=a, b=b))
+    first = call(3.0, 4.0)
+    second = call(5.0, 6.0)
+    assert [float(first[0]), float(first[1][0]), float(first[1][1])] == [24.0, 8.0, 6.0]
+    assert [float(second[0]), float(second[1][0]), float(second[1][1])] == [60.0, 12.0, 10.0]
+    assert first[0] is not second[0] and type(first[0]) is type(second[0])
+    assert first[0].dtype == np.float32 and first[0].numpy() == np.float32(24.0)
+
+
 def test_compiled_scalars_feed_compiled_functions():
     f = jg.jit(lambda x: x * 2.0)
     y = f(1.5)

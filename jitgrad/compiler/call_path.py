@@ -222,6 +222,21 @@ class _Body:
                 values.append((f"out{k}", "Tensor"))
         return values
 
+    def leaves(self, values):
+        """Expressions for the output leaves `values` ((expression, wrapper) pairs), as they
+        are taken (a train step returns only its first): a Tensor around each array; a
+        compiled scalar made by `new` and its slot set, in lines added here, instead of
+        calling its class: W1's three scalars took 0.38 us that way, 0.30 this way, of a 0.89
+        us call (CPython runs a class's Python __init__ in a frame of its own)."""
+        for k, (value, wrap) in enumerate(values):
+            if wrap == "Tensor":
+                yield f"Tensor({value})"
+                continue
+            self.env.setdefault("new", object.__new__)
+            self.add(f"o{k} = new({wrap})")
+            self.add(f"o{k}._number = {value}")
+            yield f"o{k}"
+
     def build(self, header: str, name: str):
         source = header + "\n" + "\n".join(self.lines)
         # A file name that error locations skip (core.errors.user_frame): the user's line is
@@ -238,7 +253,7 @@ def make_caller(compiled, kernel_error, lock):
     body = _Body(compiled, kernel_error, lock)
     names = body.params(lambda k: (f"arrays[{k}]", False), lambda j: "optional")
     body.call_kernel(names)
-    leaves = [f"{wrap}({v})" for v, wrap in body.output_values()]
+    leaves = list(body.leaves(body.output_values()))
     body.add(f"return {_structure(compiled.out_tree, iter(leaves), body.env)}")
     return body.build("def call(arrays, aliases=None):", "call")
 
@@ -308,7 +323,7 @@ def make_entry(compiled, args, static_argnums, kernel_error, lock, hits, in_plac
         tree = tree[2][1]
     if in_place is not None:
         tree = tree[2][0]  # a train step returns its loss (and aux), the first output
-    leaves = iter(f"{wrap}({v})" for v, wrap in values)
+    leaves = body.leaves(values)
     body.add(f"return {_structure(tree, leaves, body.env)}")
     return body.build("def __call__(self, *args, **kwargs):", "__call__")
 

@@ -382,9 +382,10 @@ class Emitter:
         the call path, and an argument for Numba's dispatcher to type. W11's 1-rank step had
         25 temporaries among its 57 arguments; with one buffer for them, its Python entry
         takes 1.4 us less with warm caches and 2.1 us less after an 8 MB sweep, and Numba's
-        dispatch of 24 fewer arrays saves ~1.3 and ~4.5 us (perf/gaps.md, session 24). The temporaries are never seen by the caller, so one buffer serves them all,
-        reused at every call as each of them was. Each starts a multiple of 64 bytes into it
-        (the call path puts a buffer of 4 KB or more on a cache line)."""
+        dispatch of 24 fewer arrays saves ~1.3 and ~4.5 us (perf/gaps.md, session 24). The
+        temporaries are never seen by the caller, so one buffer serves them all, reused at
+        every call as each of them was. Each starts a multiple of 64 bytes into it (the call
+        path puts a buffer of 4 KB or more on a cache line)."""
         kept = {j for kind, j in outputs if kind == "param"}
         temporaries = {
             j for j, plan in enumerate(self.params) if plan[0] == "buffer" and j not in kept
