@@ -625,6 +625,21 @@ def test_a_rank_raising_while_another_waits_at_an_exchange_point_ends_the_job(tm
     assert "passed the exchange point" not in result.stdout
 
 
+KILLED_DURING_A_SHARDED_STEP = RAISING_DURING_A_SHARDED_STEP.replace(
+    'raise RuntimeError("rank 1 fails on purpose")',
+    "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+)
+
+
+def test_a_rank_killed_while_another_waits_at_an_exchange_point_ends_the_job(tmp_path):
+    """A rank that dies without a word (SIGKILL: the kernel's OOM killer, a crash) runs no
+    abort hook; the launcher sees it die and ends the rank that waits on shared memory."""
+    result = run_ranks(tmp_path, KILLED_DURING_A_SHARDED_STEP, timeout=60)
+    assert result.returncode != 0
+    assert result.stdout.count("sharded") == 2, result.stdout + result.stderr
+    assert "passed the exchange point" not in result.stdout
+
+
 MISMATCH = """
     import numpy as np
     import jitgrad as jg
