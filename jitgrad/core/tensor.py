@@ -282,7 +282,9 @@ class CompiledScalar(Tensor):
 
     Making a numpy scalar costs more than the whole kernel call of a scalar function (W1), so
     the numpy scalar of the result's dtype is made when the value is used, not when returned.
-    One subclass per dtype (`compiled_scalar_type`) holds the numpy scalar type.
+    One subclass per dtype (`compiled_scalar_type`) holds the numpy scalar type. The call
+    path makes instances without calling the class (compiler/call_path.py, `_Body.leaves`):
+    `_number` must stay all that an instance holds.
     """
 
     __slots__ = ("_number",)
