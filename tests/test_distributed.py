@@ -634,8 +634,10 @@ KILLED_DURING_A_SHARDED_STEP = RAISING_DURING_A_SHARDED_STEP.replace(
 def test_a_rank_killed_while_another_waits_at_an_exchange_point_ends_the_job(tmp_path):
     """A rank that dies without a word (SIGKILL: the kernel's OOM killer, a crash) runs no
     abort hook; the launcher sees it die and ends the rank that waits on shared memory."""
+    assert "SIGKILL" in KILLED_DURING_A_SHARDED_STEP  # not the raising script by mistake
     result = run_ranks(tmp_path, KILLED_DURING_A_SHARDED_STEP, timeout=60)
     assert result.returncode != 0
+    assert "fails on purpose" not in result.stderr
     assert result.stdout.count("sharded") == 2, result.stdout + result.stderr
     assert "passed the exchange point" not in result.stdout
 
