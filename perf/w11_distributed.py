@@ -34,7 +34,15 @@ Correctness first: after the timed steps the parameters must be bitwise identica
 rank, and the first step of each system must match the single-process float64 reference.
 
 Run: python perf/w11_distributed.py            (both jobs; prints the table)
+     python perf/w11_distributed.py --per-step (and each step's time by its place in the
+                                                block, rank 0's median over the blocks)
      python perf/run.py --only W11             (the same, in the suite's report)
+
+Why --per-step: the first steps of a block run after six other systems did (other data in the
+caches, the AMX unit idle for ~20 ms) and take longer: in session 25 the 2-rank step's first
+steps took 1.3-1.5, 1.0-1.1, 0.76-0.82 ms against 0.64-0.69 from the ninth on, the 1-rank
+step's 1.7, 1.35, 1.26 against 1.14-1.16, which puts 0.07 ms (2 ranks) and 0.04 ms (1 rank)
+on each step's mean of a block of 20.
 """
 
 from __future__ import annotations
@@ -83,8 +91,9 @@ def global_batch():
     return X, y
 
 
-def worker(blocks: int) -> None:
-    """One rank of the job: build the systems, check them, time them, print rank 0's records."""
+def worker(blocks: int, per_step: bool = False) -> None:
+    """One rank of the job: build the systems, check them, time them, print rank 0's records
+    (and, `per_step`, the kernel's and the 1-rank step's time by step in the block)."""
     from mpi4py import MPI
 
     import jitgrad as jg
@@ -180,10 +189,13 @@ def worker(blocks: int) -> None:
         steps["one_rank"]()
     times = {name: [] for name in SYSTEMS}
     cpu = {name: [] for name in SYSTEMS}
+    steps_ms = {name: [] for name in SYSTEMS}  # per block, each step's ms (per_step)
     for _ in range(blocks):
         for name in SYSTEMS:
             step = steps[name]
             comm.Barrier()
+            if per_step:
+                step = _stamping(step, steps_ms[name])
             if name == "one_rank":
                 seconds, cpu_seconds = _alone_on_rank_0(comm, step)
                 times[name].append(seconds / STEPS)
@@ -217,6 +229,26 @@ def worker(blocks: int) -> None:
                 "blocks": samples,
             }
             print(TAG + json.dumps(record), flush=True)
+        for name in ("kernel", "one_rank") if per_step else ():
+            blocks_ms = [np.diff(block) for block in steps_ms[name] if len(block) > STEPS]
+            medians = np.median(np.array(blocks_ms) * 1e3, axis=0)
+            places = " ".join(f"{ms:.3f}" for ms in medians)
+            print(f"{dist.size()} rank(s), {name}, ms by step in the block: {places}", flush=True)
+
+
+def _stamping(step, blocks: list):
+    """`step`, noting the time after each call in a new list appended to `blocks` at the
+    first call of each block (a block is STEPS calls; the list starts with the first call's
+    start)."""
+
+    def stamped():
+        if not blocks or len(blocks[-1]) > STEPS:
+            blocks.append([time.perf_counter()])
+        result = step()
+        blocks[-1].append(time.perf_counter())
+        return result
+
+    return stamped
 
 
 def _alone_on_rank_0(comm, step) -> tuple[float, float]:
@@ -237,9 +269,9 @@ def _alone_on_rank_0(comm, step) -> tuple[float, float]:
     return seconds, cpu_seconds
 
 
-def measure(quick: bool = False, env: dict | None = None) -> list[dict]:
+def measure(quick: bool = False, env: dict | None = None, per_step: bool = False) -> list[dict]:
     """Run the job on 1 rank, then on 2; the records of rank 0 (status "error" with the
-    reason when a job fails)."""
+    reason when a job fails). `per_step`: print each job's steps by their place in a block."""
     if importlib.util.find_spec("mpi4py") is None:
         note = 'mpi4py is not installed (pip install -e ".[distributed]")'
         return [{**_record("kernel", ranks, "absent"), "note": note} for ranks in (1, 2)]
@@ -251,7 +283,11 @@ def measure(quick: bool = False, env: dict | None = None) -> list[dict]:
     for ranks in (1, 2):
         command = [sys.executable, "-m", "jitgrad.distributed.run", "-n", str(ranks)]
         command += [os.path.abspath(__file__), "--worker", "--blocks", str(blocks)]
+        command += ["--per-step"] if per_step else []
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        for line in proc.stdout.splitlines() if per_step else ():
+            if "ms by step in the block" in line:
+                print(line)
         found = [
             json.loads(line[len(TAG) :])
             for line in proc.stdout.splitlines()
@@ -339,11 +375,12 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help="(one rank of the MPI job)")
     parser.add_argument("--blocks", type=int, default=BLOCKS)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--per-step", action="store_true", help="each step's time in a block")
     args = parser.parse_args()
     if args.worker:
-        worker(args.blocks)
+        worker(args.blocks, args.per_step)
         return
-    records = measure(args.quick)
+    records = measure(args.quick, per_step=args.per_step)
     print("\n".join(table(records)))
 
 
