@@ -3,7 +3,6 @@ backward, installed by jitgrad.compiler, caches its kernels by that key)."""
 
 from __future__ import annotations
 
-from jitgrad.core.aval import aval_key
 from jitgrad.core.opdef import REGISTRY
 from jitgrad.core.tensor import Tensor
 from jitgrad.ir.graph import Eqn
@@ -76,7 +75,11 @@ class Recording:
         ends = tuple([(number(t), number(c)) for t, c in seeds])
         starts = tuple([number(s) for s in sources])
         values = values + extra if extra else values
-        if any(not isinstance(values[k], Tensor) for k in external):
-            return None
-        avals = tuple([aval_key(values[k]) for k in external])
-        return (tuple(self.op_keys), ends, starts, avals), values
+        avals = []
+        for k in external:
+            value = values[k]
+            if not isinstance(value, Tensor):
+                return None
+            array = value._value  # core.aval.aval_key(value), without two properties
+            avals.append((array.shape, array.dtype.char))
+        return (tuple(self.op_keys), ends, starts, tuple(avals)), values

@@ -107,14 +107,12 @@ class GradientTape:
         """Watch a tensor (or a nested list/tuple/dict of them). Enclosing tapes that are
         recording watch it too, so gradients of gradients work."""
         leaves, _ = pytree.flatten(tensor)
-        for t in leaves:
-            if not isinstance(t, _VALUES):
-                raise ValueError(
-                    with_location(
-                        f"GradientTape.watch: expects tensors or Variables, got "
-                        f"{type(t).__name__} {t!r:.60}; convert it with jitgrad.constant first"
-                    )
-                )
+        _require_values(
+            leaves,
+            ValueError,
+            "GradientTape.watch: expects tensors or Variables",
+            "; convert it with jitgrad.constant first",
+        )
         stack = tape_stack.get()
         watchers = [self] + [t for t in stack[: _index(stack, self)] if t._recording]
         for tape in watchers:
@@ -228,7 +226,7 @@ class GradientTape:
                     "GradientTape.gradient: the target is None (did the function return nothing?)"
                 )
             )
-        targets, _ = pytree.flatten(target)
+        targets = [target] if isinstance(target, _VALUES) else pytree.flatten(target)[0]
         for t in targets:
             _check_target(t, floats_only=False)
             if t.dtype.kind != "f":
@@ -240,15 +238,7 @@ class GradientTape:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        leaves, treedef = pytree.flatten(sources)
-        for s in leaves:
-            if not isinstance(s, _VALUES):
-                raise TypeError(
-                    with_location(
-                        f"GradientTape.gradient: sources must be tensors or Variables, got "
-                        f"{type(s).__name__} {s!r:.60}"
-                    )
-                )
+        leaves, treedef = _flatten_sources(sources)
         cts = (
             [None] * len(targets)
             if output_gradients is None
@@ -265,7 +255,7 @@ class GradientTape:
             grads = [zeros_like_value(s) if g is None else g for s, g in zip(leaves, grads)]
         if not self._persistent:
             self._release()
-        return pytree.unflatten(treedef, grads)
+        return _unflatten_sources(treedef, grads)
 
     def _backprop(self, seeds, sources) -> list:
         """Cotangents of `sources` (None where unconnected or not tracked). A persistent tape
@@ -277,7 +267,11 @@ class GradientTape:
         if not self._recording and _compiled_backprop is not None:
             # (a recording tape must see its own backward ops)
             cts = _compiled_backprop(seeds, flat, self)
-        cts = iter(backprop(self._eqns, seeds, flat) if cts is None else cts)
+        if cts is None:
+            cts = backprop(self._eqns, seeds, flat)
+        if all(len(group) == 1 for group in groups):  # one value per source: nothing to sum
+            return list(cts)
+        cts = iter(cts)
         out = []
         for group in groups:
             parts = [c for c in [next(cts) for _ in group] if c is not None]
@@ -446,6 +440,45 @@ def _check_target(t, floats_only: bool = True) -> None:
                 "only float targets can be differentiated (cast it first)"
             )
         )
+
+
+_FLAT_LIST, _FLAT_TUPLE = object(), object()  # treedefs of a flat list or tuple of sources
+
+
+def _flatten_sources(sources) -> tuple[list, object]:
+    """(leaves, treedef) of `gradient`'s sources, each a tensor or a Variable. A tensor, or a
+    flat list or tuple of them (what most calls pass), skips the pytree walk."""
+    if isinstance(sources, _VALUES):
+        return [sources], pytree.LEAF
+    kind = type(sources)
+    if kind is list or kind is tuple:
+        leaves = list(sources)
+        for s in leaves:
+            if not isinstance(s, _VALUES):
+                break
+        else:
+            return leaves, (_FLAT_LIST if kind is list else _FLAT_TUPLE)
+    leaves, treedef = pytree.flatten(sources)
+    _require_values(
+        leaves, TypeError, "GradientTape.gradient: sources must be tensors or Variables"
+    )
+    return leaves, treedef
+
+
+def _require_values(leaves, error: type, what: str, hint: str = "") -> None:
+    """Raise `error` naming the first leaf that is not a tensor or a Variable."""
+    for leaf in leaves:
+        if not isinstance(leaf, _VALUES):
+            raise error(with_location(f"{what}, got {type(leaf).__name__} {leaf!r:.60}{hint}"))
+
+
+def _unflatten_sources(treedef, grads: list):
+    """The gradients in the structure `_flatten_sources` took the sources from."""
+    if treedef is _FLAT_LIST:
+        return grads
+    if treedef is _FLAT_TUPLE:
+        return tuple(grads)
+    return pytree.unflatten(treedef, grads)
 
 
 def custom_gradient(f):

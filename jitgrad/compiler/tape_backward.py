@@ -46,6 +46,36 @@ def compiled_backprop(seeds, sources, tape):
         stats["eager"] += 1
         return None
     key, values = structure
+    last_key, entry = _last_served
+    if key != last_key:
+        entry = _entry(key, tape, seeds, sources, values)
+        if entry is None:
+            return None
+    compiled = entry.compiled
+    if compiled is None or compiled.state != "compiled":  # not ready: op by op meanwhile
+        stats["eager"] += 1
+        return None
+    _remember(key, entry)
+    stats["compiled"] += 1
+    outs = iter(compiled.run([_contiguous(values[k]._value) for k in entry.used]))
+    return [next(outs) if c else None for c in entry.connected]
+
+
+# (key, entry) of the structure whose kernel ran last: a training loop records the same
+# structure at every step, and comparing its key with this one skips hashing the key (a
+# tuple of every recorded op) and the locked lookup (W6: 3.9 us of a 79 us step).
+_last_served = (None, None)
+
+
+def _remember(key, entry) -> None:
+    global _last_served
+    if _last_served[1] is not entry:
+        _last_served = (key, entry)
+
+
+def _entry(key, tape, seeds, sources, values):
+    """The cache's _Backward for `key` (counting a sighting, and starting its compile at the
+    `config.tape_compile_after`-th), or None while the structure still runs op by op."""
     with _lock:
         entry = _cache.get(key, 0)
         if isinstance(entry, int):
@@ -65,13 +95,7 @@ def compiled_backprop(seeds, sources, tape):
             _cache[key] = entry
             stats["compiles"] += 1
         _cache.move_to_end(key)
-    compiled = entry.compiled
-    if compiled is None or compiled.state != "compiled":  # not ready: op by op meanwhile
-        stats["eager"] += 1
-        return None
-    stats["compiled"] += 1
-    outs = iter(compiled.run([_contiguous(values[k]._value) for k in entry.used]))
-    return [next(outs) if c else None for c in entry.connected]
+    return entry
 
 
 class _Backward:

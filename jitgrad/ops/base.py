@@ -12,7 +12,7 @@ from jitgrad.core.dispatch import check_nans, current_trace, tape_stack
 from jitgrad.core.errors import op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.weak import WEAK_TYPES, WeakTensor, weak_constant
-from jitgrad.ops.structural import broadcast_value, cast_value
+from jitgrad.ops.structural import broadcast_to_p, broadcast_value, cast_value
 
 VALUE_TYPES = (Tensor, Tracer)
 PYTHON_SCALARS = (bool, int, float)
@@ -106,10 +106,19 @@ def eager_elementwise(op, x, y=_UNARY):
 
 def _scalar_operand(tensor, shape):
     """A 0-d tensor next to one of `shape`: broadcast by a recorded op when a tape records
-    (recorded elementwise ops have operands of equal shapes), else left to numpy."""
-    if not tape_stack.get():
+    (recorded elementwise ops have operands of equal shapes), else left to numpy.
+
+    The broadcast is made and recorded here, not through `bind`: a 0-d float tensor outside
+    any trace broadcasts to every shape, so bind's checks have nothing to find, and they took
+    half of `x + b` under a tape (W6: 10.8 us against 1.4 untaped)."""
+    tapes = tape_stack.get()
+    if not tapes:
         return tensor
-    return broadcast_value(tensor, shape)
+    out = Tensor(broadcast(tensor._value, shape))
+    params = {"shape": shape}
+    for tape in tapes:
+        tape._maybe_record(broadcast_to_p, (tensor,), params, out)
+    return out
 
 
 def _weak_operand(scalar, tensor):
