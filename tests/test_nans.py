@@ -58,3 +58,12 @@ def test_debug_nans_compiled_reruns_to_locate_the_op(debug_nans):
 def test_nans_in_inputs_are_not_reported(debug_nans):
     jg.jit(lambda x: x + 1.0)(np.array([np.nan]))
     jg.constant([np.nan]) * 2.0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_debug_nans_names_an_eager_sum_of_opposite_infinities(debug_nans):
+    x = jg.constant([np.inf, -np.inf])
+    with pytest.raises(FloatingPointError, match=r"reduce_sum: produced NaN.*test_nans.py:\d+"):
+        jg.reduce_sum(x)
+    with pytest.raises(FloatingPointError, match=r"reduce_sum: produced NaN"):
+        jg.reduce_mean(x)

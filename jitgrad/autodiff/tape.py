@@ -79,7 +79,11 @@ class GradientTape:
 
     def __exit__(self, *exc):
         self._recording = False
-        tape_stack.set(tuple(t for t in tape_stack.get() if t is not self))
+        stack = tape_stack.get()
+        if stack and stack[-1] is self:  # the innermost tape, as a `with` block leaves it
+            tape_stack.set(stack[:-1])
+        else:
+            tape_stack.set(tuple(t for t in stack if t is not self))
         return False
 
     @contextlib.contextmanager

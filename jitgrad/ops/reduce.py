@@ -9,12 +9,14 @@ import numpy as np
 
 from jitgrad.core import dtypes
 from jitgrad.core.aval import AVal
-from jitgrad.core.dispatch import bind
+from jitgrad.core.dispatch import bind, current_trace
 from jitgrad.core.errors import op_error
 from jitgrad.core.opdef import NOT_DIFFERENTIABLE, Reduction, defop
+from jitgrad.core.tensor import Tensor
+from jitgrad.core.weak import WeakTensor
 from jitgrad.ops import elementwise as ew
 from jitgrad.ops import shape as sh
-from jitgrad.ops.base import as_value, normalize_axes, normalize_axis
+from jitgrad.ops.base import as_value, eager_result, normalize_axes, normalize_axis
 from jitgrad.ops.structural import (
     expand_back,
     kept_shape,
@@ -121,8 +123,21 @@ def _reduce(prim, name, input_tensor, axis, keepdims):
     if x.dtype == dtypes.bool_:
         x = ew.cast(x, dtypes.int32)
     axes = normalize_axes(name, axis, x.ndim)
-    out = bind(prim, x, axes=axes) if axes else x
+    if not axes:
+        out = x
+    elif prim is reduce_sum_p and isinstance(x, Tensor) and _strong_and_eager(x):
+        # A sum over normalized axes is valid for every shape: bind's shape rule would find
+        # nothing, and took 1.5 of a small sum's 2.4 us (W6's mean).
+        value = x._value
+        out = eager_result(prim, (x,), {"axes": axes}, prim.impl(value, axes=axes))
+    else:
+        out = bind(prim, x, axes=axes)
     return sh.reshape(out, kept_shape(x.shape, axes)) if keepdims else out
+
+
+def _strong_and_eager(x) -> bool:
+    """Outside any trace, and not a weak value (whose float64 results bind keeps weak)."""
+    return type(x) is not WeakTensor and current_trace.get() is None
 
 
 def reduce_sum(input_tensor, axis=None, keepdims=False, name=None):
