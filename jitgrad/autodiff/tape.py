@@ -158,11 +158,16 @@ class GradientTape:
             if isinstance(a, Variable):
                 if inputs is args:
                     inputs = list(args)
-                a = inputs[k] = a._read()
-            if id(a) in tracked:
+                var, a = a, a._read()
+                inputs[k] = a
+                if id(a) in tracked:
+                    hit = True
+                    continue
+            elif id(a) in tracked:
                 hit = True
                 continue
-            var = a.variable  # set for a VariableRead, or a jit tracer of a Variable
+            else:
+                var = a.variable  # set for a VariableRead, or a jit tracer of a Variable
             if var is not None and (id(var) in tracked or (self._watch_accessed and var.trainable)):
                 self._note_read(var, a)
                 hit = True

@@ -204,7 +204,7 @@ class VariableRead(Tensor):
     __slots__ = ("_variable",)
 
     def __init__(self, value: np.ndarray, variable: Variable):
-        super().__init__(value)
+        self._value = value  # Tensor.__init__'s one line, without its frame (a read per step)
         # A weak reference: the Variable holds its last read, and a cycle would keep a
         # deleted Variable's array alive until the garbage collector runs.
         self._variable = weakref.ref(variable)
