@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from jitgrad.distributed import world as _world
-from jitgrad.distributed.collectives import shard_bounds
+from jitgrad.distributed.collectives import shard_bounds, warn_if_uneven
 
 
 class Batches:
@@ -44,6 +44,18 @@ class Batches:
         if comm is not None and seed is None:
             # Every rank must cut its slice out of the same permutation: rank 0's.
             self.seed = comm.bcast(self.seed, root=0)
+        if shard:
+            warn_if_uneven(
+                self.batch_size,
+                f"batches(shard=True): the global batch of {self.batch_size} rows",
+                stacklevel=4,
+            )
+            last = self.num_rows % self.batch_size
+            if last and not drop_last:
+                what = (
+                    f"batches(shard=True): the last global batch, {last} of {self.num_rows} rows,"
+                )
+                warn_if_uneven(last, what, stacklevel=4)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -91,6 +103,9 @@ def batches(
 
     `shard=True` (data parallelism, jitgrad.distributed): `batch_size` is the global batch,
     and each rank gets its consecutive slice of every global batch (sizes differing by at most
-    one row); every rank draws the same permutation (with `seed=None`, rank 0's seed).
+    one row); every rank draws the same permutation (with `seed=None`, rank 0's seed). A
+    global batch, or a last partial batch kept by `drop_last=False`, that does not divide by
+    the number of ranks warns: the ranks' gradients are averaged with equal weights, so
+    unequal shares do not make the update one process makes on the whole batch.
     """
     return Batches(arrays, batch_size, shuffle, seed, drop_last, shard)

@@ -91,6 +91,27 @@ COLLECTIVES = """
     assert len(first) == 4
     print("ok", r, "shard", flush=True)
 
+    # Shares that differ by a row weigh the rows unequally in the averaged gradient: rank 0
+    # warns, at the caller's line; even shares and a dropped last batch do not warn.
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist.shard(np.arange(5))
+        jg.data.batches(np.arange(10), batch_size=3, shard=True)
+        jg.data.batches(np.arange(10), batch_size=4, shard=True)
+        jg.data.batches(np.arange(9), batch_size=4, shard=True, drop_last=True)
+    texts = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    if r == 0:
+        assert len(texts) == 3, texts
+        assert texts[0].startswith("jitgrad.distributed.shard: a batch of 5 rows"), texts
+        assert "shares of 2 and 3 rows" in texts[0] and "divisible by 2" in texts[0], texts
+        assert texts[1].startswith("batches(shard=True): the global batch of 3 rows"), texts
+        assert texts[2].startswith("batches(shard=True): the last global batch, 1 of 10"), texts
+        assert all(w.filename.endswith("job.py") for w in caught), [w.filename for w in caught]
+    else:
+        assert texts == [], texts
+    print("ok", r, "uneven shares warn", flush=True)
+
     # DistributedOptimizer inside a plain jit_train_step, with background compiles: the kernel
     # calls MPI, so it compiles before its first call (no fallback, no compile worker).
     jg.config.compile = "background"
@@ -107,7 +128,7 @@ COLLECTIVES = """
 
 
 def test_collectives_on_two_ranks(tmp_path):
-    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 5)
+    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 6)
 
 
 TRAINING = """
