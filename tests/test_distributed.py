@@ -481,6 +481,56 @@ def test_sharded_update_float64_rows_of_vectors(tmp_path):
     check_ok(run_ranks(tmp_path, FLOAT64_ROWS_OF_VECTORS), 2)
 
 
+BATCH_SIZES = """
+    import hashlib
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    comm = dist.world.world().comm
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 64)).astype(np.float32), rng.integers(0, 4, 30)
+
+
+    def loss_fn(p, xb, yb):
+        logits = jg.tanh(xb @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        return jg.reduce_mean(
+            jg.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+        )
+
+
+    r = np.random.default_rng(4)
+    start = {
+        "w1": (r.standard_normal((64, 32)) * 0.2).astype(np.float32),
+        "b1": np.zeros(32, np.float32),
+        "w2": (r.standard_normal((32, 4)) * 0.2).astype(np.float32),
+        "b2": np.zeros(4, np.float32),
+    }
+"""
+BATCH_SIZES += train_on_ranks_and_in_one_process("jg.optim.SGD(0.1)", 16, "1e-5", "1e-6")
+BATCH_SIZES += """
+    # The last batch (14 rows) ran a second version: a kernel for every batch size, which
+    # computes the new shares outside the exchange array and copies them there. All four must
+    # be there before the exchange point after which the other rank reads them.
+    source = par_step.lower(par, par_state, xs, ys).source
+    assert "sizes read from the arrays" in source, source
+    lines = source.splitlines()
+    point = [i for i, line in enumerate(lines) if "exchange_point(" in line and ", 1)" in line]
+    shares = [i for i, line in enumerate(lines) if "computed elsewhere" in line and "[2][" in line]
+    assert len(point) == 1 and len(shares) == 4 and max(shares) < point[0], (shares, point)
+    print("ok", dist.rank(), flush=True)
+"""
+
+
+def test_sharded_update_with_a_second_batch_size(tmp_path):
+    """A batch of another size (an epoch's last) compiles a version for every batch size,
+    whose new shares are copied into the exchange array: all before the exchange point.
+    (Before session 25 the later parameters' shares were copied after it, and the other rank
+    could read the last step's rows: parameters 1e-2 off, different on the two ranks.)"""
+    check_ok(run_ranks(tmp_path, BATCH_SIZES), 2)
+
+
 AMX_PRODUCTS = """
     import hashlib
     import numpy as np

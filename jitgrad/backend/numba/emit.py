@@ -1556,7 +1556,14 @@ class Emitter:
         it in place (compiler/train_step.py)."""
         p = e.params
         exchange_name, out = self.writable(exchange), self.name_of(e.out)
-        self.publish(e)
+        if p["tag"] not in self.exchange_points:
+            # Every share the point's gathers read must be in the exchange array before the
+            # point: a share published after it (by a later gather of the tag) would be read
+            # by the other ranks before it is written. The first gather of a tag follows all
+            # of their shares (ops/collective.py), so all of them exist here.
+            for gather in self.graph.eqns:
+                if gather.op.name == "allgather_rows" and gather.params["tag"] == p["tag"]:
+                    self.publish(gather)
         self.exchange_point(exchange, p["rank"], p["tag"])
         self.add_buffer(e.out)
         offset, total = p["offset"], e.out.aval.size
