@@ -376,3 +376,57 @@ def test_the_worker_loads_blas_bindings_without_scipy_linalg():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+_ONE_CPU_SCRIPT = """
+import os
+import sys
+import threading
+
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+if sys.argv[1] == "launch-on-a-thread":
+    from jitgrad.backend.numba.threads import launch_numba_threads
+
+    starter = threading.Thread(target=launch_numba_threads)
+    starter.start()
+    starter.join()
+else:  # a training step whose kernel the compile thread lowers and loads
+    import numpy as np
+    import jitgrad as jg
+
+    rng = np.random.default_rng(0)
+    params = {
+        "W": rng.standard_normal((196, 64)).astype(np.float32),
+        "b": np.zeros(64, np.float32),
+    }
+
+    def loss(p, x):
+        return jg.reduce_mean(jg.tanh(x @ p["W"] + p["b"]) ** 2)
+
+    opt = jg.optim.Adam(1e-3)
+    state = opt.init(params)
+    step = jg.jit_train_step(loss, opt)
+    x = rng.standard_normal((128, 196)).astype(np.float32)
+    step(params, state, x)
+    assert jg.wait_for_compiles(300)
+    step(params, state, x)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's affinity")
+@pytest.mark.parametrize("what", ["launch-on-a-thread", "a-training-step"])
+def test_a_process_on_one_cpu_exits(what):
+    """Numba's TBB pool started on a thread other than the main one, in a process that may
+    use one CPU (taskset, a cpuset, mpiexec's binding), used to hang the interpreter's exit
+    forever (backend/numba/threads.launch_numba_threads). The compile thread starts it."""
+    env = dict(os.environ, JITGRAD_COMPILE="background")
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_ONE_CPU_SCRIPT), what],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["done"]

@@ -93,6 +93,7 @@ class Compiled:
         With `prune_inputs`, inputs the optimised graph no longer reads are dropped from the
         kernel and `input_indices` lists the ones kept (the tape passes only those)."""
         from jitgrad.backend.numba.kernels import kernel_source
+        from jitgrad.backend.numba.threads import launch_numba_threads
         from jitgrad.passes import optimize
         from jitgrad.passes.fuse import fuse
         from jitgrad.passes.shard import shard_batch
@@ -100,6 +101,9 @@ class Compiled:
         if self.kernel_source is not None:
             return
         start = time.perf_counter()
+        # Before anything loads a parallel function: its thread (often the compile thread)
+        # must start Numba's pool the safe way (threads.launch_numba_threads).
+        launch_numba_threads()
         optimized = optimize(self.traced)
         indices = list(range(len(self.traced.inputs)))
         if self.prune_inputs:
