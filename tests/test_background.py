@@ -420,7 +420,8 @@ def test_a_process_on_one_cpu_exits(what):
     """Numba's TBB pool started on a thread other than the main one, in a process that may
     use one CPU (taskset, a cpuset, mpiexec's binding), used to hang the interpreter's exit
     forever (backend/numba/threads.launch_numba_threads). The compile thread starts it."""
-    env = dict(os.environ, JITGRAD_COMPILE="background")
+    # The session's kernel cache (conftest), shared with the other tests and their reruns.
+    env = dict(os.environ, JITGRAD_COMPILE="background", JITGRAD_CACHE_DIR=jg.config.cache_dir)
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_ONE_CPU_SCRIPT), what],
         env=env,
