@@ -784,17 +784,47 @@ def test_single_process_fallback():
     assert int(distributed_opt.iterations.numpy()) == 1
 
 
-def test_launcher_command():
+def test_launcher_command(monkeypatch):
     from jitgrad.distributed import run
 
+    monkeypatch.setattr(run, "physical_cores", lambda: 8)
+    for name in run.ONE_THREAD:
+        monkeypatch.delenv(name, raising=False)
     argv, env = run.command(64, ["train.py", "--lr", "0.1"])
     assert argv[1:3] == ["-n", "64"] and argv[-3:] == ["train.py", "--lr", "0.1"]
     assert argv[-4] == sys.executable and os.path.basename(argv[0]) == "mpiexec"
-    assert "--oversubscribe" in argv  # more ranks than this machine's cores
+    # More ranks than cores: no binding, one thread each.
+    assert argv[3:6] == ["--oversubscribe", "--bind-to", "none"]
+    assert all(env[name] == "1" for name in run.ONE_THREAD)
     assert env["OMPI_MCA_mpi_yield_when_idle"] == "1"
     assert env["OMPI_MCA_coll_tuned_allreduce_algorithm"] == "4"  # the ring
+    # Fewer: each rank its share of the cores, and as many threads (no thread variable set).
+    for ranks, share in ((1, 8), (2, 4), (3, 2), (8, 1)):
+        argv, env = run.command(ranks, ["train.py"])
+        assert argv[3:7] == ["--map-by", f"slot:PE={share}", "--bind-to", "core"]
+        assert not any(name in env for name in run.ONE_THREAD)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")  # the user's choice wins
+    assert run.command(64, ["train.py"])[1]["NUMBA_NUM_THREADS"] == "2"
     hosts, _ = run.command(4, ["train.py"], hosts="a:2,b:2")
     assert hosts[3:5] == ["-H", "a:2,b:2"] and "--oversubscribe" not in hosts
+    assert "--bind-to" not in hosts  # the hosts' cores are not this machine's
+
+
+def test_physical_cores_count_cores_not_hardware_threads(tmp_path):
+    from jitgrad.distributed import run
+
+    # Two sockets of two cores with two hardware threads each (CPUs 0-7); CPU 8 has no
+    # topology (it counts as a core of its own).
+    for cpu in range(8):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{cpu // 4}\n")
+        (topology / "core_id").write_text(f"{cpu % 4 // 2}\n")
+    assert run.physical_cores(range(8), str(tmp_path)) == 4
+    assert run.physical_cores([0, 1], str(tmp_path)) == 1  # one core's two threads
+    assert run.physical_cores([0, 4], str(tmp_path)) == 2  # core 0 of each socket
+    assert run.physical_cores([0, 1, 8], str(tmp_path)) == 2
+    assert 1 <= run.physical_cores() <= os.cpu_count()
 
 
 def _graph_with_allreduce(in_loop: bool):
