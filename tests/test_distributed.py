@@ -807,7 +807,41 @@ def test_launcher_command(monkeypatch):
     assert run.command(64, ["train.py"])[1]["NUMBA_NUM_THREADS"] == "2"
     hosts, _ = run.command(4, ["train.py"], hosts="a:2,b:2")
     assert hosts[3:5] == ["-H", "a:2,b:2"] and "--oversubscribe" not in hosts
-    assert "--bind-to" not in hosts  # the hosts' cores are not this machine's
+    assert hosts[-4:-2] == ["--bind-to", "none"]  # each rank takes its share (init)
+
+
+class _FakeMachine:
+    """A shared-memory communicator whose ranks may run on `cpu_sets`."""
+
+    def __init__(self, cpu_sets):
+        self.cpu_sets, self.freed = cpu_sets, False
+
+    def Split_type(self, kind):
+        assert kind == "shared"
+        return self
+
+    def allgather(self, mine):
+        return self.cpu_sets
+
+    def Free(self):
+        self.freed = True
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's affinity")
+def test_ranks_sharing_cpus_take_a_share_each(monkeypatch):
+    from jitgrad.distributed import world
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(jg.config, "num_threads", None)
+    machine = _FakeMachine([list(range(8))] * 3 + [[8, 9]])  # 3 ranks on CPUs 0-7, 1 apart
+    world._share_the_cpus(machine, "shared")
+    assert jg.config.num_threads == 2 and machine.freed  # 8 CPUs over 3 ranks
+    jg.config.num_threads = None
+    world._share_the_cpus(_FakeMachine([list(range(8)), [8, 9]]), "shared")  # bound apart
+    assert jg.config.num_threads is None
+    jg.config.num_threads = 3  # the user's (NUMBA_NUM_THREADS) wins
+    world._share_the_cpus(_FakeMachine([list(range(8))] * 8), "shared")
+    assert jg.config.num_threads == 3
 
 
 def test_physical_cores_count_cores_not_hardware_threads(tmp_path):

