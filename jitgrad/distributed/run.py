@@ -73,19 +73,10 @@ def command(n: int, script: list[str], hosts: str | None = None, hostfile: str |
         argv += ["-H", hosts]
     if hostfile is not None:
         argv += ["--hostfile", hostfile]
-    if open_mpi and (hosts is not None or hostfile is not None):
-        # Other machines' cores are unknown here: no binding, and each rank takes its share of
-        # its machine's CPUs (distributed.init), not Open MPI's one core per rank for 1-2 ranks.
-        argv += ["--bind-to", "none"]
     if open_mpi:
-        if hosts is None and hostfile is None:
-            cores = physical_cores()
-            if n > cores:
-                argv += ["--oversubscribe", "--bind-to", "none"]
-                for name in ONE_THREAD:
-                    env.setdefault(name, "1")
-            else:
-                argv += ["--map-by", f"slot:PE={cores // n}", "--bind-to", "core"]
+        one_machine = hosts is None and hostfile is None
+        argv += _placement(n, env, one_machine)
+        if one_machine:
             # A rank waiting in a collective yields its core instead of spinning: on one
             # machine the ranks share cores with everything else, and the rank being waited
             # for needs one (W11's 0.81 MB allreduce under load: median 0.9 -> 0.2 ms).
@@ -95,6 +86,21 @@ def command(n: int, script: list[str], hosts: str | None = None, hostfile: str |
         for name, value in RING_ALLREDUCE.items():
             env.setdefault(name, value)
     return argv + [sys.executable, *script], env
+
+
+def _placement(n: int, env: dict, one_machine: bool) -> list[str]:
+    """Open MPI's mapping and binding flags for `n` ranks (and one thread per rank in `env`
+    where the ranks outnumber the cores)."""
+    if not one_machine:
+        # Other machines' cores are unknown here: no binding, and each rank takes its share of
+        # its machine's CPUs (distributed.init), not Open MPI's one core per rank for 1-2 ranks.
+        return ["--bind-to", "none"]
+    cores = physical_cores()
+    if n <= cores:
+        return ["--map-by", f"slot:PE={cores // n}", "--bind-to", "core"]
+    for name in ONE_THREAD:
+        env.setdefault(name, "1")
+    return ["--oversubscribe", "--bind-to", "none"]
 
 
 def physical_cores(cpus=None, sysfs: str = "/sys/devices/system/cpu") -> int:
