@@ -784,6 +784,30 @@ def test_single_process_fallback():
     assert int(distributed_opt.iterations.numpy()) == 1
 
 
+AFFINITY = """
+    import os
+    import jitgrad.distributed as dist
+    from jitgrad.distributed.run import physical_cores
+
+    dist.init()
+    print("ok", dist.rank(), physical_cores(os.sched_getaffinity(0)), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's affinity")
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_the_launcher_gives_each_rank_its_share_of_the_cores(tmp_path, ranks):
+    from jitgrad.distributed.run import physical_cores
+
+    cores = physical_cores()
+    if ranks > cores:
+        pytest.skip(f"{cores} core(s) here")
+    result = run_ranks(tmp_path, AFFINITY, n=ranks)
+    check_ok(result, ranks)
+    shares = [int(line.split()[2]) for line in result.stdout.splitlines() if line.startswith("ok")]
+    assert shares == [cores // ranks] * ranks, result.stdout
+
+
 def test_launcher_command(monkeypatch):
     from jitgrad.distributed import run
 
