@@ -25,10 +25,14 @@ pytest.importorskip("mpi4py", reason="needs the distributed extra")
 JOB_TIMEOUT = 120
 
 
-def run_ranks(tmp_path, source: str, n: int = 2, timeout: float = JOB_TIMEOUT):
+def run_ranks(tmp_path, source: str, n: int = 2, timeout: float = JOB_TIMEOUT, threads="1"):
+    """Run `source` on `n` ranks, with `threads` threads each (None: the launcher's choice)."""
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(source))
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    names = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    if threads is not None:
+        env.update(dict.fromkeys(names, threads))
     return subprocess.run(
         [sys.executable, "-m", "jitgrad.distributed.run", "-n", str(n), str(script)],
         capture_output=True,
@@ -802,7 +806,7 @@ def test_the_launcher_gives_each_rank_its_share_of_the_cores(tmp_path, ranks):
     cores = physical_cores()
     if ranks > cores:
         pytest.skip(f"{cores} core(s) here")
-    result = run_ranks(tmp_path, AFFINITY, n=ranks)
+    result = run_ranks(tmp_path, AFFINITY, n=ranks, threads=None)
     check_ok(result, ranks)
     shares = [int(line.split()[2]) for line in result.stdout.splitlines() if line.startswith("ok")]
     assert shares == [cores // ranks] * ranks, result.stdout
@@ -829,6 +833,9 @@ def test_launcher_command(monkeypatch):
         assert not any(name in env for name in run.ONE_THREAD)
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")  # the user's choice wins
     assert run.command(64, ["train.py"])[1]["NUMBA_NUM_THREADS"] == "2"
+    # ... and a rank gets as many cores as its threads, within its share.
+    assert run.command(1, ["train.py"])[0][3:5] == ["--map-by", "slot:PE=2"]
+    assert run.command(8, ["train.py"])[0][3:5] == ["--map-by", "slot:PE=1"]
     hosts, _ = run.command(4, ["train.py"], hosts="a:2,b:2")
     assert hosts[3:5] == ["-H", "a:2,b:2"] and "--oversubscribe" not in hosts
     assert hosts[-4:-2] == ["--bind-to", "none"]  # each rank takes its share (init)
