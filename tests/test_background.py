@@ -431,3 +431,42 @@ def test_a_process_on_one_cpu_exits(what):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["done"]
+
+
+_TAPE_SCRIPT = """
+import warnings
+
+import numpy as np
+import jitgrad as jg
+from jitgrad.compiler import tape_backward
+
+warnings.simplefilter("always")
+x = np.linspace(0, 1, 21).reshape(7, 3).astype(np.float32)
+w = jg.Variable(np.ones(3, np.float32))
+with warnings.catch_warnings(record=True) as caught:
+    for _ in range(4):
+        with jg.GradientTape() as tape:
+            loss = jg.reduce_sum(jg.sinh(jg.tensordot(x, w, 1)) * 0.25)
+        tape.gradient(loss, w)
+    assert jg.wait_for_compiles(300)
+compiled = next(reversed(tape_backward._cache.values())).compiled
+print(compiled.loaded_from_disk(), len(caught))
+"""
+
+
+def test_the_tapes_blocking_and_background_compiles_share_the_disk_cache():
+    """A tape's backward compiled in blocking mode (tests, JITGRAD_COMPILE=blocking) serves a
+    process in the default background mode from the disk cache, without a warning."""
+    env = dict(os.environ, JITGRAD_CACHE_DIR=jg.config.cache_dir)
+    lines = []
+    for mode in ("blocking", "background"):
+        out = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_TAPE_SCRIPT)],
+            env=dict(env, JITGRAD_COMPILE=mode),
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        lines.append(out.stdout.split())
+    assert lines[1] == ["True", "0"], lines

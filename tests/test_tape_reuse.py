@@ -89,3 +89,22 @@ def test_compiled_backward_can_be_turned_off(monkeypatch):
         loss_and_grads(w, b, X[:6])
     assert tape_backward.stats["compiled"] == before["compiled"]
     assert tape_backward.stats["eager"] - before["eager"] == 3
+
+
+def test_a_blocking_compile_types_the_arrays_as_the_background_one_does():
+    """Both modes compile the tape's kernel for read-only arrays (which also takes writeable
+    ones), and nothing else: a disk cache written in one mode serves the other. A blocking
+    compile used to leave the signature to Numba's first call (writeable arrays): a process in
+    the default background mode then found no machine code for its signature, recompiled,
+    and warned that the entry was stale (test_background checks the two modes end to end)."""
+    w = jg.Variable(rng.standard_normal(5))
+    b = jg.Variable(0.1, dtype=jg.float64)
+    for _ in range(3):
+        loss_and_grads(w, b, X[:11])
+    from jitgrad.backend.numba.signature import numba_signature, signature_spec
+
+    compiled = next(reversed(tape_backward._cache.values())).compiled
+    spec = signature_spec(compiled.kernel_source, compiled.graph)
+    assert compiled.kernel.signatures == [numba_signature(spec)]
+    assert any(entry[0] == "array" and entry[3] for entry in spec)  # read-only arrays
+    assert not compiled.kernel._can_compile

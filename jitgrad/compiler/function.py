@@ -186,8 +186,8 @@ class Compiled:
             return
         if self.had_disk_index and not self.loaded_from_disk():
             warnings.warn(
-                f"jitgrad: the cache entry {self.path} was written by another "
-                "version and has been recompiled",
+                f"jitgrad: the cache entry {self.path} held no machine code for this CPU and "
+                "Numba version; it has been recompiled",
                 RuntimeWarning,
                 stacklevel=stacklevel + 1,
             )
@@ -254,7 +254,7 @@ class Lowered:
 
     def compile(self) -> Compiled:
         if self._compiled.kernel is None:
-            self._compiled.load()
+            self._compiled.load_and_compile()
             self._compiled.serve_kernel()
         return self._compiled
 

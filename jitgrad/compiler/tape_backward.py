@@ -109,8 +109,10 @@ class _Backward:
     def build(self, eqns, seeds, sources, values) -> None:
         compiled, self.connected, self.used = _compile(eqns, seeds, sources, values)
         if config.compile == "blocking":
-            compiled.load()
-            compiled.serve_kernel()  # Numba compiles it at its first call, now
+            # The signature the background path compiles (read-only arrays), so that both
+            # modes share the disk cache's machine code.
+            compiled.load_and_compile()
+            compiled.serve_kernel()
         else:
             background.start(compiled, courteous=True)  # a tape step never slows down
         self.compiled = compiled  # last: another thread may be reading it
