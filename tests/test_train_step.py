@@ -79,12 +79,28 @@ def test_train_step_has_aux():
     assert float(aux["double"]) == pytest.approx(2 * float(loss))
 
 
-def test_train_step_refuses_arrays_it_cannot_update_in_place():
+def _read_only(array):
+    array.flags.writeable = False
+    return array
+
+
+@pytest.mark.parametrize(
+    "replace, reason",
+    [
+        (lambda w: w.T.copy().T, "an array that is not C-contiguous"),
+        (_read_only, "a read-only array"),
+        (jg.Variable, "a Variable \\(train Variables with a GradientTape inside"),
+        (lambda w: 0.5, "float"),
+    ],
+    ids=["strided", "read-only", "Variable", "float"],
+)
+def test_train_step_refuses_leaves_it_cannot_update_in_place(replace, reason):
+    """The error names the leaf and why (and, for a Variable, the way to train it)."""
     opt = jg.optim.SGD(0.1)
     params = init_params()
     state = opt.init(params)
-    params["w1"] = params["w1"].T.copy().T  # not C-contiguous
-    with pytest.raises(TypeError, match="C-contiguous"):
+    params["w1"] = replace(params["w1"])
+    with pytest.raises(TypeError, match=r"params\['w1'\] must be a writeable .* got " + reason):
         jg.jit_train_step(loss_fn, opt)(params, state, X, Y)
 
 

@@ -42,6 +42,7 @@ from jitgrad.compiler.function import Compiled, JitFunction
 from jitgrad.compiler.stateful import write_back
 from jitgrad.core import pytree
 from jitgrad.core.errors import with_location
+from jitgrad.core.variable import Variable
 from jitgrad.ir.schedule import LoopGroup
 from jitgrad.ops.collective import allgather_rows_p, mean_over_ranks
 
@@ -166,20 +167,18 @@ class TrainStep(JitFunction):
         leaves, paths = [], []
         for name, tree in (("params", params), ("opt_state", opt_state)):
             tree_leaves, treedef = pytree.flatten(tree)
-            for leaf in tree_leaves:
-                if not (
-                    isinstance(leaf, np.ndarray)
-                    and leaf.flags.c_contiguous
-                    and leaf.flags.writeable
-                ):
+            tree_paths = pytree.leaf_paths(name, treedef)
+            for leaf, path in zip(tree_leaves, tree_paths):
+                problem = _not_updatable(leaf)
+                if problem is not None:
                     raise TypeError(
                         with_location(
-                            f"{self.name}: {name} must hold writeable C-contiguous numpy arrays "
-                            f"(updated in place), got {type(leaf).__name__}"
+                            f"{self.name}: {path} must be a writeable C-contiguous numpy array "
+                            f"(updated in place), got {problem}"
                         )
                     )
             leaves += tree_leaves
-            paths += pytree.leaf_paths(name, treedef)
+            paths += tree_paths
         self._refuse_shared_memory(leaves, paths)
 
     def _refuse_shared_memory(self, leaves: list, paths: list) -> None:
@@ -255,6 +254,22 @@ class ShardKernel(TrainStep):
 
 def _as_tuple(x):
     return (x,) if isinstance(x, int) else tuple(x)
+
+
+def _not_updatable(leaf) -> str | None:
+    """Why jit_train_step cannot update `leaf` in place (None: it can)."""
+    if isinstance(leaf, np.ndarray):
+        if not leaf.flags.writeable:
+            return "a read-only array"
+        if not leaf.flags.c_contiguous:
+            return "an array that is not C-contiguous (np.ascontiguousarray copies it)"
+        return None
+    if isinstance(leaf, Variable):
+        return (
+            "a Variable (train Variables with a GradientTape inside @jitgrad.function, or "
+            "pass numpy arrays)"
+        )
+    return type(leaf).__name__
 
 
 def _first_overlap(leaves: list) -> tuple[int, int] | None:
