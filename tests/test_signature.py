@@ -91,3 +91,29 @@ def test_static_arguments_are_guarded_by_value():
     exec(source, env)
     assert env["passes"](X, "mean") and not env["passes"](X, "sum")
     assert not Guard({}, "").arguments(([1],), frozenset({0}))  # unhashable: no entry
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">i4"])
+def test_arrays_in_the_other_byte_order_are_taken_as_numpy_reads_them(dtype):
+    """Big-endian data (read from a file) gives numpy's values, eagerly, on the tape and
+    compiled: converted to this machine's byte order at the boundary, as JAX and TF do. A
+    compiled call used to hand the array to the kernel as it was, and Numba refused it."""
+    native = np.arange(1, 7).reshape(2, 3).astype(np.dtype(dtype).newbyteorder("="))
+    swapped = native.astype(dtype)
+    assert not swapped.dtype.isnative
+
+    def f(x):
+        return jg.reduce_sum(jg.cast(x, jg.float64) * 0.5) * 3.0
+
+    assert float(f(swapped)) == float(f(native)) == 31.5
+    compiled = jg.jit(f)
+    assert float(compiled(swapped)) == float(compiled(native)) == 31.5
+    grad = jg.jit_grad(lambda w, x: jg.reduce_sum(jg.cast(x, jg.float64) * w), wrt=0)
+    np.testing.assert_array_equal(grad(2.0, swapped)[1], grad(2.0, native)[1])
+    assert jg.constant(swapped).dtype == native.dtype
+
+
+@pytest.mark.parametrize("value", [np.array([1 + 2j]), np.array([1], object), np.array(["a"])])
+def test_an_array_of_a_dtype_jitgrad_does_not_hold_is_refused_at_the_call(value):
+    with pytest.raises(TypeError, match=r"jit: dtype .* is not supported .*test_signature.py"):
+        jg.jit(lambda x: jg.reshape(x, (-1,)))(value)

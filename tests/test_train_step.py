@@ -349,3 +349,13 @@ def test_every_op_whose_kernel_code_raises_is_marked_raises():
         )
     }
     assert raising and raising <= {name for name, op in REGISTRY.items() if op.raises}
+
+
+def test_parameters_in_the_other_byte_order_are_refused_with_the_dtype():
+    """They cannot be updated in place as they are (the kernel writes this machine's order)."""
+    opt = jg.optim.SGD(0.1)
+    params = init_params()
+    state = opt.init(params)
+    params["b1"] = params["b1"].astype(">f4")
+    with pytest.raises(TypeError, match=r"params\['b1'\] .* got an array of >f4"):
+        jg.jit_train_step(loss_fn, opt)(params, state, X, Y)

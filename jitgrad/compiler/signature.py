@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitgrad.core import pytree
+from jitgrad.core import dtypes, pytree
 from jitgrad.core.aval import AVal, aval_key
 from jitgrad.core.convert import to_array
 from jitgrad.core.errors import with_location
@@ -63,6 +63,8 @@ def leaf_array(leaf) -> np.ndarray:
     if type(leaf) is float:
         return np.asarray(leaf, np.float64)
     if type(leaf) is np.ndarray:
+        if leaf.dtype not in dtypes.SUPPORTED:  # this machine's byte order, or a clear error
+            return to_array(leaf, op="jit")
         return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
     if isinstance(leaf, Tensor):
         value = leaf._value

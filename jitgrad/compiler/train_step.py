@@ -40,7 +40,7 @@ from jitgrad.autodiff.transforms import value_and_grad
 from jitgrad.compiler import sharded_step
 from jitgrad.compiler.function import Compiled, JitFunction
 from jitgrad.compiler.stateful import write_back
-from jitgrad.core import pytree
+from jitgrad.core import dtypes, pytree
 from jitgrad.core.errors import with_location
 from jitgrad.core.variable import Variable
 from jitgrad.ir.schedule import LoopGroup
@@ -259,6 +259,11 @@ def _as_tuple(x):
 def _not_updatable(leaf) -> str | None:
     """Why jit_train_step cannot update `leaf` in place (None: it can)."""
     if isinstance(leaf, np.ndarray):
+        if leaf.dtype not in dtypes.SUPPORTED:
+            return (
+                f"an array of {leaf.dtype} (jitgrad holds bool, integers and float16/32/64, "
+                "in this machine's byte order)"
+            )
         if not leaf.flags.writeable:
             return "a read-only array"
         if not leaf.flags.c_contiguous:

@@ -40,6 +40,8 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
         value._concrete(f"{op}()")
     elif isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
+        if not array.dtype.isnative:  # e.g. big-endian data read from a file: numpy's values
+            array = array.astype(array.dtype.newbyteorder("="))
     elif isinstance(value, bool):
         array = np.asarray(value)
     elif isinstance(value, int):
