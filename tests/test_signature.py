@@ -117,3 +117,31 @@ def test_arrays_in_the_other_byte_order_are_taken_as_numpy_reads_them(dtype):
 def test_an_array_of_a_dtype_jitgrad_does_not_hold_is_refused_at_the_call(value):
     with pytest.raises(TypeError, match=r"jit: dtype .* is not supported .*test_signature.py"):
         jg.jit(lambda x: jg.reshape(x, (-1,)))(value)
+
+
+class _ArrayLike:
+    """An object with numpy's array protocol only (as pandas' and xarray's objects have)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def test_objects_with_numpys_array_protocol_are_taken_as_their_arrays():
+    values = np.arange(6.0).reshape(2, 3)
+    like = _ArrayLike(values)
+    np.testing.assert_array_equal(jg.constant(like).numpy(), values)
+    assert float(jg.reduce_sum(like)) == 15.0
+    assert float(jg.jit(lambda v: jg.reduce_sum(v * 2.0))(like)) == 30.0
+    value, grad = jg.jit_grad(lambda v: jg.reduce_sum(v * v))(like)
+    assert float(value) == 55.0
+    np.testing.assert_array_equal(grad, 2 * values)
+
+
+def test_a_masked_array_is_refused_rather_than_losing_its_mask():
+    masked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[0, 1, 0])
+    for call in (jg.constant, jg.jit(lambda v: jg.reduce_sum(v))):
+        with pytest.raises(TypeError, match="masked array would lose its mask"):
+            call(masked)

@@ -39,6 +39,12 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
     elif isinstance(value, Tracer):
         value._concrete(f"{op}()")
     elif isinstance(value, (np.ndarray, np.generic)):
+        if isinstance(value, np.ma.MaskedArray):
+            raise TypeError(
+                with_location(
+                    f"{op}: a masked array would lose its mask; pass x.filled(value) or x.data"
+                )
+            )
         array = np.asarray(value)
         if not array.dtype.isnative:  # e.g. big-endian data read from a file: numpy's values
             array = array.astype(array.dtype.newbyteorder("="))
@@ -60,6 +66,8 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
         array = np.asarray(value, dtype=np.float32 if target is None else target)
     elif isinstance(value, (list, tuple)):
         array = _from_sequence(value, op)
+    elif hasattr(value, "__array__"):  # numpy's array protocol: pandas, xarray, PIL images
+        array = np.asarray(value)
     else:
         raise TypeError(
             with_location(

@@ -19,6 +19,13 @@ FOLD_LIMIT = 256  # elements
 
 
 def fold_constants(graph: Graph) -> Graph:
+    # A folded 1/0 is the inf the kernel would compute, and the kernel says nothing: numpy's
+    # warning here would point into jitgrad, once, at compile time (a mean over no rows).
+    with np.errstate(all="ignore"):
+        return _fold(graph)
+
+
+def _fold(graph: Graph) -> Graph:
     consts = dict(graph.consts)
     uniform: dict[Var, Var] = {}  # broadcast output -> its 0-d constant input
     eqns = []

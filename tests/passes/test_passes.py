@@ -1,5 +1,7 @@
 """Each pass: golden IR text for a tiny graph, and eval(before) == eval(after) on random inputs."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,19 @@ def test_fold_constants_evaluates_small_constant_work():
     folded = dce(fold_constants(g))
     assert ops(folded) == ["mul"]
     assert [float(c) for c in folded.consts.values()] == [6.0]
+
+
+def test_fold_computes_ieee_results_without_numpy_warnings():
+    """A folded division by zero is the inf the kernel would compute, silently as the kernel
+    does; numpy's warning would point into jitgrad (jit_grad of a mean over no rows)."""
+
+    def f(x):
+        return x * (jg.constant(1.0) / 0.0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        folded = dce(fold_constants(trace(f, ())))
+    assert [float(c) for c in folded.consts.values()] == [np.inf]
 
 
 def test_fold_keeps_large_broadcasts_symbolic():
