@@ -46,8 +46,6 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
                 )
             )
         array = np.asarray(value)
-        if not array.dtype.isnative:  # e.g. big-endian data read from a file: numpy's values
-            array = array.astype(array.dtype.newbyteorder("="))
     elif isinstance(value, bool):
         array = np.asarray(value)
     elif isinstance(value, int):
@@ -74,6 +72,8 @@ def to_array(value, dtype=None, op: str = "constant") -> np.ndarray:
                 f"{op}: cannot convert {type(value).__name__} {_describe(value)} to a tensor"
             )
         )
+    if not array.dtype.isnative:  # e.g. big-endian data read from a file: numpy's values
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype not in dtypes.SUPPORTED:
         raise TypeError(
             with_location(
