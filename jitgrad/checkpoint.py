@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -83,10 +84,13 @@ def save(path, params, opt_state=None, **extra) -> str:
         "extra": _encode(extra, "extra", arrays),
     }
     arrays[_STRUCTURE] = np.array(json.dumps(structure))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # as TF's Checkpoint.save does
     temporary = f"{path}.tmp{os.getpid()}"
     try:
         with open(temporary, "wb") as f:
             np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a machine crash keeps the old one
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -99,11 +103,21 @@ def load(path) -> tuple:
 
     >>> params, opt_state, extra = load("ckpt.npz")
     """
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        arrays = {name: f[name] for name in f.files}
-    structure = json.loads(str(arrays.pop(_STRUCTURE)))
-    return (
-        _decode(structure["params"], arrays),
-        _decode(structure["opt_state"], arrays),
-        _decode(structure["extra"], arrays),
-    )
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in f.files}
+        structure = json.loads(str(arrays.pop(_STRUCTURE)))
+        return (
+            _decode(structure["params"], arrays),
+            _decode(structure["opt_state"], arrays),
+            _decode(structure["extra"], arrays),
+        )
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (ValueError, KeyError, TypeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        # numpy's own words here would be about pickles or zip files
+        raise ValueError(
+            f"jitgrad.checkpoint.load: {path} is not a readable jitgrad checkpoint "
+            f"(truncated, corrupted, or not written by checkpoint.save: {exc!r:.120})"
+        ) from exc

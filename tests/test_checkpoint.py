@@ -115,3 +115,27 @@ def test_training_resumes_bit_identically(tmp_path, monkeypatch):
 
     _assert_identical(_as_numpy(resumed), _as_numpy(straight))
     assert int(resumed[1]["step"]) == 9
+
+
+def test_save_creates_the_directory(tmp_path):
+    path = checkpoint.save(tmp_path / "run" / "epoch3" / "ckpt", {"w": np.ones(2)}, step=3)
+    assert path.endswith("ckpt.npz")
+    params, _, extra = checkpoint.load(path)
+    assert params["w"].tolist() == [1.0, 1.0] and extra == {"step": 3}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "plain npz"])
+def test_a_damaged_or_foreign_file_is_named_not_a_checkpoint(tmp_path, damage):
+    """Not numpy's words about pickles or zip files: the path, and what it is not."""
+    good = checkpoint.save(tmp_path / "good", {"w": np.arange(100.0)})
+    bad = tmp_path / "bad.npz"
+    if damage == "garbage":
+        bad.write_bytes(b"not a checkpoint" * 8)
+    elif damage == "truncated":
+        bad.write_bytes(open(good, "rb").read()[:200])
+    else:
+        np.savez(bad, w=np.ones(3))
+    with pytest.raises(ValueError, match=r"bad\.npz is not a readable jitgrad checkpoint"):
+        checkpoint.load(bad)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.load(tmp_path / "missing.npz")
