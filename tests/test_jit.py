@@ -393,3 +393,53 @@ def test_non_contiguous_variable_works_in_every_reader():
         np.testing.assert_array_equal(np.asarray(tape.gradient(y, v)), 2 * want)
     fortran = jg.Variable(jg.transpose(jg.constant(base)))
     np.testing.assert_array_equal(np.asarray(jg.jit(lambda x: fortran * x)(1.0)), base.T)
+
+
+def _scaled_sum(x, w=2.0, *, scale=1.0, double=False):
+    total = jg.reduce_sum(x * w) * scale
+    return total * 2.0 if double else total
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [({}, 6.0), ({"scale": 0.5}, 3.0), ({"double": True}, 12.0), ({"w": 3.0, "scale": 2.0}, 18.0)],
+)
+def test_keyword_only_arguments_are_used_not_dropped(kwargs, expected):
+    """They were once dropped: the trace took the defaults, a silently wrong number. Each set
+    of keyword-only values compiles its own variant (static, by value: `if double:` works)."""
+    x = np.arange(3.0)
+    assert float(_scaled_sum(x, **kwargs)) == expected
+    compiled = jg.jit(_scaled_sum)
+    assert float(compiled(x, **kwargs)) == expected
+    assert float(compiled(x, **kwargs)) == expected  # the variant's fast entry
+    value, grad = jg.jit_grad(_scaled_sum)(x, **kwargs)
+    assert float(value) == expected
+    np.testing.assert_allclose(grad, np.full(3, expected / 3.0))
+    assert "reduce_sum" in compiled.lower(x, **kwargs).graph
+
+
+def test_var_keyword_arguments_and_methods_take_their_values():
+    def f(x, **options):
+        return x * options.get("gain", 1.0)
+
+    assert float(jg.jit(f)(np.float64(2.0), gain=4.0)) == 8.0
+
+    class Model:
+        @jg.jit
+        def __call__(self, x, *, bias=0.0):
+            return x + bias
+
+    assert float(Model()(np.float64(1.0), bias=2.5)) == 3.5
+
+
+def test_keyword_only_arrays_are_refused_with_the_way_to_pass_them():
+    with pytest.raises(TypeError, match=r"scale: ndarray; pass arrays as positional"):
+        jg.jit(_scaled_sum)(np.arange(3.0), scale=np.ones(3))
+
+
+def test_many_keyword_only_values_warn_once():
+    compiled = jg.jit(_scaled_sum)
+    x = np.arange(3.0)
+    with pytest.warns(RuntimeWarning, match="variants for the values of its keyword-only"):
+        for k in range(jg.config.retrace_warning_after):
+            compiled(x, scale=float(k))

@@ -295,6 +295,15 @@ class JitFunction:
                 if n in params:
                     self._static_argnums |= {params.index(n)}
         self.fastmath = fastmath
+        # Keyword-only arguments (and **kwargs) select a compiled variant by value, like static
+        # arguments (`_keyword_variant`); the names that are not, bind positionally.
+        self._positional_names = frozenset(
+            name
+            for name, p in (self._signature.parameters.items() if self._signature else ())
+            if p.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        )
+        self._keyword_variants: collections.OrderedDict = collections.OrderedDict()
         self._versions: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self._hits = self._misses = 0
@@ -330,6 +339,9 @@ class JitFunction:
     def _call(self, args, kwargs):
         """The general path: signature key, version lookup (or a miss), tapes, traces."""
         if kwargs:
+            variant, kwargs = self._keyword_variant(kwargs)
+            if variant is not None:
+                return variant(*args, **kwargs)
             args = self._positional(args, kwargs)
         if self.convert_args is not None:
             args = self.convert_args(args)
@@ -393,6 +405,55 @@ class JitFunction:
         if any(np.isnan(t._value).any() for t in pytree.flatten(result)[0] if t.dtype.kind == "f"):
             values = arrays + [v._value for v in compiled.variables]
             locate_nan(compiled.traced, *values)
+
+    def _keyword_variant(self, kwargs) -> tuple[JitFunction | None, dict]:
+        """(the variant compiled for the call's keyword-only values, the other keywords), or
+        (None, kwargs) when the call passes none.
+
+        Why variants: the kernel's arguments are positional; a keyword-only value was once
+        dropped (the trace used the default: silently wrong numbers). Each distinct set of
+        keyword-only values gets a JitFunction of `functools.partial(fn, **values)`, the
+        values fixed in its trace as static arguments are (by value; arrays are refused)."""
+        if self._signature is None:
+            return None, kwargs
+        fixed = {k: v for k, v in kwargs.items() if k not in self._positional_names}
+        if not fixed:
+            return None, kwargs
+        key = tuple(sorted((k, type(v).__name__, v) for k, v in fixed.items()))
+        try:
+            hash(key)
+        except TypeError:
+            kinds = ", ".join(f"{k}: {type(v).__name__}" for k, v in sorted(fixed.items()))
+            raise TypeError(
+                with_location(
+                    f"{self.name}: keyword-only arguments select a compiled version by value "
+                    f"and must be hashable, got {kinds}; pass arrays as positional arguments"
+                )
+            ) from None
+        with self._lock:
+            variant = self._keyword_variants.get(key)
+            if variant is None:
+                self._signature.bind_partial(**fixed)  # an unknown keyword: Python's TypeError
+                variant = JitFunction(
+                    functools.partial(self.fn, **fixed),
+                    tuple(self._static_argnums),
+                    (),
+                    self.fastmath,
+                    name=self.name,
+                )
+                variant.convert_args = self.convert_args
+                variant.variables_on_first_call = self.variables_on_first_call
+                self._keyword_variants[key] = variant
+                if len(self._keyword_variants) == config.retrace_warning_after:
+                    warnings.warn(
+                        f"{self.name} has compiled {len(self._keyword_variants)} variants for "
+                        "the values of its keyword-only arguments (each value compiles its "
+                        "own): pass values that keep changing as positional arguments",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+            self._keyword_variants.move_to_end(key)
+        return variant, {k: v for k, v in kwargs.items() if k in self._positional_names}
 
     def _positional(self, args, kwargs):
         if self._signature is None:
@@ -559,6 +620,9 @@ class JitFunction:
     def lower(self, *args, **kwargs) -> Lowered:
         """The optimised graph, fusion groups and generated source for these arguments."""
         if kwargs:
+            variant, kwargs = self._keyword_variant(kwargs)
+            if variant is not None:
+                return variant.lower(*args, **kwargs)
             args = self._positional(args, kwargs)
         compiled, traced = self._build(args)
         return Lowered(compiled, traced)

@@ -19,7 +19,8 @@ Waiting spins (with the CPU's pause) for SPIN_POLLS polls, ~40 us, longer than t
 when every rank has a core (W11: 1-20 us); then it yields the core between polls, so that a job
 with more ranks than cores lets the rank it waits for run; after ~10 ms it sleeps between
 polls, so that a long wait (rank 0 writing a checkpoint between steps) leaves the core to
-others. A rank that waits a minute says so on stdout, once a minute: a rank that stopped
+others. A rank that waits a minute (counted from the end of the spinning) says so on stdout,
+once a minute: a rank that stopped
 calling the step leaves the others waiting, as an MPI collective would. A rank that dies or
 raises ends the job (MPI aborts, mpiexec kills the others): the waiting rank is killed, not
 left waiting.
@@ -126,20 +127,23 @@ def exchange_point(exchange, rank, tag, say_after=SAY_AFTER_SECONDS):
             polls += 1
             if polls < SPIN_POLLS:
                 _pause()
-            elif polls < YIELD_POLLS:
+                continue
+            # The wait is timed from the end of the spinning: on a loaded machine the yielding
+            # polls alone can outlast `say_after`.
+            if polls == SPIN_POLLS:
+                said = _time(0)
+            elif _time(0) - said >= say_after:
+                said = _time(0)
+                print(
+                    "jitgrad: rank",
+                    rank,
+                    "is still waiting for rank",
+                    other,
+                    "at exchange point",
+                    tag,
+                    "of a sharded step (every rank must call the step as often as the others)",
+                )
+            if polls < YIELD_POLLS:
                 _sched_yield()
             else:
-                if polls == YIELD_POLLS:
-                    said = _time(0)
-                elif _time(0) - said >= say_after:
-                    said = _time(0)
-                    print(
-                        "jitgrad: rank",
-                        rank,
-                        "is still waiting for rank",
-                        other,
-                        "at exchange point",
-                        tag,
-                        "of a sharded step (every rank must call the step as often as the others)",
-                    )
                 _usleep(SLEEP_US)
