@@ -443,3 +443,13 @@ def test_many_keyword_only_values_warn_once():
     with pytest.warns(RuntimeWarning, match="variants for the values of its keyword-only"):
         for k in range(jg.config.retrace_warning_after):
             compiled(x, scale=float(k))
+
+
+def test_keyword_only_variants_are_bounded_like_versions(monkeypatch):
+    monkeypatch.setattr(jg.config, "max_versions_per_function", 3)
+    compiled = jg.jit(_scaled_sum)
+    x = np.arange(3.0)
+    for k in range(5):
+        assert float(compiled(x, scale=float(k))) == 6.0 * k
+    assert len(compiled._keyword_variants) == 3  # the least recently used went first
+    assert float(compiled(x, scale=0.0)) == 0.0  # an evicted variant compiles again

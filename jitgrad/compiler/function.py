@@ -444,6 +444,8 @@ class JitFunction:
                 variant.convert_args = self.convert_args
                 variant.variables_on_first_call = self.variables_on_first_call
                 self._keyword_variants[key] = variant
+                while len(self._keyword_variants) > config.max_versions_per_function:
+                    self._keyword_variants.popitem(last=False)  # LRU, as the versions
                 if len(self._keyword_variants) == config.retrace_warning_after:
                     warnings.warn(
                         f"{self.name} has compiled {len(self._keyword_variants)} variants for "
