@@ -432,9 +432,13 @@ def test_var_keyword_arguments_and_methods_take_their_values():
     assert float(Model()(np.float64(1.0), bias=2.5)) == 3.5
 
 
-def test_keyword_only_arrays_are_refused_with_the_way_to_pass_them():
-    with pytest.raises(TypeError, match=r"scale: ndarray; pass arrays as positional"):
-        jg.jit(_scaled_sum)(np.arange(3.0), scale=np.ones(3))
+@pytest.mark.parametrize(
+    "value, kind",
+    [(np.ones(3), "ndarray"), (jg.constant(2.0), "Tensor"), (jg.Variable(2.0), "Variable")],
+)
+def test_keyword_only_arrays_are_refused_with_the_way_to_pass_them(value, kind):
+    with pytest.raises(TypeError, match=rf"scale: {kind}; pass arrays as positional"):
+        jg.jit(_scaled_sum)(np.arange(3.0), scale=value)
 
 
 def test_many_keyword_only_values_warn_once():

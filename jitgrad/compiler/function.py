@@ -412,24 +412,23 @@ class JitFunction:
 
         Why variants: the kernel's arguments are positional; a keyword-only value was once
         dropped (the trace used the default: silently wrong numbers). Each distinct set of
-        keyword-only values gets a JitFunction of `functools.partial(fn, **values)`, the
-        values fixed in its trace as static arguments are (by value; arrays are refused)."""
+        keyword-only values gets a JitFunction of `functools.partial(fn, **values)`: the
+        values are fixed in its trace, as static arguments' are (selected by value; arrays and
+        tensors are refused)."""
         if self._signature is None:
             return None, kwargs
         fixed = {k: v for k, v in kwargs.items() if k not in self._positional_names}
         if not fixed:
             return None, kwargs
-        key = tuple(sorted((k, type(v).__name__, v) for k, v in fixed.items()))
-        try:
-            hash(key)
-        except TypeError:
+        if not _hashable_by_value(fixed.values()):
             kinds = ", ".join(f"{k}: {type(v).__name__}" for k, v in sorted(fixed.items()))
             raise TypeError(
                 with_location(
                     f"{self.name}: keyword-only arguments select a compiled version by value "
                     f"and must be hashable, got {kinds}; pass arrays as positional arguments"
                 )
-            ) from None
+            )
+        key = tuple(sorted((k, type(v).__name__, v) for k, v in fixed.items()))
         with self._lock:
             variant = self._keyword_variants.get(key)
             if variant is None:
@@ -714,6 +713,17 @@ def _calls_collectives(graph: Graph) -> bool:
     return any(
         e.op.collective or any(_calls_collectives(g) for g in subgraphs(e)) for e in graph.eqns
     )
+
+
+def _hashable_by_value(values) -> bool:
+    """Whether `values` can select a compiled version by value (tensors hash by identity)."""
+    if any(isinstance(v, (Tensor, Tracer)) for v in values):
+        return False
+    try:
+        hash(tuple(values))
+    except TypeError:
+        return False
+    return True
 
 
 def _signature_or_none(fn):
