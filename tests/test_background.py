@@ -275,17 +275,22 @@ if sys.argv[1] == "until-compiling":  # exit once the worker has begun (else: at
 """
 
 
-def _run_script(cache_dir, mode, when="at-once", **env_vars):
-    env = dict(os.environ, JITGRAD_CACHE_DIR=str(cache_dir), JITGRAD_COMPILE=mode, **env_vars)
+def _python(source: str, env: dict, *argv: str) -> str:
+    """The stdout of `source` run by a new Python process; its failure fails the test."""
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SCRIPT), when],
+        [sys.executable, "-c", textwrap.dedent(source), *argv],
         env=env,
         capture_output=True,
         text=True,
         timeout=WAIT,
-        check=True,
     )
-    return out.stdout.split("\n")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def _run_script(cache_dir, mode, when="at-once", **env_vars):
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(cache_dir), JITGRAD_COMPILE=mode, **env_vars)
+    return _python(_SCRIPT, env, when).split("\n")
 
 
 def test_a_compile_under_way_at_exit_finishes_its_cache_entry(tmp_path):
@@ -422,15 +427,7 @@ def test_a_process_on_one_cpu_exits(what):
     forever (backend/numba/threads.launch_numba_threads). The compile thread starts it."""
     # The session's kernel cache (conftest), shared with the other tests and their reruns.
     env = dict(os.environ, JITGRAD_COMPILE="background", JITGRAD_CACHE_DIR=jg.config.cache_dir)
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_ONE_CPU_SCRIPT), what],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["done"]
+    assert _python(_ONE_CPU_SCRIPT, env, what).split() == ["done"]
 
 
 _TAPE_SCRIPT = """
@@ -458,15 +455,6 @@ def test_the_tapes_blocking_and_background_compiles_share_the_disk_cache():
     """A tape's backward compiled in blocking mode (tests, JITGRAD_COMPILE=blocking) serves a
     process in the default background mode from the disk cache, without a warning."""
     env = dict(os.environ, JITGRAD_CACHE_DIR=jg.config.cache_dir)
-    lines = []
-    for mode in ("blocking", "background"):
-        out = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_TAPE_SCRIPT)],
-            env=dict(env, JITGRAD_COMPILE=mode),
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        lines.append(out.stdout.split())
-    assert lines[1] == ["True", "0"], lines
+    _python(_TAPE_SCRIPT, dict(env, JITGRAD_COMPILE="blocking"))
+    served = _python(_TAPE_SCRIPT, dict(env, JITGRAD_COMPILE="background")).split()
+    assert served == ["True", "0"], served

@@ -104,16 +104,17 @@ def _share_the_cpus(comm, shared) -> None:
     threads. A rank's share is its CPUs over the ranks whose CPUs overlap its own (itself
     included). Not when the threads were set (NUMBA_NUM_THREADS, config.num_threads), and
     nothing changes for ranks bound to CPUs of their own (jitgrad.distributed.run's binding)."""
-    if config.num_threads is not None or not hasattr(os, "sched_getaffinity"):
+    if not hasattr(os, "sched_getaffinity"):  # not on Linux (the same on every rank)
         return
     mine = os.sched_getaffinity(0)
+    # Collective on every rank, whatever its own threads setting: no rank may skip it.
     machine = comm.Split_type(shared)
     try:
         everyone = machine.allgather(sorted(mine))
     finally:
         machine.Free()
     sharing = sum(1 for cpus in everyone if mine.intersection(cpus))
-    if sharing > 1:
+    if sharing > 1 and config.num_threads is None:
         config.num_threads = max(1, len(mine) // sharing)
 
 
