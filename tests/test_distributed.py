@@ -745,6 +745,69 @@ def test_mismatched_shapes_give_a_clear_error(tmp_path):
     ) in result.stdout
 
 
+APART = """
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    r = dist.rank()
+
+    def loss(p, x):
+        return jg.reduce_sum(x @ p["w"])
+
+    def fresh(seed):  # the common mistake: every rank seeded with its own rank
+        return {"w": np.random.default_rng(seed).standard_normal((3, 4)).astype(np.float32)}
+
+    for label, sharded, optimizer, distributed in [
+        ("sharded", True, jg.optim.Adam(0.1), True),
+        ("allreduce", False, jg.optim.SGD(0.1), True),
+        ("DistributedOptimizer", True, dist.DistributedOptimizer(jg.optim.SGD(0.1)), False),
+    ]:
+        jg.config.sharded_update = sharded
+        params = fresh(r)
+        state = optimizer.init(params)
+        step = jg.jit_train_step(loss, optimizer, distributed=distributed)
+        x = np.ones((2, 3), np.float32)
+        try:
+            step(params, state, x)
+        except ValueError as error:
+            assert "params['w'] holds other values on rank(s) 1 than on rank 0" in str(error)
+            assert "params = jitgrad.distributed.broadcast(params)" in str(error), error
+            assert str(error).endswith("(job.py:26)"), error
+            print("ok", r, label, "refused", flush=True)
+        else:
+            raise AssertionError(f"{label}: ranks apart were not refused")
+        params = dist.broadcast(params)
+        step(params, state, x)  # once broadcast, the same step trains
+        every = dist.world.world().comm.allgather(params["w"])
+        assert np.array_equal(every[0], every[1])
+        print("ok", r, label, "trains after a broadcast", flush=True)
+
+    # The tape's pattern: the first apply_gradients checks the variables.
+    opt = dist.DistributedOptimizer(jg.optim.SGD(0.1))
+    v = jg.Variable(np.full(2, float(r), np.float32))
+    with jg.GradientTape() as tape:
+        y = jg.reduce_sum(v * v)
+    grads = tape.gradient(y, [v])
+    try:
+        opt.apply_gradients(zip(grads, [v]))
+    except ValueError as error:
+        assert "variables[0] holds other values on rank(s) 1" in str(error), error
+        print("ok", r, "apply_gradients refused", flush=True)
+    dist.broadcast([v])
+    opt.apply_gradients(zip(grads, [v]))
+    assert np.array_equal(v.numpy(), np.full(2, -0.1, np.float32)), v.numpy()  # mean grad 1
+    print("ok", r, "apply_gradients after a broadcast", flush=True)
+"""
+
+
+def test_ranks_that_start_apart_are_refused_at_the_first_step(tmp_path):
+    """Ranks whose parameters differ at the first step would never meet again (allreduce)
+    or be silently mixed (sharded update): the first step raises on every rank."""
+    check_ok(run_ranks(tmp_path, APART), 16)
+
+
 def test_single_process_fallback():
     """Without mpiexec: a job of one process, every collective the identity."""
     dist.init()

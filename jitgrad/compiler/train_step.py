@@ -22,8 +22,9 @@ MPI_Allreduce on the gradient buffers in place between backward and update
 collective calls in the same order, so a distributed step compiles in its own process before
 its first call runs (no numpy fallback meanwhile, no compile worker: a fallback step would
 round differently from the kernel, and the ranks' parameters would drift apart). Its first
-call checks that params and opt_state have the same structure, shapes and dtypes on every
-rank (one allgather), and raises naming the first difference. When every rank runs on one
+call checks that params and opt_state have the same structure, shapes, dtypes and values on
+every rank (two allgathers: a description, then a digest per leaf), and raises naming the
+first difference: ranks that start apart would never meet again. When every rank runs on one
 machine, that first call makes the step sharded instead (sharded_step.py): each rank updates
 its share of the rows, through memory the ranks share, in a kernel of its own (ShardKernel).
 """
@@ -84,7 +85,12 @@ class TrainStep(JitFunction):
         self.optimizer = optimizer
         self.has_aux = has_aux
         self.distributed = distributed
-        self._structure_checked = not distributed
+        # A step whose gradients are averaged over ranks (distributed=True, or an optimizer
+        # that averages them itself: DistributedOptimizer) checks at its first call that every
+        # rank holds the same parameters and state.
+        self._structure_checked = not (
+            distributed or getattr(optimizer, "averages_over_ranks", False)
+        )
         self._sharded = None  # decided at a distributed step's first call (sharded_step.py)
         if distributed:
             from jitgrad.distributed.world import world
@@ -127,10 +133,12 @@ class TrainStep(JitFunction):
             )
         self._check_updated(args[0], args[1])
         if not self._structure_checked:
-            from jitgrad.distributed.world import check_same_structure
+            from jitgrad.distributed.world import check_same_structure, check_same_values
 
             check_same_structure(f"{self.name}: params", args[0], "params")
             check_same_structure(f"{self.name}: opt_state", args[1], "opt_state")
+            check_same_values(f"{self.name}", args[0], "params")
+            check_same_values(f"{self.name}", args[1], "opt_state")
             self._structure_checked = True
         if self.distributed and self._sharded is None:
             self._sharded = sharded_step.shard_if_possible(self, args[0], args[1]) or False

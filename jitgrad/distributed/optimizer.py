@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from jitgrad.distributed.collectives import allreduce_gradients
-from jitgrad.distributed.world import world
+from jitgrad.distributed.world import check_same_structure, check_same_values, world
 from jitgrad.ops.collective import mean_over_ranks
 
 
@@ -19,6 +19,9 @@ class DistributedOptimizer:
     >>> opt.apply_gradients(zip(grads, model.trainable_variables))
     """
 
+    # jit_train_step checks at its first call that the ranks hold the same params and state.
+    averages_over_ranks = True
+
     def __init__(self, optimizer):
         world()  # join the job now: the traced mean divides by its size
         self.__dict__["optimizer"] = optimizer
@@ -32,10 +35,18 @@ class DistributedOptimizer:
         setattr(self.optimizer, name, value)
 
     def apply_gradients(self, grads_and_vars):
-        """Average the gradients over ranks (None entries stay None), then apply them."""
+        """Average the gradients over ranks (None entries stay None), then apply them. The
+        first call checks that the variables hold the same values on every rank
+        (world.check_same_values): ranks that start apart would never meet again."""
         pairs = list(grads_and_vars)
+        variables = [v for _, v in pairs]
+        if not self.__dict__.get("variables_checked"):
+            what = "DistributedOptimizer.apply_gradients: variables"
+            check_same_structure(what, variables, "variables")
+            check_same_values("DistributedOptimizer.apply_gradients", variables, "variables")
+            self.__dict__["variables_checked"] = True
         grads = allreduce_gradients([g for g, _ in pairs])
-        return self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+        return self.optimizer.apply_gradients(zip(grads, variables))
 
     def update(self, params, grads, state):
         """The wrapped optimizer's update of the gradients' mean over ranks; traced inside a

@@ -12,6 +12,7 @@ of the job (the launcher then exits non-zero).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import traceback
@@ -20,6 +21,7 @@ import numpy as np
 
 from jitgrad.core import pytree
 from jitgrad.core.config import config
+from jitgrad.core.errors import with_location
 from jitgrad.ops.collective import install_communicator
 
 # Variables that MPI launchers set in the processes they start (Open MPI, MPICH/Hydra and
@@ -178,9 +180,50 @@ def check_same_structure(what: str, tree, name: str = "tree") -> None:
     for other_rank, other in enumerate(every):
         if other != every[0]:
             raise ValueError(
-                f"jitgrad.distributed: {what} differs between ranks: "
-                f"{_first_difference(every[0], other, other_rank)}"
+                with_location(
+                    f"jitgrad.distributed: {what} differs between ranks: "
+                    f"{_first_difference(every[0], other, other_rank)}"
+                )
             )
+
+
+def check_same_values(what: str, tree, name: str = "tree") -> None:
+    """Raise the same ValueError on every rank unless every leaf of `tree` (same structure on
+    every rank: check_same_structure first) holds the same bytes on all of them (one
+    allgather of a digest per leaf).
+
+    Why: data-parallel training keeps the ranks' parameters identical by applying the same
+    averaged gradients to the same values. Ranks that start apart (each seeded with its rank,
+    a checkpoint loaded on rank 0 only) stay apart forever on the MPI_Allreduce path, and the
+    sharded update silently mixes their rows; neither is an error anywhere else. DDP
+    broadcasts rank 0's parameters when it wraps a model; here the user does it, once."""
+    comm = world().comm
+    if comm is None:
+        return
+    leaves, treedef = pytree.flatten(tree)
+    mine = tuple(_digest(leaf) for leaf in leaves)
+    every = comm.allgather(mine)
+    paths = pytree.leaf_paths(name, treedef)
+    for index, path in enumerate(paths):
+        apart = [r for r, digests in enumerate(every) if digests[index] != every[0][index]]
+        if apart:
+            ranks = ", ".join(map(str, apart))
+            raise ValueError(
+                with_location(
+                    f"jitgrad.distributed: {what}: {path} holds other values on rank(s) "
+                    f"{ranks} than on rank 0. Every rank must start from the same values: "
+                    f"call `{name} = jitgrad.distributed.broadcast({name})` before the first step"
+                )
+            )
+
+
+def _digest(leaf) -> bytes:
+    """16 bytes that differ, but for a hash collision, when `leaf`'s dtype, shape or bytes do."""
+    array = np.ascontiguousarray(leaf.numpy() if hasattr(leaf, "numpy") else np.asarray(leaf))
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.view(np.uint8).reshape(-1).data if array.size else b"")
+    return digest.digest()
 
 
 def signature(name: str, tree) -> tuple:
