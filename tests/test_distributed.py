@@ -76,10 +76,27 @@ COLLECTIVES = """
         dist.allreduce([strided])
         assert np.array_equal(strided, np.full((3, 2), 3.0, dtype))
         b = {"w": np.full(5, r * 10.0, dtype), "t": jg.constant(np.full(2, r, dtype))}
+        b["bias"] = np.array(r + 0.5, dtype)  # 0-d
         got = dist.broadcast(b, root=1)
         assert got["w"] is b["w"] and np.array_equal(b["w"], np.full(5, 10.0, dtype))
+        assert got["bias"] is b["bias"] and b["bias"] == 1.5, b
         assert np.array_equal(got["t"].numpy(), np.full(2, 1, dtype))
         print("ok", r, np.dtype(dtype).name, flush=True)
+    # Numbers: a loss to log averaged over ranks, settings and seeds broadcast from rank 0.
+    logged = dist.allreduce({"loss": float(r + 1), "np": np.float32(2 * r)}, op="mean")
+    assert logged == {"loss": 1.5, "np": np.float32(1.0)}, logged
+    assert type(logged["loss"]) is float and type(logged["np"]) is np.float32, logged
+    settings = dist.broadcast({"lr": 0.1 * (r + 1), "seed": 7 + r, "shuffle": r == 0})
+    assert settings == {"lr": 0.1, "seed": 7, "shuffle": True}, settings
+    assert type(settings["seed"]) is int and type(settings["shuffle"]) is bool, settings
+    for bad, message in [(2**70, "needs more than 64 bits"), ("text", "got str")]:
+        try:
+            dist.broadcast([bad])
+        except TypeError as error:
+            assert message in str(error), error
+        else:
+            raise AssertionError(f"broadcast of {bad!r}")
+    print("ok", r, "numbers", flush=True)
     dist.barrier()
     x = np.arange(10)
     part = dist.shard(x)
@@ -132,7 +149,7 @@ COLLECTIVES = """
 
 
 def test_collectives_on_two_ranks(tmp_path):
-    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 6)
+    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 7)
 
 
 TRAINING = """

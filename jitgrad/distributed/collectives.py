@@ -2,7 +2,8 @@
 steps, or in a GradientTape loop).
 
 A leaf that can be written (a writeable numpy array, a Variable) is updated in place and
-returned as itself; a Tensor (immutable) is replaced by a new Tensor. Sums over ranks are
+returned as itself; a Tensor (immutable) is replaced by a new Tensor, and a number (a Python
+float, int or bool, a numpy scalar) by a number of its type. Sums over ranks are
 MPI's, in the leaf's dtype; float16 (no MPI type) is summed in float32 and rounded once, and a
 mean is the sum times 1/size rounded to the dtype, as the compiled train step computes it.
 """
@@ -37,7 +38,7 @@ def broadcast(tree, root: int = 0):
     out = []
     for leaf in leaves:
         array, write_back = _buffer(leaf, "broadcast")
-        w.comm.Bcast(array.view(np.uint8).reshape(-1), root=root)  # bytes: any dtype, bitwise
+        w.comm.Bcast(array.reshape(-1).view(np.uint8), root=root)  # bytes: any dtype, bitwise
         out.append(write_back(array))
     return pytree.unflatten(treedef, out)
 
@@ -112,9 +113,16 @@ def _buffer(leaf, op: str):
         return np.array(leaf.numpy(), order="C"), Tensor
     if isinstance(leaf, np.ndarray):  # read-only: a new array
         return np.array(leaf, order="C"), lambda array: array
+    if isinstance(leaf, np.generic):  # a numpy scalar: one of its type
+        return np.array(leaf), lambda array: array[()]
+    if isinstance(leaf, (bool, int, float)):  # a Python number (a loss to log, a seed): its type
+        array = np.array(leaf)
+        if array.dtype == object:
+            raise TypeError(f"jitgrad.distributed.{op}: the integer {leaf} needs more than 64 bits")
+        return array, lambda array, kind=type(leaf): kind(array.item())
     raise TypeError(
-        f"jitgrad.distributed.{op}: leaves must be numpy arrays, Tensors or Variables, got "
-        f"{type(leaf).__name__}"
+        f"jitgrad.distributed.{op}: leaves must be numpy arrays or scalars, Python numbers, "
+        f"Tensors or Variables, got {type(leaf).__name__}"
     )
 
 
