@@ -825,6 +825,63 @@ def test_ranks_that_start_apart_are_refused_at_the_first_step(tmp_path):
     check_ok(run_ranks(tmp_path, APART), 16)
 
 
+IN_A_FUNCTION = """
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    dist.init()
+    r = dist.rank()
+    x = np.full((2, 3), r + 1.0, np.float32)  # d(loss)/dw = 2 (r + 1): a mean of 3 over ranks
+
+    def make(reduce):
+        w = jg.Variable(np.full((3, 2), 0.5, np.float32))
+        opt = jg.optim.SGD(0.1)
+        if reduce == "optimizer":
+            opt = dist.DistributedOptimizer(opt)
+
+        def train_step(x):
+            with jg.GradientTape() as tape:
+                loss = jg.reduce_sum(x @ w)
+            grads = tape.gradient(loss, [w])
+            if reduce == "gradients":
+                grads = dist.allreduce_gradients(grads)
+            opt.apply_gradients(zip(grads, [w]))
+            return loss
+
+        return w, train_step
+
+    for reduce in ("optimizer", "gradients"):
+        w_eager, eager_step = make(reduce)
+        w, step = make(reduce)
+        step = jg.function(step)
+        for _ in range(3):
+            eager_step(x)
+            step(x)
+        assert step.cache_info().states == ("compiled",), step.cache_info()
+        assert "allreduce_sum_f32" in step.lower(x).source
+        assert np.array_equal(w.numpy(), w_eager.numpy()), (w.numpy(), w_eager.numpy())
+        assert np.allclose(w.numpy(), 0.5 - 3 * 0.1 * 3.0), w.numpy()
+        print("ok", r, reduce, flush=True)
+
+    @jg.function
+    def broadcasting(x):
+        return dist.broadcast([x])[0]
+
+    try:
+        broadcasting(x)
+    except RuntimeError as error:
+        assert "runs eagerly, not inside a compiled function" in str(error), error
+        print("ok", r, "broadcast refused in a compiled function", flush=True)
+"""
+
+
+def test_horovods_pattern_inside_a_compiled_function(tmp_path):
+    """A tf.function-style step with DistributedOptimizer or allreduce_gradients compiles the
+    allreduce into its kernel and trains as the eager loop does."""
+    check_ok(run_ranks(tmp_path, IN_A_FUNCTION), 6)
+
+
 def test_single_process_fallback():
     """Without mpiexec: a job of one process, every collective the identity."""
     dist.init()

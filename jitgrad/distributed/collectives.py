@@ -1,5 +1,6 @@
-"""Collectives on pytrees of numpy arrays, Tensors and Variables (eager: between compiled
-steps, or in a GradientTape loop).
+"""Collectives on pytrees of numpy arrays, Tensors and Variables: eagerly (between compiled
+steps, in a GradientTape loop), and `allreduce` inside a function being compiled too (a
+jitgrad.function train step in Horovod's pattern), where it becomes the kernel's allreduce.
 
 A leaf that can be written (a writeable numpy array, a Variable) is updated in place and
 returned as itself; a Tensor (immutable) is replaced by a new Tensor, and a number (a Python
@@ -15,9 +16,12 @@ import warnings
 import numpy as np
 
 from jitgrad.core import pytree
+from jitgrad.core.dispatch import current_trace
+from jitgrad.core.errors import with_location
 from jitgrad.core.tensor import Tensor
 from jitgrad.core.variable import Variable
 from jitgrad.distributed.world import check_same_structure, world
+from jitgrad.ops.collective import allreduce as allreduce_value
 
 _OPS = ("sum", "mean")
 
@@ -33,6 +37,13 @@ def broadcast(tree, root: int = 0):
     _check_root(root, w.size)
     if w.comm is None:
         return tree
+    if current_trace.get() is not None:
+        raise RuntimeError(
+            with_location(
+                "jitgrad.distributed.broadcast runs eagerly, not inside a compiled function: "
+                "broadcast the initial values before the first step"
+            )
+        )
     check_same_structure("broadcast: tree", tree)
     leaves, treedef = pytree.flatten(tree)
     out = []
@@ -54,7 +65,7 @@ def allreduce(tree, op: str = "sum"):
     w = world()
     leaves, treedef = pytree.flatten(tree)
     for path, leaf in zip(pytree.leaf_paths("tree", treedef), leaves):
-        dtype = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
         if dtype.kind != "f":
             raise TypeError(
                 f"jitgrad.distributed.allreduce: {path} is {dtype} {np.shape(leaf)}; only float "
@@ -62,6 +73,8 @@ def allreduce(tree, op: str = "sum"):
             )
     if w.comm is None:
         return tree
+    if current_trace.get() is not None:
+        return pytree.unflatten(treedef, [_traced_allreduce(leaf, op) for leaf in leaves])
     check_same_structure("allreduce: tree", tree)
     from mpi4py import MPI
 
@@ -76,6 +89,19 @@ def allreduce(tree, op: str = "sum"):
             array[...] = wide
         out.append(write_back(array))
     return pytree.unflatten(treedef, out)
+
+
+def _traced_allreduce(leaf, op: str):
+    """Inside a function being compiled (jitgrad.function, jit): `leaf`'s sum or mean as the
+    allreduce op, which its kernel runs as MPI_Allreduce at every call (Horovod's pattern in a
+    tf.function). A Variable is assigned the result; any other leaf is replaced by it (a trace
+    cannot write into a numpy array). No structure check: it would be a collective at trace
+    time, and one rank may retrace alone (an uneven last batch)."""
+    value = allreduce_value(leaf, op)
+    if isinstance(leaf, Variable):
+        leaf.assign(value)
+        return leaf
+    return value
 
 
 def allreduce_gradients(grads):
