@@ -843,6 +843,8 @@ IN_A_FUNCTION = """
         def train_step(x):
             with jg.GradientTape() as tape:
                 loss = jg.reduce_sum(x @ w)
+            if reduce == "tape":
+                tape = dist.DistributedGradientTape(tape)
             grads = tape.gradient(loss, [w])
             if reduce == "gradients":
                 grads = dist.allreduce_gradients(grads)
@@ -851,7 +853,7 @@ IN_A_FUNCTION = """
 
         return w, train_step
 
-    for reduce in ("optimizer", "gradients"):
+    for reduce in ("optimizer", "gradients", "tape"):
         w_eager, eager_step = make(reduce)
         w, step = make(reduce)
         step = jg.function(step)
@@ -873,13 +875,40 @@ IN_A_FUNCTION = """
     except RuntimeError as error:
         assert "runs eagerly, not inside a compiled function" in str(error), error
         print("ok", r, "broadcast refused in a compiled function", flush=True)
+
+    # The tape wrapped before recording; a single source and a dict of sources.
+    v = jg.Variable(np.full(2, 1.0, np.float32))
+    with dist.DistributedGradientTape(jg.GradientTape(persistent=True)) as tape:
+        y = jg.reduce_sum(v * v) * (r + 1.0)
+    assert np.array_equal(tape.gradient(y, v).numpy(), np.full(2, 3.0, np.float32))
+    got = tape.gradient(y, {"v": v, "unused": jg.Variable(1.0)})
+    assert got["unused"] is None and np.array_equal(got["v"].numpy(), np.full(2, 3.0))
+    assert tape.watched_variables() == (v,)  # the wrapped tape's, unreduced
+    print("ok", r, "DistributedGradientTape", flush=True)
 """
 
 
 def test_horovods_pattern_inside_a_compiled_function(tmp_path):
-    """A tf.function-style step with DistributedOptimizer or allreduce_gradients compiles the
-    allreduce into its kernel and trains as the eager loop does."""
-    check_ok(run_ranks(tmp_path, IN_A_FUNCTION), 6)
+    """A tf.function-style step with DistributedOptimizer, allreduce_gradients or
+    DistributedGradientTape compiles the allreduce into its kernel and trains as the eager
+    loop does."""
+    check_ok(run_ranks(tmp_path, IN_A_FUNCTION), 10)
+
+
+def test_the_wrappers_pass_attributes_through_and_pickle():
+    import pickle
+
+    opt = dist.DistributedOptimizer(jg.optim.Adam(0.1))
+    opt.learning_rate = 0.5  # set on the wrapped optimizer
+    assert opt.optimizer.learning_rate == 0.5 and opt.slots == opt.optimizer.slots
+    again = pickle.loads(pickle.dumps(opt))
+    assert isinstance(again, dist.DistributedOptimizer) and again.learning_rate == 0.5
+    tape = dist.DistributedGradientTape(jg.GradientTape())
+    assert not hasattr(tape, "no_such_attribute")
+    v = jg.Variable(2.0)
+    with tape:
+        y = v * v
+    assert tape.gradient(y, v).numpy() == 4.0  # a job of one: the mean is the gradient
 
 
 def test_single_process_fallback():

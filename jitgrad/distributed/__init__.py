@@ -24,10 +24,11 @@ from jitgrad.distributed.collectives import (
     broadcast,
     shard,
 )
-from jitgrad.distributed.optimizer import DistributedOptimizer
 from jitgrad.distributed.world import barrier, init, is_main, rank, size
+from jitgrad.distributed.wrappers import DistributedGradientTape, DistributedOptimizer
 
 __all__ = [
+    "DistributedGradientTape",
     "DistributedOptimizer",
     "allreduce",
     "allreduce_gradients",
