@@ -4,6 +4,7 @@ averaged (the pattern most of Horovod's TensorFlow 2 examples use)."""
 
 from __future__ import annotations
 
+from jitgrad.core.dispatch import current_trace
 from jitgrad.distributed.collectives import allreduce_gradients
 from jitgrad.distributed.world import check_same_structure, check_same_values, world
 from jitgrad.ops.collective import mean_over_ranks
@@ -46,16 +47,22 @@ class DistributedOptimizer(_Wrapper):
         setattr(self.optimizer, name, value)
 
     def apply_gradients(self, grads_and_vars):
-        """Average the gradients over ranks (None entries stay None), then apply them. The
-        first call checks that the variables hold the same values on every rank
-        (world.check_same_values): ranks that start apart would never meet again."""
+        """Average the gradients over ranks (None entries stay None), then apply them.
+
+        The second eager call checks that the variables hold the same values on every rank
+        (world.check_same_values): ranks that start apart would never meet again. Not the
+        first: Horovod's examples broadcast rank 0's variables after the first step (the
+        model is built by its first call), and the port of such a loop must run. Not under a
+        trace either: that would be a collective while compiling, which one rank may do alone
+        (a retrace for an uneven last batch)."""
         pairs = list(grads_and_vars)
         variables = [v for _, v in pairs]
-        if not self.__dict__.get("variables_checked"):
-            what = "DistributedOptimizer.apply_gradients: variables"
-            check_same_structure(what, variables, "variables")
-            check_same_values("DistributedOptimizer.apply_gradients", variables, "variables")
-            self.__dict__["variables_checked"] = True
+        if current_trace.get() is None and self.__dict__.get("eager_applies", 0) < 2:
+            self.__dict__["eager_applies"] = self.__dict__.get("eager_applies", 0) + 1
+            if self.__dict__["eager_applies"] == 2:
+                what = "DistributedOptimizer.apply_gradients"
+                check_same_structure(f"{what}: variables", variables, "variables")
+                check_same_values(f"{what} (its second call)", variables, "variables")
         grads = allreduce_gradients([g for g, _ in pairs])
         return self.optimizer.apply_gradients(zip(grads, variables))
 
