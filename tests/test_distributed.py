@@ -57,6 +57,7 @@ COLLECTIVES = """
     dist.init()
     r, n = dist.rank(), dist.size()
     assert n == 2 and dist.is_main() == (r == 0)
+    assert (dist.local_rank(), dist.local_size()) == (r, 2)  # one machine
     for dtype in (np.float16, np.float32, np.float64):
         leaf = np.arange(6, dtype=dtype).reshape(2, 3) + r
         variable = jg.Variable(np.full(3, 2.0 * r, dtype))
@@ -924,6 +925,7 @@ def test_single_process_fallback():
     dist.init()
     dist.init()  # idempotent
     assert (dist.rank(), dist.size(), dist.is_main()) == (0, 1, True)
+    assert (dist.local_rank(), dist.local_size()) == (0, 1)
     dist.barrier()
     tree = {"w": np.arange(3.0, dtype=np.float32), "t": jg.constant([1.0, 2.0])}
     assert dist.allreduce(tree, op="mean") is tree
@@ -1019,17 +1021,10 @@ class _FakeMachine:
     """A shared-memory communicator whose ranks may run on `cpu_sets`."""
 
     def __init__(self, cpu_sets):
-        self.cpu_sets, self.freed = cpu_sets, False
-
-    def Split_type(self, kind):
-        assert kind == "shared"
-        return self
+        self.cpu_sets = cpu_sets
 
     def allgather(self, mine):
         return self.cpu_sets
-
-    def Free(self):
-        self.freed = True
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's affinity")
@@ -1039,13 +1034,13 @@ def test_ranks_sharing_cpus_take_a_share_each(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(jg.config, "num_threads", None)
     machine = _FakeMachine([list(range(8))] * 3 + [[8, 9]])  # 3 ranks on CPUs 0-7, 1 apart
-    world._share_the_cpus(machine, "shared")
-    assert jg.config.num_threads == 2 and machine.freed  # 8 CPUs over 3 ranks
+    world._share_the_cpus(machine)
+    assert jg.config.num_threads == 2  # 8 CPUs over 3 ranks
     jg.config.num_threads = None
-    world._share_the_cpus(_FakeMachine([list(range(8)), [8, 9]]), "shared")  # bound apart
+    world._share_the_cpus(_FakeMachine([list(range(8)), [8, 9]]))  # bound apart
     assert jg.config.num_threads is None
     jg.config.num_threads = 3  # the user's (NUMBA_NUM_THREADS) wins
-    world._share_the_cpus(_FakeMachine([list(range(8))] * 8), "shared")
+    world._share_the_cpus(_FakeMachine([list(range(8))] * 8))
     assert jg.config.num_threads == 3
 
 

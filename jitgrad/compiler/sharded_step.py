@@ -72,7 +72,6 @@ def shard_if_possible(step, params, opt_state):
     """A ShardedStep for `step`'s calls with params like `params`, or None where the sharded
     update does not apply (see the module's docstring); collective: every rank decides alike
     (the conditions are the same on every rank once the structures were checked equal)."""
-    from jitgrad.distributed.shared_memory import on_one_machine
     from jitgrad.distributed.world import world
 
     job = world()
@@ -90,7 +89,7 @@ def shard_if_possible(step, params, opt_state):
         return None
     if not isinstance(opt_state, dict) or set(opt_state) != {"step", *optimizer.slots}:
         return None
-    if not on_one_machine(job.comm):
+    if job.local_size != job.size:  # not every rank on this machine: no memory to share
         return None
     try:
         return ShardedStep(step, job, params)

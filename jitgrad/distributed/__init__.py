@@ -24,7 +24,15 @@ from jitgrad.distributed.collectives import (
     broadcast,
     shard,
 )
-from jitgrad.distributed.world import barrier, init, is_main, rank, size
+from jitgrad.distributed.world import (
+    barrier,
+    init,
+    is_main,
+    local_rank,
+    local_size,
+    rank,
+    size,
+)
 from jitgrad.distributed.wrappers import DistributedGradientTape, DistributedOptimizer
 
 __all__ = [
@@ -36,6 +44,8 @@ __all__ = [
     "broadcast",
     "init",
     "is_main",
+    "local_rank",
+    "local_size",
     "rank",
     "shard",
     "size",

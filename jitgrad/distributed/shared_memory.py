@@ -19,17 +19,6 @@ import tempfile
 import numpy as np
 
 
-def on_one_machine(comm) -> bool:
-    """Whether every rank of `comm` can map the same memory (MPI's shared-memory split)."""
-    from mpi4py import MPI
-
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        return node.Get_size() == comm.Get_size()
-    finally:
-        node.Free()
-
-
 def shared_zeros(comm, shape: tuple, dtype) -> np.ndarray:
     """A zero array of `shape` and `dtype` in memory that every rank of `comm` (all on one
     machine) maps; collective. Raises OSError on every rank when any rank cannot create or

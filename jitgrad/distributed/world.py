@@ -38,6 +38,8 @@ class _World:
         self.comm = comm
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
+        # This process's place among the ranks of its machine (init sets them).
+        self.local_rank, self.local_size = 0, 1
 
 
 class _MPICommunicator:
@@ -94,10 +96,15 @@ def init() -> None:
     install_communicator(_MPICommunicator(comm))
     if _world.size > 1:
         sys.excepthook = _abort_on_exception(comm)
-        _share_the_cpus(comm, MPI.COMM_TYPE_SHARED)
+        machine = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks of this machine
+        try:
+            _world.local_rank, _world.local_size = machine.Get_rank(), machine.Get_size()
+            _share_the_cpus(machine)
+        finally:
+            machine.Free()
 
 
-def _share_the_cpus(comm, shared) -> None:
+def _share_the_cpus(machine) -> None:
     """Give each rank an equal share of the CPUs it may run on with other ranks of its machine.
 
     Why: a launcher that does not bind the ranks (mpiexec --bind-to none, Open MPI's binding of
@@ -109,12 +116,8 @@ def _share_the_cpus(comm, shared) -> None:
     if not hasattr(os, "sched_getaffinity"):  # not on Linux (the same on every rank)
         return
     mine = os.sched_getaffinity(0)
-    # Collective on every rank, whatever its own threads setting: no rank may skip it.
-    machine = comm.Split_type(shared)
-    try:
-        everyone = machine.allgather(sorted(mine))
-    finally:
-        machine.Free()
+    # Collective on every rank of `machine`, whatever its own threads setting: none may skip it.
+    everyone = machine.allgather(sorted(mine))
     sharing = sum(1 for cpus in everyone if mine.intersection(cpus))
     if sharing > 1 and config.num_threads is None:
         config.num_threads = max(1, len(mine) // sharing)
@@ -149,6 +152,17 @@ def rank() -> int:
 def size() -> int:
     """The number of processes in the job (1 without an MPI launcher)."""
     return world().size
+
+
+def local_rank() -> int:
+    """This process's number among the ranks on its machine, 0 to local_size() - 1: for work
+    done once per machine (a dataset downloaded to local disk, a per-machine log)."""
+    return world().local_rank
+
+
+def local_size() -> int:
+    """The number of ranks on this process's machine (1 in a job of one)."""
+    return world().local_size
 
 
 def is_main() -> bool:
