@@ -97,6 +97,23 @@ def test_gradient_with_respect_to_a_non_tensor():
         tape.gradient(y, [x, 3.0])
 
 
+@pytest.mark.parametrize("transform", [jg.grad, jg.jit_grad, jg.value_and_grad])
+@pytest.mark.parametrize(
+    "returns, what",
+    [
+        (lambda x: (jg.reduce_sum(x), x), "a tuple of 2"),
+        (lambda x: None, "None"),
+        (lambda x: [jg.reduce_sum(x)], "a list of 1"),
+        (lambda x: {"loss": jg.reduce_sum(x)}, "a dict of 1"),
+    ],
+)
+def test_gradient_of_a_function_that_returns_no_single_value(transform, returns, what):
+    """Not numpy's "ragged nested list" (a tuple) or "cannot convert NoneType": what the
+    function returned, and the two ways out."""
+    with raises(TypeError, f"<lambda> returned {what}, but a gradient is of one value", "has_aux"):
+        transform(returns)(np.arange(3.0))
+
+
 def test_non_persistent_tape_used_twice():
     x = jg.Variable(1.0)
     with jg.GradientTape() as tape:

@@ -94,6 +94,21 @@ def _split_aux(out, has_aux: bool, f):
     return out[0], out[1]
 
 
+def _target(value, f):
+    """`f`'s differentiated output as a tensor, or a TypeError that says what `f` returned:
+    as_value's own message for a tuple is numpy's about a ragged nested list."""
+    if value is None or isinstance(value, (tuple, list, dict)):
+        what = "None" if value is None else f"a {type(value).__name__} of {len(value)}"
+        raise TypeError(
+            with_location(
+                f"{getattr(f, '__name__', 'function')} returned {what}, but a gradient is of "
+                "one value: return a scalar (or a tensor: its sum is differentiated), or pass "
+                "has_aux=True and return (value, aux)"
+            )
+        )
+    return as_value(value)
+
+
 def _watched_args(f, args, nums, require_float: bool) -> list:
     """`args` with the differentiated ones as trees of tensors (or tracers)."""
     args = list(args)
@@ -118,7 +133,7 @@ def _value_and_grads(f, args, kwargs, wrt, has_aux, unconnected="zero"):
         if not variables:
             tape.watch([args[i] for i in wrt])
         value, aux = _split_aux(f(*args, **kwargs), has_aux, f)
-    value = as_value(value)
+    value = _target(value, f)
     if value.dtype.kind != "f":
         # JAX's rule for its transforms (the tape, as TensorFlow's, would warn and give None).
         raise TypeError(
@@ -152,7 +167,7 @@ def _traced_value_and_grads(f, args, kwargs, wrt, has_aux, unconnected):
             for k, i in enumerate(() if variables else wrt):
                 sub_args[i] = pytree.unflatten(trees[k], inner[ends[k] - len(leaves[k]) : ends[k]])
             value, aux = _split_aux(f(*sub_args, **kwargs), has_aux, f)
-            value = settle_weak(as_value(value))  # here: weakness does not outlive `sub`
+            value = settle_weak(_target(value, f))  # here: weakness does not outlive `sub`
             _check_target(value)
             aux_leaves, aux_tree = pytree.flatten(aux)
             traced_aux = [k for k, x in enumerate(aux_leaves) if isinstance(x, _VALUES)]
