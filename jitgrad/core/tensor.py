@@ -164,6 +164,12 @@ class ArrayMethods:
     # dict keys (`{w: ...}`), which is what the tape's users do.
     __hash__ = object.__hash__
 
+    @property
+    def at(self):
+        """JAX's functional index updates: `x.at[index].set(v)`, `.add(v)` and `.get()` return
+        new tensors (jitgrad/ops/scatter.py)."""
+        return _api._IndexUpdates(self)
+
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]

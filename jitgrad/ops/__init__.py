@@ -108,6 +108,13 @@ from jitgrad.ops.reduce import (
     reduce_sum,
     reduce_variance,
 )
+from jitgrad.ops.scatter import IndexUpdates as _IndexUpdates
+from jitgrad.ops.scatter import (
+    scatter_nd,
+    tensor_scatter_nd_add,
+    tensor_scatter_nd_sub,
+    tensor_scatter_nd_update,
+)
 from jitgrad.ops.shape import (
     broadcast_to,
     concat,
