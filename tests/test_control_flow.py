@@ -1427,6 +1427,32 @@ def test_a_python_float_carry_under_jit_is_weak_like_its_argument():
     assert scanned(1.5).dtype == np.float32 and float(scanned(1.5)) == 13.5
 
 
+def test_a_python_float_carry_takes_the_float_dtype_the_body_gives_it():
+    """JAX's rule for a weakly typed initial carry: `scan(f, 0.0, float64 xs)` carries float64
+    (TensorFlow's float32 for a Python float would not match the body's float64), eagerly, in
+    jit and in jit_grad; a numpy scalar or an array keeps its dtype (strict)."""
+    xs = np.arange(4.0)
+    running_sum = lambda c, x: (c + x, c * x)  # noqa: E731
+    for run in _both(lambda xs: lax.scan(running_sum, 0.0, xs), xs):
+        carry, ys = run()
+        assert carry.dtype == np.float64 and float(carry) == 6.0
+        np.testing.assert_array_equal(ys.numpy(), [0.0, 0.0, 2.0, 9.0])
+    for run in _both(lambda xs: lax.fori_loop(0, 3, lambda i, v: v + xs[i], 0.0), xs):
+        assert run().dtype == np.float64 and float(run()) == 3.0
+    for run in _both(lambda xs: lax.while_loop(lambda v: v < 10.0, lambda v: v + xs[1], 0.0), xs):
+        assert float(run()) == 10.0
+    for run in _both(
+        lambda xs: jg.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v + xs[i]), [0, 0.0]), xs
+    ):  # TensorFlow's form
+        assert float(run()[1]) == 3.0
+    value, grad = jg.jit_grad(lambda xs: lax.scan(lambda c, x: (c + x * x, c), 0.0, xs)[0])(xs)
+    assert float(value) == 14.0 and np.array_equal(grad.numpy(), 2 * xs)
+    assert lax.scan(running_sum, 0.0, xs.astype(np.float32))[0].dtype == np.float32
+    strict = re.escape("carry output f64[] differs from its input f32[]")
+    with pytest.raises(TypeError, match=strict):
+        lax.scan(running_sum, np.float32(0.0), xs)
+
+
 def test_a_body_of_thirty_or_more_arguments_compiles():
     """CPython calls a function of 30 arguments or more as f(*args), which Numba cannot
     inline: such a body stays a function of its own (the GRU example's has 57)."""

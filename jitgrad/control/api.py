@@ -34,6 +34,30 @@ def values_of(tree, name: str) -> tuple[list, object]:
     return [as_value(x, op=name) for x in leaves], treedef
 
 
+def python_floats(tree) -> list[bool]:
+    """Which leaves of an initial carry are Python floats. Like JAX's weakly typed values, each
+    takes the float dtype the body gives it (`scan(f, 0.0, float64 xs)` carries float64, where
+    the float32 of TensorFlow's rule for a Python float would not match); every other leaf
+    must keep its dtype."""
+    return [type(leaf) is float for leaf in pytree.flatten(tree)[0]]
+
+
+def _adopted(init: list, loose: list, out_avals: list) -> list:
+    """`init` with each loose leaf (python_floats) cast to the float dtype the body returned
+    for it; the very list when nothing changes."""
+    changed = [
+        k
+        for k, (leaf, out) in enumerate(zip(init, out_avals))
+        if loose[k]
+        and out.dtype != leaf.dtype
+        and out.dtype.kind == "f"
+        and tuple(out.shape) == tuple(leaf.shape)
+    ]
+    if not changed:
+        return init
+    return [cast(leaf, out_avals[k].dtype) if k in changed else leaf for k, leaf in enumerate(init)]
+
+
 def _traced(*leaves) -> bool:
     """Whether the loop must become a primitive: under a trace (its body may close over traced
     values), or when a value is a tracer."""
@@ -95,25 +119,32 @@ def _unpack(t, count: int) -> list:
 
 
 # -- the general loop ---------------------------------------------------------------------------
-def _scan(step, init, init_tree, xs, length, reverse, name, remat=False):
+def _scan(step, init, init_tree, xs, length, reverse, name, remat=False, loose=None):
     """(carry leaves, ys leaves, ys tree) of `step(i, carry leaves, x leaves) -> (carry tree,
     y tree)` run over `length` iterations, `i` backwards if `reverse`; `remat`: see
-    `scan`."""
+    `scan`; `loose`: python_floats of the carry."""
+    loose = loose or [False] * len(init)
     if not _traced(*init, *xs):
-        return _scan_eager(step, init, init_tree, xs, length, reverse, name)
+        return _scan_eager(step, init, init_tree, xs, length, reverse, name, loose)
     n_carry = len(init)
-    in_avals = [AVal((), INDEX_DTYPE), *_avals(init), *[AVal(x.shape[1:], x.dtype) for x in xs]]
 
     def body(i, *rest):
         out = step(i, list(rest[:n_carry]), list(rest[n_carry:]))
         return _pair(out, name)
 
-    traced = trace_function(
-        body, in_avals, lambda ts: ts, f"{name} body", out_dtypes=[c.dtype for c in init]
-    )
-    carry_tree, y_tree = _split_pair_tree(traced.out_tree)
-    outs = traced.graph.outputs
-    n_out = _leaf_count(carry_tree)
+    for _ in range(2):  # a second trace when a loose leaf takes the body's dtype
+        in_avals = [AVal((), INDEX_DTYPE), *_avals(init)]
+        in_avals += [AVal(x.shape[1:], x.dtype) for x in xs]
+        traced = trace_function(
+            body, in_avals, lambda ts: ts, f"{name} body", out_dtypes=[c.dtype for c in init]
+        )
+        carry_tree, y_tree = _split_pair_tree(traced.out_tree)
+        outs = traced.graph.outputs
+        n_out = _leaf_count(carry_tree)
+        adopted = _adopted(init, loose, [v.aval for v in outs[:n_out]])
+        if adopted is init or carry_tree != init_tree:
+            break
+        init = adopted
     _check_carry(name, "carry", init_tree, _avals(init), carry_tree, [v.aval for v in outs[:n_out]])
     consts = traced.captured
     graph = with_inputs(traced.graph, len(in_avals), consts, consts, at=1)
@@ -147,7 +178,7 @@ def _weak_like(init: list, carry: list) -> list:
     ]
 
 
-def _scan_eager(step, init, init_tree, xs, length, reverse, name):
+def _scan_eager(step, init, init_tree, xs, length, reverse, name, loose):
     carry = list(init)
     slices, y_tree = [], None
     order = range(length - 1, -1, -1) if reverse else range(length)
@@ -155,6 +186,7 @@ def _scan_eager(step, init, init_tree, xs, length, reverse, name):
         carry_out, y = _pair(step(_index(i), carry, [x[i] for x in xs]), name)
         leaves, tree = pytree.flatten(carry_out)
         new = [_leaf_like(v, c, name) for v, c in zip(leaves, carry)] if tree == init_tree else []
+        carry = _adopted(carry, loose, _avals(new))
         _check_carry(name, "carry", init_tree, _avals(carry), tree, _avals(new or leaves))
         carry = new
         y_leaves, y_tree = pytree.flatten(y)
@@ -214,9 +246,11 @@ def _scan_length(name: str, xs, length) -> int:
     return lengths.pop()
 
 
-def _while(cond_step, body_step, init, init_tree, max_trips, name):
+def _while(cond_step, body_step, init, init_tree, max_trips, name, loose=None):
     """Carry leaves after `body_step(carry leaves) -> carry tree` ran while `cond_step(carry
-    leaves)` holds, at most `max_trips` times (None: no bound)."""
+    leaves)` holds, at most `max_trips` times (None: no bound); `loose`: python_floats of the
+    carry."""
+    loose = loose or [False] * len(init)
     if max_trips is not None:
         if not isinstance(max_trips, (int, np.integer)) or max_trips < 0:
             raise op_error(
@@ -224,20 +258,25 @@ def _while(cond_step, body_step, init, init_tree, max_trips, name):
             )
         max_trips = int(max_trips)
     if not _traced(*init):
-        return _while_eager(cond_step, body_step, init, init_tree, max_trips, name)
-    in_avals = [AVal((), INDEX_DTYPE), *_avals(init)]
+        return _while_eager(cond_step, body_step, init, init_tree, max_trips, name, loose)
+    for _ in range(2):  # a second trace when a loose leaf takes the body's dtype
+        in_avals = [AVal((), INDEX_DTYPE), *_avals(init)]
+        body_traced = trace_function(
+            lambda i, *carry: body_step(list(carry)),
+            in_avals,
+            lambda ts: ts,
+            f"{name} body",
+            out_dtypes=[c.dtype for c in init],
+        )
+        adopted = _adopted(init, loose, [v.aval for v in body_traced.graph.outputs])
+        if adopted is init or body_traced.out_tree != init_tree:
+            break
+        init = adopted
     cond_traced = trace_function(
         lambda i, *carry: _predicate(cond_step(list(carry)), name),
         in_avals,
         lambda ts: ts,
         f"{name} condition",
-    )
-    body_traced = trace_function(
-        lambda i, *carry: body_step(list(carry)),
-        in_avals,
-        lambda ts: ts,
-        f"{name} body",
-        out_dtypes=[c.dtype for c in init],
     )
     _check_carry(
         name,
@@ -267,13 +306,14 @@ def _while(cond_step, body_step, init, init_tree, max_trips, name):
     return _weak_like(init, _unpack(result, 1 + len(init))[1:])
 
 
-def _while_eager(cond_step, body_step, init, init_tree, max_trips, name):
+def _while_eager(cond_step, body_step, init, init_tree, max_trips, name, loose):
     carry, trips = list(init), 0
     while (max_trips is None or trips < max_trips) and bool(
         _predicate(cond_step(carry), name)._value
     ):
         leaves, tree = pytree.flatten(body_step(carry))
         new = [_leaf_like(v, c, name) for v, c in zip(leaves, carry)] if tree == init_tree else []
+        carry = _adopted(carry, loose, _avals(new))
         _check_carry(name, "loop variables", init_tree, _avals(carry), tree, _avals(new or leaves))
         carry, trips = new, trips + 1
     return carry
@@ -358,7 +398,15 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1, remat=False):
         return f(pytree.unflatten(init_tree, carry), pytree.unflatten(xs_tree, x))
 
     carry, ys, y_tree = _scan(
-        step, init_leaves, init_tree, xs_leaves, n, reverse, "scan", remat=bool(remat)
+        step,
+        init_leaves,
+        init_tree,
+        xs_leaves,
+        n,
+        reverse,
+        "scan",
+        remat=bool(remat),
+        loose=python_floats(init),
     )
     return pytree.unflatten(init_tree, carry), pytree.unflatten(y_tree, ys)
 
@@ -378,7 +426,10 @@ def fori_loop(lower, upper, body_fun, init_val):
             index = i if lo == 0 else i + lo
             return body_fun(index, pytree.unflatten(init_tree, carry)), ()
 
-        carry, _, _ = _scan(step, init_leaves, init_tree, [], max(hi - lo, 0), False, "fori_loop")
+        trips, loose = max(hi - lo, 0), python_floats(init_val)
+        carry, _, _ = _scan(
+            step, init_leaves, init_tree, [], trips, False, "fori_loop", loose=loose
+        )
         return pytree.unflatten(init_tree, carry)
     lo, hi = as_value(lower, op="fori_loop"), as_value(upper, op="fori_loop")
     lo, hi = cast(lo, INDEX_DTYPE), cast(hi, INDEX_DTYPE)
@@ -391,7 +442,8 @@ def fori_loop(lower, upper, body_fun, init_val):
         value = body_fun(carry[0], pytree.unflatten(init_tree, carry[1:]))
         return [carry[0] + 1, *pytree.flatten(value)[0]]
 
-    out = _while(cond_step, body_step, start, pytree.flatten(start)[1], None, "fori_loop")
+    loose = [False, *python_floats(init_val)]
+    out = _while(cond_step, body_step, start, pytree.flatten(start)[1], None, "fori_loop", loose)
     return pytree.unflatten(init_tree, out[1:])
 
 
@@ -419,6 +471,7 @@ def while_loop(cond_fun, body_fun, init_val, maximum_iterations=None):
         tree,
         maximum_iterations,
         "while_loop",
+        python_floats(init_val),
     )
     return pytree.unflatten(tree, out)
 
