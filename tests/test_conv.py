@@ -1150,3 +1150,22 @@ def test_a_grouped_filter_gradient_is_one_op_whatever_the_groups():
     value, grad = jg.jit_grad(loss, wrt=0)(f, x)
     assert_compiled_close(value, loss(f, x), "jit_grad value")
     assert_compiled_close(grad, jg.grad(loss)(f, x), "jit_grad d/df")
+
+
+@pytest.mark.parametrize("pool", [jg.nn.max_pool2d, jg.nn.avg_pool2d])
+@pytest.mark.parametrize(
+    "shape, window, want", [((1, 2, 2, 1), 3, (1, 0, 0, 1)), ((1, 0, 3, 2), (1, 3), (1, 0, 1, 2))]
+)
+def test_a_window_that_fits_nowhere_pools_to_an_empty_result(pool, shape, window, want):
+    """A 3x3 VALID window on a 2x2 input, or an input with an empty spatial axis: an empty
+    result, eagerly as compiled (eager max_pool raised numpy's "window shape cannot be larger
+    than input array shape"), and zero gradients."""
+    x = np.ones(shape, np.float32)
+
+    def loss(x):
+        return jg.reduce_sum(pool(x, window, 1, "VALID"))
+
+    assert pool(x, window, 1, "VALID").shape == want
+    assert jg.jit(lambda x: pool(x, window, 1, "VALID"))(x).shape == want
+    assert not np.asarray(jg.grad(loss)(x)).any()
+    assert not np.asarray(jg.jit_grad(loss)(x)[1]).any()

@@ -41,6 +41,9 @@ def _windows(x, window, strides, padding, fill=-np.inf):
     pads = [(0, 0), *padding, (0, 0)]
     xp = np.pad(x, pads, constant_values=fill)
     spatial = conv.out_spatial(x.shape[1:-1], window, strides, padding, (1,) * rank, (1,) * rank)
+    if 0 in spatial:  # no window fits (numpy would refuse the view): an empty result, as compiled
+        taps = int(np.prod(window))
+        return np.full((x.shape[0], *spatial, x.shape[-1], taps), fill, x.dtype), spatial
     views = np.lib.stride_tricks.sliding_window_view(xp, window, axis=tuple(range(1, rank + 1)))
     index = (slice(None), *[slice(None, s * (o - 1) + 1, s) for s, o in zip(strides, spatial)])
     views = views[index]
