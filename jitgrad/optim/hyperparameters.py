@@ -31,17 +31,48 @@ class Setting(Variable):
         super().__init__(np.float64(value), name=name, trainable=False)
 
 
+# The ranges a number may take (PyTorch's checks): (what the message says, the test). A NaN
+# fails every test.
+NON_NEGATIVE = ("must be >= 0", lambda v: v >= 0)
+POSITIVE = ("must be > 0", lambda v: v > 0)
+A_DECAY = ("must be in [0, 1)", lambda v: 0 <= v < 1)
+A_FRACTION = ("must be in [0, 1]", lambda v: 0 <= v <= 1)
+
+
 class Hyperparameter:
     """A descriptor: reads give what the user set (a float for numbers), sets of a number
     assign the held Setting in place, so compiled updates that read it see the new value.
 
+    A number outside `valid` (a pair of this module: NON_NEGATIVE, ...) is a ValueError, and a
+    string, or None unless `optional`, a TypeError, when set: at the optimizer's construction
+    or later (`opt.learning_rate = "1e-3"`). Before, `Adam(0.1, beta_1=1.5)` trained to
+    nonsense and `SGD("0.1")` failed in the first update's multiply. Schedules (callables),
+    Variables, tensors and 0-d arrays are held as they are.
+
     >>> class Momentum(Optimizer):
-    ...     momentum = Hyperparameter()
+    ...     momentum = Hyperparameter(NON_NEGATIVE)
     """
+
+    def __init__(self, valid=None, optional: bool = False):
+        self.valid, self.optional = valid, optional
 
     def __set_name__(self, owner, name: str) -> None:
         self.name = name
         self.attr = "_" + name
+
+    def _check(self, opt, value) -> None:
+        where = f"{type(opt).__name__}: {self.name}"
+        if is_number(value):
+            if self.valid is not None and not self.valid[1](value):
+                raise ValueError(f"{where} {self.valid[0]}, got {value}")
+        elif isinstance(value, (str, bytes, bool, np.bool_)) or (
+            value is None and not self.optional
+        ):
+            allowed = "a number" + (" or None" if self.optional else "")
+            raise TypeError(
+                f"{where} must be {allowed}, or a schedule (a callable of the step count), got "
+                f"{type(value).__name__} {value!r}"
+            )
 
     def __get__(self, opt, owner=None):
         if opt is None:
@@ -50,6 +81,7 @@ class Hyperparameter:
         return float(held._value) if isinstance(held, Setting) else held
 
     def __set__(self, opt, value) -> None:
+        self._check(opt, value)
         held = opt.__dict__.get(self.attr)
         if not is_number(value):
             opt.__dict__[self.attr] = value

@@ -36,7 +36,14 @@ from jitgrad.core import pytree
 from jitgrad.core.convert import to_array
 from jitgrad.core.variable import Variable
 from jitgrad.ops.base import as_value
-from jitgrad.optim.hyperparameters import Hyperparameter, hyperparameters
+from jitgrad.optim.hyperparameters import (
+    A_DECAY,
+    A_FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    Hyperparameter,
+    hyperparameters,
+)
 from jitgrad.optim.state import check_state, layout
 
 
@@ -90,8 +97,8 @@ class Optimizer:
     scalars). The update reads a setting through `self._traced(name)`."""
 
     slots: tuple[str, ...] = ()
-    learning_rate = Hyperparameter()
-    global_clipnorm = Hyperparameter()
+    learning_rate = Hyperparameter(NON_NEGATIVE)
+    global_clipnorm = Hyperparameter(POSITIVE, optional=True)
 
     def __init__(self, learning_rate, global_clipnorm: float | None = None):
         self.learning_rate = learning_rate
@@ -267,7 +274,7 @@ class SGD(Optimizer):
 
     update_is_elementwise = True
 
-    momentum = Hyperparameter()
+    momentum = Hyperparameter(NON_NEGATIVE)
 
     def __init__(
         self,
@@ -277,9 +284,7 @@ class SGD(Optimizer):
         global_clipnorm: float | None = None,
     ):
         super().__init__(learning_rate, global_clipnorm)
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = momentum
         self.nesterov = nesterov
 
     @property
@@ -309,9 +314,9 @@ class Adam(Optimizer):
     update_is_elementwise = True
 
     slots = ("m", "v")
-    beta_1 = Hyperparameter()
-    beta_2 = Hyperparameter()
-    epsilon = Hyperparameter()
+    beta_1 = Hyperparameter(A_DECAY)
+    beta_2 = Hyperparameter(A_DECAY)
+    epsilon = Hyperparameter(NON_NEGATIVE)
 
     def __init__(
         self,
@@ -322,7 +327,7 @@ class Adam(Optimizer):
         global_clipnorm: float | None = None,
     ):
         super().__init__(learning_rate, global_clipnorm)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def _coefficients(self, lr, t):
         beta_1, beta_2 = self._traced("beta_1"), self._traced("beta_2")
@@ -353,7 +358,7 @@ class AdamW(Adam):
 
     update_is_elementwise = True
 
-    weight_decay = Hyperparameter()
+    weight_decay = Hyperparameter(NON_NEGATIVE)
 
     def __init__(
         self,
@@ -365,7 +370,7 @@ class AdamW(Adam):
         global_clipnorm: float | None = None,
     ):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, global_clipnorm)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = weight_decay
 
     def _update_leaf(self, p, g, slots, c):
         decay = _like(self._traced("weight_decay"), p)
@@ -382,9 +387,9 @@ class RMSprop(Optimizer):
 
     update_is_elementwise = True
 
-    rho = Hyperparameter()
-    momentum = Hyperparameter()
-    epsilon = Hyperparameter()
+    rho = Hyperparameter(A_FRACTION)
+    momentum = Hyperparameter(NON_NEGATIVE)
+    epsilon = Hyperparameter(NON_NEGATIVE)
 
     def __init__(
         self,
@@ -396,7 +401,7 @@ class RMSprop(Optimizer):
         global_clipnorm: float | None = None,
     ):
         super().__init__(learning_rate, global_clipnorm)
-        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
         self.centered = centered
 
     @property

@@ -3,6 +3,7 @@ the TensorFlow-style interface against the functional one, global-norm clipping,
 `jit(update)` == eager (one kernel for all optimizers)."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -266,3 +267,39 @@ def test_momentum_turned_on_later_needs_a_state_with_its_slot():
     with pytest.raises(ValueError, match=r"makes \{'momentum': "):
         opt.update(PARAMS, GRADS[0], state)
     opt.update(PARAMS, GRADS[0], opt.init(PARAMS))
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: jg.optim.SGD(-0.1), ValueError, "SGD: learning_rate must be >= 0, got -0.1"),
+        (lambda: jg.optim.SGD(float("nan")), ValueError, "learning_rate must be >= 0, got nan"),
+        (lambda: jg.optim.SGD("0.1"), TypeError, "learning_rate must be a number, or a schedule"),
+        (lambda: jg.optim.SGD(None), TypeError, "got NoneType None"),
+        (lambda: jg.optim.SGD(0.1, momentum=-0.5), ValueError, "momentum must be >= 0"),
+        (lambda: jg.optim.Adam(0.1, beta_1=1.5), ValueError, "beta_1 must be in [0, 1), got 1.5"),
+        (lambda: jg.optim.Adam(0.1, beta_2=1.0), ValueError, "beta_2 must be in [0, 1), got 1.0"),
+        (lambda: jg.optim.Adam(0.1, epsilon=-1e-7), ValueError, "epsilon must be >= 0"),
+        (lambda: jg.optim.Adam(0.1, global_clipnorm=0), ValueError, "global_clipnorm must be > 0"),
+        (lambda: jg.optim.AdamW(0.1, weight_decay=-1), ValueError, "weight_decay must be >= 0"),
+        (lambda: jg.optim.RMSprop(0.1, rho=1.2), ValueError, "rho must be in [0, 1], got 1.2"),
+    ],
+)
+def test_settings_out_of_range_are_refused_when_set(make, error, message):
+    """PyTorch's checks: a beta of 1.5 or a negative epsilon trained to nonsense, and a string
+    learning rate failed in the first update's multiply."""
+    with pytest.raises(error, match=re.escape(message)):
+        make()
+
+
+def test_settings_are_checked_when_changed_too_and_keep_their_other_forms():
+    opt = jg.optim.Adam(0.1, global_clipnorm=None)  # None: no clipping
+    with pytest.raises(TypeError, match="Adam: learning_rate must be a number"):
+        opt.learning_rate = "1e-3"
+    with pytest.raises(ValueError, match="Adam: beta_1 must be in"):
+        opt.beta_1 = -0.1
+    assert opt.learning_rate == 0.1 and opt.beta_1 == 0.9  # unchanged by the refusals
+    opt.learning_rate = lambda step: 0.1 / (1.0 + step)  # a schedule
+    opt.learning_rate = jg.Variable(0.05)  # TensorFlow's Variable learning rate
+    opt.beta_1 = np.float32(0.8)
+    assert opt.beta_1 == np.float32(0.8)
