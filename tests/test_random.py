@@ -326,6 +326,30 @@ def test_numpy_random_while_tracing_warns_with_the_line_and_is_restored():
         jg.jit(lambda x: x * 2)(1.0)
 
 
+def test_layers_built_by_a_compiled_first_call_draw_without_a_warning():
+    """TensorFlow's guide pattern: a Module whose Dense layers make their Variables in the
+    first call of a jitgrad.function. Their initializers draw with numpy, once, for the
+    Variables' initial values: no warning about draws reused at every call."""
+
+    class Model(jg.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [jg.nn.Dense(4), jg.nn.Dense(2)]
+
+        @jg.function
+        def __call__(self, x):
+            for layer in self.layers:
+                x = jg.nn.relu(layer(x))
+            return x
+
+    model = Model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = model(np.ones((2, 3), np.float32))
+        assert np.array_equal(model(np.ones((2, 3), np.float32)).numpy(), first.numpy())
+    assert len(model.trainable_variables) == 4
+
+
 def test_a_call_a_tape_watches_draws_and_advances_as_the_kernel_does():
     """A tape watching the inputs replays the graph op by op: the state still advances."""
     g = jg.random.Generator.from_seed(4)

@@ -11,12 +11,17 @@ and after the trace as well, and a change that no wrapper reported warns without
 draw by another thread meanwhile would be reported too: numpy's global state is shared).
 A `numpy.random.Generator` made before the trace cannot be watched (its methods belong to a
 compiled type); one made by `default_rng` inside the trace is reported when it is made.
+
+jitgrad's own draws are not reported: its layers' initializers (jitgrad.nn) draw the initial
+values of Variables, once, when a model is built by its first call, traced or not; those
+numbers are meant to be drawn once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import threading
 import warnings
 
@@ -64,7 +69,8 @@ def _wrapper(name: str, fn):
     @functools.wraps(fn)
     def traced_draw(*args, **kwargs):
         trace = current_trace.get()
-        if trace is not None:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if trace is not None and not caller.startswith("jitgrad."):
             reported = getattr(_reported, "names", None)
             if reported is not None:
                 reported.add(name)
