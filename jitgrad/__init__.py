@@ -83,6 +83,7 @@ from jitgrad.ops.nn import (
     softsign,
     sparse_softmax_cross_entropy_with_logits,
 )
+from jitgrad.ops.sequences import rank, shape, size  # not in jitgrad.ops: jitgrad.ops.shape
 
 __version__ = "0.1.0"
 

@@ -56,6 +56,7 @@ from jitgrad.ops import (
     tan,
     tanh,
 )
+from jitgrad.ops.sequences import cumprod, cumsum, segment_sum, unsorted_segment_sum
 from jitgrad.ops.special import (
     betainc,
     digamma,

@@ -369,16 +369,21 @@ argmin = _arg_reduction("argmin", ops.argmin)
 
 
 def cumsum(a, axis=None, dtype=None, out=None):
-    """Running sums along `axis` (flattened for None): a product with a triangle of ones, so
-    the gradient is the reversed running sum; O(n^2) in the axis length."""
+    """Running sums along `axis` (flattened for None): jitgrad.cumsum's log-step scan."""
     _unsupported("cumsum", out=(out, None))
     x = asarray(a) if dtype is None else ops.cast(asarray(a), dtype)
     if axis is None:
         x, axis = ops.reshape(x, (-1,)), 0
-    axis = normalize_axis("cumsum", axis, x.ndim)
-    n = x.shape[axis]
-    upper = np.triu(np.ones((n, n), x.dtype))  # out_j = sum_{i <= j} x_i
-    return moveaxis(ops.matmul(moveaxis(x, axis, -1), upper), -1, axis)
+    return ops.cumsum(x, axis)
+
+
+def cumprod(a, axis=None, dtype=None, out=None):
+    """Running products along `axis` (flattened for None)."""
+    _unsupported("cumprod", out=(out, None))
+    x = asarray(a) if dtype is None else ops.cast(asarray(a), dtype)
+    if axis is None:
+        x, axis = ops.reshape(x, (-1,)), 0
+    return ops.cumprod(x, axis)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,6 +115,13 @@ from jitgrad.ops.scatter import (
     tensor_scatter_nd_sub,
     tensor_scatter_nd_update,
 )
+from jitgrad.ops.sequences import (
+    boolean_mask,
+    cumprod,
+    cumsum,
+    segment_sum,
+    unsorted_segment_sum,
+)
 from jitgrad.ops.shape import (
     broadcast_to,
     concat,

@@ -299,7 +299,7 @@ def _expand_ellipsis(x, items):
 
 def _static_int(item, dim, axis, shape) -> int:
     if isinstance(item, Tracer):
-        item._concrete("indexing with")
+        item._concrete("indexing with the value")
     if not (
         isinstance(item, (int, np.integer))
         or getattr(item, "dtype", None) is not None
@@ -329,7 +329,7 @@ def _expand_bool_masks(x, items):
         mask = item if isinstance(item, (np.ndarray, *VALUE_TYPES)) else None
         if mask is not None and mask.dtype == dtypes.bool_:
             if isinstance(mask, Tracer):
-                mask._concrete("boolean-mask indexing with")
+                mask._concrete("boolean-mask indexing with the value")
             out.extend(np.nonzero(np.asarray(mask)))
         else:
             out.append(item)
