@@ -57,6 +57,7 @@ from jitgrad.ops import (
     tanh,
 )
 from jitgrad.ops.sequences import cumprod, cumsum, segment_sum, unsorted_segment_sum
+from jitgrad.ops.sort import top_k
 from jitgrad.ops.special import (
     betainc,
     digamma,

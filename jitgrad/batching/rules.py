@@ -118,6 +118,11 @@ def _arg_reduce(op, size, values, batched, *, axis):
     return bind(op, values[0], axis=axis + 1)
 
 
+@_rule("argsort")
+def _argsort(op, size, values, batched, *, axis, descending):
+    return bind(op, values[0], axis=axis + 1, descending=descending)
+
+
 @_rule("slice")
 def _slice(op, size, values, batched, *, index):
     return bind(op, values[0], index=((0, size, 1),) + tuple(index))

@@ -57,6 +57,7 @@ from jitgrad.ops.pool import (
     max_pool1d,
     max_pool2d,
 )
+from jitgrad.ops.sort import top_k
 
 __all__ = [
     "MLP",
@@ -113,4 +114,5 @@ __all__ = [
     "sparse_softmax_cross_entropy_with_logits",
     "swish",
     "tanh",
+    "top_k",
 ]

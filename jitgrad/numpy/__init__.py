@@ -37,6 +37,7 @@ from jitgrad.core.variable import Variable
 from jitgrad.ops.base import as_value, binary_operands, normalize_axes, normalize_axis
 from jitgrad.ops.elementwise import zeros_like_value
 from jitgrad.ops.index import check_index
+from jitgrad.ops.sort import sorting_positions
 
 # `jnp.linalg` is jitgrad.linalg (numpy's names are among its aliases); registered as the
 # submodule too, so that `import jitgrad.numpy.linalg` works.
@@ -586,6 +587,25 @@ def tile(A, reps):  # noqa: N803 - numpy's name
 def take(a, indices, axis=None, out=None, mode=None):
     _unsupported("take", out=(out, None), mode=(mode, None))
     return ops.take(asarray(a), asarray(indices), axis)
+
+
+def sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """`a` sorted along `axis` (None: flattened), stably whatever `kind` says;
+    differentiable."""
+    _unsupported("sort", order=(order, None))
+    x = asarray(a)
+    if axis is None:
+        x, axis = ravel(x), 0
+    return ops.sort(x, axis)
+
+
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """The positions (int64) that sort `a` along `axis` (None: flattened), stably."""
+    _unsupported("argsort", order=(order, None))
+    x = asarray(a)
+    if axis is None:
+        x, axis = ravel(x), 0
+    return sorting_positions(x, axis)
 
 
 def take_along_axis(arr, indices, axis):

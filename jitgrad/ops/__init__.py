@@ -137,6 +137,7 @@ from jitgrad.ops.shape import (
     transpose,
     unstack,
 )
+from jitgrad.ops.sort import argsort, sort
 from jitgrad.ops.special import logaddexp
 
 __all__ = [

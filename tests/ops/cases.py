@@ -1229,6 +1229,49 @@ case(
     prims=("argmin",),
     order=0,
 )
+
+
+def _sort_draw(d):
+    """Distinct values (a sort's gradient is defined where no two are equal), any axis."""
+    shape = d.shape(min_dims=1)
+    return [d.distinct(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
+
+
+def _top_k_draw(d):
+    shape = d.shape(min_dims=1)
+    return [d.distinct(shape)], {"k": d.int(0, shape[-1])}
+
+
+case(
+    "argsort",
+    lambda x, axis: jg.argsort(x, axis),
+    _sort_draw,
+    ref=lambda x, axis: np.argsort(x, axis, kind="stable").astype(np.int32),
+    prims=("argsort",),
+    order=0,
+)
+case(
+    "argsort_descending",
+    lambda x, axis: jg.argsort(x, axis, direction="DESCENDING"),
+    _sort_draw,
+    ref=lambda x, axis: np.argsort(-x, axis, kind="stable").astype(np.int32),  # distinct x
+    prims=("argsort",),
+    order=0,
+)
+case(
+    "sort",  # a gather at the sorting positions: differentiable where the values are distinct
+    lambda x, axis: jg.sort(x, axis),
+    _sort_draw,
+    ref=lambda x, axis: np.sort(x, axis),
+    prims=("argsort", "gather"),
+)
+case(
+    "top_k",
+    lambda x, k: jg.math.top_k(x, k)[0],
+    _top_k_draw,
+    ref=lambda x, k: -np.sort(-x, -1)[..., :k],
+    prims=("argsort",),
+)
 case(
     "allreduce",  # the sum over the processes of an MPI job: the value itself in one process
     lambda x: bind(jg.ops.collective.allreduce_p, x) * x,

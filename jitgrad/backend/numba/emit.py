@@ -1790,6 +1790,25 @@ class Emitter:
         self.emit("dst[i0, i2] = i1", 5)
         self.emit_reshaped(e.out, "dst")
 
+    @emits("argsort")
+    def op_argsort(self, e, x):
+        """Each (row, column) line along the axis copied out (as its sort key, ops/sort.py),
+        argsorted by Numba's mergesort (stable, NaNs last: numpy's order), and the positions
+        written back along the axis."""
+        p, n, q = self._three_axis(x.aval.shape, e.params["axis"])
+        key = ("-" if x.aval.dtype.kind == "f" else "~") if e.params["descending"] else ""
+        self.emit(f"src = {self.view(self.contiguous_expr(x), (p, n, q))}")
+        self.emit(f"dst = np.empty(({p}, {n}, {q}), np.int64)")
+        self.emit(f"line = np.empty({n}, src.dtype)")
+        self.emit(f"for i0 in range({p}):")
+        self.emit(f"for i2 in range({q}):", 2)
+        self.emit(f"for i1 in range({n}):", 3)
+        self.emit(f"line[i1] = {key}src[i0, i1, i2]", 4)
+        self.emit("order = np.argsort(line, kind='mergesort')", 3)
+        self.emit(f"for i1 in range({n}):", 3)
+        self.emit("dst[i0, i1, i2] = order[i1]", 4)
+        self.emit_reshaped(e.out, "dst")
+
     @emits("argmax")
     def op_argmax(self, e, x):
         self._arg_reduce(e, x, ">")
