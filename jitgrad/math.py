@@ -56,6 +56,19 @@ from jitgrad.ops import (
     tan,
     tanh,
 )
+from jitgrad.ops.composites import (
+    add_n,
+    count_nonzero,
+    is_finite,
+    is_inf,
+    is_nan,
+    l2_normalize,
+    reciprocal,
+    reduce_all,
+    reduce_any,
+    squared_difference,
+)
+from jitgrad.ops.nn import log_softmax
 from jitgrad.ops.sequences import cumprod, cumsum, segment_sum, unsorted_segment_sum
 from jitgrad.ops.sort import top_k
 from jitgrad.ops.special import (

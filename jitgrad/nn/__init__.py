@@ -26,6 +26,7 @@ from jitgrad.nn.losses import (
     softmax_cross_entropy,
     sparse_softmax_cross_entropy,
 )
+from jitgrad.ops.composites import embedding_lookup, l2_normalize
 from jitgrad.ops.conv import conv1d, conv2d, conv2d_transpose, depthwise_conv2d
 from jitgrad.ops.elementwise import sigmoid, softplus, tanh
 from jitgrad.ops.nn import (
@@ -115,4 +116,6 @@ __all__ = [
     "swish",
     "tanh",
     "top_k",
+    "embedding_lookup",
+    "l2_normalize",
 ]

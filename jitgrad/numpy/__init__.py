@@ -34,6 +34,19 @@ from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.errors import TracerError, op_error, with_location
 from jitgrad.core.tensor import ArrayMethods, Tensor, Tracer, bind_numpy_namespace
 from jitgrad.core.variable import Variable
+from jitgrad.numpy.conversion import (
+    _NO_VALUE,
+    _VALUES,
+    _binary,
+    _float,
+    _operand,
+    _operands,
+    _ufunc_args,
+    _unary,
+    _unsupported,
+    asarray,
+)
+from jitgrad.numpy.conversion import array as array  # numpy's name, this module's
 from jitgrad.ops.base import as_value, binary_operands, normalize_axes, normalize_axis
 from jitgrad.ops.elementwise import zeros_like_value
 from jitgrad.ops.index import check_index
@@ -49,119 +62,9 @@ int8, int16, int32, int64, uint8, bool_ = np.int8, np.int16, np.int32, np.int64,
 pi, e, inf, nan, newaxis = np.pi, np.e, np.inf, np.nan, None
 ndarray = ArrayMethods  # isinstance(x, jnp.ndarray) holds for tensors and tracers, as in JAX
 
-_VALUES = (Tensor, Tracer)
-_PY_SCALARS = (bool, int, float)
-_NO_VALUE = object()  # an argument left at numpy's default
-
 
 # ---------------------------------------------------------------------------------------------
-# Conversion and numpy's extra arguments
-
-
-def _unsupported(fn: str, **given) -> None:
-    """Refuse numpy arguments jitgrad does not implement, unless at numpy's default. Each is
-    passed as name=(value, default)."""
-    for name, (value, default) in given.items():
-        if value is _NO_VALUE or value is default:
-            continue
-        if isinstance(value, (str, bool, int, float)) and type(value) is type(default):
-            if value == default:
-                continue
-        shown = f"an array of shape {np.shape(value)}" if np.ndim(value) else repr(value)
-        hint = " (tensors are immutable: use the result)" if name == "out" else ""
-        raise TypeError(
-            with_location(
-                f"jitgrad.numpy.{fn}: {name}={shown} is not supported, only the default "
-                f"{name}={default!r}{hint}"
-            )
-        )
-
-
-def _contains_value(x) -> bool:
-    if isinstance(x, _VALUES):
-        return True
-    return isinstance(x, (list, tuple)) and builtins.any(_contains_value(i) for i in x)
-
-
-def asarray(a, dtype=None, order=None, *, copy=None, like=None):
-    """`a` as a tensor with numpy's dtype rules (Python floats -> float64, ints -> int64);
-    tensors and tracers pass through (cast if `dtype` differs). A list holding tensors is
-    stacked, so `jnp.array([x, y])` of traced values is differentiable."""
-    _unsupported("asarray", order=(order, None), like=(like, None))
-    if isinstance(a, _VALUES):
-        return a if dtype is None else ops.cast(a, dtype)
-    if isinstance(a, (list, tuple)) and _contains_value(a):
-        stacked = ops.stack([asarray(x) for x in a])
-        return stacked if dtype is None else ops.cast(stacked, dtype)
-    try:
-        array = np.asarray(a, dtype=None if dtype is None else _dtypes.as_dtype(dtype))
-    except TypeError as exc:
-        raise TypeError(with_location(f"jitgrad.numpy.asarray: {exc}")) from None
-    return as_value(array, op="jitgrad.numpy.asarray")
-
-
-def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, like=None):  # noqa: A002
-    """numpy's array (tensors are immutable, so `copy` changes nothing); see `asarray`."""
-    _unsupported("array", order=(order, "K"), subok=(subok, False), like=(like, None))
-    out = asarray(object, dtype)
-    if ndmin > out.ndim:
-        out = ops.reshape(out, (1,) * (ndmin - out.ndim) + out.shape)
-    return out
-
-
-def _operand(x):
-    """An operand of a binary function: tensors and Python scalars as they are (the scalar is
-    weak), anything else converted with numpy's rules."""
-    if isinstance(x, _VALUES) or type(x) in _PY_SCALARS:
-        return x
-    return asarray(x)
-
-
-def _operands(x, y):
-    if type(x) in _PY_SCALARS and type(y) in _PY_SCALARS:
-        return asarray(x), asarray(y)  # numpy: two Python floats compute in float64
-    return _operand(x), _operand(y)
-
-
-def _ufunc_args(fn: str, out, where, kwargs) -> None:
-    """numpy's ufunc arguments: accepted at their defaults only."""
-    _unsupported(fn, out=(out, None), where=(where, True))
-    for name, value in kwargs.items():
-        default = {"casting": "same_kind", "order": "K", "subok": True, "signature": None}
-        if name not in default:
-            raise TypeError(with_location(f"jitgrad.numpy.{fn}: unexpected argument {name!r}"))
-        _unsupported(fn, **{name: (value, default[name])})
-
-
-def _unary(name: str, fn):
-    def unary(x, /, out=None, *, where=True, dtype=None, **kwargs):
-        _ufunc_args(name, out, where, kwargs)
-        y = fn(asarray(x))
-        return y if dtype is None else ops.cast(y, dtype)
-
-    unary.__name__ = unary.__qualname__ = name
-    unary.__doc__ = f"numpy's {name} (elementwise)."
-    return unary
-
-
-def _binary(name: str, fn):
-    def binary(x1, x2, /, out=None, *, where=True, dtype=None, **kwargs):
-        _ufunc_args(name, out, where, kwargs)
-        y = fn(*_operands(x1, x2))
-        return y if dtype is None else ops.cast(y, dtype)
-
-    binary.__name__ = binary.__qualname__ = name
-    binary.__doc__ = f"numpy's {name} (elementwise, broadcasting)."
-    return binary
-
-
-# ---------------------------------------------------------------------------------------------
-# Elementwise functions
-
-
-def _float(x):
-    """numpy computes float functions of integers in float64 (jitgrad's default is float32)."""
-    return ops.cast(x, np.float64) if x.dtype.kind in "biu" else x
+# Conversion and numpy's
 
 
 def _logaddexp(x, y):
@@ -871,6 +774,14 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
     return fn(*inputs, **kwargs)
 
 
+# numpy's functions composed from the ones above (each module's docstring says which).
+from jitgrad.numpy import arrays as _arrays  # noqa: E402 - they use this module's functions
+from jitgrad.numpy import numeric as _numeric  # noqa: E402
+
+for _module in (_arrays, _numeric):
+    for _name in _module.__all__:
+        globals()[_name] = getattr(_module, _name)
+
 bind_numpy_namespace(dispatch, dispatch_ufunc)
 
 # numpy's names: the functions defined here (not the protocol hooks) and the names bound above.
@@ -881,7 +792,7 @@ __all__ = sorted(
     and name not in ("dispatch", "dispatch_ufunc")
     and (
         isinstance(value, types.FunctionType)
-        and value.__module__ == __name__
+        and value.__module__.startswith(__name__)
         or name in ("linalg", "ndarray", "pi", "e", "inf", "nan", "newaxis")
         or isinstance(value, type)
         and issubclass(value, np.generic)

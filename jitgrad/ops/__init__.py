@@ -8,6 +8,16 @@ import types as _types
 
 from jitgrad.core.tensor import bind_operator_namespace
 from jitgrad.ops import collective, random
+from jitgrad.ops.composites import (
+    add_n,
+    meshgrid,
+    reduce_all,
+    reduce_any,
+    repeat,
+    reverse,
+    roll,
+    sequence_mask,
+)
 from jitgrad.ops.creation import (
     constant,
     convert_to_tensor,
