@@ -13,7 +13,7 @@ The allowed directions (a layer may import itself and the layers listed):
                                              the compiled tape backward is installed by jit)
     control    -> core, ops, ir, autodiff    loops and branches: primitives holding graphs, their
                                              gradients, the lax and TensorFlow forms
-    lax        -> control                    JAX's names
+    lax        -> control, ops               JAX's names (control flow, dynamic slices)
     batching   -> core, ops, ir, autodiff, control
                                              vmap (a loop for ops without a batching rule)
                                              and jacfwd, jacrev, hessian, linearize, vjp
@@ -49,7 +49,7 @@ ALLOWED = {
     "ir": {"core"},
     "autodiff": {"core", "ops", "ir"},
     "control": {"core", "ops", "ir", "autodiff"},
-    "lax": {"control"},
+    "lax": {"control", "ops"},
     "batching": {"core", "ops", "ir", "autodiff", "control"},
     "passes": {"core", "ir"},
     "backend": {"core", "ir", "passes"},
