@@ -16,6 +16,10 @@ import os
 # kernel, not the numpy fallback, from the first call; tests of tiered execution
 # (tests/test_background.py) switch to "background" themselves.
 os.environ.setdefault("JITGRAD_COMPILE", "blocking")
+# No warmer process compiling the helpers behind the tests' backs (tests/backend/test_warmer.py
+# starts its own): a product's kernel takes BLAS or the tiles by what the test set up, not by
+# when a warmer happened to finish, and no process outlives the run.
+os.environ.setdefault("JITGRAD_WARM_HELPERS", "0")
 
 import pytest  # noqa: E402 - after the environment the jitgrad import reads
 from hypothesis import settings  # noqa: E402

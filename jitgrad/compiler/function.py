@@ -167,7 +167,9 @@ class Compiled:
         compiled in memory, with one warning; an entry Numba rejects as stale (another
         version) is recompiled by Numba and replaced, with one warning."""
         from jitgrad.backend.numba.compile import forget_entry
+        from jitgrad.backend.numba.worker import start_warmer_here
 
+        start_warmer_here()  # a new installation's helpers, for this process's later kernels
         self.load()
         try:
             self.compile_kernel()
