@@ -69,7 +69,14 @@ from jitgrad.ops.composites import (
     squared_difference,
 )
 from jitgrad.ops.nn import log_softmax
-from jitgrad.ops.sequences import cumprod, cumsum, segment_sum, unsorted_segment_sum
+from jitgrad.ops.sequences import (
+    cumprod,
+    cumsum,
+    segment_mean,
+    segment_sum,
+    unsorted_segment_mean,
+    unsorted_segment_sum,
+)
 from jitgrad.ops.sort import top_k
 from jitgrad.ops.special import (
     betainc,

@@ -1,5 +1,6 @@
 """TensorFlow's ops over an axis as a sequence, and its shape queries: `cumsum`, `cumprod`,
-`unsorted_segment_sum`, `segment_sum`, `boolean_mask`, and `shape`, `size`, `rank`.
+`unsorted_segment_sum` / `_mean`, `segment_sum` / `_mean`, `boolean_mask`, and `shape`, `size`,
+`rank`.
 
 All are compositions of existing primitives, so they run eagerly, trace, differentiate and
 compile: the running sums are Hillis and Steele's log-step scan (ceil(log2 n) shifted adds,
@@ -108,19 +109,42 @@ def segment_sum(data, segment_ids, name=None):
     """unsorted_segment_sum with sorted ids and as many segments as the largest id + 1
     (TensorFlow's tf.math.segment_sum). The ids must be known: under jit, traced ids would give
     a shape that depends on data; use unsorted_segment_sum with num_segments there."""
-    op = "segment_sum"
+    known = _sorted_ids("segment_sum", segment_ids)
+    return unsorted_segment_sum(data, known, int(known[-1]) + 1 if known.size else 0)
+
+
+def unsorted_segment_mean(data, segment_ids, num_segments, name=None):
+    """The means of the slices of `data` that share a segment id (tf.math.unsorted_segment_mean:
+    an empty segment's mean is 0)."""
+    x = as_value(data, op="unsorted_segment_mean")
+    if x.dtype.kind != "f":
+        raise op_error("unsorted_segment_mean", f"needs float data, got {x.dtype.name}", TypeError)
+    ids = as_value(segment_ids, op="unsorted_segment_mean")
+    sums = unsorted_segment_sum(x, ids, num_segments)
+    ones = sh.broadcast_to(np.ones((), x.dtype), ids.shape)
+    counts = unsorted_segment_sum(ones, ids, num_segments)
+    counts = sh.reshape(counts, counts.shape + (1,) * (sums.ndim - 1))
+    return sums / ew.maximum(counts, np.ones((), x.dtype))
+
+
+def segment_mean(data, segment_ids, name=None):
+    """unsorted_segment_mean with sorted ids and as many segments as the largest id + 1
+    (tf.math.segment_mean); the ids must be known, as segment_sum's."""
+    known = _sorted_ids("segment_mean", segment_ids)
+    return unsorted_segment_mean(data, known, int(known[-1]) + 1 if known.size else 0)
+
+
+def _sorted_ids(op: str, segment_ids) -> np.ndarray:
+    """The segment ids as a known, sorted, non-negative 1-d numpy array, or the error."""
     ids = as_value(segment_ids, op=op)
     if isinstance(ids, Tracer):
-        ids._concrete(
-            "segment_sum's segment_ids (they set the result's shape) taken from the value"
-        )
+        ids._concrete(f"{op}'s segment_ids (they set the result's shape) taken from the value")
     known = np.asarray(ids.numpy())
     if known.ndim != 1:
         raise op_error(op, f"segment_ids must be 1-d, got shape {known.shape}")
     if known.size and (np.any(np.diff(known) < 0) or known[0] < 0):
         raise op_error(op, "segment_ids must be sorted and non-negative")
-    count = int(known[-1]) + 1 if known.size else 0
-    return unsorted_segment_sum(data, known, count)
+    return known
 
 
 def boolean_mask(tensor, mask, axis=None, name=None):

@@ -78,6 +78,22 @@ def test_unsorted_segment_sum_matches_tensorflow():
     )
 
 
+def test_segment_means():
+    """tf.math.unsorted_segment_mean / segment_mean: empty segments give 0; -1 drops a row."""
+    data = np.arange(8.0).reshape(4, 2)
+    want = [[2.0, 3.0], [0.0, 0.0], [4.0, 5.0]]
+    got = jg.math.unsorted_segment_mean(data, [0, 2, 0, 2], 3)
+    np.testing.assert_array_equal(got.numpy(), [[2.0, 3.0], [0.0, 0.0], [4.0, 5.0]])
+    mean = jg.jit(lambda d, i: jg.math.unsorted_segment_mean(d, i, 3))
+    np.testing.assert_array_equal(mean(data, np.array([0, -1, 0, 2])).numpy()[0], want[0])
+    np.testing.assert_array_equal(
+        jg.math.segment_mean([1.0, 2.0, 3.0], [0, 0, 2]).numpy(), [1.5, 0.0, 3.0]
+    )
+    check_grads(lambda d: jg.math.unsorted_segment_mean(d, [1, 1, 0, 1], 2) ** 2, [data])
+    with pytest.raises(TypeError, match="unsorted_segment_mean: needs float data"):
+        jg.math.unsorted_segment_mean([1, 2], [0, 0], 1)
+
+
 def test_boolean_mask_matches_numpy_and_tensorflow():
     x = np.arange(24).reshape(2, 3, 4)
     mask = np.array([[True, False, True], [False, False, True]])
