@@ -72,9 +72,13 @@ from jitgrad.ops.nn import log_softmax
 from jitgrad.ops.sequences import (
     cumprod,
     cumsum,
+    segment_max,
     segment_mean,
+    segment_min,
     segment_sum,
+    unsorted_segment_max,
     unsorted_segment_mean,
+    unsorted_segment_min,
     unsorted_segment_sum,
 )
 from jitgrad.ops.sort import top_k

@@ -241,6 +241,25 @@ def _gather(op, size, values, batched, *, axis):
     return bind(REGISTRY["transpose"], out, perm=perm)
 
 
+@_rule("scatter_extreme")
+def _scatter_extreme(op, size, values, batched, *, mode):
+    """Every example's rows laid end to end: (B * rows, n), its updates (B * k, n), and its row
+    indices shifted into its own rows."""
+    x, updates, rows = (v if b else batched_like(v, size) for v, b in zip(values, batched))
+    n_rows, width = x.shape[1:]
+    k = rows.shape[1]
+    offsets = np.arange(size, dtype=rows.dtype).reshape(size, 1) * n_rows
+    shifted = add(rows, broadcast_value(_constant_like(offsets, rows), tuple(rows.shape)))
+    out = bind(
+        op,
+        reshape_value(x, (size * n_rows, width)),
+        reshape_value(updates, (size * k, width)),
+        reshape_value(shifted, (size * k,)),
+        mode=mode,
+    )
+    return reshape_value(out, (size, n_rows, width))
+
+
 @_rule("scatter_add")
 def _scatter_add(op, size, values, batched, *, axis, shape):
     g, idx = values

@@ -122,6 +122,8 @@ from jitgrad.ops.scatter import IndexUpdates as _IndexUpdates
 from jitgrad.ops.scatter import (
     scatter_nd,
     tensor_scatter_nd_add,
+    tensor_scatter_nd_max,
+    tensor_scatter_nd_min,
     tensor_scatter_nd_sub,
     tensor_scatter_nd_update,
 )

@@ -22,8 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from jitgrad.core import dtypes
+from jitgrad.core.aval import AVal
 from jitgrad.core.dispatch import bind
 from jitgrad.core.errors import op_error
+from jitgrad.core.opdef import defop
 from jitgrad.core.tensor import Tracer
 from jitgrad.ops import elementwise as ew
 from jitgrad.ops import shape as sh
@@ -31,10 +33,60 @@ from jitgrad.ops.base import as_value
 from jitgrad.ops.index import (
     _as_indices,
     _check_index_impl,
+    check_bounds,
     check_index,
     gather,
+    gather_p,
     getitem,
     scatter_add_p,
+)
+
+
+def _extreme_eval(x, updates, rows, *, mode):
+    if updates.dtype != x.dtype or x.ndim != 2 or updates.ndim != 2 or rows.ndim != 1:
+        raise op_error(
+            f"scatter_{mode}",
+            f"needs (rows, n) {x.dtype} values, (k, n) updates and k row indices, got "
+            f"{x.dtype} {x.shape}, {updates.dtype} {updates.shape}, {rows.dtype} {rows.shape}",
+        )
+    if rows.dtype.kind not in "iu" or updates.shape != (rows.shape[0], x.shape[1]):
+        raise op_error(f"scatter_{mode}", f"updates {updates.shape} do not fit rows {rows.shape}")
+    return AVal(x.shape, x.dtype)
+
+
+def _extreme_impl(x, updates, rows, *, mode):
+    check_bounds(f"scatter_{mode}", rows, x.shape[0], 0, x.shape)
+    out = x.copy()
+    (np.maximum if mode == "max" else np.minimum).at(out, rows, updates)
+    return out
+
+
+def _extreme_vjp(g, out, x, updates, rows, *, mode):
+    """The cotangent goes to what the result equals (x's element, or the updates that won),
+    shared evenly among ties, as reduce_max's."""
+    from_x = ew.equal(x, out)
+    picked = bind(gather_p, out, rows, axis=0)
+    from_updates = ew.equal(updates, picked)
+    ties = ew.add(
+        ew.cast(from_x, g.dtype),
+        bind(scatter_add_p, ew.cast(from_updates, g.dtype), rows, axis=0, shape=x.shape),
+    )
+    share = g / ew.maximum(ties, np.ones((), g.dtype))
+    dx = ew.where(from_x, share, ew.zeros_like_value(share))
+    picked_share = bind(gather_p, share, rows, axis=0)
+    dupdates = ew.where(from_updates, picked_share, ew.zeros_like_value(picked_share))
+    return dx, dupdates, None
+
+
+scatter_extreme_p = defop(
+    "scatter_extreme",
+    abstract_eval=_extreme_eval,
+    impl=_extreme_impl,
+    vjp=_extreme_vjp,
+    kind="index",
+    raises=True,
+    doc="`x` (rows, n) with each row `rows[j]` combined with `updates[j]` by maximum (mode "
+    '"max") or minimum ("min"), numpy\'s maximum.at: repeated rows combine all their updates.',
 )
 
 
@@ -58,6 +110,17 @@ def tensor_scatter_nd_sub(tensor, indices, updates, name=None):
     """`tensor` minus `updates` at the slices addressed by the last axis of `indices`."""
     updates = ew.negative(as_value(updates, op="tensor_scatter_nd_sub"))
     return _scatter_nd("tensor_scatter_nd_sub", tensor, indices, updates, "add")
+
+
+def tensor_scatter_nd_max(tensor, indices, updates, name=None):
+    """`tensor` with each addressed slice the maximum of itself and its updates
+    (tf.tensor_scatter_nd_max; repeated indices take the maximum of all)."""
+    return _scatter_nd("tensor_scatter_nd_max", tensor, indices, updates, "max")
+
+
+def tensor_scatter_nd_min(tensor, indices, updates, name=None):
+    """`tensor` with each addressed slice the minimum of itself and its updates."""
+    return _scatter_nd("tensor_scatter_nd_min", tensor, indices, updates, "min")
 
 
 def scatter_nd(indices, updates, shape, name=None):
@@ -119,6 +182,11 @@ def _scatter_rows(x2, rows, updates, mode: str):
     they are known now, else a traced value."""
     count = int(np.prod(rows.shape, dtype=np.int64))
     updates = sh.reshape(updates, (count, x2.shape[1]))
+    if mode in ("max", "min"):
+        flat_rows = (
+            rows.reshape(count) if isinstance(rows, np.ndarray) else sh.reshape(rows, (count,))
+        )
+        return bind(scatter_extreme_p, x2, updates, as_value(flat_rows), mode=mode)
     if isinstance(rows, np.ndarray):
         rows = rows.reshape(count)
         if mode == "set":  # numpy's rule: the last update of a row wins
@@ -160,7 +228,8 @@ class IndexUpdates:
 
 
 class IndexUpdate:
-    """`x.at[index]`: `.set(v)`, `.add(v)` and `.get()` return new tensors; `x` is unchanged."""
+    """`x.at[index]`: `.set(v)`, `.add(v)`, `.max(v)`, `.min(v)` and `.get()` return new
+    tensors; `x` is unchanged."""
 
     __slots__ = ("x", "index")
 
@@ -178,6 +247,14 @@ class IndexUpdate:
     def add(self, values):
         """`x` with `values` added to `x[index]` (repeated elements add up)."""
         return self._update(values, "add", "at[...].add")
+
+    def max(self, values):  # noqa: A003 - JAX's name
+        """`x` with `x[index]` the maximum of itself and `values` (of all, where repeated)."""
+        return self._update(values, "max", "at[...].max")
+
+    def min(self, values):  # noqa: A003 - JAX's name
+        """`x` with `x[index]` the minimum of itself and `values` (of all, where repeated)."""
+        return self._update(values, "min", "at[...].min")
 
     def _update(self, values, mode: str, op: str):
         x = self.x

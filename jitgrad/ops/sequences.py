@@ -1,6 +1,6 @@
 """TensorFlow's ops over an axis as a sequence, and its shape queries: `cumsum`, `cumprod`,
-`unsorted_segment_sum` / `_mean`, `segment_sum` / `_mean`, `boolean_mask`, and `shape`, `size`,
-`rank`.
+`unsorted_segment_sum` / `_mean` / `_max` / `_min`, `segment_sum` / `_mean` / `_max` / `_min`,
+`boolean_mask`, and `shape`, `size`, `rank`.
 
 All are compositions of existing primitives, so they run eagerly, trace, differentiate and
 compile: the running sums are Hillis and Steele's log-step scan (ceil(log2 n) shifted adds,
@@ -24,6 +24,7 @@ from jitgrad.ops import shape as sh
 from jitgrad.ops.base import as_value, normalize_axis
 from jitgrad.ops.creation import constant
 from jitgrad.ops.index import check_index, getitem, scatter_add_p
+from jitgrad.ops.scatter import scatter_extreme_p
 
 
 def cumsum(x, axis=0, exclusive=False, reverse=False, name=None):
@@ -81,9 +82,20 @@ def unsorted_segment_sum(data, segment_ids, num_segments, name=None):
     >>> jitgrad.math.unsorted_segment_sum([1.0, 2.0, 4.0], [0, 0, 2], 3)
     <jitgrad.Tensor: shape=(3,), dtype=float32, numpy=array([3., 0., 4.], dtype=float32)>
     """
-    op = "unsorted_segment_sum"
-    x = as_value(data, op=op)
-    ids = as_value(segment_ids, op=op)
+    x = as_value(data, op="unsorted_segment_sum")
+    ids = as_value(segment_ids, op="unsorted_segment_sum")
+    rows, inner, count, rows_to = _segment_rows("unsorted_segment_sum", x, ids, num_segments)
+    flat = sh.reshape(x, (rows, *inner))
+    sums = bind(scatter_add_p, flat, rows_to, axis=0, shape=(count + 1, *inner))
+    return sh.strided_slice(
+        sums, (builtins.slice(0, count),) + (builtins.slice(None),) * len(inner)
+    )
+
+
+def _segment_rows(op: str, x, ids, num_segments):
+    """(data's rows, the shape of a row, the segment count, each row's segment as int64 with
+    the dropped rows (negative ids) sent to one extra segment, `count`): TensorFlow's rules,
+    the ids' shape a prefix of data's, an id >= num_segments an IndexError."""
     if ids.dtype.kind not in "iu":
         raise op_error(op, f"segment_ids must be integers, got {ids.dtype.name}", TypeError)
     if tuple(x.shape[: ids.ndim]) != tuple(ids.shape):
@@ -95,14 +107,9 @@ def unsorted_segment_sum(data, segment_ids, num_segments, name=None):
         raise op_error(op, f"num_segments must be >= 0, got {count}")
     rows, inner = int(np.prod(ids.shape, dtype=np.int64)), tuple(x.shape[ids.ndim :])
     ids = sh.reshape(ew.cast(ids, dtypes.int64), (rows,))
-    # Checked before the dropped ids are sent to one extra row, which is then cut off.
+    # Checked before the dropped ids are sent to the extra segment, which is then cut off.
     kept = check_index(ew.maximum(ids, 0), (count,), op, what="segment id")
-    rows_to = ew.where(ew.less(ids, 0), count, kept)
-    flat = sh.reshape(x, (rows, *inner))
-    sums = bind(scatter_add_p, flat, rows_to, axis=0, shape=(count + 1, *inner))
-    return sh.strided_slice(
-        sums, (builtins.slice(0, count),) + (builtins.slice(None),) * len(inner)
-    )
+    return rows, inner, count, ew.where(ew.less(ids, 0), count, kept)
 
 
 def segment_sum(data, segment_ids, name=None):
@@ -125,6 +132,46 @@ def unsorted_segment_mean(data, segment_ids, num_segments, name=None):
     counts = unsorted_segment_sum(ones, ids, num_segments)
     counts = sh.reshape(counts, counts.shape + (1,) * (sums.ndim - 1))
     return sums / ew.maximum(counts, np.ones((), x.dtype))
+
+
+def unsorted_segment_max(data, segment_ids, num_segments, name=None):
+    """The maxima of the slices of `data` that share a segment id (tf.math.unsorted_segment_max:
+    an empty segment holds the dtype's lowest value)."""
+    return _segment_extreme("unsorted_segment_max", data, segment_ids, num_segments, "max")
+
+
+def unsorted_segment_min(data, segment_ids, num_segments, name=None):
+    """The minima of the slices of `data` that share a segment id (an empty segment holds the
+    dtype's highest value)."""
+    return _segment_extreme("unsorted_segment_min", data, segment_ids, num_segments, "min")
+
+
+def segment_max(data, segment_ids, name=None):
+    """unsorted_segment_max with sorted, known ids (tf.math.segment_max)."""
+    known = _sorted_ids("segment_max", segment_ids)
+    return unsorted_segment_max(data, known, int(known[-1]) + 1 if known.size else 0)
+
+
+def segment_min(data, segment_ids, name=None):
+    """unsorted_segment_min with sorted, known ids (tf.math.segment_min)."""
+    known = _sorted_ids("segment_min", segment_ids)
+    return unsorted_segment_min(data, known, int(known[-1]) + 1 if known.size else 0)
+
+
+def _segment_extreme(op: str, data, segment_ids, num_segments, mode: str):
+    """scatter_extreme of the rows into one row per segment (and one for the dropped rows)
+    that starts at TensorFlow's value for an empty segment: the dtype's lowest (max) or
+    highest (min) finite value."""
+    x = as_value(data, op=op)
+    ids = as_value(segment_ids, op=op)
+    rows, inner, count, rows_to = _segment_rows(op, x, ids, num_segments)
+    limits = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+    empty = np.asarray(limits.min if mode == "max" else limits.max, x.dtype)
+    width = int(np.prod(inner, dtype=np.int64))
+    start = sh.broadcast_to(empty, (count + 1, width))
+    out = bind(scatter_extreme_p, start, sh.reshape(x, (rows, width)), rows_to, mode=mode)
+    out = sh.strided_slice(out, (builtins.slice(0, count), builtins.slice(None)))
+    return sh.reshape(out, (count, *inner))
 
 
 def segment_mean(data, segment_ids, name=None):

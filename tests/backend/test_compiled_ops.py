@@ -556,6 +556,13 @@ sample("argsort", lambda v: ([v.distinct((3, 4, 2))], {"axis": 1}))
 sample("argsort_descending", lambda v: ([v.distinct((5,))], {"axis": 0}))
 sample("sort", lambda v: ([v.distinct((2, 5))], {"axis": -1}))
 sample("top_k", lambda v: ([v.distinct((3, 6))], {"k": 2}))
+sample(
+    "scatter_extreme",
+    lambda v: (
+        [v.distinct((3, 2)), v.distinct((4, 2)) + 0.01],
+        {"rows": np.array([2, 0, 2, 1]), "mode": "max"},
+    ),
+)
 sample("stop_gradient", lambda v: ([v.uniform((2, 3))], {}), order=2)
 sample("adjust_contrast", lambda v: ([v.uniform((2, 3, 2))], {"factor": 1.5}))
 sample("philox", lambda v: ([v.uniform((2, 3))], {}))

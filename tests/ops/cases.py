@@ -1237,6 +1237,34 @@ def _sort_draw(d):
     return [d.distinct(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
 
 
+def _scatter_extreme_draw(d):
+    """Distinct values, so that no update ties with another or with x (where the gradient is
+    shared), and repeated rows."""
+    rows, width, k = d.int(1, 4), d.int(1, 3), d.int(0, 5)
+    values = d.distinct((rows * width + k * width,))
+    x = values[: rows * width].reshape(rows, width)
+    updates = values[rows * width :].reshape(k, width)
+    picks = np.array([d.int(0, rows - 1) for _ in range(k)], np.int64)
+    return [x, updates], {"rows": picks, "mode": "max" if d.int(0, 1) else "min"}
+
+
+def _scatter_extreme_ref(x, updates, rows, mode):
+    out = x.copy()
+    (np.maximum if mode == "max" else np.minimum).at(out, rows, updates)
+    return out
+
+
+case(
+    "scatter_extreme",  # x.at[rows].max / .min on the rows of a matrix
+    lambda x, u, rows, mode: bind(
+        jg.ops.scatter.scatter_extreme_p, x, u, jg.constant(rows), mode=mode
+    ),
+    _scatter_extreme_draw,
+    ref=_scatter_extreme_ref,
+    prims=("scatter_extreme",),
+)
+
+
 def _top_k_draw(d):
     shape = d.shape(min_dims=1)
     return [d.distinct(shape)], {"k": d.int(0, shape[-1])}

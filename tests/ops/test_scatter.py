@@ -169,3 +169,60 @@ def test_errors_name_the_op_the_shapes_and_the_line():
         jg.constant(X).at[4].set(0.0)
     with pytest.raises(IndexError, match="index 9 is out of bounds"):
         jg.jit(lambda x, i: x.at[i].set(0.0))(X, np.array([9]))
+
+
+@pytest.mark.parametrize("mode, ufunc", [("max", np.maximum), ("min", np.minimum)])
+def test_at_max_and_min_match_numpy_eagerly_compiled_and_batched(mode, ufunc):
+    """Repeated elements combine all their updates (numpy's maximum.at); a NaN wins."""
+    x = np.array([1.0, 5.0, 3.0, -2.0])
+    index = np.array([0, 0, 2, 3])
+    values = np.array([4.0, 7.0, np.nan, -1.0])
+    want = x.copy()
+    ufunc.at(want, index, values)
+    eager = getattr(jg.constant(x).at[index], mode)(values)
+    compiled = jg.jit(lambda x, i, v: getattr(x.at[i], mode)(v))(x, index, values)
+    np.testing.assert_array_equal(eager.numpy(), want)
+    np.testing.assert_array_equal(compiled.numpy(), want)
+    batched = jg.vmap(lambda x, i: getattr(x.at[i], mode)(0.5))(np.zeros((2, 3)), np.array([0, 2]))
+    expected = np.zeros((2, 3))
+    expected[[0, 1], [0, 2]] = ufunc(0.0, 0.5)
+    np.testing.assert_array_equal(batched.numpy(), expected)
+
+
+def test_at_max_gradient_goes_to_the_winner_shared_among_ties():
+    x = np.array([1.0, 5.0, 3.0])
+    values = np.array([4.0, 1.0, 3.0])  # row 0: the update 4 wins; row 2: x and 3 tie
+    loss = lambda x, v: jg.reduce_sum(x.at[np.array([0, 0, 2])].max(v))  # noqa: E731
+    for grad in (
+        jg.grad(loss, argnums=(0, 1)),
+        lambda x, v: jg.jit_grad(loss, wrt=(0, 1))(x, v)[1],
+    ):
+        dx, dv = grad(x, values)
+        np.testing.assert_array_equal(dx.numpy(), [0.0, 1.0, 0.5])
+        np.testing.assert_array_equal(dv.numpy(), [1.0, 0.0, 0.5])
+    check_grads(lambda x, v: x.at[np.array([1, 1, 0])].min(v) ** 2, [x, np.array([0.5, 2.0, -1.0])])
+
+
+def test_tensor_scatter_nd_max_min_and_segment_extremes_follow_tensorflow():
+    got = jg.tensor_scatter_nd_max(np.zeros(4), [[1], [1], [3]], [2.0, 5.0, -1.0])
+    np.testing.assert_array_equal(got.numpy(), [0.0, 5.0, 0.0, 0.0])
+    got = jg.tensor_scatter_nd_min(np.ones((2, 2)), [[0]], [[0.5, 3.0]])
+    np.testing.assert_array_equal(got.numpy(), [[0.5, 1.0], [1.0, 1.0]])
+    data = np.array([[1.0, 8.0], [3.0, 2.0], [5.0, 0.0]])
+    lowest = np.finfo(np.float64).min  # an empty segment: the lowest value (TensorFlow)
+    np.testing.assert_array_equal(
+        jg.math.unsorted_segment_max(data, [0, 0, 2], 3).numpy(),
+        [[3.0, 8.0], [lowest, lowest], [5.0, 0.0]],
+    )
+    ints = jg.jit(lambda d, i: jg.math.unsorted_segment_min(d, i, 2))(
+        np.array([3, 1, 2]), np.array([1, 1, -1])
+    )
+    np.testing.assert_array_equal(ints.numpy(), [np.iinfo(np.int64).max, 1])
+    np.testing.assert_array_equal(
+        jg.math.segment_max([1.0, 4.0, 2.0], [0, 0, 1]).numpy(), [4.0, 2.0]
+    )
+    np.testing.assert_array_equal(
+        jg.math.segment_min([1.0, 4.0, 2.0], [0, 0, 1]).numpy(), [1.0, 2.0]
+    )
+    with pytest.raises(IndexError, match="unsorted_segment_max: segment id 3 is outside"):
+        jg.math.unsorted_segment_max([1.0], [3], 2)

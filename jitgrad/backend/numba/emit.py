@@ -1723,6 +1723,27 @@ class Emitter:
         self.emit(f"dst[i0, {j}, :] += src[i0, i1, :]", 3)
         self.contiguous.add(e.out)
 
+    @emits("scatter_extreme")
+    def op_scatter_extreme(self, e, x, updates, rows):
+        """A copy of x, then each update row combined into its row by maximum or minimum
+        (numpy's maximum.at: a NaN on either side wins)."""
+        mode = e.params["mode"]
+        n, width = x.aval.shape
+        k = self.size(rows.aval.size)
+        out = self.name_of(e.out)
+        self.emit(f"{out} = {self.contiguous_expr(x)}.copy()")
+        self.emit(f"dst = {self.view(out, (n, width))}")
+        self.emit(f"src = {self.view(self.contiguous_expr(updates), (updates.aval.shape))}")
+        self.emit(f"flat = {self._flat_indices(rows)}")
+        self.emit(f"for i1 in range({k}):")
+        j = self.emit_checked_index(e, f"scatter_{mode}", "flat[i1]", self.size(n), 0, depth=2)
+        self.emit(f"for i2 in range({self.size(width)}):", 2)
+        self.emit("u = src[i1, i2]", 3)
+        better = ">" if mode == "max" else "<"
+        self.emit(f"if u {better} dst[{j}, i2] or u != u:", 3)
+        self.emit(f"dst[{j}, i2] = u", 4)
+        self.contiguous.add(e.out)
+
     def checked_index_name(self) -> str:
         """A name for an index that a raise may report, used nowhere else in the function.
         Numba (0.65) loses the value of a variable assigned more than once by the time a raise
