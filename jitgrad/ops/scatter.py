@@ -57,7 +57,8 @@ def _extreme_eval(x, updates, rows, *, mode):
 def _extreme_impl(x, updates, rows, *, mode):
     check_bounds(f"scatter_{mode}", rows, x.shape[0], 0, x.shape)
     out = x.copy()
-    (np.maximum if mode == "max" else np.minimum).at(out, rows, updates)
+    with np.errstate(invalid="ignore"):  # a NaN wins, as in compiled code: no warning
+        (np.maximum if mode == "max" else np.minimum).at(out, rows, updates)
     return out
 
 
