@@ -240,13 +240,14 @@ import numpy as np
 import jitgrad as jg
 from jitgrad.backend.numba import precompile, worker
 
+jg.config.compile_exit_budget = 1500.0  # at idle priority on a busy machine: minutes
 f = jg.jit(lambda w, x: jg.reduce_sum(jg.tanh(x @ w)))
 f(np.ones((3, 2), np.float32), np.ones((4, 3), np.float32))  # compiled here: blocking mode
 f(np.ones((3, 3), np.float32), np.ones((4, 3), np.float32))  # another kernel: no second warmer
 (warmer,) = worker._warmed_here
 print(len(worker._warmed_here), flush=True)
 if sys.argv[1] == "wait":
-    warmer.wait(600)  # it ends once every helper is in the cache
+    warmer.wait(1500)  # it ends once every helper is in the cache
     print("ready" if precompile.helpers_ready() else "not-ready")
 else:
     os.kill(warmer.pid, signal.SIGKILL)
@@ -274,7 +275,7 @@ def test_a_process_compiling_its_own_kernels_starts_one_warmer(tmp_path, until):
         env=dict(os.environ, **env),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "ready" if until == "wait" else "killed"], out.stdout
