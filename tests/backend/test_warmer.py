@@ -185,6 +185,8 @@ np.testing.assert_allclose(kernel_value, np.exp(h).sum(), rtol=1e-5)
 np.testing.assert_allclose(kernel_grad, expected, rtol=1e-5)
 with precompile.warming_lock() as held:  # the warmer holds it until every helper is done
     print("warming" if not held else "ready" if precompile.helpers_ready() else "not-started")
+from jitgrad.backend.numba import worker
+print(worker._warmed_here == [None])  # the worker's warmer only: none started by this process
 """
 
 
@@ -201,6 +203,7 @@ def test_a_new_installations_first_kernel_serves_while_the_warmer_compiles(tmp_p
         out = _python(_NEW_INSTALLATION, tmp_path, **env)
         assert out[2] == "compiled"
         assert out[3] in ("warming", "ready")
+        assert out[4] == "True"
     finally:
         if out:  # the worker's session holds the warmer too: end both
             try:

@@ -76,6 +76,7 @@ class CompileWorker:
     """The parent's handle on one worker process: `submit` returns a Future of the reply."""
 
     def __init__(self, exit_budget: float):
+        _warmed_here.append(None)  # the worker starts the warmer itself (main): not this process
         self.process = subprocess.Popen(
             _python_running(f"main({float(exit_budget)!r})"),
             stdin=subprocess.PIPE,
@@ -314,7 +315,9 @@ def start_warmer_here() -> None:
     (symbols.all_compiled), and only the warmer compiles them ahead. Without it such a
     process, and every later one, multiplied by BLAS: W7's step 0.80 ms instead of 0.58 on
     this host. This process's kernels compiled meanwhile keep BLAS; the later ones, here and
-    in the next runs, get the tiles once the warmer is done."""
+    in the next runs, get the tiles once the warmer is done. A process with a compile worker
+    has its warmer already (`CompileWorker` notes it here): no second interpreter competes
+    with its first kernels."""
     if _warmed_here or not config.warm_helpers or helpers_ready():
         return
     try:
@@ -323,7 +326,8 @@ def start_warmer_here() -> None:
         _warmed_here.append(None)  # no process to spare: the helpers compile when first called
 
 
-# The warmer start_warmer_here started (or None when none could start): at most one a process.
+# The warmer start_warmer_here started, or None where none will start here (none could, or a
+# compile worker, which starts its own): at most one entry that matters per process.
 _warmed_here: list = []
 
 
