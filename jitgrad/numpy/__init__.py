@@ -51,6 +51,7 @@ from jitgrad.ops.base import as_value, binary_operands, normalize_axes, normaliz
 from jitgrad.ops.elementwise import zeros_like_value
 from jitgrad.ops.index import check_index
 from jitgrad.ops.sort import sorting_positions
+from jitgrad.ops.sort import take_along_axis as _take_along
 
 # `jnp.linalg` is jitgrad.linalg (numpy's names are among its aliases); registered as the
 # submodule too, so that `import jitgrad.numpy.linalg` works.
@@ -272,22 +273,21 @@ argmax = _arg_reduction("argmax", ops.argmax)
 argmin = _arg_reduction("argmin", ops.argmin)
 
 
-def cumsum(a, axis=None, dtype=None, out=None):
-    """Running sums along `axis` (flattened for None): jitgrad.cumsum's log-step scan."""
-    _unsupported("cumsum", out=(out, None))
-    x = asarray(a) if dtype is None else ops.cast(asarray(a), dtype)
-    if axis is None:
-        x, axis = ops.reshape(x, (-1,)), 0
-    return ops.cumsum(x, axis)
+def _running(name: str, fn):
+    def running(a, axis=None, dtype=None, out=None):
+        _unsupported(name, out=(out, None))
+        x = asarray(a) if dtype is None else ops.cast(asarray(a), dtype)
+        if axis is None:
+            x, axis = ops.reshape(x, (-1,)), 0
+        return fn(x, axis)
+
+    running.__name__ = running.__qualname__ = name
+    running.__doc__ = f"numpy's {name} along `axis` (flattened for None): jitgrad's log-step scan."
+    return running
 
 
-def cumprod(a, axis=None, dtype=None, out=None):
-    """Running products along `axis` (flattened for None)."""
-    _unsupported("cumprod", out=(out, None))
-    x = asarray(a) if dtype is None else ops.cast(asarray(a), dtype)
-    if axis is None:
-        x, axis = ops.reshape(x, (-1,)), 0
-    return ops.cumprod(x, axis)
+cumsum = _running("cumsum", ops.cumsum)
+cumprod = _running("cumprod", ops.cumprod)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,9 +533,7 @@ def take_along_axis(arr, indices, axis):
     idx = check_index(ops.cast(idx, np.int64), [n], "take_along_axis", negative=True)
     idx = ops.broadcast_to(idx, lead + idx.shape[-1:])
     idx = ops.where(ops.less(idx, 0), idx + n, idx)
-    rows = np.arange(math.prod(lead), dtype=np.int64).reshape(lead + (1,)) * n
-    out = ops.gather(ravel(x), idx + rows)
-    return moveaxis(out, -1, axis)
+    return moveaxis(_take_along(x, idx, x.ndim - 1), -1, axis)
 
 
 def diag(v, k=0):
