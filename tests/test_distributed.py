@@ -735,6 +735,61 @@ def test_a_rank_killed_while_another_waits_at_an_exchange_point_ends_the_job(tmp
     assert "passed the exchange point" not in result.stdout
 
 
+A_RANK_SKIPS_A_COLLECTIVE = """
+    import sys
+    import time
+    import numpy as np
+    import jitgrad as jg
+    import jitgrad.distributed as dist
+
+    path = sys.argv[1]
+    dist.init()
+    dist.init(timeout=2)   # a later call sets the timeout
+    if path == "allreduce":
+        jg.config.sharded_update = False
+    params = {"w": np.ones((4, 3), np.float32)}
+    opt = jg.optim.SGD(0.1)
+    state = opt.init(params)
+    step = jg.jit_train_step(lambda p, x: jg.reduce_sum(x @ p["w"]), opt, distributed=True)
+    x = np.ones((2, 4), np.float32)
+
+    def collective():
+        if path == "eager":
+            dist.allreduce_gradients([jg.constant(np.ones(3, np.float32))])
+        else:
+            step(params, state, x)
+
+    collective()   # compiled on both ranks, and in step
+    assert bool(step._sharded) == (path == "sharded")
+    print("ok", dist.rank(), "in step", flush=True)
+    if dist.rank() == 1:
+        try:
+            raise ValueError("a bad batch on rank 1")
+        except ValueError:
+            pass   # and rank 1 goes on without the collective
+    else:
+        collective()   # waits for rank 1
+        print("rank 0 passed", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("path", ["sharded", "allreduce", "eager"])
+def test_a_rank_that_skips_a_collective_ends_the_job_after_the_timeout(tmp_path, path):
+    """A rank that catches an exception and goes on leaves the others in a collective: at a
+    sharded step's exchange point, in the kernel's MPI_Allreduce, in an eager allreduce.
+    Their watchdog ends the job after init's timeout, saying where rank 0 waited."""
+    result = run_ranks(tmp_path, A_RANK_SKIPS_A_COLLECTIVE.replace("sys.argv[1]", repr(path)))
+    assert result.returncode != 0
+    assert result.stdout.count("in step") == 2, result.stdout + result.stderr
+    assert "rank 0 passed" not in result.stdout
+    waited = "jitgrad.distributed: rank 0 has waited 2 s for the other ranks in "
+    assert waited in result.stderr, result.stderr
+    where = "jitgrad.distributed.collectives.allreduce" if path == "eager" else "jit_train_step"
+    assert where in result.stderr and "(job.py:" in result.stderr, result.stderr
+    assert "init(timeout=seconds)" in result.stderr
+
+
 MISMATCH = """
     import numpy as np
     import jitgrad as jg

@@ -23,6 +23,8 @@ from jitgrad.compiler.signature import Guard
 from jitgrad.core.config import config
 from jitgrad.core.dispatch import current_trace, tape_stack
 from jitgrad.core.tensor import Tensor, compiled_scalar_type
+from jitgrad.distributed.watchdog import WAITS
+from jitgrad.ir.subgraphs import collective_ops
 
 _FALLBACK = "return self._call(args, kwargs)"  # what the entry does when its guard fails
 
@@ -187,11 +189,25 @@ class _Body:
             self.add("if config.num_threads:")
             self.add("    set_num_threads(config.num_threads)")
         self.add("try:")
+        depth = 2
+        collectives = collective_ops(self.compiled.traced)
+        if collectives:
+            # It waits for the other ranks: bounded by the job's timeout (distributed/watchdog).
+            # A sharded step's exchange points say each minute themselves whom they wait for.
+            self.env["waits"] = WAITS
+            self.env["waiting_in"] = self.compiled.name
+            says = "allreduce" not in collectives
+            self.add(f"waits.enter(waiting_in, {says})", depth)
+            self.add("try:", depth)
+            depth += 1
         if self.compiled.serialize:
-            self.add("with lock:", 2)
-            self.add(call, 3)
+            self.add("with lock:", depth)
+            self.add(call, depth + 1)
         else:
-            self.add(call, 2)
+            self.add(call, depth)
+        if collectives:
+            self.add("finally:", depth - 1)
+            self.add("waits.leave()", depth)
         if retry_on_type_error:
             # The dispatcher refused an argument (a non-contiguous or read-only array where
             # the kernel writes): the general path converts it, or explains.

@@ -42,7 +42,7 @@ from jitgrad.core.errors import JitgradError, VariableCreationError, with_locati
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.ir.graph import Graph
 from jitgrad.ir.interpret import locate_nan, replay
-from jitgrad.ir.subgraphs import subgraphs
+from jitgrad.ir.subgraphs import collective_ops, subgraphs
 from jitgrad.ir.trace import Trace, tracing
 
 if TYPE_CHECKING:
@@ -712,9 +712,7 @@ def _calls_collectives(graph: Graph) -> bool:
     does (compiler/train_step.py): every rank must make the same MPI calls in the same order,
     which a numpy fallback serving calls meanwhile would not, and a compile worker process
     must not join the MPI job. Loop bodies and branches count too."""
-    return any(
-        e.op.collective or any(_calls_collectives(g) for g in subgraphs(e)) for e in graph.eqns
-    )
+    return bool(collective_ops(graph))
 
 
 def _hashable_by_value(values) -> bool:

@@ -42,6 +42,25 @@ def user_frame(known: dict | None = None) -> str | None:
     return None
 
 
+def entry_point(frame) -> tuple[str | None, str | None]:
+    """(the jitgrad function the user called, `file.py:LINE` of that call) for a stack whose
+    innermost frame is `frame` (another thread's: a watchdog naming where a rank waits)."""
+    called = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        base = _BASENAMES.get(filename)
+        if base is None:
+            base = _basename(filename)
+        if base is not False:
+            return called, f"{base}:{frame.f_lineno}"
+        if not filename.startswith("<"):  # not generated code: a function of the package's
+            module = frame.f_globals.get("__name__", "")
+            code = frame.f_code
+            called = f"{module}.{getattr(code, 'co_qualname', code.co_name)}"  # 3.10: no qualname
+        frame = frame.f_back
+    return called, None
+
+
 def with_location(message: str, where: str | None = None) -> str:
     where = where or user_frame()
     return f"{message} ({where})" if where else message

@@ -22,7 +22,8 @@ Under a scheduler, use its launcher instead of this one: with Slurm, `srun -n 8 
 python train.py` (jitgrad reads the rank and size from MPI, whoever started the processes).
 
 A rank that raises ends the whole job (MPI_Abort from the hook that jitgrad.distributed.init()
-installs), and the exit status is non-zero.
+installs), and the exit status is non-zero; so does a rank that has waited in a collective for
+longer than init's timeout (a rank stopped calling them: jitgrad/distributed/watchdog.py).
 """
 
 from __future__ import annotations

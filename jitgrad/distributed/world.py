@@ -7,7 +7,9 @@ here (and in the Numba backend) only, lazily.
 
 A rank that raises must not leave the others waiting forever in their next collective: `init`
 installs an excepthook that prints the traceback and calls MPI_Abort, which ends every rank
-of the job (the launcher then exits non-zero).
+of the job (the launcher then exits non-zero). A rank that stops making collective calls
+without raising (it caught the exception) is ended by the others' watchdogs after the
+timeout (watchdog.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from jitgrad.core import pytree
 from jitgrad.core.config import config
 from jitgrad.core.errors import with_location
+from jitgrad.distributed import watchdog
 from jitgrad.ops.collective import install_communicator
 
 # Variables that MPI launchers set in the processes they start (Open MPI, MPICH/Hydra and
@@ -40,6 +43,14 @@ class _World:
         self.size = 1 if comm is None else comm.Get_size()
         # This process's place among the ranks of its machine (init sets them).
         self.local_rank, self.local_size = 0, 1
+        self.watchdog = None
+
+    def watch(self, timeout: float) -> None:
+        """Bound this rank's waits in collectives by `timeout` seconds (watchdog.py)."""
+        if self.watchdog is None:
+            self.watchdog = watchdog.start(self.comm, timeout)
+        else:
+            self.watchdog.set_timeout(timeout)
 
 
 class _MPICommunicator:
@@ -70,16 +81,27 @@ def _launched_by_mpi() -> bool:
     return any(name in os.environ for name in _LAUNCHER_SIZE_VARIABLES + _LAUNCHER_RANK_VARIABLES)
 
 
-def init() -> None:
+def init(timeout: float | None = None) -> None:
     """Join the MPI job this process runs in; without one (no `mpiexec`), a job of one process.
-    Idempotent: later calls do nothing.
+    Idempotent: later calls only set a timeout they are given.
+
+    `timeout`: the seconds a rank waits in a collective (a distributed step's exchange, an
+    allreduce, a barrier) for the other ranks before it ends the job with an error saying where
+    it waited (default: $JITGRAD_DISTRIBUTED_TIMEOUT, else 1800; math.inf waits forever). Each
+    minute of a wait is said on stderr. A rank that stops making collective calls (it caught an
+    exception from a step and went on, its loop ended early) would otherwise leave the others
+    waiting forever. Make it longer than rank 0's longest work between steps (an evaluation, a
+    checkpoint) and than a step's first compile.
 
     >>> jitgrad.distributed.init()
     >>> jitgrad.distributed.rank(), jitgrad.distributed.size()
     (0, 1)
     """
     global _world
+    seconds = watchdog.resolve_timeout(timeout)
     if _world is not None:
+        if timeout is not None and _world.size > 1:
+            _world.watch(seconds)
         return
     if not _launched_by_mpi():
         _world = _World(None)
@@ -91,11 +113,12 @@ def init() -> None:
             "jitgrad.distributed: this process was started by an MPI launcher, but mpi4py is "
             'not installed; install the extra: pip install "jitgrad[distributed]"'
         ) from exc
-    comm = MPI.COMM_WORLD
+    comm = watchdog.watched_comm(MPI.COMM_WORLD)
     _world = _World(comm)
     install_communicator(_MPICommunicator(comm))
     if _world.size > 1:
         sys.excepthook = _abort_on_exception(comm)
+        _world.watch(seconds)
         machine = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks of this machine
         try:
             _world.local_rank, _world.local_size = machine.Get_rank(), machine.Get_size()

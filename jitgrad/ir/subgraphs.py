@@ -52,3 +52,15 @@ def map_subgraphs(eqn: Eqn, transform: Callable[[Graph], Graph]) -> Eqn:
     if not changed:
         return eqn
     return Eqn(eqn.op, eqn.inputs, params, eqn.out, eqn.source)
+
+
+def collective_ops(graph: Graph) -> set[str]:
+    """The names of the collective ops (OpDef.collective: MPI, or the ranks' shared memory)
+    that `graph` calls, in loop bodies and branches too."""
+    found = set()
+    for eqn in graph.eqns:
+        if eqn.op.collective:
+            found.add(eqn.op.name)
+        for sub in subgraphs(eqn):
+            found |= collective_ops(sub)
+    return found

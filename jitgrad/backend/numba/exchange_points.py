@@ -19,11 +19,11 @@ Waiting spins (with the CPU's pause) for SPIN_POLLS polls, ~40 us, longer than t
 when every rank has a core (W11: 1-20 us); then it yields the core between polls, so that a job
 with more ranks than cores lets the rank it waits for run; after ~10 ms it sleeps between
 polls, so that a long wait (rank 0 writing a checkpoint between steps) leaves the core to
-others. A rank that waits a minute (counted from the end of the spinning) says so on stdout,
-once a minute: a rank that stopped
-calling the step leaves the others waiting, as an MPI collective would. A rank that dies or
-raises ends the job (MPI aborts, mpiexec kills the others): the waiting rank is killed, not
-left waiting.
+others. A rank that waits a minute (counted from the end of the spinning) says so on stdout, once a
+minute, naming the rank it waits for. A rank that dies or raises ends the job (MPI aborts,
+mpiexec kills the others): the waiting rank is killed, not left waiting. A rank that stopped
+calling the step without raising leaves the others waiting here until their watchdog's
+timeout ends the job (jitgrad/distributed/watchdog.py; the kernel releases the GIL).
 """
 
 import platform
