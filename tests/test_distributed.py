@@ -98,6 +98,52 @@ COLLECTIVES = """
         else:
             raise AssertionError(f"broadcast of {bad!r}")
     print("ok", r, "numbers", flush=True)
+
+    # allreduce's other ops, on integers and booleans too (a count of correct predictions)
+    a = np.array([r, 5 - r], np.int32)
+    counted = dist.allreduce({"n": 3 + r, "a": a})
+    assert counted["n"] == 7 and type(counted["n"]) is int and counted["a"] is a, counted
+    assert a.dtype == np.int32 and a.tolist() == [1, 9], a
+    top = dist.allreduce([np.array([r, -r], np.float16), np.array([r == 0, False])], op="max")
+    assert top[0].dtype == np.float16 and top[0].tolist() == [1.0, 0.0], top
+    assert top[1].dtype == bool and top[1].tolist() == [True, False], top
+    assert dist.allreduce([np.array([r == 0, True])], op="min")[0].tolist() == [False, True]
+    assert dist.allreduce(np.array([2.0 + r, -1.0]), op="product").tolist() == [6.0, 1.0]
+    for bad, op, kind in [(np.arange(2), "mean", TypeError), (np.ones(2), "median", ValueError)]:
+        try:
+            dist.allreduce([bad], op=op)
+        except kind as error:
+            assert "op" in str(error), error
+        else:
+            raise AssertionError(op)
+    # allgather: every rank's rows, which may differ in number; numbers; objects
+    gathered = dist.allgather({
+        "p": np.arange(3 * (r + 1), dtype=np.float64).reshape(r + 1, 3) + 10 * r,
+        "t": jg.constant(np.full((2, 2), r, np.float32)),
+        "n": float(r),
+    })
+    expected = np.array([[0, 1, 2], [10, 11, 12], [13, 14, 15]], np.float64)
+    assert np.array_equal(gathered["p"], expected), gathered
+    assert isinstance(gathered["t"], jg.Tensor) and gathered["t"].shape == (4, 2)
+    assert gathered["t"].numpy()[:, 0].tolist() == [0, 0, 1, 1]
+    assert gathered["n"].tolist() == [0.0, 1.0]
+    try:
+        dist.allgather([np.ones((2, 3 + r), np.float32)])
+    except ValueError as error:
+        assert "(2, 3) on rank 0 and float32 (2, 4) on rank 1" in str(error), error
+        assert "only the first axis may differ" in str(error) and "job.py:" in str(error)
+    else:
+        raise AssertionError("allgather of mismatched shapes")
+    assert dist.allgather_object({"rank": r}) == [{"rank": 0}, {"rank": 1}]
+    assert dist.broadcast_object(["config", r], root=1) == ["config", 1]
+    for traced in (lambda x: dist.allgather(x), lambda x: dist.allreduce(x, op="max")):
+        try:
+            jg.jit(traced)(np.ones(2, np.float32))
+        except RuntimeError as error:
+            assert "runs eagerly" in str(error), error
+        else:
+            raise AssertionError("a traced eager-only collective")
+    print("ok", r, "other ops and gathers", flush=True)
     dist.barrier()
     x = np.arange(10)
     part = dist.shard(x)
@@ -150,7 +196,7 @@ COLLECTIVES = """
 
 
 def test_collectives_on_two_ranks(tmp_path):
-    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 7)
+    check_ok(run_ranks(tmp_path, COLLECTIVES), 2 * 8)
 
 
 TRAINING = """
@@ -988,12 +1034,24 @@ def test_single_process_fallback():
     x, y = np.arange(6), np.arange(6) * 2
     sx, sy = dist.shard(x, y)
     assert np.array_equal(sx, x) and np.array_equal(sy, y)
-    with pytest.raises(ValueError, match="op must be 'sum' or 'mean'"):
-        dist.allreduce(tree, op="max")
-    with pytest.raises(TypeError, match=r"tree\['i'\] is int64"):
-        dist.allreduce({"i": np.arange(3)})
+    with pytest.raises(ValueError, match="op must be one of 'sum', 'mean', 'max'"):
+        dist.allreduce(tree, op="median")
+    counts = {"i": np.arange(3), "n": 5}
+    assert dist.allreduce(counts) is counts and dist.allreduce(counts, op="max") is counts
+    with pytest.raises(TypeError, match=r"tree\['i'\] is int64 \(3,\); op='mean' reduces float"):
+        dist.allreduce({"i": np.arange(3)}, op="mean")
+    with pytest.raises(TypeError, match=r"op='sum' reduces float and integer values"):
+        dist.allreduce([np.ones(2, bool)])
     with pytest.raises(ValueError, match="root must be a rank"):
         dist.broadcast(tree, root=1)
+    gathered = dist.allgather({"w": tree["w"], "n": 2, "t": tree["t"]})
+    assert gathered["w"] is not tree["w"] and np.array_equal(gathered["w"], tree["w"])
+    assert gathered["n"].tolist() == [2] and isinstance(gathered["t"], jg.Tensor)
+    assert dist.allgather_object("a") == ["a"] and dist.broadcast_object({"k": 1}) == {"k": 1}
+    with pytest.raises(ValueError, match=r"broadcast_object: root must be a rank in \[0, 1\)"):
+        dist.broadcast_object(1, root=2)
+    with pytest.raises(TypeError, match=r"allgather: tree\[0\] is a str"):
+        dist.allgather(["text"])
 
     def loss_fn(p, xb):
         return jg.reduce_sum(jg.tanh(xb @ p["w"]))

@@ -24,6 +24,7 @@ from jitgrad.distributed.collectives import (
     broadcast,
     shard,
 )
+from jitgrad.distributed.gathers import allgather, allgather_object, broadcast_object
 from jitgrad.distributed.world import (
     barrier,
     init,
@@ -38,10 +39,13 @@ from jitgrad.distributed.wrappers import DistributedGradientTape, DistributedOpt
 __all__ = [
     "DistributedGradientTape",
     "DistributedOptimizer",
+    "allgather",
+    "allgather_object",
     "allreduce",
     "allreduce_gradients",
     "barrier",
     "broadcast",
+    "broadcast_object",
     "init",
     "is_main",
     "local_rank",

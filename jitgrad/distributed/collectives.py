@@ -23,7 +23,14 @@ from jitgrad.core.variable import Variable
 from jitgrad.distributed.world import check_same_structure, world
 from jitgrad.ops.collective import allreduce as allreduce_value
 
-_OPS = ("sum", "mean")
+# op -> the dtype kinds it reduces (numpy's dtype.kind)
+_OPS = {"sum": "fiu", "mean": "f", "max": "fiub", "min": "fiub", "product": "fiu"}
+_KIND_NAMES = {
+    "fiu": "float and integer values",
+    "f": "float values",
+    "fiub": "float, integer and boolean values",
+}
+_TRACED_OPS = ("sum", "mean")
 
 
 def broadcast(tree, root: int = 0):
@@ -55,37 +62,57 @@ def broadcast(tree, root: int = 0):
 
 
 def allreduce(tree, op: str = "sum"):
-    """The sum (or mean) over ranks of each float leaf of `tree`; every rank gets the same
-    values.
+    """The sum, mean, maximum, minimum or product over ranks of each leaf of `tree`; every rank
+    gets the same values. Sums, maxima, minima and products take integer leaves too (a count
+    of correct predictions), maxima and minima booleans (any, all); a mean takes floats.
+    Inside a compiled function, float sums and means only (the kernel's MPI_Allreduce).
 
     >>> grads = jitgrad.distributed.allreduce(grads, op="mean")
+    >>> correct = jitgrad.distributed.allreduce(int((pred == y).sum()))   # over the ranks
     """
-    if op not in _OPS:
-        raise ValueError(f"jitgrad.distributed.allreduce: op must be 'sum' or 'mean', got {op!r}")
+    if not isinstance(op, str) or op not in _OPS:
+        raise ValueError(
+            f"jitgrad.distributed.allreduce: op must be one of {', '.join(map(repr, _OPS))}, "
+            f"got {op!r}"
+        )
     w = world()
     leaves, treedef = pytree.flatten(tree)
     for path, leaf in zip(pytree.leaf_paths("tree", treedef), leaves):
         dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
-        if dtype.kind != "f":
+        if dtype.kind not in _OPS[op]:
             raise TypeError(
-                f"jitgrad.distributed.allreduce: {path} is {dtype} {np.shape(leaf)}; only float "
-                "arrays and tensors are reduced"
+                f"jitgrad.distributed.allreduce: {path} is {dtype} {np.shape(leaf)}; op={op!r} "
+                f"reduces {_KIND_NAMES[_OPS[op]]}"
             )
     if w.comm is None:
         return tree
     if current_trace.get() is not None:
+        if op not in _TRACED_OPS:
+            raise RuntimeError(
+                with_location(
+                    f"jitgrad.distributed.allreduce: op={op!r} runs eagerly; inside a compiled "
+                    "function the kernel's allreduce takes op='sum' or 'mean'"
+                )
+            )
         return pytree.unflatten(treedef, [_traced_allreduce(leaf, op) for leaf in leaves])
     check_same_structure("allreduce: tree", tree)
     from mpi4py import MPI
 
+    mpi_op = {"max": MPI.MAX, "min": MPI.MIN, "product": MPI.PROD}.get(op, MPI.SUM)
     out = []
     for leaf in leaves:
         array, write_back = _buffer(leaf, "allreduce")
-        wide = array.astype(np.float32) if array.dtype == np.float16 else array
-        w.comm.Allreduce(MPI.IN_PLACE, wide, op=MPI.SUM)
+        widened = array.dtype == np.float16  # no MPI type: in float32, rounded once
+        if widened:
+            wide = array.astype(np.float32)
+        elif array.dtype == np.bool_:  # MPI's MAX and MIN take integers, not logicals
+            wide = array.view(np.uint8)
+        else:
+            wide = array
+        w.comm.Allreduce(MPI.IN_PLACE, wide, op=mpi_op)
         if op == "mean":
             np.multiply(wide, wide.dtype.type(1.0 / w.size), out=wide)
-        if wide is not array:
+        if widened:
             array[...] = wide
         out.append(write_back(array))
     return pytree.unflatten(treedef, out)

@@ -37,6 +37,7 @@ SAY_EVERY = 60.0  # seconds between the warnings of one wait (Horovod's stall ch
 # The blocking collectives of mpi4py's Intracomm that jitgrad calls, watched by `watched_comm`.
 _COLLECTIVES = (
     "Allgather",
+    "Allgatherv",
     "Allreduce",
     "Barrier",
     "Bcast",
