@@ -1,6 +1,7 @@
 """The digits MLP of train_digits.py, trained data-parallel on N processes: every rank holds
 the model, reads its slice of each global batch of 64, and the compiled train step averages
-the gradients over ranks (MPI_Allreduce inside the one kernel) before the Adam update. With
+the gradients over ranks inside its one kernel (through memory the ranks share on one machine,
+MPI_Allreduce across machines) before the Adam update. With
 the same seeds it follows the single-process run (same global batches, same order), so it
 reaches the same accuracy; rank 0 logs.
 
