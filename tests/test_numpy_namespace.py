@@ -155,8 +155,8 @@ def test_unsupported_arguments_raise_clearly():
         jnp.max(A, initial=0.0)
     with pytest.raises(TypeError, match=r"jitgrad.numpy.reshape: order='F'"):
         jnp.reshape(A, (4, 3), order="F")
-    with pytest.raises(TypeError, match="data-dependent shape"):
-        jnp.where(A > 0)
+    with pytest.raises(TypeError, match="give both x and y, or neither"):
+        jnp.where(A > 0, A)
     with pytest.raises(IndexError, match="take_along_axis"):
         jnp.take_along_axis(A, np.array([[4]]), axis=1)
     # numpy's defaults pass
@@ -281,10 +281,10 @@ def test_numpy_functions_on_tensors_are_recorded_and_traced():
 
 def test_numpy_functions_jitgrad_lacks_fall_back_eagerly_and_refuse_traces():
     t = jg.constant(A)
-    unique = np.unique(t)  # its shape depends on the values: not in jitgrad.numpy
-    assert type(unique) is np.ndarray and np.array_equal(unique, np.unique(A))
-    with pytest.raises(jg.TracerError, match=r"np.unique is not implemented by jitgrad.numpy"):
-        jg.jit(lambda a: np.unique(a))(A)
+    counts, edges = np.histogram(t, bins=3)  # not in jitgrad.numpy
+    assert type(counts) is np.ndarray and np.array_equal(counts, np.histogram(A, bins=3)[0])
+    with pytest.raises(jg.TracerError, match=r"np.histogram is not implemented by jitgrad.numpy"):
+        jg.jit(lambda a: np.histogram(a)[0])(A)
     with pytest.raises(jg.TracerError, match=r"np.add.reduce is not implemented"):
         jg.jit(lambda a: np.add.reduce(a))(A)
 
@@ -295,9 +295,9 @@ def test_numpy_function_jitgrad_lacks_warns_under_a_tape():
     with jg.GradientTape():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            np.unique(unwatched)  # not differentiated: no warning
-        with pytest.warns(RuntimeWarning, match=r"np.unique .* no gradient flows"):
-            np.unique(x)
+            np.histogram(unwatched)  # not differentiated: no warning
+        with pytest.warns(RuntimeWarning, match=r"np.histogram .* no gradient flows"):
+            np.histogram(x)
 
 
 def test_numpy_out_arguments_on_tensors_raise_clearly():

@@ -148,14 +148,18 @@ def around(a, decimals=0, out=None):
 round = around  # noqa: A001 - numpy's name
 
 
-def where(condition, x=_NO_VALUE, y=_NO_VALUE, /):
-    """Elementwise `x if condition else y` (the gradient flows to the chosen side). The
-    one-argument form (indices of the true entries) has a data-dependent shape: refused."""
+def where(condition, x=_NO_VALUE, y=_NO_VALUE, /, *, size=None, fill_value=None):
+    """Elementwise `x if condition else y` (the gradient flows to the chosen side); with
+    `condition` alone, `nonzero(condition, size=size, fill_value=fill_value)`."""
+    if x is _NO_VALUE and y is _NO_VALUE:
+        return nonzero(condition, size=size, fill_value=fill_value)  # noqa: F821 - selection.py
     if x is _NO_VALUE or y is _NO_VALUE:
+        raise TypeError(with_location("jitgrad.numpy.where: give both x and y, or neither"))
+    if size is not None or fill_value is not None:
         raise TypeError(
             with_location(
-                "jitgrad.numpy.where needs x and y: where(condition) has a data-dependent "
-                "shape (use np.nonzero on a concrete array)"
+                "jitgrad.numpy.where: size and fill_value belong to the one-argument form, "
+                "where(condition)"
             )
         )
     x, y = _operands(x, y)
@@ -775,8 +779,9 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
 # numpy's functions composed from the ones above (each module's docstring says which).
 from jitgrad.numpy import arrays as _arrays  # noqa: E402 - they use this module's functions
 from jitgrad.numpy import numeric as _numeric  # noqa: E402
+from jitgrad.numpy import selection as _selection  # noqa: E402
 
-for _module in (_arrays, _numeric):
+for _module in (_arrays, _numeric, _selection):
     for _name in _module.__all__:
         globals()[_name] = getattr(_module, _name)
 

@@ -79,7 +79,6 @@ from jitgrad.ops.elementwise import (
     subtract,
     tan,
     tanh,
-    where,
 )
 from jitgrad.ops.index import gather, gather_nd, getitem, one_hot, take
 from jitgrad.ops.linalg import einsum, matmul, tensordot
@@ -133,6 +132,7 @@ from jitgrad.ops.sequences import (
     cumsum,
     segment_sum,
     unsorted_segment_sum,
+    where,
 )
 from jitgrad.ops.shape import (
     broadcast_to,

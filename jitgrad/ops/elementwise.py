@@ -476,12 +476,9 @@ def logical_or(x, y, name=None):
 
 def where(condition, x=None, y=None, name=None):
     """Elementwise `x if condition else y`, with broadcasting (the gradient flows to the chosen
-    side only). With only `condition`, TensorFlow returns indices; jitgrad refuses, because the
-    result's shape would depend on data."""
+    side only). The public `where` (ops/sequences.py) also takes `condition` alone."""
     if x is None or y is None:
-        raise op_error(
-            "where", "needs both x and y (a data-dependent shape cannot be compiled)", TypeError
-        )
+        raise op_error("where", "give both x and y, or neither", TypeError)
     c = as_value(condition, op="where")
     if c.dtype != dtypes.bool_:
         c = cast(c, dtypes.bool_)

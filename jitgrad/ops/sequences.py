@@ -1,6 +1,6 @@
 """TensorFlow's ops over an axis as a sequence, and its shape queries: `cumsum`, `cumprod`,
 `unsorted_segment_sum` / `_mean` / `_max` / `_min`, `segment_sum` / `_mean` / `_max` / `_min`,
-`boolean_mask`, and `shape`, `size`, `rank`.
+`boolean_mask`, `where` (its one-argument form), and `shape`, `size`, `rank`.
 
 All are compositions of existing primitives, so they run eagerly, trace, differentiate and
 compile: the running sums are Hillis and Steele's log-step scan (ceil(log2 n) shifted adds,
@@ -209,6 +209,26 @@ def boolean_mask(tensor, mask, axis=None, name=None):
             f"mask of shape {m.shape} does not match tensor {x.shape} from axis {axis}",
         )
     return getitem(x, (builtins.slice(None),) * axis + (m,))
+
+
+def where(condition, x=None, y=None, name=None):
+    """TensorFlow's tf.where: elementwise `x if condition else y`, broadcasting (the gradient
+    flows to the chosen side); with only `condition`, the coordinates of its true (nonzero)
+    entries, int64 of shape (count, rank), in row-major order. That count depends on the
+    values, so the one-argument form runs eagerly only: under jit, jitgrad.numpy.argwhere
+    takes JAX's size=."""
+    if x is not None or y is not None:
+        return ew.where(condition, x, y)
+    c = as_value(condition, op="where")
+    if isinstance(c, Tracer):
+        raise op_error(
+            "where",
+            "with only a condition, the result has a row per true entry, a number that depends "
+            "on the values, which do not exist while jit traces: use "
+            "jitgrad.numpy.argwhere(condition, size=n, fill_value=...)",
+            TypeError,
+        )
+    return constant(np.argwhere(c.numpy()).astype(np.int64))
 
 
 def shape(input, out_type=dtypes.int32, name=None):  # noqa: A002 - TensorFlow's names
