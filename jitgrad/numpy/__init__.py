@@ -780,8 +780,11 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
 from jitgrad.numpy import arrays as _arrays  # noqa: E402 - they use this module's functions
 from jitgrad.numpy import numeric as _numeric  # noqa: E402
 from jitgrad.numpy import selection as _selection  # noqa: E402
+from jitgrad.numpy import shaping as _shaping  # noqa: E402
+from jitgrad.numpy import statistics as _statistics  # noqa: E402
+from jitgrad.numpy import ufuncs as _ufuncs  # noqa: E402
 
-for _module in (_arrays, _numeric, _selection):
+for _module in (_arrays, _numeric, _selection, _shaping, _statistics, _ufuncs):
     for _name in _module.__all__:
         globals()[_name] = getattr(_module, _name)
 
