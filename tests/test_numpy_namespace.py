@@ -378,3 +378,33 @@ def test_bare_numpy_array_indexed_by_a_tracer_names_the_fix():
     table = np.array([10.0, 20.0, 30.0])
     with pytest.raises(jg.TracerError, match=r"jitgrad.numpy.asarray\(arr\)\[i\]"):
         jg.jit(lambda i: table[i])(np.int32(1))
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int32, np.uint8, np.int64, np.float32])
+def test_sums_and_products_accumulate_in_numpys_dtype(dtype):
+    """numpy sums bools and integers narrower than 64 bits in int64 (uint64 for unsigned ones:
+    int64 here, jitgrad has no uint64); a count of True values must not wrap in int8."""
+    a = np.ones((2, 3), dtype)
+    for ours, theirs in [
+        (jnp.sum, np.sum),
+        (jnp.prod, np.prod),
+        (jnp.cumsum, np.cumsum),
+        (jnp.cumprod, np.cumprod),
+    ]:
+        want = theirs(a).dtype
+        want = np.dtype(np.int64) if want == np.uint64 else want
+        assert ours(a).dtype == want, (ours.__name__, dtype)
+        assert ours(a, dtype=np.float32).dtype == np.float32
+    assert int(jnp.sum(np.ones(300, np.int8))) == 300
+
+
+def test_quantiles_keep_numpys_dtype_and_argmax_keepdims_shape():
+    x = np.arange(5, dtype=np.float32)
+    cases = [0.3, [0.1, 0.9], np.float32(0.3), np.array([0.2], np.float32), np.float64(0.5)]
+    for q in cases:
+        assert jnp.quantile(x, q).dtype == np.quantile(x, q).dtype, q
+    for q in [30, [10, 90], np.float32(30)]:
+        assert jnp.percentile(x, q).dtype == np.percentile(x, q).dtype, q
+    assert jnp.median(x).dtype == np.float32
+    b = np.arange(6.0).reshape(2, 3)
+    assert jnp.argmax(b, keepdims=True).shape == np.argmax(b, keepdims=True).shape == (1, 1)

@@ -37,6 +37,7 @@ from jitgrad.core.variable import Variable
 from jitgrad.numpy.conversion import (
     _NO_VALUE,
     _VALUES,
+    _accumulator,
     _binary,
     _float,
     _operand,
@@ -200,7 +201,7 @@ def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
 # Reductions
 
 
-def _reduction(name: str, fn, *, float_ints: bool = False):
+def _reduction(name: str, fn, *, float_ints: bool = False, accumulates: bool = False):
     def reduction(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
         _unsupported(
             name,
@@ -213,7 +214,9 @@ def _reduction(name: str, fn, *, float_ints: bool = False):
                 with_location(f"jitgrad.numpy.{name}: unexpected arguments {list(kwargs)}")
             )
         x = asarray(a)
-        if dtype is not None:
+        if accumulates:  # numpy sums bools and narrow integers in int64
+            x = _accumulator(x, dtype)
+        elif dtype is not None:
             x = ops.cast(x, dtype)
         elif float_ints:
             x = _float(x)
@@ -228,8 +231,8 @@ def _axis(axis):
     return list(axis) if isinstance(axis, tuple) else axis
 
 
-sum = _reduction("sum", ops.reduce_sum)  # noqa: A001 - numpy's name
-prod = _reduction("prod", ops.reduce_prod)
+sum = _reduction("sum", ops.reduce_sum, accumulates=True)  # noqa: A001 - numpy's name
+prod = _reduction("prod", ops.reduce_prod, accumulates=True)
 mean = _reduction("mean", ops.reduce_mean, float_ints=True)
 max = _reduction("max", ops.reduce_max)  # noqa: A001 - numpy's name
 min = _reduction("min", ops.reduce_min)  # noqa: A001 - numpy's name
@@ -263,7 +266,8 @@ def _arg_reduction(name: str, fn):
         _unsupported(name, out=(out, None))
         x = asarray(a)
         if axis is None:
-            x, axis = ops.reshape(x, (-1,)), 0
+            y = fn(ops.reshape(x, (-1,)), axis=0)
+            return ops.reshape(y, (1,) * x.ndim) if keepdims else y
         axis = normalize_axis(name, axis, x.ndim)
         y = fn(x, axis=axis)
         return ops.expand_dims(y, axis) if keepdims else y
@@ -280,7 +284,7 @@ argmin = _arg_reduction("argmin", ops.argmin)
 def _running(name: str, fn):
     def running(a, axis=None, dtype=None, out=None):
         _unsupported(name, out=(out, None))
-        x = asarray(a) if dtype is None else ops.cast(asarray(a), dtype)
+        x = _accumulator(asarray(a), dtype)
         if axis is None:
             x, axis = ops.reshape(x, (-1,)), 0
         return fn(x, axis)
@@ -799,7 +803,8 @@ __all__ = sorted(
     and (
         isinstance(value, types.FunctionType)
         and value.__module__.startswith(__name__)
-        or name in ("linalg", "ndarray", "pi", "e", "inf", "nan", "newaxis")
+        or name in ("linalg", "ndarray", "pi", "e", "euler_gamma", "inf", "nan", "newaxis")
+        or name in ("mgrid", "ogrid", "finfo", "iinfo", "promote_types", "can_cast", "dtype")
         or isinstance(value, type)
         and issubclass(value, np.generic)
     )

@@ -120,3 +120,14 @@ def _binary(name: str, fn):
 def _float(x):
     """numpy computes float functions of integers in float64 (jitgrad's default is float32)."""
     return ops.cast(x, np.float64) if x.dtype.kind in "biu" else x
+
+
+def _accumulator(x, dtype):
+    """x in `dtype`, or in numpy's accumulator for sums and products: bools and integers
+    narrower than 64 bits in int64 (numpy's uint64 for unsigned ones is int64 here: jitgrad
+    holds no uint64)."""
+    if dtype is not None:
+        return ops.cast(x, dtype)
+    if x.dtype == np.bool_ or (x.dtype.kind in "iu" and x.dtype.itemsize < 8):
+        return ops.cast(x, np.int64)
+    return x

@@ -102,10 +102,14 @@ def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", 
     _unsupported("quantile", out=(out, None), method=(method, "linear"))
     if isinstance(q, Tracer):
         q._concrete("quantile's q (it picks the sorted positions) taken from the value")
-    levels = np.asarray(q.numpy() if hasattr(q, "numpy") else q, np.float64)
+    given = q.numpy() if hasattr(q, "numpy") else q
+    levels = np.asarray(given, np.float64)
     if levels.ndim > 1 or ((levels < 0) | (levels > 1)).any():
         raise op_error("quantile", f"q must be a number or 1-d, in [0, 1], got {levels.tolist()}")
     x = _float(asarray(a))
+    # numpy's result dtype: a Python number q is weak, an array q takes part (float64 for a list)
+    weak = isinstance(q, (int, float)) and not isinstance(q, np.generic)  # np.float64 is a float
+    dtype = x.dtype if weak else np.result_type(x.dtype, np.asarray(given))
     every_axis = (1,) * x.ndim if axis is None else None  # keepdims' shape when flattened
     if axis is None:
         x, axis = ops.reshape(x, (-1,)), 0
@@ -121,20 +125,25 @@ def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", 
         position = level * (n - 1)
         low, high = int(np.floor(position)), int(np.ceil(position))
         below, above = _cut(ordered, axis, low, low + 1), _cut(ordered, axis, high, high + 1)
-        pick = ops.where(has_nan, nan, below + (above - below) * (position - low))
+        weight = float(position - low)  # a Python float: weak, x keeps its dtype (numpy's)
+        pick = ops.where(has_nan, nan, below + (above - below) * weight)
         if not keepdims:
             pick = ops.squeeze(pick, [axis])
         elif every_axis is not None:
             pick = ops.reshape(pick, every_axis)
         picks.append(pick)
-    return picks[0] if levels.ndim == 0 else ops.stack(picks)
+    result = picks[0] if levels.ndim == 0 else ops.stack(picks)
+    return result if result.dtype == dtype else ops.cast(result, dtype)
 
 
 def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False):
     """quantile at q / 100."""
     if isinstance(q, Tracer):
         q._concrete("percentile's q (it picks the sorted positions) taken from the value")
-    levels = np.asarray(q.numpy() if hasattr(q, "numpy") else q, np.float64) / 100.0
+    if isinstance(q, (int, float)) and not isinstance(q, np.generic):
+        levels = q / 100.0  # stays a Python number: weak for the result's dtype, as numpy's
+    else:
+        levels = np.asarray(q.numpy() if hasattr(q, "numpy") else q) / 100.0
     return quantile(a, levels, axis, out, overwrite_input, method, keepdims)
 
 
