@@ -64,7 +64,7 @@ from jitgrad.core.variable import Variable, name_scope
 from jitgrad.ir.graph import Graph
 from jitgrad.ops import *  # noqa: F403 - the TensorFlow-style top level
 from jitgrad.ops import __all__ as _ops_all
-from jitgrad.ops import image, random
+from jitgrad.ops import bitwise, image, random
 from jitgrad.ops.nn import (
     elu,
     gelu,
@@ -93,6 +93,7 @@ __all__ = sorted(
     set(_ops_all)
     | {
         "GradientTape",
+        "bitwise",
         "image",
         "Module",
         "TensorSpec",

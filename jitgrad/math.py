@@ -28,6 +28,7 @@ from jitgrad.ops import (
     logical_and,
     logical_not,
     logical_or,
+    logical_xor,
     maximum,
     minimum,
     mod,

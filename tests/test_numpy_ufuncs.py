@@ -462,3 +462,40 @@ def test_unsupported_arguments_and_errors():
         jnp.bincount([1, 2], weights=[1.0])
     with pytest.raises(jg.TracerError, match="bincount: the result's length.*pass length="):
         jg.jit(lambda i: jnp.bincount(i))(np.array([1, 2]))
+
+
+BITS_A = np.array([5, -3, 12, -(2**30), 7], np.int32)
+BITS_B = np.array([3, 1, 31, 2, 40], np.int32)  # 40: past int32's width, every bit out
+
+
+def test_bitwise_functions_and_operators_match_numpy_eagerly_and_compiled():
+    binary = ["bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift"]
+    for name in binary:
+        want = getattr(np, name)(BITS_A, BITS_B)
+        got = getattr(jnp, name)(BITS_A, BITS_B)
+        assert got.dtype == want.dtype and np.array_equal(got.numpy(), want), name
+    assert np.array_equal(jnp.invert(BITS_A).numpy(), np.invert(BITS_A))
+    assert jnp.bitwise_not is jnp.invert and jnp.bitwise_left_shift is jnp.left_shift
+    assert jnp.bitwise_xor(np.uint8(5), 3).dtype == np.uint8  # a Python int is weak
+    assert jnp.invert(np.array([True, False])).numpy().tolist() == [False, True]
+
+    def operators(a, b):
+        flags = (a > 0) ^ (b > 3)
+        return a & b, a | 6, 12 ^ a, ~a, a << b, 1 << b, a >> b, -64 >> b, flags, ~flags
+
+    want = operators(BITS_A, BITS_B)
+    for got in (
+        operators(jg.constant(BITS_A), jg.constant(BITS_B)),
+        jg.jit(operators)(BITS_A, BITS_B),
+    ):
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and np.array_equal(g.numpy(), w), (g, w)
+    assert np.array_equal(jg.math.logical_xor([True, False], [True, True]).numpy(), [False, True])
+    with pytest.raises(
+        TypeError, match="bitwise_and: expects integer or bool tensors of one dtype, got float32"
+    ):
+        jg.constant([1.0]) & 1
+    with pytest.raises(TypeError, match="left_shift: expects integer tensors, got bool"):
+        jg.bitwise.left_shift([True], [True])
+    with pytest.raises(TypeError, match="logical_xor: expects bool tensors, got int32"):
+        jg.math.logical_xor([1], [2])

@@ -134,13 +134,37 @@ class ArrayMethods:
         return _api.abs(self)
 
     def __invert__(self):
-        return _api.logical_not(self)
+        return _api.invert(self)
 
     def __and__(self, other):
-        return _api.logical_and(self, other)
+        return _api.bitwise_and(self, other)
+
+    def __rand__(self, other):
+        return _api.bitwise_and(other, self)
 
     def __or__(self, other):
-        return _api.logical_or(self, other)
+        return _api.bitwise_or(self, other)
+
+    def __ror__(self, other):
+        return _api.bitwise_or(other, self)
+
+    def __xor__(self, other):
+        return _api.bitwise_xor(self, other)
+
+    def __rxor__(self, other):
+        return _api.bitwise_xor(other, self)
+
+    def __lshift__(self, other):
+        return _api.left_shift(self, other)
+
+    def __rlshift__(self, other):
+        return _api.left_shift(other, self)
+
+    def __rshift__(self, other):
+        return _api.right_shift(self, other)
+
+    def __rrshift__(self, other):
+        return _api.right_shift(other, self)
 
     def __lt__(self, other):
         return _api.less(self, other)

@@ -1,6 +1,7 @@
 """numpy's elementwise functions and the array comparisons, searches and 1-d signal functions
 that compose from jitgrad's ops (inverse hyperbolics, copysign, fmax, float_power, gcd, isin,
-searchsorted, digitize, interp, convolve, bincount, ...). Imported into `jitgrad.numpy`.
+searchsorted, digitize, interp, convolve, bincount, ...) and the bitwise ones over ops/bitwise.py.
+Imported into `jitgrad.numpy`.
 
 Dtypes are numpy's own type resolution (`ufunc.resolve_dtypes`, Python scalars weak), except
 that integers computed in a float compute in float64, as jitgrad.numpy's other float functions
@@ -8,8 +9,7 @@ that integers computed in a float compute in float64, as jitgrad.numpy's other f
 
 What jitgrad cannot match: its ops read no sign bits, so -0.0 counts as +0.0 and every NaN as
 positive in signbit, copysign and angle (numpy: signbit(-0.0) is True). It has no complex
-dtypes: real, imag, conj and angle take real inputs. It has no integer bit operations, so
-numpy's bitwise_and, bitwise_or, bitwise_xor, invert and the shifts are not here.
+dtypes: real, imag, conj and angle take real inputs.
 
 searchsorted (and isin, digitize, interp over it) compares every value with every entry of
 the sorted array up to 2**20 pairs, and beyond sorts the values and the array together, in
@@ -54,6 +54,13 @@ __all__ = [
     "asinh",
     "atanh",
     "bincount",
+    "bitwise_and",
+    "bitwise_invert",
+    "bitwise_left_shift",
+    "bitwise_not",
+    "bitwise_or",
+    "bitwise_right_shift",
+    "bitwise_xor",
     "cbrt",
     "conj",
     "conjugate",
@@ -74,15 +81,18 @@ __all__ = [
     "gcd",
     "imag",
     "interp",
+    "invert",
     "isin",
     "isneginf",
     "isposinf",
     "lcm",
+    "left_shift",
     "logaddexp2",
     "logical_xor",
     "rad2deg",
     "radians",
     "real",
+    "right_shift",
     "searchsorted",
     "signbit",
     "trunc",
@@ -301,6 +311,16 @@ signbit = _unary("signbit", _signbit)
 def _truth(x):
     return x if x.dtype == _dtypes.bool_ else ops.not_equal(x, ops.cast(0, x.dtype))
 
+
+bitwise_and = _ufunc("bitwise_and", ops.bitwise_and, 2)
+bitwise_or = _ufunc("bitwise_or", ops.bitwise_or, 2)
+bitwise_xor = _ufunc("bitwise_xor", ops.bitwise_xor, 2)
+left_shift = _ufunc("left_shift", ops.left_shift, 2)
+right_shift = _ufunc("right_shift", ops.right_shift, 2)
+invert = _ufunc("invert", ops.invert)
+# numpy's other names for them (numpy 2 adds the Array API's)
+bitwise_not = bitwise_invert = invert
+bitwise_left_shift, bitwise_right_shift = left_shift, right_shift
 
 logical_xor = _binary(
     "logical_xor", lambda x1, x2: ops.not_equal(_truth(asarray(x1)), _truth(asarray(x2)))

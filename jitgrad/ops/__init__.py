@@ -7,7 +7,16 @@ and has TensorFlow's name and argument names.
 import types as _types
 
 from jitgrad.core.tensor import bind_operator_namespace
-from jitgrad.ops import collective, random
+from jitgrad.ops import bitwise, collective, random
+from jitgrad.ops.bitwise import (
+    bitwise_and,
+    bitwise_or,
+    bitwise_xor,
+    invert,
+    left_shift,
+    logical_xor,
+    right_shift,
+)
 from jitgrad.ops.composites import (
     add_n,
     meshgrid,

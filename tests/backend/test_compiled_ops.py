@@ -550,6 +550,10 @@ sample("floordiv", lambda v: ([v.uniform((2, 3)), v.signed((3,))], {}))
 sample("logical_and", lambda v: ([v.uniform((2, 3)) < 0, v.uniform((3,)) < 0], {}))
 sample("logical_or", lambda v: ([v.uniform((2, 3)) < 0, v.uniform((2, 1)) < 0], {}))
 sample("logical_not", lambda v: ([v.uniform((2, 3)) < 0, v.uniform((2, 3)) < 0], {}))
+for _name in ("bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift", "invert"):
+    sample(
+        _name, lambda v: ([v.ints((2, 3), -99, 99, np.int32), v.ints((3,), -1, 40, np.int32)], {})
+    )
 sample("argmax", lambda v: ([v.distinct((3, 4))], {"axis": -1}))
 sample("argmin", lambda v: ([v.distinct((3, 4, 2))], {"axis": 1}))
 sample("argsort", lambda v: ([v.distinct((3, 4, 2))], {"axis": 1}))

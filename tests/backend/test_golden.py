@@ -230,13 +230,19 @@ BOOLEAN_RESULTS = {
 }
 
 
+# Ops on integers alone (ops/bitwise.py): no float template to type.
+INTEGER_ONLY = {"bitwise_and", "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift"}
+
+
 def _float_templates():
     """Float elementwise templates the emitter writes for float32 (ops with a vmath helper use
     the helper instead; cast has its own code)."""
     return [
         name
         for name, op in sorted(REGISTRY.items())
-        if op.kind == "elementwise" and op.vmath is None and name not in BOOLEAN_RESULTS | {"cast"}
+        if op.kind == "elementwise"
+        and op.vmath is None
+        and name not in BOOLEAN_RESULTS | INTEGER_ONLY | {"cast"}
     ]
 
 

@@ -1208,6 +1208,36 @@ case(
 )
 
 
+def _bits_draw(d):
+    """Integers of every sign and both widths, and shift counts past the width (numpy's
+    rule: every bit shifted out) and below zero."""
+    sx, sy = d.shapes(2)
+    dtype = d.choice([np.int32, np.int64, np.uint8])
+    low = 0 if dtype == np.uint8 else -(2**20)
+    return [
+        d.rng.integers(low, 2**20, sx).astype(dtype),
+        d.rng.integers(-2, 70, sy).astype(dtype),
+    ], {}
+
+
+for _name, _fn, _ref in [
+    ("bitwise_and", jg.bitwise.bitwise_and, np.bitwise_and),
+    ("bitwise_or", jg.bitwise.bitwise_or, np.bitwise_or),
+    ("bitwise_xor", jg.bitwise.bitwise_xor, np.bitwise_xor),
+    ("left_shift", jg.bitwise.left_shift, np.left_shift),
+    ("right_shift", jg.bitwise.right_shift, np.right_shift),
+]:
+    case(_name, _fn, _bits_draw, ref=_ref, prims=(_name,), order=0)
+case(
+    "invert",
+    lambda x, _: jg.bitwise.invert(x),
+    _bits_draw,
+    ref=lambda x, _: np.invert(x),
+    prims=("invert",),
+    order=0,
+)
+
+
 def _arg_draw(d):
     shape = d.shape(min_dims=1, min_side=1)
     return [d.distinct(shape)], {"axis": d.int(-len(shape), len(shape) - 1)}
