@@ -98,3 +98,12 @@ def test_the_timeout_setting(monkeypatch):
     assert dog.poll == 1.0
     dog.set_timeout(2.0)
     assert (dog.timeout, dog.poll) == (2.0, 0.5)
+
+
+def test_without_a_timeout_the_warnings_say_no_end():
+    said = []
+    waits, dog = make_dog(timeout=math.inf, said=said)
+    waits.enter("MPI's Barrier")
+    dog.check(0.0)
+    assert dog.check(10 * SAY_EVERY) is None
+    assert len(said) == 1 and "The job ends" not in said[0]

@@ -108,10 +108,11 @@ class Watchdog:
             )
         if not waits.reports_itself and waited >= (self._said + 1) * SAY_EVERY:
             self._said += 1
+            ends = "" if math.isinf(self.timeout) else f" The job ends after {self.timeout:.0f} s."
             self.say(
                 f"jitgrad.distributed: rank {self.rank} has waited {waited:.0f} s for the other "
                 f"ranks in {self._where()}; every rank must make the same collective calls in "
-                f"the same order. The job ends after {self.timeout:.0f} s."
+                f"the same order.{ends}"
             )
         return None
 

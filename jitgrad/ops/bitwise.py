@@ -24,8 +24,10 @@ from jitgrad.ops import elementwise as ew
 from jitgrad.ops.base import as_value, binary_operands
 
 
-def _integer_eval(name: str, bools: bool):
+def _integer_eval(name: str, bools: bool, arity: int):
     def abstract_eval(*avals, **params):
+        if len(avals) != arity:
+            raise op_error(name, f"takes {arity} operand(s), got {len(avals)}", TypeError)
         kinds = "biu" if bools else "iu"
         if any(a.dtype != avals[0].dtype for a in avals) or avals[0].dtype.kind not in kinds:
             got = ", ".join(a.dtype.name for a in avals)
@@ -36,10 +38,10 @@ def _integer_eval(name: str, bools: bool):
     return abstract_eval
 
 
-def _defop(name: str, impl, template: str, bools: bool = True):
+def _defop(name: str, impl, template: str, bools: bool = True, arity: int = 2):
     return defop(
         name,
-        abstract_eval=_integer_eval(name, bools),
+        abstract_eval=_integer_eval(name, bools, arity),
         impl=impl,
         vjp=NOT_DIFFERENTIABLE,
         kind="elementwise",
@@ -52,7 +54,7 @@ def _defop(name: str, impl, template: str, bools: bool = True):
 bitwise_and_p = _defop("bitwise_and", np.bitwise_and, "{dtype}({0} & {1})")
 bitwise_or_p = _defop("bitwise_or", np.bitwise_or, "{dtype}({0} | {1})")
 bitwise_xor_p = _defop("bitwise_xor", np.bitwise_xor, "{dtype}({0} ^ {1})")
-invert_p = _defop("invert", np.invert, "{dtype}(~{0})", bools=False)
+invert_p = _defop("invert", np.invert, "{dtype}(~{0})", bools=False, arity=1)
 left_shift_p = _defop(
     "left_shift",
     lambda x, y, bits: np.left_shift(x, y),
