@@ -10,7 +10,7 @@ import numpy as np
 
 from jitgrad import ops
 from jitgrad.core.errors import op_error
-from jitgrad.numpy.conversion import _unsupported, asarray
+from jitgrad.numpy.conversion import _truth, _unsupported, asarray
 from jitgrad.ops.base import normalize_axis
 from jitgrad.ops.composites import count_nonzero as _count_nonzero
 from jitgrad.ops.composites import meshgrid as _meshgrid
@@ -34,11 +34,6 @@ __all__ = [
     "tril",
     "triu",
 ]
-
-
-def _truth(a):
-    x = asarray(a)
-    return x if x.dtype == np.bool_ else ops.not_equal(x, ops.cast(0, x.dtype))
 
 
 def _axes(axis):

@@ -131,3 +131,12 @@ def _accumulator(x, dtype):
     if x.dtype == np.bool_ or (x.dtype.kind in "iu" and x.dtype.itemsize < 8):
         return ops.cast(x, np.int64)
     return x
+
+
+INDEX = np.dtype(np.int64)  # numpy's intp on 64-bit platforms: its index arrays' dtype
+
+
+def _truth(a):
+    """`a` as booleans: numpy's truth of a value (nonzero)."""
+    x = asarray(a)
+    return x if x.dtype == np.bool_ else ops.not_equal(x, ops.cast(0, x.dtype))

@@ -24,13 +24,11 @@ import numpy as np
 from jitgrad import ops
 from jitgrad.core.errors import TracerError, with_location
 from jitgrad.core.tensor import Tracer
-from jitgrad.numpy.conversion import _unsupported, asarray
+from jitgrad.numpy.conversion import INDEX, _truth, _unsupported, asarray
 from jitgrad.ops.composites import is_nan
 from jitgrad.ops.sort import sorting_positions
 
 __all__ = ["argwhere", "extract", "flatnonzero", "nonzero", "unique"]
-
-_INDEX = np.dtype(np.int64)  # numpy's intp on 64-bit platforms
 
 
 def nonzero(a, *, size=None, fill_value=None):
@@ -53,7 +51,7 @@ def nonzero(a, *, size=None, fill_value=None):
     positions, valid = _selected(_truth(x), size, "nonzero")
     coordinates, rest = [], positions
     for axis in range(x.ndim - 1, -1, -1):  # the flat positions, unravelled (row-major)
-        extent = ops.cast(x.shape[axis], _INDEX)
+        extent = ops.cast(x.shape[axis], INDEX)
         coordinates.append(ops.mod(rest, extent) if axis else rest)
         rest = ops.floordiv(rest, extent)
     coordinates.reverse()
@@ -71,8 +69,8 @@ def argwhere(a, *, size=None, fill_value=None):
     `fill_value` as in `nonzero`."""
     x = asarray(a)
     if x.ndim == 0:  # numpy: one row of no columns if the value is nonzero, else none
-        rows = _result_size("argwhere", size, ops.cast(_truth(x), _INDEX))
-        return ops.fill((rows, 0), np.zeros((), _INDEX))
+        rows = _result_size("argwhere", size, ops.cast(_truth(x), INDEX))
+        return ops.fill((rows, 0), np.zeros((), INDEX))
     return ops.stack(nonzero(x, size=size, fill_value=fill_value), axis=1)
 
 
@@ -123,9 +121,9 @@ def unique(
     if n == 0:
         rows = 0 if size is None else _result_size("unique", size, None)
         empty = ops.fill((rows,), np.asarray(0 if fill_value is None else fill_value, x.dtype))
-        extras = [ops.fill((rows,), np.zeros((), _INDEX))] * (return_index + return_counts)
+        extras = [ops.fill((rows,), np.zeros((), INDEX))] * (return_index + return_counts)
         if return_inverse:
-            extras.insert(int(return_index), ops.fill(x.shape, np.zeros((), _INDEX)))
+            extras.insert(int(return_index), ops.fill(x.shape, np.zeros((), INDEX)))
         return (empty, *extras) if extras else empty
     order = sorting_positions(flat)  # stable, NaNs last
     ordered = ops.gather(flat, order)
@@ -136,19 +134,15 @@ def unique(
     if return_index:
         results.append(ops.gather(order, starts))
     if return_inverse:
-        rank_in_order = ops.cumsum(ops.cast(first, _INDEX)) - 1
+        rank_in_order = ops.cumsum(ops.cast(first, INDEX)) - 1
         inverse = ops.gather(rank_in_order, sorting_positions(order))  # order's inverse
         results.append(ops.reshape(inverse, x.shape))
     if return_counts:
         # Where each value's run starts, then where the next one does (n after the last).
         bounds, inside = _selected(first, starts.shape[0] + 1, "unique")
-        bounds = ops.where(inside, bounds, ops.cast(n, _INDEX))
+        bounds = ops.where(inside, bounds, ops.cast(n, INDEX))
         results.append(bounds[1:] - bounds[:-1])
     return results[0] if len(results) == 1 else tuple(results)
-
-
-def _truth(x):
-    return x if x.dtype == np.bool_ else ops.not_equal(x, ops.cast(0, x.dtype))
 
 
 def _first_of_runs(ordered, equal_nan: bool):
@@ -165,15 +159,15 @@ def _selected(mask, size, fn: str):
     them, padded with 0; whether each of those is a true entry's)."""
     mask = ops.reshape(mask, (-1,))
     n = mask.shape[0]
-    count = ops.reduce_sum(ops.cast(mask, _INDEX))
+    count = ops.reduce_sum(ops.cast(mask, INDEX))
     size = _result_size(fn, size, count)
     positions = sorting_positions(ops.logical_not(mask)) if n else ops.fill((0,), np.int64(0))
     if size <= n:
         positions = positions[:size]
     else:
-        positions = ops.concat([positions, ops.fill((size - n,), np.zeros((), _INDEX))], 0)
-    valid = ops.less(ops.range(size, dtype=_INDEX), count)
-    return ops.where(valid, positions, ops.cast(0, _INDEX)), valid
+        positions = ops.concat([positions, ops.fill((size - n,), np.zeros((), INDEX))], 0)
+    valid = ops.less(ops.range(size, dtype=INDEX), count)
+    return ops.where(valid, positions, ops.cast(0, INDEX)), valid
 
 
 def _result_size(fn: str, size, count) -> int:

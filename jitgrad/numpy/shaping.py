@@ -25,8 +25,8 @@ from jitgrad.core import dtypes as _dtypes
 from jitgrad.core.errors import TracerError, op_error, with_location
 from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.numpy.arrays import flip
-from jitgrad.numpy.conversion import _PY_SCALARS, _VALUES, _unsupported, asarray
-from jitgrad.numpy.selection import _selected, _truth
+from jitgrad.numpy.conversion import _PY_SCALARS, _VALUES, INDEX, _truth, _unsupported, asarray
+from jitgrad.numpy.selection import _selected
 from jitgrad.ops.base import as_value, normalize_axis
 from jitgrad.ops.index import check_index
 
@@ -72,8 +72,6 @@ __all__ = [
     "triu_indices_from",
     "unravel_index",
 ]
-
-_INDEX = np.dtype(np.int64)  # numpy's intp on 64-bit platforms
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +129,7 @@ def _integers(fn: str, value, message: str = "only int indices permitted"):
     x = asarray(value)
     if x.dtype.kind not in "biu":
         raise op_error(fn, f"{message}, got {x.dtype}", TypeError)
-    return ops.cast(x, _INDEX)
+    return ops.cast(x, INDEX)
 
 
 def _in_bounds(fn: str, idx, n: int, message: str, axis: int = 0):
@@ -362,9 +360,9 @@ def choose(a, choices, out=None, mode="raise"):
         message = f"invalid entry in choice array: {{}} is not in [0, {n})"
         idx = _in_bounds("choose", idx, n, message)
     elif mode == "wrap":
-        idx = ops.mod(idx, ops.cast(n, _INDEX))
+        idx = ops.mod(idx, ops.cast(n, INDEX))
     elif mode == "clip":
-        idx = ops.minimum(ops.maximum(idx, ops.cast(0, _INDEX)), ops.cast(n - 1, _INDEX))
+        idx = ops.minimum(ops.maximum(idx, ops.cast(0, INDEX)), ops.cast(n - 1, INDEX))
     else:
         raise op_error("choose", f"mode must be one of 'clip', 'raise', or 'wrap', got {mode!r}")
     # numpy promotes a Python scalar among the choices weakly (NEP 50).
@@ -373,7 +371,7 @@ def choose(a, choices, out=None, mode="raise"):
     shape = _by_numpy("choose", lambda: np.broadcast_shapes(idx.shape, *(c.shape for c in values)))
     out = ops.broadcast_to(values[-1], shape)
     for j in range(n - 2, -1, -1):
-        out = ops.where(ops.equal(idx, ops.cast(j, _INDEX)), values[j], out)
+        out = ops.where(ops.equal(idx, ops.cast(j, INDEX)), values[j], out)
     return out
 
 
@@ -491,7 +489,7 @@ def ix_(*args):
     for k, a in enumerate(args):
         x = asarray(a)
         if x.size == 0 and not isinstance(a, (np.ndarray, *_VALUES)):
-            x = ops.cast(x, _INDEX)  # numpy's: an empty list of no dtype holds indices
+            x = ops.cast(x, INDEX)  # numpy's: an empty list of no dtype holds indices
         if x.ndim != 1:
             raise op_error("ix_", f"cross index must be 1-dimensional, got shape {x.shape}")
         if x.dtype == np.bool_:
@@ -521,7 +519,7 @@ def unravel_index(indices, shape, order="C"):
     coordinates = {}
     axes = list(range(len(dims)))
     for axis in reversed(axes) if order == "C" else axes:  # the fastest-varying axis first
-        extent = ops.cast(dims[axis], _INDEX)
+        extent = ops.cast(dims[axis], INDEX)
         last = len(coordinates) == len(dims) - 1
         coordinates[axis] = rest if last else ops.mod(rest, extent)
         rest = ops.floordiv(rest, extent)
@@ -553,20 +551,20 @@ def ravel_multi_index(multi_index, dims, mode="raise", order="C"):
         "ravel_multi_index", lambda: np.broadcast_shapes(*(c.shape for c in coordinates))
     )
     strides = [math.prod(dims[a + 1 :] if order == "C" else dims[:a]) for a in range(len(dims))]
-    flat = ops.fill(shape, np.zeros((), _INDEX))
+    flat = ops.fill(shape, np.zeros((), INDEX))
     for axis, (c, n, m, stride) in enumerate(zip(coordinates, dims, modes, strides)):
         if m == "raise":
             message = f"invalid entry in coordinates array: {{}} on axis {axis} of size {n}"
             c = _in_bounds("ravel_multi_index", c, n, message, axis)
         elif m == "wrap":
-            c = ops.mod(c, ops.cast(n, _INDEX))
+            c = ops.mod(c, ops.cast(n, INDEX))
         elif m == "clip":
-            c = ops.minimum(ops.maximum(c, ops.cast(0, _INDEX)), ops.cast(n - 1, _INDEX))
+            c = ops.minimum(ops.maximum(c, ops.cast(0, INDEX)), ops.cast(n - 1, INDEX))
         else:
             raise op_error(
                 "ravel_multi_index", f"mode must be one of 'clip', 'raise', or 'wrap', got {m!r}"
             )
-        flat = flat + c * ops.cast(stride, _INDEX)
+        flat = flat + c * ops.cast(stride, INDEX)
     return flat
 
 

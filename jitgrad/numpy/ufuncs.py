@@ -32,14 +32,17 @@ from jitgrad.core.tensor import Tensor, Tracer
 from jitgrad.core.weak import WEAK_TYPES
 from jitgrad.numpy.conversion import (
     _PY_SCALARS,
+    INDEX,
     _binary,
     _float,
+    _truth,
     _ufunc_args,
     _unary,
     _unsupported,
     asarray,
 )
 from jitgrad.ops.base import broadcast_all
+from jitgrad.ops.composites import is_nan
 from jitgrad.ops.conv import conv_general
 from jitgrad.ops.sort import sorting_positions
 
@@ -100,7 +103,6 @@ __all__ = [
 ]
 
 euler_gamma = np.euler_gamma
-_INDEX = np.dtype(np.int64)  # numpy's intp on 64-bit platforms
 _LN2 = math.log(2.0)
 
 
@@ -149,10 +151,6 @@ def _ufunc(name: str, fn, arity: int = 1):
     if arity == 1:
         return _unary(name, lambda x: fn(*_loop(name, x)))
     return _binary(name, lambda x1, x2: fn(*_loop(name, x1, x2)))
-
-
-def _is_nan(x):
-    return ops.not_equal(x, x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +243,7 @@ def _nan_ignoring(keep_first):
     are); the gradient goes to the operand chosen."""
 
     def choose(x, y):
-        return ops.where(ops.logical_or(keep_first(x, y), _is_nan(y)), x, y)
+        return ops.where(ops.logical_or(keep_first(x, y), is_nan(y)), x, y)
 
     return choose
 
@@ -308,10 +306,6 @@ def _signbit(x):
 signbit = _unary("signbit", _signbit)
 
 
-def _truth(x):
-    return x if x.dtype == _dtypes.bool_ else ops.not_equal(x, ops.cast(0, x.dtype))
-
-
 bitwise_and = _ufunc("bitwise_and", ops.bitwise_and, 2)
 bitwise_or = _ufunc("bitwise_or", ops.bitwise_or, 2)
 bitwise_xor = _ufunc("bitwise_xor", ops.bitwise_xor, 2)
@@ -365,7 +359,7 @@ def angle(z, deg=False):
     x = _float(asarray(z))
     half_turn = np.asarray(180.0 if deg else np.pi, x.dtype)
     zero = np.zeros((), x.dtype)
-    return ops.where(ops.less(x, 0), half_turn, ops.where(_is_nan(x), x, zero))
+    return ops.where(ops.less(x, 0), half_turn, ops.where(is_nan(x), x, zero))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +416,7 @@ def array_equal(a1, a2, equal_nan=False):
         return Tensor(np.asarray(False))
     same = ops.equal(x, y)
     if equal_nan and x.dtype.kind == "f":
-        same = ops.logical_or(same, ops.logical_and(_is_nan(x), _is_nan(y)))
+        same = ops.logical_or(same, ops.logical_and(is_nan(x), is_nan(y)))
     return ops.reduce_all(same)
 
 
@@ -452,7 +446,7 @@ def _insertion_points(a, v, side: str):
     flat = ops.reshape(v, (-1,))
     m = flat.shape[0]
     if n == 0 or m == 0:
-        return ops.zeros(v.shape, _INDEX)
+        return ops.zeros(v.shape, INDEX)
     if n * m <= _COMPARISONS:
         counts = _counted(a, flat, side)
     else:
@@ -466,11 +460,11 @@ def _counted(a, v, side: str):
     entries, values = ops.expand_dims(a, 0), ops.expand_dims(v, 1)
     before = (ops.less if side == "left" else ops.less_equal)(entries, values)
     if a.dtype.kind == "f":
-        last = _is_nan(values)
+        last = is_nan(values)
         if side == "left":
-            last = ops.logical_and(last, ops.logical_not(_is_nan(entries)))
+            last = ops.logical_and(last, ops.logical_not(is_nan(entries)))
         before = ops.logical_or(before, last)
-    return ops.reduce_sum(ops.cast(before, _INDEX), axis=1)
+    return ops.reduce_sum(ops.cast(before, INDEX), axis=1)
 
 
 def _merged(a, v, side: str):
@@ -481,7 +475,7 @@ def _merged(a, v, side: str):
     left = side == "left"
     order = sorting_positions(ops.concat([v, a] if left else [a, v], 0))
     from_a = ops.greater_equal(order, m) if left else ops.less(order, n)
-    before = ops.cumsum(ops.cast(from_a, _INDEX), exclusive=True)
+    before = ops.cumsum(ops.cast(from_a, INDEX), exclusive=True)
     counts = ops.unsorted_segment_sum(before, order, n + m)  # order is a permutation
     start = 0 if left else n
     return counts[start : start + m]
@@ -593,12 +587,12 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     slope = (y1 - y0) / ops.where(ops.equal(width, 0.0), 1.0, width)
     inner = ops.minimum(ops.maximum(x, x0), x1)  # x, kept finite where another branch is taken
     y = slope * (inner - x0) + y0
-    y = ops.where(_is_nan(y), slope * (inner - x1) + y1, y)
-    y = ops.where(ops.logical_and(_is_nan(y), ops.equal(y0, y1)), y0, y)
+    y = ops.where(is_nan(y), slope * (inner - x1) + y1, y)
+    y = ops.where(ops.logical_and(is_nan(y), ops.equal(y0, y1)), y0, y)
     y = ops.where(ops.equal(x, x0), y0, y)
     last = ops.where(ops.greater(x, xp[n - 1]), high, fp[n - 1])
     y = ops.where(ops.greater_equal(k, n - 1), last, ops.where(ops.less(k, 0), low, y))
-    return ops.where(_is_nan(x), x, y)
+    return ops.where(is_nan(x), x, y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -637,7 +631,7 @@ def _sliding_products(x, w, padding: tuple[int, int]):
         return ops.reshape(y, (-1,))
     boolean = x.dtype == _dtypes.bool_
     if boolean:
-        x, w = ops.cast(x, _INDEX), ops.cast(w, _INDEX)
+        x, w = ops.cast(x, INDEX), ops.cast(w, INDEX)
     padded = ops.pad(x, [padding])
     size = n + padding[0] + padding[1] - m + 1
     windows = ops.gather(padded, np.arange(size)[:, None] + np.arange(m)[None, :])
@@ -679,7 +673,7 @@ def vander(x, N=None, increasing=False):  # noqa: N803 - numpy's name
     columns = v.shape[0] if N is None else operator.index(N)
     if columns < 0:
         raise op_error("vander", f"N must be >= 0, got {columns}")
-    dtype = np.promote_types(v.dtype, _INDEX)
+    dtype = np.promote_types(v.dtype, INDEX)
     v = ops.cast(v, dtype)
     if columns == 0:
         return ops.zeros((v.shape[0], 0), dtype)
@@ -721,7 +715,7 @@ def bincount(x, /, weights=None, minlength=0, *, length=None):
     if ids.dtype.kind not in "biu":
         if ids.shape[0]:
             raise op_error("bincount", f"x must be integers, got {ids.dtype}", TypeError)
-        ids = ops.cast(ids, _INDEX)  # numpy takes [], a float64 array, as no integers
+        ids = ops.cast(ids, INDEX)  # numpy takes [], a float64 array, as no integers
     minlength = operator.index(minlength)
     if minlength < 0:
         raise op_error("bincount", f"minlength must not be negative, got {minlength}")
@@ -741,8 +735,8 @@ def bincount(x, /, weights=None, minlength=0, *, length=None):
     length = operator.index(length)
     if length < 0:
         raise op_error("bincount", f"length must not be negative, got {length}")
-    ids = ops.cast(ids, _INDEX)
-    ids = ops.where(ops.less(ids, length), ids, np.asarray(-1, _INDEX))  # -1: dropped
+    ids = ops.cast(ids, INDEX)
+    ids = ops.where(ops.less(ids, length), ids, np.asarray(-1, INDEX))  # -1: dropped
     if weights is None:
         return ops.unsorted_segment_sum(ops.ones_like(ids), ids, length)
     w = asarray(weights)
